@@ -1,0 +1,152 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+// maxHistory bounds how many messages one Load or History call reads for a
+// single connection (a connection sees tens of events a day).
+const maxHistory = 1 << 20
+
+// Load implements domain.EventStore. A cached aggregate is checked against
+// the subject's last message with one direct get; if it is behind, only the
+// missing messages are read. Messages on the subject that do not decode, or
+// that the transition table refuses, are skipped (logged and counted) but
+// still advance Version, so appends keep working after a poison message.
+func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connection, error) {
+	if !domain.ValidConnectionID(connectionID) {
+		return domain.Connection{}, fmt.Errorf("jsstore: invalid connection id %q: %w", connectionID, domain.ErrNotFound)
+	}
+	subject := events.Subject(connectionID)
+	last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return domain.Connection{}, domain.ErrNotFound
+	}
+	if err != nil {
+		return domain.Connection{}, fmt.Errorf("jsstore: load %s: %w", connectionID, err)
+	}
+	s.mu.RLock()
+	cached, ok := s.cache[connectionID]
+	var c domain.Connection
+	if ok {
+		c = cached.Clone()
+	}
+	s.mu.RUnlock()
+	if ok && c.Version == last.Sequence {
+		return c, nil
+	}
+	if ok && c.Version > last.Sequence {
+		c, ok = domain.Connection{}, false // stream was recreated: start over
+	}
+	if err := s.catchUp(ctx, connectionID, &c, last); err != nil {
+		return domain.Connection{}, err
+	}
+	if !c.Exists() {
+		return domain.Connection{}, domain.ErrNotFound
+	}
+	s.mu.Lock()
+	if cur, ok := s.cache[connectionID]; !ok || cur.Version < c.Version {
+		cc := c.Clone()
+		s.cache[connectionID] = &cc
+	}
+	s.mu.Unlock()
+	return c, nil
+}
+
+// catchUp applies the subject's messages after c.Version up to last.
+func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Connection, last *jetstream.RawStreamMsg) error {
+	subject := events.Subject(connectionID)
+	for i := 0; c.Version < last.Sequence; i++ {
+		if i >= maxHistory {
+			return fmt.Errorf("jsstore: load %s: more than %d events", connectionID, maxHistory)
+		}
+		msg := last
+		if c.Version+1 < last.Sequence {
+			m, err := s.stream.GetMsg(ctx, c.Version+1, jetstream.WithGetMsgSubject(subject))
+			if err != nil {
+				return fmt.Errorf("jsstore: load %s: %w", connectionID, err)
+			}
+			msg = m
+		}
+		if msg.Sequence <= c.Version { // defensive: never loop in place
+			return fmt.Errorf("jsstore: load %s: stream went backwards at %d", connectionID, msg.Sequence)
+		}
+		e, err := events.Decode(msg.Data)
+		if err == nil {
+			e.Seq = msg.Sequence
+			if e.ConnectionID != connectionID {
+				err = fmt.Errorf("event subject %s does not match its message subject", e.ConnectionID)
+			} else {
+				err = c.Apply(e)
+			}
+		}
+		if err != nil {
+			s.skip(connectionID, msg.Sequence, err)
+		}
+		c.Version = msg.Sequence
+	}
+	return nil
+}
+
+func (s *Store) skip(connectionID string, seq uint64, err error) {
+	n, _ := s.skipped.LoadOrStore(connectionID, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
+	s.log.Warn("skipped event", "connection_id", connectionID, "seq", seq, "error", err.Error())
+}
+
+// Skipped returns how many messages of a connection Load skipped.
+func (s *Store) Skipped(connectionID string) int64 {
+	n, ok := s.skipped.Load(connectionID)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
+// History implements domain.EventStore. Undecodable messages are left out.
+func (s *Store) History(ctx context.Context, connectionID string) ([]domain.Event, error) {
+	if !domain.ValidConnectionID(connectionID) {
+		return nil, fmt.Errorf("jsstore: invalid connection id %q: %w", connectionID, domain.ErrNotFound)
+	}
+	subject := events.Subject(connectionID)
+	last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, domain.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: history %s: %w", connectionID, err)
+	}
+	var out []domain.Event
+	for next := uint64(1); next <= last.Sequence; {
+		if len(out) >= maxHistory {
+			return nil, fmt.Errorf("jsstore: history %s: more than %d events", connectionID, maxHistory)
+		}
+		msg := last
+		if next < last.Sequence {
+			if msg, err = s.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject)); err != nil {
+				return nil, fmt.Errorf("jsstore: history %s: %w", connectionID, err)
+			}
+		}
+		if e, err := events.Decode(msg.Data); err == nil && e.ConnectionID == connectionID {
+			e.Seq = msg.Sequence
+			out = append(out, e)
+		}
+		next = msg.Sequence + 1
+	}
+	return out, nil
+}
+
+// Forget drops a connection from the cache (tests and memory pressure).
+func (s *Store) Forget(connectionID string) {
+	s.mu.Lock()
+	delete(s.cache, connectionID)
+	s.mu.Unlock()
+}

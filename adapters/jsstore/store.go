@@ -1,0 +1,322 @@
+// Package jsstore is tokenline's event store on NATS JetStream.
+//
+// One stream (TOKENLINE by default) holds every event of every connection,
+// one subject per connection: tokenline.conn.<connection-id>. The stream is
+// file-backed, refuses message deletion and purges (DenyDelete, DenyPurge: the
+// audit history is immutable), has no age or per-subject limits, allows
+// direct gets, and is replicated as configured (1 by default, 3 on a cluster).
+//
+// Appends use per-subject optimistic concurrency: each publish carries
+// Nats-Expected-Last-Subject-Sequence, the stream sequence of the last message
+// on the connection's subject that the writer decided against. If another
+// writer appended first, the server refuses the message (error 10071, or
+// 10164 on replicated streams) and Append returns domain.ErrConflict. Each
+// event's id is its Nats-Msg-Id, so a re-sent event is de-duplicated; because
+// a standalone server checks the expected sequence before de-duplication, a
+// conflict whose subject's last message carries the same id is reported as
+// the success it was.
+//
+// tokenline decides one event per command, so a single-event Append is the
+// common path. Append with several events publishes them as one JetStream
+// atomic batch (Nats-Batch-Id / Nats-Batch-Sequence / Nats-Batch-Commit): all
+// of them are stored, or none.
+//
+// Load serves aggregates from an in-memory cache and checks staleness with a
+// single direct get of the subject's last message; only the missing tail is
+// read (by direct get of the next message on the subject), never the stream.
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+// DefaultStream is the name of the stream.
+const DefaultStream = "TOKENLINE"
+
+// Config configures a Store.
+type Config struct {
+	// Stream name; default DefaultStream.
+	Stream string
+	// Replicas of the stream: 1 (default) or 3 on a cluster.
+	Replicas int
+	// Duplicates is the de-duplication window for event ids; default 2m.
+	Duplicates time.Duration
+	// Actor is written on events that have none (e.g. "instance/<id>").
+	Actor string
+	// Logger receives skipped-event warnings; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Store implements domain.EventStore on JetStream. It is safe for concurrent
+// use.
+type Store struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    Config
+	log    *slog.Logger
+
+	mu    sync.RWMutex
+	cache map[string]*domain.Connection
+
+	hookMu sync.RWMutex
+	hooks  []func(domain.Event)
+
+	skipped sync.Map // connection id -> count of undecodable or refused events
+}
+
+var _ domain.EventStore = (*Store)(nil)
+
+// StreamConfig returns the stream configuration the store creates.
+func StreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg = withDefaults(cfg)
+	return jetstream.StreamConfig{
+		Name:               cfg.Stream,
+		Description:        "tokenline connection events (CloudEvents, one subject per connection)",
+		Subjects:           []string{events.SubjectPrefix + "*"},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardNew,
+		MaxAge:             0,
+		MaxMsgs:            -1,
+		MaxBytes:           -1,
+		MaxMsgsPerSubject:  -1,
+		Replicas:           cfg.Replicas,
+		Duplicates:         cfg.Duplicates,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+	}
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}
+
+// Open creates the stream (or updates it to the configuration) and returns a
+// store on it.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	cfg = withDefaults(cfg)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: jetstream: %w", err)
+	}
+	st, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: create stream %s: %w", cfg.Stream, err)
+	}
+	return &Store{nc: nc, js: js, stream: st, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}, nil
+}
+
+// JetStream returns the JetStream context the store uses.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Stream returns the underlying stream handle.
+func (s *Store) Stream() jetstream.Stream { return s.stream }
+
+// StreamName returns the stream's name.
+func (s *Store) StreamName() string { return s.cfg.Stream }
+
+// OnAppend registers f to be called, synchronously and before Append returns,
+// with every event this store appended (Seq set). Projections on the same
+// instance use it for read-your-own-writes. f must be fast and must not call
+// back into the store.
+func (s *Store) OnAppend(f func(domain.Event)) {
+	s.hookMu.Lock()
+	s.hooks = append(s.hooks, f)
+	s.hookMu.Unlock()
+}
+
+func (s *Store) prepare(connectionID string, evs []domain.Event) ([][]byte, error) {
+	now := time.Now().UTC()
+	out := make([][]byte, len(evs))
+	for i := range evs {
+		e := &evs[i]
+		if e.ID == "" {
+			e.ID = uuid.NewString()
+		}
+		if e.ConnectionID == "" {
+			e.ConnectionID = connectionID
+		}
+		if e.ConnectionID != connectionID {
+			return nil, fmt.Errorf("jsstore: event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
+		}
+		if e.Time.IsZero() {
+			e.Time = now
+		}
+		if e.Actor == "" {
+			e.Actor = s.cfg.Actor
+		}
+		b, err := events.Encode(*e)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+// Append implements domain.EventStore.
+func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq uint64, evs ...domain.Event) ([]domain.Event, error) {
+	if !domain.ValidConnectionID(connectionID) {
+		return nil, fmt.Errorf("jsstore: invalid connection id %q", connectionID)
+	}
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	evs = append([]domain.Event(nil), evs...)
+	bodies, err := s.prepare(connectionID, evs)
+	if err != nil {
+		return nil, err
+	}
+	subject := events.Subject(connectionID)
+	if len(evs) == 1 {
+		m := &nats.Msg{Subject: subject, Data: bodies[0], Header: nats.Header{}}
+		m.Header[jetstream.MsgIDHeader] = []string{evs[0].ID}
+		m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expectedLastSeq, 10)}
+		ack, err := s.js.PublishMsg(ctx, m)
+		if err == nil {
+			evs[0].Seq = ack.Sequence
+		} else if perr := s.publishError(ctx, connectionID, evs, err); perr != errAlreadyStored {
+			return nil, perr
+		}
+	} else if err := s.publishBatch(ctx, subject, expectedLastSeq, evs, bodies); err != nil {
+		if perr := s.publishError(ctx, connectionID, evs, err); perr != errAlreadyStored {
+			return nil, perr
+		}
+	}
+	s.applyAppended(connectionID, expectedLastSeq, evs)
+	return evs, nil
+}
+
+// publishError maps a failed publish: wrong-last-sequence codes become
+// domain.ErrConflict unless the subject's last message is our own last event
+// (a retry of an event that already landed), which is success.
+func (s *Store) publishError(ctx context.Context, connectionID string, evs []domain.Event, err error) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return fmt.Errorf("jsstore: append to %s: %w", connectionID, err)
+	}
+	switch apiErr.ErrorCode {
+	case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+	default:
+		return fmt.Errorf("jsstore: append to %s: %w", connectionID, err)
+	}
+	last, gerr := s.stream.GetLastMsgForSubject(ctx, events.Subject(connectionID))
+	if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == evs[len(evs)-1].ID {
+		// Our events landed earlier: report them with their sequences.
+		for i := len(evs) - 1; i >= 0; i-- {
+			evs[i].Seq = last.Sequence - uint64(len(evs)-1-i)
+		}
+		return errAlreadyStored
+	}
+	return fmt.Errorf("jsstore: append to %s: %w", connectionID, domain.ErrConflict)
+}
+
+var errAlreadyStored = errors.New("already stored")
+
+// batchAck is the reply to a batch commit.
+type batchAck struct {
+	Stream    string              `json:"stream"`
+	Seq       uint64              `json:"seq"`
+	BatchID   string              `json:"batch"`
+	BatchSize int                 `json:"count"`
+	Error     *jetstream.APIError `json:"error,omitempty"`
+}
+
+func (s *Store) publishBatch(ctx context.Context, subject string, expected uint64, evs []domain.Event, bodies [][]byte) error {
+	batchID := uuid.NewString()
+	n := len(evs)
+	for i := range evs {
+		m := &nats.Msg{Subject: subject, Data: bodies[i], Header: nats.Header{}}
+		m.Header[jetstream.MsgIDHeader] = []string{evs[i].ID}
+		m.Header["Nats-Batch-Id"] = []string{batchID}
+		m.Header["Nats-Batch-Sequence"] = []string{strconv.Itoa(i + 1)}
+		if i == 0 {
+			m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expected, 10)}
+		}
+		if i < n-1 {
+			if err := s.nc.PublishMsg(m); err != nil {
+				return err
+			}
+			continue
+		}
+		m.Header["Nats-Batch-Commit"] = []string{"1"}
+		resp, err := s.nc.RequestMsgWithContext(ctx, m)
+		if err != nil {
+			return err
+		}
+		var ack batchAck
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return fmt.Errorf("jsstore: invalid batch ack: %w", err)
+		}
+		if ack.Error != nil {
+			return fmt.Errorf("nats: %w", ack.Error)
+		}
+		for j := range evs {
+			evs[j].Seq = ack.Seq - uint64(n-1-j)
+		}
+	}
+	return nil
+}
+
+func (s *Store) applyAppended(connectionID string, expected uint64, evs []domain.Event) {
+	s.mu.Lock()
+	c, ok := s.cache[connectionID]
+	if ok && c.Version == expected || !ok && expected == 0 {
+		next := domain.Connection{}
+		if ok {
+			next = c.Clone()
+		}
+		good := true
+		for _, e := range evs {
+			if err := next.Apply(e); err != nil {
+				good = false
+				break
+			}
+		}
+		if good {
+			s.cache[connectionID] = &next
+		} else {
+			delete(s.cache, connectionID)
+		}
+	} else if ok {
+		delete(s.cache, connectionID)
+	}
+	s.mu.Unlock()
+	s.hookMu.RLock()
+	hooks := s.hooks
+	s.hookMu.RUnlock()
+	for _, e := range evs {
+		for _, h := range hooks {
+			h(e)
+		}
+	}
+}

@@ -1,0 +1,367 @@
+package jsstore_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func open(t *testing.T, nc *nats.Conn) *jsstore.Store {
+	t.Helper()
+	st, err := jsstore.Open(ctxT(t), nc, jsstore.Config{Actor: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func ev(p domain.Payload) domain.Event { return domain.Event{Payload: p} }
+
+// decideAppend decides cmd against the loaded state and appends the event.
+func decideAppend(t *testing.T, st *jsstore.Store, id string, cmd domain.Command) domain.Event {
+	t.Helper()
+	ctx := ctxT(t)
+	c, err := st.Load(ctx, id)
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		t.Fatal(err)
+	}
+	p, err := domain.Decide(&c, cmd)
+	if err != nil {
+		t.Fatalf("decide %T: %v", cmd, err)
+	}
+	out, err := st.Append(ctx, id, c.Version, ev(p))
+	if err != nil {
+		t.Fatalf("append %T: %v", cmd, err)
+	}
+	return out[0]
+}
+
+func create(t *testing.T, st *jsstore.Store) string {
+	id := uuid.NewString()
+	decideAppend(t, st, id, domain.Create{Provider: "sandbox", Scopes: []string{"users:read"}, Config: map[string]string{"team": "a"}})
+	return id
+}
+
+func TestAppendLoadRoundTrip(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	id := create(t, st)
+	decideAppend(t, st, id, domain.StartAuthorisation{AttemptID: "a1", ExpiresAt: time.Now().Add(time.Minute)})
+	tok := domain.Tokens{AccessToken: "at", RefreshToken: "rt", Expiry: time.Now().Add(time.Hour)}
+	decideAppend(t, st, id, domain.CompleteAuthorisation{AttemptID: "a1", Tokens: tok.Info()})
+
+	c, err := st.Load(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State != domain.StateActive || c.Config["team"] != "a" || c.Tokens.AccessTokenFP != domain.Fingerprint("at") || c.Events != 3 {
+		t.Fatalf("unexpected aggregate: %+v", c)
+	}
+	// A fresh store (another instance) rebuilds the same state from the stream.
+	other := open(t, srv.Connect(t))
+	c2, err := other.Load(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.State != c.State || c2.Version != c.Version || c2.Events != c.Events {
+		t.Fatalf("rebuilt %+v != cached %+v", c2, c)
+	}
+	if _, err := st.Load(ctxT(t), uuid.NewString()); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("unknown connection: %v", err)
+	}
+	if _, err := st.Load(ctxT(t), "tokenline.>"); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("bad id: %v", err)
+	}
+}
+
+func TestRacingWritersOneWins(t *testing.T) {
+	srv := natstest.Start(t, "")
+	a := open(t, srv.Connect(t))
+	b := open(t, srv.Connect(t))
+	id := create(t, a)
+	for round := 0; round < 20; round++ {
+		c, err := a.Load(ctxT(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, st := range []*jsstore.Store{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = st.Append(ctxT(t), id, c.Version, ev(domain.ConnectionUpdated{Config: map[string]string{"round": "x"}}))
+			}()
+		}
+		wg.Wait()
+		wins, conflicts := 0, 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, domain.ErrConflict):
+				conflicts++
+			default:
+				t.Fatalf("unexpected error: %v", err)
+			}
+		}
+		if wins != 1 || conflicts != 1 {
+			t.Fatalf("round %d: wins=%d conflicts=%d", round, wins, conflicts)
+		}
+	}
+	h, err := b.History(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 21 {
+		t.Fatalf("history has %d events, want 21", len(h))
+	}
+}
+
+func TestResentEventIsIdempotent(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	id := create(t, st)
+	c, _ := st.Load(ctxT(t), id)
+	e := domain.Event{ID: uuid.NewString(), Payload: domain.ConnectionUpdated{Config: map[string]string{"k": "v"}}}
+	first, err := st.Append(ctxT(t), id, c.Version, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same event again, with the same (now stale) expected sequence: a
+	// retry after a lost ack. It is reported as stored, not as a conflict.
+	again, err := st.Append(ctxT(t), id, c.Version, e)
+	if err != nil {
+		t.Fatalf("resend: %v", err)
+	}
+	if again[0].Seq != first[0].Seq {
+		t.Fatalf("resend seq %d, first %d", again[0].Seq, first[0].Seq)
+	}
+	// A different event with the stale sequence is a conflict.
+	if _, err := st.Append(ctxT(t), id, c.Version, ev(domain.ConnectionUpdated{Config: map[string]string{"k": "w"}})); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("stale append: %v", err)
+	}
+	h, _ := st.History(ctxT(t), id)
+	if len(h) != 2 {
+		t.Fatalf("history %d events, want 2", len(h))
+	}
+}
+
+func TestAtomicBatch(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	id := uuid.NewString()
+	out, err := st.Append(ctxT(t), id, 0,
+		ev(domain.ConnectionCreated{Provider: "sandbox", Scopes: []string{"a:read"}}),
+		ev(domain.ConnectionUpdated{Config: map[string]string{"x": "1"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[1].Seq != out[0].Seq+1 {
+		t.Fatalf("batch seqs %d %d", out[0].Seq, out[1].Seq)
+	}
+	// A batch against a stale sequence stores nothing at all.
+	_, err = st.Append(ctxT(t), id, out[0].Seq,
+		ev(domain.ConnectionUpdated{Config: map[string]string{"x": "2"}}),
+		ev(domain.ConnectionUpdated{Config: map[string]string{"x": "3"}}))
+	if !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("stale batch: %v", err)
+	}
+	h, _ := st.History(ctxT(t), id)
+	if len(h) != 2 {
+		t.Fatalf("history %d, want 2", len(h))
+	}
+	c, _ := st.Load(ctxT(t), id)
+	if c.Config["x"] != "1" {
+		t.Fatalf("config %v", c.Config)
+	}
+}
+
+func TestStreamRefusesDeleteAndPurge(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	id := create(t, st)
+	c, _ := st.Load(ctxT(t), id)
+	if err := st.Stream().DeleteMsg(ctxT(t), c.Version); err == nil {
+		t.Fatal("delete message succeeded")
+	}
+	if err := st.Stream().SecureDeleteMsg(ctxT(t), c.Version); err == nil {
+		t.Fatal("secure delete succeeded")
+	}
+	if err := st.Stream().Purge(ctxT(t)); err == nil {
+		t.Fatal("purge succeeded")
+	}
+	if err := st.Stream().Purge(ctxT(t), jetstream.WithPurgeSubject(events.Subject(id))); err == nil {
+		t.Fatal("subject purge succeeded")
+	}
+	info, err := st.Stream().Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	if !cfg.DenyDelete || !cfg.DenyPurge || !cfg.AllowDirect || cfg.Storage != jetstream.FileStorage || cfg.MaxAge != 0 || cfg.MaxMsgsPerSubject != -1 || info.State.Msgs != 1 {
+		t.Fatalf("stream config/state: %+v %+v", cfg, info.State)
+	}
+}
+
+func TestRestartKeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.StartOn(t, dir, -1)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := open(t, nc)
+	var ids []string
+	for i := 0; i < 5; i++ {
+		id := create(t, st)
+		decideAppend(t, st, id, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: time.Now().Add(time.Minute)})
+		ids = append(ids, id)
+	}
+	before := map[string]domain.Connection{}
+	for _, id := range ids {
+		before[id], _ = st.Load(ctxT(t), id)
+	}
+	nc.Close()
+	srv.Shutdown()
+	srv.WaitForShutdown()
+
+	srv2 := natstest.Start(t, dir)
+	st2 := open(t, srv2.Connect(t))
+	for _, id := range ids {
+		c, err := st2.Load(ctxT(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := before[id]
+		if c.State != b.State || c.Version != b.Version || c.Events != b.Events || c.AttemptID != b.AttemptID {
+			t.Fatalf("after restart %+v, before %+v", c, b)
+		}
+	}
+}
+
+func TestPoisonMessageSkippedAndAppendsContinue(t *testing.T) {
+	srv := natstest.Start(t, "")
+	nc := srv.Connect(t)
+	st := open(t, nc)
+	id := create(t, st)
+	js, _ := jetstream.New(nc)
+	for _, junk := range [][]byte{[]byte("not json"), []byte(`{"specversion":"1.0","type":"tokenline.nope"}`)} {
+		if _, err := js.Publish(ctxT(t), events.Subject(id), junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := st.Load(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State != domain.StateUnauthenticated || c.Events != 1 || st.Skipped(id) != 2 {
+		t.Fatalf("after poison: %+v skipped=%d", c, st.Skipped(id))
+	}
+	decideAppend(t, st, id, domain.Update{Config: map[string]string{"after": "poison"}})
+	c, _ = st.Load(ctxT(t), id)
+	if c.Config["after"] != "poison" {
+		t.Fatal("append after poison lost")
+	}
+}
+
+func TestLoadSeesOtherInstancesWrites(t *testing.T) {
+	srv := natstest.Start(t, "")
+	a := open(t, srv.Connect(t))
+	b := open(t, srv.Connect(t))
+	id := create(t, a)
+	if _, err := b.Load(ctxT(t), id); err != nil { // b caches version 1
+		t.Fatal(err)
+	}
+	decideAppend(t, a, id, domain.StartAuthorisation{AttemptID: "x", ExpiresAt: time.Now().Add(time.Minute)})
+	c, err := b.Load(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State != domain.StateReauthorising || c.AttemptID != "x" {
+		t.Fatalf("stale load: %+v", c)
+	}
+}
+
+func TestReplayAndSubscribe(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, create(t, st))
+	}
+	decideAppend(t, st, ids[1], domain.Update{Config: map[string]string{"x": "y"}})
+	var seqs []uint64
+	if err := st.Replay(ctxT(t), jsstore.ReplayOptions{}, func(r jsstore.Record) error {
+		if r.Err != nil {
+			t.Errorf("record %d: %v", r.Seq, r.Err)
+		}
+		seqs = append(seqs, r.Seq)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != 4 || seqs[0] != 1 || seqs[3] != 4 {
+		t.Fatalf("replay seqs %v", seqs)
+	}
+	var one []domain.EventType
+	if err := st.Replay(ctxT(t), jsstore.ReplayOptions{ConnectionID: ids[1]}, func(r jsstore.Record) error {
+		one = append(one, r.Event.Type())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(one) != 2 || one[1] != domain.EventConnectionUpdated {
+		t.Fatalf("filtered replay %v", one)
+	}
+	got := make(chan uint64, 16)
+	sub, err := st.Subscribe(ctxT(t), 3, func(r jsstore.Record) { got <- r.Seq })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Stop()
+	create(t, st) // seq 5 arrives live
+	want := []uint64{3, 4, 5}
+	for _, w := range want {
+		select {
+		case s := <-got:
+			if s != w {
+				t.Fatalf("subscribe got %d want %d", s, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("subscribe: no seq %d", w)
+		}
+	}
+}
+
+func TestOnAppendHookRunsBeforeAppendReturns(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	var mu sync.Mutex
+	var seen []uint64
+	st.OnAppend(func(e domain.Event) { mu.Lock(); seen = append(seen, e.Seq); mu.Unlock() })
+	id := create(t, st)
+	c, _ := st.Load(ctxT(t), id)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0] != c.Version {
+		t.Fatalf("hook saw %v, version %d", seen, c.Version)
+	}
+}

@@ -1,0 +1,178 @@
+package domain
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Connection is the aggregate: everything known about one OAuth grant,
+// rebuilt from its events. It holds no token, only fingerprints and expiry.
+type Connection struct {
+	ID       string
+	Provider string
+	Scopes   []string
+	Config   map[string]string
+
+	State  State
+	Reason Reason
+	// Since is when the connection entered its current state.
+	Since time.Time
+	// Version is the stream sequence of the last applied event (0: none).
+	Version uint64
+	// Events is how many events have been applied.
+	Events  int
+	Created time.Time
+	Deleted bool
+
+	// Tokens describes the stored tokens (fingerprints and expiry);
+	// TokensHeld is false once they were invalidated.
+	Tokens     TokenInfo
+	TokensHeld bool
+
+	// Open authorisation attempt (StateReauthorising).
+	AttemptID        string
+	AttemptExpiresAt time.Time
+
+	// Refresh bookkeeping.
+	LeaseUntil        time.Time // StateRefreshing: the lease deadline
+	RefreshTrigger    string    // trigger of the refresh in flight
+	TransientFailures int       // consecutive transient refresh failures
+	RetryAt           time.Time // earliest next refresh after a transient failure
+	LastRefreshAt     time.Time
+	LastRefreshOK     bool
+	LastErrorCode     string
+	// RecoveringFromRejection is set when the latest successful refresh was
+	// made because an API call was rejected: if its token is rejected too, the
+	// connection is unauthenticated (access_token_rejected).
+	RecoveringFromRejection bool
+}
+
+// Exists reports whether the connection was created. Events counts a
+// connection.created applied before it was stored (Seq 0) or without a time.
+func (c *Connection) Exists() bool { return c.Events > 0 || c.Version > 0 || !c.Created.IsZero() }
+
+// Apply folds one event into the aggregate. It is pure: no I/O, no callbacks,
+// no clock. It returns an error, and leaves c unchanged, if the event is not
+// allowed by the transition table in the current state.
+func (c *Connection) Apply(e Event) error {
+	if _, ok := e.Payload.(ConnectionCreated); !ok {
+		if !c.Exists() {
+			return fmt.Errorf("%w: %s before connection.created", ErrNotFound, e.Type())
+		}
+		if c.Deleted {
+			return ErrDeleted
+		}
+	}
+	next := c.State
+	if trans := TransitionName(e.Payload); e.Type() != EventConnectionCreated {
+		var err error
+		if next, err = Next(c.State, trans); err != nil {
+			return err
+		}
+	} else if c.Exists() {
+		return ErrExists
+	}
+	prev := *c // restored if the payload turns out to be unknown
+	if next != c.State {
+		c.Since = e.Time
+	}
+	c.State = next
+	switch d := e.Payload.(type) {
+	case ConnectionCreated:
+		c.ID = e.ConnectionID
+		c.Provider = d.Provider
+		c.Scopes = slices.Clone(d.Scopes)
+		c.Config = maps.Clone(d.Config)
+		c.State, c.Reason, c.Since, c.Created = StateUnauthenticated, ReasonNeverAuthorised, e.Time, e.Time
+	case AuthorisationStarted:
+		c.AttemptID, c.AttemptExpiresAt = d.AttemptID, d.ExpiresAt
+	case AuthorisationCompleted:
+		c.Reason = ReasonNone
+		c.AttemptID, c.AttemptExpiresAt = "", time.Time{}
+		c.Tokens, c.TokensHeld = d.Tokens, true
+		c.TransientFailures, c.RetryAt, c.LastErrorCode = 0, time.Time{}, ""
+		c.RecoveringFromRejection = false
+	case AuthorisationFailed:
+		c.Reason = d.Reason
+		c.AttemptID, c.AttemptExpiresAt = "", time.Time{}
+	case RefreshStarted:
+		c.LeaseUntil, c.RefreshTrigger = d.LeaseUntil, d.Trigger
+	case RefreshSucceeded:
+		c.LeaseUntil = time.Time{}
+		c.RecoveringFromRejection = c.RefreshTrigger == TriggerAccessRejected
+		c.RefreshTrigger = ""
+		tok := d.Tokens
+		if tok.RefreshTokenFP == "" {
+			tok.RefreshTokenFP = c.Tokens.RefreshTokenFP
+		}
+		if len(tok.Scopes) == 0 {
+			tok.Scopes = c.Tokens.Scopes
+		}
+		c.Tokens, c.TokensHeld = tok, true
+		c.TransientFailures, c.RetryAt = 0, time.Time{}
+		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, true, ""
+	case RefreshFailed:
+		c.LeaseUntil, c.RefreshTrigger = time.Time{}, ""
+		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, false, d.ErrorCode
+		if d.Terminal {
+			c.Reason = d.Reason
+			c.TransientFailures, c.RetryAt = 0, time.Time{}
+		} else {
+			c.TransientFailures++
+			c.RetryAt = d.RetryAt
+		}
+	case AccessRejected:
+		if d.Terminal {
+			c.Reason = d.Reason
+			c.RecoveringFromRejection = false
+		}
+	case TokensInvalidated:
+		c.TokensHeld = false
+		c.Tokens = TokenInfo{}
+	case ConnectionUpdated:
+		if d.Scopes != nil {
+			c.Scopes = slices.Clone(d.Scopes)
+		}
+		if d.Config != nil {
+			c.Config = maps.Clone(d.Config)
+		}
+	case ConnectionDeleted:
+		c.Deleted = true
+		c.Reason = ReasonConnectionDeleted
+		c.AttemptID, c.AttemptExpiresAt, c.LeaseUntil = "", time.Time{}, time.Time{}
+	default:
+		*c = prev
+		return fmt.Errorf("tokenline: unknown payload %T", e.Payload)
+	}
+	if e.Seq > 0 {
+		c.Version = e.Seq
+	}
+	c.Events++
+	return nil
+}
+
+// Replay rebuilds a connection from its history.
+func Replay(history []Event) (Connection, error) {
+	var c Connection
+	for _, e := range history {
+		if err := c.Apply(e); err != nil {
+			return c, fmt.Errorf("tokenline: replay event %s (seq %d): %w", e.ID, e.Seq, err)
+		}
+	}
+	return c, nil
+}
+
+// Clone returns a deep copy (slices and maps are not shared).
+func (c Connection) Clone() Connection {
+	c.Scopes = slices.Clone(c.Scopes)
+	c.Config = maps.Clone(c.Config)
+	c.Tokens.Scopes = slices.Clone(c.Tokens.Scopes)
+	return c
+}
+
+// NeedsReauthorisation reports whether only the user can restore access.
+func (c *Connection) NeedsReauthorisation() bool {
+	return !c.Deleted && (c.State == StateUnauthenticated || c.State == StateReauthorising)
+}

@@ -1,0 +1,273 @@
+package domain
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+)
+
+// Refresh triggers recorded in refresh.started.
+const (
+	TriggerSchedule       = "schedule"
+	TriggerAccessRejected = "access_rejected"
+	TriggerManual         = "manual"
+)
+
+// Command is a request to change a connection. Decide turns it into exactly
+// one event payload, or refuses it. (One event per command keeps every append
+// atomic without batch publishing.)
+type Command interface{ command() }
+
+// Create makes a new connection.
+type Create struct {
+	Provider string
+	Scopes   []string
+	Config   map[string]string
+}
+
+// StartAuthorisation opens an authorisation attempt (also reauthorisation).
+type StartAuthorisation struct {
+	AttemptID string
+	ExpiresAt time.Time
+}
+
+// CompleteAuthorisation records a successful code exchange for the open
+// attempt; the tokens are already in the vault.
+type CompleteAuthorisation struct {
+	AttemptID string
+	Tokens    TokenInfo
+}
+
+// FailAuthorisation ends the open attempt: the provider returned an error
+// (Expired false) or the attempt was abandoned (Expired true).
+type FailAuthorisation struct {
+	AttemptID   string
+	Expired     bool
+	ErrorCode   string
+	Description string
+}
+
+// StartRefresh takes the refresh lease until LeaseUntil.
+type StartRefresh struct {
+	LeaseUntil     time.Time
+	Trigger        string
+	RefreshTokenFP string
+}
+
+// SucceedRefresh records new tokens (already stored in the vault).
+type SucceedRefresh struct {
+	Tokens  TokenInfo
+	Rotated bool
+}
+
+// FailRefresh records one failed attempt. A transient failure becomes
+// terminal (refresh_retries_exhausted) once the connection has failed
+// MaxAttempts times in a row.
+type FailRefresh struct {
+	Terminal    bool
+	ErrorCode   string
+	HTTPStatus  int
+	RetryAt     time.Time
+	MaxAttempts int
+}
+
+// RecoverLease returns a refreshing connection whose lease expired (its
+// refresher died) to active, recorded as a transient failure "lease_expired".
+type RecoverLease struct {
+	Now time.Time
+}
+
+// RejectAccess reports that an API call using the access token with
+// fingerprint AccessTokenFP was rejected with HTTPStatus (401 or 403).
+type RejectAccess struct {
+	HTTPStatus    int
+	ErrorCode     string
+	Scope         string
+	AccessTokenFP string
+}
+
+// InvalidateTokens records that the stored tokens were destroyed.
+type InvalidateTokens struct {
+	ProviderRevoked bool
+}
+
+// Update changes configuration and/or scopes. Nil leaves a field as is.
+type Update struct {
+	Scopes []string
+	Config map[string]string
+}
+
+// Delete deletes the connection (history is kept).
+type Delete struct{}
+
+func (Create) command()                {}
+func (StartAuthorisation) command()    {}
+func (CompleteAuthorisation) command() {}
+func (FailAuthorisation) command()     {}
+func (StartRefresh) command()          {}
+func (SucceedRefresh) command()        {}
+func (FailRefresh) command()           {}
+func (RecoverLease) command()          {}
+func (RejectAccess) command()          {}
+func (InvalidateTokens) command()      {}
+func (Update) command()                {}
+func (Delete) command()                {}
+
+// scopeRE accepts Pleo-style scopes (resource:permission) and plain OAuth
+// scope tokens: printable ASCII without space, quote or backslash.
+var scopeRE = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]{1,128}$`)
+
+const (
+	maxScopes      = 64
+	maxConfigKeys  = 64
+	maxConfigValue = 4096
+)
+
+// ValidateScopes checks a scope list.
+func ValidateScopes(scopes []string) error {
+	if len(scopes) > maxScopes {
+		return fmt.Errorf("%w: at most %d scopes", ErrInvalidCommand, maxScopes)
+	}
+	for _, sc := range scopes {
+		if !scopeRE.MatchString(sc) {
+			return fmt.Errorf("%w: invalid scope %q", ErrInvalidCommand, sc)
+		}
+	}
+	return nil
+}
+
+// ValidateConfig checks a configuration map.
+func ValidateConfig(cfg map[string]string) error {
+	if len(cfg) > maxConfigKeys {
+		return fmt.Errorf("%w: at most %d configuration keys", ErrInvalidCommand, maxConfigKeys)
+	}
+	for k, v := range cfg {
+		if k == "" || len(k) > 128 || len(v) > maxConfigValue {
+			return fmt.Errorf("%w: invalid configuration key %q", ErrInvalidCommand, k)
+		}
+	}
+	return nil
+}
+
+// Decide checks cmd against the connection's current state and returns the
+// single event payload it produces. It does not change c; the caller appends
+// the event and applies it. Decide is pure.
+func Decide(c *Connection, cmd Command) (Payload, error) {
+	if cr, ok := cmd.(Create); ok {
+		if c.Exists() {
+			return nil, ErrExists
+		}
+		if cr.Provider == "" {
+			return nil, fmt.Errorf("%w: provider is required", ErrInvalidCommand)
+		}
+		if err := ValidateScopes(cr.Scopes); err != nil {
+			return nil, err
+		}
+		if err := ValidateConfig(cr.Config); err != nil {
+			return nil, err
+		}
+		return ConnectionCreated{Provider: cr.Provider, Scopes: slices.Clone(cr.Scopes), Config: cr.Config}, nil
+	}
+	if !c.Exists() {
+		return nil, ErrNotFound
+	}
+	if c.Deleted {
+		return nil, ErrDeleted
+	}
+	p, err := decide(c, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := check(c.State, TransitionName(p)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func decide(c *Connection, cmd Command) (Payload, error) {
+	switch m := cmd.(type) {
+	case StartAuthorisation:
+		if m.AttemptID == "" || m.ExpiresAt.IsZero() {
+			return nil, fmt.Errorf("%w: attempt id and expiry are required", ErrInvalidCommand)
+		}
+		return AuthorisationStarted{AttemptID: m.AttemptID, Scopes: slices.Clone(c.Scopes), ExpiresAt: m.ExpiresAt}, nil
+	case CompleteAuthorisation:
+		if c.State == StateReauthorising && m.AttemptID != c.AttemptID {
+			return nil, fmt.Errorf("%w: authorisation attempt %q is not the open one", ErrInvalidCommand, m.AttemptID)
+		}
+		return AuthorisationCompleted{AttemptID: m.AttemptID, Tokens: m.Tokens}, nil
+	case FailAuthorisation:
+		if c.State == StateReauthorising && m.AttemptID != c.AttemptID {
+			return nil, fmt.Errorf("%w: authorisation attempt %q is not the open one", ErrInvalidCommand, m.AttemptID)
+		}
+		r := ReasonAuthorisationDenied
+		if m.Expired {
+			r = ReasonAuthorisationExpired
+		}
+		return AuthorisationFailed{AttemptID: m.AttemptID, Reason: r, ErrorCode: m.ErrorCode, Description: m.Description}, nil
+	case StartRefresh:
+		if m.LeaseUntil.IsZero() {
+			return nil, fmt.Errorf("%w: lease deadline is required", ErrInvalidCommand)
+		}
+		trig := m.Trigger
+		if trig == "" {
+			trig = TriggerSchedule
+		}
+		return RefreshStarted{Attempt: c.TransientFailures + 1, LeaseUntil: m.LeaseUntil, Trigger: trig, RefreshTokenFP: m.RefreshTokenFP}, nil
+	case SucceedRefresh:
+		return RefreshSucceeded{Attempt: c.TransientFailures + 1, Tokens: m.Tokens, Rotated: m.Rotated}, nil
+	case FailRefresh:
+		attempt := c.TransientFailures + 1
+		ev := RefreshFailed{Terminal: m.Terminal, ErrorCode: m.ErrorCode, HTTPStatus: m.HTTPStatus, Attempt: attempt}
+		switch {
+		case m.Terminal && c.RefreshTrigger == TriggerAccessRejected:
+			ev.Reason = ReasonAccessTokenRejected
+		case m.Terminal:
+			ev.Reason = ReasonForErrorCode(m.ErrorCode)
+		case m.MaxAttempts > 0 && attempt >= m.MaxAttempts:
+			ev.Terminal, ev.Reason = true, ReasonRefreshRetriesExhausted
+		default:
+			ev.RetryAt = m.RetryAt
+		}
+		ev.Class = "transient"
+		if m.Terminal {
+			ev.Class = "terminal"
+		}
+		return ev, nil
+	case RecoverLease:
+		if c.State == StateRefreshing && m.Now.Before(c.LeaseUntil) {
+			return nil, fmt.Errorf("%w: refresh lease held until %s", ErrInvalidCommand, c.LeaseUntil.Format(time.RFC3339))
+		}
+		return RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, RetryAt: m.Now}, nil
+	case RejectAccess:
+		if m.HTTPStatus != 401 && m.HTTPStatus != 403 {
+			return nil, fmt.Errorf("%w: only 401 and 403 rejections are reported", ErrInvalidCommand)
+		}
+		ev := AccessRejected{HTTPStatus: m.HTTPStatus, ErrorCode: m.ErrorCode, Scope: m.Scope, AccessTokenFP: m.AccessTokenFP}
+		// A 401 against the token that a rejection-triggered refresh just
+		// issued means a refresh cannot restore access.
+		if m.HTTPStatus == 401 && c.State == StateActive && c.RecoveringFromRejection &&
+			m.AccessTokenFP != "" && m.AccessTokenFP == c.Tokens.AccessTokenFP {
+			ev.Terminal, ev.Reason = true, ReasonAccessTokenRejected
+		}
+		return ev, nil
+	case InvalidateTokens:
+		r := c.Reason
+		return TokensInvalidated{Reason: r, AccessTokenFP: c.Tokens.AccessTokenFP, RefreshTokenFP: c.Tokens.RefreshTokenFP, ProviderRevoked: m.ProviderRevoked}, nil
+	case Update:
+		if m.Scopes == nil && m.Config == nil {
+			return nil, fmt.Errorf("%w: nothing to update", ErrInvalidCommand)
+		}
+		if err := ValidateScopes(m.Scopes); err != nil {
+			return nil, err
+		}
+		if err := ValidateConfig(m.Config); err != nil {
+			return nil, err
+		}
+		return ConnectionUpdated{Scopes: slices.Clone(m.Scopes), Config: m.Config}, nil
+	case Delete:
+		return ConnectionDeleted{}, nil
+	}
+	return nil, fmt.Errorf("%w: unknown command %T", ErrInvalidCommand, cmd)
+}

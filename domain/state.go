@@ -1,0 +1,120 @@
+package domain
+
+// State is one of the four states of a connection.
+type State string
+
+// The four states. There are no others.
+const (
+	// StateActive: the connection holds a usable grant; API calls may use its
+	// access token while the token has not expired.
+	StateActive State = "active"
+	// StateRefreshing: one instance holds the refresh lease and is exchanging
+	// the refresh token. The state carries a lease deadline after which another
+	// instance may recover it.
+	StateRefreshing State = "refreshing"
+	// StateUnauthenticated: there is no usable grant. Every entry into this
+	// state carries a Reason. The user must (re)authorise.
+	StateUnauthenticated State = "unauthenticated"
+	// StateReauthorising: an authorisation attempt (PKCE, state) is open and
+	// waits for the user to come back through the callback.
+	StateReauthorising State = "reauthorising"
+)
+
+// States lists the four states in a stable order.
+var States = []State{StateActive, StateRefreshing, StateUnauthenticated, StateReauthorising}
+
+// Valid reports whether s is one of the four states.
+func (s State) Valid() bool {
+	switch s {
+	case StateActive, StateRefreshing, StateUnauthenticated, StateReauthorising:
+		return true
+	}
+	return false
+}
+
+// Reason says why a connection is unauthenticated. The set is closed: every
+// value is listed in Reasons with a description, and nothing else is accepted.
+type Reason string
+
+// The closed set of reasons for entering StateUnauthenticated.
+const (
+	ReasonNone                    Reason = ""
+	ReasonNeverAuthorised         Reason = "never_authorised"
+	ReasonInvalidGrant            Reason = "invalid_grant"
+	ReasonInvalidClient           Reason = "invalid_client"
+	ReasonUnauthorizedClient      Reason = "unauthorized_client"
+	ReasonUnsupportedGrantType    Reason = "unsupported_grant_type"
+	ReasonInvalidScope            Reason = "invalid_scope"
+	ReasonTokenEndpointRejected   Reason = "token_endpoint_rejected"
+	ReasonAccessTokenRejected     Reason = "access_token_rejected"
+	ReasonAuthorisationDenied     Reason = "authorisation_denied"
+	ReasonAuthorisationExpired    Reason = "authorisation_expired"
+	ReasonRefreshRetriesExhausted Reason = "refresh_retries_exhausted"
+	ReasonConnectionDeleted       Reason = "connection_deleted"
+)
+
+// ReasonInfo documents one reason.
+type ReasonInfo struct {
+	Reason Reason
+	// Meaning is a sentence for operators and the audit log.
+	Meaning string
+	// UserText is the plain-words explanation shown to the person who must
+	// reconnect.
+	UserText string
+}
+
+// Reasons is the closed, documented set of reasons, in a stable order.
+var Reasons = []ReasonInfo{
+	{ReasonNeverAuthorised, "The connection was created and has not been authorised yet.", "This connection has not been connected yet"},
+	{ReasonInvalidGrant, "The token endpoint answered invalid_grant: the refresh token expired, was revoked, or was replaced.", "Access has expired or was revoked"},
+	{ReasonInvalidClient, "The token endpoint answered invalid_client: the client credentials are no longer accepted (for example the client secret was rotated).", "The integration's credentials were changed"},
+	{ReasonUnauthorizedClient, "The token endpoint answered unauthorized_client: this client may no longer use the grant.", "The integration is no longer allowed to use this access"},
+	{ReasonUnsupportedGrantType, "The token endpoint answered unsupported_grant_type.", "The provider no longer accepts this kind of access"},
+	{ReasonInvalidScope, "The token endpoint answered invalid_scope: the granted scopes are no longer allowed.", "The permissions granted are no longer valid"},
+	{ReasonTokenEndpointRejected, "The token endpoint refused the refresh with another 4xx, an unknown error code, or an error body served with 200.", "The provider refused to renew access"},
+	{ReasonAccessTokenRejected, "An API call was rejected with 401 invalid_token and a refresh could not restore access.", "The provider rejected this connection's access"},
+	{ReasonAuthorisationDenied, "The user (or the provider) refused the authorisation request.", "Authorisation was declined"},
+	{ReasonAuthorisationExpired, "An authorisation attempt was abandoned and expired.", "The connection attempt expired before it was completed"},
+	{ReasonRefreshRetriesExhausted, "Transient refresh failures (network, 5xx, 429) exceeded the retry bound.", "The provider could not be reached to renew access"},
+	{ReasonConnectionDeleted, "The connection was deleted; its history is kept.", "This connection was deleted"},
+}
+
+// Valid reports whether r is one of the documented reasons (ReasonNone is not).
+func (r Reason) Valid() bool {
+	for _, ri := range Reasons {
+		if ri.Reason == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Info returns the documentation of r; ok is false for an unknown reason.
+func (r Reason) Info() (ReasonInfo, bool) {
+	for _, ri := range Reasons {
+		if ri.Reason == r {
+			return ri, true
+		}
+	}
+	return ReasonInfo{}, false
+}
+
+// ReasonForErrorCode maps an RFC 6749 §5.2 error code returned by the token
+// endpoint to the reason recorded when a refresh fails terminally. Unknown
+// codes map to ReasonTokenEndpointRejected: Pleo documents no specific code, so
+// anything the endpoint refuses is treated as terminal.
+func ReasonForErrorCode(code string) Reason {
+	switch code {
+	case "invalid_grant":
+		return ReasonInvalidGrant
+	case "invalid_client":
+		return ReasonInvalidClient
+	case "unauthorized_client":
+		return ReasonUnauthorizedClient
+	case "unsupported_grant_type":
+		return ReasonUnsupportedGrantType
+	case "invalid_scope":
+		return ReasonInvalidScope
+	}
+	return ReasonTokenEndpointRejected
+}

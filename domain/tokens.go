@@ -1,0 +1,47 @@
+package domain
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"time"
+)
+
+// Tokens is a secret token set as the vault stores it. It never goes into an
+// event, a log line or an error: String, GoString, LogValue and MarshalJSON
+// are redacted. Adapters that must serialise it use TokensRecord.
+type Tokens struct {
+	AccessToken  string
+	RefreshToken string
+	TokenType    string
+	Expiry       time.Time
+	Scopes       []string
+}
+
+const redacted = "[REDACTED]"
+
+func (Tokens) String() string               { return "domain.Tokens" + redacted }
+func (Tokens) GoString() string             { return "domain.Tokens" + redacted }
+func (Tokens) LogValue() slog.Value         { return slog.StringValue(redacted) }
+func (Tokens) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (Tokens) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Info describes t by fingerprints, expiry and scopes.
+func (t Tokens) Info() TokenInfo {
+	return TokenInfo{
+		AccessTokenFP:        Fingerprint(t.AccessToken),
+		RefreshTokenFP:       Fingerprint(t.RefreshToken),
+		AccessTokenExpiresAt: t.Expiry.UTC(),
+		Scopes:               t.Scopes,
+	}
+}
+
+// Fingerprint identifies a secret without revealing it: "sha256:" and the
+// first 12 hex digits (48 bits) of its SHA-256. Empty input gives "".
+func Fingerprint(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(secret))
+	return "sha256:" + hex.EncodeToString(sum[:6])
+}
