@@ -3,13 +3,16 @@ package domain
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"log/slog"
 	"time"
 )
 
 // Tokens is a secret token set as the vault stores it. It never goes into an
 // event, a log line or an error: String, GoString, LogValue and MarshalJSON
-// are redacted. Adapters that must serialise it use TokensRecord.
+// are redacted. Adapters that must serialise it (the vault) copy the fields
+// into a record type of their own.
 type Tokens struct {
 	AccessToken  string
 	RefreshToken string
@@ -25,6 +28,10 @@ func (Tokens) GoString() string             { return "domain.Tokens" + redacted 
 func (Tokens) LogValue() slog.Value         { return slog.StringValue(redacted) }
 func (Tokens) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 func (Tokens) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Format redacts t for every fmt verb: String and GoString alone cover only
+// %v, %s, %q, %x, %X and %#v, and %d or %t would print the fields.
+func (Tokens) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, "domain.Tokens"+redacted) }
 
 // Info describes t by fingerprints, expiry and scopes.
 func (t Tokens) Info() TokenInfo {

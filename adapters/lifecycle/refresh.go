@@ -1,0 +1,250 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/provider"
+	"github.com/tokenline/tokenline/domain"
+)
+
+// ErrNotDue: the connection does not need a refresh now (or is not active).
+var ErrNotDue = errors.New("lifecycle: refresh not due")
+
+// Refresh refreshes one connection now if it is active (and, for the
+// schedule trigger, due). It takes the refresh lock by appending
+// refresh.started against the version it read; losing that race returns an
+// error wrapping domain.ErrConflict and sends no token request. The refresh
+// token is read from the vault after the lock is held, so a replaced refresh
+// token is never presented.
+func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
+	c, err := s.cfg.Store.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.State != domain.StateActive || !c.TokensHeld {
+		return ErrNotDue
+	}
+	if trigger == domain.TriggerSchedule && !s.due(&c, s.cfg.Now()) {
+		return ErrNotDue
+	}
+	p, err := s.provider(&c)
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	lease := now.Add(s.cfg.Lease).UTC()
+	pl, err := domain.Decide(&c, domain.StartRefresh{LeaseUntil: lease, Trigger: trigger, RefreshTokenFP: c.Tokens.RefreshTokenFP})
+	if err != nil {
+		return err
+	}
+	out, err := s.cfg.Store.Append(ctx, id, c.Version, s.event(id, pl))
+	if err != nil {
+		return err // ErrConflict: another instance holds or just used the lock
+	}
+	if err := c.Apply(out[0]); err != nil {
+		return err
+	}
+	s.Observe(out[0])
+
+	toks, err := s.cfg.Vault.Get(ctx, id)
+	var newToks domain.Tokens
+	var rotated bool
+	if err != nil {
+		err = &provider.Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"}
+	} else {
+		rctx, cancel := context.WithDeadline(ctx, lease.Add(-time.Second))
+		newToks, rotated, err = p.Refresh(rctx, toks.RefreshToken, toks.Scopes)
+		cancel()
+	}
+	if err != nil {
+		return s.refreshFailed(ctx, &c, provider.Classify(err))
+	}
+	// Store access and refresh token together before the event is appended.
+	if err := s.cfg.Vault.Put(ctx, id, newToks); err != nil {
+		return s.refreshFailed(ctx, &c, &provider.Failure{Code: "vault_write_failed"})
+	}
+	info := newToks.Info()
+	pl, err = domain.Decide(&c, domain.SucceedRefresh{Tokens: info, Rotated: rotated})
+	if err != nil {
+		return err
+	}
+	out, err = s.cfg.Store.Append(ctx, id, c.Version, s.event(id, pl))
+	if err != nil {
+		return fmt.Errorf("lifecycle: record refresh of %s: %w", id, err)
+	}
+	s.Observe(out[0])
+	s.cfg.Gate.SetToken(id, info.AccessTokenFP, newToks.AccessToken)
+	s.log.Info("refresh succeeded", "connection_id", id, "trigger", trigger, "rotated", rotated, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt)
+	return nil
+}
+
+func (s *Service) event(id string, p domain.Payload) domain.Event {
+	return domain.Event{ConnectionID: id, Time: s.cfg.Now().UTC(), Actor: s.actor, Payload: p}
+}
+
+// refreshFailed records a failed attempt on a connection this instance holds
+// the lease of (c is at the refresh.started version).
+func (s *Service) refreshFailed(ctx context.Context, c *domain.Connection, f *provider.Failure) error {
+	retryAt := s.cfg.Now().Add(s.backoff(c.TransientFailures+1, f.RetryAfter)).UTC()
+	pl, err := domain.Decide(c, domain.FailRefresh{Terminal: f.Terminal, ErrorCode: f.Code, HTTPStatus: f.Status, RetryAt: retryAt, MaxAttempts: s.cfg.MaxAttempts})
+	if err != nil {
+		return err
+	}
+	rf := pl.(domain.RefreshFailed)
+	if rf.Terminal {
+		s.cfg.Gate.Close(c.ID, rf.Reason) // before the append: nothing slips through
+	}
+	out, err := s.cfg.Store.Append(ctx, c.ID, c.Version, s.event(c.ID, pl))
+	if err != nil {
+		return fmt.Errorf("lifecycle: record refresh failure of %s: %w", c.ID, err)
+	}
+	s.Observe(out[0])
+	s.log.Warn("refresh failed", "connection_id", c.ID, "class", rf.Class, "error_code", rf.ErrorCode,
+		"http_status", rf.HTTPStatus, "attempt", rf.Attempt, "terminal", rf.Terminal, "reason", string(rf.Reason), "retry_at", rf.RetryAt)
+	if !rf.Terminal {
+		return f
+	}
+	s.log.Error("token expiry or revocation detected", "connection_id", c.ID, "reason", string(rf.Reason), "source", "refresh", "error_code", rf.ErrorCode)
+	if err := s.invalidate(ctx, c.ID); err != nil {
+		s.log.Error("token invalidation failed", "connection_id", c.ID, "error", err.Error())
+	}
+	return &TerminalError{ConnectionID: c.ID, Reason: rf.Reason, Failure: f}
+}
+
+// TerminalError reports that a connection became unauthenticated.
+type TerminalError struct {
+	ConnectionID string
+	Reason       domain.Reason
+	Failure      *provider.Failure
+}
+
+func (e *TerminalError) Error() string {
+	return fmt.Sprintf("lifecycle: connection %s is unauthenticated (%s)", e.ConnectionID, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, domain.ErrUnauthenticated) true.
+func (e *TerminalError) Unwrap() error { return domain.ErrUnauthenticated }
+
+// invalidate destroys a connection's stored tokens: revoke at the provider
+// (RFC 7009, best effort), delete from the vault, append tokens.invalidated.
+func (s *Service) invalidate(ctx context.Context, id string) error {
+	c, err := s.cfg.Store.Load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !c.TokensHeld || c.State == domain.StateActive || c.State == domain.StateRefreshing {
+		return nil
+	}
+	revoked := false
+	if toks, err := s.cfg.Vault.Get(ctx, id); err == nil {
+		if p, err := s.provider(&c); err == nil {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			rerr := p.Revoke(rctx, toks.RefreshToken, "refresh_token")
+			if rerr == nil {
+				rerr = p.Revoke(rctx, toks.AccessToken, "access_token")
+			}
+			cancel()
+			revoked = rerr == nil
+			if rerr != nil && !errors.Is(rerr, provider.ErrNoRevocation) {
+				s.log.Warn("revocation at provider failed (best effort)", "connection_id", id, "error", rerr.Error())
+			}
+		}
+	}
+	if err := s.cfg.Vault.Delete(ctx, id); err != nil {
+		return err
+	}
+	_, _, err = s.decideAppend(ctx, id, fixed(domain.InvalidateTokens{ProviderRevoked: revoked}), nil)
+	if err == nil {
+		s.log.Info("tokens invalidated", "connection_id", id, "provider_revoked", revoked)
+	}
+	return err
+}
+
+// Rejection is an API call's rejection reported by an integration.
+type Rejection struct {
+	// Status is 401 or 403.
+	Status int
+	// WWWAuthenticate is the response's WWW-Authenticate header.
+	WWWAuthenticate string
+	// AccessTokenFP is the fingerprint of the token the call used; empty
+	// means the connection's current token.
+	AccessTokenFP string
+}
+
+// ParseBearerChallenge extracts error and scope from a Bearer
+// WWW-Authenticate header (RFC 6750 §3).
+func ParseBearerChallenge(h string) (errCode, scope string) {
+	h = strings.TrimSpace(h)
+	if len(h) < 6 || !strings.EqualFold(h[:6], "bearer") {
+		return "", ""
+	}
+	for part := range strings.SplitSeq(h[6:], ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(strings.TrimSpace(v), `"`)
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "error":
+			errCode = safe(v)
+		case "scope":
+			scope = truncate(v, 512)
+		}
+	}
+	return errCode, scope
+}
+
+// ReportRejection is the detection path for API calls. A 401 (invalid_token,
+// or no error parameter) appends access.rejected and tries one refresh; if
+// that fails terminally, or the token it issued is rejected again, the
+// connection goes unauthenticated (access_token_rejected). A 403
+// insufficient_scope is recorded and does not log the connection out.
+func (s *Service) ReportRejection(ctx context.Context, id string, r Rejection) (domain.Connection, error) {
+	if r.Status != 401 && r.Status != 403 {
+		return domain.Connection{}, fmt.Errorf("%w: status must be 401 or 403", domain.ErrInvalidCommand)
+	}
+	code, scope := ParseBearerChallenge(r.WWWAuthenticate)
+	if r.Status == 401 && code == "" {
+		code = "invalid_token"
+	}
+	var terminal bool
+	var usedFP string
+	c, _, err := s.decideAppend(ctx, id, func(c *domain.Connection) (domain.Command, error) {
+		usedFP = r.AccessTokenFP
+		if usedFP == "" {
+			usedFP = c.Tokens.AccessTokenFP
+		}
+		return domain.RejectAccess{HTTPStatus: r.Status, ErrorCode: code, Scope: scope, AccessTokenFP: usedFP}, nil
+	}, func(p domain.Payload) {
+		if ar := p.(domain.AccessRejected); ar.Terminal {
+			terminal = true
+			s.cfg.Gate.Close(id, ar.Reason)
+		}
+	})
+	if err != nil {
+		return c, err
+	}
+	s.log.Warn("api call rejected", "connection_id", id, "http_status", r.Status, "error_code", code, "terminal", terminal)
+	if terminal {
+		s.log.Error("token expiry or revocation detected", "connection_id", id, "reason", string(domain.ReasonAccessTokenRejected), "source", "api_call")
+		if err := s.invalidate(ctx, id); err != nil {
+			s.log.Error("token invalidation failed", "connection_id", id, "error", err.Error())
+		}
+		return s.cfg.Store.Load(ctx, id)
+	}
+	if r.Status == 401 && c.State == domain.StateActive && usedFP == c.Tokens.AccessTokenFP {
+		err := s.Refresh(ctx, id, domain.TriggerAccessRejected)
+		var te *TerminalError
+		if err != nil && !errors.As(err, &te) && !errors.Is(err, domain.ErrConflict) && !errors.Is(err, ErrNotDue) {
+			var f *provider.Failure
+			if !errors.As(err, &f) { // transient failures are scheduled, not reported
+				return c, err
+			}
+		}
+	}
+	return s.cfg.Store.Load(ctx, id)
+}

@@ -1,0 +1,197 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// schedEntry is what the scheduler knows of a connection, kept from events.
+type schedEntry struct {
+	seq        uint64
+	state      domain.State
+	tokensHeld bool
+	issuedAt   time.Time // time of the event that stored the current tokens
+	expiresAt  time.Time
+	retryAt    time.Time
+	leaseUntil time.Time
+	attemptExp time.Time
+	deleted    bool
+}
+
+// Observe feeds the scheduler with an event (from the stream on every
+// instance, and from this instance's own appends). Idempotent by Seq.
+func (s *Service) Observe(e domain.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	en, ok := s.sched[e.ConnectionID]
+	if !ok {
+		en = &schedEntry{}
+		s.sched[e.ConnectionID] = en
+	}
+	if e.Seq != 0 && e.Seq <= en.seq {
+		return
+	}
+	en.seq = e.Seq
+	if to, err := domain.Next(en.state, domain.TransitionName(e.Payload)); err == nil {
+		en.state = to
+	}
+	switch d := e.Payload.(type) {
+	case domain.ConnectionCreated:
+		en.state = domain.StateUnauthenticated
+	case domain.AuthorisationStarted:
+		en.attemptExp = d.ExpiresAt
+	case domain.AuthorisationCompleted:
+		en.tokensHeld, en.issuedAt, en.expiresAt, en.retryAt = true, e.Time, d.Tokens.AccessTokenExpiresAt, time.Time{}
+	case domain.RefreshStarted:
+		en.leaseUntil = d.LeaseUntil
+	case domain.RefreshSucceeded:
+		en.tokensHeld, en.issuedAt, en.expiresAt, en.retryAt, en.leaseUntil = true, e.Time, d.Tokens.AccessTokenExpiresAt, time.Time{}, time.Time{}
+	case domain.RefreshFailed:
+		en.leaseUntil, en.retryAt = time.Time{}, d.RetryAt
+	case domain.TokensInvalidated:
+		en.tokensHeld = false
+	case domain.ConnectionDeleted:
+		en.deleted = true
+	}
+}
+
+// jitter is a per-connection factor in [0.9, 1.1), stable for a connection
+// so that instances agree roughly on when it is due.
+func jitter(id string) float64 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return 0.9 + float64(h.Sum32()%1000)/5000
+}
+
+func (s *Service) dueAt(id string, issued, expires time.Time) time.Time {
+	life := expires.Sub(issued)
+	if life <= 0 {
+		life = 15 * time.Minute
+	}
+	margin := time.Duration(float64(s.cfg.Margin(life)) * jitter(id))
+	return expires.Add(-margin)
+}
+
+// due reports whether an active connection should be refreshed at now.
+func (s *Service) due(c *domain.Connection, now time.Time) bool {
+	if c.State != domain.StateActive || !c.TokensHeld {
+		return false
+	}
+	if !c.RetryAt.IsZero() && now.Before(c.RetryAt) {
+		return false
+	}
+	issued := c.LastRefreshAt
+	if issued.IsZero() || !c.LastRefreshOK {
+		issued = c.Since
+	}
+	return !now.Before(s.dueAt(c.ID, issued, c.Tokens.AccessTokenExpiresAt))
+}
+
+type job struct {
+	id   string
+	kind string // "refresh", "recover", "expire", "invalidate"
+}
+
+func (s *Service) dueJobs(now time.Time) []job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var jobs []job
+	for id, en := range s.sched {
+		if en.deleted && en.state != domain.StateUnauthenticated || s.inflight[id] {
+			continue
+		}
+		switch en.state {
+		case domain.StateActive:
+			if en.tokensHeld && !now.Before(s.dueAt(id, en.issuedAt, en.expiresAt)) && (en.retryAt.IsZero() || !now.Before(en.retryAt)) {
+				jobs = append(jobs, job{id, "refresh"})
+			}
+		case domain.StateRefreshing:
+			// A refresher that died is recovered a little after its lease.
+			if !en.leaseUntil.IsZero() && now.After(en.leaseUntil.Add(time.Second)) {
+				jobs = append(jobs, job{id, "recover"})
+			}
+		case domain.StateReauthorising:
+			if !en.attemptExp.IsZero() && now.After(en.attemptExp) {
+				jobs = append(jobs, job{id, "expire"})
+			}
+		case domain.StateUnauthenticated:
+			if en.tokensHeld { // crash between the terminal event and invalidation
+				jobs = append(jobs, job{id, "invalidate"})
+			}
+		}
+	}
+	return jobs
+}
+
+// Run schedules refreshes ahead of expiry, recovers expired refresh leases,
+// expires abandoned authorisation attempts and finishes interrupted
+// invalidations, until ctx ends. Work is bounded by Concurrency.
+func (s *Service) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, j := range s.dueJobs(s.cfg.Now()) {
+			select {
+			case s.sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			s.mu.Lock()
+			if s.inflight[j.id] {
+				s.mu.Unlock()
+				<-s.sem
+				continue
+			}
+			s.inflight[j.id] = true
+			s.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-s.sem; s.mu.Lock(); delete(s.inflight, j.id); s.mu.Unlock() }()
+				s.runJob(ctx, j)
+			}()
+		}
+	}
+}
+
+func (s *Service) runJob(ctx context.Context, j job) {
+	var err error
+	switch j.kind {
+	case "refresh":
+		err = s.Refresh(ctx, j.id, domain.TriggerSchedule)
+	case "recover":
+		_, _, err = s.decideAppend(ctx, j.id, func(c *domain.Connection) (domain.Command, error) {
+			return domain.RecoverLease{Now: s.cfg.Now()}, nil
+		}, nil)
+		if err == nil {
+			s.log.Warn("refresh lease expired; recovered", "connection_id", j.id)
+		}
+	case "expire":
+		_, _, err = s.decideAppend(ctx, j.id, func(c *domain.Connection) (domain.Command, error) {
+			if c.State != domain.StateReauthorising || s.cfg.Now().Before(c.AttemptExpiresAt) {
+				return nil, ErrNotDue
+			}
+			return domain.FailAuthorisation{AttemptID: c.AttemptID, Expired: true, ErrorCode: "expired"}, nil
+		}, nil)
+		if err == nil {
+			s.log.Warn("authorisation attempt expired", "connection_id", j.id, "reason", string(domain.ReasonAuthorisationExpired))
+		}
+	case "invalidate":
+		err = s.invalidate(ctx, j.id)
+	}
+	if err != nil && !errors.Is(err, domain.ErrConflict) && !errors.Is(err, ErrNotDue) && ctx.Err() == nil {
+		s.log.Debug("scheduled job ended", "connection_id", j.id, "job", j.kind, "error", err.Error())
+	}
+}

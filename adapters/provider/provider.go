@@ -1,0 +1,354 @@
+// Package provider is tokenline's OAuth 2.0 client side, on
+// golang.org/x/oauth2: the authorisation code exchange with PKCE (S256), the
+// refresh grant with failure classification, RFC 7009 revocation and RFC 8414
+// discovery. It also carries the presets for known providers (Pleo
+// production and staging).
+//
+// Failure classification follows Pleo's guide ("treat refresh token failures
+// as terminal") and RFC 6749 §5.2: any error code from the token endpoint
+// (invalid_grant, invalid_client, unauthorized_client, unsupported_grant_type,
+// invalid_scope, or one we do not know), any 400/401/other 4xx, and error
+// bodies served with 200 are terminal and never retried. Network errors,
+// timeouts, 5xx and 429 are transient: the caller backs off (honouring
+// Retry-After) for a bounded number of attempts.
+package provider
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// Endpoints of an authorization server.
+type Endpoints struct {
+	AuthURL       string `json:"authorization_endpoint"`
+	TokenURL      string `json:"token_endpoint"`
+	RevocationURL string `json:"revocation_endpoint,omitempty"`
+	IntrospectURL string `json:"introspection_endpoint,omitempty"`
+}
+
+// Presets are the endpoints of known providers.
+var Presets = map[string]Endpoints{
+	"pleo": {
+		AuthURL:       "https://auth.pleo.io/oauth/authorize",
+		TokenURL:      "https://auth.pleo.io/oauth/token",
+		IntrospectURL: "https://auth.pleo.io/oauth/token/introspect",
+	},
+	"pleo-staging": {
+		AuthURL:       "https://auth.staging.pleo.io/oauth/authorize",
+		TokenURL:      "https://auth.staging.pleo.io/oauth/token",
+		IntrospectURL: "https://auth.staging.pleo.io/oauth/token/introspect",
+	},
+}
+
+// Config configures one provider.
+type Config struct {
+	// Name is what connections refer to ("sandbox", "pleo", ...).
+	Name      string
+	Endpoints Endpoints
+	ClientID  string
+	// ClientSecret is never logged or returned in an error.
+	ClientSecret string
+	// RedirectURL is tokenline's callback (exact match at the provider).
+	RedirectURL string
+	// AuthStyle: "basic" (client_secret_basic, default) or "post".
+	AuthStyle string
+	// HTTPClient for token and revocation requests; default has a 10 s timeout.
+	HTTPClient *http.Client
+}
+
+// Provider talks to one authorization server.
+type Provider struct {
+	cfg   Config
+	oauth oauth2.Config
+	hc    *http.Client
+}
+
+// New checks cfg and returns a Provider.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Name == "" || cfg.ClientID == "" || cfg.Endpoints.AuthURL == "" || cfg.Endpoints.TokenURL == "" || cfg.RedirectURL == "" {
+		return nil, errors.New("provider: name, client id, authorization and token endpoints and redirect URL are required")
+	}
+	style := oauth2.AuthStyleInHeader
+	switch cfg.AuthStyle {
+	case "", "basic":
+	case "post":
+		style = oauth2.AuthStyleInParams
+	default:
+		return nil, fmt.Errorf("provider: auth style %q is not basic or post", cfg.AuthStyle)
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	return &Provider{cfg: cfg, hc: hc, oauth: oauth2.Config{
+		ClientID:     cfg.ClientID,
+		ClientSecret: cfg.ClientSecret,
+		RedirectURL:  cfg.RedirectURL,
+		Endpoint:     oauth2.Endpoint{AuthURL: cfg.Endpoints.AuthURL, TokenURL: cfg.Endpoints.TokenURL, AuthStyle: style},
+	}}, nil
+}
+
+// Name returns the provider's name.
+func (p *Provider) Name() string { return p.cfg.Name }
+
+// Endpoints returns the provider's endpoints.
+func (p *Provider) Endpoints() Endpoints { return p.cfg.Endpoints }
+
+// SetClientSecret replaces the client secret (after a rotation).
+func (p *Provider) SetClientSecret(secret string) { p.oauth.ClientSecret = secret }
+
+func (p *Provider) ctx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, p.hc)
+}
+
+// AuthCodeURL returns the authorize URL for state with the PKCE S256
+// challenge of verifier and the given scopes.
+func (p *Provider) AuthCodeURL(state, verifier string, scopes []string) string {
+	c := p.oauth
+	c.Scopes = scopes
+	return c.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+}
+
+func toTokens(t *oauth2.Token, scopes []string) domain.Tokens {
+	out := domain.Tokens{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, TokenType: t.TokenType, Expiry: t.Expiry.UTC(), Scopes: scopes}
+	if s, ok := t.Extra("scope").(string); ok && s != "" {
+		out.Scopes = strings.Fields(s)
+	}
+	return out
+}
+
+// Exchange trades an authorisation code for tokens.
+func (p *Provider) Exchange(ctx context.Context, code, verifier string, scopes []string) (domain.Tokens, error) {
+	t, err := p.oauth.Exchange(p.ctx(ctx), code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return domain.Tokens{}, Classify(err)
+	}
+	if t.RefreshToken == "" {
+		return domain.Tokens{}, &Failure{Terminal: true, Code: "no_refresh_token", Detail: "the provider issued no refresh token"}
+	}
+	return toTokens(t, scopes), nil
+}
+
+// Refresh uses refreshToken once. On success it returns the new token set;
+// when the response has no refresh_token the old one is kept (RFC 6749 §6)
+// and rotated is false. On failure the error is a *Failure.
+func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []string) (t domain.Tokens, rotated bool, err error) {
+	if refreshToken == "" {
+		return domain.Tokens{}, false, &Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"}
+	}
+	tok, err := p.oauth.TokenSource(p.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken}).Token()
+	if err != nil {
+		return domain.Tokens{}, false, Classify(err)
+	}
+	out := toTokens(tok, scopes)
+	if out.RefreshToken == "" {
+		out.RefreshToken = refreshToken
+	}
+	return out, out.RefreshToken != refreshToken, nil
+}
+
+// Revoke revokes token at the provider (RFC 7009). It returns
+// ErrNoRevocation when the provider has no revocation endpoint.
+func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
+	if p.cfg.Endpoints.RevocationURL == "" {
+		return ErrNoRevocation
+	}
+	if token == "" {
+		return nil
+	}
+	form := url.Values{"token": {token}}
+	if hint != "" {
+		form.Set("token_type_hint", hint)
+	}
+	if p.oauth.Endpoint.AuthStyle == oauth2.AuthStyleInParams {
+		form.Set("client_id", p.cfg.ClientID)
+		form.Set("client_secret", p.oauth.ClientSecret)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.cfg.Endpoints.RevocationURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return fmt.Errorf("provider: revoke: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if p.oauth.Endpoint.AuthStyle != oauth2.AuthStyleInParams {
+		req.SetBasicAuth(url.QueryEscape(p.cfg.ClientID), url.QueryEscape(p.oauth.ClientSecret))
+	}
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("provider: revoke: %w", redactURLError(err))
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("provider: revoke: status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// ErrNoRevocation: the provider has no RFC 7009 endpoint.
+var ErrNoRevocation = errors.New("provider: no revocation endpoint")
+
+// Discover reads RFC 8414 metadata from issuer's
+// /.well-known/oauth-authorization-server (and, failing that, the OpenID
+// configuration).
+func Discover(ctx context.Context, hc *http.Client, issuer string) (Endpoints, error) {
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	u, err := url.Parse(issuer)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return Endpoints{}, fmt.Errorf("provider: discovery: invalid issuer %q", issuer)
+	}
+	var lastErr error
+	for _, wk := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+		mu := *u
+		mu.Path = wk + strings.TrimSuffix(u.Path, "/") // RFC 8414 §3: inserted before the path
+		ep, err := fetchMetadata(ctx, hc, mu.String())
+		if err == nil {
+			return ep, nil
+		}
+		lastErr = err
+	}
+	return Endpoints{}, lastErr
+}
+
+func fetchMetadata(ctx context.Context, hc *http.Client, u string) (Endpoints, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return Endpoints{}, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Endpoints{}, fmt.Errorf("provider: discovery: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Endpoints{}, fmt.Errorf("provider: discovery %s: status %d", u, resp.StatusCode)
+	}
+	var ep Endpoints
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ep); err != nil {
+		return Endpoints{}, fmt.Errorf("provider: discovery %s: %w", u, err)
+	}
+	if ep.AuthURL == "" || ep.TokenURL == "" {
+		return Endpoints{}, fmt.Errorf("provider: discovery %s: metadata lacks endpoints", u)
+	}
+	return ep, nil
+}
+
+// Failure is a classified token-endpoint failure. It never holds a token or
+// the response body.
+type Failure struct {
+	// Terminal failures are never retried.
+	Terminal bool
+	// Code is the RFC 6749 error code, or "network", "timeout",
+	// "server_error_status", "rate_limited", "malformed_response".
+	Code string
+	// Status is the HTTP status (0 for network errors).
+	Status int
+	// RetryAfter is the server's Retry-After, if any.
+	RetryAfter time.Duration
+	Detail     string
+}
+
+func (f *Failure) Error() string {
+	class := "transient"
+	if f.Terminal {
+		class = "terminal"
+	}
+	s := fmt.Sprintf("provider: %s failure: %s", class, f.Code)
+	if f.Status != 0 {
+		s += fmt.Sprintf(" (HTTP %d)", f.Status)
+	}
+	if f.Detail != "" {
+		s += ": " + f.Detail
+	}
+	return s
+}
+
+// Classify maps an error from x/oauth2 or the transport to a *Failure.
+func Classify(err error) *Failure {
+	var f *Failure
+	if errors.As(err, &f) {
+		return f
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := 0
+		var retryAfter time.Duration
+		if re.Response != nil {
+			status = re.Response.StatusCode
+			retryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"))
+		}
+		switch {
+		case status == http.StatusTooManyRequests:
+			return &Failure{Code: "rate_limited", Status: status, RetryAfter: retryAfter}
+		case status >= 500:
+			return &Failure{Code: "server_error_status", Status: status, RetryAfter: retryAfter}
+		case re.ErrorCode != "":
+			return &Failure{Terminal: true, Code: safeCode(re.ErrorCode), Status: status}
+		default:
+			return &Failure{Terminal: true, Code: "http_" + strconv.Itoa(status), Status: status}
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Failure{Code: "timeout", Detail: "token request timed out"}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return &Failure{Code: "timeout", Detail: "token request timed out"}
+		}
+		return &Failure{Code: "network", Detail: "token endpoint unreachable"}
+	}
+	// x/oauth2 could not parse a 2xx body, or it lacked an access token:
+	// a garbage response. Transient: a proxy page is not a verdict on the
+	// grant, and the retry bound still applies.
+	return &Failure{Code: "malformed_response", Detail: "token endpoint returned an unusable response"}
+}
+
+// safeCode keeps error codes to the RFC 6749 character set and a sane length,
+// so a hostile server cannot inject into logs or events.
+func safeCode(code string) string {
+	if len(code) > 64 {
+		code = code[:64]
+	}
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return "invalid_error_code"
+		}
+	}
+	return code
+}
+
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
+		return min(time.Duration(n)*time.Second, time.Hour)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(time.Until(t), 0), time.Hour)
+	}
+	return 0
+}
+
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s %s: %w", ue.Op, "revocation endpoint", ue.Err)
+	}
+	return err
+}

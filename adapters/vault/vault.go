@@ -1,0 +1,233 @@
+package vault
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// DefaultBucket is the KV bucket used when Config.Bucket is empty.
+const DefaultBucket = "tokenline_tokens"
+
+// KeySize is the length of a vault key in bytes (AES-256).
+const KeySize = 32
+
+// formatVersion is the first byte of every stored value.
+const formatVersion byte = 1
+
+const (
+	nonceSize = 12 // standard GCM nonce
+	tagSize   = 16 // GCM authentication tag
+)
+
+// Errors returned (wrapped) by the vault; test with errors.Is.
+var (
+	// ErrUndecryptable means a stored value could not be decrypted: the
+	// vault key differs from the one that wrote it, the value was altered, or
+	// it was copied from another connection's key.
+	ErrUndecryptable = errors.New("vault: cannot decrypt stored tokens (wrong vault key, or the value was altered or copied from another connection)")
+	// ErrInvalidConnectionID means a connection id cannot be used as a key.
+	ErrInvalidConnectionID = errors.New("vault: invalid connection id")
+)
+
+// connectionIDRE accepts the connection ids tokenline issues (UUIDs) and, more
+// generally, one NATS subject token of letters, digits, '-' and '_': no dots,
+// wildcards, spaces or other separators that would change the key's meaning.
+var connectionIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// Config configures a Vault.
+type Config struct {
+	// Bucket is the JetStream KV bucket name; empty means DefaultBucket.
+	Bucket string
+	// Replicas is the bucket's replication factor in a NATS cluster; 0
+	// means 1. Use 3 on a three-node cluster.
+	Replicas int
+	// Key is the 32-byte AES-256 key (see LoadOrCreateKey and KeyFromEnv).
+	// Open copies it; the caller may clear its slice afterwards.
+	Key []byte
+}
+
+// Vault stores token sets encrypted in a JetStream KV bucket. It implements
+// domain.TokenVault and is safe for concurrent use.
+type Vault struct {
+	kv   jetstream.KeyValue
+	aead cipher.AEAD
+}
+
+var _ domain.TokenVault = (*Vault)(nil)
+
+// Open creates the KV bucket, or updates its configuration if it exists
+// (file storage, history 1, cfg.Replicas replicas), and returns a vault that
+// encrypts with cfg.Key. Open does not check that the key matches values
+// already stored; a wrong key shows up as ErrUndecryptable on Get.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Vault, error) {
+	if js == nil {
+		return nil, errors.New("vault: open: JetStream is nil")
+	}
+	if len(cfg.Key) != KeySize {
+		return nil, fmt.Errorf("vault: open: key is %d bytes, want %d (AES-256)", len(cfg.Key), KeySize)
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Replicas < 0 {
+		return nil, fmt.Errorf("vault: open: replicas %d is negative", cfg.Replicas)
+	}
+	block, err := aes.NewCipher(slices.Clone(cfg.Key))
+	if err != nil {
+		return nil, fmt.Errorf("vault: open: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("vault: open: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "tokenline: OAuth tokens, AES-256-GCM encrypted",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vault: create or update KV bucket %q: %w", cfg.Bucket, err)
+	}
+	return &Vault{kv: kv, aead: aead}, nil
+}
+
+// record is the serialised form of domain.Tokens (whose own MarshalJSON is
+// redacted on purpose). It only ever exists in plaintext in memory.
+type record struct {
+	AccessToken  string    `json:"access_token,omitempty"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	TokenType    string    `json:"token_type,omitempty"`
+	Expiry       time.Time `json:"expiry,omitzero"`
+	Scopes       []string  `json:"scopes,omitempty"`
+}
+
+// Put encrypts t and stores it as the connection's token set, replacing the
+// previous one entirely: access and refresh token change together, and a
+// field left empty in t is empty afterwards. A token set without either
+// token is refused (use Delete). Expiry is stored in UTC.
+func (v *Vault) Put(ctx context.Context, connectionID string, t domain.Tokens) error {
+	if err := validateID(connectionID); err != nil {
+		return err
+	}
+	if t.AccessToken == "" && t.RefreshToken == "" {
+		return fmt.Errorf("vault: put tokens of connection %s: neither an access nor a refresh token given", connectionID)
+	}
+	plain, err := json.Marshal(record{
+		AccessToken:  t.AccessToken,
+		RefreshToken: t.RefreshToken,
+		TokenType:    t.TokenType,
+		Expiry:       t.Expiry.UTC(),
+		Scopes:       t.Scopes,
+	})
+	if err != nil { // cannot happen for these field types; never quote the value
+		return fmt.Errorf("vault: put tokens of connection %s: encode failed", connectionID)
+	}
+	value := v.seal(connectionID, plain)
+	clear(plain)
+	if _, err := v.kv.Put(ctx, connectionID, value); err != nil {
+		return fmt.Errorf("vault: put tokens of connection %s: %w", connectionID, err)
+	}
+	return nil
+}
+
+// Get returns the connection's token set. It returns an error wrapping
+// domain.ErrNoTokens if none is stored (never written, or deleted), and one
+// wrapping ErrUndecryptable if the stored value cannot be decrypted with
+// this vault's key for this connection.
+func (v *Vault) Get(ctx context.Context, connectionID string) (domain.Tokens, error) {
+	if err := validateID(connectionID); err != nil {
+		return domain.Tokens{}, err
+	}
+	entry, err := v.kv.Get(ctx, connectionID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return domain.Tokens{}, fmt.Errorf("%w %s", domain.ErrNoTokens, connectionID)
+	}
+	if err != nil {
+		return domain.Tokens{}, fmt.Errorf("vault: get tokens of connection %s: %w", connectionID, err)
+	}
+	plain, err := v.open(connectionID, entry.Value())
+	if err != nil {
+		return domain.Tokens{}, err
+	}
+	var r record
+	err = json.Unmarshal(plain, &r)
+	clear(plain)
+	if err != nil { // authenticated yet unparsable: never quote the plaintext
+		return domain.Tokens{}, fmt.Errorf("vault: tokens of connection %s: decrypted value is not a token record", connectionID)
+	}
+	return domain.Tokens{
+		AccessToken:  r.AccessToken,
+		RefreshToken: r.RefreshToken,
+		TokenType:    r.TokenType,
+		Expiry:       r.Expiry,
+		Scopes:       r.Scopes,
+	}, nil
+}
+
+// Delete destroys the connection's token set. It purges the key, so the
+// bucket keeps no earlier revision of the value, only a purge marker.
+// Deleting a connection without tokens is not an error.
+func (v *Vault) Delete(ctx context.Context, connectionID string) error {
+	if err := validateID(connectionID); err != nil {
+		return err
+	}
+	if err := v.kv.Purge(ctx, connectionID); err != nil {
+		return fmt.Errorf("vault: delete tokens of connection %s: %w", connectionID, err)
+	}
+	return nil
+}
+
+// seal encrypts plain for connectionID: version || nonce || ciphertext.
+func (v *Vault) seal(connectionID string, plain []byte) []byte {
+	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plain)+tagSize)
+	out[0] = formatVersion
+	rand.Read(out[1 : 1+nonceSize]) // never fails (crypto/rand, Go 1.24+)
+	return v.aead.Seal(out, out[1:1+nonceSize], plain, []byte(connectionID))
+}
+
+// open reverses seal, checking the version and the connection id.
+func (v *Vault) open(connectionID string, value []byte) ([]byte, error) {
+	if len(value) < 1+nonceSize+tagSize {
+		return nil, fmt.Errorf("%w: connection %s: value too short (%d bytes)", ErrUndecryptable, connectionID, len(value))
+	}
+	if value[0] != formatVersion {
+		return nil, fmt.Errorf("%w: connection %s: unknown format version %d", ErrUndecryptable, connectionID, value[0])
+	}
+	plain, err := v.aead.Open(nil, value[1:1+nonceSize], value[1+nonceSize:], []byte(connectionID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: connection %s", ErrUndecryptable, connectionID)
+	}
+	return plain, nil
+}
+
+// validateID checks that a connection id is usable as a KV key.
+func validateID(id string) error {
+	if connectionIDRE.MatchString(id) {
+		return nil
+	}
+	if id == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidConnectionID)
+	}
+	shown := id
+	if len(shown) > 64 {
+		shown = shown[:64] + "..."
+	}
+	return fmt.Errorf("%w %q: want 1 to 128 letters, digits, '-' or '_' (a UUID)", ErrInvalidConnectionID, shown)
+}
