@@ -61,7 +61,9 @@ func (c *Connection) Apply(e Event) error {
 		if !c.Exists() {
 			return fmt.Errorf("%w: %s before connection.created", ErrNotFound, e.Type())
 		}
-		if c.Deleted {
+		// A deleted connection accepts one more kind of event: the record
+		// that its stored tokens were destroyed.
+		if _, inv := e.Payload.(TokensInvalidated); c.Deleted && !(inv && c.TokensHeld) {
 			return ErrDeleted
 		}
 	}

@@ -172,7 +172,7 @@ func Decide(c *Connection, cmd Command) (Payload, error) {
 	if !c.Exists() {
 		return nil, ErrNotFound
 	}
-	if c.Deleted {
+	if _, inv := cmd.(InvalidateTokens); c.Deleted && !(inv && c.TokensHeld) {
 		return nil, ErrDeleted
 	}
 	p, err := decide(c, cmd)

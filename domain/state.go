@@ -1,5 +1,10 @@
 package domain
 
+import (
+	"fmt"
+	"strings"
+)
+
 // State is one of the four states of a connection.
 type State string
 
@@ -117,4 +122,16 @@ func ReasonForErrorCode(code string) Reason {
 		return ReasonInvalidScope
 	}
 	return ReasonTokenEndpointRejected
+}
+
+// ReasonsMarkdown renders Reasons as a Markdown table, in their stable order.
+// docs/transitions.md is generated from it and a test checks the two agree.
+func ReasonsMarkdown() string {
+	cell := strings.NewReplacer("|", `\|`, "\n", " ").Replace
+	var b strings.Builder
+	b.WriteString("| reason | meaning | shown to the user |\n|---|---|---|\n")
+	for _, ri := range Reasons {
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", ri.Reason, cell(ri.Meaning), cell(ri.UserText))
+	}
+	return b.String()
 }

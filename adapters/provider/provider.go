@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -70,9 +71,10 @@ type Config struct {
 
 // Provider talks to one authorization server.
 type Provider struct {
-	cfg   Config
-	oauth oauth2.Config
-	hc    *http.Client
+	cfg    Config
+	oauth  oauth2.Config // ClientSecret is empty here; see secret
+	secret atomic.Pointer[string]
+	hc     *http.Client
 }
 
 // New checks cfg and returns a Provider.
@@ -92,12 +94,21 @@ func New(cfg Config) (*Provider, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Provider{cfg: cfg, hc: hc, oauth: oauth2.Config{
-		ClientID:     cfg.ClientID,
-		ClientSecret: cfg.ClientSecret,
-		RedirectURL:  cfg.RedirectURL,
-		Endpoint:     oauth2.Endpoint{AuthURL: cfg.Endpoints.AuthURL, TokenURL: cfg.Endpoints.TokenURL, AuthStyle: style},
-	}}, nil
+	p := &Provider{cfg: cfg, hc: hc, oauth: oauth2.Config{
+		ClientID:    cfg.ClientID,
+		RedirectURL: cfg.RedirectURL,
+		Endpoint:    oauth2.Endpoint{AuthURL: cfg.Endpoints.AuthURL, TokenURL: cfg.Endpoints.TokenURL, AuthStyle: style},
+	}}
+	p.SetClientSecret(cfg.ClientSecret)
+	p.cfg.ClientSecret = ""
+	return p, nil
+}
+
+// config returns the oauth2 configuration with the current client secret.
+func (p *Provider) config() *oauth2.Config {
+	c := p.oauth
+	c.ClientSecret = *p.secret.Load()
+	return &c
 }
 
 // Name returns the provider's name.
@@ -106,8 +117,9 @@ func (p *Provider) Name() string { return p.cfg.Name }
 // Endpoints returns the provider's endpoints.
 func (p *Provider) Endpoints() Endpoints { return p.cfg.Endpoints }
 
-// SetClientSecret replaces the client secret (after a rotation).
-func (p *Provider) SetClientSecret(secret string) { p.oauth.ClientSecret = secret }
+// SetClientSecret replaces the client secret (after a rotation). Safe to
+// call while requests are in flight.
+func (p *Provider) SetClientSecret(secret string) { p.secret.Store(&secret) }
 
 func (p *Provider) ctx(ctx context.Context) context.Context {
 	return context.WithValue(ctx, oauth2.HTTPClient, p.hc)
@@ -116,7 +128,7 @@ func (p *Provider) ctx(ctx context.Context) context.Context {
 // AuthCodeURL returns the authorize URL for state with the PKCE S256
 // challenge of verifier and the given scopes.
 func (p *Provider) AuthCodeURL(state, verifier string, scopes []string) string {
-	c := p.oauth
+	c := p.config()
 	c.Scopes = scopes
 	return c.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
 }
@@ -131,7 +143,7 @@ func toTokens(t *oauth2.Token, scopes []string) domain.Tokens {
 
 // Exchange trades an authorisation code for tokens.
 func (p *Provider) Exchange(ctx context.Context, code, verifier string, scopes []string) (domain.Tokens, error) {
-	t, err := p.oauth.Exchange(p.ctx(ctx), code, oauth2.VerifierOption(verifier))
+	t, err := p.config().Exchange(p.ctx(ctx), code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		return domain.Tokens{}, Classify(err)
 	}
@@ -148,7 +160,7 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []st
 	if refreshToken == "" {
 		return domain.Tokens{}, false, &Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"}
 	}
-	tok, err := p.oauth.TokenSource(p.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken}).Token()
+	tok, err := p.config().TokenSource(p.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
 		return domain.Tokens{}, false, Classify(err)
 	}
@@ -174,7 +186,7 @@ func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
 	}
 	if p.oauth.Endpoint.AuthStyle == oauth2.AuthStyleInParams {
 		form.Set("client_id", p.cfg.ClientID)
-		form.Set("client_secret", p.oauth.ClientSecret)
+		form.Set("client_secret", *p.secret.Load())
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.cfg.Endpoints.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -182,7 +194,7 @@ func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if p.oauth.Endpoint.AuthStyle != oauth2.AuthStyleInParams {
-		req.SetBasicAuth(url.QueryEscape(p.cfg.ClientID), url.QueryEscape(p.oauth.ClientSecret))
+		req.SetBasicAuth(url.QueryEscape(p.cfg.ClientID), url.QueryEscape(*p.secret.Load()))
 	}
 	resp, err := p.hc.Do(req)
 	if err != nil {
