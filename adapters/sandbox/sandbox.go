@@ -1,0 +1,402 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/oauth2"
+)
+
+// Consent modes accepted by Config.Consent and POST /sandbox/admin/consent.
+const (
+	// ConsentApprove approves every valid authorisation request at once:
+	// the authorize endpoint redirects straight back with code and state.
+	ConsentApprove = "approve"
+	// ConsentDeny denies every valid authorisation request at once: the
+	// authorize endpoint redirects back with error=access_denied and state.
+	ConsentDeny = "deny"
+	// ConsentPrompt shows an HTML consent page with Approve and Deny
+	// buttons (element ids "approve" and "deny"). It is the default.
+	ConsentPrompt = "prompt"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	// DefaultClientID is the client ID used when Config.ClientID is empty.
+	DefaultClientID = "sandbox-client"
+	// DefaultAccessTokenLifetime is the access-token lifetime in Pleo's older
+	// documentation (current docs say to read expires_in).
+	DefaultAccessTokenLifetime = 15 * time.Minute
+	// DefaultRefreshTokenLifetime is Pleo's documented minimum refresh-token
+	// lifetime ("at least 60 days").
+	DefaultRefreshTokenLifetime = 60 * 24 * time.Hour
+)
+
+// DefaultScopes are the scopes registered when Config.Scopes is empty; they
+// are the examples from Pleo's scope documentation.
+var DefaultScopes = []string{"export-jobs:read", "export-items:read", "users:read", "accounts:read"}
+
+// PathPrefix is the path under which Server.Handler serves every route.
+const PathPrefix = "/sandbox/"
+
+// authorizeCodeLifetime is how long an unexchanged authorisation code lives.
+const authorizeCodeLifetime = 10 * time.Minute
+
+// sessionSubject is the resource owner every grant is issued for: the
+// sandbox has no user accounts, just one pretend Pleo user.
+const sessionSubject = "sandbox-user"
+
+// scopePattern is Pleo's scope shape: resource ":" permission, both in lower
+// case with digits, '-', '_' or '.' (e.g. "export-jobs:read").
+var scopePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$`)
+
+// Config configures a sandbox authorization server. The zero value of every
+// field except RedirectURIs selects a default; see New.
+type Config struct {
+	// ClientID is the one registered OAuth 2.0 client. Default
+	// DefaultClientID.
+	ClientID string
+	// ClientSecret is the client's initial secret. When empty, New
+	// generates a random one; read it back with Server.ClientSecret. The
+	// secret changes when POST /sandbox/admin/rotate-client-secret is
+	// called.
+	ClientSecret string
+	// RedirectURIs are the client's registered redirect URIs. At least one
+	// is required. The authorize endpoint accepts a redirect_uri only if it
+	// is byte-for-byte equal to one of these (no loopback-port leniency, no
+	// prefix matching, no wildcards), and the parameter is mandatory. Each
+	// must be an absolute URI without fragment, https or http on a loopback
+	// or localhost host (or a custom scheme).
+	RedirectURIs []string
+	// Scopes are the scopes the client may request, in Pleo's
+	// resource:permission form ("export-jobs:read", "users:read"). A request
+	// may ask for any subset; a request with no scope parameter is granted
+	// all of them (RFC 6749 section 3.3 default). Default DefaultScopes.
+	Scopes []string
+	// AccessTokenLifetime is the lifetime of every access token. It must be
+	// at least one second; expires_in in token responses is the lifetime in
+	// whole seconds. Default DefaultAccessTokenLifetime (15 minutes).
+	AccessTokenLifetime time.Duration
+	// RefreshTokenLifetime is the lifetime of every refresh token, counted
+	// from its issue (each rotation issues a new one with a fresh
+	// lifetime). It must be at least one second. Default
+	// DefaultRefreshTokenLifetime (60 days).
+	RefreshTokenLifetime time.Duration
+	// Consent is the initial consent mode: ConsentApprove, ConsentDeny or
+	// ConsentPrompt. Default ConsentPrompt. It can be changed at run time
+	// with POST /sandbox/admin/consent.
+	Consent string
+	// Logger receives one record per token-endpoint request, admin action
+	// and detected refresh-token reuse. Tokens, secrets, authorisation codes
+	// and PKCE verifiers are never logged. Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is a sandbox OAuth 2.0 authorization server that behaves like Pleo's
+// (see the package documentation). Create it with New and mount
+// Server.Handler. All methods are safe for concurrent use.
+type Server struct {
+	clientID     string
+	redirectURIs []string
+	scopes       []string
+	atLifetime   time.Duration
+	rtLifetime   time.Duration
+	log          *slog.Logger
+
+	provider fosite.OAuth2Provider
+	strategy *oauth2.HMACSHAStrategy
+	store    *store
+	stats    *counters
+	handler  http.Handler
+
+	// tokenMu serialises every operation that reads and then changes
+	// token state (token endpoint, RFC 7009 revocation, admin actions), so
+	// that a refresh is atomic: of two requests presenting the same refresh
+	// token, exactly one wins and the other is reuse, as at Pleo. Responses
+	// are written after the lock is released.
+	tokenMu sync.Mutex
+
+	mu      sync.Mutex // guards the fields below
+	secret  string
+	issuer  string
+	consent string
+	fault   faultPlan
+}
+
+// faultPlan is the pending fault set by POST /sandbox/admin/faults.
+type faultPlan struct {
+	status     int
+	remaining  int
+	retryAfter int // seconds; < 0: no Retry-After header
+	errorCode  string
+}
+
+// New validates cfg, applies defaults and returns a ready server. The HMAC
+// secret that signs tokens and codes is 32 random bytes generated here, so
+// tokens never survive a restart.
+func New(cfg Config) (*Server, error) {
+	if cfg.ClientID == "" {
+		cfg.ClientID = DefaultClientID
+	}
+	if strings.ContainsFunc(cfg.ClientID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return nil, errors.New("sandbox: ClientID must not contain spaces or control characters")
+	}
+	if cfg.ClientSecret == "" {
+		s, err := randomString(32)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientSecret = s
+	}
+	if len(cfg.RedirectURIs) == 0 {
+		return nil, errors.New("sandbox: at least one redirect URI is required")
+	}
+	for _, raw := range cfg.RedirectURIs {
+		u, err := url.Parse(raw)
+		if err != nil || !u.IsAbs() || !fosite.IsValidRedirectURI(u) {
+			return nil, fmt.Errorf("sandbox: redirect URI %q is not an absolute URI without fragment", raw)
+		}
+		if !fosite.IsRedirectURISecure(context.Background(), u) {
+			return nil, fmt.Errorf("sandbox: redirect URI %q uses http on a non-local host; use https", raw)
+		}
+	}
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = DefaultScopes
+	}
+	seen := map[string]bool{}
+	for _, sc := range cfg.Scopes {
+		if !scopePattern.MatchString(sc) {
+			return nil, fmt.Errorf("sandbox: scope %q is not of the form resource:permission", sc)
+		}
+		if seen[sc] {
+			return nil, fmt.Errorf("sandbox: scope %q listed twice", sc)
+		}
+		seen[sc] = true
+	}
+	if cfg.AccessTokenLifetime == 0 {
+		cfg.AccessTokenLifetime = DefaultAccessTokenLifetime
+	}
+	if cfg.RefreshTokenLifetime == 0 {
+		cfg.RefreshTokenLifetime = DefaultRefreshTokenLifetime
+	}
+	if cfg.AccessTokenLifetime < time.Second || cfg.RefreshTokenLifetime < time.Second {
+		return nil, errors.New("sandbox: token lifetimes must be at least one second")
+	}
+	if cfg.Consent == "" {
+		cfg.Consent = ConsentPrompt
+	}
+	if !validConsent(cfg.Consent) {
+		return nil, fmt.Errorf("sandbox: consent mode %q is not one of approve, deny, prompt", cfg.Consent)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	globalSecret := make([]byte, 32)
+	if _, err := rand.Read(globalSecret); err != nil {
+		return nil, fmt.Errorf("sandbox: generating HMAC secret: %w", err)
+	}
+
+	s := &Server{
+		clientID:     cfg.ClientID,
+		redirectURIs: slices.Clone(cfg.RedirectURIs),
+		scopes:       slices.Clone(cfg.Scopes),
+		atLifetime:   cfg.AccessTokenLifetime,
+		rtLifetime:   cfg.RefreshTokenLifetime,
+		log:          logger.With("component", "sandbox"),
+		stats:        newCounters(),
+		secret:       cfg.ClientSecret,
+		consent:      cfg.Consent,
+	}
+	s.store = newStore(s.newClient(cfg.ClientSecret), storeHooks{
+		grantRevoked: func(string) { s.stats.revocation() },
+		refreshReuse: func(string) {
+			s.stats.reuse()
+			s.log.Warn("refresh token reuse detected: a replaced refresh token was presented; the grant is revoked")
+		},
+	})
+
+	fc := &fosite.Config{
+		AccessTokenLifespan:            cfg.AccessTokenLifetime,
+		RefreshTokenLifespan:           cfg.RefreshTokenLifetime,
+		AuthorizeCodeLifespan:          authorizeCodeLifetime,
+		GlobalSecret:                   globalSecret,
+		TokenEntropy:                   32,
+		EnforcePKCE:                    true,
+		EnforcePKCEForPublicClients:    true,
+		EnablePKCEPlainChallengeMethod: false,
+		// Empty, not nil: nil means "only grants with the offline scope
+		// get a refresh token".
+		RefreshTokenScopes: []string{},
+		// fosite's getters assign defaults into the Config on first use,
+		// which races under concurrent requests; set them all up front.
+		ScopeStrategy:            fosite.ExactScopeStrategy,
+		AudienceMatchingStrategy: fosite.DefaultAudienceMatchingStrategy,
+		ClientSecretsHasher:      secretHasher{},
+	}
+	s.strategy = compose.NewOAuth2HMACStrategy(fc)
+	s.provider = compose.Compose(fc, s.store, s.strategy,
+		compose.OAuth2AuthorizeExplicitFactory,
+		compose.OAuth2RefreshTokenGrantFactory,
+		compose.OAuth2TokenRevocationFactory,
+		compose.OAuth2TokenIntrospectionFactory,
+		compose.OAuth2PKCEFactory, // must follow the explicit factory: it needs the issued code
+	)
+	s.handler = s.routes()
+	return s, nil
+}
+
+// newClient builds the registered client with the given plaintext secret.
+func (s *Server) newClient(secret string) *fosite.DefaultClient {
+	hash, _ := secretHasher{}.Hash(context.Background(), []byte(secret))
+	return &fosite.DefaultClient{
+		ID:            s.clientID,
+		Secret:        hash,
+		RedirectURIs:  slices.Clone(s.redirectURIs),
+		GrantTypes:    []string{"authorization_code", "refresh_token"},
+		ResponseTypes: []string{"code"},
+		Scopes:        slices.Clone(s.scopes),
+	}
+}
+
+// Handler returns the HTTP handler for every sandbox route. Paths include the
+// PathPrefix ("/sandbox/"), so mount it as mux.Handle("/sandbox/", h) without
+// stripping the prefix. Routes:
+//
+//	GET  /sandbox/oauth/authorize                  authorisation endpoint (consent page in prompt mode)
+//	POST /sandbox/oauth/authorize                  consent form submission
+//	POST /sandbox/oauth/token                      token endpoint (authorization_code, refresh_token)
+//	POST /sandbox/oauth/revoke                     RFC 7009 token revocation
+//	POST /sandbox/oauth/token/introspect           RFC 7662 token introspection
+//	GET  /sandbox/.well-known/oauth-authorization-server   RFC 8414 metadata
+//	GET  /sandbox/api/me                           protected resource
+//	POST /sandbox/admin/revoke-grants              loopback only, see package doc
+//	POST /sandbox/admin/rotate-client-secret       loopback only
+//	POST /sandbox/admin/expire-refresh-tokens      loopback only
+//	POST /sandbox/admin/faults                     loopback only
+//	POST /sandbox/admin/consent                    loopback only
+//	GET  /sandbox/admin/stats                      loopback only
+//	POST /sandbox/admin/reset-stats                loopback only
+//
+// Other methods on these paths get 405, other paths 404.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// MetadataHandler returns a handler that serves the RFC 8414 metadata
+// document regardless of the request path. It lets the embedding program
+// also serve the metadata at the RFC 8414 well-known location for an issuer
+// with a path, /.well-known/oauth-authorization-server/sandbox.
+func (s *Server) MetadataHandler() http.Handler { return http.HandlerFunc(s.handleMetadata) }
+
+// SetIssuer sets the public base URL of the server the handler is mounted on
+// (scheme, host and port, no path; for example "http://127.0.0.1:8080").
+// The issuer is baseURL+"/sandbox" and the discovery metadata's endpoint URLs
+// are built from it. Until SetIssuer is called, the base URL is derived from
+// each metadata request (its Host header; https only if it came over TLS).
+// A trailing slash is ignored.
+func (s *Server) SetIssuer(baseURL string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.issuer = strings.TrimRight(baseURL, "/")
+}
+
+// Stats returns a snapshot of the counters, the same data as
+// GET /sandbox/admin/stats.
+func (s *Server) Stats() Stats { return s.stats.snapshot() }
+
+// ClientSecret returns the client's current secret: the configured or
+// generated one, or the latest one set by POST
+// /sandbox/admin/rotate-client-secret. It exists to wire a client in the
+// same process.
+func (s *Server) ClientSecret() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.secret
+}
+
+// ClientID returns the registered client's ID.
+func (s *Server) ClientID() string { return s.clientID }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /sandbox/oauth/authorize", s.handleAuthorize)
+	mux.HandleFunc("POST /sandbox/oauth/authorize", s.handleAuthorize)
+	mux.HandleFunc("POST /sandbox/oauth/token", s.handleToken)
+	mux.HandleFunc("POST /sandbox/oauth/revoke", s.handleRevoke)
+	mux.HandleFunc("POST /sandbox/oauth/token/introspect", s.handleIntrospect)
+	mux.HandleFunc("GET /sandbox/.well-known/oauth-authorization-server", s.handleMetadata)
+	mux.HandleFunc("GET /sandbox/api/me", s.handleMe)
+
+	admin := http.NewServeMux()
+	admin.HandleFunc("POST /sandbox/admin/revoke-grants", s.handleAdminRevokeGrants)
+	admin.HandleFunc("POST /sandbox/admin/rotate-client-secret", s.handleAdminRotateSecret)
+	admin.HandleFunc("POST /sandbox/admin/expire-refresh-tokens", s.handleAdminExpireRefreshTokens)
+	admin.HandleFunc("POST /sandbox/admin/faults", s.handleAdminFaults)
+	admin.HandleFunc("POST /sandbox/admin/consent", s.handleAdminConsent)
+	admin.HandleFunc("GET /sandbox/admin/stats", s.handleAdminStats)
+	admin.HandleFunc("POST /sandbox/admin/reset-stats", s.handleAdminResetStats)
+	// The guard wraps the whole admin subtree so that a remote caller gets
+	// 403 for every admin path and method, learning nothing else.
+	mux.Handle("/sandbox/admin/", loopbackOnly(admin))
+
+	return limitBody(mux)
+}
+
+// maxBodyBytes bounds every request body.
+const maxBodyBytes = 64 << 10
+
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func validConsent(mode string) bool {
+	return mode == ConsentApprove || mode == ConsentDeny || mode == ConsentPrompt
+}
+
+func (s *Server) consentMode() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.consent
+}
+
+// issuerFor returns the issuer URL: the configured base URL or one derived
+// from r, plus "/sandbox".
+func (s *Server) issuerFor(r *http.Request) string {
+	s.mu.Lock()
+	base := s.issuer
+	s.mu.Unlock()
+	if base == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	return base + strings.TrimSuffix(PathPrefix, "/")
+}
+
+func randomString(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("sandbox: random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

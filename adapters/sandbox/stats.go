@@ -1,0 +1,117 @@
+package sandbox
+
+import (
+	"maps"
+	"sync"
+)
+
+// Stats is a snapshot of the sandbox's counters. It is what Server.Stats
+// returns and what GET /sandbox/admin/stats serves as JSON; the JSON field
+// names are stable so tests and demos can read them.
+//
+// Token-endpoint counters (TokenRequests, Successes, Failures, Errors,
+// FaultsInjected) count requests that reached the token endpoint with the
+// POST method, including those answered by an injected fault. Every such
+// request is exactly one success or one failure.
+type Stats struct {
+	// TokenRequests counts token-endpoint requests by grant_type.
+	TokenRequests TokenRequestStats `json:"token_requests"`
+	// Successes counts token-endpoint requests answered with tokens.
+	Successes int64 `json:"successes"`
+	// Failures counts token-endpoint requests answered with an error,
+	// injected faults included.
+	Failures int64 `json:"failures"`
+	// Errors counts failed token-endpoint requests by the OAuth error code
+	// in the response body ("invalid_grant", "invalid_client",
+	// "temporarily_unavailable", ...). It is never nil.
+	Errors map[string]int64 `json:"errors"`
+	// FaultsInjected counts token-endpoint requests that were answered by a
+	// fault set with POST /sandbox/admin/faults.
+	FaultsInjected int64 `json:"faults_injected"`
+	// Revocations counts grants (authorisations) that were revoked while
+	// they still had a live token or an unused authorisation code, whatever
+	// the cause: the RFC 7009 endpoint, POST /sandbox/admin/revoke-grants,
+	// refresh-token reuse, or replay of an authorisation code. A grant is
+	// counted once.
+	Revocations int64 `json:"revocations"`
+	// RefreshTokenReuse counts refresh requests that presented a refresh
+	// token which had already been replaced by rotation. Each one revoked
+	// its grant (if it was still live). This is the signature of a client
+	// that retried a refresh with a stale token.
+	RefreshTokenReuse int64 `json:"refresh_token_reuse"`
+}
+
+// TokenRequestStats counts token-endpoint requests by grant type.
+type TokenRequestStats struct {
+	// AuthorizationCode counts grant_type=authorization_code requests.
+	AuthorizationCode int64 `json:"authorization_code"`
+	// RefreshToken counts grant_type=refresh_token requests.
+	RefreshToken int64 `json:"refresh_token"`
+	// Other counts requests with any other or a missing grant_type.
+	Other int64 `json:"other"`
+}
+
+// counters holds the live counters behind Stats.
+type counters struct {
+	mu sync.Mutex
+	s  Stats
+}
+
+func newCounters() *counters {
+	return &counters{s: Stats{Errors: map[string]int64{}}}
+}
+
+func (c *counters) snapshot() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.s
+	out.Errors = maps.Clone(c.s.Errors)
+	return out
+}
+
+func (c *counters) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s = Stats{Errors: map[string]int64{}}
+}
+
+func (c *counters) tokenRequest(grantType string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch grantType {
+	case "authorization_code":
+		c.s.TokenRequests.AuthorizationCode++
+	case "refresh_token":
+		c.s.TokenRequests.RefreshToken++
+	default:
+		c.s.TokenRequests.Other++
+	}
+}
+
+func (c *counters) success() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.Successes++
+}
+
+func (c *counters) failure(errorCode string, fault bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.Failures++
+	c.s.Errors[errorCode]++
+	if fault {
+		c.s.FaultsInjected++
+	}
+}
+
+func (c *counters) revocation() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.Revocations++
+}
+
+func (c *counters) reuse() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.s.RefreshTokenReuse++
+}

@@ -1,0 +1,452 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/pkce"
+)
+
+// store is the sandbox's fosite storage. It replaces fosite's
+// storage.MemoryStore for three reasons:
+//
+//   - MemoryStore.RevokeRefreshToken writes the RefreshTokens map while
+//     holding only refreshTokenRequestIDsMutex, so it races with
+//     GetRefreshTokenSession (which holds refreshTokensMutex); concurrent
+//     refreshes trip the race detector or crash with a concurrent map write.
+//   - MemoryStore indexes only the latest access and refresh token of a
+//     grant, so "revoke the grant" cannot reach older tokens. Here every token
+//     is indexed by its grant (fosite's request ID, which all tokens of one
+//     authorisation share across rotations).
+//   - MemoryStore hands out and keeps the very requester objects fosite is
+//     working on; fosite mutates sessions in place (for example the
+//     authorisation code's session during the code exchange), which is a data
+//     race as soon as another request reads the same record. This store keeps
+//     private snapshots and returns copies.
+//
+// All methods take one mutex; the critical sections are map operations and
+// shallow copies, so a single lock is not a bottleneck at sandbox scale.
+// Check-then-act sequences that span several store calls (a refresh reads the
+// token, then rotates it) are made atomic by Server.tokenMu, not here.
+type store struct {
+	mu sync.Mutex
+
+	client *fosite.DefaultClient // replaced, never mutated, on secret rotation
+
+	codes   map[string]*codeRecord      // authorize code signature -> record
+	pkce    map[string]fosite.Requester // authorize code signature -> PKCE request
+	access  map[string]*accessRecord    // access token signature -> record
+	refresh map[string]*refreshRecord   // refresh token signature -> record
+	grants  map[string]*grant           // fosite request ID -> tokens of that grant
+
+	hooks storeHooks
+}
+
+// storeHooks lets the store report events that only it can recognise.
+type storeHooks struct {
+	// grantRevoked is called once per grant whose live tokens were revoked.
+	grantRevoked func(requestID string)
+	// refreshReuse is called when a replaced (rotated) refresh token is
+	// presented again.
+	refreshReuse func(requestID string)
+}
+
+type codeRecord struct {
+	req    fosite.Requester
+	active bool
+}
+
+type accessRecord struct {
+	req fosite.Requester
+}
+
+// refreshState is the life cycle of one refresh token.
+type refreshState int
+
+const (
+	refreshActive  refreshState = iota // may be used once
+	refreshRotated                     // replaced by a newer token of the same grant
+	refreshRevoked                     // revoked with its grant
+)
+
+type refreshRecord struct {
+	req   fosite.Requester
+	state refreshState
+}
+
+// grant indexes every token signature issued under one authorisation.
+type grant struct {
+	access  map[string]struct{}
+	refresh map[string]struct{}
+	codes   map[string]struct{}
+	revoked bool
+}
+
+func newStore(client *fosite.DefaultClient, hooks storeHooks) *store {
+	return &store{
+		client:  client,
+		codes:   make(map[string]*codeRecord),
+		pkce:    make(map[string]fosite.Requester),
+		access:  make(map[string]*accessRecord),
+		refresh: make(map[string]*refreshRecord),
+		grants:  make(map[string]*grant),
+		hooks:   hooks,
+	}
+}
+
+// Compile-time proof that the store satisfies every interface the composed
+// handlers type-assert.
+var (
+	_ fosite.Storage                = (*store)(nil)
+	_ oauth2.CoreStorage            = (*store)(nil)
+	_ oauth2.TokenRevocationStorage = (*store)(nil)
+	_ pkce.PKCERequestStorage       = (*store)(nil)
+)
+
+// snapshot copies a requester so that neither side can mutate what the
+// other holds. fosite stores *fosite.Request values (the result of
+// Sanitize); any other implementation is kept as is.
+func snapshot(req fosite.Requester) fosite.Requester {
+	r, ok := req.(*fosite.Request)
+	if !ok || r == nil {
+		return req
+	}
+	c := *r
+	if r.Session != nil {
+		c.Session = r.Session.Clone()
+	}
+	c.RequestedScope = slices.Clone(r.RequestedScope)
+	c.GrantedScope = slices.Clone(r.GrantedScope)
+	c.RequestedAudience = slices.Clone(r.RequestedAudience)
+	c.GrantedAudience = slices.Clone(r.GrantedAudience)
+	if r.Form != nil {
+		c.Form = make(map[string][]string, len(r.Form))
+		for k, v := range r.Form {
+			c.Form[k] = slices.Clone(v)
+		}
+	}
+	return &c
+}
+
+// grantFor returns the grant index for a request ID, creating it.
+// Callers hold s.mu.
+func (s *store) grantFor(requestID string) *grant {
+	g := s.grants[requestID]
+	if g == nil {
+		g = &grant{
+			access:  make(map[string]struct{}),
+			refresh: make(map[string]struct{}),
+			codes:   make(map[string]struct{}),
+		}
+		s.grants[requestID] = g
+	}
+	return g
+}
+
+// ---- fosite.ClientManager ----
+
+func (s *store) GetClient(_ context.Context, id string) (fosite.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client == nil || id != s.client.ID {
+		return nil, fosite.ErrNotFound
+	}
+	return s.client, nil
+}
+
+// ClientAssertionJWTValid is part of fosite.ClientManager. The sandbox does
+// not support private_key_jwt, so no JTI is ever known.
+func (s *store) ClientAssertionJWTValid(context.Context, string) error { return nil }
+
+// SetClientAssertionJWT is part of fosite.ClientManager; see
+// ClientAssertionJWTValid.
+func (s *store) SetClientAssertionJWT(context.Context, string, time.Time) error { return nil }
+
+// setClient swaps the registered client (used by secret rotation).
+func (s *store) setClient(c *fosite.DefaultClient) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.client = c
+}
+
+// ---- oauth2.AuthorizeCodeStorage ----
+
+func (s *store) CreateAuthorizeCodeSession(_ context.Context, code string, req fosite.Requester) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.codes[code] = &codeRecord{req: snapshot(req), active: true}
+	s.grantFor(req.GetID()).codes[code] = struct{}{}
+	return nil
+}
+
+func (s *store) GetAuthorizeCodeSession(_ context.Context, code string, _ fosite.Session) (fosite.Requester, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.codes[code]
+	if !ok {
+		return nil, fosite.ErrNotFound
+	}
+	if !rec.active {
+		// fosite needs the requester to revoke the tokens issued for
+		// this code (RFC 6749 section 4.1.2).
+		return snapshot(rec.req), fosite.ErrInvalidatedAuthorizeCode
+	}
+	return snapshot(rec.req), nil
+}
+
+func (s *store) InvalidateAuthorizeCodeSession(_ context.Context, code string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.codes[code]
+	if !ok {
+		return fosite.ErrNotFound
+	}
+	rec.active = false
+	return nil
+}
+
+// ---- pkce.PKCERequestStorage ----
+
+func (s *store) CreatePKCERequestSession(_ context.Context, signature string, req fosite.Requester) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pkce[signature] = snapshot(req)
+	return nil
+}
+
+func (s *store) GetPKCERequestSession(_ context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	req, ok := s.pkce[signature]
+	if !ok {
+		return nil, fosite.ErrNotFound
+	}
+	return snapshot(req), nil
+}
+
+func (s *store) DeletePKCERequestSession(_ context.Context, signature string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pkce, signature)
+	return nil
+}
+
+// ---- oauth2.AccessTokenStorage ----
+
+func (s *store) CreateAccessTokenSession(_ context.Context, signature string, req fosite.Requester) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.access[signature] = &accessRecord{req: snapshot(req)}
+	s.grantFor(req.GetID()).access[signature] = struct{}{}
+	return nil
+}
+
+func (s *store) GetAccessTokenSession(_ context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.access[signature]
+	if !ok {
+		return nil, fosite.ErrNotFound
+	}
+	return snapshot(rec.req), nil
+}
+
+func (s *store) DeleteAccessTokenSession(_ context.Context, signature string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleteAccess(signature)
+	return nil
+}
+
+// deleteAccess removes an access token. Callers hold s.mu.
+func (s *store) deleteAccess(signature string) {
+	rec, ok := s.access[signature]
+	if !ok {
+		return
+	}
+	delete(s.access, signature)
+	if g := s.grants[rec.req.GetID()]; g != nil {
+		delete(g.access, signature)
+	}
+}
+
+// ---- oauth2.RefreshTokenStorage ----
+
+func (s *store) CreateRefreshTokenSession(_ context.Context, signature, _ string, req fosite.Requester) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refresh[signature] = &refreshRecord{req: snapshot(req), state: refreshActive}
+	s.grantFor(req.GetID()).refresh[signature] = struct{}{}
+	return nil
+}
+
+func (s *store) GetRefreshTokenSession(_ context.Context, signature string, _ fosite.Session) (fosite.Requester, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.refresh[signature]
+	if !ok {
+		return nil, fosite.ErrNotFound
+	}
+	if rec.state != refreshActive {
+		// fosite's refresh handler treats ErrInactiveToken as reuse and
+		// needs the requester to revoke the rest of the grant.
+		return snapshot(rec.req), fosite.ErrInactiveToken
+	}
+	return snapshot(rec.req), nil
+}
+
+// DeleteRefreshTokenSession is called by fosite only when an inactive refresh
+// token is presented (reuse detection). The record is kept as a tombstone so
+// that every later presentation takes the same path (invalid_grant, grant
+// revoked) and is counted as reuse again if it had been rotated.
+func (s *store) DeleteRefreshTokenSession(_ context.Context, signature string) error {
+	s.mu.Lock()
+	rec, ok := s.refresh[signature]
+	var reuseOf string
+	if ok && rec.state == refreshRotated {
+		reuseOf = rec.req.GetID()
+	}
+	s.mu.Unlock()
+	if reuseOf != "" && s.hooks.refreshReuse != nil {
+		s.hooks.refreshReuse(reuseOf)
+	}
+	return nil
+}
+
+// RotateRefreshToken retires every token of the grant before fosite stores
+// the new pair: all previous access and refresh tokens are invalid at once.
+func (s *store) RotateRefreshToken(_ context.Context, requestID string, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.grants[requestID]
+	if g == nil {
+		return nil
+	}
+	for sig := range g.refresh {
+		if rec := s.refresh[sig]; rec != nil && rec.state == refreshActive {
+			rec.state = refreshRotated
+		}
+	}
+	for sig := range g.access {
+		s.deleteAccess(sig)
+	}
+	return nil
+}
+
+// ---- oauth2.TokenRevocationStorage ----
+
+// RevokeRefreshToken revokes the whole grant: fosite calls it (together with
+// RevokeAccessToken) for RFC 7009 revocation, refresh-token reuse and
+// authorisation-code replay.
+func (s *store) RevokeRefreshToken(_ context.Context, requestID string) error {
+	s.revokeGrants([]string{requestID})
+	return nil
+}
+
+// RevokeAccessToken revokes the whole grant; see RevokeRefreshToken.
+func (s *store) RevokeAccessToken(_ context.Context, requestID string) error {
+	s.revokeGrants([]string{requestID})
+	return nil
+}
+
+// revokeGrants revokes the given grants (nil: every grant) and returns how
+// many had something live to revoke (an access token, an active refresh token
+// or an unused authorisation code).
+func (s *store) revokeGrants(requestIDs []string) int {
+	s.mu.Lock()
+	if requestIDs == nil {
+		for id := range s.grants {
+			requestIDs = append(requestIDs, id)
+		}
+	}
+	var revoked []string
+	for _, id := range requestIDs {
+		g := s.grants[id]
+		if g == nil {
+			continue
+		}
+		live := len(g.access) > 0
+		for sig := range g.access {
+			s.deleteAccess(sig)
+		}
+		for sig := range g.refresh {
+			if rec := s.refresh[sig]; rec != nil && rec.state == refreshActive {
+				rec.state = refreshRevoked
+				live = true
+			}
+		}
+		for sig := range g.codes {
+			if rec := s.codes[sig]; rec != nil && rec.active {
+				rec.active = false
+				live = true
+			}
+		}
+		if live && !g.revoked {
+			g.revoked = true
+			revoked = append(revoked, id)
+		}
+	}
+	s.mu.Unlock()
+	if s.hooks.grantRevoked != nil {
+		for _, id := range revoked {
+			s.hooks.grantRevoked(id)
+		}
+	}
+	return len(revoked)
+}
+
+// expireRefreshTokens makes every active refresh token expire now and
+// returns how many were changed. Already expired tokens are not counted.
+func (s *store) expireRefreshTokens(now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	past := now.Add(-time.Second).UTC()
+	for _, rec := range s.refresh {
+		if rec.state != refreshActive {
+			continue
+		}
+		sess := rec.req.GetSession()
+		if sess == nil {
+			continue
+		}
+		if exp := sess.GetExpiresAt(fosite.RefreshToken); !exp.IsZero() && !exp.After(now) {
+			continue
+		}
+		// Copy on write: the record's requester is private, but copying
+		// keeps the invariant that stored snapshots are never mutated.
+		c := snapshot(rec.req)
+		c.GetSession().SetExpiresAt(fosite.RefreshToken, past)
+		rec.req = c
+		n++
+	}
+	return n
+}
+
+// secretHasher implements fosite.Hasher with SHA-256 and a constant-time
+// comparison. fosite's default (bcrypt, cost 12) costs ~250 ms per token
+// request, which would turn a 200-way concurrent refresh test into minutes.
+// Sandbox secrets are 32 random bytes, so a fast hash loses nothing.
+type secretHasher struct{}
+
+var errSecretMismatch = errors.New("sandbox: client secret does not match")
+
+func (secretHasher) Hash(_ context.Context, data []byte) ([]byte, error) {
+	sum := sha256.Sum256(data)
+	return sum[:], nil
+}
+
+func (secretHasher) Compare(_ context.Context, hash, data []byte) error {
+	sum := sha256.Sum256(data)
+	if subtle.ConstantTimeCompare(hash, sum[:]) != 1 {
+		return errSecretMismatch
+	}
+	return nil
+}
