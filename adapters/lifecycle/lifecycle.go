@@ -39,7 +39,7 @@ type Gate interface {
 	// event is appended).
 	Close(connectionID string, reason domain.Reason)
 	// SetToken hands the gate the access token whose fingerprint is fp.
-	SetToken(connectionID, fp, accessToken string)
+	SetToken(connectionID, fp, accessToken string) error
 	// Check returns the access token if the connection may be used now.
 	Check(connectionID string) (string, error)
 }
@@ -342,7 +342,7 @@ func (s *Service) HandleCallback(ctx context.Context, state, code, errCode, errD
 	if err != nil {
 		return res, err
 	}
-	s.cfg.Gate.SetToken(c.ID, info.AccessTokenFP, toks.AccessToken)
+	_ = s.cfg.Gate.SetToken(c.ID, info.AccessTokenFP, toks.AccessToken)
 	res.State = c.State
 	s.log.Info("authorisation completed", "connection_id", c.ID, "attempt_id", pd.AttemptID, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt)
 	return res, nil
@@ -383,7 +383,7 @@ func (s *Service) Token(ctx context.Context, id string) (string, time.Time, erro
 	if verr != nil {
 		return "", time.Time{}, err
 	}
-	s.cfg.Gate.SetToken(id, domain.Fingerprint(t.AccessToken), t.AccessToken)
+	_ = s.cfg.Gate.SetToken(id, domain.Fingerprint(t.AccessToken), t.AccessToken)
 	tok, err = s.cfg.Gate.Check(id)
 	if err != nil {
 		return "", time.Time{}, err

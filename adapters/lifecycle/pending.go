@@ -62,3 +62,20 @@ func (m *MemoryPending) Take(_ context.Context, key string) (Pending, error) {
 	delete(m.m, key)
 	return p, nil
 }
+
+// Len returns how many attempts are open (for diagnostics and tests).
+func (m *MemoryPending) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.m)
+}
+
+// Each calls f for every open attempt (for tests that check no secret
+// leaks). f must not call back into m.
+func (m *MemoryPending) Each(f func(Pending)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.m {
+		f(p)
+	}
+}

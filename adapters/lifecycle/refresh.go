@@ -77,7 +77,7 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 		return fmt.Errorf("lifecycle: record refresh of %s: %w", id, err)
 	}
 	s.Observe(out[0])
-	s.cfg.Gate.SetToken(id, info.AccessTokenFP, newToks.AccessToken)
+	_ = s.cfg.Gate.SetToken(id, info.AccessTokenFP, newToks.AccessToken)
 	s.log.Info("refresh succeeded", "connection_id", id, "trigger", trigger, "rotated", rotated, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt)
 	return nil
 }

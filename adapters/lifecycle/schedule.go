@@ -82,14 +82,20 @@ func (s *Service) due(c *domain.Connection, now time.Time) bool {
 	if c.State != domain.StateActive || !c.TokensHeld {
 		return false
 	}
-	if !c.RetryAt.IsZero() && now.Before(c.RetryAt) {
-		return false
-	}
 	issued := c.LastRefreshAt
 	if issued.IsZero() || !c.LastRefreshOK {
 		issued = c.Since
 	}
-	return !now.Before(s.dueAt(c.ID, issued, c.Tokens.AccessTokenExpiresAt))
+	return refreshDue(now, c.RetryAt, s.dueAt(c.ID, issued, c.Tokens.AccessTokenExpiresAt))
+}
+
+// refreshDue: after a transient failure the retry time alone decides (the
+// backoff); otherwise the margin before expiry does.
+func refreshDue(now, retryAt, dueAt time.Time) bool {
+	if !retryAt.IsZero() {
+		return !now.Before(retryAt)
+	}
+	return !now.Before(dueAt)
 }
 
 type job struct {
@@ -107,7 +113,7 @@ func (s *Service) dueJobs(now time.Time) []job {
 		}
 		switch en.state {
 		case domain.StateActive:
-			if en.tokensHeld && !now.Before(s.dueAt(id, en.issuedAt, en.expiresAt)) && (en.retryAt.IsZero() || !now.Before(en.retryAt)) {
+			if en.tokensHeld && refreshDue(now, en.retryAt, s.dueAt(id, en.issuedAt, en.expiresAt)) {
 				jobs = append(jobs, job{id, "refresh"})
 			}
 		case domain.StateRefreshing:
