@@ -4,6 +4,9 @@
 package natstest
 
 import (
+	"fmt"
+	"net"
+	"net/url"
 	"testing"
 	"time"
 
@@ -61,4 +64,77 @@ func (s *Server) Connect(t testing.TB) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// StartCluster starts an n-node JetStream cluster of in-process servers on
+// 127.0.0.1 (random client ports, fixed-at-start route ports) and waits for
+// it to elect a meta leader. The servers are shut down at the end of the test.
+func StartCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	var routes []*url.URL
+	for _, p := range ports {
+		u, _ := url.Parse(fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+		routes = append(routes, u)
+	}
+	var out []*Server
+	for i := 0; i < n; i++ {
+		dir := t.TempDir()
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   dir,
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "tokenline-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:     routes,
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("natstest: cluster node %d: %v", i+1, err)
+		}
+		go s.Start()
+		srv := &Server{Server: s, Dir: dir}
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		out = append(out, srv)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ready := true
+		for _, s := range out {
+			if !s.ReadyForConnections(100*time.Millisecond) || !s.JetStreamIsCurrent() {
+				ready = false
+			}
+		}
+		if ready && metaLeader(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("natstest: cluster did not form in 30s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func metaLeader(ss []*Server) bool {
+	for _, s := range ss {
+		if s.JetStreamIsLeader() {
+			return true
+		}
+	}
+	return false
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
