@@ -149,9 +149,12 @@ type TokensInvalidated struct {
 
 // ConnectionUpdated: configuration (and optionally scopes) changed. Nil
 // fields are unchanged; tokens and state are untouched.
+//
+// On the wire a field left unchanged is null; an empty list or object
+// clears it.
 type ConnectionUpdated struct {
-	Scopes []string          `json:"scopes,omitempty"`
-	Config map[string]string `json:"config,omitempty"`
+	Scopes []string          `json:"scopes"`
+	Config map[string]string `json:"config"`
 }
 
 // ConnectionDeleted: the connection is deleted; history is kept.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
@@ -40,6 +41,18 @@ func TestClusterR3RacingWriters(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatalf("open on node %d: %v", i+1, err)
+		}
+		// Direct gets need the stream's replicas up: wait until a load of an
+		// unknown connection answers "not found" rather than "no responders".
+		for {
+			_, err = st.Load(ctxT(t), uuid.NewString())
+			if errors.Is(err, domain.ErrNotFound) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !errors.Is(err, domain.ErrNotFound) {
+			t.Fatalf("stream not ready on node %d: %v", i+1, err)
 		}
 		stores = append(stores, st)
 	}

@@ -290,24 +290,18 @@ func (s *Store) publishBatch(ctx context.Context, subject string, expected uint6
 func (s *Store) applyAppended(connectionID string, expected uint64, evs []domain.Event) {
 	s.mu.Lock()
 	c, ok := s.cache[connectionID]
-	if ok && c.Version == expected || !ok && expected == 0 {
-		next := domain.Connection{}
-		if ok {
-			next = c.Clone()
-		}
-		good := true
-		for _, e := range evs {
-			if err := next.Apply(e); err != nil {
-				good = false
-				break
-			}
-		}
-		if good {
-			s.cache[connectionID] = &next
-		} else {
+	switch {
+	case ok && c.Version == expected:
+		// Readers copy the cached aggregate under s.mu and never keep the
+		// pointer, so it is updated in place rather than cloned.
+		if !applyAll(c, evs) {
 			delete(s.cache, connectionID)
 		}
-	} else if ok {
+	case !ok && expected == 0:
+		if next := new(domain.Connection); applyAll(next, evs) {
+			s.cache[connectionID] = next
+		}
+	case ok:
 		delete(s.cache, connectionID)
 	}
 	s.mu.Unlock()
@@ -319,4 +313,15 @@ func (s *Store) applyAppended(connectionID string, expected uint64, evs []domain
 			h(e)
 		}
 	}
+}
+
+// applyAll applies evs to c in order and reports whether all applied; on
+// false c may hold some of them and must be discarded.
+func applyAll(c *domain.Connection, evs []domain.Event) bool {
+	for _, e := range evs {
+		if err := c.Apply(e); err != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,275 @@
+package jsstore_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+// BenchmarkAppend compares tokenline's Store.Append with the bare JetStream
+// publish it is built on, against one real nats-server (file store, TCP
+// client connections), with 1 and with 8 concurrent writers.
+//
+// Both sides write to the same TOKENLINE stream, each to its own 10k
+// connection subjects, with the same per-subject optimistic concurrency: every
+// publish carries a fresh Nats-Msg-Id and Nats-Expected-Last-Subject-Sequence,
+// the subject's last sequence tracked client-side. Every connection is first
+// created and authorised (untimed setup); the timed steady state is the token
+// refresh cycle, refresh.started then refresh.succeeded, which is what
+// tokenline writes most. The raw side publishes pre-encoded bodies of exactly
+// those events (same size); tokenline encodes them, applies them to its
+// aggregate cache and runs its hooks. Each writer owns a fixed share of the
+// subjects, so no append conflicts.
+//
+// The two sides run in alternating chunks of at most 1000 events (the first
+// side alternating too), so that both see the same stream sizes and the same
+// background load; one op is one raw append plus one tokenline append, and
+// the events/s metrics are per side.
+//
+//	go test -run '^$' -bench Append -benchtime 3s ./adapters/jsstore/
+func BenchmarkAppend(b *testing.B) {
+	env := newBenchEnv(b, 10_000)
+	type result struct{ raw, tl float64 }
+	results := map[int]result{}
+	writerCounts := []int{1, 8}
+	for _, writers := range writerCounts {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			const chunk = 1000
+			var took [2]time.Duration // raw, tokenline
+			sides := [2]*benchSide{env.raw, env.tl}
+			for round, done := 0, 0; done < b.N; round++ {
+				n := min(chunk, b.N-done)
+				for k := range 2 {
+					k = (k + round) % 2
+					took[k] += env.run(b, sides[k], writers, n)
+				}
+				done += n
+			}
+			r := result{raw: float64(b.N) / took[0].Seconds(), tl: float64(b.N) / took[1].Seconds()}
+			results[writers] = r
+			b.ReportMetric(r.raw, "raw-events/s")
+			b.ReportMetric(r.tl, "tokenline-events/s")
+			b.ReportMetric(r.tl/r.raw, "tokenline/raw")
+		})
+	}
+	for _, writers := range writerCounts {
+		r, ok := results[writers]
+		if !ok {
+			continue // filtered out by -bench
+		}
+		w := "writer"
+		if writers > 1 {
+			w = "writers"
+		}
+		fmt.Printf("append %d %s: raw %.0f/s tokenline %.0f/s ratio %.2f\n", writers, w, r.raw, r.tl, r.tl/r.raw)
+	}
+}
+
+// benchSide is one way of appending: raw JetStream or tokenline's Store.
+type benchSide struct {
+	name string
+	ids  []string
+	seq  []uint64 // last stream sequence per subject, tracked client-side
+	step []int    // steady-state events appended per subject
+	// append writes the next event of subject i.
+	append func(ctx context.Context, i int) error
+}
+
+type benchEnv struct {
+	raw, tl *benchSide
+	cursor  map[[3]any]int // (side, writers, writer) -> next index into its subjects
+}
+
+func newBenchEnv(b *testing.B, subjects int) *benchEnv {
+	b.Helper()
+	srv := natstest.StartOn(b, b.TempDir(), -1)
+	b.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	connect := func(name string) *nats.Conn {
+		nc, err := nats.Connect(srv.ClientURL(), nats.Name(name)) // TCP, not in-process
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(nc.Close)
+		return nc
+	}
+	ctx := context.Background()
+	store, err := jsstore.Open(ctx, connect("tokenline"), jsstore.Config{Actor: "instance/api-1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	js, err := jetstream.New(connect("raw"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := &benchEnv{cursor: map[[3]any]int{}}
+	newSide := func(name string) *benchSide {
+		s := &benchSide{name: name, ids: make([]string, subjects), seq: make([]uint64, subjects), step: make([]int, subjects)}
+		for i := range s.ids {
+			s.ids[i] = uuid.NewString()
+		}
+		return s
+	}
+	tok := domain.Tokens{AccessToken: "at-0123456789abcdef0123456789abcdef", RefreshToken: "rt-0123456789abcdef0123456789abcdef",
+		Expiry: time.Now().Add(time.Hour), Scopes: []string{"users:read", "expenses:write"}}
+	info := tok.Info()
+	setup := []domain.Payload{
+		domain.ConnectionCreated{Provider: "pleo", Scopes: []string{"users:read", "expenses:write"}, Config: map[string]string{"team": "finance"}},
+		domain.AuthorisationStarted{AttemptID: "att_7Yq2c1", Scopes: []string{"users:read", "expenses:write"}, ExpiresAt: time.Now().Add(10 * time.Minute)},
+		domain.AuthorisationCompleted{AttemptID: "att_7Yq2c1", Tokens: info},
+	}
+	refresh := func(step int) domain.Payload { // the refresh cycle, as Decide builds it
+		if step%2 == 0 {
+			return domain.RefreshStarted{Attempt: 1, LeaseUntil: time.Now().Add(30 * time.Second), Trigger: domain.TriggerSchedule, RefreshTokenFP: info.RefreshTokenFP}
+		}
+		return domain.RefreshSucceeded{Attempt: 1, Tokens: info, Rotated: true}
+	}
+
+	// tokenline: Store.Append, one event per command.
+	env.tl = newSide("tokenline")
+	tl := env.tl
+	tl.append = func(ctx context.Context, i int) error {
+		out, err := store.Append(ctx, tl.ids[i], tl.seq[i], domain.Event{Payload: refresh(tl.step[i])})
+		if err != nil {
+			return err
+		}
+		tl.seq[i] = out[0].Seq
+		tl.step[i]++
+		return nil
+	}
+
+	// raw: the same bytes tokenline writes, published as they are.
+	env.raw = newSide("raw")
+	raw := env.raw
+	rawBodies := make([][2][]byte, subjects)
+	for i, id := range raw.ids {
+		for j := range 2 {
+			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: time.Now(), Actor: "instance/api-1", Payload: refresh(j)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rawBodies[i][j] = body
+		}
+	}
+	rawPublish := func(ctx context.Context, i int, body []byte) error {
+		m := &nats.Msg{Subject: events.Subject(raw.ids[i]), Data: body, Header: nats.Header{}}
+		m.Header[jetstream.MsgIDHeader] = []string{uuid.NewString()}
+		m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(raw.seq[i], 10)}
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
+			return err
+		}
+		raw.seq[i] = ack.Sequence
+		return nil
+	}
+	raw.append = func(ctx context.Context, i int) error {
+		if err := rawPublish(ctx, i, rawBodies[i][raw.step[i]%2]); err != nil {
+			return err
+		}
+		raw.step[i]++
+		return nil
+	}
+
+	// Untimed setup: create and authorise every connection on both sides.
+	start := time.Now()
+	parallel(b, subjects, 16, func(i int) error {
+		for _, p := range setup {
+			out, err := store.Append(ctx, tl.ids[i], tl.seq[i], domain.Event{Payload: p})
+			if err != nil {
+				return err
+			}
+			tl.seq[i] = out[0].Seq
+			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: raw.ids[i], Time: time.Now(), Actor: "instance/api-1", Payload: p})
+			if err != nil {
+				return err
+			}
+			if err := rawPublish(ctx, i, body); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if c, err := store.Load(ctx, tl.ids[subjects-1]); err != nil || c.State != domain.StateActive {
+		b.Fatalf("setup: %+v %v", c, err)
+	}
+	b.Logf("setup: %d connections per side in %v", subjects, time.Since(start).Round(time.Millisecond))
+	return env
+}
+
+// parallel runs fn(0..n-1) on g goroutines, each taking indices i%g == k.
+func parallel(b *testing.B, n, g int, fn func(i int) error) {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, g)
+	for k := range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := k; i < n && errs[k] == nil; i += g {
+				errs[k] = fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// run appends n events with the given number of writers and returns how long
+// it took. Writer w owns the subjects i with i%writers == w and cycles
+// through them; its position carries over from one call to the next.
+func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	subjects := len(side.ids)
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	cursors := make([]int, writers)
+	for w := range writers {
+		cursors[w] = env.cursor[[3]any{side, writers, w}]
+	}
+	start := time.Now()
+	for w := range writers {
+		ops := n / writers
+		if w < n%writers {
+			ops++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			owned := (subjects - w + writers - 1) / writers // subjects w, w+writers, ...
+			c := cursors[w]
+			for range ops {
+				if err := side.append(ctx, w+c*writers); err != nil {
+					errs[w] = err
+					return
+				}
+				c = (c + 1) % owned
+			}
+			cursors[w] = c
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	for w := range writers {
+		if errs[w] != nil {
+			b.Fatalf("%s writer %d: %v", side.name, w, errs[w])
+		}
+		env.cursor[[3]any{side, writers, w}] = cursors[w]
+	}
+	return took
+}
