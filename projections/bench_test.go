@@ -1,0 +1,394 @@
+package projections
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+var (
+	rebuildEvents = flag.Int("rebuild.events", 100_000, "events in the rebuild benchmark's stream")
+	rebuildConns  = flag.Int("rebuild.conns", 0, "connections in the rebuild benchmark (default events/10, at most 100000)")
+)
+
+const benchConns = 100_000
+
+// lifeEvents returns the events of one connection's life in stream order
+// (without sequences): created, authorised, then refresh cycles with the
+// occasional transient failure and 403.
+func lifeEvents(id string, n int, rng *rand.Rand, now time.Time) []domain.Event {
+	var c domain.Connection
+	out := make([]domain.Event, 0, n)
+	gen := 0
+	add := func(cmd domain.Command) {
+		p, err := domain.Decide(&c, cmd)
+		if err != nil {
+			panic(err)
+		}
+		now = now.Add(time.Duration(1+rng.IntN(3000)) * time.Second)
+		e := domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: now, Actor: "instance/api-1", Seq: uint64(len(out) + 1), Payload: p}
+		if err := c.Apply(e); err != nil {
+			panic(err)
+		}
+		out = append(out, e)
+	}
+	add(domain.Create{Provider: "pleo", Scopes: []string{"expenses:read", "users:read"}, Config: map[string]string{"team": "finance"}})
+	for len(out) < n {
+		switch c.State {
+		case domain.StateUnauthenticated:
+			add(domain.StartAuthorisation{AttemptID: uuid.NewString(), ExpiresAt: now.Add(10 * time.Minute)})
+		case domain.StateReauthorising:
+			gen++
+			add(domain.CompleteAuthorisation{AttemptID: c.AttemptID, Tokens: tokens(id, gen, now).Info()})
+		case domain.StateActive:
+			if rng.IntN(10) == 0 {
+				add(domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope", Scope: "admin:write"})
+			} else {
+				add(domain.StartRefresh{LeaseUntil: now.Add(30 * time.Second), RefreshTokenFP: c.Tokens.RefreshTokenFP})
+			}
+		case domain.StateRefreshing:
+			if rng.IntN(8) == 0 {
+				add(domain.FailRefresh{ErrorCode: "temporarily_unavailable", HTTPStatus: 503, RetryAt: now.Add(time.Minute), MaxAttempts: 5})
+			} else {
+				gen++
+				add(domain.SucceedRefresh{Tokens: tokens(id, gen, now).Info(), Rotated: true})
+			}
+		}
+	}
+	return out
+}
+
+var gateBench struct {
+	once sync.Once
+	g    *Gate
+	ids  []string
+	toks []string
+}
+
+// benchGate loads 100k active connections, each with its token, into a gate.
+func benchGate() (*Gate, []string) {
+	gateBench.once.Do(func() {
+		rng := rand.New(rand.NewPCG(1, 1))
+		g := NewGate(GateOptions{})
+		st := NewStatus()
+		now := time.Now().Add(-time.Minute)
+		ids := make([]string, benchConns)
+		toks := make([]string, benchConns)
+		var seq uint64
+		for i := range ids {
+			ids[i] = uuid.NewString()
+			evs := lifeEvents(ids[i], 3, rng, now) // created, started, completed
+			for _, e := range evs {
+				seq++
+				e.Seq = seq
+				if _, err := st.Apply(e); err != nil {
+					panic(err)
+				}
+			}
+			toks[i] = tokens(ids[i], 1, now).AccessToken
+		}
+		g.Seed(st, false)
+		for i, id := range ids {
+			if err := g.SetToken(id, domain.Fingerprint(toks[i]), toks[i]); err != nil {
+				panic(err)
+			}
+		}
+		gateBench.g, gateBench.ids, gateBench.toks = g, ids, toks
+	})
+	return gateBench.g, gateBench.ids
+}
+
+var sinkStr string
+
+// BenchmarkGateCheck measures Check with 100k connections loaded, serially
+// and in parallel, against a map under sync.RWMutex doing the same lookup:
+//
+//   - hot: the calls cycle over 1,024 connections (the working set of a busy
+//     integration worker), so the cost is the code path;
+//   - spread: the calls cycle over all 100k connections, so nearly every call
+//     misses the CPU caches twice (hash slot, view) whatever the code does;
+//     the map's keys are separate copies of the ids, as they would be.
+//
+// The caller's ids are laid out contiguously, as a caller's own id is hot.
+func BenchmarkGateCheck(b *testing.B) {
+	g, loaded := benchGate()
+	var all strings.Builder
+	for _, id := range loaded {
+		all.WriteString(id)
+	}
+	flat := all.String()
+	ids := make([]string, len(loaded))
+	for i := range ids {
+		ids[i] = flat[i*36 : (i+1)*36]
+	}
+	if _, err := g.Check(ids[0]); err != nil {
+		b.Fatal(err)
+	}
+	rw := struct {
+		sync.RWMutex
+		m map[string]string
+	}{m: make(map[string]string, len(ids))}
+	for i, id := range loaded {
+		rw.m[strings.Clone(id)] = gateBench.toks[i]
+	}
+	res := map[string]float64{}
+	for _, set := range []struct {
+		name string
+		n    int
+	}{{"hot", 1024}, {"spread", len(ids)}} {
+		n := set.n
+		run := func(name string, parallel bool, check func(id string) string) {
+			key := set.name + "/" + name
+			b.Run(key, func(b *testing.B) {
+				b.ReportAllocs()
+				if parallel {
+					b.RunParallel(func(pb *testing.PB) {
+						i := rand.IntN(n)
+						var s string
+						for pb.Next() {
+							s = check(ids[i])
+							if i++; i == n {
+								i = 0
+							}
+						}
+						_ = s
+					})
+				} else {
+					i := 0
+					for b.Loop() {
+						sinkStr = check(ids[i])
+						if i++; i == n {
+							i = 0
+						}
+					}
+				}
+				res[key] = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			})
+		}
+		gate := func(id string) string {
+			tok, err := g.Check(id)
+			if err != nil {
+				panic(err)
+			}
+			return tok
+		}
+		rwm := func(id string) string {
+			rw.RLock()
+			tok := rw.m[id]
+			rw.RUnlock()
+			return tok
+		}
+		seed := maphash.MakeSeed()
+		hashOnly := func(id string) string { // reference: a pure-CPU call, to show how parallel runs scale here
+			if maphash.String(seed, id) == 0 {
+				return id
+			}
+			return ""
+		}
+		run("hash-only/serial", false, hashOnly)
+		run("hash-only/parallel", true, hashOnly)
+		run("gate/serial", false, gate)
+		run("gate/parallel", true, gate)
+		run("rwmutex-map/serial", false, rwm)
+		run("rwmutex-map/parallel", true, rwm)
+		p := set.name + "/"
+		fmt.Printf("gate Check (%s: %d of %d connections, GOMAXPROCS=%d): serial %.1f ns/op, parallel %.1f ns/op (%.2fx the serial throughput); "+
+			"RWMutex map: serial %.1f ns/op, parallel %.1f ns/op; RWMutex/gate time: serial %.2fx, parallel %.2fx\n",
+			set.name, n, len(ids), runtime.GOMAXPROCS(0), res[p+"gate/serial"], res[p+"gate/parallel"], res[p+"gate/serial"]/res[p+"gate/parallel"],
+			res[p+"rwmutex-map/serial"], res[p+"rwmutex-map/parallel"],
+			res[p+"rwmutex-map/serial"]/res[p+"gate/serial"], res[p+"rwmutex-map/parallel"]/res[p+"gate/parallel"])
+		fmt.Printf("  (reference: hashing the id alone scales %.2fx in parallel on this machine)\n", res[p+"hash-only/serial"]/res[p+"hash-only/parallel"])
+	}
+}
+
+// BenchmarkMemoryPerConnection measures the heap held by Status and Gate
+// (with a token loaded) for 100k connections with ten events each, decoded
+// from their wire form as in production.
+func BenchmarkMemoryPerConnection(b *testing.B) {
+	for range b.N {
+		rng := rand.New(rand.NewPCG(2, 2))
+		now := time.Now().Add(-time.Hour)
+		heap := func() uint64 {
+			var ms runtime.MemStats
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			return ms.HeapAlloc
+		}
+		before := heap()
+		st := NewStatus()
+		g := NewGate(GateOptions{})
+		var seq uint64
+		type tok struct{ id, fp, tok string }
+		last := make([]tok, 0, benchConns)
+		for range benchConns {
+			id := uuid.NewString()
+			evs := lifeEvents(id, 10, rng, now)
+			for _, e := range evs {
+				seq++
+				e.Seq = seq
+				wire, _ := events.Encode(e)
+				d, err := decodeEvent(wire)
+				if err != nil {
+					b.Fatal(err)
+				}
+				d.Seq = seq
+				if _, err := st.Apply(d); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c, _ := st.Connection(id)
+			if c.State == domain.StateActive || c.State == domain.StateRefreshing {
+				t := tokens(id, 0, now).AccessToken // a realistic token length
+				last = append(last, tok{id, domain.Fingerprint(t), t})
+			}
+		}
+		mid := heap()
+		g.Seed(st, false)
+		for _, t := range last {
+			_ = g.SetToken(t.id, t.fp, t.tok)
+		}
+		last = nil
+		after := heap()
+		statusPer := float64(mid-before) / benchConns
+		gatePer := float64(after-mid) / benchConns
+		b.ReportMetric(statusPer+gatePer, "B/conn")
+		b.ReportMetric(statusPer, "status-B/conn")
+		b.ReportMetric(gatePer, "gate-B/conn")
+		fmt.Printf("memory for %d connections: status %.0f B/conn, gate %.0f B/conn, total %.0f B/conn (target ≤ 2048)\n",
+			benchConns, statusPer, gatePer, statusPer+gatePer)
+		runtime.KeepAlive(st)
+		runtime.KeepAlive(g)
+	}
+}
+
+// populateStream publishes n realistic events across conns connections with
+// async publishes, interleaved across connections as a live system would.
+func populateStream(b *testing.B, st *jsstore.Store, n, conns int) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 3))
+	per := (n + conns - 1) / conns
+	now := time.Now().Add(-24 * time.Hour)
+	lives := make([][]domain.Event, conns)
+	for i := range lives {
+		lives[i] = lifeEvents(uuid.NewString(), per, rng, now)
+	}
+	js, err := jetstream.New(st.JetStream().Conn(), jetstream.WithPublishAsyncMaxPending(20000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	sent := 0
+	for step := 0; step < per && sent < n; step++ {
+		for i := 0; i < conns && sent < n; i++ {
+			e := lives[i][step]
+			lives[i][step] = domain.Event{}
+			data, err := events.Encode(e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := js.PublishAsync(events.Subject(e.ConnectionID), data); err != nil {
+				b.Fatal(err)
+			}
+			sent++
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		b.Fatal("publish did not complete")
+	}
+	last, err := st.LastSeq(ctx)
+	if err != nil || last != uint64(n) {
+		b.Fatalf("stream has %d messages, want %d (%v)", last, n, err)
+	}
+	fmt.Printf("populated %d events across %d connections in %v\n", n, conns, time.Since(start).Round(time.Millisecond))
+}
+
+// rawRead reads the whole stream with an ordered consumer and does nothing
+// with the messages: the floor any reader of the stream pays.
+func rawRead(b *testing.B, st *jsstore.Store, n int) time.Duration {
+	ctx := context.Background()
+	start := time.Now()
+	cons, err := st.Stream().OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(5000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bytes := 0
+	for range n {
+		m, err := it.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytes += len(m.Data())
+	}
+	it.Stop()
+	return time.Since(start)
+}
+
+// BenchmarkRebuild compares a full rebuild of the projections (Status from
+// every event, then the Gate derived from it) with a raw ordered-consumer
+// read of the same stream.
+func BenchmarkRebuild(b *testing.B) {
+	n := *rebuildEvents
+	conns := *rebuildConns
+	if conns <= 0 {
+		conns = min(benchConns, max(1, n/10))
+	}
+	srv := natstest.Start(b, "")
+	st, err := jsstore.Open(context.Background(), srv.Connect(b), jsstore.Config{Logger: discardLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	populateStream(b, st, n, conns)
+	b.ResetTimer()
+	for range b.N {
+		var raw, rebuild time.Duration = 1 << 62, 1 << 62
+		var skipped int64
+		var connsBuilt int
+		for range 2 { // best of two, alternating, on a shared machine
+			raw = min(raw, rawRead(b, st, n))
+			runtime.GC()
+			start := time.Now()
+			status, pos, sk, err := build(context.Background(), st, discardLogger())
+			if err != nil || pos != uint64(n) {
+				b.Fatalf("build: %v at %d", err, pos)
+			}
+			g := NewGate(GateOptions{})
+			g.Seed(status, false)
+			rebuild = min(rebuild, time.Since(start))
+			skipped, connsBuilt = sk, status.Len()
+			runtime.GC()
+		}
+		if skipped != 0 || connsBuilt != conns {
+			b.Fatalf("rebuild skipped %d, built %d connections of %d", skipped, connsBuilt, conns)
+		}
+		rawRate := float64(n) / raw.Seconds()
+		rebuildRate := float64(n) / rebuild.Seconds()
+		b.ReportMetric(rawRate, "raw-events/s")
+		b.ReportMetric(rebuildRate, "rebuild-events/s")
+		b.ReportMetric(rebuildRate/rawRate, "rebuild/raw")
+		fmt.Printf("rebuild of %d events (%d connections), GOMAXPROCS=%d: raw ordered-consumer read %v (%.0f events/s), "+
+			"rebuild through status+gate %v (%.0f events/s), ratio %.2f (target ≥ 0.60)\n",
+			n, conns, runtime.GOMAXPROCS(0), raw.Round(time.Millisecond), rawRate, rebuild.Round(time.Millisecond), rebuildRate, rebuildRate/rawRate)
+	}
+}

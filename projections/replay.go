@@ -1,0 +1,296 @@
+package projections
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/domain"
+)
+
+// Incident replay: what was the state of a connection at an instant, and
+// what happened across all connections in a window. Both are pure reads of
+// the stream (an ephemeral ordered consumer): no event is appended, no token
+// is requested, nothing outside the process changes.
+
+// StateAt returns the state of one connection at the instant at, and the
+// events that led there: the connection's history in stream order up to the
+// last event whose time is not after at (the replay stops at the first event
+// stamped later, so clock skew between instances cannot reorder a history).
+// Events the aggregate refuses, and messages that do not decode, are passed
+// over as jsstore's Load does. The error wraps domain.ErrNotFound if the
+// connection did not exist yet.
+func StateAt(ctx context.Context, store *jsstore.Store, connectionID string, at time.Time) (domain.Connection, []domain.Event, error) {
+	var c domain.Connection
+	var evs []domain.Event
+	_, err := scan(ctx, store, scanOptions{ConnectionID: connectionID}, func(rec *jsstore.Record) error {
+		if rec.Err != nil {
+			c.Version = max(c.Version, rec.Seq)
+			return nil
+		}
+		if rec.Event.Time.After(at) {
+			return errStopScan
+		}
+		if err := c.Apply(rec.Event); err != nil {
+			c.Version = max(c.Version, rec.Seq)
+			return nil
+		}
+		evs = append(evs, rec.Event)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return domain.Connection{}, nil, err
+	}
+	if !c.Exists() {
+		return domain.Connection{}, nil, fmt.Errorf("%w: %s at %s", domain.ErrNotFound, connectionID, at.UTC().Format(time.RFC3339Nano))
+	}
+	return c, evs, nil
+}
+
+// Transition is one event in a timeline with the state it moved the
+// connection from and to (equal for self-loops such as connection.updated).
+type Transition struct {
+	Seq          uint64           `json:"seq"`
+	Time         time.Time        `json:"time"`
+	ConnectionID string           `json:"connection_id"`
+	Type         domain.EventType `json:"type"`
+	Actor        string           `json:"actor,omitempty"`
+	// From is "" for connection.created.
+	From domain.State `json:"from,omitempty"`
+	To   domain.State `json:"to"`
+	// Reason is the connection's reason after the event (set while it is
+	// unauthenticated or reauthorising).
+	Reason domain.Reason `json:"reason,omitempty"`
+}
+
+// Changed reports whether the event changed the connection's state.
+func (t Transition) Changed() bool { return t.From != t.To }
+
+// TransitionCount counts the state changes into one (state, reason).
+type TransitionCount struct {
+	To     domain.State  `json:"to"`
+	Reason domain.Reason `json:"reason,omitempty"`
+	// Connections is how many distinct connections entered it; Transitions
+	// how many times.
+	Connections int `json:"connections"`
+	Transitions int `json:"transitions"`
+}
+
+// TimelineReport is what happened between From and To.
+type TimelineReport struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+	// Transitions lists every event in the window in stream order.
+	Transitions []Transition `json:"transitions"`
+	// Counts groups the state changes by destination and reason, most
+	// connections first.
+	Counts []TransitionCount `json:"counts"`
+	// Skipped counts records that did not decode or that the transition
+	// table refuses (they are not in Transitions).
+	Skipped int `json:"skipped"`
+}
+
+// TimelineOption adjusts Timeline.
+type TimelineOption func(*timelineOptions)
+
+type timelineOptions struct{ storedSlack time.Duration }
+
+// WithStoredSlack stops the replay at the first message stored at or after
+// to+slack (see AuditQuery.StoredSlack); by default the whole stream is read.
+// The replay always starts at sequence 1: the state each connection was in
+// when the window opened comes from its earlier events.
+func WithStoredSlack(slack time.Duration) TimelineOption {
+	return func(o *timelineOptions) { o.storedSlack = slack }
+}
+
+// Timeline replays the stream and reports every event whose time is in
+// [from, to), with the transition it made, and counts the state changes by
+// (destination state, reason), e.g. 412 connections went unauthenticated
+// with invalid_client.
+func Timeline(ctx context.Context, store *jsstore.Store, from, to time.Time, opts ...TimelineOption) (TimelineReport, error) {
+	var o timelineOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	rep := TimelineReport{From: from, To: to, Transitions: []Transition{}}
+	conns := map[string]*liteConn{}
+	type key struct {
+		to     domain.State
+		reason domain.Reason
+	}
+	counts := map[key]*TransitionCount{}
+	seen := map[key]map[string]bool{}
+	var stopAt time.Time
+	if o.storedSlack > 0 {
+		stopAt = to.Add(o.storedSlack)
+	}
+	_, err := scan(ctx, store, scanOptions{}, func(rec *jsstore.Record) error {
+		if !stopAt.IsZero() && !rec.Stored.Before(stopAt) {
+			return errStopScan
+		}
+		in := rec.Err == nil && !rec.Event.Time.Before(from) && rec.Event.Time.Before(to)
+		if rec.Err != nil {
+			rep.Skipped++
+			return nil
+		}
+		e := rec.Event
+		c := conns[e.ConnectionID]
+		if c == nil {
+			c = &liteConn{}
+			conns[e.ConnectionID] = c
+		}
+		prev, err := c.apply(e)
+		if err != nil {
+			if in {
+				rep.Skipped++
+			}
+			return nil
+		}
+		if !in {
+			return nil
+		}
+		t := Transition{Seq: e.Seq, Time: e.Time, ConnectionID: e.ConnectionID, Type: e.Type(), Actor: e.Actor, From: prev, To: c.State}
+		if c.State == domain.StateUnauthenticated || c.State == domain.StateReauthorising {
+			t.Reason = c.Reason
+		}
+		rep.Transitions = append(rep.Transitions, t)
+		if t.Changed() {
+			k := key{t.To, t.Reason}
+			n := counts[k]
+			if n == nil {
+				n = &TransitionCount{To: t.To, Reason: t.Reason}
+				counts[k], seen[k] = n, map[string]bool{}
+			}
+			n.Transitions++
+			if !seen[k][t.ConnectionID] {
+				seen[k][t.ConnectionID] = true
+				n.Connections++
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return TimelineReport{}, err
+	}
+	for _, n := range counts {
+		rep.Counts = append(rep.Counts, *n)
+	}
+	slices.SortFunc(rep.Counts, func(a, b TransitionCount) int {
+		return cmp.Or(cmp.Compare(b.Connections, a.Connections), cmp.Compare(b.Transitions, a.Transitions),
+			cmp.Compare(a.To, b.To), cmp.Compare(a.Reason, b.Reason))
+	})
+	return rep, nil
+}
+
+const textTime = "2006-01-02T15:04:05.000Z07:00"
+
+// WriteText renders the report for a terminal: the summary counts, then one
+// line per event.
+func (r TimelineReport) WriteText(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "Timeline %s – %s: %d events, %d state changes", r.From.UTC().Format(textTime), r.To.UTC().Format(textTime), len(r.Transitions), r.changes())
+	if r.Skipped > 0 {
+		fmt.Fprintf(bw, ", %d records skipped", r.Skipped)
+	}
+	bw.WriteString("\n")
+	for _, c := range r.Counts {
+		bw.WriteString("  " + c.String() + "\n")
+	}
+	if len(r.Transitions) > 0 {
+		bw.WriteString("\n")
+	}
+	for _, t := range r.Transitions {
+		bw.WriteString(t.String() + "\n")
+	}
+	return bw.Flush()
+}
+
+func (r TimelineReport) changes() int {
+	n := 0
+	for _, t := range r.Transitions {
+		if t.Changed() {
+			n++
+		}
+	}
+	return n
+}
+
+// String renders a count: "412 connections went unauthenticated with
+// invalid_client".
+func (c TransitionCount) String() string {
+	noun := "connections"
+	if c.Connections == 1 {
+		noun = "connection"
+	}
+	s := fmt.Sprintf("%d %s went %s", c.Connections, noun, c.To)
+	if c.Reason != domain.ReasonNone {
+		s += " with " + string(c.Reason)
+	}
+	if c.Transitions != c.Connections {
+		s += fmt.Sprintf(" (%d times)", c.Transitions)
+	}
+	return s
+}
+
+// String renders one line of a timeline.
+func (t Transition) String() string {
+	from := string(t.From)
+	if from == "" {
+		from = "(new)"
+	}
+	arrow := from + " → " + string(t.To)
+	if !t.Changed() {
+		arrow = string(t.To)
+	}
+	s := fmt.Sprintf("%s  #%-8d %s  %-24s %s", t.Time.UTC().Format(textTime), t.Seq, t.ConnectionID, t.Type, arrow)
+	if t.Reason != domain.ReasonNone {
+		s += " (" + string(t.Reason) + ")"
+	}
+	if t.Actor != "" {
+		s += "  by " + t.Actor
+	}
+	return s
+}
+
+// WriteStateText renders the result of StateAt for a terminal: the state at
+// the instant, then the events that led there.
+func WriteStateText(w io.Writer, at time.Time, c domain.Connection, evs []domain.Event) error {
+	bw := bufio.NewWriter(w)
+	s := StatusOf(&c)
+	fmt.Fprintf(bw, "Connection %s (%s) at %s\n", c.ID, c.Provider, at.UTC().Format(textTime))
+	fmt.Fprintf(bw, "  state    %s", c.State)
+	if c.Reason != domain.ReasonNone {
+		fmt.Fprintf(bw, " (%s: %s)", c.Reason, s.ReasonText)
+	}
+	fmt.Fprintf(bw, " since %s\n", c.Since.UTC().Format(textTime))
+	if s.AccessTokenFP != "" {
+		fmt.Fprintf(bw, "  token    %s expires %s\n", s.AccessTokenFP, s.AccessTokenExpiresAt.UTC().Format(textTime))
+	}
+	if s.LastRefreshOutcome != "" {
+		fmt.Fprintf(bw, "  refresh  %s at %s", s.LastRefreshOutcome, s.LastRefreshAt.UTC().Format(textTime))
+		if s.LastErrorCode != "" {
+			fmt.Fprintf(bw, " (%s)", s.LastErrorCode)
+		}
+		bw.WriteString("\n")
+	}
+	if c.TransientFailures > 0 {
+		fmt.Fprintf(bw, "  retries  %d transient failures, next at %s\n", c.TransientFailures, c.RetryAt.UTC().Format(textTime))
+	}
+	fmt.Fprintf(bw, "  version  %d after %d events\n\n", c.Version, c.Events)
+	var l liteConn
+	for _, e := range evs {
+		prev, _ := l.apply(e)
+		t := Transition{Seq: e.Seq, Time: e.Time, ConnectionID: e.ConnectionID, Type: e.Type(), Actor: e.Actor, From: prev, To: l.State}
+		if l.State == domain.StateUnauthenticated || l.State == domain.StateReauthorising {
+			t.Reason = l.Reason
+		}
+		bw.WriteString(t.String() + "\n")
+	}
+	return bw.Flush()
+}

@@ -1,0 +1,228 @@
+package projections
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/domain"
+)
+
+func TestStateAtMatchesRecordedStates(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	d := newDriver(t, st)
+	rng := rand.New(rand.NewPCG(11, 12))
+	type rec struct {
+		id string
+		at time.Time
+		c  domain.Connection
+	}
+	var recs []rec
+	ids := []string{d.create(), d.create(), d.create(), d.create()}
+	created := d.now
+	for _, id := range ids {
+		c, _ := st.Load(ctxT(t), id)
+		recs = append(recs, rec{id, c.Created, c})
+	}
+	for range 120 {
+		id := ids[rng.IntN(len(ids))]
+		d.step(rng, id)
+		c, err := st.Load(ctxT(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec{id, d.now, c}) // d.now is the event's time
+	}
+	for _, r := range recs {
+		for _, at := range []time.Time{r.at, r.at.Add(500 * time.Millisecond)} {
+			got, evs, err := StateAt(ctxT(t), st, r.id, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, r.c) {
+				t.Fatalf("StateAt(%s, %s):\n got %+v\nwant %+v", r.id, at, got, r.c)
+			}
+			if len(evs) != r.c.Events || evs[len(evs)-1].Seq != r.c.Version {
+				t.Fatalf("StateAt returned %d events up to seq %d; state has %d events at version %d", len(evs), evs[len(evs)-1].Seq, r.c.Events, r.c.Version)
+			}
+		}
+	}
+	if _, _, err := StateAt(ctxT(t), st, ids[3], created.Add(-time.Hour)); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("before creation: %v", err)
+	}
+	var buf bytes.Buffer
+	last := recs[len(recs)-1]
+	c, evs, _ := StateAt(ctxT(t), st, last.id, last.at)
+	if err := WriteStateText(&buf, last.at, c, evs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), string(c.State)) || strings.Count(buf.String(), "\n") < len(evs)+3 {
+		t.Fatalf("state text:\n%s", buf.String())
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	d := newDriver(t, st)
+	var ids []string
+	for range 30 {
+		id := d.create()
+		d.activate(id)
+		ids = append(ids, id)
+	}
+	from := d.now.Add(time.Second)
+	fail := func(id, code string) {
+		d.must(id, domain.StartRefresh{LeaseUntil: d.now.Add(time.Minute)})
+		d.must(id, domain.FailRefresh{Terminal: true, ErrorCode: code, HTTPStatus: 401})
+	}
+	for _, id := range ids[:12] {
+		fail(id, "invalid_client")
+	}
+	for _, id := range ids[12:17] {
+		fail(id, "invalid_grant")
+	}
+	// one connection fails twice with invalid_grant (reauthorised between)
+	d.activate(ids[12])
+	fail(ids[12], "invalid_grant")
+	for _, id := range ids[17:20] {
+		d.must(id, domain.Update{Config: map[string]string{"x": "1"}})
+	}
+	to := d.now.Add(time.Second)
+	for _, id := range ids[20:] { // after the window
+		fail(id, "invalid_client")
+	}
+
+	rep, err := Timeline(ctxT(t), st, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCounts := []TransitionCount{
+		{To: domain.StateRefreshing, Connections: 17, Transitions: 18},
+		{To: domain.StateUnauthenticated, Reason: domain.ReasonInvalidClient, Connections: 12, Transitions: 12},
+		{To: domain.StateUnauthenticated, Reason: domain.ReasonInvalidGrant, Connections: 5, Transitions: 6},
+		{To: domain.StateActive, Connections: 1, Transitions: 1},
+		{To: domain.StateReauthorising, Reason: domain.ReasonInvalidGrant, Connections: 1, Transitions: 1},
+	}
+	if !reflect.DeepEqual(rep.Counts, wantCounts) {
+		t.Fatalf("counts:\n got %+v\nwant %+v", rep.Counts, wantCounts)
+	}
+	if n := 12*2 + 5*2 + 2 + 2 + 3; len(rep.Transitions) != n {
+		t.Fatalf("%d transitions in the window, want %d", len(rep.Transitions), n)
+	}
+	for i, tr := range rep.Transitions {
+		if tr.Time.Before(from) || !tr.Time.Before(to) || (i > 0 && tr.Seq <= rep.Transitions[i-1].Seq) {
+			t.Fatalf("transition %d out of window or order: %+v", i, tr)
+		}
+		if tr.Type == domain.EventRefreshFailed && (tr.From != domain.StateRefreshing || tr.To != domain.StateUnauthenticated) {
+			t.Fatalf("refresh.failed transition %+v", tr)
+		}
+		if tr.Type == domain.EventConnectionUpdated && (tr.From != domain.StateActive || tr.Changed()) {
+			t.Fatalf("update transition %+v", tr)
+		}
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"12 connections went unauthenticated with invalid_client",
+		"5 connections went unauthenticated with invalid_grant (6 times)",
+		"refreshing → unauthenticated (invalid_client)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("timeline text lacks %q:\n%s", want, out)
+		}
+	}
+	// Bounded by stored time (events here are back-dated: the bound cuts
+	// everything stored after to+slack, which is nothing).
+	rep2, err := Timeline(ctxT(t), st, from, to, WithStoredSlack(time.Hour))
+	if err != nil || !reflect.DeepEqual(rep2.Counts, rep.Counts) {
+		t.Fatalf("with slack: %v %+v", err, rep2.Counts)
+	}
+}
+
+func TestAudit(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	d := newDriver(t, st)
+	a, b := d.create(), d.create()
+	tokA := d.activate(a)
+	d.activate(b)
+	mid := d.now.Add(time.Second)
+	d.must(a, domain.StartRefresh{LeaseUntil: d.now.Add(time.Minute)})
+	d.must(a, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_grant", HTTPStatus: 400})
+	d.must(b, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope", Scope: "admin:write"})
+	d.must(a, domain.InvalidateTokens{})
+
+	all, err := Audit(ctxT(t), st, AuditQuery{ConnectionID: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []domain.EventType
+	for i, e := range all {
+		if e.ConnectionID != a || (i > 0 && e.Seq <= all[i-1].Seq) || e.Actor != "instance/a" {
+			t.Fatalf("entry %d: %+v", i, e)
+		}
+		types = append(types, e.Type)
+	}
+	want := []domain.EventType{domain.EventConnectionCreated, domain.EventAuthorisationStarted, domain.EventAuthorisationCompleted,
+		domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventTokensInvalidated}
+	if !reflect.DeepEqual(types, want) {
+		t.Fatalf("types %v", types)
+	}
+	failed := all[4]
+	if failed.Reason != domain.ReasonInvalidGrant || failed.ErrorCode != "invalid_grant" || failed.HTTPStatus != 400 || !failed.Time.Equal(mid.Add(time.Second)) {
+		t.Fatalf("refresh.failed entry %+v", failed)
+	}
+
+	win, err := Audit(ctxT(t), st, AuditQuery{Since: mid, Until: mid.Add(3 * time.Second)})
+	if err != nil || len(win) != 3 || win[2].ConnectionID != b || win[2].HTTPStatus != 403 || win[2].ErrorCode != "insufficient_scope" {
+		t.Fatalf("window: %v %+v", err, win)
+	}
+	only, err := Audit(ctxT(t), st, AuditQuery{Types: []domain.EventType{domain.EventAccessRejected, domain.EventRefreshFailed}})
+	if err != nil || len(only) != 2 {
+		t.Fatalf("types filter: %v %+v", err, only)
+	}
+
+	var buf bytes.Buffer
+	if err := WriteJSONL(&buf, all); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), tokA) {
+		t.Fatal("the audit export contains an access token")
+	}
+	sc := bufio.NewScanner(&buf)
+	n := 0
+	for sc.Scan() {
+		var e AuditEntry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("line %d: %v", n, err)
+		}
+		if e.Seq != all[n].Seq || e.Type != all[n].Type || len(e.Data) == 0 {
+			t.Fatalf("line %d round trip: %+v", n, e)
+		}
+		n++
+	}
+	if n != len(all) {
+		t.Fatalf("%d lines for %d entries", n, len(all))
+	}
+	var buf2 bytes.Buffer
+	if n, err := ExportJSONL(ctxT(t), st, AuditQuery{ConnectionID: a}, &buf2); err != nil || n != len(all) {
+		t.Fatalf("export: %d, %v", n, err)
+	}
+	var buf3 bytes.Buffer
+	_ = WriteJSONL(&buf3, all)
+	if buf2.String() != buf3.String() {
+		t.Fatal("ExportJSONL and WriteJSONL disagree")
+	}
+}

@@ -1,0 +1,437 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+func startRunner(t *testing.T, cfg RunnerConfig) *Runner {
+	t.Helper()
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = -1
+	}
+	if cfg.SnapshotInterval == 0 {
+		cfg.SnapshotInterval = -1
+	}
+	r, err := NewRunner(ctxT(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitReady(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	return r
+}
+
+// waitCaughtUp waits until the runner applied the stream's last sequence.
+func waitCaughtUp(t *testing.T, r *Runner) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lag, err := r.Lag(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lag == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runner still %d behind", lag)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// rejectionLoop brings an active connection to the point where the next
+// 401 on its current token is terminal (a refresh made because of a
+// rejection), with the gate open. It returns the live access token.
+func rejectionLoop(t *testing.T, d *driver, g *Gate, id string) string {
+	t.Helper()
+	d.must(id, domain.StartRefresh{LeaseUntil: d.now.Add(time.Minute), Trigger: domain.TriggerAccessRejected})
+	d.gen[id]++
+	tok := tokens(id, d.gen[id], time.Now())
+	if err := g.SetToken(id, domain.Fingerprint(tok.AccessToken), tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	d.must(id, domain.SucceedRefresh{Tokens: tok.Info()})
+	return tok.AccessToken
+}
+
+// The gate on the instance that appends a terminal event is closed before
+// Append returns: concurrent callers never get a token after that.
+func TestGateClosedWhenTerminalAppendReturns(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	g := NewGate(GateOptions{})
+	st.OnAppend(g.Apply)
+	d := newDriver(t, st)
+
+	for round := 0; round < 8; round++ {
+		id := d.create()
+		d.activate(id)
+		var tok string
+		if round%2 == 0 {
+			tok = rejectionLoop(t, d, g, id) // gate open until the terminal event
+		} else {
+			tok = accessToken(id, d.gen[id])
+			if err := g.SetToken(id, domain.Fingerprint(tok), tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustOpen(t, g, id, tok)
+
+		var terminalDone atomic.Bool
+		var stop atomic.Bool
+		var granted, late atomic.Int64
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					runtime.Gosched()
+					after := terminalDone.Load()
+					got, err := g.Check(id)
+					if err == nil {
+						if got != tok {
+							t.Errorf("gate handed out %q, want %q", got, tok)
+						}
+						granted.Add(1)
+						if after {
+							late.Add(1)
+						}
+					}
+				}
+			}()
+		}
+		time.Sleep(2 * time.Millisecond)
+		c, _ := st.Load(ctxT(t), id)
+		if round%2 == 0 {
+			// A 401 on the token a rejection-triggered refresh just issued.
+			d.must(id, domain.RejectAccess{HTTPStatus: 401, ErrorCode: "invalid_token", AccessTokenFP: c.Tokens.AccessTokenFP})
+		} else {
+			// The lifecycle closes the gate before deciding the refresh is
+			// dead, then appends refresh.started and refresh.failed.
+			d.must(id, domain.StartRefresh{LeaseUntil: d.now.Add(time.Minute)})
+			d.must(id, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_grant", HTTPStatus: 400})
+		}
+		terminalDone.Store(true)
+		time.Sleep(2 * time.Millisecond)
+		stop.Store(true)
+		wg.Wait()
+		if late.Load() != 0 {
+			t.Fatalf("round %d: %d calls got a token after the terminal append returned", round, late.Load())
+		}
+		if round%2 == 0 && granted.Load() == 0 {
+			t.Fatalf("round %d: callers never got a token before the terminal event (test is vacuous)", round)
+		}
+		want := domain.ReasonAccessTokenRejected
+		if round%2 == 1 {
+			want = domain.ReasonInvalidGrant
+		}
+		mustGateErr(t, g, id, domain.StateUnauthenticated, want, DetailUnauthenticated)
+	}
+}
+
+// Close shuts the gate before anything is appended.
+func TestGateCloseAheadOfAppend(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	g := NewGate(GateOptions{})
+	st.OnAppend(g.Apply)
+	d := newDriver(t, st)
+	id := d.create()
+	tok := d.activate(id)
+	_ = g.SetToken(id, domain.Fingerprint(tok), tok)
+	mustOpen(t, g, id, tok)
+	g.Close(id, domain.ReasonAccessTokenRejected)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	// The append fails (conflict): the lifecycle reopens.
+	if _, err := st.Append(ctxT(t), id, 1, domain.Event{Payload: domain.ConnectionUpdated{Config: map[string]string{"x": "y"}}}); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("stale append: %v", err)
+	}
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	g.Reopen(id)
+	mustOpen(t, g, id, tok)
+}
+
+// Another instance's gate closes when the terminal event reaches it through
+// its runner's subscription.
+func TestGateClosesOnSecondInstance(t *testing.T) {
+	srv := natstest.Start(t, "")
+	a := openStore(t, srv, "instance/a")
+	ga := NewGate(GateOptions{})
+	a.OnAppend(ga.Apply)
+	b := openStore(t, srv, "instance/b")
+	gb := NewGate(GateOptions{})
+	b.OnAppend(gb.Apply)
+	rb := startRunner(t, RunnerConfig{Store: b, Gate: gb, Name: "status-b"})
+	d := newDriver(t, a)
+
+	var lags, fromStart, appendTimes []time.Duration
+	for round := 0; round < 15; round++ {
+		id := d.create()
+		d.activate(id)
+		tok := rejectionLoop(t, d, ga, id)
+		// Instance b learns of the new token from the stream and loads it
+		// from the vault.
+		waitCaughtUp(t, rb)
+		mustGateErr(t, gb, id, domain.StateActive, "", DetailTokenNotLoaded)
+		if !slices.Contains(gb.Missing(), id) {
+			t.Fatalf("Missing does not list %s", id)
+		}
+		_ = gb.SetToken(id, domain.Fingerprint(tok), tok)
+		mustOpen(t, gb, id, tok)
+
+		c, _ := a.Load(ctxT(t), id)
+		p, err := domain.Decide(&c, domain.RejectAccess{HTTPStatus: 401, ErrorCode: "invalid_token", AccessTokenFP: c.Tokens.AccessTokenFP})
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := time.Now()
+		if _, err := a.Append(ctxT(t), id, c.Version, domain.Event{Payload: p}); err != nil {
+			t.Fatal(err)
+		}
+		appended := time.Now()
+		appendTimes = append(appendTimes, appended.Sub(started))
+		mustGateErr(t, ga, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+		for {
+			if _, err := gb.Check(id); err != nil {
+				lags = append(lags, time.Since(appended))
+				fromStart = append(fromStart, time.Since(started))
+				mustGateErr(t, gb, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+				break
+			}
+			if time.Since(appended) > 10*time.Second {
+				t.Fatal("instance b's gate never closed")
+			}
+		}
+	}
+	for _, l := range [][]time.Duration{lags, fromStart, appendTimes} {
+		slices.Sort(l)
+	}
+	t.Logf("second instance's gate closed %v (median; min %v, max %v) after the terminal Append returned on the first, %v (median; max %v) after it started; Append itself took %v (median); %d events, runner skipped %d",
+		lags[len(lags)/2], lags[0], lags[len(lags)-1], fromStart[len(fromStart)/2], fromStart[len(fromStart)-1], appendTimes[len(appendTimes)/2], rb.Position(), rb.Skipped())
+}
+
+// populate runs a random scenario of n connections and steps commands.
+func populate(t *testing.T, d *driver, n, steps int, seed uint64) []string {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = d.create()
+		if i%5 != 0 {
+			d.activate(ids[i])
+		}
+	}
+	for range steps {
+		d.step(rng, ids[rng.IntN(n)])
+	}
+	return ids
+}
+
+func TestRunnerRestartResumesFromPosition(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	d := newDriver(t, st)
+	ids := populate(t, d, 8, 40, 1)
+	last1, _ := st.LastSeq(ctxT(t))
+
+	r1, err := NewRunner(ctxT(t), RunnerConfig{Store: st, SnapshotEvery: -1, SnapshotInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.WaitReady(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if r1.Position() != last1 || r1.Applied() != int64(last1) || r1.RestoredPosition() != 0 {
+		t.Fatalf("first run: position %d applied %d restored %d, stream at %d", r1.Position(), r1.Applied(), r1.RestoredPosition(), last1)
+	}
+	if err := r1.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if r1.Snapshots() != 1 {
+		t.Fatalf("close wrote %d snapshots", r1.Snapshots())
+	}
+	kv, err := st.JetStream().KeyValue(ctxT(t), PositionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := readPosition(ctxT(t), kv, "status"); err != nil || p != last1 {
+		t.Fatalf("recorded position %d, %v; want %d", p, err, last1)
+	}
+
+	// More events while no runner runs.
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 15 {
+		d.step(rng, ids[rng.IntN(len(ids))])
+	}
+	last2, _ := st.LastSeq(ctxT(t))
+
+	r2 := startRunner(t, RunnerConfig{Store: st})
+	if r2.RestoredPosition() != last1 {
+		t.Fatalf("restored position %d, want %d", r2.RestoredPosition(), last1)
+	}
+	if r2.Applied() != int64(last2-last1) || r2.Position() != last2 {
+		t.Fatalf("after restart: applied %d (want only the tail, %d), position %d (want %d)", r2.Applied(), last2-last1, r2.Position(), last2)
+	}
+	built, pos, _, err := Build(ctxT(t), st)
+	if err != nil || pos != last2 {
+		t.Fatalf("build: %v at %d", err, pos)
+	}
+	if got, want := r2.Status().List(), built.List(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored+tail status differs from a rebuild:\n got %+v\nwant %+v", got, want)
+	}
+	for _, id := range ids {
+		got, _ := r2.Status().Connection(id)
+		want, err := st.Load(ctxT(t), id)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: status aggregate\n %+v\nstore\n %+v (%v)", id, got, want, err)
+		}
+	}
+	// Applying everything again changes nothing.
+	before := r2.Status().List()
+	_, err = scan(ctxT(t), st, scanOptions{}, func(rec *jsstore.Record) error {
+		if rec.Err == nil {
+			if changed, _ := r2.Status().Apply(rec.Event); changed {
+				t.Errorf("seq %d applied twice", rec.Seq)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, r2.Status().List()) {
+		t.Fatal("re-applying the stream changed the status")
+	}
+	if err := r2.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// A third start with nothing new applies nothing.
+	r3 := startRunner(t, RunnerConfig{Store: st})
+	if r3.Applied() != 0 || r3.RestoredPosition() != last2 {
+		t.Fatalf("third start applied %d, restored %d", r3.Applied(), r3.RestoredPosition())
+	}
+}
+
+func TestRebuildEqualsLive(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	g := NewGate(GateOptions{})
+	st.OnAppend(g.Apply)
+	r := startRunner(t, RunnerConfig{Store: st, Gate: g, SnapshotEvery: 100})
+	d := newDriver(t, st)
+	ids := populate(t, d, 50, 500, 2)
+	waitCaughtUp(t, r)
+	live := r.Status().List()
+	if len(live) != 50 {
+		t.Fatalf("live status has %d connections", len(live))
+	}
+	built, _, skipped, err := Build(ctxT(t), st)
+	if err != nil || skipped != 0 {
+		t.Fatalf("build: %v, skipped %d", err, skipped)
+	}
+	if !reflect.DeepEqual(live, built.List()) {
+		t.Fatal("live status differs from a rebuild")
+	}
+	states := map[domain.State]int{}
+	for _, s := range live {
+		states[s.State]++
+		want, _ := st.Load(ctxT(t), s.ID)
+		if s.Version != want.Version || s.State != want.State || s.Events != want.Events {
+			t.Fatalf("%s: status %s v%d, store %s v%d", s.ID, s.State, s.Version, want.State, want.Version)
+		}
+	}
+	t.Logf("scenario: %d events over %d connections, states %v, snapshots %d", r.Position(), len(ids), states, r.Snapshots())
+	if err := r.Rebuild(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(live, r.Status().List()) {
+		t.Fatal("status after Rebuild differs")
+	}
+	// The runner follows the stream after a rebuild.
+	id := d.create()
+	waitCaughtUp(t, r)
+	if _, ok := r.Status().Get(id); !ok {
+		t.Fatal("runner stopped following after Rebuild")
+	}
+}
+
+func TestPoisonRecordsSkipped(t *testing.T) {
+	srv := natstest.Start(t, "")
+	nc := srv.Connect(t)
+	st, err := jsstore.Open(ctxT(t), nc, jsstore.Config{Actor: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRunner(t, RunnerConfig{Store: st})
+	d := newDriver(t, st)
+	id := d.create()
+	js, _ := jetstream.New(nc)
+	for _, junk := range [][]byte{
+		[]byte("\x00\xffnot json at all"),
+		[]byte(`{"specversion":"1.0","id":"x","source":"/x","type":"tokenline.connection.exploded","subject":"` + id + `","time":"2026-01-01T00:00:00Z","schemaversion":1,"data":{}}`),
+	} {
+		if _, err := js.Publish(ctxT(t), events.Subject(id), junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A well-formed event the transition table refuses (authorisation
+	// completed while unauthenticated): the store appends without deciding.
+	last, err := st.Stream().GetLastMsgForSubject(ctxT(t), events.Subject(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctxT(t), id, last.Sequence, domain.Event{Payload: domain.AuthorisationCompleted{AttemptID: "nope"}}); err != nil {
+		t.Fatal(err)
+	}
+	d.must(id, domain.Update{Config: map[string]string{"after": "poison"}})
+	waitCaughtUp(t, r)
+	if r.Skipped() != 3 {
+		t.Fatalf("skipped %d, want 3", r.Skipped())
+	}
+	s, ok := r.Status().Get(id)
+	if !ok || s.Config["after"] != "poison" || s.Events != 2 {
+		t.Fatalf("status after poison: %+v", s)
+	}
+	c, _ := st.Load(ctxT(t), id)
+	if s.Version != c.Version {
+		t.Fatalf("status version %d, store %d", s.Version, c.Version)
+	}
+	built, _, skipped, err := Build(ctxT(t), st)
+	if err != nil || skipped != 3 || !reflect.DeepEqual(built.List(), r.Status().List()) {
+		t.Fatalf("build over poison: %v skipped %d", err, skipped)
+	}
+	// A restart over the poison is fine too.
+	if err := r.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	r2 := startRunner(t, RunnerConfig{Store: st})
+	if !reflect.DeepEqual(r2.Status().List(), built.List()) {
+		t.Fatal("restart over poison differs")
+	}
+}

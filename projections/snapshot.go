@@ -1,0 +1,154 @@
+package projections
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// Bucket names of the durable projection state.
+const (
+	// PositionsBucket is the KV bucket holding, under the projection's name,
+	// the last stream sequence the projection applied (decimal).
+	PositionsBucket = "tokenline_positions"
+	// SnapshotsBucket is the object store holding, under the projection's
+	// name, its latest snapshot.
+	SnapshotsBucket = "tokenline_snapshots"
+)
+
+// snapshotFormat names the snapshot layout: JSON Lines, a snapshotHeader
+// line and then one domain.Connection per line (encoding/json field names).
+const snapshotFormat = "tokenline.projection.status/1"
+
+type snapshotHeader struct {
+	Format     string `json:"format"`
+	Projection string `json:"projection"`
+	Stream     string `json:"stream"`
+	// StreamCreated identifies the stream: a stream deleted and created
+	// again under the same name makes the snapshot worthless.
+	StreamCreated time.Time `json:"stream_created"`
+	Position      uint64    `json:"position"`
+	Connections   int       `json:"connections"`
+	// Schema fingerprints the Go shape of domain.Connection: a snapshot
+	// written by a build whose aggregate had other fields is not trusted.
+	Schema    string    `json:"schema"`
+	WrittenAt time.Time `json:"written_at"`
+}
+
+// connectionSchema fingerprints the fields of domain.Connection (names and
+// types, recursively through structs of the domain package).
+var connectionSchema = func() string {
+	var b strings.Builder
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			fmt.Fprintf(&b, "%s:%s;", f.Name, f.Type)
+			if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == t.PkgPath() {
+				b.WriteString("{")
+				walk(f.Type)
+				b.WriteString("}")
+			}
+		}
+	}
+	walk(reflect.TypeOf(domain.Connection{}))
+	h := fnv.New64a()
+	h.Write([]byte(b.String()))
+	return strconv.FormatUint(h.Sum64(), 16)
+}()
+
+// writeSnapshot encodes conns as a snapshot into w.
+func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	enc := json.NewEncoder(bw)
+	h.Format, h.Schema, h.Connections = snapshotFormat, connectionSchema, len(conns)
+	if err := enc.Encode(h); err != nil {
+		return err
+	}
+	for _, c := range conns {
+		if err := enc.Encode(c); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+var errSnapshotUnusable = errors.New("projections: snapshot unusable")
+
+// readSnapshot decodes a snapshot into a fresh Status.
+func readSnapshot(r io.Reader) (snapshotHeader, *Status, error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
+	var h snapshotHeader
+	if err := dec.Decode(&h); err != nil {
+		return h, nil, fmt.Errorf("%w: header: %v", errSnapshotUnusable, err)
+	}
+	if h.Format != snapshotFormat || h.Schema != connectionSchema {
+		return h, nil, fmt.Errorf("%w: format %q schema %q (this build writes %q %q)", errSnapshotUnusable, h.Format, h.Schema, snapshotFormat, connectionSchema)
+	}
+	st := NewStatus()
+	for i := 0; i < h.Connections; i++ {
+		ent := &statusEntry{}
+		if err := dec.Decode(&ent.c); err != nil {
+			return h, nil, fmt.Errorf("%w: connection %d: %v", errSnapshotUnusable, i, err)
+		}
+		if ent.c.ID == "" || st.conns[ent.c.ID] != nil || ent.c.Version > h.Position {
+			return h, nil, fmt.Errorf("%w: connection %d is invalid", errSnapshotUnusable, i)
+		}
+		st.conns[ent.c.ID] = ent
+	}
+	return h, st, nil
+}
+
+// buckets opens (creating them if needed) the positions KV bucket and the
+// snapshots object store.
+func buckets(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, jetstream.ObjectStore, error) {
+	kv, err := js.KeyValue(ctx, PositionsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: PositionsBucket, Description: "tokenline projection positions", History: 1})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, PositionsBucket)
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("projections: positions bucket: %w", err)
+	}
+	obs, err := js.ObjectStore(ctx, SnapshotsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: SnapshotsBucket, Description: "tokenline projection snapshots"})
+		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			obs, err = js.ObjectStore(ctx, SnapshotsBucket)
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("projections: snapshots bucket: %w", err)
+	}
+	return kv, obs, nil
+}
+
+// readPosition returns the position recorded for a projection (0: none).
+func readPosition(ctx context.Context, kv jetstream.KeyValue, name string) (uint64, error) {
+	e, err := kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("projections: read position: %w", err)
+	}
+	n, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("projections: position %q: %w", e.Value(), err)
+	}
+	return n, nil
+}
