@@ -1,0 +1,253 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/lifecycle"
+	"github.com/tokenline/tokenline/domain"
+)
+
+// CreateRequest is the body of POST /v1/connections.
+type CreateRequest struct {
+	Provider string            `json:"provider"`
+	Scopes   []string          `json:"scopes"`
+	Config   map[string]string `json:"config"`
+}
+
+// UpdateRequest is the body of PATCH /v1/connections/{id}. A field that is
+// present replaces the stored value (an empty list or object clears it); an
+// absent or null one is left as is. State and tokens are never touched.
+type UpdateRequest struct {
+	Scopes []string          `json:"scopes"`
+	Config map[string]string `json:"config"`
+}
+
+// RejectionRequest is the body of POST /v1/connections/{id}/rejections:
+// an API call made with the connection's token was rejected.
+type RejectionRequest struct {
+	// Status is the HTTP status of the rejected call: 401 or 403.
+	Status int `json:"status"`
+	// WWWAuthenticate is the response's WWW-Authenticate header.
+	WWWAuthenticate string `json:"www_authenticate"`
+	// AccessTokenFP is the fingerprint of the token the call used
+	// (optional; default: the current token).
+	AccessTokenFP string `json:"access_token_fp"`
+}
+
+// TokenResponse is the answer of GET /v1/connections/{id}/token.
+type TokenResponse struct {
+	AccessToken string    `json:"access_token"`
+	TokenType   string    `json:"token_type"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+}
+
+// AuthorizeResponse is the answer of POST /v1/connections/{id}/authorize.
+type AuthorizeResponse struct {
+	AuthorizeURL string `json:"authorize_url"`
+}
+
+// ListResponse is the answer of GET /v1/connections.
+type ListResponse struct {
+	Connections []ConnectionStatus `json:"connections"`
+}
+
+func (s *Server) status(c domain.Connection) ConnectionStatus { return StatusOf(c, s.cfg.BaseURL) }
+
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var req CreateRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.Provider == "" {
+		writeError(w, http.StatusBadRequest, "invalid_command", "provider is required")
+		return
+	}
+	if !s.cfg.Connections.HasProvider(req.Provider) {
+		writeError(w, http.StatusBadRequest, "unknown_provider", "no provider named "+quote(req.Provider)+" is configured")
+		return
+	}
+	c, err := s.cfg.Connections.Create(r.Context(), req.Provider, req.Scopes, req.Config)
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", s.cfg.BaseURL+"/v1/connections/"+c.ID)
+	writeJSON(w, http.StatusCreated, s.status(c))
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.cfg.Status.Connections(r.Context())
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	out := ListResponse{Connections: make([]ConnectionStatus, 0, len(cs))}
+	for _, c := range cs {
+		if !c.Deleted {
+			out.Connections = append(out.Connections, s.status(c))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	id, ok := connectionID(w, r)
+	if !ok {
+		return
+	}
+	c, err := s.cfg.Status.Connection(r.Context(), id)
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.status(c))
+}
+
+func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
+	id, ok := connectionID(w, r)
+	if !ok {
+		return
+	}
+	var req UpdateRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.Scopes == nil && req.Config == nil {
+		writeError(w, http.StatusBadRequest, "invalid_command", "nothing to update: give config and/or scopes")
+		return
+	}
+	c, err := s.cfg.Connections.Update(r.Context(), id, req.Scopes, req.Config)
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.status(c))
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	id, ok := connectionID(w, r)
+	if !ok {
+		return
+	}
+	if err := s.cfg.Connections.Delete(r.Context(), id); err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	id, ok := connectionID(w, r)
+	if !ok {
+		return
+	}
+	u, err := s.cfg.Connections.StartAuthorisation(r.Context(), id)
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	// The URL carries a one-time state: never cache it.
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, AuthorizeResponse{AuthorizeURL: u})
+}
+
+// handleToken asks the gate first: it is the authority on whether the
+// connection may be used now. The status is read only to explain a refusal
+// (and to tell an unknown or deleted connection from a closed gate), so a
+// status projection that lags a moment behind never refuses a usable token.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	id, ok := connectionID(w, r)
+	if !ok {
+		return
+	}
+	tok, exp, err := s.cfg.Connections.Token(r.Context(), id)
+	if err == nil {
+		if exp.IsZero() {
+			if c, serr := s.cfg.Status.Connection(r.Context(), id); serr == nil && c.TokensHeld {
+				exp = c.Tokens.AccessTokenExpiresAt
+			}
+		}
+		writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresAt: exp.UTC()})
+		return
+	}
+	var ge *domain.GateError
+	if !errors.As(err, &ge) {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	c, serr := s.cfg.Status.Connection(r.Context(), id)
+	switch {
+	case serr != nil && (ge.Detail == "unknown_connection" || errors.Is(serr, domain.ErrNotFound)):
+		s.writeServiceError(w, r, domain.ErrNotFound)
+		return
+	case serr == nil && c.Deleted:
+		s.writeServiceError(w, r, domain.ErrDeleted)
+		return
+	}
+	s.metrics.ObserveGateDenial(ge.Detail)
+	body := GateErrorBody{
+		Error: "connection_unauthenticated", State: ge.State, Reason: ge.Reason, Detail: ge.Detail,
+		Message: "the connection cannot be used now",
+	}
+	if serr == nil && (body.State == "" || ge.Detail == "unknown_connection") {
+		body.State, body.Reason = c.State, c.Reason
+	}
+	if ri, ok := body.Reason.Info(); ok {
+		body.ReasonText = ri.UserText
+		body.Message = "the connection cannot be used now: " + ri.UserText
+	}
+	if body.State == domain.StateUnauthenticated || body.State == domain.StateReauthorising {
+		body.ReauthoriseURL = s.cfg.BaseURL + "/v1/connections/" + id + "/authorize"
+	}
+	if ge.Detail == "refreshing" {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, http.StatusConflict, body)
+}
+
+func (s *Server) handleRejection(w http.ResponseWriter, r *http.Request) {
+	id, ok := connectionID(w, r)
+	if !ok {
+		return
+	}
+	var req RejectionRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.Status != http.StatusUnauthorized && req.Status != http.StatusForbidden {
+		writeError(w, http.StatusBadRequest, "invalid_command", "status must be 401 or 403")
+		return
+	}
+	if len(req.WWWAuthenticate) > 2048 || len(req.AccessTokenFP) > 128 {
+		writeError(w, http.StatusBadRequest, "invalid_command", "www_authenticate or access_token_fp is too long")
+		return
+	}
+	c, err := s.cfg.Connections.ReportRejection(r.Context(), id, lifecycle.Rejection{
+		Status: req.Status, WWWAuthenticate: req.WWWAuthenticate, AccessTokenFP: req.AccessTokenFP,
+	})
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.status(c))
+}
+
+// quote quotes a user-supplied word for a message, bounded in length.
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	b := []byte{'"'}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+			b = append(b, '?')
+			continue
+		}
+		b = append(b, string(r)...)
+	}
+	return string(append(b, '"'))
+}

@@ -1,0 +1,61 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// HealthResponse is the answer of /healthz and /readyz.
+type HealthResponse struct {
+	// Status is "ok" (healthz), "ready" or "not_ready" (readyz).
+	Status string `json:"status"`
+	// Reasons say why the instance is not ready ("nats: not connected").
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// readyTimeout bounds all readiness checks together.
+const readyTimeout = 2 * time.Second
+
+// handleHealth answers 200 while the process serves HTTP.
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
+}
+
+// handleReady runs every readiness check concurrently and answers 200, or
+// 503 with the reasons.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	reasons := make([]string, len(s.cfg.Ready))
+	var wg sync.WaitGroup
+	for i, c := range s.cfg.Ready {
+		wg.Go(func() {
+			done := make(chan error, 1)
+			go func() { done <- c.Probe.Ready(ctx) }()
+			select {
+			case err := <-done:
+				if err != nil {
+					reasons[i] = c.Name + ": " + err.Error()
+				}
+			case <-ctx.Done():
+				reasons[i] = c.Name + ": check timed out"
+			}
+		})
+	}
+	wg.Wait()
+	var out []string
+	for _, r := range reasons {
+		if r != "" {
+			out = append(out, r)
+		}
+	}
+	if len(out) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "not_ready", Reasons: out})
+		return
+	}
+	writeJSON(w, http.StatusOK, HealthResponse{Status: "ready"})
+}

@@ -1,0 +1,237 @@
+package httpapi
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// Metric names. Labels carry closed sets of words (event types, states,
+// outcomes, gate details), never a connection id, token or error text.
+const (
+	MetricTransitions     = "tokenline_transitions_total"
+	MetricRefreshes       = "tokenline_refreshes_total"
+	MetricRefreshDuration = "tokenline_refresh_duration_seconds"
+	MetricGateDenials     = "tokenline_gate_denials_total"
+	MetricProjectionLag   = "tokenline_projection_lag"
+	MetricNearExpiry      = "tokenline_tokens_near_expiry"
+	MetricConnections     = "tokenline_connections"
+)
+
+// DefaultNearExpiry is the window of tokenline_tokens_near_expiry. The
+// lifecycle refreshes at least lifetime/5 (clamped to [1 s, 5 min], less 10 %
+// jitter) before expiry, so an active token with less than this left was not
+// refreshed in time.
+const DefaultNearExpiry = 2 * time.Minute
+
+// gateDetails are the GateError.Detail words; anything else is "other".
+var gateDetails = []string{"unauthenticated", "token_expired", "unknown_connection", "refreshing", "reauthorising", "token_not_loaded", "other"}
+
+// MetricsConfig configures NewMetrics.
+type MetricsConfig struct {
+	// Status feeds tokenline_connections{state} and
+	// tokenline_tokens_near_expiry at scrape time; nil: not exported.
+	Status StatusReader
+	// ProjectionLag returns how many stream messages the projections are
+	// behind (projections.Runner.Lag); nil: tokenline_projection_lag is not
+	// exported.
+	ProjectionLag func(ctx context.Context) (uint64, error)
+	// NearExpiry is the window of tokenline_tokens_near_expiry; default
+	// DefaultNearExpiry.
+	NearExpiry time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Metrics holds tokenline's Prometheus metrics. Counters are fed by
+// ObserveEvent (call it once per stored event, e.g. from the projection
+// runner's event hook or jsstore.Store.OnAppend) and ObserveGateDenial (the
+// API calls it on every refused token request); gauges are read from the
+// StatusReader at scrape time. All methods are safe for concurrent use.
+type Metrics struct {
+	transitions *prometheus.CounterVec
+	refreshes   *prometheus.CounterVec
+	duration    prometheus.Histogram
+	denials     *prometheus.CounterVec
+
+	mu      sync.Mutex
+	lastSeq map[string]uint64    // connection -> last observed seq (de-duplication)
+	started map[string]time.Time // connection -> time of its refresh.started
+}
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) {
+	m := &Metrics{
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricTransitions,
+			Help: "Connection events observed, by event type (every event is a transition of the connection state machine, self-loops included).",
+		}, []string{"type"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricRefreshes,
+			Help: "Refresh attempts that ended, by outcome (success, failure) and failure class (none, transient, terminal).",
+		}, []string{"outcome", "class"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricRefreshDuration,
+			Help:    "Time from refresh.started to refresh.succeeded or refresh.failed, in seconds (event times).",
+			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricGateDenials,
+			Help: "Token requests refused because the connection was not usable, by gate detail.",
+		}, []string{"detail"}),
+		lastSeq: map[string]uint64{},
+		started: map[string]time.Time{},
+	}
+	// Pre-create every series so that they are exported from the start.
+	for _, t := range domain.EventTypes {
+		m.transitions.WithLabelValues(string(t))
+	}
+	m.refreshes.WithLabelValues("success", "none")
+	m.refreshes.WithLabelValues("failure", "transient")
+	m.refreshes.WithLabelValues("failure", "terminal")
+	for _, d := range gateDetails {
+		m.denials.WithLabelValues(d)
+	}
+	if cfg.NearExpiry <= 0 {
+		cfg.NearExpiry = DefaultNearExpiry
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cs := []prometheus.Collector{m.transitions, m.refreshes, m.duration, m.denials}
+	if cfg.Status != nil || cfg.ProjectionLag != nil {
+		cs = append(cs, newGauges(cfg))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// ObserveEvent counts one stored event. Events of a connection with a
+// sequence not above the last one observed are ignored, so feeding the same
+// event from two hooks counts it once.
+func (m *Metrics) ObserveEvent(e domain.Event) {
+	if m == nil || e.Payload == nil {
+		return
+	}
+	m.mu.Lock()
+	if e.Seq > 0 {
+		if e.Seq <= m.lastSeq[e.ConnectionID] {
+			m.mu.Unlock()
+			return
+		}
+		m.lastSeq[e.ConnectionID] = e.Seq
+	}
+	var took time.Duration
+	var timed bool
+	switch e.Payload.(type) {
+	case domain.RefreshStarted:
+		m.started[e.ConnectionID] = e.Time
+	case domain.RefreshSucceeded, domain.RefreshFailed:
+		if t0, ok := m.started[e.ConnectionID]; ok {
+			took, timed = e.Time.Sub(t0), true
+			delete(m.started, e.ConnectionID)
+		}
+	case domain.ConnectionDeleted:
+		delete(m.started, e.ConnectionID)
+	}
+	m.mu.Unlock()
+
+	m.transitions.WithLabelValues(string(e.Type())).Inc()
+	switch d := e.Payload.(type) {
+	case domain.RefreshSucceeded:
+		m.refreshes.WithLabelValues("success", "none").Inc()
+	case domain.RefreshFailed:
+		class := "transient"
+		if d.Terminal {
+			class = "terminal"
+		}
+		m.refreshes.WithLabelValues("failure", class).Inc()
+	}
+	if timed && took >= 0 {
+		m.duration.Observe(took.Seconds())
+	}
+}
+
+// ObserveGateDenial counts a refused token request. detail is a
+// domain.GateError Detail word; unknown words count as "other".
+func (m *Metrics) ObserveGateDenial(detail string) {
+	if m == nil {
+		return
+	}
+	for _, d := range gateDetails {
+		if d == detail {
+			m.denials.WithLabelValues(d).Inc()
+			return
+		}
+	}
+	m.denials.WithLabelValues("other").Inc()
+}
+
+// gauges reads the current state at scrape time.
+type gauges struct {
+	cfg                    MetricsConfig
+	connections, near, lag *prometheus.Desc
+}
+
+func newGauges(cfg MetricsConfig) *gauges {
+	return &gauges{
+		cfg:         cfg,
+		connections: prometheus.NewDesc(MetricConnections, "Connections that are not deleted, by state.", []string{"state"}, nil),
+		near:        prometheus.NewDesc(MetricNearExpiry, "Active connections whose access token expires within the near-expiry window (or has expired).", nil, nil),
+		lag:         prometheus.NewDesc(MetricProjectionLag, "Stream messages the projections have not applied yet.", nil, nil),
+	}
+}
+
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	if g.cfg.Status != nil {
+		ch <- g.connections
+		ch <- g.near
+	}
+	if g.cfg.ProjectionLag != nil {
+		ch <- g.lag
+	}
+}
+
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if g.cfg.ProjectionLag != nil {
+		if lag, err := g.cfg.ProjectionLag(ctx); err != nil {
+			ch <- prometheus.NewInvalidMetric(g.lag, err)
+		} else {
+			ch <- prometheus.MustNewConstMetric(g.lag, prometheus.GaugeValue, float64(lag))
+		}
+	}
+	if g.cfg.Status == nil {
+		return
+	}
+	cs, err := g.cfg.Status.Connections(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(g.connections, err)
+		return
+	}
+	count := map[domain.State]int{}
+	near := 0
+	limit := g.cfg.Now().Add(g.cfg.NearExpiry)
+	for _, c := range cs {
+		if c.Deleted {
+			continue
+		}
+		count[c.State]++
+		if c.State == domain.StateActive && c.TokensHeld && !c.Tokens.AccessTokenExpiresAt.IsZero() && c.Tokens.AccessTokenExpiresAt.Before(limit) {
+			near++
+		}
+	}
+	for _, st := range domain.States {
+		ch <- prometheus.MustNewConstMetric(g.connections, prometheus.GaugeValue, float64(count[st]), string(st))
+	}
+	ch <- prometheus.MustNewConstMetric(g.near, prometheus.GaugeValue, float64(near))
+}

@@ -1,0 +1,133 @@
+package httpapi_test
+
+import (
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenline/tokenline/adapters/httpapi"
+)
+
+type openAPIDoc struct {
+	OpenAPI    string                    `yaml:"openapi"`
+	Paths      map[string]map[string]any `yaml:"paths"`
+	Components struct {
+		Schemas map[string]struct {
+			Required   []string       `yaml:"required"`
+			Properties map[string]any `yaml:"properties"`
+		} `yaml:"schemas"`
+	} `yaml:"components"`
+}
+
+func jsonNames(t reflect.Type) (all, always []string) {
+	for f := range t.Fields() {
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		all = append(all, name)
+		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
+			always = append(always, name)
+		}
+	}
+	slices.Sort(all)
+	slices.Sort(always)
+	return all, always
+}
+
+// TestOpenAPIMatchesTheServer keeps docs/openapi.yaml true to the code: every
+// route the server serves is documented with its methods, and each response
+// and request schema lists exactly the JSON fields of its Go type.
+func TestOpenAPIMatchesTheServer(t *testing.T) {
+	b, err := os.ReadFile("../../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc openAPIDoc
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	if doc.OpenAPI != "3.1.0" {
+		t.Errorf("openapi %q", doc.OpenAPI)
+	}
+	routes := map[string][]string{
+		"/v1/connections":                 {"get", "post"},
+		"/v1/connections/{id}":            {"delete", "get", "patch"},
+		"/v1/connections/{id}/authorize":  {"post"},
+		"/v1/connections/{id}/token":      {"get"},
+		"/v1/connections/{id}/rejections": {"post"},
+		"/v1/connections/{id}/events":     {"get"},
+		"/v1/connections/{id}/state":      {"get"},
+		"/v1/events/timeline":             {"get"},
+		"/oauth/callback":                 {"get"},
+		"/healthz":                        {"get"},
+		"/readyz":                         {"get"},
+		"/metrics":                        {"get"},
+	}
+	for path, methods := range routes {
+		item, ok := doc.Paths[path]
+		if !ok {
+			t.Errorf("%s is not documented", path)
+			continue
+		}
+		var got []string
+		for k := range item {
+			if k != "parameters" {
+				got = append(got, k)
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, methods) {
+			t.Errorf("%s documents %v, the server serves %v", path, got, methods)
+		}
+	}
+	if len(doc.Paths) != len(routes) {
+		t.Errorf("openapi documents %d paths, the server serves %d", len(doc.Paths), len(routes))
+	}
+	types := map[string]any{
+		"ConnectionStatus":  httpapi.ConnectionStatus{},
+		"RefreshInfo":       httpapi.RefreshInfo{},
+		"Error":             httpapi.ErrorBody{},
+		"GateError":         httpapi.GateErrorBody{},
+		"CreateRequest":     httpapi.CreateRequest{},
+		"UpdateRequest":     httpapi.UpdateRequest{},
+		"RejectionRequest":  httpapi.RejectionRequest{},
+		"TokenResponse":     httpapi.TokenResponse{},
+		"AuthorizeResponse": httpapi.AuthorizeResponse{},
+		"ListResponse":      httpapi.ListResponse{},
+		"StateAtResponse":   httpapi.StateAtResponse{},
+		"Transition":        httpapi.Transition{},
+		"TimelineCounts":    httpapi.TimelineCounts{},
+		"TimelineResponse":  httpapi.TimelineResponse{},
+		"Health":            httpapi.HealthResponse{},
+	}
+	for name, v := range types {
+		sc, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("schema %s missing", name)
+			continue
+		}
+		all, always := jsonNames(reflect.TypeOf(v))
+		var props []string
+		for k := range sc.Properties {
+			props = append(props, k)
+		}
+		slices.Sort(props)
+		if !slices.Equal(props, all) {
+			t.Errorf("schema %s properties %v, the Go type has %v", name, props, all)
+		}
+		// Response types: required = always written. Request types may
+		// require less (the server validates).
+		if !strings.HasSuffix(name, "Request") {
+			req := slices.Clone(sc.Required)
+			slices.Sort(req)
+			if !slices.Equal(req, always) {
+				t.Errorf("schema %s required %v, the server always writes %v", name, req, always)
+			}
+		}
+	}
+}

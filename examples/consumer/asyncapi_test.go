@@ -1,0 +1,178 @@
+package main
+
+import (
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+// payloadSamples has one value of every payload type.
+var payloadSamples = []domain.Payload{
+	domain.ConnectionCreated{}, domain.AuthorisationStarted{}, domain.AuthorisationCompleted{},
+	domain.AuthorisationFailed{}, domain.RefreshStarted{}, domain.RefreshSucceeded{}, domain.RefreshFailed{},
+	domain.AccessRejected{}, domain.TokensInvalidated{}, domain.ConnectionUpdated{}, domain.ConnectionDeleted{},
+}
+
+// jsonFields returns the JSON names of a struct's fields and which of them
+// are always written (no omitempty/omitzero).
+func jsonFields(t reflect.Type) (all, required []string) {
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		all = append(all, name)
+		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
+			required = append(required, name)
+		}
+	}
+	slices.Sort(all)
+	slices.Sort(required)
+	return all, required
+}
+
+type schema struct {
+	Required   []string       `yaml:"required"`
+	Properties map[string]any `yaml:"properties"`
+	Extra      map[string]any `yaml:",inline"`
+}
+
+type asyncDoc struct {
+	AsyncAPI string `yaml:"asyncapi"`
+	Channels map[string]struct {
+		Address  string         `yaml:"address"`
+		Messages map[string]any `yaml:"messages"`
+	} `yaml:"channels"`
+	Components struct {
+		Messages map[string]struct {
+			Name    string `yaml:"name"`
+			Payload struct {
+				AllOf []map[string]any `yaml:"allOf"`
+				OneOf []struct {
+					AllOf []map[string]any `yaml:"allOf"`
+				} `yaml:"oneOf"`
+			} `yaml:"payload"`
+		} `yaml:"messages"`
+		Schemas map[string]schema `yaml:"schemas"`
+	} `yaml:"components"`
+}
+
+// versions returns the schemaversion consts a message payload declares.
+func versions(parts []map[string]any) []int {
+	var out []int
+	for _, p := range parts {
+		props, _ := p["properties"].(map[string]any)
+		sv, _ := props["schemaversion"].(map[string]any)
+		if v, ok := sv["const"].(int); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// TestAsyncAPIMatchesTheWireSchema keeps docs/asyncapi.yaml true to the
+// code: every event type is a message with its current schema version, and
+// each data schema lists exactly the JSON fields of the domain payload, the
+// always-written ones as required.
+func TestAsyncAPIMatchesTheWireSchema(t *testing.T) {
+	b, err := os.ReadFile("../../docs/asyncapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc asyncDoc
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("asyncapi.yaml: %v", err)
+	}
+	if doc.AsyncAPI != "3.0.0" {
+		t.Errorf("asyncapi version %q", doc.AsyncAPI)
+	}
+	ch, ok := doc.Channels["connectionEvents"]
+	if !ok || ch.Address != "tokenline.conn.{connectionId}" || !strings.HasPrefix(events.Subject("{connectionId}"), "tokenline.conn.") {
+		t.Fatalf("channel %+v", ch)
+	}
+	if len(ch.Messages) != len(domain.EventTypes) {
+		t.Errorf("channel lists %d messages, there are %d event types", len(ch.Messages), len(domain.EventTypes))
+	}
+	for _, p := range payloadSamples {
+		typ := reflect.TypeOf(p)
+		et := p.EventType()
+		msg, ok := doc.Components.Messages[typ.Name()]
+		if !ok {
+			t.Errorf("no message %s", typ.Name())
+			continue
+		}
+		if msg.Name != events.TypePrefix+string(et) {
+			t.Errorf("message %s named %q", typ.Name(), msg.Name)
+		}
+		vs := versions(msg.Payload.AllOf)
+		for _, o := range msg.Payload.OneOf {
+			vs = append(vs, versions(o.AllOf)...)
+		}
+		if !slices.Contains(vs, events.CurrentVersion[et]) {
+			t.Errorf("%s: documented versions %v lack the current version %d", et, vs, events.CurrentVersion[et])
+		}
+		sc, ok := doc.Components.Schemas[typ.Name()+"Data"]
+		if !ok {
+			t.Errorf("no schema %sData", typ.Name())
+			continue
+		}
+		all, required := jsonFields(typ)
+		var documented []string
+		for k := range sc.Properties {
+			documented = append(documented, k)
+		}
+		slices.Sort(documented)
+		req := slices.Clone(sc.Required)
+		slices.Sort(req)
+		if !slices.Equal(documented, all) {
+			t.Errorf("%sData properties %v, the code writes %v", typ.Name(), documented, all)
+		}
+		if !slices.Equal(req, required) && !(len(req) == 0 && len(required) == 0) {
+			t.Errorf("%sData required %v, the code always writes %v", typ.Name(), req, required)
+		}
+	}
+	all, _ := jsonFields(reflect.TypeOf(domain.TokenInfo{}))
+	var tokenProps []string
+	for k := range doc.Components.Schemas["TokenInfo"].Properties {
+		tokenProps = append(tokenProps, k)
+	}
+	slices.Sort(tokenProps)
+	if !slices.Equal(tokenProps, all) {
+		t.Errorf("TokenInfo properties %v, the code writes %v", tokenProps, all)
+	}
+	var reasons []string
+	for _, ri := range domain.Reasons {
+		reasons = append(reasons, string(ri.Reason))
+	}
+	enum, _ := doc.Components.Schemas["Reason"].Extra["enum"].([]any)
+	var documented []string
+	for _, r := range enum {
+		documented = append(documented, r.(string))
+	}
+	if !slices.Equal(documented, reasons) {
+		t.Errorf("Reason enum %v, domain.Reasons %v", documented, reasons)
+	}
+	all, required := jsonFields(reflect.TypeOf(events.Envelope{}))
+	env := doc.Components.Schemas["CloudEvent"]
+	var envProps []string
+	for k := range env.Properties {
+		envProps = append(envProps, k)
+	}
+	slices.Sort(envProps)
+	req := slices.Clone(env.Required)
+	slices.Sort(req)
+	if !slices.Equal(envProps, all) || !slices.Equal(req, required) {
+		t.Errorf("CloudEvent properties %v required %v; Envelope has %v required %v", envProps, req, all, required)
+	}
+}
