@@ -2,8 +2,11 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
+
+	"github.com/tokenline/tokenline/adapters/vault"
 )
 
 // Pending is an open authorisation attempt. Verifier is the PKCE verifier:
@@ -78,4 +81,25 @@ func (m *MemoryPending) Each(f func(Pending)) {
 	for _, p := range m.m {
 		f(p)
 	}
+}
+
+// VaultPending keeps attempts in the vault's attempts bucket (sealed, shared
+// by every instance, single use across instances): the production choice.
+type VaultPending struct{ A *vault.Attempts }
+
+// Put implements PendingStore.
+func (v VaultPending) Put(ctx context.Context, key string, p Pending) error {
+	return v.A.Put(ctx, key, vault.Attempt{ConnectionID: p.ConnectionID, AttemptID: p.AttemptID, Verifier: p.Verifier, ExpiresAt: p.ExpiresAt})
+}
+
+// Take implements PendingStore.
+func (v VaultPending) Take(ctx context.Context, key string) (Pending, error) {
+	a, err := v.A.Take(ctx, key)
+	if errors.Is(err, vault.ErrNoAttempt) {
+		return Pending{}, ErrStateUnknown
+	}
+	if err != nil {
+		return Pending{}, err
+	}
+	return Pending{ConnectionID: a.ConnectionID, AttemptID: a.AttemptID, Verifier: a.Verifier, ExpiresAt: a.ExpiresAt}, nil
 }

@@ -201,3 +201,23 @@ func (s *Service) runJob(ctx context.Context, j job) {
 		s.log.Debug("scheduled job ended", "connection_id", j.id, "job", j.kind, "error", err.Error())
 	}
 }
+
+// Seed sets the scheduler's view of a connection from its aggregate (at
+// start-up, from the status projection restored from its snapshot); later
+// events come through Observe.
+func (s *Service) Seed(c domain.Connection) {
+	issued := c.LastRefreshAt
+	if issued.IsZero() || !c.LastRefreshOK {
+		issued = c.Since
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if en, ok := s.sched[c.ID]; ok && en.seq >= c.Version {
+		return
+	}
+	s.sched[c.ID] = &schedEntry{
+		seq: c.Version, state: c.State, tokensHeld: c.TokensHeld,
+		issuedAt: issued, expiresAt: c.Tokens.AccessTokenExpiresAt, retryAt: c.RetryAt,
+		leaseUntil: c.LeaseUntil, attemptExp: c.AttemptExpiresAt, deleted: c.Deleted,
+	}
+}

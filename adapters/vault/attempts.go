@@ -1,0 +1,123 @@
+package vault
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultAttemptsBucket holds open authorisation attempts.
+const DefaultAttemptsBucket = "tokenline_attempts"
+
+// ErrNoAttempt: no open attempt has that key (never issued, already used,
+// or long expired).
+var ErrNoAttempt = errors.New("vault: no such authorisation attempt")
+
+// Attempt is an open authorisation attempt. Verifier is the PKCE verifier:
+// secret, sealed at rest like tokens.
+type Attempt struct {
+	ConnectionID string    `json:"connection_id"`
+	AttemptID    string    `json:"attempt_id"`
+	Verifier     string    `json:"verifier"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
+// Attempts keeps open authorisation attempts in a JetStream KV bucket, so
+// that the provider's callback may reach any instance sharing the stream.
+// Keys are SHA-256 digests of the state value (the state itself is never
+// stored); values are AES-256-GCM sealed with the key as associated data.
+// Entries expire with the bucket's MaxAge. Take is single-use across every
+// instance: it deletes the entry only if its revision is unchanged.
+type Attempts struct {
+	kv   jetstream.KeyValue
+	aead cipher.AEAD
+}
+
+var attemptKeyRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
+
+// OpenAttempts creates or updates the attempts bucket; ttl bounds how long
+// an entry is kept (a little more than the attempt lifetime).
+func OpenAttempts(ctx context.Context, js jetstream.JetStream, key []byte, ttl time.Duration, replicas int) (*Attempts, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("vault: attempts: key is %d bytes, want %d", len(key), KeySize)
+	}
+	block, err := aes.NewCipher(slices.Clone(key))
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	if replicas <= 0 {
+		replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      DefaultAttemptsBucket,
+		Description: "tokenline: open authorisation attempts (PKCE verifiers), AES-256-GCM encrypted",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vault: create or update KV bucket %q: %w", DefaultAttemptsBucket, err)
+	}
+	return &Attempts{kv: kv, aead: aead}, nil
+}
+
+// Put stores an attempt under key (hex SHA-256 of the state).
+func (a *Attempts) Put(ctx context.Context, key string, at Attempt) error {
+	if !attemptKeyRE.MatchString(key) {
+		return errors.New("vault: attempts: key must be a hex SHA-256 digest")
+	}
+	plain, err := json.Marshal(at)
+	if err != nil {
+		return err
+	}
+	v := &Vault{aead: a.aead}
+	if _, err := a.kv.Put(ctx, key, v.seal(key, plain)); err != nil {
+		return fmt.Errorf("vault: attempts: put: %w", err)
+	}
+	return nil
+}
+
+// Take returns the attempt stored under key and removes it. Of concurrent
+// Takes of one key (on any instance) exactly one succeeds.
+func (a *Attempts) Take(ctx context.Context, key string) (Attempt, error) {
+	if !attemptKeyRE.MatchString(key) {
+		return Attempt{}, ErrNoAttempt
+	}
+	e, err := a.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Attempt{}, ErrNoAttempt
+	}
+	if err != nil {
+		return Attempt{}, fmt.Errorf("vault: attempts: get: %w", err)
+	}
+	if err := a.kv.Purge(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return Attempt{}, ErrNoAttempt // another instance took it first
+		}
+		return Attempt{}, fmt.Errorf("vault: attempts: take: %w", err)
+	}
+	v := &Vault{aead: a.aead}
+	plain, err := v.open(key, e.Value())
+	if err != nil {
+		return Attempt{}, err
+	}
+	var at Attempt
+	if err := json.Unmarshal(plain, &at); err != nil {
+		return Attempt{}, fmt.Errorf("%w: attempt record", ErrUndecryptable)
+	}
+	return at, nil
+}
