@@ -1,0 +1,166 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is everything `tokenline serve` can be told. Every flag is also an
+// environment variable TOKENLINE_<NAME> (upper case, dashes as underscores);
+// a flag given on the command line wins over the environment.
+type Config struct {
+	DataDir                            string
+	NATSURL                            string
+	NATSCreds                          string
+	NATSTLSCert, NATSTLSKey, NATSTLSCA string
+	NATSListen                         string
+	HTTPAddr                           string
+	PublicURL                          string
+	Replicas                           int
+	Instance                           string
+	LogLevel                           string
+	LogFormat                          string
+
+	// Provider: "sandbox" (default: the in-process sandbox), "pleo",
+	// "pleo-staging" or "custom" (endpoints by flag or RFC 8414 discovery).
+	Provider      string
+	ProviderName  string
+	ClientID      string
+	ClientSecret  string
+	AuthURL       string
+	TokenURL      string
+	RevocationURL string
+	Issuer        string
+	AuthStyle     string
+
+	VaultKeyFile string
+	APITokenFile string
+
+	SandboxAccessTTL  time.Duration
+	SandboxRefreshTTL time.Duration
+	SandboxConsent    string
+
+	MaxAttempts      int
+	BackoffBase      time.Duration
+	RefreshLease     time.Duration
+	Tick             time.Duration
+	Concurrency      int
+	SnapshotEvery    int
+	AuthorisationTTL time.Duration
+	GateExpiryMargin time.Duration
+}
+
+// DefaultConfig is the embedded default: local JetStream, sandbox provider.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:           "./tokenline-data",
+		NATSListen:        "127.0.0.1:4222",
+		HTTPAddr:          "127.0.0.1:8080",
+		Replicas:          1,
+		LogLevel:          "info",
+		LogFormat:         "json",
+		Provider:          "sandbox",
+		AuthStyle:         "basic",
+		SandboxAccessTTL:  15 * time.Minute,
+		SandboxRefreshTTL: 60 * 24 * time.Hour,
+		SandboxConsent:    "prompt",
+		MaxAttempts:       5,
+		BackoffBase:       time.Second,
+		RefreshLease:      30 * time.Second,
+		Tick:              250 * time.Millisecond,
+		Concurrency:       16,
+		SnapshotEvery:     10000,
+		AuthorisationTTL:  10 * time.Minute,
+		GateExpiryMargin:  10 * time.Second,
+	}
+}
+
+// BindFlags registers the serve flags on fs.
+func (c *Config) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "data directory (embedded JetStream store, vault key, API token)")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "external NATS URL; empty runs the embedded server")
+	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "NATS credentials file for --nats-url")
+	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", c.NATSTLSCert, "client certificate for --nats-url")
+	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", c.NATSTLSKey, "client key for --nats-url")
+	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", c.NATSTLSCA, "CA bundle for --nats-url")
+	fs.StringVar(&c.NATSListen, "nats-listen", c.NATSListen, "embedded NATS client listen address (port 0: random)")
+	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "HTTP listen address (UI, API, OAuth callback, sandbox)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "public base URL of the HTTP address (default http://<http>)")
+	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "stream and bucket replicas (1, or 3 on a cluster)")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name written on events (default: random)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	fs.StringVar(&c.Provider, "provider", c.Provider, "sandbox, pleo, pleo-staging or custom")
+	fs.StringVar(&c.ProviderName, "provider-name", c.ProviderName, "name connections use for the provider (default: --provider)")
+	fs.StringVar(&c.ClientID, "client-id", c.ClientID, "OAuth client id")
+	fs.StringVar(&c.ClientSecret, "client-secret", c.ClientSecret, "OAuth client secret (prefer TOKENLINE_CLIENT_SECRET)")
+	fs.StringVar(&c.AuthURL, "auth-url", c.AuthURL, "authorization endpoint (custom provider)")
+	fs.StringVar(&c.TokenURL, "token-url", c.TokenURL, "token endpoint (custom provider)")
+	fs.StringVar(&c.RevocationURL, "revocation-url", c.RevocationURL, "RFC 7009 revocation endpoint (optional)")
+	fs.StringVar(&c.Issuer, "issuer", c.Issuer, "issuer URL for RFC 8414 discovery (custom provider)")
+	fs.StringVar(&c.AuthStyle, "auth-style", c.AuthStyle, "client authentication: basic (client_secret_basic) or post")
+	fs.StringVar(&c.VaultKeyFile, "vault-key-file", c.VaultKeyFile, "vault key file (default <data-dir>/vault.key; TOKENLINE_VAULT_KEY overrides)")
+	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "API token file (default <data-dir>/api-token; TOKENLINE_API_TOKEN overrides)")
+	fs.DurationVar(&c.SandboxAccessTTL, "sandbox-access-ttl", c.SandboxAccessTTL, "sandbox access token lifetime")
+	fs.DurationVar(&c.SandboxRefreshTTL, "sandbox-refresh-ttl", c.SandboxRefreshTTL, "sandbox refresh token lifetime")
+	fs.StringVar(&c.SandboxConsent, "sandbox-consent", c.SandboxConsent, "sandbox consent: prompt, approve or deny")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", c.MaxAttempts, "transient refresh failures before refresh_retries_exhausted")
+	fs.DurationVar(&c.BackoffBase, "backoff-base", c.BackoffBase, "first backoff after a transient refresh failure")
+	fs.DurationVar(&c.RefreshLease, "refresh-lease", c.RefreshLease, "refresh lock lease")
+	fs.DurationVar(&c.Tick, "tick", c.Tick, "scheduler period")
+	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "refreshes in flight per instance")
+	fs.IntVar(&c.SnapshotEvery, "snapshot-every", c.SnapshotEvery, "events between projection snapshots")
+	fs.DurationVar(&c.GateExpiryMargin, "gate-expiry-margin", c.GateExpiryMargin, "stop handing out an access token this long before it expires")
+	fs.DurationVar(&c.AuthorisationTTL, "authorisation-ttl", c.AuthorisationTTL, "how long an authorisation attempt (state) lives")
+}
+
+// ApplyEnv sets every flag not given on the command line from
+// TOKENLINE_<NAME>.
+func ApplyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := "TOKENLINE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookup(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s: %w", name, e)
+			}
+		}
+	})
+	return err
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("--data-dir is required")
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		return fmt.Errorf("--replicas must be 1, 3 or 5")
+	}
+	switch c.Provider {
+	case "sandbox":
+	case "pleo", "pleo-staging":
+		if c.ClientID == "" || c.ClientSecret == "" {
+			return fmt.Errorf("--provider %s needs --client-id and TOKENLINE_CLIENT_SECRET", c.Provider)
+		}
+	case "custom":
+		if c.ClientID == "" {
+			return fmt.Errorf("--provider custom needs --client-id")
+		}
+		if c.Issuer == "" && (c.AuthURL == "" || c.TokenURL == "") {
+			return fmt.Errorf("--provider custom needs --issuer (discovery) or --auth-url and --token-url")
+		}
+	default:
+		return fmt.Errorf("--provider %q: want sandbox, pleo, pleo-staging or custom", c.Provider)
+	}
+	return nil
+}
+
+func envOrEmpty(name string) string { return os.Getenv(name) }

@@ -1,0 +1,393 @@
+// Package app wires tokenline together by hand: Main owns every component
+// (embedded or external NATS, the event store, the vault, projections, the
+// lifecycle service, the sandbox provider and the HTTP server) and starts and
+// stops them in order. cmd/tokenline's main only handles signals; the
+// end-to-end tests in tests/ run Main on port 0.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/lifecycle"
+	"github.com/tokenline/tokenline/adapters/natsserver"
+	"github.com/tokenline/tokenline/adapters/provider"
+	"github.com/tokenline/tokenline/adapters/sandbox"
+	"github.com/tokenline/tokenline/adapters/vault"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/projections"
+)
+
+// Version is set at build time with -ldflags "-X .../app.Version=...".
+var Version = "dev"
+
+// Main is a running tokenline.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+	// LogOutput receives the JSON logs (default os.Stderr).
+	LogOutput io.Writer
+
+	NATS      *natsserver.Server // nil with an external NATS
+	Conn      *nats.Conn
+	Store     *jsstore.Store
+	Vault     *vault.Vault
+	Sandbox   *sandbox.Server // nil unless the sandbox provider runs
+	Providers map[string]*provider.Provider
+	Lifecycle *lifecycle.Service
+	Attempts  *vault.Attempts
+	Proj      *Projections
+
+	API      *httpapi.Server
+	Metrics  *httpapi.Metrics
+	registry *prometheus.Registry
+
+	HTTPListener net.Listener
+	HTTPServer   *http.Server
+	// BaseURL is the public base URL of the HTTP server.
+	BaseURL string
+	// APITokenPath is where the API token is (empty when it came from the
+	// environment).
+	APITokenPath string
+	apiToken     string
+
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	schedCancel context.CancelFunc
+	schedWG     sync.WaitGroup
+	closed      sync.Once
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain() *Main { return &Main{Config: DefaultConfig()} }
+
+func (m *Main) logger() *slog.Logger {
+	out := m.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(m.Config.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if m.Config.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(out, opts))
+	}
+	return slog.New(slog.NewJSONHandler(out, opts))
+}
+
+// Run starts everything and returns once tokenline is serving. Close stops it.
+func (m *Main) Run(ctx context.Context) (err error) {
+	if err := m.Config.Validate(); err != nil {
+		return err
+	}
+	if m.Logger == nil {
+		m.Logger = m.logger()
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if m.Config.Instance == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		m.Config.Instance = hex.EncodeToString(b)
+	}
+	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := m.openNATS(ctx); err != nil {
+		return err
+	}
+	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: m.Config.Replicas, Actor: "instance/" + m.Config.Instance, Logger: m.Logger}); err != nil {
+		return err
+	}
+	key, err := m.vaultKey()
+	if err != nil {
+		return err
+	}
+	if m.Vault, err = vault.Open(ctx, m.Store.JetStream(), vault.Config{Key: key, Replicas: m.Config.Replicas}); err != nil {
+		return err
+	}
+	if err := m.loadAPIToken(); err != nil {
+		return err
+	}
+	// Listen first: the sandbox and the redirect URL need the real address.
+	if m.HTTPListener, err = net.Listen("tcp", m.Config.HTTPAddr); err != nil {
+		return fmt.Errorf("http listen %s: %w", m.Config.HTTPAddr, err)
+	}
+	m.BaseURL = strings.TrimRight(m.Config.PublicURL, "/")
+	if m.BaseURL == "" {
+		m.BaseURL = "http://" + m.HTTPListener.Addr().String()
+	}
+	if err := m.openProviders(ctx); err != nil {
+		return err
+	}
+	if m.Proj, err = openProjections(ctx, m); err != nil {
+		return err
+	}
+	if m.Attempts, err = vault.OpenAttempts(ctx, m.Store.JetStream(), key, m.Config.AuthorisationTTL+time.Hour, m.Config.Replicas); err != nil {
+		return err
+	}
+	if m.Lifecycle, err = lifecycle.New(lifecycle.Config{
+		Store: m.Store, Vault: m.Vault, Gate: m.Proj.Gate, Providers: m.Providers,
+		Instance: m.Config.Instance, Logger: m.Logger,
+		MaxAttempts: m.Config.MaxAttempts, BackoffBase: m.Config.BackoffBase,
+		Lease: m.Config.RefreshLease, Tick: m.Config.Tick, Concurrency: m.Config.Concurrency,
+		AuthorisationTTL: m.Config.AuthorisationTTL, Pending: lifecycle.VaultPending{A: m.Attempts},
+	}); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.registry = prometheus.NewRegistry()
+	if m.Metrics, err = httpapi.NewMetrics(m.registry, httpapi.MetricsConfig{
+		Status: statusReader{m.Proj.Status},
+		ProjectionLag: func(ctx context.Context) (uint64, error) {
+			if m.Proj.Runner == nil {
+				return 0, errors.New("projections not started")
+			}
+			return m.Proj.Runner.Lag(ctx)
+		},
+	}); err != nil {
+		return err
+	}
+	if err := m.Proj.Start(runCtx, m.Lifecycle.Seed, m.Lifecycle.Observe, m.Metrics.ObserveEvent); err != nil {
+		return err
+	}
+	schedCtx, schedCancel := context.WithCancel(runCtx)
+	m.schedCancel = schedCancel
+	m.schedWG.Add(1)
+	go func() { defer m.schedWG.Done(); m.Lifecycle.Run(schedCtx) }()
+
+	m.HTTPServer = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 10 * time.Second}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := m.HTTPServer.Serve(m.HTTPListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error("http server stopped", "error", err.Error())
+		}
+	}()
+	return nil
+}
+
+func (m *Main) openNATS(ctx context.Context) error {
+	var err error
+	if m.Config.NATSURL == "" {
+		m.NATS, err = natsserver.Start(ctx, natsserver.Config{DataDir: m.Config.DataDir, Listen: m.Config.NATSListen, Logger: m.Logger})
+		if err != nil {
+			return err
+		}
+		m.Conn, err = m.NATS.Connect(nats.Name("tokenline/" + m.Config.Instance))
+		return err
+	}
+	m.Conn, err = natsserver.Connect(ctx, m.Config.NATSURL, natsserver.ConnectOptions{
+		CredsFile: m.Config.NATSCreds, TLSCert: m.Config.NATSTLSCert, TLSKey: m.Config.NATSTLSKey, TLSCA: m.Config.NATSTLSCA,
+		Name: "tokenline/" + m.Config.Instance,
+	})
+	return err
+}
+
+// NATSURL is where other processes reach the NATS server tokenline uses.
+func (m *Main) NATSURL() string {
+	if m.NATS != nil {
+		return m.NATS.ClientURL()
+	}
+	return m.Config.NATSURL
+}
+
+func (m *Main) vaultKey() ([]byte, error) {
+	if v := os.Getenv(vault.EnvKey); v != "" {
+		return vault.KeyFromEnv(v)
+	}
+	path := m.Config.VaultKeyFile
+	if path == "" {
+		path = filepath.Join(m.Config.DataDir, "vault.key")
+	}
+	return vault.LoadOrCreateKey(path)
+}
+
+func (m *Main) loadAPIToken() error {
+	if v := os.Getenv("TOKENLINE_API_TOKEN"); v != "" {
+		m.apiToken = v
+		return nil
+	}
+	path := m.Config.APITokenFile
+	if path == "" {
+		path = filepath.Join(m.Config.DataDir, "api-token")
+	}
+	m.APITokenPath = path
+	b, err := os.ReadFile(path)
+	if err == nil {
+		m.apiToken = strings.TrimSpace(string(b))
+		if m.apiToken == "" {
+			return fmt.Errorf("api token file %s is empty", path)
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("api token: %w", err)
+	}
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw)
+	m.apiToken = "tl_" + hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(m.apiToken+"\n"), 0o600); err != nil {
+		return fmt.Errorf("api token: %w", err)
+	}
+	return nil
+}
+
+// APIToken returns the bearer token of the /v1 API.
+func (m *Main) APIToken() string { return m.apiToken }
+
+func (m *Main) openProviders(ctx context.Context) error {
+	c := m.Config
+	name := c.ProviderName
+	if name == "" {
+		name = c.Provider
+	}
+	redirect := m.BaseURL + "/oauth/callback"
+	pc := provider.Config{Name: name, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: redirect, AuthStyle: c.AuthStyle}
+	switch c.Provider {
+	case "sandbox":
+		sb, err := sandbox.New(sandbox.Config{
+			RedirectURIs: []string{redirect}, AccessTokenLifetime: c.SandboxAccessTTL,
+			RefreshTokenLifetime: c.SandboxRefreshTTL, Consent: c.SandboxConsent,
+			Logger: m.Logger.With("component", "sandbox"),
+		})
+		if err != nil {
+			return err
+		}
+		sb.SetIssuer(m.BaseURL)
+		m.Sandbox = sb
+		pc.ClientID, pc.ClientSecret = sb.ClientID(), sb.ClientSecret()
+		pc.Endpoints = provider.Endpoints{
+			AuthURL:       m.BaseURL + "/sandbox/oauth/authorize",
+			TokenURL:      m.BaseURL + "/sandbox/oauth/token",
+			RevocationURL: m.BaseURL + "/sandbox/oauth/revoke",
+			IntrospectURL: m.BaseURL + "/sandbox/oauth/token/introspect",
+		}
+	case "pleo", "pleo-staging":
+		pc.Endpoints = provider.Presets[c.Provider]
+	case "custom":
+		pc.Endpoints = provider.Endpoints{AuthURL: c.AuthURL, TokenURL: c.TokenURL, RevocationURL: c.RevocationURL}
+		if c.Issuer != "" {
+			ep, err := provider.Discover(ctx, nil, c.Issuer)
+			if err != nil {
+				return err
+			}
+			pc.Endpoints = ep
+		}
+	}
+	p, err := provider.New(pc)
+	if err != nil {
+		return err
+	}
+	m.Providers = map[string]*provider.Provider{name: p}
+	return nil
+}
+
+// StopScheduler stops refreshing ahead of expiry and the other background
+// jobs, and waits for the jobs in flight; the API keeps serving. Close calls
+// it; tests call it to freeze the stream before comparing it with a provider.
+func (m *Main) StopScheduler() {
+	if m.schedCancel != nil {
+		m.schedCancel()
+	}
+	m.schedWG.Wait()
+}
+
+// Close stops everything in reverse order. It is safe to call twice.
+func (m *Main) Close() error {
+	m.closed.Do(func() {
+		if m.HTTPServer != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = m.HTTPServer.Shutdown(ctx)
+			cancel()
+		} else if m.HTTPListener != nil {
+			m.HTTPListener.Close()
+		}
+		m.StopScheduler()
+		if m.cancel != nil {
+			m.cancel()
+		}
+		m.wg.Wait()
+		if m.Proj != nil {
+			m.Proj.Close()
+		}
+		if m.Conn != nil {
+			_ = m.Conn.Drain()
+			m.Conn.Close()
+		}
+		if m.NATS != nil {
+			m.NATS.Shutdown()
+		}
+	})
+	return nil
+}
+
+func (m *Main) handler() http.Handler {
+	cfg := httpapi.Config{
+		Connections: m.Lifecycle,
+		Status:      statusReader{m.Proj.Status},
+		Audit:       httpapi.StoreReader{Store: m.Store},
+		Ready: []httpapi.Check{
+			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
+			{Name: "projections", Probe: httpapi.ProjectionsReady(m.Proj.Runner.Ready, m.Proj.Runner.Lag, 1000)},
+		},
+		APIToken:      m.apiToken,
+		BaseURL:       m.BaseURL,
+		Logger:        m.Logger,
+		ProjectionLag: m.Proj.Runner.Lag,
+		Metrics:       m.Metrics,
+		Registerer:    m.registry,
+		Gatherer:      m.registry,
+	}
+	for name := range m.Providers {
+		cfg.Providers = append(cfg.Providers, name)
+	}
+	if m.Sandbox != nil {
+		cfg.Sandbox, cfg.SandboxMetadata = m.Sandbox.Handler(), m.Sandbox.MetadataHandler()
+	}
+	m.API = httpapi.New(cfg)
+	return m.API.Handler()
+}
+
+// statusReader serves the HTTP API's reads from the status projection.
+type statusReader struct{ st *projections.Status }
+
+func (p statusReader) Connection(_ context.Context, id string) (domain.Connection, error) {
+	c, ok := p.st.Connection(id)
+	if !ok {
+		return domain.Connection{}, domain.ErrNotFound
+	}
+	return c, nil
+}
+
+func (p statusReader) Connections(context.Context) ([]domain.Connection, error) {
+	var out []domain.Connection
+	for _, s := range p.st.List() {
+		if c, ok := p.st.Connection(s.ID); ok && !c.Deleted {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

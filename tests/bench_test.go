@@ -1,0 +1,79 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+func p50(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkRefreshCycle measures one full refresh through tokenline (load,
+// append refresh.started with OCC, vault read, token request, vault write,
+// append refresh.succeeded) against a bare golang.org/x/oauth2 refresh on the
+// same sandbox, interleaved, and prints the p50 overhead per refresh.
+//
+//	go test -run '^$' -bench RefreshCycle -benchtime 500x ./tests/
+func BenchmarkRefreshCycle(b *testing.B) {
+	in := startB(b)
+	id, err := in.Lifecycle.Create(context.Background(), "sandbox", []string{"users:read"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	authorise(b, in, id.ID)
+
+	// A second grant, driven by bare x/oauth2 with the same client.
+	cfg := oauth2.Config{
+		ClientID: in.Sandbox.ClientID(), ClientSecret: in.Sandbox.ClientSecret(),
+		RedirectURL: in.BaseURL + "/oauth/callback", Scopes: []string{"users:read"},
+		Endpoint: oauth2.Endpoint{AuthURL: in.BaseURL + "/sandbox/oauth/authorize", TokenURL: in.BaseURL + "/sandbox/oauth/token", AuthStyle: oauth2.AuthStyleInHeader},
+	}
+	verifier := oauth2.GenerateVerifier()
+	q := consent(b, cfg.AuthCodeURL("bench-state-0001", oauth2.S256ChallengeOption(verifier)))
+	hc := &http.Client{Timeout: 10 * time.Second}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, hc)
+	tok, err := cfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var tl, bare []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := in.Lifecycle.Refresh(context.Background(), id.ID, domain.TriggerManual); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		nt, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+		if err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		tok = nt
+		tl, bare = append(tl, t1.Sub(t0)), append(bare, t2.Sub(t1))
+	}
+	b.StopTimer()
+	pt, pb := p50(tl), p50(bare)
+	b.ReportMetric(float64(pt.Microseconds())/1000, "tokenline-p50-ms")
+	b.ReportMetric(float64(pb.Microseconds())/1000, "bare-p50-ms")
+	b.ReportMetric(float64((pt-pb).Microseconds())/1000, "overhead-p50-ms")
+	fmt.Printf("refresh cycle (n=%d): tokenline p50 %v, bare x/oauth2 p50 %v, overhead p50 %v (target <= 2ms)\n", len(tl), pt, pb, pt-pb)
+}
+
+func startB(b *testing.B) *instance {
+	b.Helper()
+	// start takes a *testing.T for its helpers; benchmarks share the code
+	// through testing.TB where it matters.
+	return startTB(b, nil)
+}

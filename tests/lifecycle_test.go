@@ -1,0 +1,425 @@
+package tests
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/lifecycle"
+	"github.com/tokenline/tokenline/cmd/tokenline/app"
+	"github.com/tokenline/tokenline/domain"
+)
+
+var authorised = []string{"connection.created", "authorisation.started", "authorisation.completed"}
+
+// assertDeadThenRecover checks the end of a terminal scenario and that
+// reauthorisation brings the same connection back with its configuration.
+func assertDeadThenRecover(t *testing.T, in *instance, id string, reason domain.Reason, wantTail []string) {
+	t.Helper()
+	c := load(t, in, id)
+	if c.State != domain.StateUnauthenticated || c.Reason != reason {
+		t.Fatalf("state %s reason %s, want unauthenticated %s", c.State, c.Reason, reason)
+	}
+	got := history(t, in, id)
+	if want := append(append([]string{}, authorised...), wantTail...); !equalSeq(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	if !vaultEmpty(t, in, id) {
+		t.Fatal("vault still holds tokens")
+	}
+	if _, _, err := in.Lifecycle.Token(ctxT(t), id); !errors.Is(err, domain.ErrUnauthenticated) {
+		t.Fatalf("token handed out after terminal failure: err=%v", err)
+	}
+	authorise(t, in, id)
+	c = load(t, in, id)
+	if c.State != domain.StateActive || c.ID != id || c.Config["team"] != "finance" || len(c.Scopes) != 2 {
+		t.Fatalf("after reauthorisation: %+v", c)
+	}
+	if tok, _, err := in.Lifecycle.Token(ctxT(t), id); err != nil || tok == "" {
+		t.Fatalf("no token after reauthorisation: %v", err)
+	}
+	if vaultEmpty(t, in, id) {
+		t.Fatal("vault empty after reauthorisation")
+	}
+}
+
+var terminalTail = func(code string) []string {
+	return []string{"refresh.started", "refresh.failed:terminal", "tokens.invalidated"}
+}
+
+func refreshNow(t *testing.T, in *instance, id string) error {
+	t.Helper()
+	return in.Lifecycle.Refresh(ctxT(t), id, domain.TriggerManual)
+}
+
+func TestRefreshTokenExpired(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	if err := refreshNow(t, in, id); err != nil { // a healthy refresh first: rotation works
+		t.Fatal(err)
+	}
+	admin(t, in, "expire-refresh-tokens", nil, nil)
+	var te *lifecycle.TerminalError
+	if err := refreshNow(t, in, id); !errors.As(err, &te) || te.Reason != domain.ReasonInvalidGrant {
+		t.Fatalf("refresh after expiry: %v", err)
+	}
+	assertDeadThenRecover(t, in, id, domain.ReasonInvalidGrant,
+		[]string{"refresh.started", "refresh.succeeded", "refresh.started", "refresh.failed:terminal", "tokens.invalidated", "authorisation.started", "authorisation.completed"}[:5])
+	if s := stats(t, in); s.TokenRequests.RefreshToken != 2 {
+		t.Fatalf("sandbox saw %d refresh requests, want 2 (no retry of a terminal failure)", s.TokenRequests.RefreshToken)
+	}
+}
+
+func TestUserRevokedAccess(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	admin(t, in, "revoke-grants", nil, nil)
+	if err := refreshNow(t, in, id); !errors.Is(err, domain.ErrUnauthenticated) {
+		t.Fatalf("refresh after revocation: %v", err)
+	}
+	assertDeadThenRecover(t, in, id, domain.ReasonInvalidGrant, terminalTail("invalid_grant"))
+}
+
+func TestClientSecretRotated(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	var rot struct {
+		ClientSecret string `json:"client_secret"`
+	}
+	admin(t, in, "rotate-client-secret", nil, &rot)
+	if err := refreshNow(t, in, id); !errors.Is(err, domain.ErrUnauthenticated) {
+		t.Fatalf("refresh with the old secret: %v", err)
+	}
+	h, _ := in.Store.History(ctxT(t), id)
+	rf := h[4].Payload.(domain.RefreshFailed)
+	if rf.ErrorCode != "invalid_client" || rf.HTTPStatus != 401 {
+		t.Fatalf("refresh.failed %+v", rf)
+	}
+	// The operator installs the new secret; the user reconnects.
+	in.Providers["sandbox"].SetClientSecret(rot.ClientSecret)
+	assertDeadThenRecover(t, in, id, domain.ReasonInvalidClient, terminalTail("invalid_client"))
+}
+
+func TestPolicyChangeRevokesEveryGrant(t *testing.T) {
+	in := start(t, nil)
+	var ids []string
+	for i := 0; i < 3; i++ {
+		id := create(t, in, map[string]string{"team": "finance"})
+		authorise(t, in, id)
+		ids = append(ids, id)
+	}
+	admin(t, in, "revoke-grants", nil, nil)
+	for _, id := range ids {
+		if err := refreshNow(t, in, id); !errors.Is(err, domain.ErrUnauthenticated) {
+			t.Fatalf("refresh after policy change: %v", err)
+		}
+	}
+	for _, id := range ids {
+		assertDeadThenRecover(t, in, id, domain.ReasonInvalidGrant, terminalTail("invalid_grant"))
+	}
+}
+
+// callAPI calls the sandbox's protected resource with the connection's token.
+func callAPI(t *testing.T, in *instance, token string) (int, string) {
+	req, _ := http.NewRequest(http.MethodGet, in.BaseURL+"/sandbox/api/me", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
+}
+
+func TestAPICallRejected401(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	tok, _, err := in.Lifecycle.Token(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := callAPI(t, in, tok); st != 200 {
+		t.Fatalf("api with fresh token: %d", st)
+	}
+	admin(t, in, "revoke-grants", nil, nil)
+	st, www := callAPI(t, in, tok)
+	if st != 401 || !strings.Contains(www, "invalid_token") {
+		t.Fatalf("api after revocation: %d %q", st, www)
+	}
+	c, err := in.Lifecycle.ReportRejection(ctxT(t), id, lifecycle.Rejection{Status: st, WWWAuthenticate: www, AccessTokenFP: domain.Fingerprint(tok)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State != domain.StateUnauthenticated {
+		t.Fatalf("after rejection: %s", c.State)
+	}
+	assertDeadThenRecover(t, in, id, domain.ReasonAccessTokenRejected,
+		[]string{"access.rejected", "refresh.started", "refresh.failed:terminal", "tokens.invalidated"})
+}
+
+// A token that a refresh just issued and that is rejected again means a
+// refresh cannot help: unauthenticated with access_token_rejected.
+func TestFreshTokenRejectedAgain(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	rej := lifecycle.Rejection{Status: 401, WWWAuthenticate: `Bearer error="invalid_token"`}
+	c, err := in.Lifecycle.ReportRejection(ctxT(t), id, rej)
+	if err != nil || c.State != domain.StateActive {
+		t.Fatalf("first rejection: %v %s", err, c.State)
+	}
+	c, err = in.Lifecycle.ReportRejection(ctxT(t), id, rej)
+	if err != nil || c.State != domain.StateUnauthenticated || c.Reason != domain.ReasonAccessTokenRejected {
+		t.Fatalf("second rejection: %v %+v", err, c)
+	}
+	assertDeadThenRecover(t, in, id, domain.ReasonAccessTokenRejected,
+		[]string{"access.rejected", "refresh.started", "refresh.succeeded", "access.rejected:terminal", "tokens.invalidated"})
+}
+
+func TestInsufficientScopeIsRecordedNotFatal(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	c, err := in.Lifecycle.ReportRejection(ctxT(t), id, lifecycle.Rejection{Status: 403, WWWAuthenticate: `Bearer error="insufficient_scope", scope="accounts:write"`})
+	if err != nil || c.State != domain.StateActive {
+		t.Fatalf("403: %v %s", err, c.State)
+	}
+	h, _ := in.Store.History(ctxT(t), id)
+	ar := h[len(h)-1].Payload.(domain.AccessRejected)
+	if ar.ErrorCode != "insufficient_scope" || ar.Scope != "accounts:write" || ar.Terminal {
+		t.Fatalf("recorded %+v", ar)
+	}
+}
+
+func TestTransientFailuresThenSuccessStaysConnected(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	admin(t, in, "faults", map[string]any{"status": 503, "count": 3}, nil)
+	if err := refreshNow(t, in, id); err == nil || errors.Is(err, domain.ErrUnauthenticated) {
+		t.Fatalf("first attempt should fail transiently: %v", err)
+	}
+	// The scheduler retries with backoff until the fourth attempt succeeds.
+	eventually(t, 10*time.Second, "refresh.succeeded", func() bool {
+		return contains(history(t, in, id), "refresh.succeeded")
+	})
+	want := append(append([]string{}, authorised...),
+		"refresh.started", "refresh.failed", "refresh.started", "refresh.failed", "refresh.started", "refresh.failed", "refresh.started", "refresh.succeeded")
+	got := history(t, in, id)
+	if !hasPrefix(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	for _, e := range got {
+		if strings.HasSuffix(e, ":terminal") || e == "tokens.invalidated" {
+			t.Fatalf("a blip logged the connection out: %v", got)
+		}
+	}
+	h, _ := in.Store.History(ctxT(t), id)
+	for i, e := range h[3:9] {
+		if rf, ok := e.Payload.(domain.RefreshFailed); ok && (rf.HTTPStatus != 503 || rf.Attempt != i/2+1 || rf.RetryAt.IsZero()) {
+			t.Fatalf("transient failure %d: %+v", i/2+1, rf)
+		}
+	}
+	if c := load(t, in, id); c.State != domain.StateActive || c.TransientFailures != 0 {
+		t.Fatalf("after recovery: %+v", c)
+	}
+	if !strings.Contains(in.logs.String(), `"msg":"refresh failed"`) {
+		t.Fatal("no log line for the refresh failures")
+	}
+}
+
+func TestTransientFailuresBeyondBound(t *testing.T) {
+	in := start(t, func(c *app.Config) { c.MaxAttempts = 3 })
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	admin(t, in, "faults", map[string]any{"status": 429, "count": 10, "retry_after": 0}, nil)
+	_ = refreshNow(t, in, id)
+	eventually(t, 10*time.Second, "unauthenticated", func() bool {
+		return load(t, in, id).State == domain.StateUnauthenticated
+	})
+	c := load(t, in, id)
+	if c.Reason != domain.ReasonRefreshRetriesExhausted {
+		t.Fatalf("reason %s", c.Reason)
+	}
+	if s := stats(t, in); s.TokenRequests.RefreshToken != 3 {
+		t.Fatalf("sandbox saw %d refresh requests, want exactly 3", s.TokenRequests.RefreshToken)
+	}
+	eventually(t, 5*time.Second, "tokens.invalidated", func() bool { return contains(history(t, in, id), "tokens.invalidated") })
+	// Clear the leftover faults (they would hit the code exchange too): a new
+	// plan of one fault replaces them, and one request consumes it.
+	admin(t, in, "faults", map[string]any{"status": 503, "count": 1}, nil)
+	resp, err := http.Post(in.BaseURL+"/sandbox/oauth/token", "application/x-www-form-urlencoded", strings.NewReader("grant_type=none"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("fault not consumed: %d", resp.StatusCode)
+	}
+	assertDeadThenRecover(t, in, id, domain.ReasonRefreshRetriesExhausted,
+		[]string{"refresh.started", "refresh.failed", "refresh.started", "refresh.failed", "refresh.started", "refresh.failed:terminal", "tokens.invalidated"})
+}
+
+func TestCallbackStatesForgedExpiredReplayed(t *testing.T) {
+	in := start(t, func(c *app.Config) { c.AuthorisationTTL = 700 * time.Millisecond })
+	id := create(t, in, map[string]string{"team": "finance"})
+	other := create(t, in, map[string]string{"team": "finance"})
+	u, err := in.Lifecycle.StartAuthorisation(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := consent(t, u)
+	before := history(t, in, id)
+
+	// Forged: a state tokenline never issued.
+	if _, err := in.Lifecycle.HandleCallback(ctxT(t), "forged-"+q.Get("state")[:10], q.Get("code"), "", ""); !errors.Is(err, lifecycle.ErrStateUnknown) {
+		t.Fatalf("forged state: %v", err)
+	}
+	// Missing.
+	if _, err := in.Lifecycle.HandleCallback(ctxT(t), "", q.Get("code"), "", ""); !errors.Is(err, lifecycle.ErrStateMissing) {
+		t.Fatalf("missing state: %v", err)
+	}
+	if got := history(t, in, id); !equalSeq(got, before) {
+		t.Fatalf("a bad callback changed the stream: %v", got)
+	}
+	// The real one works once...
+	if err := callback(t, in, q); err != nil {
+		t.Fatal(err)
+	}
+	after := history(t, in, id)
+	// ...and its replay is refused without a transition.
+	if err := callback(t, in, q); !errors.Is(err, lifecycle.ErrStateUnknown) {
+		t.Fatalf("replayed state: %v", err)
+	}
+	if got := history(t, in, id); !equalSeq(got, after) {
+		t.Fatalf("a replayed callback changed the stream: %v", got)
+	}
+	// A state of a superseded attempt of another connection is refused.
+	u1, _ := in.Lifecycle.StartAuthorisation(ctxT(t), other)
+	q1 := consent(t, u1)
+	if _, err := in.Lifecycle.StartAuthorisation(ctxT(t), other); err != nil {
+		t.Fatal(err)
+	}
+	if err := callback(t, in, q1); !errors.Is(err, lifecycle.ErrStateMismatch) {
+		t.Fatalf("superseded attempt: %v", err)
+	}
+	// Expired: wait past the attempt's lifetime.
+	in2 := create(t, in, map[string]string{"team": "finance"})
+	u2, _ := in.Lifecycle.StartAuthorisation(ctxT(t), in2)
+	q2 := consent(t, u2)
+	time.Sleep(800 * time.Millisecond)
+	if err := callback(t, in, q2); !errors.Is(err, lifecycle.ErrStateExpired) {
+		t.Fatalf("expired state: %v", err)
+	}
+	// The abandoned attempt expires back to unauthenticated.
+	eventually(t, 5*time.Second, "authorisation_expired", func() bool {
+		c := load(t, in, in2)
+		return c.State == domain.StateUnauthenticated && c.Reason == domain.ReasonAuthorisationExpired
+	})
+	if c := load(t, in, id); c.State != domain.StateActive {
+		t.Fatalf("the good connection is %s", c.State)
+	}
+}
+
+func TestConsentDenied(t *testing.T) {
+	in := start(t, func(c *app.Config) { c.SandboxConsent = "deny" })
+	id := create(t, in, map[string]string{"team": "finance"})
+	u, _ := in.Lifecycle.StartAuthorisation(ctxT(t), id)
+	q := consent(t, u)
+	if q.Get("error") != "access_denied" {
+		t.Fatalf("callback query %v", q)
+	}
+	if err := callback(t, in, q); !errors.Is(err, lifecycle.ErrDenied) {
+		t.Fatalf("denied: %v", err)
+	}
+	c := load(t, in, id)
+	if c.State != domain.StateUnauthenticated || c.Reason != domain.ReasonAuthorisationDenied || c.Config["team"] != "finance" {
+		t.Fatalf("after denial: %+v", c)
+	}
+}
+
+// Two instances share the stream; 200 connections fall due together. The
+// refresh.started append is the lock: the sandbox sees exactly one refresh
+// request per connection and never a reused (replaced) refresh token.
+func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	const n = 200
+	a := start(t, func(c *app.Config) { c.SandboxAccessTTL = 8 * time.Second; c.Instance = "a" })
+	b := start(t, func(c *app.Config) {
+		c.Instance = "b"
+		c.NATSURL = a.NATSURL()
+		c.VaultKeyFile = sharedKey(t, a)
+		c.Provider, c.ProviderName = "custom", "sandbox"
+		c.ClientID, c.ClientSecret = a.Sandbox.ClientID(), a.Sandbox.ClientSecret()
+		c.AuthURL, c.TokenURL = a.BaseURL+"/sandbox/oauth/authorize", a.BaseURL+"/sandbox/oauth/token"
+	})
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ids[i] = create(t, a, map[string]string{"team": "finance"})
+			authorise(t, a, ids[i])
+		}()
+	}
+	wg.Wait()
+	eventually(t, 30*time.Second, "every connection refreshed once", func() bool {
+		for _, id := range ids {
+			if !contains(history(t, a, id), "refresh.succeeded") {
+				return false
+			}
+		}
+		return true
+	})
+	// Freeze both schedulers (in-flight refreshes finish), then compare the
+	// stream with the sandbox.
+	b.StopScheduler()
+	a.StopScheduler()
+	s := a.Sandbox.Stats()
+	var started, succeeded int
+	actors := map[string]int{}
+	for _, id := range ids {
+		h, err := b.Store.History(ctxT(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perConn := 0
+		for _, e := range h {
+			switch e.Type() {
+			case domain.EventRefreshStarted:
+				started++
+				perConn++
+				actors[e.Actor]++
+			case domain.EventRefreshSucceeded:
+				succeeded++
+			case domain.EventRefreshFailed:
+				t.Fatalf("connection %s: refresh failed: %+v", id, e.Payload)
+			}
+		}
+		if perConn != 1 {
+			t.Fatalf("connection %s refreshed %d times", id, perConn)
+		}
+	}
+	if s.TokenRequests.RefreshToken != n || started != n || succeeded != n {
+		t.Fatalf("sandbox refresh requests %d, refresh.started %d, succeeded %d; want %d each", s.TokenRequests.RefreshToken, started, succeeded, n)
+	}
+	if s.Errors["invalid_grant"] != 0 {
+		t.Fatalf("invalid_grant %d", s.Errors["invalid_grant"])
+	}
+	t.Logf("refreshes by instance: %v", actors)
+}
