@@ -17,6 +17,7 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetContext(ctx)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newServeCommand(ctx), newVersionCommand())
