@@ -21,6 +21,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -222,17 +223,29 @@ func Discover(ctx context.Context, hc *http.Client, issuer string) (Endpoints, e
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return Endpoints{}, fmt.Errorf("provider: discovery: invalid issuer %q", issuer)
 	}
-	var lastErr error
-	for _, wk := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+	// RFC 8414 §3 inserts the well-known segment before the issuer's path;
+	// many servers also answer with it appended, and OpenID providers at
+	// /.well-known/openid-configuration.
+	path := strings.TrimSuffix(u.Path, "/")
+	var candidates []string
+	for _, p := range []string{"/.well-known/oauth-authorization-server" + path, path + "/.well-known/oauth-authorization-server", path + "/.well-known/openid-configuration"} {
 		mu := *u
-		mu.Path = wk + strings.TrimSuffix(u.Path, "/") // RFC 8414 §3: inserted before the path
-		ep, err := fetchMetadata(ctx, hc, mu.String())
+		mu.Path = p
+		if c := mu.String(); !slices.Contains(candidates, c) {
+			candidates = append(candidates, c)
+		}
+	}
+	var firstErr error
+	for _, c := range candidates {
+		ep, err := fetchMetadata(ctx, hc, c)
 		if err == nil {
 			return ep, nil
 		}
-		lastErr = err
+		if firstErr == nil {
+			firstErr = err
+		}
 	}
-	return Endpoints{}, lastErr
+	return Endpoints{}, firstErr
 }
 
 func fetchMetadata(ctx context.Context, hc *http.Client, u string) (Endpoints, error) {

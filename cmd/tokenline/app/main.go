@@ -67,13 +67,21 @@ type Main struct {
 	// APITokenPath is where the API token is (empty when it came from the
 	// environment).
 	APITokenPath string
-	apiToken     string
+	// Startup lists how long each start-up phase took.
+	Startup  []Phase
+	apiToken string
 
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 	schedCancel context.CancelFunc
 	schedWG     sync.WaitGroup
 	closed      sync.Once
+}
+
+// Phase is one step of start-up and how long it took.
+type Phase struct {
+	Name string
+	Took time.Duration
 }
 
 // NewMain returns a Main with the default configuration.
@@ -114,12 +122,28 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	t0 := time.Now()
+	phase := func(name string) {
+		m.Startup = append(m.Startup, Phase{name, time.Since(t0)})
+		t0 = time.Now()
+	}
+	defer func() {
+		if err == nil {
+			attrs := []any{}
+			for _, p := range m.Startup {
+				attrs = append(attrs, p.Name, p.Took.Round(time.Millisecond).String())
+			}
+			m.Logger.Info("tokenline ready", attrs...)
+		}
+	}()
 	if err := m.openNATS(ctx); err != nil {
 		return err
 	}
+	phase("nats")
 	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: m.Config.Replicas, Actor: "instance/" + m.Config.Instance, Logger: m.Logger}); err != nil {
 		return err
 	}
+	phase("store")
 	key, err := m.vaultKey()
 	if err != nil {
 		return err
@@ -170,9 +194,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
+	phase("setup")
 	if err := m.Proj.Start(runCtx, m.Lifecycle.Seed, m.Lifecycle.Observe, m.Metrics.ObserveEvent); err != nil {
 		return err
 	}
+	phase("projections")
 	schedCtx, schedCancel := context.WithCancel(runCtx)
 	m.schedCancel = schedCancel
 	m.schedWG.Add(1)

@@ -1,0 +1,216 @@
+package provider_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/provider"
+	"github.com/tokenline/tokenline/adapters/sandbox"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// sandboxEnv runs the fosite sandbox on loopback and a provider for it.
+func sandboxEnv(t *testing.T) (*sandbox.Server, *httptest.Server, *provider.Provider) {
+	t.Helper()
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	sb, err := sandbox.New(sandbox.Config{RedirectURIs: []string{srv.URL + "/cb"}, Consent: "approve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.SetIssuer(srv.URL)
+	mux.Handle("/sandbox/", sb.Handler())
+	ep, err := provider.Discover(ctxT(t), nil, srv.URL+"/sandbox")
+	if err != nil {
+		t.Fatalf("discovery: %v", err)
+	}
+	p, err := provider.New(provider.Config{Name: "sandbox", Endpoints: ep, ClientID: sb.ClientID(), ClientSecret: sb.ClientSecret(), RedirectURL: srv.URL + "/cb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb, srv, p
+}
+
+func authorise(t *testing.T, p *provider.Provider) (access, refresh string) {
+	t.Helper()
+	verifier := "v-" + strings.Repeat("x", 50)
+	u := p.AuthCodeURL("state-123456789", verifier, []string{"users:read"})
+	pu, _ := url.Parse(u)
+	if pu.Query().Get("code_challenge_method") != "S256" || pu.Query().Get("code_challenge") == "" || pu.Query().Get("scope") != "users:read" {
+		t.Fatalf("authorize URL lacks PKCE S256 or scope: %s", u)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	toks, err := p.Exchange(ctxT(t), loc.Query().Get("code"), verifier, []string{"users:read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return toks.AccessToken, toks.RefreshToken
+}
+
+func TestDiscoveryExchangeRefreshRevoke(t *testing.T) {
+	_, _, p := sandboxEnv(t)
+	if p.Endpoints().RevocationURL == "" {
+		t.Fatal("discovery found no revocation endpoint")
+	}
+	_, rt := authorise(t, p)
+	toks, rotated, err := p.Refresh(ctxT(t), rt, nil)
+	if err != nil || !rotated || toks.RefreshToken == rt || toks.Expiry.IsZero() {
+		t.Fatalf("refresh: rotated=%v err=%v", rotated, err)
+	}
+	// The replaced refresh token is dead, and presenting it is terminal.
+	_, _, err = p.Refresh(ctxT(t), rt, nil)
+	var f *provider.Failure
+	if !errors.As(err, &f) || !f.Terminal || f.Code != "invalid_grant" || f.Status != 400 {
+		t.Fatalf("stale refresh: %v", err)
+	}
+	if err := p.Revoke(ctxT(t), toks.RefreshToken, "refresh_token"); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+}
+
+func TestClassifyAgainstSandboxFaults(t *testing.T) {
+	sb, srv, p := sandboxEnv(t)
+	_, rt := authorise(t, p)
+	set := func(body string) {
+		resp, err := http.Post(srv.URL+"/sandbox/admin/faults", "application/json", strings.NewReader(body))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("faults: %v %v", err, resp)
+		}
+		resp.Body.Close()
+	}
+	set(`{"status":503,"count":1}`)
+	_, _, err := p.Refresh(ctxT(t), rt, nil)
+	var f *provider.Failure
+	if !errors.As(err, &f) || f.Terminal || f.Status != 503 {
+		t.Fatalf("503: %v", err)
+	}
+	set(`{"status":429,"count":1,"retry_after":7}`)
+	_, _, err = p.Refresh(ctxT(t), rt, nil)
+	if !errors.As(err, &f) || f.Terminal || f.Status != 429 || f.RetryAfter != 7*time.Second {
+		t.Fatalf("429: %+v", f)
+	}
+	// The faults consumed nothing: the refresh token still works.
+	if _, _, err := p.Refresh(ctxT(t), rt, nil); err != nil {
+		t.Fatalf("after faults: %v", err)
+	}
+	_ = sb
+}
+
+// tokenServer answers every token request with the given status and body.
+func tokenServer(t *testing.T, status int, body string, hdr map[string]string) *provider.Provider {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range hdr {
+			w.Header().Set(k, v)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	p, err := provider.New(provider.Config{Name: "x", ClientID: "c", ClientSecret: "s3cr3t-client",
+		Endpoints: provider.Endpoints{AuthURL: srv.URL + "/a", TokenURL: srv.URL + "/t"}, RedirectURL: "http://127.0.0.1/cb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestClassifyEveryShapeOfFailure(t *testing.T) {
+	cases := []struct {
+		name     string
+		status   int
+		body     string
+		hdr      map[string]string
+		terminal bool
+		code     string
+	}{
+		{"invalid_grant", 400, `{"error":"invalid_grant"}`, nil, true, "invalid_grant"},
+		{"invalid_client", 401, `{"error":"invalid_client"}`, nil, true, "invalid_client"},
+		{"unauthorized_client", 400, `{"error":"unauthorized_client"}`, nil, true, "unauthorized_client"},
+		{"unknown code", 400, `{"error":"consent_revoked_by_policy"}`, nil, true, "consent_revoked_by_policy"},
+		{"bare 403", 403, `nope`, nil, true, "http_403"},
+		{"error body with 200", 200, `{"error":"invalid_grant"}`, nil, true, "invalid_grant"},
+		{"hostile error code", 400, `{"error":"bad\"code\n"}`, nil, true, "invalid_error_code"},
+		{"502", 502, `<html>bad gateway</html>`, nil, false, "server_error_status"},
+		{"429 with date", 429, `{}`, map[string]string{"Retry-After": "120"}, false, "rate_limited"},
+		{"garbage 200", 200, `<<<not json`, nil, false, "malformed_response"},
+		{"200 without access token", 200, `{"token_type":"bearer"}`, nil, false, "malformed_response"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := tokenServer(t, c.status, c.body, c.hdr)
+			_, _, err := p.Refresh(ctxT(t), "some-refresh-token-value", nil)
+			var f *provider.Failure
+			if !errors.As(err, &f) || f.Terminal != c.terminal || f.Code != c.code {
+				t.Fatalf("got %+v (%v), want terminal=%v code=%s", f, err, c.terminal, c.code)
+			}
+			if strings.Contains(err.Error(), "some-refresh-token-value") || strings.Contains(err.Error(), "s3cr3t-client") {
+				t.Fatalf("error leaks a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestClassifyNetworkAndTimeout(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	p, _ := provider.New(provider.Config{Name: "x", ClientID: "c", Endpoints: provider.Endpoints{AuthURL: "http://" + addr + "/a", TokenURL: "http://" + addr + "/t"}, RedirectURL: "http://127.0.0.1/cb"})
+	_, _, err := p.Refresh(ctxT(t), "rt", nil)
+	var f *provider.Failure
+	if !errors.As(err, &f) || f.Terminal || f.Code != "network" {
+		t.Fatalf("refused connection: %+v", f)
+	}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	p, _ = provider.New(provider.Config{Name: "x", ClientID: "c", Endpoints: provider.Endpoints{AuthURL: slow.URL, TokenURL: slow.URL}, RedirectURL: "http://127.0.0.1/cb"})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, _, err = p.Refresh(ctx, "rt", nil)
+	if !errors.As(err, &f) || f.Terminal || f.Code != "timeout" {
+		t.Fatalf("timeout: %+v (%v)", f, err)
+	}
+}
+
+// A response without refresh_token keeps the old one (RFC 6749 §6).
+func TestRefreshWithoutRotationKeepsRefreshToken(t *testing.T) {
+	p := tokenServer(t, 200, `{"access_token":"new-access","token_type":"bearer","expires_in":900}`, nil)
+	toks, rotated, err := p.Refresh(ctxT(t), "old-refresh", nil)
+	if err != nil || rotated || toks.RefreshToken != "old-refresh" || toks.AccessToken != "new-access" {
+		t.Fatalf("got rotated=%v err=%v", rotated, err)
+	}
+}
+
+func TestPresets(t *testing.T) {
+	pl := provider.Presets["pleo"]
+	if pl.AuthURL != "https://auth.pleo.io/oauth/authorize" || pl.TokenURL != "https://auth.pleo.io/oauth/token" {
+		t.Fatalf("pleo preset %+v", pl)
+	}
+	if st := provider.Presets["pleo-staging"]; !strings.HasPrefix(st.TokenURL, "https://auth.staging.pleo.io/") {
+		t.Fatalf("staging preset %+v", st)
+	}
+}
