@@ -94,7 +94,7 @@ func (c *Connection) Apply(e Event) error {
 		c.Reason = ReasonNone
 		c.AttemptID, c.AttemptExpiresAt = "", time.Time{}
 		c.Tokens, c.TokensHeld = d.Tokens, true
-		c.TransientFailures, c.RetryAt, c.LastErrorCode = 0, time.Time{}, ""
+		c.TransientFailures, c.RetryAt = 0, time.Time{} // the last refresh (and its error) stays history
 		c.RecoveringFromRejection = false
 	case AuthorisationFailed:
 		c.Reason = d.Reason

@@ -79,7 +79,7 @@ func BenchmarkColdStart(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := js.PublishAsync(events.Subject(lives[i][step].ConnectionID), data); err != nil {
+			if _, err := js.PublishAsync(events.Subject(lives[i][step].ConnectionID), data, jetstream.WithStallWait(time.Minute)); err != nil {
 				b.Fatal(err)
 			}
 		}
