@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"hash/maphash"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
@@ -22,8 +24,9 @@ import (
 )
 
 var (
-	rebuildEvents = flag.Int("rebuild.events", 100_000, "events in the rebuild benchmark's stream")
-	rebuildConns  = flag.Int("rebuild.conns", 0, "connections in the rebuild benchmark (default events/10, at most 100000)")
+	rebuildEvents  = flag.Int("rebuild.events", 100_000, "events in the rebuild benchmark's stream")
+	rebuildConns   = flag.Int("rebuild.conns", 0, "connections in the rebuild benchmark (default events/10, at most 100000)")
+	rebuildWorkers = flag.Int("rebuild.workers", 0, "decoding goroutines (default GOMAXPROCS)")
 )
 
 const benchConns = 100_000
@@ -288,7 +291,14 @@ func populateStream(b *testing.B, st *jsstore.Store, n, conns int) {
 	for i := range lives {
 		lives[i] = lifeEvents(uuid.NewString(), per, rng, now)
 	}
-	js, err := jetstream.New(st.JetStream().Conn(), jetstream.WithPublishAsyncMaxPending(20000))
+	var failedMu sync.Mutex
+	var failed []error
+	js, err := jetstream.New(st.JetStream().Conn(), jetstream.WithPublishAsyncMaxPending(8000),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+			failedMu.Lock()
+			failed = append(failed, err)
+			failedMu.Unlock()
+		}))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -302,8 +312,16 @@ func populateStream(b *testing.B, st *jsstore.Store, n, conns int) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := js.PublishAsync(events.Subject(e.ConnectionID), data); err != nil {
-				b.Fatal(err)
+			m := &nats.Msg{Subject: events.Subject(e.ConnectionID), Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{e.ID}}}
+			for {
+				_, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Second))
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+					b.Fatal(err)
+				}
+				<-js.PublishAsyncComplete() // let the server catch up
 			}
 			sent++
 		}
@@ -312,6 +330,9 @@ func populateStream(b *testing.B, st *jsstore.Store, n, conns int) {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(5 * time.Minute):
 		b.Fatal("publish did not complete")
+	}
+	if len(failed) > 0 {
+		b.Fatalf("%d async publishes failed, first: %v", len(failed), failed[0])
 	}
 	last, err := st.LastSeq(ctx)
 	if err != nil || last != uint64(n) {
@@ -360,6 +381,9 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Fatal(err)
 	}
 	populateStream(b, st, n, conns)
+	if *rebuildWorkers > 0 {
+		scanWorkers = *rebuildWorkers
+	}
 	b.ResetTimer()
 	for range b.N {
 		var raw, rebuild time.Duration = 1 << 62, 1 << 62

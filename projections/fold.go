@@ -55,7 +55,7 @@ func destinationOf(p domain.Payload) (domain.State, bool) {
 
 // reasonOf returns the reason an event sets, and false when it leaves the
 // reason as it was. It mirrors the assignments of domain.Connection.Apply
-// (checked by TestReasonOfMatchesApply).
+// (checked by TestFoldMatchesDomain).
 func reasonOf(p domain.Payload) (domain.Reason, bool) {
 	switch d := p.(type) {
 	case domain.ConnectionCreated:

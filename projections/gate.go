@@ -88,12 +88,16 @@ type GateOptions struct {
 // fingerprint equals the one recorded by the latest token-bearing event, and
 // that token's expiry (minus the margin) has not passed.
 type Gate struct {
-	mu     sync.Mutex // serialises writers
+	// Read by every Check; written only when the table grows.
 	tab    atomic.Pointer[gateTable]
 	seed   maphash.Seed
 	margin int64
 	now    func() time.Time
-	needed func(connectionID, accessTokenFP string)
+	_      [64]byte // keep the writers' fields off the readers' cache line
+
+	mu      sync.Mutex // serialises writers
+	maxSeen uint64     // highest sequence applied or seeded (mu)
+	needed  func(connectionID, accessTokenFP string)
 }
 
 type gateTable struct {
@@ -143,7 +147,8 @@ type gateState struct {
 	stateSeq, reasonSeq uint64
 	tokSeq, maxSeq      uint64
 
-	closed      bool // Close was called after maxSeq
+	closed      bool // Close was called and no newer event arrived since
+	closedAt    uint64
 	closeReason domain.Reason
 
 	loadedFP, loaded string
@@ -269,7 +274,10 @@ func (g *Gate) Apply(e domain.Event) {
 	if e.Seq == 0 || e.Payload == nil || e.ConnectionID == "" {
 		return
 	}
-	g.update(e.ConnectionID, true, func(s *gateState) bool { return s.apply(e) })
+	g.update(e.ConnectionID, true, func(s *gateState) bool {
+		g.maxSeen = max(g.maxSeen, e.Seq) // g.mu is held
+		return s.apply(e)
+	})
 }
 
 // ErrFingerprintMismatch is returned by SetToken when the token does not
@@ -300,15 +308,30 @@ func (g *Gate) SetToken(connectionID, accessTokenFP, accessToken string) error {
 // Close closes the gate of a connection at once, before the event that makes
 // it unusable is appended: the lifecycle calls it ahead of a terminal event so
 // that no call slips through after tokenline decided the connection is dead.
-// Check then reports it unauthenticated with reason. The next event applied
-// to the connection (newer than any applied so far) re-derives the entry from
-// the events; Reopen undoes Close if the terminal event could not be appended.
+// Check then reports it unauthenticated with reason. The next event, that is
+// an event newer than every event the gate had seen when Close was called
+// (the terminal event itself, or another instance's), re-derives the entry
+// from the events; older events arriving late and Seed do not reopen it.
+// Reopen undoes Close if the terminal event could not be appended.
+//
+// The lifecycle knows the version of the aggregate it decided against and
+// should pass it with CloseAfter: on an instance still starting, whose gate
+// has not been seeded yet, Close alone cannot tell the events the decision
+// saw from newer ones.
 func (g *Gate) Close(connectionID string, reason domain.Reason) {
-	g.update(connectionID, false, func(s *gateState) bool {
-		if s.closed && s.closeReason == reason {
+	g.CloseAfter(connectionID, reason, 0)
+}
+
+// CloseAfter is Close for a decision taken against the connection's
+// aggregate at version: only an event with a greater sequence re-derives the
+// entry.
+func (g *Gate) CloseAfter(connectionID string, reason domain.Reason, version uint64) {
+	g.update(connectionID, true, func(s *gateState) bool {
+		at := max(g.maxSeen, s.maxSeq, version) // g.mu is held
+		if s.closed && s.closeReason == reason && s.closedAt == at {
 			return false
 		}
-		s.closed, s.closeReason = true, reason
+		s.closed, s.closedAt, s.closeReason = true, at, reason
 		return true
 	})
 }
@@ -319,7 +342,7 @@ func (g *Gate) Reopen(connectionID string) {
 		if !s.closed {
 			return false
 		}
-		s.closed, s.closeReason = false, domain.ReasonNone
+		s.closed, s.closedAt, s.closeReason = false, 0, domain.ReasonNone
 		return true
 	})
 }
@@ -364,9 +387,9 @@ func (v *gateState) apply(e domain.Event) bool {
 	}
 	if seq > v.maxSeq {
 		v.maxSeq, changed = seq, true
-		if v.closed {
-			v.closed, v.closeReason = false, domain.ReasonNone
-		}
+	}
+	if v.closed && seq > v.closedAt {
+		v.closed, v.closedAt, v.closeReason, changed = false, 0, domain.ReasonNone, true
 	}
 	return changed
 }
@@ -384,7 +407,9 @@ func (v *gateState) merge(o *gateState) {
 	}
 	if o.maxSeq > v.maxSeq {
 		v.maxSeq = o.maxSeq
-		v.closed, v.closeReason = false, domain.ReasonNone
+	}
+	if v.closed && o.maxSeq > v.closedAt {
+		v.closed, v.closedAt, v.closeReason = false, 0, domain.ReasonNone
 	}
 }
 
@@ -469,9 +494,11 @@ func (g *Gate) notify(id string, prev, next *gateState) {
 // status was restored from a snapshot: every register takes the
 // connection's version as its sequence. Registers already newer (events
 // applied through the OnAppend hook meanwhile) are kept, and so are the
-// tokens handed over by SetToken. With reset, the registers are replaced
-// (after a full rebuild: the stream may have been recreated) and connections
-// unknown to st are removed unless they hold a token.
+// tokens handed over by SetToken, and so is a Close. Seeding again from a
+// rebuilt status is safe the same way. With reset, the registers are
+// replaced instead (only for a stream deleted and created again, whose
+// sequences start over) and connections unknown to st keep nothing but
+// their token.
 func (g *Gate) Seed(st *Status, reset bool) {
 	type note struct {
 		id         string
@@ -493,6 +520,7 @@ func (g *Gate) Seed(st *Status, reset bool) {
 		if reset {
 			seen[c.ID] = true
 		}
+		g.maxSeen = max(g.maxSeen, c.Version)
 		h := g.hash(c.ID)
 		slot := g.reserve(1).lookup(h, c.ID)
 		var prev *gateState

@@ -368,3 +368,47 @@ func TestFoldMatchesDomain(t *testing.T) {
 		}
 	}
 }
+
+// A Close holds against everything that is not newer than what the gate had
+// seen when it was called: late events, a seed, an instance still starting.
+func TestGateCloseHoldsUntilANewerEvent(t *testing.T) {
+	clk := newClock(t0)
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+	tok := tokens(id, 1, t0)
+	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok.Info()})
+	st := NewStatus()
+	for _, e := range h.evs {
+		st.Apply(e)
+	}
+
+	// Closed before the gate was seeded (the instance is starting), by a
+	// decision taken against the aggregate at its version.
+	g := NewGate(GateOptions{Now: clk.now})
+	_ = g.SetToken(id, tok.Info().AccessTokenFP, tok.AccessToken)
+	g.CloseAfter(id, domain.ReasonAccessTokenRejected, h.conn.Version)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	g.Seed(st, false)
+	for _, e := range h.evs {
+		g.Apply(e)
+	}
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	// The next event re-derives the entry (a 403: open again).
+	g.Apply(h.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"}))
+	mustOpen(t, g, id, tok.AccessToken)
+
+	// Closed after: a late event of another connection does not matter, a
+	// seed does not reopen, the terminal event re-derives.
+	g2 := NewGate(GateOptions{Now: clk.now})
+	g2.Seed(st, false)
+	_ = g2.SetToken(id, tok.Info().AccessTokenFP, tok.AccessToken)
+	mustOpen(t, g2, id, tok.AccessToken)
+	g2.Close(id, domain.ReasonInvalidGrant)
+	g2.Seed(st, false)
+	g2.Apply(h.evs[1])
+	mustGateErr(t, g2, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, DetailUnauthenticated)
+	g2.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
+	mustGateErr(t, g2, id, domain.StateRefreshing, "", DetailRefreshing)
+}

@@ -225,4 +225,25 @@ func TestAudit(t *testing.T) {
 	if buf2.String() != buf3.String() {
 		t.Fatal("ExportJSONL and WriteJSONL disagree")
 	}
+
+	// Events stamped as they are stored: a window bounded by storage time
+	// (StoredSlack) finds the same entries as a full scan.
+	d.now = time.Now()
+	since := d.now
+	c := d.create()
+	d.activate(c)
+	until := d.now.Add(time.Second)
+	d.now = d.now.Add(time.Minute)
+	d.must(c, domain.Update{Config: map[string]string{"late": "1"}}) // after the window
+	full, err := Audit(ctxT(t), st, AuditQuery{Since: since, Until: until})
+	if err != nil || len(full) != 3 {
+		t.Fatalf("full scan: %v %d", err, len(full))
+	}
+	bounded, err := Audit(ctxT(t), st, AuditQuery{Since: since, Until: until, StoredSlack: 5 * time.Second})
+	if err != nil || !reflect.DeepEqual(bounded, full) {
+		t.Fatalf("bounded scan: %v\n%+v\n%+v", err, bounded, full)
+	}
+	if bounded[0].Seq <= all[len(all)-1].Seq {
+		t.Fatal("unexpected order")
+	}
 }

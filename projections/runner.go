@@ -85,7 +85,6 @@ type Runner struct {
 	runCtx context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
-	runErr error
 }
 
 // NewRunner opens (creating if needed) the positions and snapshots buckets.
@@ -112,6 +111,7 @@ func NewRunner(ctx context.Context, cfg RunnerConfig) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Status.follow()
 	return &Runner{
 		cfg: cfg, store: cfg.Store, log: cfg.Logger.With("projection", cfg.Name), kv: kv, obs: obs,
 		readyCh: make(chan struct{}), snapReq: make(chan struct{}, 1),
@@ -151,9 +151,6 @@ func (r *Runner) WaitReady(ctx context.Context) error {
 	case <-r.readyCh:
 		return nil
 	case <-r.done:
-		if r.runErr != nil {
-			return r.runErr
-		}
 		return errors.New("projections: runner stopped")
 	case <-ctx.Done():
 		return ctx.Err()
@@ -358,16 +355,18 @@ func (r *Runner) apply(rec *jsstore.Record, live bool) {
 		r.skip(rec, rec.Err)
 		return
 	}
-	changed, err := r.cfg.Status.Apply(rec.Event)
+	changed, err := r.cfg.Status.applyStream(rec.Event)
 	if err != nil {
 		r.skip(rec, err)
 		return
 	}
+	if live && r.cfg.Gate != nil {
+		// Idempotent: an event this instance applied through the OnAppend
+		// hook changes nothing; a late one fills what the hook could not.
+		r.cfg.Gate.Apply(rec.Event)
+	}
 	if changed {
 		r.applied.Add(1)
-		if live && r.cfg.Gate != nil {
-			r.cfg.Gate.Apply(rec.Event)
-		}
 		if live && r.cfg.OnEvent != nil {
 			r.cfg.OnEvent(rec.Event)
 		}
@@ -418,8 +417,9 @@ func (r *Runner) Snapshot(ctx context.Context) error {
 
 // Rebuild discards the projections and builds them again from sequence 1:
 // it stops following, replays the whole stream into a fresh Status, swaps it
-// in, re-seeds the Gate (tokens handed over with SetToken are kept), writes
-// a snapshot and follows the stream again from the next sequence.
+// in, seeds the Gate from it (merging: newer events and tokens handed over
+// with SetToken are kept), writes a snapshot and follows the stream again
+// from the next sequence.
 func (r *Runner) Rebuild(ctx context.Context) error {
 	if r.done == nil {
 		return errors.New("projections: runner not started")
@@ -442,7 +442,9 @@ func (r *Runner) Rebuild(ctx context.Context) error {
 	r.skipped.Add(skipped)
 	r.mu.Unlock()
 	if r.cfg.Gate != nil {
-		r.cfg.Gate.Seed(r.cfg.Status, true)
+		// Merge: events this instance applied through the OnAppend hook
+		// after the rebuild's end stay in the gate.
+		r.cfg.Gate.Seed(r.cfg.Status, false)
 	}
 	if err := r.follow(r.runCtx); err != nil {
 		return err

@@ -1,12 +1,16 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -388,7 +392,9 @@ func TestPoisonRecordsSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := startRunner(t, RunnerConfig{Store: st})
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	r := startRunner(t, RunnerConfig{Store: st, Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))})
 	d := newDriver(t, st)
 	id := d.create()
 	js, _ := jetstream.New(nc)
@@ -414,6 +420,12 @@ func TestPoisonRecordsSkipped(t *testing.T) {
 	if r.Skipped() != 3 {
 		t.Fatalf("skipped %d, want 3", r.Skipped())
 	}
+	logMu.Lock()
+	logged := logs.String()
+	logMu.Unlock()
+	if strings.Count(logged, "projection skipped a record") != 3 || !strings.Contains(logged, "seq=2") || strings.Contains(logged, "not json at all") || strings.Contains(logged, `"data"`) {
+		t.Fatalf("skip log:\n%s", logged)
+	}
 	s, ok := r.Status().Get(id)
 	if !ok || s.Config["after"] != "poison" || s.Events != 2 {
 		t.Fatalf("status after poison: %+v", s)
@@ -434,4 +446,54 @@ func TestPoisonRecordsSkipped(t *testing.T) {
 	if !reflect.DeepEqual(r2.Status().List(), built.List()) {
 		t.Fatal("restart over poison differs")
 	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// The wiring of cmd/tokenline: this instance's appends reach Status and Gate
+// through the OnAppend hook, possibly before another instance's earlier
+// event reaches the runner. The projections still converge on the stream.
+func TestOwnWritesBeforeOtherInstancesEventConverge(t *testing.T) {
+	srv := natstest.Start(t, "")
+	a := openStore(t, srv, "instance/a")
+	b := openStore(t, srv, "instance/b")
+	g := NewGate(GateOptions{})
+	status := NewStatus()
+	a.OnAppend(g.Apply)
+	a.OnAppend(func(e domain.Event) { _, _ = status.Apply(e) })
+	r := startRunner(t, RunnerConfig{Store: a, Status: status, Gate: g})
+	da, db := newDriver(t, a), newDriver(t, b)
+	id := da.create()
+	da.activate(id)
+	waitCaughtUp(t, r)
+
+	r.stopFollowing() // the runner falls behind
+	db.now = da.now
+	db.must(id, domain.Update{Config: map[string]string{"by": "b"}}) // b's event N
+	da.now = db.now
+	da.must(id, domain.StartRefresh{LeaseUntil: da.now.Add(time.Minute)}) // a's N+1, hook first
+	if s, _ := status.Get(id); s.State != domain.StateRefreshing || s.Config["by"] == "b" {
+		t.Fatalf("before the runner catches up: %+v", s)
+	}
+	if err := r.follow(r.runCtx); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, r)
+	built, _, _, err := Build(ctxT(t), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(status.List(), built.List()) {
+		t.Fatalf("status diverged from the stream:\n%+v\n%+v", status.List(), built.List())
+	}
+	mustGateErr(t, g, id, domain.StateRefreshing, "", DetailRefreshing)
 }

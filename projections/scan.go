@@ -30,6 +30,8 @@ type scanOptions struct {
 	Workers int
 }
 
+var scanWorkers = runtime.GOMAXPROCS(0)
+
 // scanChunk is how many messages travel together through the pipeline.
 const scanChunk = 256
 
@@ -111,7 +113,7 @@ func scan(ctx context.Context, st *jsstore.Store, o scanOptions, fn func(*jsstor
 
 	workers := o.Workers
 	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+		workers = scanWorkers
 	}
 	work := make(chan *chunk, 4*workers)
 	order := make(chan *chunk, 4*workers)

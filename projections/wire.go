@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strings"
@@ -456,26 +457,37 @@ func (p *parser) rawStr() ([]byte, bool) {
 	if !p.next('"') {
 		return nil, false
 	}
-	n := bytes.IndexByte(p.b[p.i:], '"')
-	if n < 0 {
-		return nil, false
-	}
-	s := p.b[p.i : p.i+n]
-	rest := s
+	b := p.b[p.i:]
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	for len(rest) >= 8 { // eight ASCII bytes at a time
-		w := binary.LittleEndian.Uint64(rest)
+	i := 0
+	for ; i+8 <= len(b); i += 8 { // eight ASCII bytes at a time (SWAR)
+		w := binary.LittleEndian.Uint64(b[i:])
 		if w&hi != 0 {
 			break // non-ASCII: byte by byte below
 		}
-		bs := w ^ ('\\' * lo)
-		if (w-0x20*lo)&^w&hi != 0 || (bs-lo)&^bs&hi != 0 {
-			return nil, false // a control character or an escape
+		q, bs := w^('"'*lo), w^('\\'*lo)
+		// The lowest flagged byte is exact: a quote, a backslash or a
+		// control character (< 0x20).
+		if m := ((q - lo) &^ q & hi) | ((bs - lo) &^ bs & hi) | ((w - 0x20*lo) &^ w & hi); m != 0 {
+			j := i + bits.TrailingZeros64(m)/8
+			if b[j] != '"' {
+				return nil, false
+			}
+			p.i += j + 1
+			return b[:j], true
 		}
-		rest = rest[8:]
 	}
 	ascii := true
-	for _, c := range rest {
+	for ; i < len(b); i++ {
+		c := b[i]
+		if c == '"' {
+			s := b[:i]
+			if !ascii && !utf8.Valid(s) {
+				return nil, false
+			}
+			p.i += i + 1
+			return s, true
+		}
 		if strSpecial[c] {
 			if c == '\\' || c < 0x20 {
 				return nil, false
@@ -483,11 +495,7 @@ func (p *parser) rawStr() ([]byte, bool) {
 			ascii = false
 		}
 	}
-	if !ascii && !utf8.Valid(s) {
-		return nil, false
-	}
-	p.i += n + 1
-	return s, true
+	return nil, false
 }
 
 // strSpecial marks the bytes rawStr must look at: escapes, control

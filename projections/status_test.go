@@ -1,0 +1,165 @@
+package projections
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+func TestStatusApply(t *testing.T) {
+	st := NewStatus()
+	a, b := uuid.NewString(), uuid.NewString()
+	ha, hb := newHistory(a, 0), newHistory(b, 1)
+	ha.exec(t, domain.Create{Provider: "pleo", Scopes: []string{"users:read"}, Config: map[string]string{"team": "x"}})
+	hb.now = hb.now.Add(-time.Hour) // b was created first
+	hb.exec(t, domain.Create{Provider: "pleo"})
+	ha.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+	tok := tokens(a, 1, t0)
+	ha.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok.Info()})
+	ha.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})
+	ha.exec(t, domain.FailRefresh{ErrorCode: "temporarily_unavailable", HTTPStatus: 503, RetryAt: t0.Add(time.Minute)})
+	for _, e := range append(ha.evs, hb.evs...) {
+		if changed, err := st.Apply(e); err != nil || !changed {
+			t.Fatalf("apply %s: %v %v", e.Type(), changed, err)
+		}
+	}
+	// Idempotent.
+	for _, e := range ha.evs {
+		if changed, err := st.Apply(e); err != nil || changed {
+			t.Fatalf("re-apply %s: %v %v", e.Type(), changed, err)
+		}
+	}
+	s, ok := st.Get(a)
+	if !ok || s.State != domain.StateActive || s.AccessTokenFP != tok.Info().AccessTokenFP || s.ConsecutiveTransientFailures != 1 ||
+		s.LastRefreshOutcome != RefreshError || s.LastErrorCode != "temporarily_unavailable" || s.RetryAt.IsZero() ||
+		s.Version != ha.seq || s.Events != 5 || s.NeedsReauthorisation || s.Config["team"] != "x" {
+		t.Fatalf("status %+v", s)
+	}
+	if c, _ := st.Connection(a); !reflect.DeepEqual(c, ha.conn) {
+		t.Fatalf("aggregate differs:\n%+v\n%+v", c, ha.conn)
+	}
+	list := st.List()
+	if len(list) != 2 || list[0].ID != b || list[1].ID != a {
+		t.Fatalf("list order %v", list)
+	}
+	if list[0].NeedsReauthorisation != true || list[0].Reason != domain.ReasonNeverAuthorised || list[0].ReasonText == "" {
+		t.Fatalf("b: %+v", list[0])
+	}
+	// Refused events are reported and still advance the version.
+	bad := domain.Event{ID: "x", ConnectionID: a, Time: t0, Seq: ha.seq + 10, Payload: domain.AuthorisationCompleted{}}
+	if _, err := st.Apply(bad); !errors.Is(err, domain.ErrInvalidTransition) {
+		t.Fatalf("refused event: %v", err)
+	}
+	if s, _ := st.Get(a); s.Version != ha.seq+10 || s.Events != 5 {
+		t.Fatalf("after refused event: %+v", s)
+	}
+	if _, err := st.Apply(domain.Event{ConnectionID: uuid.NewString(), Seq: 99, Payload: domain.ConnectionDeleted{}}); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("event for unknown connection: %v", err)
+	}
+	// The JSON form is snake_case and holds no token.
+	b2, _ := json.Marshal(s)
+	var m map[string]any
+	_ = json.Unmarshal(b2, &m)
+	snake := regexp.MustCompile(`^[a-z]+(_[a-z]+)*$`)
+	for k := range m {
+		if !snake.MatchString(k) {
+			t.Errorf("JSON key %q is not snake_case", k)
+		}
+	}
+	for _, k := range []string{"id", "provider", "state", "since", "scopes", "access_token_expires_at", "last_refresh_at", "last_refresh_outcome", "consecutive_transient_failures", "retry_at", "needs_reauthorisation", "deleted", "version", "events", "created"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %q: %s", k, b2)
+		}
+	}
+	if strings.Contains(string(b2), tok.AccessToken) || strings.Contains(string(b2), tok.RefreshToken) {
+		t.Fatal("status JSON holds a token")
+	}
+}
+
+// Snapshots are copy-on-write: entries captured for a snapshot do not
+// change while the status keeps applying events.
+func TestStatusCaptureIsStable(t *testing.T) {
+	st := NewStatus()
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	st.Apply(h.evs[0])
+	snap := st.capture()
+	before := snap[0].Clone()
+	st.Apply(h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)}))
+	if !reflect.DeepEqual(*snap[0], before) {
+		t.Fatal("captured entry changed")
+	}
+	if s, _ := st.Get(id); s.State != domain.StateReauthorising {
+		t.Fatalf("live entry %+v", s)
+	}
+}
+
+// With a Runner following it, Apply takes this instance's own events, which
+// may arrive before another instance's earlier event: the result is the
+// in-order fold whatever the order, and the confirmed state (what snapshots
+// and the gate seed read) never holds an event the stream has not delivered.
+func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	other1 := h.exec(t, domain.Update{Config: map[string]string{"by": "other"}}) // another instance
+	own1 := h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})      // accepted without other1
+	other2 := h.exec(t, domain.SucceedRefresh{Tokens: tokens(id, 2, t0).Info()}) // another instance
+	own2 := h.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"})
+	own3 := h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})
+
+	st := NewStatus()
+	st.follow()
+	for _, e := range h.evs[:3] {
+		if _, err := st.applyStream(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(changed bool, _ error) bool { return changed } // refusals are expected here
+	// own1 arrives through the hook before the stream brings other1.
+	if !must(st.Apply(own1)) {
+		t.Fatal("own event not visible")
+	}
+	if s, _ := st.Get(id); s.State != domain.StateRefreshing {
+		t.Fatalf("read-your-own-writes: %s", s.State)
+	}
+	if snap := st.capture(); snap[0].Version != h.evs[2].Seq {
+		t.Fatalf("confirmed state holds an event ahead of the stream: v%d", snap[0].Version)
+	}
+	// own3 (after own2, which the hook has not delivered yet either) is
+	// refused by what is known and waits.
+	st.Apply(own3)
+	if !must(st.applyStream(other1)) {
+		t.Fatal("late event of another instance changed nothing")
+	}
+	if s, _ := st.Get(id); s.Config["by"] != "other" || s.State != domain.StateRefreshing {
+		t.Fatalf("after the late event: %+v", s)
+	}
+	if must(st.applyStream(own1)) {
+		t.Fatal("confirming an own event changed what readers see")
+	}
+	for _, e := range []domain.Event{other2, own2, own3} {
+		st.applyStream(e)
+	}
+	got, _ := st.Connection(id)
+	if !reflect.DeepEqual(got, h.conn) {
+		t.Fatalf("out-of-order result differs from the in-order fold:\n%+v\n%+v", got, h.conn)
+	}
+	st.mu.RLock()
+	ent := st.conns[id]
+	st.mu.RUnlock()
+	if ent.confirmed != nil || len(ent.ahead) != 0 {
+		t.Fatal("events still ahead after the stream caught up")
+	}
+}
