@@ -1,0 +1,231 @@
+// Package roundtrip is the http.RoundTripper Go integrations wrap their
+// http.Client with to call a provider's API through tokenline: a drop-in
+// replacement for golang.org/x/oauth2's Transport whose token source is the
+// gate (projections.Gate).
+//
+// For every request the Transport asks the gate whether the connection may be
+// used now. If not, it fails with the gate's *domain.GateError
+// (errors.Is(err, domain.ErrUnauthenticated)) without touching the network.
+// Otherwise it sends a clone of the request with "Authorization: Bearer
+// <token>" (the caller's request is not modified). When the API rejects the
+// token, the Transport reports the rejection to tokenline synchronously,
+// before the response goes back to the caller, with the fingerprint of the
+// token it used, so that tokenline can refresh or close the connection:
+//
+//   - 401 whose WWW-Authenticate Bearer challenge has error="invalid_token",
+//     or has no error parameter at all (including a 401 without the header);
+//   - 403 whose Bearer challenge has error="insufficient_scope" (reported, but
+//     a 403 is never terminal: the token is valid, the grant is too narrow).
+//
+// The response itself is returned to the caller unchanged in every case.
+package roundtrip
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// Reporter receives rejections of access tokens by a provider's API.
+type Reporter interface {
+	ReportRejection(ctx context.Context, connectionID string, status int, wwwAuthenticate string, accessTokenFP string) error
+}
+
+// TokenSource says whether a connection may be used and with which token.
+// *projections.Gate satisfies it.
+type TokenSource interface {
+	Check(connectionID string) (string, error)
+}
+
+// ReportTimeout bounds a synchronous report. The report runs detached from
+// the request's cancellation (a caller that gave up must not stop tokenline
+// from learning that the token was rejected).
+const ReportTimeout = 10 * time.Second
+
+// Transport is an http.RoundTripper that authorises requests for one
+// connection through the gate.
+type Transport struct {
+	// Base is the underlying transport (default http.DefaultTransport).
+	Base http.RoundTripper
+	// Gate decides and supplies the access token (required).
+	Gate TokenSource
+	// Reporter receives rejections; nil: rejections are not reported.
+	Reporter Reporter
+	// ConnectionID is the connection whose token authorises the requests.
+	ConnectionID string
+	// Logger receives report failures (default slog.Default()); no token is
+	// ever logged.
+	Logger *slog.Logger
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// ErrNoGate is returned when the Transport has no Gate.
+var ErrNoGate = errors.New("roundtrip: transport has no gate")
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	closeBody := func() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+	}
+	if t.Gate == nil {
+		closeBody()
+		return nil, ErrNoGate
+	}
+	token, err := t.Gate.Check(t.ConnectionID)
+	if err != nil {
+		closeBody() // a RoundTripper closes the body even when it fails
+		return nil, err
+	}
+	r2 := req.Clone(req.Context())
+	r2.Header.Set("Authorization", "Bearer "+token)
+	resp, err := t.base().RoundTrip(r2)
+	if err != nil {
+		return nil, err
+	}
+	if t.Reporter != nil && ShouldReport(resp.StatusCode, resp.Header.Values("WWW-Authenticate")) {
+		www := strings.Join(resp.Header.Values("WWW-Authenticate"), ", ")
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), ReportTimeout)
+		rerr := t.Reporter.ReportRejection(ctx, t.ConnectionID, resp.StatusCode, www, domain.Fingerprint(token))
+		cancel()
+		if rerr != nil {
+			t.logger().Warn("roundtrip: reporting a rejected access token failed",
+				"connection_id", t.ConnectionID, "status", resp.StatusCode, "error", rerr.Error())
+		}
+	}
+	return resp, nil
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+func (t *Transport) logger() *slog.Logger {
+	if t.Logger != nil {
+		return t.Logger
+	}
+	return slog.Default()
+}
+
+// Client returns an *http.Client using the Transport.
+func (t *Transport) Client() *http.Client { return &http.Client{Transport: t} }
+
+// ForConnection returns a copy of the Transport for another connection
+// (same base, gate and reporter).
+func (t *Transport) ForConnection(connectionID string) *Transport {
+	c := *t
+	c.ConnectionID = connectionID
+	return &c
+}
+
+// ShouldReport says whether a response with this status and these
+// WWW-Authenticate values rejects the access token (see the package
+// documentation).
+func ShouldReport(status int, wwwAuthenticate []string) bool {
+	switch status {
+	case http.StatusUnauthorized:
+		params, ok := BearerChallenge(wwwAuthenticate)
+		if !ok {
+			return true // no Bearer challenge: nothing says the token is fine
+		}
+		code, has := params["error"]
+		return !has || code == "invalid_token"
+	case http.StatusForbidden:
+		params, ok := BearerChallenge(wwwAuthenticate)
+		return ok && params["error"] == "insufficient_scope"
+	}
+	return false
+}
+
+// BearerChallenge finds the Bearer challenge among WWW-Authenticate values
+// (RFC 6750 §3, RFC 9110 §11.6.1) and returns its parameters with lower-case
+// names (error, error_description, scope, realm...). ok is false when there
+// is no Bearer challenge.
+func BearerChallenge(wwwAuthenticate []string) (params map[string]string, ok bool) {
+	for _, v := range wwwAuthenticate {
+		s := v
+		for s != "" {
+			s = strings.TrimLeft(s, " \t,")
+			scheme, rest := token(s)
+			if scheme == "" {
+				break
+			}
+			p, after := authParams(rest)
+			if strings.EqualFold(scheme, "Bearer") {
+				return p, true
+			}
+			s = after
+		}
+	}
+	return nil, false
+}
+
+// authParams reads `name=value` or `name="quoted"` pairs separated by commas
+// until the next challenge (a token not followed by '='). It returns the
+// parameters and the rest of the header.
+func authParams(s string) (map[string]string, string) {
+	params := map[string]string{}
+	for {
+		s = strings.TrimLeft(s, " \t,")
+		name, rest := token(s)
+		rest = strings.TrimLeft(rest, " \t")
+		if name == "" || !strings.HasPrefix(rest, "=") {
+			return params, s // another challenge starts (or the end)
+		}
+		rest = strings.TrimLeft(rest[1:], " \t")
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			val, rest = quoted(rest)
+		} else {
+			val, rest = token(rest)
+		}
+		params[strings.ToLower(name)] = val
+		s = rest
+	}
+}
+
+// token reads an RFC 9110 token (one or more tchar).
+func token(s string) (string, string) {
+	i := 0
+	for i < len(s) && isTchar(s[i]) {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+func isTchar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// quoted reads a quoted-string starting at s[0] == '"'.
+func quoted(s string) (string, string) {
+	var b strings.Builder
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			if i+1 < len(s) {
+				i++
+				b.WriteByte(s[i])
+			}
+		case '"':
+			return b.String(), s[i+1:]
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), ""
+}
