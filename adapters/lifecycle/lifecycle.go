@@ -35,9 +35,10 @@ import (
 
 // Gate is the part of the API-call gate the lifecycle writes to.
 type Gate interface {
-	// Close closes the gate for a connection at once (before a terminal
-	// event is appended).
-	Close(connectionID string, reason domain.Reason)
+	// CloseAfter closes the gate for a connection at once, before a
+	// terminal event is appended; version is the aggregate version the
+	// decision was made against (only a newer event re-opens the entry).
+	CloseAfter(connectionID string, reason domain.Reason, version uint64)
 	// SetToken hands the gate the access token whose fingerprint is fp.
 	SetToken(connectionID, fp, accessToken string) error
 	// Check returns the access token if the connection may be used now.
@@ -167,7 +168,7 @@ func (s *Service) HasProvider(name string) bool { _, ok := s.cfg.Providers[name]
 // retrying on conflict a few times (the command is re-decided against the
 // new state each time). pre, if set, runs after a successful decision and
 // before the append (used to close the gate before a terminal event).
-func (s *Service) decideAppend(ctx context.Context, id string, cmd func(*domain.Connection) (domain.Command, error), pre func(domain.Payload)) (domain.Connection, domain.Event, error) {
+func (s *Service) decideAppend(ctx context.Context, id string, cmd func(*domain.Connection) (domain.Command, error), pre func(*domain.Connection, domain.Payload)) (domain.Connection, domain.Event, error) {
 	var lastErr error
 	for try := 0; try < 4; try++ {
 		c, err := s.cfg.Store.Load(ctx, id)
@@ -183,7 +184,7 @@ func (s *Service) decideAppend(ctx context.Context, id string, cmd func(*domain.
 			return c, domain.Event{}, err
 		}
 		if pre != nil {
-			pre(p)
+			pre(&c, p)
 		}
 		e := domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: s.cfg.Now().UTC(), Actor: s.actor, Payload: p}
 		out, err := s.cfg.Store.Append(ctx, id, c.Version, e)
@@ -233,7 +234,7 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	if c.Deleted {
 		return domain.ErrDeleted
 	}
-	s.cfg.Gate.Close(id, domain.ReasonConnectionDeleted)
+	s.cfg.Gate.CloseAfter(id, domain.ReasonConnectionDeleted, c.Version)
 	if _, _, err := s.decideAppend(ctx, id, fixed(domain.Delete{}), nil); err != nil {
 		return err
 	}
@@ -274,11 +275,9 @@ func (s *Service) StartAuthorisation(ctx context.Context, id string) (string, er
 	if err != nil {
 		return "", err
 	}
-	s.log.Info("reauthorisation triggered", "connection_id", id, "attempt_id", attempt, "previous_reason", string(prevReason(c)))
+	s.log.Info("reauthorisation triggered", "connection_id", id, "attempt_id", attempt, "previous_reason", string(c.Reason))
 	return p.AuthCodeURL(state, verifier, c.Scopes), nil
 }
-
-func prevReason(c domain.Connection) domain.Reason { return c.Reason }
 
 // CallbackResult is what the callback did.
 type CallbackResult struct {

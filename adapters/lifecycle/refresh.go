@@ -96,7 +96,7 @@ func (s *Service) refreshFailed(ctx context.Context, c *domain.Connection, f *pr
 	}
 	rf := pl.(domain.RefreshFailed)
 	if rf.Terminal {
-		s.cfg.Gate.Close(c.ID, rf.Reason) // before the append: nothing slips through
+		s.cfg.Gate.CloseAfter(c.ID, rf.Reason, c.Version) // before the append: nothing slips through
 	}
 	out, err := s.cfg.Store.Append(ctx, c.ID, c.Version, s.event(c.ID, pl))
 	if err != nil {
@@ -219,10 +219,10 @@ func (s *Service) ReportRejection(ctx context.Context, id string, r Rejection) (
 			usedFP = c.Tokens.AccessTokenFP
 		}
 		return domain.RejectAccess{HTTPStatus: r.Status, ErrorCode: code, Scope: scope, AccessTokenFP: usedFP}, nil
-	}, func(p domain.Payload) {
+	}, func(c *domain.Connection, p domain.Payload) {
 		if ar := p.(domain.AccessRejected); ar.Terminal {
 			terminal = true
-			s.cfg.Gate.Close(id, ar.Reason)
+			s.cfg.Gate.CloseAfter(id, ar.Reason, c.Version)
 		}
 	})
 	if err != nil {

@@ -18,13 +18,12 @@ type Projections struct {
 	Status *projections.Status
 	Runner *projections.Runner
 	store  *jsstore.Store
-	name   string
 	snapN  int
 	m      *Main
 }
 
 func openProjections(_ context.Context, m *Main) (*Projections, error) {
-	p := &Projections{store: m.Store, m: m, name: "status-" + m.Config.Instance, snapN: m.Config.SnapshotEvery}
+	p := &Projections{store: m.Store, m: m, snapN: m.Config.SnapshotEvery}
 	p.Gate = projections.NewGate(projections.GateOptions{ExpiryMargin: m.Config.GateExpiryMargin})
 	p.Status = projections.NewStatus()
 	// Read-your-own-writes: this instance's appends reach the gate and the
@@ -44,6 +43,8 @@ func (p *Projections) Start(ctx context.Context, seed func(domain.Connection), o
 	}
 	p.store.OnAppend(observe)
 	r, err := projections.NewRunner(ctx, projections.RunnerConfig{
+		// One name for every instance: a snapshot carries its own
+		// position, so whichever instance wrote the latest serves all.
 		Store: p.store, Status: p.Status, Gate: p.Gate, Name: "status",
 		SnapshotEvery: p.snapN, Logger: p.m.Logger, OnEvent: observe,
 	})
