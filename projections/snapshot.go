@@ -2,6 +2,7 @@ package projections
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +10,11 @@ import (
 	"hash/fnv"
 	"io"
 	"reflect"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,22 +91,57 @@ func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) er
 
 var errSnapshotUnusable = errors.New("projections: snapshot unusable")
 
-// readSnapshot decodes a snapshot into a fresh Status.
+// readSnapshot decodes a snapshot into a fresh Status. The lines are
+// decoded on every core (JSON decoding is most of a cold start), then
+// inserted in order.
 func readSnapshot(r io.Reader) (snapshotHeader, *Status, error) {
-	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
+	sc := bufio.NewScanner(bufio.NewReaderSize(r, 1<<20))
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	var h snapshotHeader
-	if err := dec.Decode(&h); err != nil {
+	if !sc.Scan() {
+		return h, nil, fmt.Errorf("%w: header: %v", errSnapshotUnusable, cmp.Or(sc.Err(), io.ErrUnexpectedEOF))
+	}
+	if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
 		return h, nil, fmt.Errorf("%w: header: %v", errSnapshotUnusable, err)
 	}
 	if h.Format != snapshotFormat || h.Schema != connectionSchema {
 		return h, nil, fmt.Errorf("%w: format %q schema %q (this build writes %q %q)", errSnapshotUnusable, h.Format, h.Schema, snapshotFormat, connectionSchema)
 	}
+	if h.Connections < 0 || h.Connections > 1<<26 {
+		return h, nil, fmt.Errorf("%w: %d connections", errSnapshotUnusable, h.Connections)
+	}
+	lines := make([][]byte, 0, h.Connections)
+	for len(lines) < h.Connections && sc.Scan() {
+		lines = append(lines, slices.Clone(sc.Bytes()))
+	}
+	if len(lines) != h.Connections {
+		return h, nil, fmt.Errorf("%w: %d of %d connections present (%v)", errSnapshotUnusable, len(lines), h.Connections, sc.Err())
+	}
+	ents := make([]statusEntry, len(lines))
+	workers := max(runtime.GOMAXPROCS(0), 1)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(lines); i += workers {
+				if err := json.Unmarshal(lines[i], &ents[i].c); err != nil {
+					errs[w] = fmt.Errorf("%w: connection %d: %v", errSnapshotUnusable, i, err)
+					return
+				}
+				lines[i] = nil
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return h, nil, err
+	}
 	st := NewStatus()
-	for i := 0; i < h.Connections; i++ {
-		ent := &statusEntry{}
-		if err := dec.Decode(&ent.c); err != nil {
-			return h, nil, fmt.Errorf("%w: connection %d: %v", errSnapshotUnusable, i, err)
-		}
+	st.conns = make(map[string]*statusEntry, len(ents))
+	for i := range ents {
+		ent := &ents[i]
 		if ent.c.ID == "" || st.conns[ent.c.ID] != nil || ent.c.Version > h.Position {
 			return h, nil, fmt.Errorf("%w: connection %d is invalid", errSnapshotUnusable, i)
 		}

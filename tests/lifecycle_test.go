@@ -84,6 +84,23 @@ func TestUserRevokedAccess(t *testing.T) {
 		t.Fatalf("refresh after revocation: %v", err)
 	}
 	assertDeadThenRecover(t, in, id, domain.ReasonInvalidGrant, terminalTail("invalid_grant"))
+	// The guide's three log lines: the refresh failure, the detection, the
+	// reauthorisation trigger, each with the connection id and reason.
+	logs := in.logs.String()
+	for _, want := range []string{`"msg":"refresh failed"`, `"msg":"token expiry or revocation detected"`, `"msg":"reauthorisation triggered"`} {
+		found := false
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, want) && strings.Contains(line, id) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no log line %s for the connection", want)
+		}
+	}
+	if !strings.Contains(logs, `"reason":"invalid_grant"`) {
+		t.Error("logs do not carry the reason")
+	}
 }
 
 func TestClientSecretRotated(t *testing.T) {
@@ -422,4 +439,41 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 		t.Fatalf("invalid_grant %d", s.Errors["invalid_grant"])
 	}
 	t.Logf("refreshes by instance: %v", actors)
+}
+
+// A refresher that took the lease and died is recovered after the lease:
+// another instance records refresh.failed (lease_expired, transient) and
+// refreshes with the stored refresh token.
+func TestDeadRefresherRecoveredAfterLease(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	c := load(t, in, id)
+	// The "dead" refresher: it appended refresh.started and never came back.
+	p, err := domain.Decide(&c, domain.StartRefresh{LeaseUntil: time.Now().Add(300 * time.Millisecond), Trigger: domain.TriggerSchedule})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Store.Append(ctxT(t), id, c.Version, domain.Event{Actor: "instance/dead", Payload: p}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := in.Lifecycle.Token(ctxT(t), id); !errors.Is(err, domain.ErrUnauthenticated) {
+		t.Fatalf("token handed out while another instance holds the refresh lease: %v", err)
+	}
+	eventually(t, 10*time.Second, "recovery and a new refresh", func() bool {
+		return contains(history(t, in, id), "refresh.succeeded")
+	})
+	h, _ := in.Store.History(ctxT(t), id)
+	var sawRecovery bool
+	for _, e := range h {
+		if rf, ok := e.Payload.(domain.RefreshFailed); ok && rf.ErrorCode == "lease_expired" && !rf.Terminal {
+			sawRecovery = true
+		}
+	}
+	if !sawRecovery || load(t, in, id).State != domain.StateActive {
+		t.Fatalf("events %v", history(t, in, id))
+	}
+	if tok, _, err := in.Lifecycle.Token(ctxT(t), id); err != nil || tok == "" {
+		t.Fatalf("token after recovery: %v", err)
+	}
 }

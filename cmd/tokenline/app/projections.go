@@ -60,11 +60,7 @@ func (p *Projections) Start(ctx context.Context, seed func(domain.Connection), o
 	if err := r.WaitReady(wctx); err != nil {
 		return fmt.Errorf("projections: catching up: %w", err)
 	}
-	for _, cs := range p.Status.List() {
-		if c, ok := p.Status.Connection(cs.ID); ok {
-			seed(c)
-		}
-	}
+	p.Status.Each(func(c *domain.Connection) { seed(*c) })
 	return nil
 }
 
