@@ -248,3 +248,30 @@ func (s *Service) ReportRejection(ctx context.Context, id string, r Rejection) (
 	}
 	return s.cfg.Store.Load(ctx, id)
 }
+
+// Check is the gate check with this instance's slow path: a connection
+// refreshed by another instance has its new token loaded from the vault once.
+// The Service thereby satisfies roundtrip.TokenSource.
+func (s *Service) Check(connectionID string) (string, error) {
+	tok, err := s.cfg.Gate.Check(connectionID)
+	if err == nil {
+		return tok, nil
+	}
+	var ge *domain.GateError
+	if !errors.As(err, &ge) || ge.Detail != "token_not_loaded" {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tok, _, err = s.Token(ctx, connectionID)
+	return tok, err
+}
+
+// Reporter adapts the Service to roundtrip.Reporter.
+type Reporter struct{ S *Service }
+
+// ReportRejection implements roundtrip.Reporter.
+func (r Reporter) ReportRejection(ctx context.Context, connectionID string, status int, wwwAuthenticate, accessTokenFP string) error {
+	_, err := r.S.ReportRejection(ctx, connectionID, Rejection{Status: status, WWWAuthenticate: wwwAuthenticate, AccessTokenFP: accessTokenFP})
+	return err
+}
