@@ -11,80 +11,102 @@ import (
 	"github.com/tokenline/tokenline/domain"
 )
 
-// ConnectionStatus is what the API and the UI show about one connection. It
-// never holds a token (fingerprints only).
+// ConnectionStatus is the one view of a connection: the Status projection
+// answers it and the HTTP API serves it as is (GET /v1/connections/{id}, the
+// list, PATCH, rejections and the state at an instant), so the web UI and
+// the CLI read exactly this shape. It never holds a token: the access token
+// is described by its fingerprint, expiry and scopes only.
 type ConnectionStatus struct {
 	ID       string        `json:"id"`
 	Provider string        `json:"provider"`
 	State    domain.State  `json:"state"`
-	Reason   domain.Reason `json:"reason,omitempty"`
+	Reason   domain.Reason `json:"reason"` // "" when there is none
 	// ReasonText explains Reason in plain words for the person who must
-	// reconnect (domain.Reasons).
-	ReasonText string            `json:"reason_text,omitempty"`
-	Since      time.Time         `json:"since"`
-	Scopes     []string          `json:"scopes"`
-	Config     map[string]string `json:"config,omitempty"`
+	// reconnect (domain.Reasons); empty without a reason.
+	ReasonText string `json:"reason_text"`
+	// Since is when the connection entered its state.
+	Since     time.Time `json:"since"`
+	CreatedAt time.Time `json:"created_at"`
+	// Scopes are the configured scopes, requested by the next
+	// authorisation; GrantedScopes those of the current grant.
+	Scopes        []string          `json:"scopes"`
+	GrantedScopes []string          `json:"granted_scopes,omitempty"`
+	Config        map[string]string `json:"config"`
 
-	// The stored tokens, described (while they are held).
+	// HasTokens is true while tokens are held for the connection; the
+	// access token is then described by its fingerprint and expiry.
+	HasTokens            bool      `json:"has_tokens"`
 	AccessTokenFP        string    `json:"access_token_fp,omitempty"`
 	AccessTokenExpiresAt time.Time `json:"access_token_expires_at,omitzero"`
-	GrantedScopes        []string  `json:"granted_scopes,omitempty"`
 
-	// The last refresh: when, and "ok" or "error" with the error code.
-	LastRefreshAt      time.Time `json:"last_refresh_at,omitzero"`
-	LastRefreshOutcome string    `json:"last_refresh_outcome,omitempty"`
-	LastErrorCode      string    `json:"last_error_code,omitempty"`
-	// ConsecutiveTransientFailures counts transient refresh failures since
-	// the last success; RetryAt is the earliest next attempt.
-	ConsecutiveTransientFailures int       `json:"consecutive_transient_failures"`
-	RetryAt                      time.Time `json:"retry_at,omitzero"`
+	// LastRefresh is the outcome of the latest refresh attempt, if any.
+	LastRefresh *RefreshInfo `json:"last_refresh,omitempty"`
+	// TransientFailures counts consecutive transient refresh failures since
+	// the last success; RetryAt is the earliest next attempt after one.
+	TransientFailures int       `json:"transient_failures"`
+	RetryAt           time.Time `json:"retry_at,omitzero"`
 	// LeaseUntil is the refresh lease deadline (refreshing);
 	// AuthorisationExpiresAt the deadline of the open attempt (reauthorising).
 	LeaseUntil             time.Time `json:"lease_until,omitzero"`
 	AuthorisationExpiresAt time.Time `json:"authorisation_expires_at,omitzero"`
 
-	NeedsReauthorisation bool `json:"needs_reauthorisation"`
-	Deleted              bool `json:"deleted"`
+	// NeedsReauthorisation is true when only the user can restore access;
+	// ReauthoriseURL is then the API route that starts it (POST). StatusOf
+	// gives it relative to the server's base URL (ReauthorisePath); the HTTP
+	// API makes it absolute when it knows its public base URL.
+	NeedsReauthorisation bool   `json:"needs_reauthorisation"`
+	ReauthoriseURL       string `json:"reauthorise_url,omitempty"`
+	Deleted              bool   `json:"deleted"`
 	// Version is the stream sequence of the connection's last event (the
 	// expected sequence of its next append); Events counts applied events.
-	Version uint64    `json:"version"`
-	Events  int       `json:"events"`
-	Created time.Time `json:"created"`
+	Version uint64 `json:"version"`
+	Events  int    `json:"events"`
 }
 
-// Outcomes of the last refresh.
-const (
-	RefreshOK    = "ok"
-	RefreshError = "error"
-)
+// RefreshInfo describes the latest refresh attempt.
+type RefreshInfo struct {
+	At        time.Time `json:"at"`
+	OK        bool      `json:"ok"`
+	ErrorCode string    `json:"error_code,omitempty"`
+}
 
-// StatusOf describes a connection aggregate.
+// ReauthorisePath is the API route that starts a connection's
+// (re)authorisation (POST), relative to the server's base URL.
+func ReauthorisePath(connectionID string) string {
+	return "/v1/connections/" + connectionID + "/authorize"
+}
+
+// StatusOf describes a connection aggregate. Times are in UTC.
 func StatusOf(c *domain.Connection) ConnectionStatus {
 	s := ConnectionStatus{
-		ID: c.ID, Provider: c.Provider, State: c.State, Reason: c.Reason, Since: c.Since,
+		ID: c.ID, Provider: c.Provider, State: c.State, Reason: c.Reason,
+		Since: c.Since.UTC(), CreatedAt: c.Created.UTC(),
 		Scopes: slices.Clone(c.Scopes), Config: maps.Clone(c.Config),
-		LastRefreshAt: c.LastRefreshAt, LastErrorCode: c.LastErrorCode,
-		ConsecutiveTransientFailures: c.TransientFailures, RetryAt: c.RetryAt,
-		LeaseUntil: c.LeaseUntil, AuthorisationExpiresAt: c.AttemptExpiresAt,
+		HasTokens:         c.TokensHeld,
+		TransientFailures: c.TransientFailures, RetryAt: c.RetryAt.UTC(),
+		LeaseUntil: c.LeaseUntil.UTC(), AuthorisationExpiresAt: c.AttemptExpiresAt.UTC(),
 		NeedsReauthorisation: c.NeedsReauthorisation(), Deleted: c.Deleted,
-		Version: c.Version, Events: c.Events, Created: c.Created,
+		Version: c.Version, Events: c.Events,
 	}
 	if s.Scopes == nil {
 		s.Scopes = []string{}
+	}
+	if s.Config == nil {
+		s.Config = map[string]string{}
 	}
 	if info, ok := c.Reason.Info(); ok {
 		s.ReasonText = info.UserText
 	}
 	if c.TokensHeld {
 		s.AccessTokenFP = c.Tokens.AccessTokenFP
-		s.AccessTokenExpiresAt = c.Tokens.AccessTokenExpiresAt
+		s.AccessTokenExpiresAt = c.Tokens.AccessTokenExpiresAt.UTC()
 		s.GrantedScopes = slices.Clone(c.Tokens.Scopes)
 	}
 	if !c.LastRefreshAt.IsZero() {
-		s.LastRefreshOutcome = RefreshError
-		if c.LastRefreshOK {
-			s.LastRefreshOutcome = RefreshOK
-		}
+		s.LastRefresh = &RefreshInfo{At: c.LastRefreshAt.UTC(), OK: c.LastRefreshOK, ErrorCode: c.LastErrorCode}
+	}
+	if s.NeedsReauthorisation {
+		s.ReauthoriseURL = ReauthorisePath(c.ID)
 	}
 	return s
 }
@@ -342,7 +364,7 @@ func (s *Status) List() []ConnectionStatus {
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(out, func(a, b ConnectionStatus) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.ID, b.ID)

@@ -38,9 +38,10 @@ func TestStatusApply(t *testing.T) {
 		}
 	}
 	s, ok := st.Get(a)
-	if !ok || s.State != domain.StateActive || s.AccessTokenFP != tok.Info().AccessTokenFP || s.ConsecutiveTransientFailures != 1 ||
-		s.LastRefreshOutcome != RefreshError || s.LastErrorCode != "temporarily_unavailable" || s.RetryAt.IsZero() ||
-		s.Version != ha.seq || s.Events != 5 || s.NeedsReauthorisation || s.Config["team"] != "x" {
+	if !ok || s.State != domain.StateActive || s.AccessTokenFP != tok.Info().AccessTokenFP || s.TransientFailures != 1 ||
+		s.LastRefresh == nil || s.LastRefresh.OK || s.LastRefresh.ErrorCode != "temporarily_unavailable" || s.RetryAt.IsZero() ||
+		s.Version != ha.seq || s.Events != 5 || s.NeedsReauthorisation || s.ReauthoriseURL != "" || s.Config["team"] != "x" ||
+		!s.HasTokens || !s.AccessTokenExpiresAt.Equal(tok.Info().AccessTokenExpiresAt) || len(s.GrantedScopes) == 0 {
 		t.Fatalf("status %+v", s)
 	}
 	if c, _ := st.Connection(a); !reflect.DeepEqual(c, ha.conn) {
@@ -50,8 +51,13 @@ func TestStatusApply(t *testing.T) {
 	if len(list) != 2 || list[0].ID != b || list[1].ID != a {
 		t.Fatalf("list order %v", list)
 	}
-	if list[0].NeedsReauthorisation != true || list[0].Reason != domain.ReasonNeverAuthorised || list[0].ReasonText == "" {
+	if list[0].NeedsReauthorisation != true || list[0].Reason != domain.ReasonNeverAuthorised || list[0].ReasonText == "" ||
+		list[0].ReauthoriseURL != "/v1/connections/"+b+"/authorize" || list[0].HasTokens || list[0].LastRefresh != nil {
 		t.Fatalf("b: %+v", list[0])
+	}
+	// Never null: the API and the UI read scopes and config as they are.
+	if bj, _ := json.Marshal(list[0]); !strings.Contains(string(bj), `"scopes":[]`) || !strings.Contains(string(bj), `"config":{}`) {
+		t.Errorf("b: scopes or config not empty: %s", bj)
 	}
 	// Refused events are reported and still advance the version.
 	bad := domain.Event{ID: "x", ConnectionID: a, Time: t0, Seq: ha.seq + 10, Payload: domain.AuthorisationCompleted{}}
@@ -74,7 +80,7 @@ func TestStatusApply(t *testing.T) {
 			t.Errorf("JSON key %q is not snake_case", k)
 		}
 	}
-	for _, k := range []string{"id", "provider", "state", "since", "scopes", "access_token_expires_at", "last_refresh_at", "last_refresh_outcome", "consecutive_transient_failures", "retry_at", "needs_reauthorisation", "deleted", "version", "events", "created"} {
+	for _, k := range []string{"id", "provider", "state", "reason", "reason_text", "since", "created_at", "scopes", "config", "has_tokens", "access_token_fp", "access_token_expires_at", "last_refresh", "transient_failures", "retry_at", "needs_reauthorisation", "deleted", "version", "events"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON lacks %q: %s", k, b2)
 		}

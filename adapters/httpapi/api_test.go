@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/projections"
 )
 
 func TestAPIRequiresBearerToken(t *testing.T) {
@@ -67,7 +68,7 @@ func TestAPIRequiresBearerToken(t *testing.T) {
 
 func TestCreateListGet(t *testing.T) {
 	e := newEnv(t)
-	var st httpapi.ConnectionStatus
+	var st projections.ConnectionStatus
 	resp, body := e.request("POST", "/v1/connections", map[string]any{
 		"provider": "sandbox", "scopes": []string{"users:read", "export-jobs:read"}, "config": map[string]string{"company": "acme"},
 	})
@@ -92,7 +93,7 @@ func TestCreateListGet(t *testing.T) {
 	}
 	var raw map[string]any
 	_ = json.Unmarshal(body, &raw)
-	for _, k := range []string{"id", "provider", "state", "reason", "reason_text", "since", "scopes", "config", "needs_reauthorisation", "reauthorise_url", "transient_failures"} {
+	for _, k := range []string{"id", "provider", "state", "reason", "reason_text", "since", "created_at", "scopes", "config", "has_tokens", "needs_reauthorisation", "reauthorise_url", "transient_failures", "deleted", "version", "events"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("status lacks %q: %s", k, body)
 		}
@@ -460,7 +461,7 @@ func TestRejectionDetectionPath(t *testing.T) {
 	t.Run("403 insufficient_scope is recorded, stays active", func(t *testing.T) {
 		c := e.create("users:read")
 		tok := e.authorise(c.ID)
-		var st httpapi.ConnectionStatus
+		var st projections.ConnectionStatus
 		resp, body := e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 403, "www_authenticate": `Bearer error="insufficient_scope", scope="accounts:read"`})
 		e.expect(resp, body, http.StatusOK, &st)
 		if st.State != domain.StateActive || e.token(c.ID) != tok {
@@ -475,7 +476,7 @@ func TestRejectionDetectionPath(t *testing.T) {
 		if e.callAPI(tok) != http.StatusUnauthorized {
 			t.Fatal("revoked token still accepted by the provider")
 		}
-		var st httpapi.ConnectionStatus
+		var st projections.ConnectionStatus
 		resp, body := e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 401, "www_authenticate": `Bearer error="invalid_token"`})
 		e.expect(resp, body, http.StatusOK, &st)
 		// The refresh the rejection triggered got invalid_grant: access
@@ -496,7 +497,7 @@ func TestRejectionDetectionPath(t *testing.T) {
 	t.Run("401 again after a refresh: access_token_rejected", func(t *testing.T) {
 		c := e.create("users:read")
 		tok := e.authorise(c.ID)
-		var st httpapi.ConnectionStatus
+		var st projections.ConnectionStatus
 		resp, body := e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 401, "www_authenticate": `Bearer error="invalid_token"`})
 		e.expect(resp, body, http.StatusOK, &st)
 		if st.State != domain.StateActive || st.LastRefresh == nil || !st.LastRefresh.OK {
@@ -519,7 +520,7 @@ func TestPatchKeepsTokens(t *testing.T) {
 	c := e.create("users:read")
 	tok := e.authorise(c.ID)
 	before := e.get(c.ID)
-	var st httpapi.ConnectionStatus
+	var st projections.ConnectionStatus
 	resp, body := e.request("PATCH", "/v1/connections/"+c.ID, map[string]any{"config": map[string]string{"company": "globex", "region": "eu"}, "scopes": []string{"users:read", "accounts:read"}})
 	e.expect(resp, body, http.StatusOK, &st)
 	if st.State != domain.StateActive || st.Config["company"] != "globex" || st.Config["region"] != "eu" || len(st.Scopes) != 2 {

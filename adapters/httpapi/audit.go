@@ -9,13 +9,14 @@ import (
 
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
+	"github.com/tokenline/tokenline/projections"
 )
 
 // StateAtResponse is the answer of GET /v1/connections/{id}/state.
 type StateAtResponse struct {
-	ConnectionID string           `json:"connection_id"`
-	At           time.Time        `json:"at"`
-	Status       ConnectionStatus `json:"status"`
+	ConnectionID string                       `json:"connection_id"`
+	At           time.Time                    `json:"at"`
+	Status       projections.ConnectionStatus `json:"status"`
 	// Events are the CloudEvents that led there, oldest first.
 	Events []json.RawMessage `json:"events"`
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/projections"
 )
 
 // CreateRequest is the body of POST /v1/connections.
@@ -50,10 +51,18 @@ type AuthorizeResponse struct {
 
 // ListResponse is the answer of GET /v1/connections.
 type ListResponse struct {
-	Connections []ConnectionStatus `json:"connections"`
+	Connections []projections.ConnectionStatus `json:"connections"`
 }
 
-func (s *Server) status(c domain.Connection) ConnectionStatus { return StatusOf(c, s.cfg.BaseURL) }
+// status renders c as the Status projection's view (the API's only view of a
+// connection), with reauthorise_url made absolute when BaseURL is set.
+func (s *Server) status(c domain.Connection) projections.ConnectionStatus {
+	st := projections.StatusOf(&c)
+	if st.ReauthoriseURL != "" {
+		st.ReauthoriseURL = s.cfg.BaseURL + st.ReauthoriseURL
+	}
+	return st
+}
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	var req CreateRequest
@@ -83,7 +92,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeServiceError(w, r, err)
 		return
 	}
-	out := ListResponse{Connections: make([]ConnectionStatus, 0, len(cs))}
+	out := ListResponse{Connections: make([]projections.ConnectionStatus, 0, len(cs))}
 	for _, c := range cs {
 		if !c.Deleted {
 			out.Connections = append(out.Connections, s.status(c))
@@ -201,7 +210,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		body.Message = "the connection cannot be used now: " + ri.UserText
 	}
 	if body.State == domain.StateUnauthenticated || body.State == domain.StateReauthorising {
-		body.ReauthoriseURL = s.cfg.BaseURL + "/v1/connections/" + id + "/authorize"
+		body.ReauthoriseURL = s.cfg.BaseURL + projections.ReauthorisePath(id)
 	}
 	if ge.Detail == "refreshing" {
 		w.Header().Set("Retry-After", "1")

@@ -231,17 +231,17 @@ func (e *env) expect(resp *http.Response, body []byte, status int, v any) {
 	}
 }
 
-func (e *env) create(scopes ...string) httpapi.ConnectionStatus {
+func (e *env) create(scopes ...string) projections.ConnectionStatus {
 	e.t.Helper()
-	var st httpapi.ConnectionStatus
+	var st projections.ConnectionStatus
 	resp, body := e.request("POST", "/v1/connections", map[string]any{"provider": "sandbox", "scopes": scopes, "config": map[string]string{"company": "acme"}})
 	e.expect(resp, body, http.StatusCreated, &st)
 	return st
 }
 
-func (e *env) get(id string) httpapi.ConnectionStatus {
+func (e *env) get(id string) projections.ConnectionStatus {
 	e.t.Helper()
-	var st httpapi.ConnectionStatus
+	var st projections.ConnectionStatus
 	resp, body := e.request("GET", "/v1/connections/"+id, nil)
 	e.expect(resp, body, http.StatusOK, &st)
 	return st

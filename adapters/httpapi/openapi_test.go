@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/projections"
 )
 
 type openAPIDoc struct {
@@ -89,8 +90,8 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		t.Errorf("openapi documents %d paths, the server serves %d", len(doc.Paths), len(routes))
 	}
 	types := map[string]any{
-		"ConnectionStatus":  httpapi.ConnectionStatus{},
-		"RefreshInfo":       httpapi.RefreshInfo{},
+		"ConnectionStatus":  projections.ConnectionStatus{},
+		"RefreshInfo":       projections.RefreshInfo{},
 		"Error":             httpapi.ErrorBody{},
 		"GateError":         httpapi.GateErrorBody{},
 		"CreateRequest":     httpapi.CreateRequest{},

@@ -21,44 +21,17 @@ import (
 
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
+	"github.com/tokenline/tokenline/projections"
 )
 
 func init() {
 	extraCommands = append(extraCommands, newConnectionsCommand, newAuditCommand, newReplayCommand, newEventsCommand)
 }
 
-// connStatus is the API's view of a connection (GET /v1/connections/{id}).
-type connStatus struct {
-	ID                   string            `json:"id"`
-	Provider             string            `json:"provider"`
-	State                string            `json:"state"`
-	Reason               string            `json:"reason"`
-	ReasonText           string            `json:"reason_text"`
-	Since                time.Time         `json:"since"`
-	CreatedAt            time.Time         `json:"created_at"`
-	Scopes               []string          `json:"scopes"`
-	GrantedScopes        []string          `json:"granted_scopes"`
-	Config               map[string]string `json:"config"`
-	HasTokens            bool              `json:"has_tokens"`
-	AccessTokenExpiresAt time.Time         `json:"access_token_expires_at"`
-	LastRefresh          *struct {
-		At        time.Time `json:"at"`
-		OK        bool      `json:"ok"`
-		ErrorCode string    `json:"error_code"`
-	} `json:"last_refresh"`
-	TransientFailures      int       `json:"transient_failures"`
-	RetryAt                time.Time `json:"retry_at"`
-	AuthorisationExpiresAt time.Time `json:"authorisation_expires_at"`
-	NeedsReauthorisation   bool      `json:"needs_reauthorisation"`
-	ReauthoriseURL         string    `json:"reauthorise_url"`
-	Deleted                bool      `json:"deleted"`
-	Version                uint64    `json:"version"`
-}
-
 // decodeConnections reads GET /v1/connections: {"connections": [...]} or a
 // bare array.
-func decodeConnections(b []byte) ([]connStatus, error) {
-	var out []connStatus
+func decodeConnections(b []byte) ([]projections.ConnectionStatus, error) {
+	var out []projections.ConnectionStatus
 	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
 		if err := json.Unmarshal(t, &out); err != nil {
 			return nil, fmt.Errorf("the server's connection list is not the expected JSON: %w", err)
@@ -66,7 +39,7 @@ func decodeConnections(b []byte) ([]connStatus, error) {
 		return out, nil
 	}
 	var wrapped struct {
-		Connections []connStatus `json:"connections"`
+		Connections []projections.ConnectionStatus `json:"connections"`
 	}
 	if err := json.Unmarshal(b, &wrapped); err != nil {
 		return nil, fmt.Errorf("the server's connection list is not the expected JSON: %w", err)
@@ -137,7 +110,7 @@ func newConnectionsListCommand(o *clientOptions) *cobra.Command {
 	}
 }
 
-func printConnectionTable(w io.Writer, cs []connStatus, now time.Time) error {
+func printConnectionTable(w io.Writer, cs []projections.ConnectionStatus, now time.Time) error {
 	if len(cs) == 0 {
 		_, err := fmt.Fprintln(w, "No connections. Create one with: tokenline connections create --provider sandbox --scope <scope>")
 		return err
@@ -184,21 +157,21 @@ func printStatusOrRaw(w io.Writer, asJSON bool, raw []byte) error {
 	if asJSON {
 		return writeRaw(w, raw)
 	}
-	var st connStatus
+	var st projections.ConnectionStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("the server's connection status is not the expected JSON: %w", err)
 	}
 	return printStatus(w, st, time.Now())
 }
 
-func printStatus(w io.Writer, c connStatus, now time.Time) error {
+func printStatus(w io.Writer, c projections.ConnectionStatus, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("ID", c.ID)
 	row("Provider", c.Provider)
-	row("State", c.State)
+	row("State", string(c.State))
 	if c.Reason != "" {
-		row("Reason", c.Reason+withText(reasonText(c.Reason, c.ReasonText)))
+		row("Reason", string(c.Reason)+withText(reasonText(c.Reason, c.ReasonText)))
 	}
 	row("Since", fmtTime(c.Since)+" ("+fmtRelative(c.Since, now)+")")
 	if !c.CreatedAt.IsZero() {
@@ -547,10 +520,10 @@ func newReplayCommand() *cobra.Command {
 // stateAtAnswer is GET /v1/connections/{id}/state?at=: the connection's
 // status rebuilt from its history up to at, and the events that led there.
 type stateAtAnswer struct {
-	ConnectionID string            `json:"connection_id"`
-	At           time.Time         `json:"at"`
-	Status       connStatus        `json:"status"`
-	Events       []events.Envelope `json:"events"`
+	ConnectionID string                       `json:"connection_id"`
+	At           time.Time                    `json:"at"`
+	Status       projections.ConnectionStatus `json:"status"`
+	Events       []events.Envelope            `json:"events"`
 }
 
 func runReplayAt(cmd *cobra.Command, o *clientOptions, id string, at time.Time) error {
@@ -578,10 +551,10 @@ func runReplayAt(cmd *cobra.Command, o *clientOptions, id string, at time.Time) 
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("Connection", id)
 	row("At", fmtTimeMilli(at))
-	row("State", st.State)
+	row("State", string(st.State))
 	reason := "-"
 	if st.Reason != "" {
-		reason = st.Reason + withText(reasonText(st.Reason, st.ReasonText))
+		reason = string(st.Reason) + withText(reasonText(st.Reason, st.ReasonText))
 	}
 	row("Reason", reason)
 	row("In this state since", fmtTimeMilli(st.Since))
@@ -871,11 +844,11 @@ func normalizeTypes(ts []string) []string {
 	return out
 }
 
-func reasonText(reason, given string) string {
+func reasonText(reason domain.Reason, given string) string {
 	if given != "" {
 		return given
 	}
-	if ri, ok := domain.Reason(reason).Info(); ok {
+	if ri, ok := reason.Info(); ok {
 		return ri.UserText
 	}
 	return ""
