@@ -260,3 +260,27 @@ func quote(s string) string {
 	}
 	return string(append(b, '"'))
 }
+
+// ClientSecretRequest is the body of PUT /v1/providers/{name}/client-secret.
+type ClientSecretRequest struct {
+	ClientSecret string `json:"client_secret"`
+}
+
+// handleClientSecret installs a rotated client secret. The secret is never
+// echoed or logged.
+func (s *Server) handleClientSecret(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if !s.cfg.Connections.HasProvider(name) {
+		writeError(w, http.StatusNotFound, "not_found", "no such provider")
+		return
+	}
+	var req ClientSecretRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := s.cfg.Connections.SetClientSecret(name, req.ClientSecret); err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -56,18 +56,19 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		t.Errorf("openapi %q", doc.OpenAPI)
 	}
 	routes := map[string][]string{
-		"/v1/connections":                 {"get", "post"},
-		"/v1/connections/{id}":            {"delete", "get", "patch"},
-		"/v1/connections/{id}/authorize":  {"post"},
-		"/v1/connections/{id}/token":      {"get"},
-		"/v1/connections/{id}/rejections": {"post"},
-		"/v1/connections/{id}/events":     {"get"},
-		"/v1/connections/{id}/state":      {"get"},
-		"/v1/events/timeline":             {"get"},
-		"/oauth/callback":                 {"get"},
-		"/healthz":                        {"get"},
-		"/readyz":                         {"get"},
-		"/metrics":                        {"get"},
+		"/v1/connections":                    {"get", "post"},
+		"/v1/connections/{id}":               {"delete", "get", "patch"},
+		"/v1/connections/{id}/authorize":     {"post"},
+		"/v1/connections/{id}/token":         {"get"},
+		"/v1/connections/{id}/rejections":    {"post"},
+		"/v1/connections/{id}/events":        {"get"},
+		"/v1/connections/{id}/state":         {"get"},
+		"/v1/events/timeline":                {"get"},
+		"/v1/providers/{name}/client-secret": {"put"},
+		"/oauth/callback":                    {"get"},
+		"/healthz":                           {"get"},
+		"/readyz":                            {"get"},
+		"/metrics":                           {"get"},
 	}
 	for path, methods := range routes {
 		item, ok := doc.Paths[path]

@@ -53,6 +53,8 @@ type ConnectionService interface {
 	ReportRejection(ctx context.Context, id string, r lifecycle.Rejection) (domain.Connection, error)
 	// HasProvider reports whether a provider of that name is configured.
 	HasProvider(name string) bool
+	// SetClientSecret installs a provider's rotated client secret.
+	SetClientSecret(provider, secret string) error
 }
 
 var _ ConnectionService = (*lifecycle.Service)(nil)

@@ -142,6 +142,7 @@ func (s *Server) routes() http.Handler {
 	route(v1, "/v1/connections/{id}/events", map[string]http.HandlerFunc{"GET": s.handleEvents})
 	route(v1, "/v1/connections/{id}/state", map[string]http.HandlerFunc{"GET": s.handleStateAt})
 	route(v1, "/v1/events/timeline", map[string]http.HandlerFunc{"GET": s.handleTimeline})
+	route(v1, "/v1/providers/{name}/client-secret", map[string]http.HandlerFunc{"PUT": s.handleClientSecret})
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

@@ -408,3 +408,20 @@ func (s *Service) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	d = d/2 + mrand.N(d/2+1)
 	return max(d, retryAfter)
 }
+
+// SetClientSecret installs a provider's new client secret (after the
+// operator rotated it at the provider) without a restart. Connections that
+// went unauthenticated with invalid_client meanwhile need the user to
+// reconnect; the secret is never logged.
+func (s *Service) SetClientSecret(providerName, secret string) error {
+	p, ok := s.cfg.Providers[providerName]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrNoProvider, providerName)
+	}
+	if secret == "" || len(secret) > 1024 {
+		return fmt.Errorf("%w: client secret must be 1 to 1024 bytes", domain.ErrInvalidCommand)
+	}
+	p.SetClientSecret(secret)
+	s.log.Warn("client secret replaced", "provider", providerName, "client_secret_fp", domain.Fingerprint(secret))
+	return nil
+}

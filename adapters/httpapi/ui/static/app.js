@@ -307,6 +307,8 @@
     const panel = document.getElementById("sandbox-panel");
     if (!panel) return;
     const result = document.getElementById("sandbox-result");
+    const install = document.getElementById("sandbox-install-secret");
+    let rotatedSecret = null;
     const post = async (path, body) => {
       const res = await fetch("/sandbox/admin/" + path, {
         method: "POST", headers: { "Content-Type": "application/json", "Accept": "application/json" },
@@ -317,7 +319,21 @@
     };
     const actions = {
       "sandbox-revoke-grants": async () => { const r = await post("revoke-grants"); return "Revoked " + r.revoked + " grant(s). Connections notice at their next refresh or rejected API call."; },
-      "sandbox-rotate-secret": async () => { await post("rotate-client-secret"); return "Client secret rotated. tokenline's next refresh fails with invalid_client."; },
+      "sandbox-rotate-secret": async () => {
+        const r = await post("rotate-client-secret");
+        // Kept in memory only, never rendered: the operator's next step is to
+        // give it to tokenline (PUT /v1/providers/sandbox/client-secret).
+        rotatedSecret = r.client_secret || null;
+        install.hidden = !rotatedSecret;
+        return "Client secret rotated. tokenline's next refresh fails with invalid_client until it has the new secret.";
+      },
+      "sandbox-install-secret": async () => {
+        if (!rotatedSecret) return "No rotated secret to install.";
+        await api("PUT", "/v1/providers/sandbox/client-secret", { client_secret: rotatedSecret });
+        rotatedSecret = null;
+        install.hidden = true;
+        return "tokenline has the new client secret. Reconnect the connections that went unauthenticated.";
+      },
       "sandbox-expire-refresh": async () => { const r = await post("expire-refresh-tokens"); return "Expired " + r.expired + " refresh token(s)."; },
       "sandbox-inject-503": async () => { await post("faults", { status: 503, count: 3 }); return "The next 3 token requests get 503 (transient: retried with backoff)."; },
     };
