@@ -39,11 +39,15 @@ type CompleteAuthorisation struct {
 	Tokens    TokenInfo
 }
 
-// FailAuthorisation ends the open attempt: the provider returned an error
-// (Expired false) or the attempt was abandoned (Expired true).
+// FailAuthorisation ends the open attempt: the user or the provider refused
+// at the authorize endpoint (authorisation_denied), the code exchange was
+// refused by the token endpoint (Exchange: the reason follows its error
+// code, e.g. invalid_client), or the attempt was abandoned (Expired:
+// authorisation_expired).
 type FailAuthorisation struct {
 	AttemptID   string
 	Expired     bool
+	Exchange    bool
 	ErrorCode   string
 	Description string
 }
@@ -202,8 +206,11 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 			return nil, fmt.Errorf("%w: authorisation attempt %q is not the open one", ErrInvalidCommand, m.AttemptID)
 		}
 		r := ReasonAuthorisationDenied
-		if m.Expired {
+		switch {
+		case m.Expired:
 			r = ReasonAuthorisationExpired
+		case m.Exchange:
+			r = ReasonForErrorCode(m.ErrorCode)
 		}
 		return AuthorisationFailed{AttemptID: m.AttemptID, Reason: r, ErrorCode: m.ErrorCode, Description: m.Description}, nil
 	case StartRefresh:

@@ -119,9 +119,35 @@ func TestClientSecretRotated(t *testing.T) {
 	if rf.ErrorCode != "invalid_client" || rf.HTTPStatus != 401 {
 		t.Fatalf("refresh.failed %+v", rf)
 	}
+	// Reconnecting before the operator installs the new secret fails at the
+	// code exchange, with the exchange's reason (not "denied").
+	u, err := in.Lifecycle.StartAuthorisation(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := callback(t, in, consent(t, u)); !errors.Is(err, lifecycle.ErrDenied) {
+		t.Fatalf("exchange with the old secret: %v", err)
+	}
+	if c := load(t, in, id); c.State != domain.StateUnauthenticated || c.Reason != domain.ReasonInvalidClient {
+		t.Fatalf("after a refused exchange: %s %s", c.State, c.Reason)
+	}
 	// The operator installs the new secret; the user reconnects.
-	in.Providers["sandbox"].SetClientSecret(rot.ClientSecret)
-	assertDeadThenRecover(t, in, id, domain.ReasonInvalidClient, terminalTail("invalid_client"))
+	if err := in.Lifecycle.SetClientSecret("sandbox", rot.ClientSecret); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(in.logs.String(), rot.ClientSecret) {
+		t.Fatal("the new client secret was logged")
+	}
+	authorise(t, in, id)
+	if c := load(t, in, id); c.State != domain.StateActive || c.Config["team"] != "finance" {
+		t.Fatalf("after reconnecting: %+v", c)
+	}
+	got := history(t, in, id)
+	want := append(append([]string{}, authorised...), "refresh.started", "refresh.failed:terminal", "tokens.invalidated",
+		"authorisation.started", "authorisation.failed", "authorisation.started", "authorisation.completed")
+	if !equalSeq(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
 }
 
 func TestPolicyChangeRevokesEveryGrant(t *testing.T) {
@@ -475,5 +501,27 @@ func TestDeadRefresherRecoveredAfterLease(t *testing.T) {
 	}
 	if tok, _, err := in.Lifecycle.Token(ctxT(t), id); err != nil || tok == "" {
 		t.Fatalf("token after recovery: %v", err)
+	}
+}
+
+// Transient trouble at the token endpoint during the code exchange is
+// retried within the callback: the code was not consumed.
+func TestCodeExchangeRetriesTransientFailures(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance"})
+	u, err := in.Lifecycle.StartAuthorisation(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := consent(t, u)
+	admin(t, in, "faults", map[string]any{"status": 503, "count": 2}, nil)
+	if err := callback(t, in, q); err != nil {
+		t.Fatalf("callback: %v", err)
+	}
+	if c := load(t, in, id); c.State != domain.StateActive {
+		t.Fatalf("state %s", c.State)
+	}
+	if s := stats(t, in); s.TokenRequests.AuthorizationCode != 3 || s.FaultsInjected != 2 {
+		t.Fatalf("sandbox saw %d code exchanges, %d faults", s.TokenRequests.AuthorizationCode, s.FaultsInjected)
 	}
 }

@@ -133,3 +133,29 @@ func TestFlagsFromEnvironment(t *testing.T) {
 		t.Fatal("a bad environment value was accepted")
 	}
 }
+
+// The pleo preset refuses a plain-HTTP public URL that is not localhost
+// (Pleo accepts plain HTTP redirect URIs only for localhost).
+func TestPleoPresetNeedsHTTPSRedirect(t *testing.T) {
+	m := app.NewMain()
+	m.Config.DataDir, m.Config.NATSListen, m.Config.HTTPAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	m.Config.Provider, m.Config.ClientID, m.Config.ClientSecret = "pleo", "client", "secret"
+	m.Config.PublicURL = "http://tokenline.example.com"
+	m.LogOutput = io.Discard
+	err := m.Run(ctxT(t))
+	m.Close()
+	if err == nil || !strings.Contains(err.Error(), "HTTPS") {
+		t.Fatalf("plain-HTTP public URL accepted: %v", err)
+	}
+	m = app.NewMain()
+	m.Config.DataDir, m.Config.NATSListen, m.Config.HTTPAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	m.Config.Provider, m.Config.ClientID, m.Config.ClientSecret = "pleo", "client", "secret"
+	m.LogOutput = io.Discard
+	if err := m.Run(ctxT(t)); err != nil { // loopback: allowed
+		t.Fatalf("loopback redirect refused: %v", err)
+	}
+	defer m.Close()
+	if p := m.Providers["pleo"]; p == nil || p.Endpoints().TokenURL != "https://auth.pleo.io/oauth/token" {
+		t.Fatalf("pleo provider %+v", p)
+	}
+}

@@ -313,25 +313,25 @@ func (s *Service) HandleCallback(ctx context.Context, state, code, errCode, errD
 	if err != nil {
 		return res, err
 	}
-	fail := func(code, desc string) (CallbackResult, error) {
-		c, _, err := s.decideAppend(ctx, c.ID, fixed(domain.FailAuthorisation{AttemptID: pd.AttemptID, ErrorCode: code, Description: truncate(desc, 200)}), nil)
+	fail := func(code, desc string, exchange bool) (CallbackResult, error) {
+		c, e, err := s.decideAppend(ctx, c.ID, fixed(domain.FailAuthorisation{AttemptID: pd.AttemptID, Exchange: exchange, ErrorCode: code, Description: truncate(desc, 200)}), nil)
 		if err != nil {
 			return res, err
 		}
 		res.State = c.State
-		s.log.Warn("authorisation failed", "connection_id", c.ID, "reason", string(domain.ReasonAuthorisationDenied), "error_code", code)
+		s.log.Warn("authorisation failed", "connection_id", c.ID, "reason", string(e.Payload.(domain.AuthorisationFailed).Reason), "error_code", code)
 		return res, fmt.Errorf("%w: %s", ErrDenied, code)
 	}
 	if errCode != "" {
-		return fail(safe(errCode), errDesc)
+		return fail(safe(errCode), errDesc, false)
 	}
 	if code == "" {
-		return fail("invalid_request", "callback without code")
+		return fail("invalid_request", "callback without code", false)
 	}
-	toks, err := p.Exchange(ctx, code, pd.Verifier, c.Scopes)
+	toks, err := s.exchange(ctx, p, code, pd.Verifier, c.Scopes)
 	if err != nil {
 		f := provider.Classify(err)
-		return fail(f.Code, "")
+		return fail(f.Code, "", true)
 	}
 	if err := s.cfg.Vault.Put(ctx, c.ID, toks); err != nil {
 		return res, err
@@ -345,6 +345,30 @@ func (s *Service) HandleCallback(ctx context.Context, state, code, errCode, errD
 	res.State = c.State
 	s.log.Info("authorisation completed", "connection_id", c.ID, "attempt_id", pd.AttemptID, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt)
 	return res, nil
+}
+
+// exchange trades the code, retrying transient failures (network, 5xx, 429)
+// twice with a short backoff: a code is single-use, but a request that
+// failed that way was not answered, so the code is still good.
+func (s *Service) exchange(ctx context.Context, p *provider.Provider, code, verifier string, scopes []string) (domain.Tokens, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var toks domain.Tokens
+		if toks, err = p.Exchange(ctx, code, verifier, scopes); err == nil {
+			return toks, nil
+		}
+		f := provider.Classify(err)
+		if f.Terminal {
+			return domain.Tokens{}, err
+		}
+		s.log.Warn("code exchange failed, retrying", "class", "transient", "error_code", f.Code, "http_status", f.Status, "attempt", attempt+1)
+		select {
+		case <-ctx.Done():
+			return domain.Tokens{}, err
+		case <-time.After(max(time.Duration(100*(attempt+1)*(attempt+1))*time.Millisecond, min(f.RetryAfter, 2*time.Second))):
+		}
+	}
+	return domain.Tokens{}, err
 }
 
 func truncate(s string, n int) string {

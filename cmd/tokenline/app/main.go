@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -313,6 +314,11 @@ func (m *Main) openProviders(ctx context.Context) error {
 		}
 	case "pleo", "pleo-staging":
 		pc.Endpoints = provider.Presets[c.Provider]
+		// Pleo registers exact redirect URIs: HTTPS, or plain HTTP only for
+		// localhost. Say so now rather than at the user's first consent.
+		if err := checkRedirect(redirect); err != nil {
+			return err
+		}
 	case "custom":
 		pc.Endpoints = provider.Endpoints{AuthURL: c.AuthURL, TokenURL: c.TokenURL, RevocationURL: c.RevocationURL}
 		if c.Issuer != "" {
@@ -416,4 +422,21 @@ func (p statusReader) Connections(context.Context) ([]domain.Connection, error) 
 		}
 	}
 	return out, nil
+}
+
+// checkRedirect refuses a plain-HTTP redirect URI on a host other than
+// localhost or a loopback address.
+func checkRedirect(redirect string) error {
+	u, err := url.Parse(redirect)
+	if err != nil {
+		return fmt.Errorf("redirect URI %q: %w", redirect, err)
+	}
+	host := u.Hostname()
+	if u.Scheme == "https" || host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("redirect URI %s: the provider accepts plain HTTP only for localhost; set --public-url to the HTTPS address users reach tokenline at", redirect)
 }
