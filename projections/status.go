@@ -352,6 +352,24 @@ func (s *Status) Connection(connectionID string) (domain.Connection, bool) {
 	return ent.c.Clone(), true
 }
 
+// Confirmed returns the connection as the stream has confirmed it: every
+// event up to its Version applied in stream order, none of this instance's
+// appends that the stream has not delivered yet. The event store seeds its
+// Load from it (jsstore.Config.Seed), so the aggregates are held once.
+func (s *Status) Confirmed(connectionID string) (domain.Connection, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ent := s.conns[connectionID]
+	if ent == nil {
+		return domain.Connection{}, false
+	}
+	c := ent.base()
+	if !c.Exists() {
+		return domain.Connection{}, false
+	}
+	return c.Clone(), true
+}
+
 // List returns every connection (deleted ones included), sorted by creation
 // time and then id.
 func (s *Status) List() []ConnectionStatus {

@@ -40,7 +40,13 @@ func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connectio
 		c = cached.Clone()
 	}
 	s.mu.RUnlock()
+	if !ok && s.cfg.Seed != nil {
+		if sc, found := s.cfg.Seed(connectionID); found && sc.ID == connectionID && sc.Version <= last.Sequence {
+			c, ok = sc, true
+		}
+	}
 	if ok && c.Version == last.Sequence {
+		s.put(connectionID, &c)
 		return c, nil
 	}
 	if ok && c.Version > last.Sequence {
@@ -52,13 +58,26 @@ func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connectio
 	if !c.Exists() {
 		return domain.Connection{}, domain.ErrNotFound
 	}
-	s.mu.Lock()
-	if cur, ok := s.cache[connectionID]; !ok || cur.Version < c.Version {
-		cc := c.Clone()
-		s.cache[connectionID] = &cc
-	}
-	s.mu.Unlock()
+	s.put(connectionID, &c)
 	return c, nil
+}
+
+// put caches a copy of c unless the cache holds a newer one; a full cache
+// drops an arbitrary entry first.
+func (s *Store) put(connectionID string, c *domain.Connection) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.cache[connectionID]; ok && cur.Version >= c.Version {
+		return
+	}
+	if _, ok := s.cache[connectionID]; !ok && len(s.cache) >= s.cfg.CacheSize {
+		for id := range s.cache {
+			delete(s.cache, id)
+			break
+		}
+	}
+	cc := c.Clone()
+	s.cache[connectionID] = &cc
 }
 
 // catchUp applies the subject's messages after c.Version up to last.

@@ -59,6 +59,13 @@ type Config struct {
 	Actor string
 	// Logger receives skipped-event warnings; default slog.Default().
 	Logger *slog.Logger
+	// CacheSize bounds the aggregates Load keeps (default 10000); beyond it
+	// an arbitrary entry is dropped.
+	CacheSize int
+	// Seed, if set, supplies an aggregate that is correct up to its Version
+	// (a projection that follows the stream) when the cache misses; Load
+	// then reads only the subject's messages after it.
+	Seed func(connectionID string) (domain.Connection, bool)
 }
 
 // Store implements domain.EventStore on JetStream. It is safe for concurrent
@@ -116,6 +123,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 10000
 	}
 	return cfg
 }
@@ -297,7 +307,7 @@ func (s *Store) applyAppended(connectionID string, expected uint64, evs []domain
 		if !applyAll(c, evs) {
 			delete(s.cache, connectionID)
 		}
-	case !ok && expected == 0:
+	case !ok && expected == 0 && len(s.cache) < s.cfg.CacheSize:
 		if next := new(domain.Connection); applyAll(next, evs) {
 			s.cache[connectionID] = next
 		}

@@ -365,3 +365,42 @@ func TestOnAppendHookRunsBeforeAppendReturns(t *testing.T) {
 		t.Fatalf("hook saw %v, version %d", seen, c.Version)
 	}
 }
+
+// Load starts from a seed aggregate (a projection that follows the stream)
+// on a cache miss and reads only the messages after it; the cache is bounded.
+func TestLoadFromSeedAndBoundedCache(t *testing.T) {
+	srv := natstest.Start(t, "")
+	writer := open(t, srv.Connect(t))
+	id := create(t, writer)
+	seedC, err := writer.Load(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedC.Config = map[string]string{"from": "seed"} // marks the seed
+	var seeded int
+	st, err := jsstore.Open(ctxT(t), srv.Connect(t), jsstore.Config{CacheSize: 1, Seed: func(cid string) (domain.Connection, bool) {
+		seeded++
+		return seedC.Clone(), cid == id
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.Load(ctxT(t), id)
+	if err != nil || c.Config["from"] != "seed" || seeded != 1 {
+		t.Fatalf("load did not use the seed: %+v (seeded %d, %v)", c.Config, seeded, err)
+	}
+	// A newer event on top of the seed: only the tail is read.
+	decideAppend(t, writer, id, domain.StartAuthorisation{AttemptID: "x", ExpiresAt: time.Now().Add(time.Minute)})
+	c, err = st.Load(ctxT(t), id)
+	if err != nil || c.State != domain.StateReauthorising || c.Config["from"] != "seed" {
+		t.Fatalf("tail on the seed: %+v %v", c, err)
+	}
+	// CacheSize 1: loading another connection evicts the first.
+	other := create(t, writer)
+	if _, err := st.Load(ctxT(t), other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Load(ctxT(t), id); err != nil || seeded < 2 {
+		t.Fatalf("evicted entry not re-seeded: seeded %d, %v", seeded, err)
+	}
+}

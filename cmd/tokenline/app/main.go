@@ -141,7 +141,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("nats")
-	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{Replicas: m.Config.Replicas, Actor: "instance/" + m.Config.Instance, Logger: m.Logger}); err != nil {
+	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{
+		Replicas: m.Config.Replicas, Actor: "instance/" + m.Config.Instance, Logger: m.Logger,
+		// The status projection already holds every aggregate, confirmed by
+		// the stream: Load starts from it instead of keeping a second copy.
+		Seed: func(id string) (domain.Connection, bool) {
+			if m.Proj == nil || m.Proj.Runner == nil {
+				return domain.Connection{}, false
+			}
+			return m.Proj.Status.Confirmed(id)
+		},
+	}); err != nil {
 		return err
 	}
 	phase("store")
