@@ -87,6 +87,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	sched    map[string]*schedEntry
+	dueQ     dueQueue
 	inflight map[string]bool
 }
 

@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"hash/fnv"
@@ -21,6 +22,64 @@ type schedEntry struct {
 	leaseUntil time.Time
 	attemptExp time.Time
 	deleted    bool
+
+	// job and due are derived from the fields above whenever they change
+	// (plan); entries with a job wait in the scheduler's queue, a min-heap
+	// by due time, at index idx (-1: not queued).
+	id  string
+	job string
+	due time.Time
+	idx int
+}
+
+// dueQueue is a min-heap of entries by due time (container/heap).
+type dueQueue []*schedEntry
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i]; q[i].idx = i; q[j].idx = j }
+func (q *dueQueue) Push(x any)        { en := x.(*schedEntry); en.idx = len(*q); *q = append(*q, en) }
+func (q *dueQueue) Pop() any {
+	old := *q
+	en := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	en.idx = -1
+	return en
+}
+
+// plan derives the entry's next job and when it is due, and queues it
+// (s.mu held).
+func (s *Service) plan(id string, en *schedEntry) {
+	defer s.queue(en)
+	en.id, en.job, en.due = id, "", time.Time{}
+	if en.deleted && en.state != domain.StateUnauthenticated {
+		return
+	}
+	switch en.state {
+	case domain.StateActive:
+		if en.tokensHeld {
+			en.job = "refresh"
+			if !en.retryAt.IsZero() {
+				en.due = en.retryAt
+			} else {
+				en.due = s.dueAt(id, en.issuedAt, en.expiresAt)
+			}
+		}
+	case domain.StateRefreshing:
+		// A refresher that died is recovered a little after its lease.
+		if !en.leaseUntil.IsZero() {
+			en.job, en.due = "recover", en.leaseUntil.Add(time.Second)
+		}
+	case domain.StateReauthorising:
+		if !en.attemptExp.IsZero() {
+			en.job, en.due = "expire", en.attemptExp
+		}
+	case domain.StateUnauthenticated:
+		if en.tokensHeld { // crash between the terminal event and invalidation
+			en.job = "invalidate"
+		}
+	}
 }
 
 // Observe feeds the scheduler with an event (from the stream on every
@@ -30,7 +89,7 @@ func (s *Service) Observe(e domain.Event) {
 	defer s.mu.Unlock()
 	en, ok := s.sched[e.ConnectionID]
 	if !ok {
-		en = &schedEntry{}
+		en = &schedEntry{idx: -1}
 		s.sched[e.ConnectionID] = en
 	}
 	if e.Seq != 0 && e.Seq <= en.seq {
@@ -58,6 +117,7 @@ func (s *Service) Observe(e domain.Event) {
 	case domain.ConnectionDeleted:
 		en.deleted = true
 	}
+	s.plan(e.ConnectionID, en)
 }
 
 // jitter is a per-connection factor in [0.9, 1.1), stable for a connection
@@ -103,32 +163,29 @@ type job struct {
 	kind string // "refresh", "recover", "expire", "invalidate"
 }
 
+// queue puts en in the due queue, moves it, or takes it out (s.mu held).
+func (s *Service) queue(en *schedEntry) {
+	switch {
+	case en.job == "" && en.idx >= 0:
+		heap.Remove(&s.dueQ, en.idx)
+	case en.job == "":
+	case en.idx >= 0:
+		heap.Fix(&s.dueQ, en.idx)
+	default:
+		heap.Push(&s.dueQ, en)
+	}
+}
+
+// dueJobs takes the jobs due at now off the queue. An entry whose job is
+// running is re-planned when the job ends (Run), so it is not lost.
 func (s *Service) dueJobs(now time.Time) []job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var jobs []job
-	for id, en := range s.sched {
-		if en.deleted && en.state != domain.StateUnauthenticated || s.inflight[id] {
-			continue
-		}
-		switch en.state {
-		case domain.StateActive:
-			if en.tokensHeld && refreshDue(now, en.retryAt, s.dueAt(id, en.issuedAt, en.expiresAt)) {
-				jobs = append(jobs, job{id, "refresh"})
-			}
-		case domain.StateRefreshing:
-			// A refresher that died is recovered a little after its lease.
-			if !en.leaseUntil.IsZero() && now.After(en.leaseUntil.Add(time.Second)) {
-				jobs = append(jobs, job{id, "recover"})
-			}
-		case domain.StateReauthorising:
-			if !en.attemptExp.IsZero() && now.After(en.attemptExp) {
-				jobs = append(jobs, job{id, "expire"})
-			}
-		case domain.StateUnauthenticated:
-			if en.tokensHeld { // crash between the terminal event and invalidation
-				jobs = append(jobs, job{id, "invalidate"})
-			}
+	for len(s.dueQ) > 0 && !now.Before(s.dueQ[0].due) {
+		en := heap.Pop(&s.dueQ).(*schedEntry)
+		if !s.inflight[en.id] {
+			jobs = append(jobs, job{en.id, en.job})
 		}
 	}
 	return jobs
@@ -165,7 +222,15 @@ func (s *Service) Run(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-s.sem; s.mu.Lock(); delete(s.inflight, j.id); s.mu.Unlock() }()
+				defer func() {
+					<-s.sem
+					s.mu.Lock()
+					delete(s.inflight, j.id)
+					if en := s.sched[j.id]; en != nil && en.idx < 0 {
+						s.plan(j.id, en) // still to do (the job changed nothing): queue it again
+					}
+					s.mu.Unlock()
+				}()
 				s.runJob(ctx, j)
 			}()
 		}
@@ -215,9 +280,15 @@ func (s *Service) Seed(c domain.Connection) {
 	if en, ok := s.sched[c.ID]; ok && en.seq >= c.Version {
 		return
 	}
-	s.sched[c.ID] = &schedEntry{
+	if old, ok := s.sched[c.ID]; ok && old.idx >= 0 {
+		heap.Remove(&s.dueQ, old.idx)
+	}
+	en := &schedEntry{
+		idx: -1,
 		seq: c.Version, state: c.State, tokensHeld: c.TokensHeld,
 		issuedAt: issued, expiresAt: c.Tokens.AccessTokenExpiresAt, retryAt: c.RetryAt,
 		leaseUntil: c.LeaseUntil, attemptExp: c.AttemptExpiresAt, deleted: c.Deleted,
 	}
+	s.plan(c.ID, en)
+	s.sched[c.ID] = en
 }
