@@ -62,15 +62,16 @@ type AuditEntry struct {
 // AuditEntryOf describes one stored event.
 func AuditEntryOf(e domain.Event, stored time.Time) AuditEntry {
 	a := AuditEntry{Seq: e.Seq, Time: e.Time, Stored: stored, ConnectionID: e.ConnectionID, EventID: e.ID, Type: e.Type(), Actor: e.Actor}
+	a.ErrorCode, a.HTTPStatus = failureOf(e.Payload)
 	switch d := e.Payload.(type) {
 	case domain.ConnectionCreated:
 		a.Reason = domain.ReasonNeverAuthorised
 	case domain.AuthorisationFailed:
-		a.Reason, a.ErrorCode = d.Reason, d.ErrorCode
+		a.Reason = d.Reason
 	case domain.RefreshFailed:
-		a.Reason, a.ErrorCode, a.HTTPStatus = d.Reason, d.ErrorCode, d.HTTPStatus
+		a.Reason = d.Reason
 	case domain.AccessRejected:
-		a.Reason, a.ErrorCode, a.HTTPStatus = d.Reason, d.ErrorCode, d.HTTPStatus
+		a.Reason = d.Reason
 	case domain.TokensInvalidated:
 		a.Reason = d.Reason
 	case domain.ConnectionDeleted:
@@ -90,6 +91,16 @@ var errStopScan = errors.New("stop")
 // stream order (which is each connection's order). It holds nothing but the
 // entry in hand; records that do not decode are left out (and logged).
 func AuditEach(ctx context.Context, store *jsstore.Store, q AuditQuery, fn func(AuditEntry) error) error {
+	return AuditEvents(ctx, store, q, func(e domain.Event, stored time.Time) error {
+		return fn(AuditEntryOf(e, stored))
+	})
+}
+
+// AuditEvents is AuditEach for the events themselves (with the time the
+// server stored each), for callers that present them in another form, such
+// as the HTTP API's CloudEvents. A connection without events gives none and
+// no error.
+func AuditEvents(ctx context.Context, store *jsstore.Store, q AuditQuery, fn func(e domain.Event, stored time.Time) error) error {
 	o := scanOptions{ConnectionID: q.ConnectionID}
 	var stopAt time.Time
 	if q.StoredSlack > 0 {
@@ -115,7 +126,7 @@ func AuditEach(ctx context.Context, store *jsstore.Store, q AuditQuery, fn func(
 		if len(q.Types) > 0 && !slices.Contains(q.Types, e.Type()) {
 			return nil
 		}
-		return fn(AuditEntryOf(e, rec.Stored))
+		return fn(e, rec.Stored)
 	})
 	if errors.Is(err, errStopScan) {
 		return nil

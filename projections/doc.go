@@ -8,9 +8,9 @@
 //   - Status is the durable per-connection read model for the API and the UI
 //     (ConnectionStatus), restored from snapshots and kept up to date by a
 //     Runner.
-//   - The audit log (Audit, AuditEach, ExportJSONL) and incident replay
-//     (StateAt, Timeline) read the stream on demand instead of holding
-//     events in memory.
+//   - The audit log (Audit, AuditEach, AuditEvents, ExportJSONL) and
+//     incident replay (StateAt, Timeline) read the stream on demand instead
+//     of holding events in memory.
 //
 // # Inputs
 //

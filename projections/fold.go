@@ -78,6 +78,20 @@ func reasonOf(p domain.Payload) (domain.Reason, bool) {
 	return domain.ReasonNone, false
 }
 
+// failureOf returns the provider's error code and HTTP status an event
+// records (failures and rejections), or zero values.
+func failureOf(p domain.Payload) (errorCode string, httpStatus int) {
+	switch d := p.(type) {
+	case domain.AuthorisationFailed:
+		return d.ErrorCode, 0
+	case domain.RefreshFailed:
+		return d.ErrorCode, d.HTTPStatus
+	case domain.AccessRejected:
+		return d.ErrorCode, d.HTTPStatus
+	}
+	return "", 0
+}
+
 // tokensOf returns the access-token description an event sets: the new
 // tokens of authorisation.completed and refresh.succeeded, nothing after
 // tokens.invalidated. ok is false when the event leaves the tokens alone.

@@ -67,6 +67,19 @@ type Transition struct {
 	// Reason is the connection's reason after the event (set while it is
 	// unauthenticated or reauthorising).
 	Reason domain.Reason `json:"reason,omitempty"`
+	// ErrorCode is the provider's error code a failure or a rejection
+	// records.
+	ErrorCode string `json:"error_code,omitempty"`
+}
+
+// transitionOf describes e, which moved c from the state from.
+func transitionOf(e domain.Event, from domain.State, c *liteConn) Transition {
+	t := Transition{Seq: e.Seq, Time: e.Time, ConnectionID: e.ConnectionID, Type: e.Type(), Actor: e.Actor, From: from, To: c.State}
+	if c.State == domain.StateUnauthenticated || c.State == domain.StateReauthorising {
+		t.Reason = c.Reason
+	}
+	t.ErrorCode, _ = failureOf(e.Payload)
+	return t
 }
 
 // Changed reports whether the event changed the connection's state.
@@ -86,10 +99,15 @@ type TransitionCount struct {
 type TimelineReport struct {
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
-	// Transitions lists every event in the window in stream order.
+	// Transitions lists every event in the window in stream order (the
+	// first ones only when Truncated).
 	Transitions []Transition `json:"transitions"`
-	// Counts groups the state changes by destination and reason, most
-	// connections first.
+	// Events is how many events the window holds.
+	Events int `json:"events"`
+	// Truncated reports that Transitions stops short of Events (WithLimit).
+	Truncated bool `json:"truncated"`
+	// Counts groups the state changes of the whole window by destination
+	// and reason, most connections first.
 	Counts []TransitionCount `json:"counts"`
 	// Skipped counts records that did not decode or that the transition
 	// table refuses (they are not in Transitions).
@@ -99,7 +117,10 @@ type TimelineReport struct {
 // TimelineOption adjusts Timeline.
 type TimelineOption func(*timelineOptions)
 
-type timelineOptions struct{ storedSlack time.Duration }
+type timelineOptions struct {
+	storedSlack time.Duration
+	limit       int
+}
 
 // WithStoredSlack stops the replay at the first message stored at or after
 // to+slack (see AuditQuery.StoredSlack); by default the whole stream is read.
@@ -107,6 +128,13 @@ type timelineOptions struct{ storedSlack time.Duration }
 // when the window opened comes from its earlier events.
 func WithStoredSlack(slack time.Duration) TimelineOption {
 	return func(o *timelineOptions) { o.storedSlack = slack }
+}
+
+// WithLimit keeps at most n events in Transitions (the first n) and sets
+// Truncated when the window holds more; Events and Counts still cover the
+// whole window. n ≤ 0 keeps them all.
+func WithLimit(n int) TimelineOption {
+	return func(o *timelineOptions) { o.limit = n }
 }
 
 // Timeline replays the stream and reports every event whose time is in
@@ -118,7 +146,7 @@ func Timeline(ctx context.Context, store *jsstore.Store, from, to time.Time, opt
 	for _, f := range opts {
 		f(&o)
 	}
-	rep := TimelineReport{From: from, To: to, Transitions: []Transition{}}
+	rep := TimelineReport{From: from, To: to, Transitions: []Transition{}, Counts: []TransitionCount{}}
 	conns := map[string]*liteConn{}
 	type key struct {
 		to     domain.State
@@ -155,11 +183,13 @@ func Timeline(ctx context.Context, store *jsstore.Store, from, to time.Time, opt
 		if !in {
 			return nil
 		}
-		t := Transition{Seq: e.Seq, Time: e.Time, ConnectionID: e.ConnectionID, Type: e.Type(), Actor: e.Actor, From: prev, To: c.State}
-		if c.State == domain.StateUnauthenticated || c.State == domain.StateReauthorising {
-			t.Reason = c.Reason
+		t := transitionOf(e, prev, c)
+		rep.Events++
+		if o.limit <= 0 || len(rep.Transitions) < o.limit {
+			rep.Transitions = append(rep.Transitions, t)
+		} else {
+			rep.Truncated = true
 		}
-		rep.Transitions = append(rep.Transitions, t)
 		if t.Changed() {
 			k := key{t.To, t.Reason}
 			n := counts[k]
@@ -194,7 +224,10 @@ const textTime = "2006-01-02T15:04:05.000Z07:00"
 // line per event.
 func (r TimelineReport) WriteText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "Timeline %s – %s: %d events, %d state changes", r.From.UTC().Format(textTime), r.To.UTC().Format(textTime), len(r.Transitions), r.changes())
+	fmt.Fprintf(bw, "Timeline %s – %s: %d events, %d state changes", r.From.UTC().Format(textTime), r.To.UTC().Format(textTime), r.Events, r.changes())
+	if r.Truncated {
+		fmt.Fprintf(bw, ", the first %d listed", len(r.Transitions))
+	}
 	if r.Skipped > 0 {
 		fmt.Fprintf(bw, ", %d records skipped", r.Skipped)
 	}
@@ -213,10 +246,8 @@ func (r TimelineReport) WriteText(w io.Writer) error {
 
 func (r TimelineReport) changes() int {
 	n := 0
-	for _, t := range r.Transitions {
-		if t.Changed() {
-			n++
-		}
+	for _, c := range r.Counts {
+		n += c.Transitions
 	}
 	return n
 }
@@ -251,6 +282,9 @@ func (t Transition) String() string {
 	s := fmt.Sprintf("%s  #%-8d %s  %-24s %s", t.Time.UTC().Format(textTime), t.Seq, t.ConnectionID, t.Type, arrow)
 	if t.Reason != domain.ReasonNone {
 		s += " (" + string(t.Reason) + ")"
+	}
+	if t.ErrorCode != "" && t.ErrorCode != string(t.Reason) {
+		s += " error " + t.ErrorCode
 	}
 	if t.Actor != "" {
 		s += "  by " + t.Actor
@@ -290,11 +324,7 @@ func WriteStateText(w io.Writer, at time.Time, c domain.Connection, evs []domain
 	var l liteConn
 	for _, e := range evs {
 		prev, _ := l.apply(e)
-		t := Transition{Seq: e.Seq, Time: e.Time, ConnectionID: e.ConnectionID, Type: e.Type(), Actor: e.Actor, From: prev, To: l.State}
-		if l.State == domain.StateUnauthenticated || l.State == domain.StateReauthorising {
-			t.Reason = l.Reason
-		}
-		bw.WriteString(t.String() + "\n")
+		bw.WriteString(transitionOf(e, prev, &l).String() + "\n")
 	}
 	return bw.Flush()
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -122,7 +123,7 @@ func TestTimeline(t *testing.T) {
 		if tr.Time.Before(from) || !tr.Time.Before(to) || (i > 0 && tr.Seq <= rep.Transitions[i-1].Seq) {
 			t.Fatalf("transition %d out of window or order: %+v", i, tr)
 		}
-		if tr.Type == domain.EventRefreshFailed && (tr.From != domain.StateRefreshing || tr.To != domain.StateUnauthenticated) {
+		if tr.Type == domain.EventRefreshFailed && (tr.From != domain.StateRefreshing || tr.To != domain.StateUnauthenticated || tr.ErrorCode != string(tr.Reason)) {
 			t.Fatalf("refresh.failed transition %+v", tr)
 		}
 		if tr.Type == domain.EventConnectionUpdated && (tr.From != domain.StateActive || tr.Changed()) {
@@ -142,6 +143,18 @@ func TestTimeline(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Fatalf("timeline text lacks %q:\n%s", want, out)
 		}
+	}
+	if rep.Events != len(rep.Transitions) || rep.Truncated {
+		t.Fatalf("events %d, truncated %v for %d transitions", rep.Events, rep.Truncated, len(rep.Transitions))
+	}
+	// A limit shortens the list, not the counts.
+	lim, err := Timeline(ctxT(t), st, from, to, WithLimit(5))
+	if err != nil || !lim.Truncated || lim.Events != rep.Events || !reflect.DeepEqual(lim.Transitions, rep.Transitions[:5]) || !reflect.DeepEqual(lim.Counts, rep.Counts) {
+		t.Fatalf("with limit: %v %+v", err, lim)
+	}
+	buf.Reset()
+	if err := lim.WriteText(&buf); err != nil || !strings.Contains(buf.String(), fmt.Sprintf(": %d events, %d state changes, the first 5 listed\n", rep.Events, rep.changes())) {
+		t.Fatalf("limited timeline text (%v):\n%s", err, buf.String())
 	}
 	// Bounded by stored time (events here are back-dated: the bound cuts
 	// everything stored after to+slack, which is nothing).

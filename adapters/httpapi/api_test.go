@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -176,6 +177,8 @@ func TestMalformedRequestsChangeNothing(t *testing.T) {
 		{"authorize unknown", "POST", "/v1/connections/00000000-0000-4000-8000-000000000000/authorize", nil, nil, 404, "not_found"},
 		{"token unknown", "GET", "/v1/connections/00000000-0000-4000-8000-000000000000/token", nil, nil, 404, "not_found"},
 		{"events unknown", "GET", "/v1/connections/00000000-0000-4000-8000-000000000000/events", nil, nil, 404, "not_found"},
+		{"events unknown jsonl", "GET", "/v1/connections/00000000-0000-4000-8000-000000000000/events?format=jsonl", nil, nil, 404, "not_found"},
+		{"state unknown", "GET", "/v1/connections/00000000-0000-4000-8000-000000000000/state?at=2030-01-01T00:00:00Z", nil, nil, 404, "not_found"},
 	}
 	before := e.lastSeq()
 	for _, tc := range cases {
@@ -319,6 +322,18 @@ func TestAuthorisationFlowAndAudit(t *testing.T) {
 	if strings.TrimSpace(string(body)) != "[]" {
 		t.Fatalf("since in the future: %s", body)
 	}
+	resp, body = e.request("GET", "/v1/connections/"+c.ID+"/events?format=jsonl&type=connection.deleted", nil)
+	e.expect(resp, body, http.StatusOK, nil)
+	if len(body) != 0 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/jsonl") {
+		t.Fatalf("jsonl without a match: %q %s", resp.Header.Get("Content-Type"), body)
+	}
+	// until is inclusive: the creation's own time finds it.
+	var first []map[string]any
+	resp, body = e.request("GET", "/v1/connections/"+c.ID+"/events?until="+url.QueryEscape(evs[0]["time"].(string)), nil)
+	e.expect(resp, body, http.StatusOK, &first)
+	if len(first) != 1 || first[0]["type"] != "tokenline.connection.created" {
+		t.Fatalf("until the creation's time: %s", body)
+	}
 
 	// State at an instant: right after creation it was unauthenticated.
 	var sa httpapi.StateAtResponse
@@ -336,14 +351,22 @@ func TestAuthorisationFlowAndAudit(t *testing.T) {
 	e.expect(resp, body, http.StatusNotFound, nil)
 
 	// Incident timeline.
-	var tl httpapi.TimelineResponse
+	var tl projections.TimelineReport
 	resp, body = e.request("GET", "/v1/events/timeline?from="+created.Add(-time.Minute).UTC().Format(time.RFC3339)+"&to="+time.Now().Add(time.Minute).UTC().Format(time.RFC3339), nil)
 	e.expect(resp, body, http.StatusOK, &tl)
-	if tl.Counts.Events != 3 || tl.Counts.Connections != 1 || len(tl.Transitions) != 3 || tl.Counts.ByType["authorisation.completed"] != 1 {
+	if tl.Events != 3 || len(tl.Transitions) != 3 || tl.Truncated || len(tl.Counts) != 3 {
 		t.Fatalf("timeline %s", body)
 	}
-	if last := tl.Transitions[2]; last.To != domain.StateActive || last.ConnectionID != c.ID || last.Type != "authorisation.completed" {
+	if first := tl.Transitions[0]; first.From != "" || first.To != domain.StateUnauthenticated || first.Reason != domain.ReasonNeverAuthorised {
+		t.Fatalf("first transition %+v", first)
+	}
+	if last := tl.Transitions[2]; last.From != domain.StateReauthorising || last.To != domain.StateActive || last.ConnectionID != c.ID || last.Type != domain.EventAuthorisationCompleted {
 		t.Fatalf("last transition %+v", last)
+	}
+	for _, n := range tl.Counts {
+		if n.Connections != 1 || n.Transitions != 1 {
+			t.Fatalf("timeline counts %+v", tl.Counts)
+		}
 	}
 
 	// Nothing secret was ever logged (the callback's query included).

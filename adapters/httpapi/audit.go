@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,6 +14,10 @@ import (
 	"github.com/tokenline/tokenline/projections"
 )
 
+// The audit routes present package projections' audit log and incident
+// replay (through AuditReader): events as CloudEvents, the state at an
+// instant, and the timeline as projections.TimelineReport.
+
 // StateAtResponse is the answer of GET /v1/connections/{id}/state.
 type StateAtResponse struct {
 	ConnectionID string                       `json:"connection_id"`
@@ -21,45 +27,12 @@ type StateAtResponse struct {
 	Events []json.RawMessage `json:"events"`
 }
 
-// Transition is one state-changing event in the incident timeline.
-type Transition struct {
-	Time         time.Time     `json:"time"`
-	Seq          uint64        `json:"seq"`
-	ConnectionID string        `json:"connection_id"`
-	Type         string        `json:"type"`
-	To           domain.State  `json:"to_state"`
-	Reason       domain.Reason `json:"reason,omitempty"`
-	ErrorCode    string        `json:"error_code,omitempty"`
-	Actor        string        `json:"actor,omitempty"`
-}
-
-// TimelineCounts summarises the events of a timeline window.
-type TimelineCounts struct {
-	Events      int            `json:"events"`
-	Connections int            `json:"connections"`
-	ByType      map[string]int `json:"by_type"`
-	// ByReason counts entries into unauthenticated by reason.
-	ByReason map[string]int `json:"by_reason"`
-	// ByState counts transitions by the state entered.
-	ByState map[string]int `json:"by_state"`
-}
-
-// TimelineResponse is the answer of GET /v1/events/timeline.
-type TimelineResponse struct {
-	From        time.Time      `json:"from"`
-	To          time.Time      `json:"to"`
-	Transitions []Transition   `json:"transitions"`
-	Counts      TimelineCounts `json:"counts"`
-	// Truncated is true when the window held more than MaxTimelineEvents
-	// events; only the first ones were read.
-	Truncated bool `json:"truncated"`
-}
-
 // batchContentType is the CloudEvents JSON batch format (an array of
 // structured-mode events).
 const batchContentType = "application/cloudevents-batch+json"
 
-// MaxTimelineEvents bounds how many events one timeline request reads.
+// MaxTimelineEvents bounds how many events one timeline answer lists
+// (projections.WithLimit); its counts cover the whole window.
 const MaxTimelineEvents = 50000
 
 // parseTime reads an RFC 3339 query parameter; ok is false (and 400 written)
@@ -79,22 +52,21 @@ func parseTime(w http.ResponseWriter, r *http.Request, name string) (time.Time, 
 
 // typeFilter parses ?type= (repeated or comma-separated; with or without the
 // "tokenline." prefix). nil means every type.
-func typeFilter(w http.ResponseWriter, r *http.Request) (map[domain.EventType]bool, bool) {
-	var out map[domain.EventType]bool
+func typeFilter(w http.ResponseWriter, r *http.Request) ([]domain.EventType, bool) {
+	var out []domain.EventType
 	for _, v := range r.URL.Query()["type"] {
 		for t := range strings.SplitSeq(v, ",") {
-			t = strings.TrimPrefix(strings.TrimSpace(t), events.TypePrefix)
-			if t == "" {
+			et := domain.EventType(strings.TrimPrefix(strings.TrimSpace(t), events.TypePrefix))
+			if et == "" {
 				continue
 			}
-			if !slices.Contains(domain.EventTypes, domain.EventType(t)) {
-				writeError(w, http.StatusBadRequest, "invalid_type", "unknown event type "+quote(t))
+			if !slices.Contains(domain.EventTypes, et) {
+				writeError(w, http.StatusBadRequest, "invalid_type", "unknown event type "+quote(string(et)))
 				return nil, false
 			}
-			if out == nil {
-				out = map[domain.EventType]bool{}
+			if !slices.Contains(out, et) {
+				out = append(out, et)
 			}
-			out[domain.EventType(t)] = true
 		}
 	}
 	return out, true
@@ -109,7 +81,7 @@ func (s *Server) requireAudit(w http.ResponseWriter) bool {
 }
 
 // handleEvents serves a connection's audit trail as CloudEvents: a JSON
-// array (application/cloudevents-batch+json), or JSON Lines with
+// array (application/cloudevents-batch+json), or JSON Lines streamed with
 // ?format=jsonl.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	id, ok := connectionID(w, r)
@@ -133,57 +105,97 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_format", "format must be json or jsonl")
 		return
 	}
-	hist, err := s.cfg.Audit.History(r.Context(), id)
+	q := projections.AuditQuery{ConnectionID: id, Since: since, Types: types}
+	if !until.IsZero() {
+		// ?until= is inclusive; AuditQuery.Until is not (RFC 3339 times
+		// are at most nanosecond-precise).
+		q.Until = until.Add(time.Nanosecond)
+	}
+	if format == "jsonl" {
+		s.streamEvents(w, r, q)
+		return
+	}
+	var buf bytes.Buffer
+	buf.WriteByte('[')
+	n := 0
+	err := s.cfg.Audit.AuditEvents(r.Context(), q, func(e domain.Event, _ time.Time) error {
+		b, err := events.Encode(e)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(b)
+		n++
+		return nil
+	})
 	if err != nil {
 		s.writeServiceError(w, r, err)
 		return
 	}
-	var out [][]byte
-	for _, e := range hist {
-		if types != nil && !types[e.Type()] || !since.IsZero() && e.Time.Before(since) || !until.IsZero() && e.Time.After(until) {
-			continue
-		}
-		b, err := events.Encode(e)
-		if err != nil {
-			s.writeServiceError(w, r, err)
-			return
-		}
-		out = append(out, b)
-	}
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if format == "jsonl" {
-		w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
-		rc := http.NewResponseController(w)
-		for i, b := range out {
-			if _, err := w.Write(append(b, '\n')); err != nil {
-				return
-			}
-			if i%100 == 99 {
-				_ = rc.Flush()
-			}
-		}
+	if n == 0 && !s.connectionExists(w, r, id) {
 		return
 	}
+	buf.WriteString("]\n")
 	w.Header().Set("Content-Type", batchContentType+"; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(joinArray(out))
+	_, _ = w.Write(buf.Bytes())
 }
 
-func joinArray(items [][]byte) []byte {
-	n := 3
-	for _, b := range items {
-		n += len(b) + 1
+// streamEvents writes the events matching q as JSON Lines while it reads
+// them. An error after the first line aborts the response, so that a client
+// cannot take a cut-off stream for the whole history.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, q projections.AuditQuery) {
+	rc := http.NewResponseController(w)
+	start := func() {
+		w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusOK)
 	}
-	buf := make([]byte, 0, n)
-	buf = append(buf, '[')
-	for i, b := range items {
-		if i > 0 {
-			buf = append(buf, ',')
+	n := 0
+	errWrite := errors.New("client gone")
+	err := s.cfg.Audit.AuditEvents(r.Context(), q, func(e domain.Event, _ time.Time) error {
+		b, err := events.Encode(e)
+		if err != nil {
+			return err
 		}
-		buf = append(buf, b...)
+		if n == 0 {
+			start()
+		}
+		n++
+		if _, err := w.Write(append(b, '\n')); err != nil {
+			return errWrite
+		}
+		if n%100 == 0 {
+			_ = rc.Flush()
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errWrite) || (n > 0 && r.Context().Err() != nil):
+		// the client went away
+	case err != nil && n == 0:
+		s.writeServiceError(w, r, err)
+	case err != nil:
+		s.log.Error("request failed", "method", r.Method, "route", r.Pattern, "error", err.Error())
+		panic(http.ErrAbortHandler)
+	case n == 0:
+		if s.connectionExists(w, r, q.ConnectionID) {
+			start()
+		}
 	}
-	return append(buf, ']', '\n')
+}
+
+// connectionExists tells a connection without matching events from an
+// unknown one, which it answers (404) itself.
+func (s *Server) connectionExists(w http.ResponseWriter, r *http.Request, id string) bool {
+	if _, err := s.cfg.Status.Connection(r.Context(), id); err != nil {
+		s.writeServiceError(w, r, err)
+		return false
+	}
+	return true
 }
 
 // handleStateAt replays the connection's history up to ?at= and answers
@@ -201,22 +213,17 @@ func (s *Server) handleStateAt(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	hist, err := s.cfg.Audit.History(r.Context(), id)
-	if err != nil {
-		s.writeServiceError(w, r, err)
-		return
-	}
-	c, upto, err := StateAt(hist, at)
-	if err != nil {
-		s.writeServiceError(w, r, err)
-		return
-	}
-	if upto == 0 {
+	c, evs, err := s.cfg.Audit.StateAt(r.Context(), id, at)
+	if errors.Is(err, domain.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "not_found", "the connection did not exist at that time")
 		return
 	}
-	resp := StateAtResponse{ConnectionID: id, At: at.UTC(), Status: s.status(c), Events: make([]json.RawMessage, 0, upto)}
-	for _, e := range hist[:upto] {
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	resp := StateAtResponse{ConnectionID: id, At: at.UTC(), Status: s.status(c), Events: make([]json.RawMessage, 0, len(evs))}
+	for _, e := range evs {
 		b, err := events.Encode(e)
 		if err != nil {
 			s.writeServiceError(w, r, err)
@@ -227,41 +234,9 @@ func (s *Server) handleStateAt(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// StateAt folds the prefix of history (in stream order) whose events
-// happened at or before at; n is the length of that prefix (0: the
-// connection did not exist yet).
-func StateAt(history []domain.Event, at time.Time) (c domain.Connection, n int, err error) {
-	for n < len(history) && !history[n].Time.After(at) {
-		n++
-	}
-	c, err = domain.Replay(history[:n])
-	return c, n, err
-}
-
-// TransitionTo returns the state an event moves its connection to, and
-// false for events that do not change the state (self-loops). It follows
-// the domain's transition table, whose non-loop transitions each have a
-// single destination.
-func TransitionTo(e domain.Event) (domain.State, bool) {
-	if e.Type() == domain.EventConnectionCreated {
-		return domain.StateUnauthenticated, true
-	}
-	name := domain.TransitionName(e.Payload)
-	var to domain.State
-	for _, d := range domain.Transitions {
-		if d.Name != name {
-			continue
-		}
-		if len(d.Src) == 1 && d.Src[0] == d.Dst {
-			return "", false // self-loop
-		}
-		to = domain.State(d.Dst)
-	}
-	return to, to != ""
-}
-
-// handleTimeline answers the incident timeline of every connection between
-// ?from= and ?to= (default: the last 24 hours).
+// handleTimeline answers the incident timeline of every connection in
+// [?from=, ?to=) (default: the last 24 hours) as a
+// projections.TimelineReport listing at most MaxTimelineEvents events.
 func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 	if !s.requireAudit(w) {
 		return
@@ -275,7 +250,7 @@ func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if to.IsZero() {
-		to = time.Now().UTC()
+		to = time.Now()
 	}
 	if from.IsZero() {
 		from = to.Add(-24 * time.Hour)
@@ -284,41 +259,10 @@ func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_time", "to is before from")
 		return
 	}
-	evs, truncated, err := s.cfg.Audit.Between(r.Context(), from, to, MaxTimelineEvents)
+	rep, err := s.cfg.Audit.Timeline(r.Context(), from.UTC(), to.UTC(), projections.WithLimit(MaxTimelineEvents))
 	if err != nil {
 		s.writeServiceError(w, r, err)
 		return
 	}
-	resp := TimelineResponse{From: from.UTC(), To: to.UTC(), Transitions: []Transition{}, Truncated: truncated,
-		Counts: TimelineCounts{ByType: map[string]int{}, ByReason: map[string]int{}, ByState: map[string]int{}}}
-	conns := map[string]bool{}
-	for _, e := range evs {
-		resp.Counts.Events++
-		resp.Counts.ByType[string(e.Type())]++
-		conns[e.ConnectionID] = true
-		st, changes := TransitionTo(e)
-		if !changes {
-			continue
-		}
-		tr := Transition{Time: e.Time.UTC(), Seq: e.Seq, ConnectionID: e.ConnectionID, Type: string(e.Type()), To: st, Actor: e.Actor}
-		switch d := e.Payload.(type) {
-		case domain.ConnectionCreated:
-			tr.Reason = domain.ReasonNeverAuthorised
-		case domain.AuthorisationFailed:
-			tr.Reason, tr.ErrorCode = d.Reason, d.ErrorCode
-		case domain.RefreshFailed:
-			tr.Reason, tr.ErrorCode = d.Reason, d.ErrorCode
-		case domain.AccessRejected:
-			tr.Reason, tr.ErrorCode = d.Reason, d.ErrorCode
-		case domain.ConnectionDeleted:
-			tr.Reason = domain.ReasonConnectionDeleted
-		}
-		resp.Counts.ByState[string(st)]++
-		if st == domain.StateUnauthenticated && tr.Reason != "" {
-			resp.Counts.ByReason[string(tr.Reason)]++
-		}
-		resp.Transitions = append(resp.Transitions, tr)
-	}
-	resp.Counts.Connections = len(conns)
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, rep)
 }

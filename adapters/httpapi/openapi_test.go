@@ -102,9 +102,9 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		"AuthorizeResponse": httpapi.AuthorizeResponse{},
 		"ListResponse":      httpapi.ListResponse{},
 		"StateAtResponse":   httpapi.StateAtResponse{},
-		"Transition":        httpapi.Transition{},
-		"TimelineCounts":    httpapi.TimelineCounts{},
-		"TimelineResponse":  httpapi.TimelineResponse{},
+		"Transition":        projections.Transition{},
+		"TransitionCount":   projections.TransitionCount{},
+		"TimelineResponse":  projections.TimelineReport{},
 		"Health":            httpapi.HealthResponse{},
 	}
 	for name, v := range types {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/projections"
 )
 
 // The HTTP layer declares what it needs from the rest of tokenline as small
@@ -17,8 +18,8 @@ import (
 // by:
 //
 //	ConnectionService  *lifecycle.Service
-//	StatusReader       *StoreReader (on *jsstore.Store), or the Status projection
-//	AuditReader        *StoreReader (on *jsstore.Store), or the audit projection
+//	StatusReader       StatusFromProjection (on *projections.Status), or StoreReader
+//	AuditReader        StoreReader (on *jsstore.Store: package projections' audit and replay)
 //	Readiness          NATSReady(nc), ReadinessFunc around the projection runner
 
 // ConnectionService is the command side: everything that changes a
@@ -71,15 +72,22 @@ type StatusReader interface {
 	Connections(ctx context.Context) ([]domain.Connection, error)
 }
 
-// AuditReader is the read side for history.
+// AuditReader is the read side for history: the audit log and the incident
+// replay of package projections, whose functions (on a *jsstore.Store) the
+// methods mirror.
 type AuditReader interface {
-	// History returns every event of one connection in stream order, or
-	// an error wrapping domain.ErrNotFound.
-	History(ctx context.Context, id string) ([]domain.Event, error)
-	// Between returns the events of every connection whose time is in
-	// [from, to], in stream order. limit > 0 bounds how many are returned
-	// (the first limit); truncated reports that more matched.
-	Between(ctx context.Context, from, to time.Time, limit int) (evs []domain.Event, truncated bool, err error)
+	// AuditEvents calls fn with every event matching q (with the time it
+	// was stored), in stream order: projections.AuditEvents. A connection
+	// without events gives none, not an error.
+	AuditEvents(ctx context.Context, q projections.AuditQuery, fn func(e domain.Event, stored time.Time) error) error
+	// StateAt returns a connection as it was at the instant at, with the
+	// events that led there: projections.StateAt. The error wraps
+	// domain.ErrNotFound if the connection did not exist then.
+	StateAt(ctx context.Context, connectionID string, at time.Time) (domain.Connection, []domain.Event, error)
+	// Timeline reports every event of every connection in [from, to) with
+	// the transition it made, and counts the state changes:
+	// projections.Timeline.
+	Timeline(ctx context.Context, from, to time.Time, opts ...projections.TimelineOption) (projections.TimelineReport, error)
 }
 
 // Readiness is one dependency that must be ready before the instance takes

@@ -12,28 +12,6 @@ import (
 	"github.com/tokenline/tokenline/projections"
 )
 
-// projectionStatus adapts the Status projection to httpapi.StatusReader:
-// the few lines cmd/tokenline needs to serve reads from the projection.
-type projectionStatus struct{ st *projections.Status }
-
-func (p projectionStatus) Connection(_ context.Context, id string) (domain.Connection, error) {
-	c, ok := p.st.Connection(id)
-	if !ok {
-		return domain.Connection{}, domain.ErrNotFound
-	}
-	return c, nil
-}
-
-func (p projectionStatus) Connections(context.Context) ([]domain.Connection, error) {
-	var out []domain.Connection
-	for _, s := range p.st.List() {
-		if c, ok := p.st.Connection(s.ID); ok && !c.Deleted {
-			out = append(out, c)
-		}
-	}
-	return out, nil
-}
-
 // TestServedFromProjections wires the server as cmd/tokenline does: reads
 // from the projections runner's Status (fed by the stream, and by the
 // store's append hook for read-your-own-writes), readiness and lag from the
@@ -58,7 +36,7 @@ func TestServedFromProjections(t *testing.T) {
 		if err := runner.WaitReady(wctx); err != nil {
 			t.Fatal(err)
 		}
-		c.Status = projectionStatus{st}
+		c.Status = httpapi.StatusFromProjection{Status: st}
 		c.ProjectionLag = runner.Lag
 		c.Ready = append(c.Ready, httpapi.Check{Name: "projections", Probe: httpapi.ProjectionsReady(runner.Ready, runner.Lag, 100)})
 	})

@@ -19,9 +19,9 @@ import (
 type Config struct {
 	// Connections is the command side (*lifecycle.Service).
 	Connections ConnectionService
-	// Status reads current state (StoreReader or the Status projection).
+	// Status reads current state (StatusFromProjection or StoreReader).
 	Status StatusReader
-	// Audit reads history (StoreReader or the audit projection).
+	// Audit reads history (StoreReader).
 	Audit AuditReader
 	// Ready are the checks of GET /readyz, typically
 	// {Name: "nats", Probe: NATSReady(nc)} and one for the projections.

@@ -13,66 +13,6 @@ import (
 	"github.com/tokenline/tokenline/projections"
 )
 
-func TestTransitionTo(t *testing.T) {
-	cases := []struct {
-		p    domain.Payload
-		to   domain.State
-		move bool
-	}{
-		{domain.ConnectionCreated{Provider: "x"}, domain.StateUnauthenticated, true},
-		{domain.AuthorisationStarted{}, domain.StateReauthorising, true},
-		{domain.AuthorisationCompleted{}, domain.StateActive, true},
-		{domain.AuthorisationFailed{Reason: domain.ReasonAuthorisationDenied}, domain.StateUnauthenticated, true},
-		{domain.RefreshStarted{}, domain.StateRefreshing, true},
-		{domain.RefreshSucceeded{}, domain.StateActive, true},
-		{domain.RefreshFailed{Terminal: false}, domain.StateActive, true},
-		{domain.RefreshFailed{Terminal: true, Reason: domain.ReasonInvalidGrant}, domain.StateUnauthenticated, true},
-		{domain.AccessRejected{Terminal: true, Reason: domain.ReasonAccessTokenRejected}, domain.StateUnauthenticated, true},
-		{domain.AccessRejected{}, "", false},
-		{domain.TokensInvalidated{}, "", false},
-		{domain.ConnectionUpdated{}, "", false},
-		{domain.ConnectionDeleted{}, domain.StateUnauthenticated, true},
-	}
-	seen := map[domain.EventType]bool{}
-	for _, tc := range cases {
-		to, move := httpapi.TransitionTo(domain.Event{Payload: tc.p})
-		if to != tc.to || move != tc.move {
-			t.Errorf("%T: (%q, %v), want (%q, %v)", tc.p, to, move, tc.to, tc.move)
-		}
-		seen[tc.p.EventType()] = true
-	}
-	for _, et := range domain.EventTypes {
-		if !seen[et] {
-			t.Errorf("event type %s not covered", et)
-		}
-	}
-}
-
-func TestStateAtPrefix(t *testing.T) {
-	id := "2f9c4a4e-6a55-4c0e-a8a5-7f0b3f1a2c3d"
-	t0 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
-	hist := []domain.Event{
-		{ID: "1", ConnectionID: id, Time: t0, Seq: 1, Payload: domain.ConnectionCreated{Provider: "sandbox"}},
-		{ID: "2", ConnectionID: id, Time: t0.Add(time.Minute), Seq: 2, Payload: domain.AuthorisationStarted{AttemptID: "a", ExpiresAt: t0.Add(11 * time.Minute)}},
-		{ID: "3", ConnectionID: id, Time: t0.Add(2 * time.Minute), Seq: 3, Payload: domain.AuthorisationCompleted{AttemptID: "a", Tokens: domain.TokenInfo{AccessTokenFP: "sha256:1", AccessTokenExpiresAt: t0.Add(17 * time.Minute)}}},
-	}
-	for _, tc := range []struct {
-		at    time.Time
-		n     int
-		state domain.State
-	}{
-		{t0.Add(-time.Second), 0, ""},
-		{t0, 1, domain.StateUnauthenticated},
-		{t0.Add(90 * time.Second), 2, domain.StateReauthorising},
-		{t0.Add(time.Hour), 3, domain.StateActive},
-	} {
-		c, n, err := httpapi.StateAt(hist, tc.at)
-		if err != nil || n != tc.n || c.State != tc.state {
-			t.Errorf("at %s: n=%d state=%q err=%v, want n=%d state=%q", tc.at, n, c.State, err, tc.n, tc.state)
-		}
-	}
-}
-
 func TestStatusNeverHoldsTokens(t *testing.T) {
 	secret := domain.Tokens{AccessToken: "at-secret-value", RefreshToken: "rt-secret-value", Expiry: time.Now().Add(time.Hour), Scopes: []string{"users:read"}}
 	c := domain.Connection{ID: "2f9c4a4e-6a55-4c0e-a8a5-7f0b3f1a2c3d", Provider: "sandbox", State: domain.StateActive,

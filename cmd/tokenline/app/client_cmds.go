@@ -462,9 +462,10 @@ func newReplayCommand() *cobra.Command {
 		Use:   "replay (--connection ID --at T | --from T1 [--to T2])",
 		Short: "Rebuild a connection's state at a past time, or the timeline of every connection in a window",
 		Long: "With --connection and --at, replay prints the state and reason the connection had at that time\n" +
-			"and the events that led there. With --from and --to, it prints the incident timeline: every\n" +
-			"state transition of every connection in the window in stream order, and the number of\n" +
-			"connections in each state. Times are RFC 3339 or a duration ago (90s, 15m, 1h, 2d).",
+			"and the events that led there. With --from and --to, it prints the incident timeline: the state\n" +
+			"changes of every connection in the window counted by state and reason (\"412 connections went\n" +
+			"unauthenticated with invalid_client\"), then every event in stream order with the transition it\n" +
+			"made. Times are RFC 3339 or a duration ago (90s, 15m, 1h, 2d).",
 		Example: "  tokenline replay --connection <id> --at 2026-11-28T10:02:00Z\n" +
 			"  tokenline replay --from 2h --to 1h",
 		Args: cobra.NoArgs,
@@ -576,30 +577,6 @@ func runReplayAt(cmd *cobra.Command, o *clientOptions, id string, at time.Time) 
 	return printEventTable(out, a.Events, false)
 }
 
-// timelineAnswer is GET /v1/events/timeline.
-type timelineAnswer struct {
-	From        time.Time `json:"from"`
-	To          time.Time `json:"to"`
-	Transitions []struct {
-		Time         time.Time `json:"time"`
-		Seq          uint64    `json:"seq"`
-		ConnectionID string    `json:"connection_id"`
-		Type         string    `json:"type"`
-		To           string    `json:"to_state"`
-		Reason       string    `json:"reason"`
-		ErrorCode    string    `json:"error_code"`
-		Actor        string    `json:"actor"`
-	} `json:"transitions"`
-	Counts struct {
-		Events      int            `json:"events"`
-		Connections int            `json:"connections"`
-		ByType      map[string]int `json:"by_type"`
-		ByReason    map[string]int `json:"by_reason"`
-		ByState     map[string]int `json:"by_state"`
-	} `json:"counts"`
-	Truncated bool `json:"truncated"`
-}
-
 func runTimeline(cmd *cobra.Command, o *clientOptions, from, to time.Time) error {
 	ctx, stop := commandContext(cmd)
 	defer stop()
@@ -618,77 +595,17 @@ func runTimeline(cmd *cobra.Command, o *clientOptions, from, to time.Time) error
 	if o.json {
 		return writeRaw(out, raw)
 	}
-	var tl timelineAnswer
-	if err := json.Unmarshal(raw, &tl); err != nil {
+	var rep projections.TimelineReport
+	if err := json.Unmarshal(raw, &rep); err != nil {
 		return fmt.Errorf("the server's timeline is not the expected JSON: %w", err)
 	}
-	fmt.Fprintf(out, "Timeline %s to %s: %d events on %d connections\n\n",
-		fmtTimeMilli(tl.From), fmtTimeMilli(tl.To), tl.Counts.Events, tl.Counts.Connections)
-	if len(tl.Transitions) == 0 {
-		fmt.Fprintln(out, "No state transitions in this window.")
-	} else {
-		fmt.Fprintf(out, "Transitions (%d, in stream order):\n", len(tl.Transitions))
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tCONNECTION\tEVENT\tTO STATE\tREASON\tERROR\tACTOR")
-		for _, t := range tl.Transitions {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTimeMilli(t.Time), t.ConnectionID, shortType(t.Type),
-				orDash(t.To), orDash(t.Reason), orDash(t.ErrorCode), orDash(t.Actor))
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-	if tl.Truncated {
-		fmt.Fprintln(out, "\nTruncated: the window holds more events than the server reads at once; narrow it.")
-	}
-	fmt.Fprintln(out, "\nTransitions by state entered:")
-	if err := printCounts(out, tl.Counts.ByState, statesFirst); err != nil {
+	if err := rep.WriteText(out); err != nil {
 		return err
 	}
-	if len(tl.Counts.ByReason) > 0 {
-		fmt.Fprintln(out, "\nEntries into unauthenticated by reason:")
-		if err := printCounts(out, tl.Counts.ByReason, nil); err != nil {
-			return err
-		}
+	if rep.Truncated {
+		_, err = fmt.Fprintln(out, "\nTruncated: the server lists the first events of a window this large; narrow it for the rest.")
 	}
-	if len(tl.Counts.ByType) > 0 {
-		fmt.Fprintln(out, "\nEvents by type:")
-		return printCounts(out, tl.Counts.ByType, nil)
-	}
-	return nil
-}
-
-// statesFirst lists the four states, printed even when their count is 0.
-var statesFirst = func() []string {
-	out := make([]string, len(domain.States))
-	for i, s := range domain.States {
-		out[i] = string(s)
-	}
-	return out
-}()
-
-// printCounts prints one "  key  count" line per key: the keys of first
-// (always), then the others by descending count.
-func printCounts(w io.Writer, counts map[string]int, first []string) error {
-	keys := slices.Clone(first)
-	var rest []string
-	for k := range counts {
-		if !slices.Contains(first, k) {
-			rest = append(rest, k)
-		}
-	}
-	slices.SortFunc(rest, func(a, b string) int {
-		if c := counts[b] - counts[a]; c != 0 {
-			return c
-		}
-		return strings.Compare(a, b)
-	})
-	keys = append(keys, rest...)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, k := range keys {
-		fmt.Fprintf(tw, "  %s\t%d\n", k, counts[k])
-	}
-	return tw.Flush()
+	return err
 }
 
 // ---- events (NATS) -------------------------------------------------------

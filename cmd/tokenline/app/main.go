@@ -34,7 +34,6 @@ import (
 	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/adapters/vault"
 	"github.com/tokenline/tokenline/domain"
-	"github.com/tokenline/tokenline/projections"
 )
 
 // Version is set at build time with -ldflags "-X .../app.Version=...".
@@ -195,7 +194,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.cancel = cancel
 	m.registry = prometheus.NewRegistry()
 	if m.Metrics, err = httpapi.NewMetrics(m.registry, httpapi.MetricsConfig{
-		Status: statusReader{m.Proj.Status},
+		Status: httpapi.StatusFromProjection{Status: m.Proj.Status},
 		ProjectionLag: func(ctx context.Context) (uint64, error) {
 			if m.Proj.Runner == nil {
 				return 0, errors.New("projections not started")
@@ -389,7 +388,7 @@ func (m *Main) Close() error {
 func (m *Main) handler() http.Handler {
 	cfg := httpapi.Config{
 		Connections: m.Lifecycle,
-		Status:      statusReader{m.Proj.Status},
+		Status:      httpapi.StatusFromProjection{Status: m.Proj.Status},
 		Audit:       httpapi.StoreReader{Store: m.Store},
 		Ready: []httpapi.Check{
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
@@ -411,27 +410,6 @@ func (m *Main) handler() http.Handler {
 	}
 	m.API = httpapi.New(cfg)
 	return m.API.Handler()
-}
-
-// statusReader serves the HTTP API's reads from the status projection.
-type statusReader struct{ st *projections.Status }
-
-func (p statusReader) Connection(_ context.Context, id string) (domain.Connection, error) {
-	c, ok := p.st.Connection(id)
-	if !ok {
-		return domain.Connection{}, domain.ErrNotFound
-	}
-	return c, nil
-}
-
-func (p statusReader) Connections(context.Context) ([]domain.Connection, error) {
-	var out []domain.Connection
-	for _, s := range p.st.List() {
-		if c, ok := p.st.Connection(s.ID); ok && !c.Deleted {
-			out = append(out, c)
-		}
-	}
-	return out, nil
 }
 
 // checkRedirect refuses a plain-HTTP redirect URI on a host other than
