@@ -1,0 +1,96 @@
+package lifecycle
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+func TestParseBearerChallenge(t *testing.T) {
+	cases := []struct{ h, code, scope string }{
+		{`Bearer error="invalid_token", error_description="expired"`, "invalid_token", ""},
+		{`bearer realm="pleo",error="insufficient_scope",scope="accounts:write users:read"`, "insufficient_scope", "accounts:write users:read"},
+		{`Bearer`, "", ""},
+		{`Basic realm="x"`, "", ""},
+		{`Bearer error="bad` + "\x01" + `"`, "invalid_error_code", ""},
+		{``, "", ""},
+	}
+	for _, c := range cases {
+		code, scope := ParseBearerChallenge(c.h)
+		if code != c.code || scope != c.scope {
+			t.Errorf("%q: got %q %q, want %q %q", c.h, code, scope, c.code, c.scope)
+		}
+	}
+}
+
+func TestBackoffIsExponentialJitteredBoundedAndHonoursRetryAfter(t *testing.T) {
+	s := &Service{cfg: Config{BackoffBase: time.Second, BackoffMax: 30 * time.Second}}
+	for attempt := 1; attempt <= 8; attempt++ {
+		full := min(time.Second<<(attempt-1), 30*time.Second)
+		for i := 0; i < 200; i++ {
+			d := s.backoff(attempt, 0)
+			if d < full/2 || d > full {
+				t.Fatalf("attempt %d: %v outside [%v, %v]", attempt, d, full/2, full)
+			}
+		}
+	}
+	if d := s.backoff(1, 20*time.Second); d != 20*time.Second {
+		t.Fatalf("Retry-After not honoured: %v", d)
+	}
+}
+
+func TestDefaultMargin(t *testing.T) {
+	for life, want := range map[time.Duration]time.Duration{
+		15 * time.Minute: 3 * time.Minute, // Pleo's access tokens
+		time.Hour:        5 * time.Minute, // capped
+		2 * time.Second:  time.Second,     // floor
+	} {
+		if got := DefaultMargin(life); got != want {
+			t.Errorf("DefaultMargin(%v) = %v, want %v", life, got, want)
+		}
+	}
+}
+
+// The scheduler's queue hands out jobs in due order, only when due, and
+// re-plans an entry when its events change it.
+func TestSchedulerQueue(t *testing.T) {
+	s := &Service{cfg: Config{Margin: DefaultMargin}, sched: map[string]*schedEntry{}, inflight: map[string]bool{}}
+	t0 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	ev := func(id string, seq uint64, at time.Time, p domain.Payload) {
+		s.Observe(domain.Event{ConnectionID: id, Seq: seq, Time: at, Payload: p})
+	}
+	active := func(id string, seq uint64, life time.Duration) {
+		ev(id, seq, t0, domain.ConnectionCreated{Provider: "p"})
+		ev(id, seq+1, t0, domain.AuthorisationStarted{AttemptID: "a", ExpiresAt: t0.Add(10 * time.Minute)})
+		ev(id, seq+2, t0, domain.AuthorisationCompleted{AttemptID: "a", Tokens: domain.TokenInfo{AccessTokenExpiresAt: t0.Add(life)}})
+	}
+	active("late", 1, 15*time.Minute)
+	active("soon", 10, 5*time.Minute)
+	ev("open", 20, t0, domain.ConnectionCreated{Provider: "p"})
+	ev("open", 21, t0, domain.AuthorisationStarted{AttemptID: "b", ExpiresAt: t0.Add(2 * time.Minute)})
+
+	if j := s.dueJobs(t0.Add(time.Minute)); len(j) != 0 {
+		t.Fatalf("nothing is due yet: %v", j)
+	}
+	if j := s.dueJobs(t0.Add(3 * time.Minute)); len(j) != 1 || j[0] != (job{"open", "expire"}) {
+		t.Fatalf("at +3m: %v", j)
+	}
+	if j := s.dueJobs(t0.Add(5 * time.Minute)); len(j) != 1 || j[0] != (job{"soon", "refresh"}) {
+		t.Fatalf("at +5m: %v", j)
+	}
+	// A transient failure re-plans "late" for its retry time.
+	ev("late", 4, t0.Add(6*time.Minute), domain.RefreshStarted{LeaseUntil: t0.Add(7 * time.Minute)})
+	ev("late", 5, t0.Add(6*time.Minute), domain.RefreshFailed{RetryAt: t0.Add(8 * time.Minute)})
+	if j := s.dueJobs(t0.Add(7 * time.Minute)); len(j) != 0 {
+		t.Fatalf("before the retry time: %v", j)
+	}
+	if j := s.dueJobs(t0.Add(8 * time.Minute)); len(j) != 1 || j[0] != (job{"late", "refresh"}) {
+		t.Fatalf("at the retry time: %v", j)
+	}
+	// A replayed (older) event changes nothing.
+	ev("late", 4, t0, domain.RefreshStarted{LeaseUntil: t0})
+	if en := s.sched["late"]; en.state != domain.StateActive {
+		t.Fatalf("an old event moved the entry to %s", en.state)
+	}
+}
