@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -141,6 +142,18 @@ func ValidateScopes(scopes []string) error {
 	return nil
 }
 
+// AuthorizeParamPrefix marks configuration keys that are sent as extra
+// parameters of the authorization request, e.g.
+// "authorize.urn_pleo_params_oauth_subject" for Pleo's optional subject.
+const AuthorizeParamPrefix = "authorize."
+
+// reservedAuthorizeParams are set by tokenline itself and may not be
+// overridden from configuration.
+var reservedAuthorizeParams = map[string]bool{
+	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true, "state": true,
+	"code_challenge": true, "code_challenge_method": true, "nonce": true,
+}
+
 // ValidateConfig checks a configuration map.
 func ValidateConfig(cfg map[string]string) error {
 	if len(cfg) > maxConfigKeys {
@@ -150,8 +163,26 @@ func ValidateConfig(cfg map[string]string) error {
 		if k == "" || len(k) > 128 || len(v) > maxConfigValue {
 			return fmt.Errorf("%w: invalid configuration key %q", ErrInvalidCommand, k)
 		}
+		if p, ok := strings.CutPrefix(k, AuthorizeParamPrefix); ok && (p == "" || reservedAuthorizeParams[p]) {
+			return fmt.Errorf("%w: %q cannot be set as an authorization request parameter", ErrInvalidCommand, p)
+		}
 	}
 	return nil
+}
+
+// AuthorizeParams returns the extra authorization request parameters a
+// configuration asks for (keys with AuthorizeParamPrefix, prefix removed).
+func AuthorizeParams(cfg map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range cfg {
+		if p, ok := strings.CutPrefix(k, AuthorizeParamPrefix); ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[p] = v
+		}
+	}
+	return out
 }
 
 // Decide checks cmd against the connection's current state and returns the

@@ -549,3 +549,22 @@ func TestInvalidateTokens(t *testing.T) {
 		t.Fatalf("after invalidation: %+v", h.c)
 	}
 }
+
+// Configuration keys with AuthorizeParamPrefix become extra authorization
+// request parameters; the ones tokenline sets itself cannot be overridden.
+func TestAuthorizeParamsFromConfig(t *testing.T) {
+	cfg := map[string]string{"team": "finance", domain.AuthorizeParamPrefix + "urn_pleo_params_oauth_subject": "company-1"}
+	if err := domain.ValidateConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	got := domain.AuthorizeParams(cfg)
+	if len(got) != 1 || got["urn_pleo_params_oauth_subject"] != "company-1" {
+		t.Fatalf("AuthorizeParams = %v", got)
+	}
+	for _, reserved := range []string{"state", "redirect_uri", "code_challenge", "code_challenge_method", "scope", "client_id", "response_type", ""} {
+		err := domain.ValidateConfig(map[string]string{domain.AuthorizeParamPrefix + reserved: "x"})
+		if !errors.Is(err, domain.ErrInvalidCommand) {
+			t.Errorf("%q accepted as an authorize parameter: %v", reserved, err)
+		}
+	}
+}

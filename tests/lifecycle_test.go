@@ -525,3 +525,28 @@ func TestCodeExchangeRetriesTransientFailures(t *testing.T) {
 		t.Fatalf("sandbox saw %d code exchanges, %d faults", s.TokenRequests.AuthorizationCode, s.FaultsInjected)
 	}
 }
+
+// Pleo's optional subject (urn_pleo_params_oauth_subject) travels from the
+// connection's configuration to the authorize request, on every
+// reauthorisation too.
+func TestAuthorizeParamsFromConnectionConfig(t *testing.T) {
+	in := start(t, nil)
+	id := create(t, in, map[string]string{"team": "finance", "authorize.urn_pleo_params_oauth_subject": "company-42"})
+	for i := 0; i < 2; i++ {
+		u, err := in.Lifecycle.StartAuthorisation(ctxT(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(u, "urn_pleo_params_oauth_subject=company-42") {
+			t.Fatalf("authorize URL lacks the subject: %s", u)
+		}
+		if err := callback(t, in, consent(t, u)); err != nil {
+			t.Fatal(err)
+		}
+		admin(t, in, "revoke-grants", nil, nil)
+		_ = refreshNow(t, in, id)
+	}
+	if _, err := in.Lifecycle.Update(ctxT(t), id, nil, map[string]string{"authorize.state": "x"}); !errors.Is(err, domain.ErrInvalidCommand) {
+		t.Fatalf("a reserved parameter was accepted: %v", err)
+	}
+}

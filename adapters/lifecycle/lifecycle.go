@@ -277,7 +277,7 @@ func (s *Service) StartAuthorisation(ctx context.Context, id string) (string, er
 		return "", err
 	}
 	s.log.Info("reauthorisation triggered", "connection_id", id, "attempt_id", attempt, "previous_reason", string(c.Reason))
-	return p.AuthCodeURL(state, verifier, c.Scopes), nil
+	return p.AuthCodeURL(state, verifier, c.Scopes, domain.AuthorizeParams(c.Config)), nil
 }
 
 // CallbackResult is what the callback did.

@@ -127,11 +127,16 @@ func (p *Provider) ctx(ctx context.Context) context.Context {
 }
 
 // AuthCodeURL returns the authorize URL for state with the PKCE S256
-// challenge of verifier and the given scopes.
-func (p *Provider) AuthCodeURL(state, verifier string, scopes []string) string {
+// challenge of verifier, the given scopes and any extra parameters (e.g.
+// Pleo's urn_pleo_params_oauth_subject).
+func (p *Provider) AuthCodeURL(state, verifier string, scopes []string, extra map[string]string) string {
 	c := p.config()
 	c.Scopes = scopes
-	return c.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	for k, v := range extra {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	return c.AuthCodeURL(state, opts...)
 }
 
 func toTokens(t *oauth2.Token, scopes []string) domain.Tokens {

@@ -47,9 +47,10 @@ func sandboxEnv(t *testing.T) (*sandbox.Server, *httptest.Server, *provider.Prov
 func authorise(t *testing.T, p *provider.Provider) (access, refresh string) {
 	t.Helper()
 	verifier := "v-" + strings.Repeat("x", 50)
-	u := p.AuthCodeURL("state-123456789", verifier, []string{"users:read"})
+	u := p.AuthCodeURL("state-123456789", verifier, []string{"users:read"}, map[string]string{"urn_pleo_params_oauth_subject": "company-1"})
 	pu, _ := url.Parse(u)
-	if pu.Query().Get("code_challenge_method") != "S256" || pu.Query().Get("code_challenge") == "" || pu.Query().Get("scope") != "users:read" {
+	if pu.Query().Get("code_challenge_method") != "S256" || pu.Query().Get("code_challenge") == "" || pu.Query().Get("scope") != "users:read" ||
+		pu.Query().Get("urn_pleo_params_oauth_subject") != "company-1" {
 		t.Fatalf("authorize URL lacks PKCE S256 or scope: %s", u)
 	}
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
