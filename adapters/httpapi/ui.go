@@ -77,6 +77,22 @@ func (pageData) ReasonsJSON() string {
 	return string(b)
 }
 
+// TransitionsJSON maps every state-changing transition name (see
+// domain.TransitionName) to the state it leads to, derived from
+// domain.Transitions, so the UI's timeline never keeps its own copy.
+func (pageData) TransitionsJSON() string {
+	m := map[string]string{string(domain.EventConnectionCreated): string(domain.StateUnauthenticated)}
+	for _, d := range domain.Transitions {
+		for _, src := range d.Src {
+			if src != d.Dst {
+				m[d.Name] = d.Dst
+			}
+		}
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
 const uiCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 

@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"io/fs"
 	"strings"
 	"testing"
+
+	"github.com/tokenline/tokenline/domain"
 )
 
 // The UI uses nothing from elsewhere: no CDN, fonts or remote scripts.
@@ -26,5 +29,27 @@ func TestUIAssetsAreSelfContained(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The UI's map of state-changing transitions is the domain table's.
+func TestTransitionsJSONFollowsTheTable(t *testing.T) {
+	var m map[string]string
+	if err := json.Unmarshal([]byte(pageData{}.TransitionsJSON()), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range domain.States {
+		for _, name := range domain.TransitionNames() {
+			to, err := domain.Next(st, name)
+			if err != nil || to == st {
+				continue
+			}
+			if m[name] != string(to) {
+				t.Errorf("%s from %s leads to %s, the UI says %q", name, st, to, m[name])
+			}
+		}
+	}
+	if m["connection.created"] != "unauthenticated" || m["connection.updated"] != "" || m["tokens.invalidated"] != "" {
+		t.Fatalf("map %v", m)
 	}
 }

@@ -250,11 +250,16 @@
     "connection.updated": (d) => "Settings updated" + (d.scopes ? "; scopes " + d.scopes.join(" ") : ""),
     "connection.deleted": () => "Connection deleted",
   };
-  const STATE_CHANGES = {
-    "connection.created": "unauthenticated", "authorisation.started": "reauthorising", "authorisation.completed": "active",
-    "authorisation.failed": "unauthenticated", "refresh.started": "refreshing", "refresh.succeeded": "active",
-    "connection.deleted": "unauthenticated",
-  };
+  // Where each transition leads, from the server's transition table.
+  let TRANSITIONS = {};
+  try { TRANSITIONS = JSON.parse(meta("tokenline-transitions") || "{}"); } catch (e) { TRANSITIONS = {}; }
+  // The transition an event takes (domain.TransitionName): refresh.failed
+  // and access.rejected depend on whether they were terminal.
+  function transitionName(type, d) {
+    if (type === "refresh.failed") return type + (d.terminal ? ".terminal" : ".transient");
+    if (type === "access.rejected" && d.terminal) return type + ".terminal";
+    return type;
+  }
 
   let timelineCount = -1;
   async function refreshConnectionPage(id) {
@@ -273,9 +278,7 @@
     ol.replaceChildren(...evs.map((e) => {
       const type = e.type.replace(/^tokenline\./, "");
       const d = e.data || {};
-      let to = STATE_CHANGES[type];
-      if (type === "refresh.failed") to = d.terminal ? "unauthenticated" : "active";
-      if (type === "access.rejected" && d.terminal) to = "unauthenticated";
+      const to = TRANSITIONS[transitionName(type, d)];
       const text = (DESCRIBE_EVENT[type] || (() => type))(d) + (to ? " → " + to : "");
       return el("li", { class: "timeline-event" + (to ? " state-change" : ""), "data-type": type, "data-event-id": e.id },
         el("time", { datetime: e.time, text: when(e.time) + ":" + pad(new Date(e.time).getSeconds()) }),
