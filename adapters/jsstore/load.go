@@ -82,25 +82,17 @@ func (s *Store) put(connectionID string, c *domain.Connection) {
 
 // catchUp applies the subject's messages after c.Version up to last.
 func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Connection, last *jetstream.RawStreamMsg) error {
-	subject := events.Subject(connectionID)
-	for i := 0; c.Version < last.Sequence; i++ {
-		if i >= maxHistory {
+	if c.Version >= last.Sequence {
+		return nil
+	}
+	n := 0
+	err := s.subjectRange(ctx, events.Subject(connectionID), c.Version+1, last.Sequence, func(seq uint64, data []byte) error {
+		if n++; n > maxHistory {
 			return fmt.Errorf("jsstore: load %s: more than %d events", connectionID, maxHistory)
 		}
-		msg := last
-		if c.Version+1 < last.Sequence {
-			m, err := s.stream.GetMsg(ctx, c.Version+1, jetstream.WithGetMsgSubject(subject))
-			if err != nil {
-				return fmt.Errorf("jsstore: load %s: %w", connectionID, err)
-			}
-			msg = m
-		}
-		if msg.Sequence <= c.Version { // defensive: never loop in place
-			return fmt.Errorf("jsstore: load %s: stream went backwards at %d", connectionID, msg.Sequence)
-		}
-		e, err := events.Decode(msg.Data)
+		e, err := events.Decode(data)
 		if err == nil {
-			e.Seq = msg.Sequence
+			e.Seq = seq
 			if e.ConnectionID != connectionID {
 				err = fmt.Errorf("event subject %s does not match its message subject", e.ConnectionID)
 			} else {
@@ -108,9 +100,16 @@ func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Conn
 			}
 		}
 		if err != nil {
-			s.skip(connectionID, msg.Sequence, err)
+			s.skip(connectionID, seq, err)
 		}
-		c.Version = msg.Sequence
+		c.Version = seq
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if c.Version != last.Sequence {
+		return fmt.Errorf("jsstore: load %s: read up to %d, the subject's last message is %d", connectionID, c.Version, last.Sequence)
 	}
 	return nil
 }
@@ -144,21 +143,18 @@ func (s *Store) History(ctx context.Context, connectionID string) ([]domain.Even
 		return nil, fmt.Errorf("jsstore: history %s: %w", connectionID, err)
 	}
 	var out []domain.Event
-	for next := uint64(1); next <= last.Sequence; {
+	err = s.subjectRange(ctx, subject, 1, last.Sequence, func(seq uint64, data []byte) error {
 		if len(out) >= maxHistory {
-			return nil, fmt.Errorf("jsstore: history %s: more than %d events", connectionID, maxHistory)
+			return fmt.Errorf("jsstore: history %s: more than %d events", connectionID, maxHistory)
 		}
-		msg := last
-		if next < last.Sequence {
-			if msg, err = s.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject)); err != nil {
-				return nil, fmt.Errorf("jsstore: history %s: %w", connectionID, err)
-			}
-		}
-		if e, err := events.Decode(msg.Data); err == nil && e.ConnectionID == connectionID {
-			e.Seq = msg.Sequence
+		if e, err := events.Decode(data); err == nil && e.ConnectionID == connectionID {
+			e.Seq = seq
 			out = append(out, e)
 		}
-		next = msg.Sequence + 1
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package jsstore_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -402,5 +403,38 @@ func TestLoadFromSeedAndBoundedCache(t *testing.T) {
 	}
 	if _, err := st.Load(ctxT(t), id); err != nil || seeded < 2 {
 		t.Fatalf("evicted entry not re-seeded: seeded %d, %v", seeded, err)
+	}
+}
+
+// A history longer than one batched direct get (256) is read whole and in
+// order, interleaved with another connection's events.
+func TestLongHistoryAcrossBatches(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	id, other := create(t, st), create(t, st)
+	for i := 0; i < 600; i++ {
+		target := id
+		if i%2 == 1 {
+			target = other
+		}
+		decideAppend(t, st, target, domain.Update{Config: map[string]string{"i": strconv.Itoa(i)}})
+	}
+	h, err := st.History(ctxT(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 301 {
+		t.Fatalf("history has %d events, want 301", len(h))
+	}
+	for i := 1; i < len(h); i++ {
+		if h[i].Seq <= h[i-1].Seq || h[i].ConnectionID != id {
+			t.Fatalf("event %d out of order or foreign: %d after %d", i, h[i].Seq, h[i-1].Seq)
+		}
+	}
+	st.Forget(id)
+	fresh := open(t, srv.Connect(t))
+	c, err := fresh.Load(ctxT(t), id)
+	if err != nil || c.Events != 301 || c.Config["i"] != "598" {
+		t.Fatalf("cold load: %d events, config %v, %v", c.Events, c.Config, err)
 	}
 }
