@@ -17,10 +17,9 @@ import (
 // manualClock is a clock tests move by hand.
 type manualClock struct{ ns atomic.Int64 }
 
-func (c *manualClock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
-func (c *manualClock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
-func (c *manualClock) add(d time.Duration) { c.ns.Add(int64(d)) }
-func newClock(t time.Time) *manualClock    { c := &manualClock{}; c.set(t); return c }
+func (c *manualClock) now() time.Time   { return time.Unix(0, c.ns.Load()) }
+func (c *manualClock) set(t time.Time)  { c.ns.Store(t.UnixNano()) }
+func newClock(t time.Time) *manualClock { c := &manualClock{}; c.set(t); return c }
 
 // history builds the stored events of one connection.
 type history struct {

@@ -61,8 +61,8 @@ func TestUIServedToLoopbackOnly(t *testing.T) {
 	allowedHosts := []string{"localhost" + port, "127.0.0.1" + port, "app.localhost" + port}
 	for _, host := range allowedHosts {
 		resp, body = e.request("GET", "/ui/", nil, "Authorization", "", "Host", host)
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("Host %s: %d", host, resp.StatusCode)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), apiToken) {
+			t.Errorf("Host %s: %d, page carries the API token: %v", host, resp.StatusCode, strings.Contains(string(body), apiToken))
 		}
 	}
 	refused := map[string][]string{

@@ -2,7 +2,6 @@ package app
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -162,5 +161,3 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
-
-func envOrEmpty(name string) string { return os.Getenv(name) }
