@@ -315,8 +315,8 @@ func (r *Runner) stopFollowing() {
 		sub.Stop()
 	}
 	// Barrier: taking the lock waits for a handle call in progress.
-	//lint:ignore SA2001 the empty critical section is the point
 	r.mu.Lock()
+	//lint:ignore SA2001 the empty critical section is the point
 	r.mu.Unlock()
 
 }
