@@ -64,7 +64,10 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 		return s.refreshFailed(ctx, &c, provider.Classify(err))
 	}
 	// Store access and refresh token together before the event is appended.
-	if err := s.cfg.Vault.Put(ctx, id, newToks); err != nil {
+	// The provider has already rotated: losing the new refresh token would
+	// leave only a replaced one, so the write is retried before giving up.
+	if err := s.putTokens(ctx, id, newToks); err != nil {
+		s.log.Error("storing rotated tokens failed", "connection_id", id, "error", err.Error())
 		return s.refreshFailed(ctx, &c, &provider.Failure{Code: "vault_write_failed"})
 	}
 	info := newToks.Info()
@@ -273,5 +276,22 @@ type Reporter struct{ S *Service }
 // ReportRejection implements roundtrip.Reporter.
 func (r Reporter) ReportRejection(ctx context.Context, connectionID string, status int, wwwAuthenticate, accessTokenFP string) error {
 	_, err := r.S.ReportRejection(ctx, connectionID, Rejection{Status: status, WWWAuthenticate: wwwAuthenticate, AccessTokenFP: accessTokenFP})
+	return err
+}
+
+// putTokens writes the vault, retrying a failed write up to three times
+// within the refresh lease.
+func (s *Service) putTokens(ctx context.Context, id string, t domain.Tokens) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		if err = s.cfg.Vault.Put(ctx, id, t); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(100*(attempt+1)) * time.Millisecond):
+		}
+	}
 	return err
 }
