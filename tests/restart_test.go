@@ -15,7 +15,11 @@ import (
 // with invalid_grant: proof that it was attempted, and handled.)
 func TestRestartSeedsTheScheduler(t *testing.T) {
 	dir := t.TempDir()
-	mod := func(c *app.Config) { c.DataDir = dir; c.SandboxAccessTTL = 3 * time.Second; c.GateExpiryMargin = 100 * time.Millisecond }
+	mod := func(c *app.Config) {
+		c.DataDir = dir
+		c.SandboxAccessTTL = 3 * time.Second
+		c.GateExpiryMargin = 100 * time.Millisecond
+	}
 	first := start(t, mod)
 	id := create(t, first, map[string]string{"team": "finance"})
 	authorise(t, first, id)
