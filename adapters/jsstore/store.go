@@ -59,6 +59,9 @@ type Config struct {
 	Actor string
 	// Logger receives skipped-event warnings; default slog.Default().
 	Logger *slog.Logger
+	// RequestTimeout bounds JetStream requests made with a context that has
+	// no deadline; default 5s.
+	RequestTimeout time.Duration
 	// CacheSize bounds the aggregates Load keeps (default 10000); beyond it
 	// an arbitrary entry is dropped.
 	CacheSize int
@@ -124,6 +127,9 @@ func withDefaults(cfg Config) Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10000
 	}
@@ -134,7 +140,9 @@ func withDefaults(cfg Config) Config {
 // store on it.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg = withDefaults(cfg)
-	js, err := jetstream.New(nc)
+	// Requests whose context has no deadline (an HTTP handler's, say) get
+	// one: while NATS is unreachable they fail instead of hanging.
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(cfg.RequestTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: jetstream: %w", err)
 	}
