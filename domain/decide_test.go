@@ -226,6 +226,7 @@ func TestRejectAccess(t *testing.T) {
 	t.Run("reauthorisation ends recovery", func(t *testing.T) {
 		h, _ := recovering(t)
 		h.mustExec(t, domain.RejectAccess{HTTPStatus: 401, AccessTokenFP: h.c.Tokens.AccessTokenFP})
+		h.mustExec(t, domain.InvalidateTokens{})
 		h.mustExec(t, domain.StartAuthorisation{AttemptID: "att-9", ExpiresAt: h.now.Add(time.Minute)})
 		h.mustExec(t, domain.CompleteAuthorisation{AttemptID: "att-9", Tokens: tokenInfo(9, h.now)})
 		if h.c.State != A || h.c.RecoveringFromRejection {
@@ -393,6 +394,7 @@ func TestAuthorisationIsNonDestructive(t *testing.T) {
 	}
 	h.mustExec(t, domain.StartRefresh{LeaseUntil: h.now.Add(time.Minute)})
 	h.mustExec(t, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_scope"})
+	h.mustExec(t, domain.InvalidateTokens{})
 	p := h.mustExec(t, domain.StartAuthorisation{AttemptID: "a5", ExpiresAt: h.now.Add(time.Minute)})
 	if as := p.(domain.AuthorisationStarted); !slices.Equal(as.Scopes, []string{"expenses:write"}) {
 		t.Fatalf("attempt after update requests %v", as.Scopes)

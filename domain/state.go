@@ -55,6 +55,7 @@ const (
 	ReasonAuthorisationDenied     Reason = "authorisation_denied"
 	ReasonAuthorisationExpired    Reason = "authorisation_expired"
 	ReasonRefreshRetriesExhausted Reason = "refresh_retries_exhausted"
+	ReasonRotatedTokensLost       Reason = "rotated_tokens_lost"
 	ReasonConnectionDeleted       Reason = "connection_deleted"
 )
 
@@ -81,6 +82,7 @@ var Reasons = []ReasonInfo{
 	{ReasonAuthorisationDenied, "The user (or the provider) refused the authorisation request.", "Authorisation was declined"},
 	{ReasonAuthorisationExpired, "An authorisation attempt was abandoned and expired.", "The connection attempt expired before it was completed"},
 	{ReasonRefreshRetriesExhausted, "Transient refresh failures (network, 5xx, 429) exceeded the retry bound.", "The provider could not be reached to renew access"},
+	{ReasonRotatedTokensLost, "The provider rotated the tokens but tokenline could not store the new ones within the refresh lease; the old refresh token is no longer valid.", "Access was renewed but could not be saved"},
 	{ReasonConnectionDeleted, "The connection was deleted; its history is kept.", "This connection was deleted"},
 }
 
@@ -120,6 +122,8 @@ func ReasonForErrorCode(code string) Reason {
 		return ReasonUnsupportedGrantType
 	case "invalid_scope":
 		return ReasonInvalidScope
+	case "rotated_tokens_lost":
+		return ReasonRotatedTokensLost
 	}
 	return ReasonTokenEndpointRejected
 }

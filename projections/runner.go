@@ -38,8 +38,11 @@ type RunnerConfig struct {
 	// (default 1m; negative: never on time).
 	SnapshotInterval time.Duration
 	// OnEvent, if set, receives every live event the runner applies (after
-	// catch-up), in stream order: the lifecycle scheduler and metrics
-	// observe the stream through it. It must not block.
+	// catch-up) exactly once, in stream order, including the ones this
+	// instance appended: the lifecycle scheduler and metrics observe the
+	// stream through it (never through OnAppend, which delivers this
+	// instance's events ahead of earlier ones of other instances). It must
+	// not block.
 	OnEvent func(domain.Event)
 	// Logger receives skipped-record warnings (default slog.Default()). The
 	// payload of a record is never logged.
@@ -370,9 +373,11 @@ func (r *Runner) apply(rec *jsstore.Record, live bool) {
 	}
 	if changed {
 		r.applied.Add(1)
-		if live && r.cfg.OnEvent != nil {
-			r.cfg.OnEvent(rec.Event)
-		}
+	}
+	// Observers see every live event once, in stream order, whether or not
+	// this instance had applied it early through the OnAppend hook.
+	if live && r.cfg.OnEvent != nil {
+		r.cfg.OnEvent(rec.Event)
 	}
 }
 

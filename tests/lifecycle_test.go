@@ -220,12 +220,20 @@ func TestFreshTokenRejectedAgain(t *testing.T) {
 	if err != nil || c.State != domain.StateActive {
 		t.Fatalf("first rejection: %v %s", err, c.State)
 	}
+	// A late report without a fingerprint (about the old token, as far as
+	// tokenline can tell) neither refreshes again nor condemns the new one.
+	c, err = in.Lifecycle.ReportRejection(ctxT(t), id, rej)
+	if err != nil || c.State != domain.StateActive {
+		t.Fatalf("late report without fingerprint: %v %s", err, c.State)
+	}
+	// The fresh token itself rejected: a refresh cannot help.
+	rej.AccessTokenFP = c.Tokens.AccessTokenFP
 	c, err = in.Lifecycle.ReportRejection(ctxT(t), id, rej)
 	if err != nil || c.State != domain.StateUnauthenticated || c.Reason != domain.ReasonAccessTokenRejected {
 		t.Fatalf("second rejection: %v %+v", err, c)
 	}
 	assertDeadThenRecover(t, in, id, domain.ReasonAccessTokenRejected,
-		[]string{"access.rejected", "refresh.started", "refresh.succeeded", "access.rejected:terminal", "tokens.invalidated"})
+		[]string{"access.rejected", "refresh.started", "refresh.succeeded", "access.rejected", "access.rejected:terminal", "tokens.invalidated"})
 }
 
 func TestInsufficientScopeIsRecordedNotFatal(t *testing.T) {

@@ -530,7 +530,15 @@ func TestRejectionDetectionPath(t *testing.T) {
 		if tok2 == tok {
 			t.Fatal("the refresh did not replace the token")
 		}
+		// Without a fingerprint a late 401 could be about the old token: it
+		// is recorded and changes nothing.
 		resp, body = e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 401})
+		e.expect(resp, body, http.StatusOK, &st)
+		if st.State != domain.StateActive {
+			t.Fatalf("fingerprint-less 401 after the refresh: %s", body)
+		}
+		// With the fresh token's fingerprint it is terminal.
+		resp, body = e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 401, "access_token_fp": domain.Fingerprint(tok2)})
 		e.expect(resp, body, http.StatusOK, &st)
 		if st.State != domain.StateUnauthenticated || st.Reason != domain.ReasonAccessTokenRejected {
 			t.Fatalf("second 401: %s", body)

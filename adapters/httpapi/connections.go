@@ -42,6 +42,10 @@ type TokenResponse struct {
 	AccessToken string    `json:"access_token"`
 	TokenType   string    `json:"token_type"`
 	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+	// AccessTokenFP identifies the token; send it back as access_token_fp
+	// when reporting a rejection, so that tokenline knows which token the
+	// provider refused.
+	AccessTokenFP string `json:"access_token_fp"`
 }
 
 // AuthorizeResponse is the answer of POST /v1/connections/{id}/authorize.
@@ -180,7 +184,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 				exp = c.Tokens.AccessTokenExpiresAt
 			}
 		}
-		writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresAt: exp.UTC()})
+		writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresAt: exp.UTC(), AccessTokenFP: domain.Fingerprint(tok)})
 		return
 	}
 	var ge *domain.GateError

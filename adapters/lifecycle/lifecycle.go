@@ -39,6 +39,9 @@ type Gate interface {
 	// terminal event is appended; version is the aggregate version the
 	// decision was made against (only a newer event re-opens the entry).
 	CloseAfter(connectionID string, reason domain.Reason, version uint64)
+	// Reopen undoes a Close that no event has superseded (the terminal
+	// event could not be appended).
+	Reopen(connectionID string)
 	// SetToken hands the gate the access token whose fingerprint is fp.
 	SetToken(connectionID, fp, accessToken string) error
 	// Check returns the access token if the connection may be used now.
@@ -189,11 +192,13 @@ func (s *Service) decideAppend(ctx context.Context, id string, cmd func(*domain.
 		}
 		e := domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: s.cfg.Now().UTC(), Actor: s.actor, Payload: p}
 		out, err := s.cfg.Store.Append(ctx, id, c.Version, e)
+		if err != nil && pre != nil {
+			s.cfg.Gate.Reopen(id) // a Close made by pre is undone if the event did not land
+		}
 		if err == nil {
 			if aerr := c.Apply(out[0]); aerr != nil {
 				return c, out[0], aerr
 			}
-			s.Observe(out[0])
 			return c, out[0], nil
 		}
 		if !errors.Is(err, domain.ErrConflict) {
@@ -237,6 +242,7 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	}
 	s.cfg.Gate.CloseAfter(id, domain.ReasonConnectionDeleted, c.Version)
 	if _, _, err := s.decideAppend(ctx, id, fixed(domain.Delete{}), nil); err != nil {
+		s.cfg.Gate.Reopen(id)
 		return err
 	}
 	return s.invalidate(ctx, id)
@@ -261,6 +267,14 @@ func (s *Service) StartAuthorisation(ctx context.Context, id string) (string, er
 	c, err := s.cfg.Store.Load(ctx, id)
 	if err != nil {
 		return "", err
+	}
+	if c.State == domain.StateUnauthenticated && c.TokensHeld {
+		// The terminal failure's invalidation has not finished (it was
+		// interrupted): finish it first, so it cannot later delete the
+		// tokens this authorisation stores.
+		if err := s.invalidate(ctx, id); err != nil {
+			return "", err
+		}
 	}
 	p, err := s.provider(&c)
 	if err != nil {
@@ -447,6 +461,6 @@ func (s *Service) SetClientSecret(providerName, secret string) error {
 		return fmt.Errorf("%w: client secret must be 1 to 1024 bytes", domain.ErrInvalidCommand)
 	}
 	p.SetClientSecret(secret)
-	s.log.Warn("client secret replaced", "provider", providerName, "client_secret_fp", domain.Fingerprint(secret))
+	s.log.Warn("client secret replaced", "provider", providerName)
 	return nil
 }

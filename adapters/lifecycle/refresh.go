@@ -20,6 +20,10 @@ var ErrNotDue = errors.New("lifecycle: refresh not due")
 // error wrapping domain.ErrConflict and sends no token request. The refresh
 // token is read from the vault after the lock is held, so a replaced refresh
 // token is never presented.
+//
+// Once the lock is held the work runs to its end within the lease even if
+// ctx is cancelled (a caller that gave up must not strand a rotated token
+// between the provider and the vault).
 func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 	c, err := s.cfg.Store.Load(ctx, id)
 	if err != nil {
@@ -35,8 +39,7 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 	if err != nil {
 		return err
 	}
-	now := s.cfg.Now()
-	lease := now.Add(s.cfg.Lease).UTC()
+	lease := s.cfg.Now().Add(s.cfg.Lease).UTC()
 	pl, err := domain.Decide(&c, domain.StartRefresh{LeaseUntil: lease, Trigger: trigger, RefreshTokenFP: c.Tokens.RefreshTokenFP})
 	if err != nil {
 		return err
@@ -48,41 +51,103 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 	if err := c.Apply(out[0]); err != nil {
 		return err
 	}
-	s.Observe(out[0])
 
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), lease)
+	defer cancel()
 	toks, err := s.cfg.Vault.Get(ctx, id)
-	var newToks domain.Tokens
-	var rotated bool
-	if err != nil {
-		err = &provider.Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"}
-	} else {
-		rctx, cancel := context.WithDeadline(ctx, lease.Add(-time.Second))
-		newToks, rotated, err = p.Refresh(rctx, toks.RefreshToken, toks.Scopes)
-		cancel()
+	switch {
+	case errors.Is(err, domain.ErrNoTokens):
+		return s.refreshFailed(ctx, &c, lease, &provider.Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"})
+	case err != nil:
+		s.log.Warn("reading the vault failed", "connection_id", id, "error", err.Error())
+		return s.refreshFailed(ctx, &c, lease, &provider.Failure{Code: "vault_read_failed"})
 	}
+	if fp := domain.Fingerprint(toks.RefreshToken); c.Tokens.RefreshTokenFP != "" && fp != c.Tokens.RefreshTokenFP {
+		// An earlier refresher stored rotated tokens and died before its
+		// event: the vault is ahead of the stream. Adopt them; presenting
+		// the refresh token the events describe would present a replaced one.
+		s.log.Warn("adopting tokens stored by an interrupted refresh", "connection_id", id, "refresh_token_fp", fp)
+		return s.refreshSucceeded(ctx, &c, lease, trigger, toks, true)
+	}
+	// The provider gets two thirds of the lease; the rest is for storing.
+	pctx, pcancel := context.WithDeadline(ctx, s.cfg.Now().Add(s.cfg.Lease*2/3))
+	newToks, rotated, err := p.Refresh(pctx, toks.RefreshToken, toks.Scopes)
+	pcancel()
 	if err != nil {
-		return s.refreshFailed(ctx, &c, provider.Classify(err))
+		return s.refreshFailed(ctx, &c, lease, provider.Classify(err))
 	}
 	// Store access and refresh token together before the event is appended.
-	// The provider has already rotated: losing the new refresh token would
-	// leave only a replaced one, so the write is retried before giving up.
+	// The provider has already rotated: the old refresh token is dead, so a
+	// write that cannot be made within the lease is terminal (presenting the
+	// old token again would kill the grant).
 	if err := s.putTokens(ctx, id, newToks); err != nil {
 		s.log.Error("storing rotated tokens failed", "connection_id", id, "error", err.Error())
-		return s.refreshFailed(ctx, &c, &provider.Failure{Code: "vault_write_failed"})
+		return s.refreshFailed(ctx, &c, lease, &provider.Failure{Terminal: true, Code: "rotated_tokens_lost"})
 	}
-	info := newToks.Info()
-	pl, err = domain.Decide(&c, domain.SucceedRefresh{Tokens: info, Rotated: rotated})
-	if err != nil {
-		return err
+	return s.refreshSucceeded(ctx, &c, lease, trigger, newToks, rotated)
+}
+
+func (s *Service) refreshSucceeded(ctx context.Context, c *domain.Connection, lease time.Time, trigger string, toks domain.Tokens, rotated bool) error {
+	info := toks.Info()
+	if _, err := s.appendOutcome(ctx, c, lease, domain.SucceedRefresh{Tokens: info, Rotated: rotated}); err != nil {
+		s.abandonTokens(ctx, c.ID, toks)
+		return fmt.Errorf("lifecycle: record refresh of %s: %w", c.ID, err)
 	}
-	out, err = s.cfg.Store.Append(ctx, id, c.Version, s.event(id, pl))
-	if err != nil {
-		return fmt.Errorf("lifecycle: record refresh of %s: %w", id, err)
-	}
-	s.Observe(out[0])
-	_ = s.cfg.Gate.SetToken(id, info.AccessTokenFP, newToks.AccessToken)
-	s.log.Info("refresh succeeded", "connection_id", id, "trigger", trigger, "rotated", rotated, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt)
+	_ = s.cfg.Gate.SetToken(c.ID, info.AccessTokenFP, toks.AccessToken)
+	s.log.Info("refresh succeeded", "connection_id", c.ID, "trigger", trigger, "rotated", rotated, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt)
 	return nil
+}
+
+// appendOutcome appends the outcome of a refresh this instance holds the
+// lease of. Another event may have been appended meanwhile (a self-loop such
+// as access.rejected or connection.updated): while the connection is still
+// refreshing under this lease, the outcome is decided again on the new
+// version and appended.
+func (s *Service) appendOutcome(ctx context.Context, c *domain.Connection, lease time.Time, cmd domain.Command) (domain.Payload, error) {
+	for try := 0; ; try++ {
+		pl, err := domain.Decide(c, cmd)
+		if err != nil {
+			return nil, err
+		}
+		if rf, ok := pl.(domain.RefreshFailed); ok && rf.Terminal {
+			s.cfg.Gate.CloseAfter(c.ID, rf.Reason, c.Version) // before the append: nothing slips through
+		}
+		out, err := s.cfg.Store.Append(ctx, c.ID, c.Version, s.event(c.ID, pl))
+		if err == nil {
+			_ = c.Apply(out[0])
+			return pl, nil
+		}
+		if rf, ok := pl.(domain.RefreshFailed); ok && rf.Terminal {
+			s.cfg.Gate.Reopen(c.ID) // the decision did not land; the next event decides
+		}
+		if !errors.Is(err, domain.ErrConflict) || try >= 3 {
+			return nil, err
+		}
+		cur, lerr := s.cfg.Store.Load(ctx, c.ID)
+		if lerr != nil {
+			return nil, err
+		}
+		if cur.State != domain.StateRefreshing || !cur.LeaseUntil.Equal(lease) {
+			return nil, err // the lease was recovered or the connection changed state
+		}
+		*c = cur
+	}
+}
+
+// abandonTokens handles tokens this instance stored but could not record:
+// if the connection is gone or unauthenticated they must not linger in the
+// vault, so they are revoked (best effort) and deleted.
+func (s *Service) abandonTokens(ctx context.Context, id string, toks domain.Tokens) {
+	c, err := s.cfg.Store.Load(ctx, id)
+	if err != nil || (!c.Deleted && c.State != domain.StateUnauthenticated) {
+		return // still usable: a later refresh adopts them
+	}
+	if p, err := s.provider(&c); err == nil {
+		_ = p.Revoke(ctx, toks.RefreshToken, "refresh_token")
+	}
+	if err := s.cfg.Vault.Delete(ctx, id); err != nil {
+		s.log.Error("deleting abandoned tokens failed", "connection_id", id, "error", err.Error())
+	}
 }
 
 func (s *Service) event(id string, p domain.Payload) domain.Event {
@@ -91,21 +156,13 @@ func (s *Service) event(id string, p domain.Payload) domain.Event {
 
 // refreshFailed records a failed attempt on a connection this instance holds
 // the lease of (c is at the refresh.started version).
-func (s *Service) refreshFailed(ctx context.Context, c *domain.Connection, f *provider.Failure) error {
+func (s *Service) refreshFailed(ctx context.Context, c *domain.Connection, lease time.Time, f *provider.Failure) error {
 	retryAt := s.cfg.Now().Add(s.backoff(c.TransientFailures+1, f.RetryAfter)).UTC()
-	pl, err := domain.Decide(c, domain.FailRefresh{Terminal: f.Terminal, ErrorCode: f.Code, HTTPStatus: f.Status, RetryAt: retryAt, MaxAttempts: s.cfg.MaxAttempts})
-	if err != nil {
-		return err
-	}
-	rf := pl.(domain.RefreshFailed)
-	if rf.Terminal {
-		s.cfg.Gate.CloseAfter(c.ID, rf.Reason, c.Version) // before the append: nothing slips through
-	}
-	out, err := s.cfg.Store.Append(ctx, c.ID, c.Version, s.event(c.ID, pl))
+	pl, err := s.appendOutcome(ctx, c, lease, domain.FailRefresh{Terminal: f.Terminal, ErrorCode: f.Code, HTTPStatus: f.Status, RetryAt: retryAt, MaxAttempts: s.cfg.MaxAttempts})
 	if err != nil {
 		return fmt.Errorf("lifecycle: record refresh failure of %s: %w", c.ID, err)
 	}
-	s.Observe(out[0])
+	rf := pl.(domain.RefreshFailed)
 	s.log.Warn("refresh failed", "connection_id", c.ID, "class", rf.Class, "error_code", rf.ErrorCode,
 		"http_status", rf.HTTPStatus, "attempt", rf.Attempt, "terminal", rf.Terminal, "reason", string(rf.Reason), "retry_at", rf.RetryAt)
 	if !rf.Terminal {
@@ -139,7 +196,10 @@ func (s *Service) invalidate(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !c.TokensHeld || c.State == domain.StateActive || c.State == domain.StateRefreshing {
+	// Only an unauthenticated connection's tokens are destroyed: once a
+	// reauthorisation has started, the vault is about to hold (or holds) the
+	// new grant, which replaces the old tokens there anyway.
+	if !c.TokensHeld || c.State != domain.StateUnauthenticated {
 		return nil
 	}
 	revoked := false
@@ -214,14 +274,15 @@ func (s *Service) ReportRejection(ctx context.Context, id string, r Rejection) (
 	if r.Status == 401 && code == "" {
 		code = "invalid_token"
 	}
-	var terminal bool
-	var usedFP string
+	var terminal, current bool
 	c, _, err := s.decideAppend(ctx, id, func(c *domain.Connection) (domain.Command, error) {
-		usedFP = r.AccessTokenFP
-		if usedFP == "" {
-			usedFP = c.Tokens.AccessTokenFP
-		}
-		return domain.RejectAccess{HTTPStatus: r.Status, ErrorCode: code, Scope: scope, AccessTokenFP: usedFP}, nil
+		// Without a fingerprint the rejected token is assumed to be the
+		// current one, except right after a refresh made because of a
+		// rejection: a late report about the previous token must neither
+		// refresh again nor condemn the fresh token (only a matching
+		// fingerprint can make a rejection terminal).
+		current = r.AccessTokenFP == c.Tokens.AccessTokenFP || (r.AccessTokenFP == "" && !c.RecoveringFromRejection)
+		return domain.RejectAccess{HTTPStatus: r.Status, ErrorCode: code, Scope: scope, AccessTokenFP: r.AccessTokenFP}, nil
 	}, func(c *domain.Connection, p domain.Payload) {
 		if ar := p.(domain.AccessRejected); ar.Terminal {
 			terminal = true
@@ -239,7 +300,7 @@ func (s *Service) ReportRejection(ctx context.Context, id string, r Rejection) (
 		}
 		return s.cfg.Store.Load(ctx, id)
 	}
-	if r.Status == 401 && c.State == domain.StateActive && usedFP == c.Tokens.AccessTokenFP {
+	if r.Status == 401 && c.State == domain.StateActive && current {
 		err := s.Refresh(ctx, id, domain.TriggerAccessRejected)
 		var te *TerminalError
 		if err != nil && !errors.As(err, &te) && !errors.Is(err, domain.ErrConflict) && !errors.Is(err, ErrNotDue) {

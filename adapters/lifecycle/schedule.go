@@ -22,6 +22,7 @@ type schedEntry struct {
 	leaseUntil time.Time
 	attemptExp time.Time
 	deleted    bool
+	seeded     bool // set from an aggregate (Seed) or from connection.created
 
 	// job and due are derived from the fields above whenever they change
 	// (plan); entries with a job wait in the scheduler's queue, a min-heap
@@ -101,7 +102,7 @@ func (s *Service) Observe(e domain.Event) {
 	}
 	switch d := e.Payload.(type) {
 	case domain.ConnectionCreated:
-		en.state = domain.StateUnauthenticated
+		en.state, en.seeded = domain.StateUnauthenticated, true
 	case domain.AuthorisationStarted:
 		en.attemptExp = d.ExpiresAt
 	case domain.AuthorisationCompleted:
@@ -227,7 +228,13 @@ func (s *Service) Run(ctx context.Context) {
 					s.mu.Lock()
 					delete(s.inflight, j.id)
 					if en := s.sched[j.id]; en != nil && en.idx < 0 {
-						s.plan(j.id, en) // still to do (the job changed nothing): queue it again
+						// The job changed nothing (yet): queue it again, no
+						// sooner than a second from now.
+						s.plan(j.id, en)
+						if next := s.cfg.Now().Add(time.Second); en.idx >= 0 && en.due.Before(next) {
+							en.due = next
+							heap.Fix(&s.dueQ, en.idx)
+						}
 					}
 					s.mu.Unlock()
 				}()
@@ -277,14 +284,16 @@ func (s *Service) Seed(c domain.Connection) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if en, ok := s.sched[c.ID]; ok && en.seq >= c.Version {
+	// An entry a live event created before seeding knows only that event
+	// (its state may be empty): the aggregate, which includes it, wins.
+	if en, ok := s.sched[c.ID]; ok && en.seq >= c.Version && en.state != "" && en.seeded {
 		return
 	}
 	if old, ok := s.sched[c.ID]; ok && old.idx >= 0 {
 		heap.Remove(&s.dueQ, old.idx)
 	}
 	en := &schedEntry{
-		idx: -1,
+		idx: -1, seeded: true,
 		seq: c.Version, state: c.State, tokensHeld: c.TokensHeld,
 		issuedAt: issued, expiresAt: c.Tokens.AccessTokenExpiresAt, retryAt: c.RetryAt,
 		leaseUntil: c.LeaseUntil, attemptExp: c.AttemptExpiresAt, deleted: c.Deleted,

@@ -139,8 +139,17 @@ func (p *Provider) AuthCodeURL(state, verifier string, scopes []string, extra ma
 	return c.AuthCodeURL(state, opts...)
 }
 
+// AssumedLifetime is the access-token lifetime assumed when a token response
+// has no expires_in (Pleo's tokens live about 15 minutes): without it the
+// token would never be refreshed ahead of time, or be refreshed endlessly.
+const AssumedLifetime = 15 * time.Minute
+
 func toTokens(t *oauth2.Token, scopes []string) domain.Tokens {
-	out := domain.Tokens{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, TokenType: t.TokenType, Expiry: t.Expiry.UTC(), Scopes: scopes}
+	expiry := t.Expiry
+	if expiry.IsZero() {
+		expiry = time.Now().Add(AssumedLifetime)
+	}
+	out := domain.Tokens{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, TokenType: t.TokenType, Expiry: expiry.UTC(), Scopes: scopes}
 	if s, ok := t.Extra("scope").(string); ok && s != "" {
 		out.Scopes = strings.Fields(s)
 	}

@@ -25,7 +25,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenline/tokenline/domain"
@@ -61,6 +63,26 @@ type Transport struct {
 	// Logger receives report failures (default slog.Default()); no token is
 	// ever logged.
 	Logger *slog.Logger
+	// Hosts are the hosts (host or host:port, as in URL.Host) that receive
+	// the token. When empty, the host of the first request is pinned. A
+	// request to any other host (a cross-host redirect, a presigned URL) is
+	// sent without the token, and its 401s are not reported: the token is
+	// never leaked, and a foreign host cannot condemn the connection.
+	Hosts []string
+
+	pinned atomic.Pointer[string]
+}
+
+// ourHost reports whether host may receive the token.
+func (t *Transport) ourHost(host string) bool {
+	if len(t.Hosts) > 0 {
+		return slices.Contains(t.Hosts, host)
+	}
+	if p := t.pinned.Load(); p != nil {
+		return *p == host
+	}
+	t.pinned.CompareAndSwap(nil, &host)
+	return *t.pinned.Load() == host
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -78,6 +100,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.Gate == nil {
 		closeBody()
 		return nil, ErrNoGate
+	}
+	if !t.ourHost(req.URL.Host) {
+		r2 := req.Clone(req.Context())
+		r2.Header.Del("Authorization")
+		return t.base().RoundTrip(r2)
 	}
 	token, err := t.Gate.Check(t.ConnectionID)
 	if err != nil {
@@ -120,12 +147,10 @@ func (t *Transport) logger() *slog.Logger {
 // Client returns an *http.Client using the Transport.
 func (t *Transport) Client() *http.Client { return &http.Client{Transport: t} }
 
-// ForConnection returns a copy of the Transport for another connection
-// (same base, gate and reporter).
+// ForConnection returns a Transport for another connection (same base,
+// gate, reporter, logger and hosts; a pinned host is not carried over).
 func (t *Transport) ForConnection(connectionID string) *Transport {
-	c := *t
-	c.ConnectionID = connectionID
-	return &c
+	return &Transport{Base: t.Base, Gate: t.Gate, Reporter: t.Reporter, ConnectionID: connectionID, Logger: t.Logger, Hosts: t.Hosts}
 }
 
 // ShouldReport says whether a response with this status and these

@@ -289,3 +289,39 @@ func TestBearerChallengeParsing(t *testing.T) {
 		t.Fatal("ShouldReport")
 	}
 }
+
+// A cross-host redirect (or any request to another host) carries no token,
+// and that host's 401 is not reported.
+func TestTokenNeverLeavesThePinnedHost(t *testing.T) {
+	g, id, tok, _ := openGate(t)
+	var foreignAuth atomic.Value
+	foreign := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		foreignAuth.Store(r.Header.Get("Authorization"))
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer foreign.Close()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+tok {
+			t.Errorf("API host got %q", r.Header.Get("Authorization"))
+		}
+		http.Redirect(w, r, foreign.URL+"/elsewhere", http.StatusFound)
+	}))
+	defer api.Close()
+	rep := &recorder{}
+	tr := &roundtrip.Transport{Gate: g, Reporter: rep, ConnectionID: id}
+	resp, err := tr.Client().Get(api.URL + "/v1/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got, _ := foreignAuth.Load().(string); got != "" {
+		t.Fatalf("the foreign host received %q", got)
+	}
+	if n := len(rep.calls()); n != 0 {
+		t.Fatalf("a foreign host's 401 was reported %d times", n)
+	}
+}

@@ -41,7 +41,6 @@ func (p *Projections) Start(ctx context.Context, seed func(domain.Connection), o
 			o(e)
 		}
 	}
-	p.store.OnAppend(observe)
 	r, err := projections.NewRunner(ctx, projections.RunnerConfig{
 		// One name for every instance: a snapshot carries its own
 		// position, so whichever instance wrote the latest serves all.
