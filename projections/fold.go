@@ -137,7 +137,9 @@ func (c *liteConn) apply(e domain.Event) (from domain.State, err error) {
 		if c.State == "" {
 			return from, domain.ErrNotFound
 		}
-		if c.Deleted {
+		// As domain.Connection.Apply: a deleted connection accepts one more
+		// event, the record that its tokens were destroyed.
+		if _, inv := e.Payload.(domain.TokensInvalidated); c.Deleted && !inv {
 			return from, domain.ErrDeleted
 		}
 		if _, err := domain.Next(c.State, domain.TransitionName(e.Payload)); err != nil {

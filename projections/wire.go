@@ -176,6 +176,9 @@ func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
 	if string(spec) != events.SpecVersion || e.ID == "" || len(e.ID) > 128 || !domain.ValidConnectionID(e.ConnectionID) || e.Time.IsZero() {
 		return domain.Event{}, false
 	}
+	if y := e.Time.UTC().Year(); y < 0 || y > 9999 { // as events.Decode: a time it could not re-encode
+		return domain.Event{}, false
+	}
 	if !validPayload(e.Payload) {
 		return domain.Event{}, false
 	}

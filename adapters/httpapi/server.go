@@ -30,6 +30,11 @@ type Config struct {
 	// APIToken is the bearer token every /v1 request must present. Empty
 	// means no request is accepted (fail closed).
 	APIToken string
+	// UIWithoutToken stops the UI pages from carrying the API token: set it
+	// when tokenline is reachable through a reverse proxy (a public
+	// --public-url), whose requests look like loopback ones. The UI then asks
+	// the user for the token and keeps it in the tab's sessionStorage.
+	UIWithoutToken bool
 	// BaseURL is the public base URL (scheme://host[:port], no path). It
 	// makes reauthorise_url and the callback redirect absolute, and its host
 	// is accepted by the UI's Host check. Empty: relative links.
@@ -159,7 +164,17 @@ func (s *Server) routes() http.Handler {
 	route(mux, "/metrics", map[string]http.HandlerFunc{"GET": metricsHandler.ServeHTTP})
 	s.uiRoutes(mux)
 	if s.cfg.Sandbox != nil {
-		mux.Handle("/sandbox/", s.cfg.Sandbox)
+		// The sandbox's admin endpoints need no credentials (they are
+		// loopback-only): refuse requests whose Host is not this machine's
+		// (DNS rebinding) or that came through a proxy.
+		sb := s.cfg.Sandbox
+		mux.Handle("/sandbox/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/sandbox/admin/") && !s.loopbackBrowser(r) {
+				writeError(w, http.StatusForbidden, "forbidden", "the sandbox admin endpoints are served only to this machine")
+				return
+			}
+			sb.ServeHTTP(w, r)
+		}))
 	}
 	if s.cfg.SandboxMetadata != nil {
 		mux.Handle("GET /.well-known/oauth-authorization-server/sandbox", s.cfg.SandboxMetadata)

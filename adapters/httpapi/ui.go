@@ -132,7 +132,7 @@ func (s *Server) handleUIIndex(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.renderPage(w, http.StatusOK, "index.html", pageData{
-		Title: "Connections", Page: "connections", Token: s.cfg.APIToken, Sandbox: s.cfg.Sandbox != nil, Providers: s.providers(),
+		Title: "Connections", Page: "connections", Token: s.pageToken(), Sandbox: s.cfg.Sandbox != nil, Providers: s.providers(),
 	})
 }
 
@@ -147,7 +147,7 @@ func (s *Server) handleUIConnection(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.renderPage(w, http.StatusOK, "connection.html", pageData{
-		Title: "Connection", Page: "connection", Token: s.cfg.APIToken, Sandbox: s.cfg.Sandbox != nil, ConnectionID: id,
+		Title: "Connection", Page: "connection", Token: s.pageToken(), Sandbox: s.cfg.Sandbox != nil, ConnectionID: id,
 	})
 }
 
@@ -172,6 +172,18 @@ func (s *Server) uiAllowed(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// pageToken is the API token the UI pages carry ("" with UIWithoutToken).
+func (s *Server) pageToken() string {
+	if s.cfg.UIWithoutToken {
+		return ""
+	}
+	return s.cfg.APIToken
+}
+
+// proxyHeaders reveal a request relayed by a proxy: such a request is not
+// from a browser on this machine, whatever its TCP peer.
+var proxyHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Via"}
+
 func (s *Server) loopbackBrowser(r *http.Request) bool {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -180,8 +192,10 @@ func (s *Server) loopbackBrowser(r *http.Request) bool {
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 		return false
 	}
-	if r.Header.Get("Forwarded") != "" || r.Header.Get("X-Forwarded-For") != "" {
-		return false
+	for _, h := range proxyHeaders {
+		if r.Header.Get(h) != "" {
+			return false
+		}
 	}
 	name := r.Host
 	if h, _, err := net.SplitHostPort(name); err == nil {

@@ -145,3 +145,35 @@ func TestSandboxMetadataMounted(t *testing.T) {
 		t.Errorf("metadata %s", body)
 	}
 }
+
+// Behind a same-host reverse proxy every request comes from loopback: proxy
+// headers make the UI refuse, and with UIWithoutToken (a public URL) the
+// pages never carry the API token, whatever the request looks like.
+func TestUITokenNotGivenThroughAProxy(t *testing.T) {
+	e := newEnv(t)
+	for _, h := range []string{"Via", "X-Real-IP", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		resp, body := e.request("GET", "/ui/", nil, "Authorization", "", h, "1.1 proxy")
+		if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), apiToken) {
+			t.Errorf("%s: %d, token in page %v", h, resp.StatusCode, strings.Contains(string(body), apiToken))
+		}
+	}
+	e2 := newEnv(t, func(_ *env, c *httpapi.Config) { c.UIWithoutToken = true })
+	resp, body := e2.request("GET", "/ui/", nil, "Authorization", "")
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(body), apiToken) || strings.Contains(string(body), "tokenline-api-token") {
+		t.Fatalf("UIWithoutToken page: %d, carries token %v", resp.StatusCode, strings.Contains(string(body), apiToken))
+	}
+}
+
+// DNS rebinding cannot drive the sandbox's admin endpoints: a loopback peer
+// with a foreign Host is refused.
+func TestSandboxAdminRefusesForeignHost(t *testing.T) {
+	e := newEnv(t)
+	resp, body := e.request("POST", "/sandbox/admin/rotate-client-secret", nil, "Authorization", "", "Host", "evil.example:8080")
+	if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), "client_secret") {
+		t.Fatalf("rebinding request: %d %s", resp.StatusCode, body)
+	}
+	resp, _ = e.request("GET", "/sandbox/admin/stats", nil, "Authorization", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("loopback request: %d", resp.StatusCode)
+	}
+}

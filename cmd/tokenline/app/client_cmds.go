@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -718,8 +720,8 @@ func fmtValue(v any) string {
 		if t, err := time.Parse(time.RFC3339Nano, x); err == nil {
 			return fmtTimeMilli(t)
 		}
-		if strings.ContainsAny(x, " \t\"=") {
-			return fmt.Sprintf("%q", x)
+		if strings.ContainsAny(x, " \t\"=") || strings.IndexFunc(x, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			return strconv.Quote(x) // no raw control sequences reach the terminal
 		}
 		return x
 	case []any:

@@ -214,7 +214,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.schedWG.Add(1)
 	go func() { defer m.schedWG.Done(); m.Lifecycle.Run(schedCtx) }()
 
-	m.HTTPServer = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 10 * time.Second}
+	// No WriteTimeout: the audit export streams JSON Lines for as long as it
+	// takes. Bodies are capped at 64 KiB and must arrive within ReadTimeout.
+	m.HTTPServer = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -394,13 +396,16 @@ func (m *Main) handler() http.Handler {
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
 			{Name: "projections", Probe: httpapi.ProjectionsReady(m.Proj.Runner.Ready, m.Proj.Runner.Lag, 1000)},
 		},
-		APIToken:      m.apiToken,
-		BaseURL:       m.BaseURL,
-		Logger:        m.Logger,
-		ProjectionLag: m.Proj.Runner.Lag,
-		Metrics:       m.Metrics,
-		Registerer:    m.registry,
-		Gatherer:      m.registry,
+		APIToken: m.apiToken,
+		// A public URL means a reverse proxy, whose requests reach us from
+		// loopback: the UI pages must not carry the token then.
+		UIWithoutToken: !loopbackURL(m.BaseURL),
+		BaseURL:        m.BaseURL,
+		Logger:         m.Logger,
+		ProjectionLag:  m.Proj.Runner.Lag,
+		Metrics:        m.Metrics,
+		Registerer:     m.registry,
+		Gatherer:       m.registry,
 	}
 	for name := range m.Providers {
 		cfg.Providers = append(cfg.Providers, name)
@@ -412,6 +417,20 @@ func (m *Main) handler() http.Handler {
 	return m.API.Handler()
 }
 
+// loopbackURL reports whether u's host is localhost or a loopback address.
+func loopbackURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // checkRedirect refuses a plain-HTTP redirect URI on a host other than
 // localhost or a loopback address.
 func checkRedirect(redirect string) error {
@@ -419,11 +438,7 @@ func checkRedirect(redirect string) error {
 	if err != nil {
 		return fmt.Errorf("redirect URI %q: %w", redirect, err)
 	}
-	host := u.Hostname()
-	if u.Scheme == "https" || host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if u.Scheme == "https" || loopbackURL(redirect) {
 		return nil
 	}
 	return fmt.Errorf("redirect URI %s: the provider accepts plain HTTP only for localhost; set --public-url to the HTTPS address users reach tokenline at", redirect)

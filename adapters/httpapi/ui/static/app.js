@@ -10,7 +10,17 @@
     const m = document.querySelector('meta[name="' + name + '"]');
     return m ? m.getAttribute("content") : "";
   };
-  const TOKEN = meta("tokenline-api-token");
+  // The server puts the API token in the page for browsers on its own
+  // machine; behind a reverse proxy it does not, and the user pastes it
+  // once per tab (kept in sessionStorage only).
+  let TOKEN = meta("tokenline-api-token");
+  if (!TOKEN) {
+    TOKEN = sessionStorage.getItem("tokenline-api-token") || "";
+    if (!TOKEN) {
+      TOKEN = (window.prompt("tokenline API token (the api-token file in tokenline's data dir):") || "").trim();
+      if (TOKEN) sessionStorage.setItem("tokenline-api-token", TOKEN);
+    }
+  }
   let REASONS = {};
   try { REASONS = JSON.parse(meta("tokenline-reasons") || "{}"); } catch (e) { REASONS = {}; }
 
