@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +16,6 @@ import (
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 )
 
-// lockedWriter collects command output safely.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // `tokenline serve` (the README's first command) on its embedded default
 // starts NATS, the sandbox and HTTP, prints where they are, and stops
 // cleanly on a signal (context cancel).
@@ -42,7 +23,7 @@ func TestServeCommandPrintsWhereEverythingIs(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &lockedWriter{}
+	out := &syncBuffer{}
 	cmd := app.NewRootCommand(ctx, out, io.Discard)
 	cmd.SetArgs([]string{"serve", "--data-dir", dir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "error"})
 	done := make(chan error, 1)
@@ -106,7 +87,7 @@ func TestSecondServeOnSameDataDirFails(t *testing.T) {
 }
 
 func TestVersionCommand(t *testing.T) {
-	out := &lockedWriter{}
+	out := &syncBuffer{}
 	cmd := app.NewRootCommand(context.Background(), out, io.Discard)
 	cmd.SetArgs([]string{"version"})
 	if err := cmd.Execute(); err != nil || !strings.HasPrefix(out.String(), "tokenline ") {
