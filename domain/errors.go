@@ -48,10 +48,32 @@ type GateError struct {
 	ConnectionID string
 	State        State
 	Reason       Reason
-	// Detail is a short machine word: "unauthenticated", "token_expired",
-	// "unknown_connection", "refreshing", "reauthorising".
+	// Detail is one of the Detail* words below.
 	Detail string
 }
+
+// The details a *GateError carries: why a connection may not be used now.
+// They are a public contract (the API's 409 body, the gate-denial metric).
+const (
+	// DetailUnauthenticated: no usable grant (Reason says why).
+	DetailUnauthenticated = "unauthenticated"
+	// DetailTokenExpired: active, but the access token is (about to be)
+	// expired and its refresh has not landed yet.
+	DetailTokenExpired = "token_expired"
+	// DetailRefreshing: a refresh is in flight.
+	DetailRefreshing = "refreshing"
+	// DetailReauthorising: waiting for the user to complete authorisation.
+	DetailReauthorising = "reauthorising"
+	// DetailUnknownConnection: no such connection (yet) on this instance.
+	DetailUnknownConnection = "unknown_connection"
+	// DetailTokenNotLoaded: active, but this instance does not hold the
+	// current access token yet (another instance refreshed it): the caller
+	// loads it from the vault.
+	DetailTokenNotLoaded = "token_not_loaded"
+)
+
+// GateDetails lists every detail word in a stable order.
+var GateDetails = []string{DetailUnauthenticated, DetailTokenExpired, DetailUnknownConnection, DetailRefreshing, DetailReauthorising, DetailTokenNotLoaded}
 
 func (e *GateError) Error() string {
 	if e.Reason != ReasonNone {

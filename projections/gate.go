@@ -11,16 +11,6 @@ import (
 	"github.com/tokenline/tokenline/domain"
 )
 
-// Details carried by the *domain.GateError values the gate returns.
-const (
-	DetailUnauthenticated   = "unauthenticated"
-	DetailTokenExpired      = "token_expired"
-	DetailRefreshing        = "refreshing"
-	DetailReauthorising     = "reauthorising"
-	DetailUnknownConnection = "unknown_connection"
-	DetailTokenNotLoaded    = "token_not_loaded"
-)
-
 // DefaultExpiryMargin is how long before its recorded expiry an access token
 // stops being handed out (as golang.org/x/oauth2 does with its expiry delta).
 const DefaultExpiryMargin = 10 * time.Second
@@ -262,7 +252,7 @@ func (g *Gate) Check(connectionID string) (accessToken string, err error) {
 				return "", v.err
 			}
 		} else if sh == 0 {
-			return "", &domain.GateError{ConnectionID: connectionID, Detail: DetailUnknownConnection}
+			return "", &domain.GateError{ConnectionID: connectionID, Detail: domain.DetailUnknownConnection}
 		}
 	}
 }
@@ -426,23 +416,23 @@ func (g *Gate) derive(s *gateState) *gateView {
 	e := domain.GateError{ConnectionID: s.id, State: s.state}
 	switch {
 	case s.closed:
-		e.State, e.Reason, e.Detail = domain.StateUnauthenticated, s.closeReason, DetailUnauthenticated
+		e.State, e.Reason, e.Detail = domain.StateUnauthenticated, s.closeReason, domain.DetailUnauthenticated
 	case s.state == domain.StateActive && s.fp != "" && s.loadedFP == s.fp:
 		v.token, v.expires = s.loaded, s.expiresAt
 		if s.expiresAt != noExpiry {
 			v.expires = s.expiresAt - g.margin
 		}
-		e.Detail = DetailTokenExpired
+		e.Detail = domain.DetailTokenExpired
 	case s.state == domain.StateActive:
-		e.Detail = DetailTokenNotLoaded
+		e.Detail = domain.DetailTokenNotLoaded
 	case s.state == domain.StateRefreshing:
-		e.Detail = DetailRefreshing
+		e.Detail = domain.DetailRefreshing
 	case s.state == domain.StateUnauthenticated:
-		e.Reason, e.Detail = s.reason, DetailUnauthenticated
+		e.Reason, e.Detail = s.reason, domain.DetailUnauthenticated
 	case s.state == domain.StateReauthorising:
-		e.Reason, e.Detail = s.reason, DetailReauthorising
+		e.Reason, e.Detail = s.reason, domain.DetailReauthorising
 	default: // only a token or a Close is known: no connection.created yet
-		e.Detail = DetailUnknownConnection
+		e.Detail = domain.DetailUnknownConnection
 	}
 	s.err = e
 	return v

@@ -78,19 +78,19 @@ func TestGateLifecycle(t *testing.T) {
 	g := NewGate(GateOptions{Now: clk.now})
 	id := uuid.NewString()
 	h := newHistory(id, 10)
-	mustGateErr(t, g, id, "", "", DetailUnknownConnection)
+	mustGateErr(t, g, id, "", "", domain.DetailUnknownConnection)
 
 	g.Apply(h.exec(t, domain.Create{Provider: "pleo"}))
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonNeverAuthorised, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonNeverAuthorised, domain.DetailUnauthenticated)
 	g.Apply(h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)}))
-	mustGateErr(t, g, id, domain.StateReauthorising, domain.ReasonNeverAuthorised, DetailReauthorising)
+	mustGateErr(t, g, id, domain.StateReauthorising, domain.ReasonNeverAuthorised, domain.DetailReauthorising)
 
 	tok1 := tokens(id, 1, t0)
 	// The vault is written, and the token handed over, before the event.
 	if err := g.SetToken(id, domain.Fingerprint(tok1.AccessToken), tok1.AccessToken); err != nil {
 		t.Fatal(err)
 	}
-	mustGateErr(t, g, id, domain.StateReauthorising, domain.ReasonNeverAuthorised, DetailReauthorising)
+	mustGateErr(t, g, id, domain.StateReauthorising, domain.ReasonNeverAuthorised, domain.DetailReauthorising)
 	g.Apply(h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok1.Info()}))
 	mustOpen(t, g, id, tok1.AccessToken)
 
@@ -98,16 +98,16 @@ func TestGateLifecycle(t *testing.T) {
 	clk.set(tok1.Expiry.Add(-DefaultExpiryMargin - time.Millisecond))
 	mustOpen(t, g, id, tok1.AccessToken)
 	clk.set(tok1.Expiry.Add(-DefaultExpiryMargin))
-	mustGateErr(t, g, id, domain.StateActive, "", DetailTokenExpired)
+	mustGateErr(t, g, id, domain.StateActive, "", domain.DetailTokenExpired)
 	clk.set(t0)
 
 	// Refreshing closes the gate; success with a token the gate does not hold
 	// yet (another instance refreshed) is token_not_loaded, never the old one.
 	g.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
-	mustGateErr(t, g, id, domain.StateRefreshing, "", DetailRefreshing)
+	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
 	tok2 := tokens(id, 2, t0)
 	g.Apply(h.exec(t, domain.SucceedRefresh{Tokens: tok2.Info(), Rotated: true}))
-	mustGateErr(t, g, id, domain.StateActive, "", DetailTokenNotLoaded)
+	mustGateErr(t, g, id, domain.StateActive, "", domain.DetailTokenNotLoaded)
 	if got := g.Missing(); !reflect.DeepEqual(got, []string{id}) {
 		t.Fatalf("Missing = %v", got)
 	}
@@ -115,7 +115,7 @@ func TestGateLifecycle(t *testing.T) {
 	if err := g.SetToken(id, domain.Fingerprint(tok1.AccessToken), tok1.AccessToken); err != nil {
 		t.Fatal(err)
 	}
-	mustGateErr(t, g, id, domain.StateActive, "", DetailTokenNotLoaded)
+	mustGateErr(t, g, id, domain.StateActive, "", domain.DetailTokenNotLoaded)
 	if err := g.SetToken(id, domain.Fingerprint(tok1.AccessToken), tok2.AccessToken); !errors.Is(err, ErrFingerprintMismatch) {
 		t.Fatalf("mismatched fingerprint accepted: %v", err)
 	}
@@ -138,16 +138,16 @@ func TestGateLifecycle(t *testing.T) {
 	// Close shuts at once; an older or repeated event does not reopen it;
 	// Reopen does; the next event re-derives.
 	g.Close(id, domain.ReasonInvalidGrant)
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
 	g.Apply(h.evs[len(h.evs)-1])
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
 	g.Reopen(id)
 	mustOpen(t, g, id, tok2.AccessToken)
 	g.Close(id, domain.ReasonInvalidGrant)
 	g.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
-	mustGateErr(t, g, id, domain.StateRefreshing, "", DetailRefreshing)
+	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
 	g.Apply(h.exec(t, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_grant", HTTPStatus: 400}))
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
 
 	// The dead token is gone from memory.
 	if v := g.view(id); v.st.loaded != "" || v.token != "" {
@@ -155,7 +155,7 @@ func TestGateLifecycle(t *testing.T) {
 	}
 	g.Apply(h.exec(t, domain.InvalidateTokens{}))
 	g.Apply(h.exec(t, domain.Delete{}))
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonConnectionDeleted, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonConnectionDeleted, domain.DetailUnauthenticated)
 }
 
 // Applying a connection's events in any order, any number of times, gives
@@ -250,7 +250,7 @@ func TestGateTokenNeededAndSeed(t *testing.T) {
 		}
 	}
 	g.Seed(st, false)
-	mustGateErr(t, g, id, domain.StateActive, "", DetailTokenNotLoaded)
+	mustGateErr(t, g, id, domain.StateActive, "", domain.DetailTokenNotLoaded)
 	want := []string{id + " " + tok.Info().AccessTokenFP}
 	if !reflect.DeepEqual(needed, want) {
 		t.Fatalf("TokenNeeded calls %v, want %v", needed, want)
@@ -264,7 +264,7 @@ func TestGateTokenNeededAndSeed(t *testing.T) {
 	// A newer event applied through the hook survives a seed from an older status.
 	g.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
 	g.Seed(st, false)
-	mustGateErr(t, g, id, domain.StateRefreshing, "", DetailRefreshing)
+	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
 	// reset: the status wins.
 	g.Seed(st, true)
 	mustOpen(t, g, id, tok.AccessToken)
@@ -388,12 +388,12 @@ func TestGateCloseHoldsUntilANewerEvent(t *testing.T) {
 	g := NewGate(GateOptions{Now: clk.now})
 	_ = g.SetToken(id, tok.Info().AccessTokenFP, tok.AccessToken)
 	g.CloseAfter(id, domain.ReasonAccessTokenRejected, h.conn.Version)
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
 	g.Seed(st, false)
 	for _, e := range h.evs {
 		g.Apply(e)
 	}
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
 	// The next event re-derives the entry (a 403: open again).
 	g.Apply(h.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"}))
 	mustOpen(t, g, id, tok.AccessToken)
@@ -407,7 +407,7 @@ func TestGateCloseHoldsUntilANewerEvent(t *testing.T) {
 	g2.Close(id, domain.ReasonInvalidGrant)
 	g2.Seed(st, false)
 	g2.Apply(h.evs[1])
-	mustGateErr(t, g2, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, DetailUnauthenticated)
+	mustGateErr(t, g2, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
 	g2.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
-	mustGateErr(t, g2, id, domain.StateRefreshing, "", DetailRefreshing)
+	mustGateErr(t, g2, id, domain.StateRefreshing, "", domain.DetailRefreshing)
 }

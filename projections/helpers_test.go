@@ -31,8 +31,14 @@ func openStore(t testing.TB, srv *natstest.Server, actor string) *jsstore.Store 
 	return st
 }
 
-// t0 is the start of scripted histories.
-var t0 = time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+// t0 is the start of scripted histories: three days before the test run,
+// so that event times and the stream's storage times are apart (as in a
+// replay of an old incident) and no test depends on the calendar.
+var t0 = time.Now().UTC().Add(-72 * time.Hour).Truncate(time.Second)
+
+// testClock is the gate's clock in tests that script histories from t0:
+// every token they issue (valid for an hour) is still valid then.
+func testClock() time.Time { return t0.Add(time.Minute) }
 
 // accessToken is the secret of token generation n of a connection.
 func accessToken(id string, n int) string { return fmt.Sprintf("at-%s-%d", id, n) }
@@ -75,7 +81,7 @@ func (d *driver) exec(id string, cmd domain.Command) (domain.Event, error) {
 	if err != nil {
 		d.t.Fatalf("append %T: %v", cmd, err)
 	}
-	return out[0], nil
+	return out, nil
 }
 
 func (d *driver) must(id string, cmd domain.Command) domain.Event {

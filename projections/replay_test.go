@@ -156,11 +156,16 @@ func TestTimeline(t *testing.T) {
 	if err := lim.WriteText(&buf); err != nil || !strings.Contains(buf.String(), fmt.Sprintf(": %d events, %d state changes, the first 5 listed\n", rep.Events, rep.changes())) {
 		t.Fatalf("limited timeline text (%v):\n%s", err, buf.String())
 	}
-	// Bounded by stored time (events here are back-dated: the bound cuts
-	// everything stored after to+slack, which is nothing).
-	rep2, err := Timeline(ctxT(t), st, from, to, WithStoredSlack(time.Hour))
+	// Bounded by stored time: the events are back-dated three days, so a
+	// slack that reaches the time they were stored keeps them all, and an
+	// hour's slack stops before the first of them.
+	rep2, err := Timeline(ctxT(t), st, from, to, WithStoredSlack(time.Since(to)+time.Hour))
 	if err != nil || !reflect.DeepEqual(rep2.Counts, rep.Counts) {
 		t.Fatalf("with slack: %v %+v", err, rep2.Counts)
+	}
+	rep3, err := Timeline(ctxT(t), st, from, to, WithStoredSlack(time.Hour))
+	if err != nil || rep3.Events != 0 {
+		t.Fatalf("with an hour's slack: %v, %d events", err, rep3.Events)
 	}
 }
 

@@ -85,7 +85,7 @@ func rejectionLoop(t *testing.T, d *driver, g *Gate, id string) string {
 func TestGateClosedWhenTerminalAppendReturns(t *testing.T) {
 	srv := natstest.Start(t, "")
 	st := openStore(t, srv, "instance/a")
-	g := NewGate(GateOptions{})
+	g := NewGate(GateOptions{Now: testClock})
 	st.OnAppend(g.Apply)
 	d := newDriver(t, st)
 
@@ -152,7 +152,7 @@ func TestGateClosedWhenTerminalAppendReturns(t *testing.T) {
 		if round%2 == 1 {
 			want = domain.ReasonInvalidGrant
 		}
-		mustGateErr(t, g, id, domain.StateUnauthenticated, want, DetailUnauthenticated)
+		mustGateErr(t, g, id, domain.StateUnauthenticated, want, domain.DetailUnauthenticated)
 	}
 }
 
@@ -160,7 +160,7 @@ func TestGateClosedWhenTerminalAppendReturns(t *testing.T) {
 func TestGateCloseAheadOfAppend(t *testing.T) {
 	srv := natstest.Start(t, "")
 	st := openStore(t, srv, "instance/a")
-	g := NewGate(GateOptions{})
+	g := NewGate(GateOptions{Now: testClock})
 	st.OnAppend(g.Apply)
 	d := newDriver(t, st)
 	id := d.create()
@@ -168,12 +168,12 @@ func TestGateCloseAheadOfAppend(t *testing.T) {
 	_ = g.SetToken(id, domain.Fingerprint(tok), tok)
 	mustOpen(t, g, id, tok)
 	g.Close(id, domain.ReasonAccessTokenRejected)
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
 	// The append fails (conflict): the lifecycle reopens.
 	if _, err := st.Append(ctxT(t), id, 1, domain.Event{Payload: domain.ConnectionUpdated{Config: map[string]string{"x": "y"}}}); !errors.Is(err, domain.ErrConflict) {
 		t.Fatalf("stale append: %v", err)
 	}
-	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
 	g.Reopen(id)
 	mustOpen(t, g, id, tok)
 }
@@ -183,10 +183,10 @@ func TestGateCloseAheadOfAppend(t *testing.T) {
 func TestGateClosesOnSecondInstance(t *testing.T) {
 	srv := natstest.Start(t, "")
 	a := openStore(t, srv, "instance/a")
-	ga := NewGate(GateOptions{})
+	ga := NewGate(GateOptions{Now: testClock})
 	a.OnAppend(ga.Apply)
 	b := openStore(t, srv, "instance/b")
-	gb := NewGate(GateOptions{})
+	gb := NewGate(GateOptions{Now: testClock})
 	b.OnAppend(gb.Apply)
 	rb := startRunner(t, RunnerConfig{Store: b, Gate: gb, Name: "status-b"})
 	d := newDriver(t, a)
@@ -199,7 +199,7 @@ func TestGateClosesOnSecondInstance(t *testing.T) {
 		// Instance b learns of the new token from the stream and loads it
 		// from the vault.
 		waitCaughtUp(t, rb)
-		mustGateErr(t, gb, id, domain.StateActive, "", DetailTokenNotLoaded)
+		mustGateErr(t, gb, id, domain.StateActive, "", domain.DetailTokenNotLoaded)
 		if !slices.Contains(gb.Missing(), id) {
 			t.Fatalf("Missing does not list %s", id)
 		}
@@ -217,12 +217,12 @@ func TestGateClosesOnSecondInstance(t *testing.T) {
 		}
 		appended := time.Now()
 		appendTimes = append(appendTimes, appended.Sub(started))
-		mustGateErr(t, ga, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+		mustGateErr(t, ga, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
 		for {
 			if _, err := gb.Check(id); err != nil {
 				lags = append(lags, time.Since(appended))
 				fromStart = append(fromStart, time.Since(started))
-				mustGateErr(t, gb, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, DetailUnauthenticated)
+				mustGateErr(t, gb, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
 				break
 			}
 			if time.Since(appended) > 10*time.Second {
@@ -345,7 +345,7 @@ func TestRunnerRestartResumesFromPosition(t *testing.T) {
 func TestRebuildEqualsLive(t *testing.T) {
 	srv := natstest.Start(t, "")
 	st := openStore(t, srv, "instance/a")
-	g := NewGate(GateOptions{})
+	g := NewGate(GateOptions{Now: testClock})
 	st.OnAppend(g.Apply)
 	r := startRunner(t, RunnerConfig{Store: st, Gate: g, SnapshotEvery: 100})
 	d := newDriver(t, st)
@@ -466,7 +466,7 @@ func TestOwnWritesBeforeOtherInstancesEventConverge(t *testing.T) {
 	srv := natstest.Start(t, "")
 	a := openStore(t, srv, "instance/a")
 	b := openStore(t, srv, "instance/b")
-	g := NewGate(GateOptions{})
+	g := NewGate(GateOptions{Now: testClock})
 	status := NewStatus()
 	a.OnAppend(g.Apply)
 	a.OnAppend(func(e domain.Event) { _, _ = status.Apply(e) })
@@ -495,5 +495,5 @@ func TestOwnWritesBeforeOtherInstancesEventConverge(t *testing.T) {
 	if !reflect.DeepEqual(status.List(), built.List()) {
 		t.Fatalf("status diverged from the stream:\n%+v\n%+v", status.List(), built.List())
 	}
-	mustGateErr(t, g, id, domain.StateRefreshing, "", DetailRefreshing)
+	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
 }

@@ -194,7 +194,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	c, serr := s.cfg.Status.Connection(r.Context(), id)
 	switch {
-	case serr != nil && (ge.Detail == "unknown_connection" || errors.Is(serr, domain.ErrNotFound)):
+	case serr != nil && (ge.Detail == domain.DetailUnknownConnection || errors.Is(serr, domain.ErrNotFound)):
 		s.writeServiceError(w, r, domain.ErrNotFound)
 		return
 	case serr == nil && c.Deleted:
@@ -206,7 +206,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		Error: "connection_unauthenticated", State: ge.State, Reason: ge.Reason, Detail: ge.Detail,
 		Message: "the connection cannot be used now",
 	}
-	if serr == nil && (body.State == "" || ge.Detail == "unknown_connection") {
+	if serr == nil && (body.State == "" || ge.Detail == domain.DetailUnknownConnection) {
 		body.State, body.Reason = c.State, c.Reason
 	}
 	if ri, ok := body.Reason.Info(); ok {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,7 +30,7 @@ const (
 const DefaultNearExpiry = 2 * time.Minute
 
 // gateDetails are the GateError.Detail words; anything else is "other".
-var gateDetails = []string{"unauthenticated", "token_expired", "unknown_connection", "refreshing", "reauthorising", "token_not_loaded", "other"}
+var gateDetails = append(slices.Clone(domain.GateDetails), "other")
 
 // MetricsConfig configures NewMetrics.
 type MetricsConfig struct {

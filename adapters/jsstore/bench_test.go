@@ -144,7 +144,7 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		if err != nil {
 			return err
 		}
-		tl.seq[i] = out[0].Seq
+		tl.seq[i] = out.Seq
 		tl.step[i]++
 		return nil
 	}
@@ -189,7 +189,7 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 			if err != nil {
 				return err
 			}
-			tl.seq[i] = out[0].Seq
+			tl.seq[i] = out.Seq
 			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: raw.ids[i], Time: time.Now(), Actor: "instance/api-1", Payload: p})
 			if err != nil {
 				return err

@@ -52,7 +52,7 @@ func BenchmarkLoad(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			seqs[id] = out[0].Seq
+			seqs[id] = out.Seq
 		}
 	}
 	target := ids[len(ids)/2]

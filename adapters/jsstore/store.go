@@ -28,7 +28,6 @@ package jsstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -172,151 +171,84 @@ func (s *Store) OnAppend(f func(domain.Event)) {
 	s.hookMu.Unlock()
 }
 
-func (s *Store) prepare(connectionID string, evs []domain.Event) ([][]byte, error) {
-	now := time.Now().UTC()
-	out := make([][]byte, len(evs))
-	for i := range evs {
-		e := &evs[i]
-		if e.ID == "" {
-			e.ID = uuid.NewString()
-		}
-		if e.ConnectionID == "" {
-			e.ConnectionID = connectionID
-		}
-		if e.ConnectionID != connectionID {
-			return nil, fmt.Errorf("jsstore: event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
-		}
-		if e.Time.IsZero() {
-			e.Time = now
-		}
-		if e.Actor == "" {
-			e.Actor = s.cfg.Actor
-		}
-		b, err := events.Encode(*e)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = b
+// prepare fills in what the event leaves empty and encodes it.
+func (s *Store) prepare(connectionID string, e *domain.Event) ([]byte, error) {
+	if e.ID == "" {
+		e.ID = uuid.NewString()
 	}
-	return out, nil
+	if e.ConnectionID == "" {
+		e.ConnectionID = connectionID
+	}
+	if e.ConnectionID != connectionID {
+		return nil, fmt.Errorf("jsstore: event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	if e.Actor == "" {
+		e.Actor = s.cfg.Actor
+	}
+	return events.Encode(*e)
 }
 
-// Append implements domain.EventStore.
-func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq uint64, evs ...domain.Event) ([]domain.Event, error) {
+// Append implements domain.EventStore: one message published with the
+// subject's expected last sequence (Nats-Expected-Last-Subject-Sequence) and
+// the event id as Nats-Msg-Id.
+func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq uint64, e domain.Event) (domain.Event, error) {
 	if !domain.ValidConnectionID(connectionID) {
-		return nil, fmt.Errorf("jsstore: invalid connection id %q", connectionID)
+		return domain.Event{}, fmt.Errorf("jsstore: invalid connection id %q", connectionID)
 	}
-	if len(evs) == 0 {
-		return nil, nil
-	}
-	evs = append([]domain.Event(nil), evs...)
-	bodies, err := s.prepare(connectionID, evs)
+	body, err := s.prepare(connectionID, &e)
 	if err != nil {
-		return nil, err
+		return domain.Event{}, err
 	}
-	subject := events.Subject(connectionID)
-	if len(evs) == 1 {
-		m := &nats.Msg{Subject: subject, Data: bodies[0], Header: nats.Header{}}
-		m.Header[jetstream.MsgIDHeader] = []string{evs[0].ID}
-		m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expectedLastSeq, 10)}
-		ack, err := s.js.PublishMsg(ctx, m)
-		if err == nil {
-			evs[0].Seq = ack.Sequence
-		} else if perr := s.publishError(ctx, connectionID, evs, err); perr != errAlreadyStored {
-			return nil, perr
-		}
-	} else if err := s.publishBatch(ctx, subject, expectedLastSeq, evs, bodies); err != nil {
-		if perr := s.publishError(ctx, connectionID, evs, err); perr != errAlreadyStored {
-			return nil, perr
-		}
+	m := &nats.Msg{Subject: events.Subject(connectionID), Data: body, Header: nats.Header{}}
+	m.Header[jetstream.MsgIDHeader] = []string{e.ID}
+	m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expectedLastSeq, 10)}
+	ack, err := s.js.PublishMsg(ctx, m)
+	if err == nil {
+		e.Seq = ack.Sequence
+	} else if e.Seq, err = s.publishError(ctx, connectionID, e.ID, err); err != nil {
+		return domain.Event{}, err
 	}
-	s.applyAppended(connectionID, expectedLastSeq, evs)
-	return evs, nil
+	s.applyAppended(connectionID, expectedLastSeq, e)
+	return e, nil
 }
 
 // publishError maps a failed publish: wrong-last-sequence codes become
-// domain.ErrConflict unless the subject's last message is our own last event
-// (a retry of an event that already landed), which is success.
-func (s *Store) publishError(ctx context.Context, connectionID string, evs []domain.Event, err error) error {
+// domain.ErrConflict unless the subject's last message is this very event
+// (a retry of an event that already landed), which is success: its
+// sequence is returned.
+func (s *Store) publishError(ctx context.Context, connectionID, eventID string, err error) (uint64, error) {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
-		return fmt.Errorf("jsstore: append to %s: %w", connectionID, err)
+		return 0, fmt.Errorf("jsstore: append to %s: %w", connectionID, err)
 	}
 	switch apiErr.ErrorCode {
 	case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 	default:
-		return fmt.Errorf("jsstore: append to %s: %w", connectionID, err)
+		return 0, fmt.Errorf("jsstore: append to %s: %w", connectionID, err)
 	}
 	last, gerr := s.stream.GetLastMsgForSubject(ctx, events.Subject(connectionID))
-	if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == evs[len(evs)-1].ID {
-		// Our events landed earlier: report them with their sequences.
-		for i := len(evs) - 1; i >= 0; i-- {
-			evs[i].Seq = last.Sequence - uint64(len(evs)-1-i)
-		}
-		return errAlreadyStored
+	if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == eventID {
+		return last.Sequence, nil
 	}
-	return fmt.Errorf("jsstore: append to %s: %w", connectionID, domain.ErrConflict)
+	return 0, fmt.Errorf("jsstore: append to %s: %w", connectionID, domain.ErrConflict)
 }
 
-var errAlreadyStored = errors.New("already stored")
-
-// batchAck is the reply to a batch commit.
-type batchAck struct {
-	Stream    string              `json:"stream"`
-	Seq       uint64              `json:"seq"`
-	BatchID   string              `json:"batch"`
-	BatchSize int                 `json:"count"`
-	Error     *jetstream.APIError `json:"error,omitempty"`
-}
-
-func (s *Store) publishBatch(ctx context.Context, subject string, expected uint64, evs []domain.Event, bodies [][]byte) error {
-	batchID := uuid.NewString()
-	n := len(evs)
-	for i := range evs {
-		m := &nats.Msg{Subject: subject, Data: bodies[i], Header: nats.Header{}}
-		m.Header[jetstream.MsgIDHeader] = []string{evs[i].ID}
-		m.Header["Nats-Batch-Id"] = []string{batchID}
-		m.Header["Nats-Batch-Sequence"] = []string{strconv.Itoa(i + 1)}
-		if i == 0 {
-			m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expected, 10)}
-		}
-		if i < n-1 {
-			if err := s.nc.PublishMsg(m); err != nil {
-				return err
-			}
-			continue
-		}
-		m.Header["Nats-Batch-Commit"] = []string{"1"}
-		resp, err := s.nc.RequestMsgWithContext(ctx, m)
-		if err != nil {
-			return err
-		}
-		var ack batchAck
-		if err := json.Unmarshal(resp.Data, &ack); err != nil {
-			return fmt.Errorf("jsstore: invalid batch ack: %w", err)
-		}
-		if ack.Error != nil {
-			return fmt.Errorf("nats: %w", ack.Error)
-		}
-		for j := range evs {
-			evs[j].Seq = ack.Seq - uint64(n-1-j)
-		}
-	}
-	return nil
-}
-
-func (s *Store) applyAppended(connectionID string, expected uint64, evs []domain.Event) {
+func (s *Store) applyAppended(connectionID string, expected uint64, e domain.Event) {
 	s.mu.Lock()
 	c, ok := s.cache[connectionID]
 	switch {
 	case ok && c.Version == expected:
 		// Readers copy the cached aggregate under s.mu and never keep the
-		// pointer, so it is updated in place rather than cloned.
-		if !applyAll(c, evs) {
+		// pointer, so it is updated in place rather than cloned; Apply
+		// leaves it unchanged when it refuses the event.
+		if err := c.Apply(e); err != nil {
 			delete(s.cache, connectionID)
 		}
 	case !ok && expected == 0 && len(s.cache) < s.cfg.CacheSize:
-		if next := new(domain.Connection); applyAll(next, evs) {
+		if next := new(domain.Connection); next.Apply(e) == nil {
 			s.cache[connectionID] = next
 		}
 	case ok:
@@ -326,20 +258,7 @@ func (s *Store) applyAppended(connectionID string, expected uint64, evs []domain
 	s.hookMu.RLock()
 	hooks := s.hooks
 	s.hookMu.RUnlock()
-	for _, e := range evs {
-		for _, h := range hooks {
-			h(e)
-		}
+	for _, h := range hooks {
+		h(e)
 	}
-}
-
-// applyAll applies evs to c in order and reports whether all applied; on
-// false c may hold some of them and must be discarded.
-func applyAll(c *domain.Connection, evs []domain.Event) bool {
-	for _, e := range evs {
-		if err := c.Apply(e); err != nil {
-			return false
-		}
-	}
-	return true
 }

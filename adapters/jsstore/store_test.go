@@ -51,7 +51,7 @@ func decideAppend(t *testing.T, st *jsstore.Store, id string, cmd domain.Command
 	if err != nil {
 		t.Fatalf("append %T: %v", cmd, err)
 	}
-	return out[0]
+	return out
 }
 
 func create(t *testing.T, st *jsstore.Store) string {
@@ -152,8 +152,8 @@ func TestResentEventIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("resend: %v", err)
 	}
-	if again[0].Seq != first[0].Seq {
-		t.Fatalf("resend seq %d, first %d", again[0].Seq, first[0].Seq)
+	if again.Seq != first.Seq {
+		t.Fatalf("resend seq %d, first %d", again.Seq, first.Seq)
 	}
 	// A different event with the stale sequence is a conflict.
 	if _, err := st.Append(ctxT(t), id, c.Version, ev(domain.ConnectionUpdated{Config: map[string]string{"k": "w"}})); !errors.Is(err, domain.ErrConflict) {
@@ -162,36 +162,6 @@ func TestResentEventIsIdempotent(t *testing.T) {
 	h, _ := st.History(ctxT(t), id)
 	if len(h) != 2 {
 		t.Fatalf("history %d events, want 2", len(h))
-	}
-}
-
-func TestAtomicBatch(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := open(t, srv.Connect(t))
-	id := uuid.NewString()
-	out, err := st.Append(ctxT(t), id, 0,
-		ev(domain.ConnectionCreated{Provider: "sandbox", Scopes: []string{"a:read"}}),
-		ev(domain.ConnectionUpdated{Config: map[string]string{"x": "1"}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out[1].Seq != out[0].Seq+1 {
-		t.Fatalf("batch seqs %d %d", out[0].Seq, out[1].Seq)
-	}
-	// A batch against a stale sequence stores nothing at all.
-	_, err = st.Append(ctxT(t), id, out[0].Seq,
-		ev(domain.ConnectionUpdated{Config: map[string]string{"x": "2"}}),
-		ev(domain.ConnectionUpdated{Config: map[string]string{"x": "3"}}))
-	if !errors.Is(err, domain.ErrConflict) {
-		t.Fatalf("stale batch: %v", err)
-	}
-	h, _ := st.History(ctxT(t), id)
-	if len(h) != 2 {
-		t.Fatalf("history %d, want 2", len(h))
-	}
-	c, _ := st.Load(ctxT(t), id)
-	if c.Config["x"] != "1" {
-		t.Fatalf("config %v", c.Config)
 	}
 }
 

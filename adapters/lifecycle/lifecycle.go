@@ -196,10 +196,10 @@ func (s *Service) decideAppend(ctx context.Context, id string, cmd func(*domain.
 			s.cfg.Gate.Reopen(id) // a Close made by pre is undone if the event did not land
 		}
 		if err == nil {
-			if aerr := c.Apply(out[0]); aerr != nil {
-				return c, out[0], aerr
+			if aerr := c.Apply(out); aerr != nil {
+				return c, out, aerr
 			}
-			return c, out[0], nil
+			return c, out, nil
 		}
 		if !errors.Is(err, domain.ErrConflict) {
 			return c, domain.Event{}, err
@@ -414,7 +414,7 @@ func (s *Service) Token(ctx context.Context, id string) (string, time.Time, erro
 		return tok, s.expiry(id), nil
 	}
 	var ge *domain.GateError
-	if !errors.As(err, &ge) || ge.Detail != "token_not_loaded" {
+	if !errors.As(err, &ge) || ge.Detail != domain.DetailTokenNotLoaded {
 		return "", time.Time{}, err
 	}
 	t, verr := s.cfg.Vault.Get(ctx, id)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/vault"
+	"github.com/tokenline/tokenline/domain"
 )
 
 // Pending is an open authorisation attempt. Verifier is the PKCE verifier:
@@ -89,7 +90,7 @@ type VaultPending struct{ A *vault.Attempts }
 
 // Put implements PendingStore.
 func (v VaultPending) Put(ctx context.Context, key string, p Pending) error {
-	return v.A.Put(ctx, key, vault.Attempt{ConnectionID: p.ConnectionID, AttemptID: p.AttemptID, Verifier: p.Verifier, ExpiresAt: p.ExpiresAt})
+	return v.A.Put(ctx, key, domain.Attempt{ConnectionID: p.ConnectionID, AttemptID: p.AttemptID, Verifier: p.Verifier, ExpiresAt: p.ExpiresAt})
 }
 
 // Take implements PendingStore.

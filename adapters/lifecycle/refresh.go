@@ -48,7 +48,7 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 	if err != nil {
 		return err // ErrConflict: another instance holds or just used the lock
 	}
-	if err := c.Apply(out[0]); err != nil {
+	if err := c.Apply(out); err != nil {
 		return err
 	}
 
@@ -57,10 +57,10 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 	toks, err := s.cfg.Vault.Get(ctx, id)
 	switch {
 	case errors.Is(err, domain.ErrNoTokens):
-		return s.refreshFailed(ctx, &c, lease, &provider.Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"})
+		return s.refreshFailed(ctx, &c, lease, &domain.Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"})
 	case err != nil:
 		s.log.Warn("reading the vault failed", "connection_id", id, "error", err.Error())
-		return s.refreshFailed(ctx, &c, lease, &provider.Failure{Code: "vault_read_failed"})
+		return s.refreshFailed(ctx, &c, lease, &domain.Failure{Code: "vault_read_failed"})
 	}
 	if fp := domain.Fingerprint(toks.RefreshToken); c.Tokens.RefreshTokenFP != "" && fp != c.Tokens.RefreshTokenFP {
 		// An earlier refresher stored rotated tokens and died before its
@@ -82,7 +82,7 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 	// old token again would kill the grant).
 	if err := s.putTokens(ctx, id, newToks); err != nil {
 		s.log.Error("storing rotated tokens failed", "connection_id", id, "error", err.Error())
-		return s.refreshFailed(ctx, &c, lease, &provider.Failure{Terminal: true, Code: "rotated_tokens_lost"})
+		return s.refreshFailed(ctx, &c, lease, &domain.Failure{Terminal: true, Code: "rotated_tokens_lost"})
 	}
 	return s.refreshSucceeded(ctx, &c, lease, trigger, newToks, rotated)
 }
@@ -114,7 +114,7 @@ func (s *Service) appendOutcome(ctx context.Context, c *domain.Connection, lease
 		}
 		out, err := s.cfg.Store.Append(ctx, c.ID, c.Version, s.event(c.ID, pl))
 		if err == nil {
-			_ = c.Apply(out[0])
+			_ = c.Apply(out)
 			return pl, nil
 		}
 		if rf, ok := pl.(domain.RefreshFailed); ok && rf.Terminal {
@@ -156,7 +156,7 @@ func (s *Service) event(id string, p domain.Payload) domain.Event {
 
 // refreshFailed records a failed attempt on a connection this instance holds
 // the lease of (c is at the refresh.started version).
-func (s *Service) refreshFailed(ctx context.Context, c *domain.Connection, lease time.Time, f *provider.Failure) error {
+func (s *Service) refreshFailed(ctx context.Context, c *domain.Connection, lease time.Time, f *domain.Failure) error {
 	retryAt := s.cfg.Now().Add(s.backoff(c.TransientFailures+1, f.RetryAfter)).UTC()
 	pl, err := s.appendOutcome(ctx, c, lease, domain.FailRefresh{Terminal: f.Terminal, ErrorCode: f.Code, HTTPStatus: f.Status, RetryAt: retryAt, MaxAttempts: s.cfg.MaxAttempts})
 	if err != nil {
@@ -179,7 +179,7 @@ func (s *Service) refreshFailed(ctx context.Context, c *domain.Connection, lease
 type TerminalError struct {
 	ConnectionID string
 	Reason       domain.Reason
-	Failure      *provider.Failure
+	Failure      *domain.Failure
 }
 
 func (e *TerminalError) Error() string {
@@ -212,7 +212,7 @@ func (s *Service) invalidate(ctx context.Context, id string) error {
 			}
 			cancel()
 			revoked = rerr == nil
-			if rerr != nil && !errors.Is(rerr, provider.ErrNoRevocation) {
+			if rerr != nil && !errors.Is(rerr, domain.ErrNoRevocation) {
 				s.log.Warn("revocation at provider failed (best effort)", "connection_id", id, "error", rerr.Error())
 			}
 		}
@@ -304,7 +304,7 @@ func (s *Service) ReportRejection(ctx context.Context, id string, r Rejection) (
 		err := s.Refresh(ctx, id, domain.TriggerAccessRejected)
 		var te *TerminalError
 		if err != nil && !errors.As(err, &te) && !errors.Is(err, domain.ErrConflict) && !errors.Is(err, ErrNotDue) {
-			var f *provider.Failure
+			var f *domain.Failure
 			if !errors.As(err, &f) { // transient failures are scheduled, not reported
 				return c, err
 			}
@@ -322,7 +322,7 @@ func (s *Service) Check(connectionID string) (string, error) {
 		return tok, nil
 	}
 	var ge *domain.GateError
-	if !errors.As(err, &ge) || ge.Detail != "token_not_loaded" {
+	if !errors.As(err, &ge) || ge.Detail != domain.DetailTokenNotLoaded {
 		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

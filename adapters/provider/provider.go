@@ -163,17 +163,17 @@ func (p *Provider) Exchange(ctx context.Context, code, verifier string, scopes [
 		return domain.Tokens{}, Classify(err)
 	}
 	if t.RefreshToken == "" {
-		return domain.Tokens{}, &Failure{Terminal: true, Code: "no_refresh_token", Detail: "the provider issued no refresh token"}
+		return domain.Tokens{}, &domain.Failure{Terminal: true, Code: "no_refresh_token", Detail: "the provider issued no refresh token"}
 	}
 	return toTokens(t, scopes), nil
 }
 
 // Refresh uses refreshToken once. On success it returns the new token set;
 // when the response has no refresh_token the old one is kept (RFC 6749 §6)
-// and rotated is false. On failure the error is a *Failure.
+// and rotated is false. On failure the error is a *domain.Failure.
 func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []string) (t domain.Tokens, rotated bool, err error) {
 	if refreshToken == "" {
-		return domain.Tokens{}, false, &Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"}
+		return domain.Tokens{}, false, &domain.Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"}
 	}
 	tok, err := p.config().TokenSource(p.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
@@ -187,10 +187,10 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []st
 }
 
 // Revoke revokes token at the provider (RFC 7009). It returns
-// ErrNoRevocation when the provider has no revocation endpoint.
+// domain.ErrNoRevocation when the provider has no revocation endpoint.
 func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
 	if p.cfg.Endpoints.RevocationURL == "" {
-		return ErrNoRevocation
+		return domain.ErrNoRevocation
 	}
 	if token == "" {
 		return nil
@@ -222,9 +222,6 @@ func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
 	}
 	return nil
 }
-
-// ErrNoRevocation: the provider has no RFC 7009 endpoint.
-var ErrNoRevocation = errors.New("provider: no revocation endpoint")
 
 // Discover reads RFC 8414 metadata from issuer's
 // /.well-known/oauth-authorization-server (and, failing that, the OpenID
@@ -285,39 +282,9 @@ func fetchMetadata(ctx context.Context, hc *http.Client, u string) (Endpoints, e
 	return ep, nil
 }
 
-// Failure is a classified token-endpoint failure. It never holds a token or
-// the response body.
-type Failure struct {
-	// Terminal failures are never retried.
-	Terminal bool
-	// Code is the RFC 6749 error code, or "network", "timeout",
-	// "server_error_status", "rate_limited", "malformed_response".
-	Code string
-	// Status is the HTTP status (0 for network errors).
-	Status int
-	// RetryAfter is the server's Retry-After, if any.
-	RetryAfter time.Duration
-	Detail     string
-}
-
-func (f *Failure) Error() string {
-	class := "transient"
-	if f.Terminal {
-		class = "terminal"
-	}
-	s := fmt.Sprintf("provider: %s failure: %s", class, f.Code)
-	if f.Status != 0 {
-		s += fmt.Sprintf(" (HTTP %d)", f.Status)
-	}
-	if f.Detail != "" {
-		s += ": " + f.Detail
-	}
-	return s
-}
-
-// Classify maps an error from x/oauth2 or the transport to a *Failure.
-func Classify(err error) *Failure {
-	var f *Failure
+// Classify maps an error from x/oauth2 or the transport to a *domain.Failure.
+func Classify(err error) *domain.Failure {
+	var f *domain.Failure
 	if errors.As(err, &f) {
 		return f
 	}
@@ -331,44 +298,29 @@ func Classify(err error) *Failure {
 		}
 		switch {
 		case status == http.StatusTooManyRequests:
-			return &Failure{Code: "rate_limited", Status: status, RetryAfter: retryAfter}
+			return &domain.Failure{Code: "rate_limited", Status: status, RetryAfter: retryAfter}
 		case status >= 500:
-			return &Failure{Code: "server_error_status", Status: status, RetryAfter: retryAfter}
+			return &domain.Failure{Code: "server_error_status", Status: status, RetryAfter: retryAfter}
 		case re.ErrorCode != "":
-			return &Failure{Terminal: true, Code: safeCode(re.ErrorCode), Status: status}
+			return &domain.Failure{Terminal: true, Code: domain.SafeErrorCode(re.ErrorCode), Status: status}
 		default:
-			return &Failure{Terminal: true, Code: "http_" + strconv.Itoa(status), Status: status}
+			return &domain.Failure{Terminal: true, Code: "http_" + strconv.Itoa(status), Status: status}
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &Failure{Code: "timeout", Detail: "token request timed out"}
+		return &domain.Failure{Code: "timeout", Detail: "token request timed out"}
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		if ue.Timeout() {
-			return &Failure{Code: "timeout", Detail: "token request timed out"}
+			return &domain.Failure{Code: "timeout", Detail: "token request timed out"}
 		}
-		return &Failure{Code: "network", Detail: "token endpoint unreachable"}
+		return &domain.Failure{Code: "network", Detail: "token endpoint unreachable"}
 	}
 	// x/oauth2 could not parse a 2xx body, or it lacked an access token:
 	// a garbage response. Transient: a proxy page is not a verdict on the
 	// grant, and the retry bound still applies.
-	return &Failure{Code: "malformed_response", Detail: "token endpoint returned an unusable response"}
-}
-
-// safeCode keeps error codes to the RFC 6749 character set and a sane length,
-// so a hostile server cannot inject into logs or events.
-func safeCode(code string) string {
-	if len(code) > 64 {
-		code = code[:64]
-	}
-	for i := 0; i < len(code); i++ {
-		c := code[i]
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			return "invalid_error_code"
-		}
-	}
-	return code
+	return &domain.Failure{Code: "malformed_response", Detail: "token endpoint returned an unusable response"}
 }
 
 func parseRetryAfter(v string) time.Duration {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/provider"
 	"github.com/tokenline/tokenline/adapters/sandbox"
+	"github.com/tokenline/tokenline/domain"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -79,7 +80,7 @@ func TestDiscoveryExchangeRefreshRevoke(t *testing.T) {
 	}
 	// The replaced refresh token is dead, and presenting it is terminal.
 	_, _, err = p.Refresh(ctxT(t), rt, nil)
-	var f *provider.Failure
+	var f *domain.Failure
 	if !errors.As(err, &f) || !f.Terminal || f.Code != "invalid_grant" || f.Status != 400 {
 		t.Fatalf("stale refresh: %v", err)
 	}
@@ -100,7 +101,7 @@ func TestClassifyAgainstSandboxFaults(t *testing.T) {
 	}
 	set(`{"status":503,"count":1}`)
 	_, _, err := p.Refresh(ctxT(t), rt, nil)
-	var f *provider.Failure
+	var f *domain.Failure
 	if !errors.As(err, &f) || f.Terminal || f.Status != 503 {
 		t.Fatalf("503: %v", err)
 	}
@@ -160,7 +161,7 @@ func TestClassifyEveryShapeOfFailure(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := tokenServer(t, c.status, c.body, c.hdr)
 			_, _, err := p.Refresh(ctxT(t), "some-refresh-token-value", nil)
-			var f *provider.Failure
+			var f *domain.Failure
 			if !errors.As(err, &f) || f.Terminal != c.terminal || f.Code != c.code {
 				t.Fatalf("got %+v (%v), want terminal=%v code=%s", f, err, c.terminal, c.code)
 			}
@@ -177,7 +178,7 @@ func TestClassifyNetworkAndTimeout(t *testing.T) {
 	l.Close() // nothing listens there now
 	p, _ := provider.New(provider.Config{Name: "x", ClientID: "c", Endpoints: provider.Endpoints{AuthURL: "http://" + addr + "/a", TokenURL: "http://" + addr + "/t"}, RedirectURL: "http://127.0.0.1/cb"})
 	_, _, err := p.Refresh(ctxT(t), "rt", nil)
-	var f *provider.Failure
+	var f *domain.Failure
 	if !errors.As(err, &f) || f.Terminal || f.Code != "network" {
 		t.Fatalf("refused connection: %+v", f)
 	}

@@ -138,7 +138,7 @@ func TestGatedCallsNeverReachTheNetwork(t *testing.T) {
 	for _, c := range []struct {
 		tr     *roundtrip.Transport
 		detail string
-	}{{tr, projections.DetailUnauthenticated}, {unknown, projections.DetailUnknownConnection}} {
+	}{{tr, domain.DetailUnauthenticated}, {unknown, domain.DetailUnknownConnection}} {
 		body := &trackedBody{Reader: strings.NewReader("payload")}
 		req, _ := http.NewRequest(http.MethodPost, api.URL+"/expenses", body)
 		resp, err := c.tr.Client().Do(req)

@@ -12,25 +12,27 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/domain"
 )
 
 // DefaultAttemptsBucket holds open authorisation attempts.
 const DefaultAttemptsBucket = "tokenline_attempts"
 
-// ErrNoAttempt: no open attempt has that key (never issued, already used,
-// or long expired).
-var ErrNoAttempt = errors.New("vault: no such authorisation attempt")
+// ErrNoAttempt is domain.ErrNoAttempt: no open attempt has that key (never
+// issued, already used, or long expired).
+var ErrNoAttempt = domain.ErrNoAttempt
 
-// Attempt is an open authorisation attempt. Verifier is the PKCE verifier:
-// secret, sealed at rest like tokens.
-type Attempt struct {
+// attemptRecord is an open attempt as sealed in the bucket. Verifier is the
+// PKCE verifier: secret, sealed at rest like tokens.
+type attemptRecord struct {
 	ConnectionID string    `json:"connection_id"`
 	AttemptID    string    `json:"attempt_id"`
 	Verifier     string    `json:"verifier"`
 	ExpiresAt    time.Time `json:"expires_at"`
 }
 
-// Attempts keeps open authorisation attempts in a JetStream KV bucket, so
+// Attempts implements domain.Attempts: it keeps open authorisation attempts in a JetStream KV bucket, so
 // that the provider's callback may reach any instance sharing the stream.
 // Keys are SHA-256 digests of the state value (the state itself is never
 // stored); values are AES-256-GCM sealed with the key as associated data.
@@ -75,11 +77,11 @@ func OpenAttempts(ctx context.Context, js jetstream.JetStream, key []byte, ttl t
 }
 
 // Put stores an attempt under key (hex SHA-256 of the state).
-func (a *Attempts) Put(ctx context.Context, key string, at Attempt) error {
+func (a *Attempts) Put(ctx context.Context, key string, at domain.Attempt) error {
 	if !attemptKeyRE.MatchString(key) {
 		return errors.New("vault: attempts: key must be a hex SHA-256 digest")
 	}
-	plain, err := json.Marshal(at)
+	plain, err := json.Marshal(attemptRecord(at))
 	if err != nil {
 		return err
 	}
@@ -92,32 +94,32 @@ func (a *Attempts) Put(ctx context.Context, key string, at Attempt) error {
 
 // Take returns the attempt stored under key and removes it. Of concurrent
 // Takes of one key (on any instance) exactly one succeeds.
-func (a *Attempts) Take(ctx context.Context, key string) (Attempt, error) {
+func (a *Attempts) Take(ctx context.Context, key string) (domain.Attempt, error) {
 	if !attemptKeyRE.MatchString(key) {
-		return Attempt{}, ErrNoAttempt
+		return domain.Attempt{}, ErrNoAttempt
 	}
 	e, err := a.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Attempt{}, ErrNoAttempt
+		return domain.Attempt{}, ErrNoAttempt
 	}
 	if err != nil {
-		return Attempt{}, fmt.Errorf("vault: attempts: get: %w", err)
+		return domain.Attempt{}, fmt.Errorf("vault: attempts: get: %w", err)
 	}
 	if err := a.kv.Purge(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return Attempt{}, ErrNoAttempt // another instance took it first
+			return domain.Attempt{}, ErrNoAttempt // another instance took it first
 		}
-		return Attempt{}, fmt.Errorf("vault: attempts: take: %w", err)
+		return domain.Attempt{}, fmt.Errorf("vault: attempts: take: %w", err)
 	}
 	v := &Vault{aead: a.aead}
 	plain, err := v.open(key, e.Value())
 	if err != nil {
-		return Attempt{}, err
+		return domain.Attempt{}, err
 	}
-	var at Attempt
+	var at attemptRecord
 	if err := json.Unmarshal(plain, &at); err != nil {
-		return Attempt{}, fmt.Errorf("%w: attempt record", ErrUndecryptable)
+		return domain.Attempt{}, fmt.Errorf("%w: attempt record", ErrUndecryptable)
 	}
-	return at, nil
+	return domain.Attempt(at), nil
 }

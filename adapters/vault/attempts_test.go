@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenline/tokenline/domain"
 )
 
 func attemptKey(state string) string {
@@ -30,7 +32,7 @@ func TestAttemptsSingleUseAcrossInstancesAndSealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := attemptKey("state-value-1")
-	at := Attempt{ConnectionID: "c1", AttemptID: "a1", Verifier: "verifier-secret-0123456789", ExpiresAt: time.Now().Add(time.Minute).UTC()}
+	at := domain.Attempt{ConnectionID: "c1", AttemptID: "a1", Verifier: "verifier-secret-0123456789", ExpiresAt: time.Now().Add(time.Minute).UTC()}
 	if err := a1.Put(ctx, k, at); err != nil {
 		t.Fatal(err)
 	}
