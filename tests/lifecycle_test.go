@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 )
 
 var authorised = []string{"connection.created", "authorisation.started", "authorisation.completed"}

@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/adapters/roundtrip"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 )
 
 // countingTransport counts the requests that reach the network.

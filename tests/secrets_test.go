@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 )
 
 // rawStream returns every message of the stream, headers and data.

@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 	"github.com/tokenline/tokenline/projections"
 )
 

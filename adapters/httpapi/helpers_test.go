@@ -20,11 +20,12 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
 	"github.com/tokenline/tokenline/adapters/jsstore"
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/adapters/provider"
 	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/adapters/vault"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 	"github.com/tokenline/tokenline/projections"
 )
 
@@ -69,8 +70,12 @@ type env struct {
 	skew   atomic.Int64 // added to the lifecycle's clock (ns)
 }
 
-// now is the lifecycle's clock: real time plus the skew a test set.
-func (e *env) now() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
+// Now is the lifecycle's clock (domain.Clock): real time plus the skew a
+// test set.
+func (e *env) Now() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
+
+// After waits in real time.
+func (e *env) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // envOption changes the server's configuration; it runs once the store,
 // vault, gate and lifecycle exist.
@@ -110,6 +115,10 @@ func newEnvWith(t *testing.T, ec envConfig, opts ...envOption) *env {
 	if e.vault, err = vault.Open(ctx, e.store.JetStream(), vault.Config{Key: key}); err != nil {
 		t.Fatal(err)
 	}
+	attempts, err := vault.OpenAttempts(ctx, e.store.JetStream(), key, time.Hour, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.gate = projections.NewGate(projections.GateOptions{})
 	e.store.OnAppend(e.gate.Apply)
 
@@ -131,8 +140,8 @@ func newEnvWith(t *testing.T, ec envConfig, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	if e.life, err = lifecycle.New(lifecycle.Config{
-		Store: e.store, Vault: e.vault, Gate: e.gate, Providers: map[string]*provider.Provider{"sandbox": p},
-		Instance: "test", Logger: logger, Now: e.now,
+		Store: e.store, Vault: e.vault, Gate: e.gate, Providers: map[string]domain.TokenEndpoint{"sandbox": p},
+		Attempts: attempts, Instance: "test", Logger: logger, Clock: e,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 )
 
 // ErrorBody is every error answer of the API.

@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 	"github.com/tokenline/tokenline/projections"
 )
 

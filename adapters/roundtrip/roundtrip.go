@@ -39,10 +39,30 @@ type Reporter interface {
 }
 
 // TokenSource says whether a connection may be used and with which token.
-// *projections.Gate satisfies it.
+// *lifecycle.Service satisfies it (the gate, and the vault for a token
+// another instance refreshed); FromGate adapts a bare gate.
 type TokenSource interface {
-	Check(connectionID string) (string, error)
+	// Check returns the access token to call the API with, or an error
+	// wrapping domain.ErrUnauthenticated (a *domain.GateError) when the
+	// connection may not be used now. ctx is the request's context.
+	Check(ctx context.Context, connectionID string) (string, error)
 }
+
+// FromGate adapts a gate whose check needs no context (a
+// *projections.Gate: in memory, no I/O) to a TokenSource.
+func FromGate(g interface {
+	Check(connectionID string) (string, error)
+}) TokenSource {
+	return gateSource{g}
+}
+
+type gateSource struct {
+	g interface {
+		Check(connectionID string) (string, error)
+	}
+}
+
+func (s gateSource) Check(_ context.Context, id string) (string, error) { return s.g.Check(id) }
 
 // ReportTimeout bounds a synchronous report. The report runs detached from
 // the request's cancellation (a caller that gave up must not stop tokenline
@@ -106,7 +126,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r2.Header.Del("Authorization")
 		return t.base().RoundTrip(r2)
 	}
-	token, err := t.Gate.Check(t.ConnectionID)
+	token, err := t.Gate.Check(req.Context(), t.ConnectionID)
 	if err != nil {
 		closeBody() // a RoundTripper closes the body even when it fails
 		return nil, err

@@ -131,7 +131,7 @@ func TestGatedCallsNeverReachTheNetwork(t *testing.T) {
 	api := newAPI(t)
 	g, id, _, _ := openGate(t)
 	rec := &recorder{}
-	tr := &roundtrip.Transport{Gate: g, Reporter: rec, ConnectionID: id}
+	tr := &roundtrip.Transport{Gate: roundtrip.FromGate(g), Reporter: rec, ConnectionID: id}
 
 	g.Close(id, domain.ReasonInvalidGrant)
 	unknown := tr.ForConnection(uuid.NewString())
@@ -165,7 +165,7 @@ func TestBearerInjectedAndRejectionsReported(t *testing.T) {
 	api := newAPI(t)
 	g, id, tok, c := openGate(t)
 	rec := &recorder{conn: c}
-	tr := &roundtrip.Transport{Gate: g, Reporter: rec, ConnectionID: id}
+	tr := &roundtrip.Transport{Gate: roundtrip.FromGate(g), Reporter: rec, ConnectionID: id}
 	client := tr.Client()
 
 	req, _ := http.NewRequest(http.MethodGet, api.URL+"/users", nil)
@@ -250,7 +250,7 @@ func TestReportSurvivesCallerCancellation(t *testing.T) {
 		cancel() // the caller gives up once the 401 is in
 		return resp, err
 	})
-	tr := &roundtrip.Transport{Base: base, Gate: g, Reporter: rec, ConnectionID: id}
+	tr := &roundtrip.Transport{Base: base, Gate: roundtrip.FromGate(g), Reporter: rec, ConnectionID: id}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api.URL+"/expired", nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -309,7 +309,7 @@ func TestTokenNeverLeavesThePinnedHost(t *testing.T) {
 	}))
 	defer api.Close()
 	rep := &recorder{}
-	tr := &roundtrip.Transport{Gate: g, Reporter: rep, ConnectionID: id}
+	tr := &roundtrip.Transport{Gate: roundtrip.FromGate(g), Reporter: rep, ConnectionID: id}
 	resp, err := tr.Client().Get(api.URL + "/v1/me")
 	if err != nil {
 		t.Fatal(err)

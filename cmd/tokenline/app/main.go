@@ -28,12 +28,12 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
 	"github.com/tokenline/tokenline/adapters/jsstore"
-	"github.com/tokenline/tokenline/adapters/lifecycle"
 	"github.com/tokenline/tokenline/adapters/natsserver"
 	"github.com/tokenline/tokenline/adapters/provider"
 	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/adapters/vault"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 )
 
 // Version is set at build time with -ldflags "-X .../app.Version=...".
@@ -181,12 +181,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Attempts, err = vault.OpenAttempts(ctx, m.Store.JetStream(), key, m.Config.AuthorisationTTL+time.Hour, m.Config.Replicas); err != nil {
 		return err
 	}
+	endpoints := map[string]domain.TokenEndpoint{}
+	for name, p := range m.Providers {
+		endpoints[name] = p
+	}
 	if m.Lifecycle, err = lifecycle.New(lifecycle.Config{
-		Store: m.Store, Vault: m.Vault, Gate: m.Proj.Gate, Providers: m.Providers,
+		Store: m.Store, Vault: m.Vault, Gate: m.Proj.Gate, Providers: endpoints, Attempts: m.Attempts,
 		Instance: m.Config.Instance, Logger: m.Logger,
 		MaxAttempts: m.Config.MaxAttempts, BackoffBase: m.Config.BackoffBase,
 		Lease: m.Config.RefreshLease, Tick: m.Config.Tick, Concurrency: m.Config.Concurrency,
-		AuthorisationTTL: m.Config.AuthorisationTTL, Pending: lifecycle.VaultPending{A: m.Attempts},
+		AuthorisationTTL: m.Config.AuthorisationTTL,
 	}); err != nil {
 		return err
 	}
@@ -205,7 +209,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("setup")
-	if err := m.Proj.Start(runCtx, m.Lifecycle.Seed, m.Lifecycle.Observe, m.Metrics.ObserveEvent); err != nil {
+	seed := func(c domain.Connection) { m.Lifecycle.Observe(nil, &c) }
+	schedule := func(e domain.Event) {
+		if c, ok := m.Proj.Status.Connection(e.ConnectionID); ok {
+			m.Lifecycle.Observe(nil, &c)
+		}
+	}
+	if err := m.Proj.Start(runCtx, seed, schedule, m.Metrics.ObserveEvent); err != nil {
 		return err
 	}
 	phase("projections")

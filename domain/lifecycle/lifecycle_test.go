@@ -53,12 +53,24 @@ func TestDefaultMargin(t *testing.T) {
 }
 
 // The scheduler's queue hands out jobs in due order, only when due, and
-// re-plans an entry when its events change it.
+// re-plans an entry when the aggregate it follows changes.
 func TestSchedulerQueue(t *testing.T) {
 	s := &Service{cfg: Config{Margin: DefaultMargin}, sched: map[string]*schedEntry{}, inflight: map[string]bool{}}
-	t0 := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	t0 := time.Unix(1_700_000_000, 0).UTC()
+	conns := map[string]*domain.Connection{}
+	var history []domain.Connection // every aggregate observed, in order
 	ev := func(id string, seq uint64, at time.Time, p domain.Payload) {
-		s.Observe(domain.Event{ConnectionID: id, Seq: seq, Time: at, Payload: p})
+		c := conns[id]
+		if c == nil {
+			c = &domain.Connection{}
+			conns[id] = c
+		}
+		before := c.Clone()
+		if err := c.Apply(domain.Event{ConnectionID: id, Seq: seq, Time: at, Payload: p}); err != nil {
+			t.Fatalf("%s seq %d: %v", id, seq, err)
+		}
+		history = append(history, c.Clone())
+		s.Observe(&before, c)
 	}
 	active := func(id string, seq uint64, life time.Duration) {
 		ev(id, seq, t0, domain.ConnectionCreated{Provider: "p"})
@@ -88,9 +100,13 @@ func TestSchedulerQueue(t *testing.T) {
 	if j := s.dueJobs(t0.Add(8 * time.Minute)); len(j) != 1 || j[0] != (job{"late", "refresh"}) {
 		t.Fatalf("at the retry time: %v", j)
 	}
-	// A replayed (older) event changes nothing.
-	ev("late", 4, t0, domain.RefreshStarted{LeaseUntil: t0})
-	if en := s.sched["late"]; en.state != domain.StateActive {
-		t.Fatalf("an old event moved the entry to %s", en.state)
+	// An older aggregate (a late notification) changes nothing.
+	for _, old := range history {
+		if old.ID == "late" && old.Version == 4 {
+			s.Observe(nil, &old)
+		}
+	}
+	if en := s.sched["late"]; en.state != domain.StateActive || en.seq != 5 {
+		t.Fatalf("an old aggregate moved the entry to %s (seq %d)", en.state, en.seq)
 	}
 }

@@ -11,18 +11,18 @@ import (
 	"github.com/tokenline/tokenline/domain"
 )
 
-// schedEntry is what the scheduler knows of a connection, kept from events.
+// schedEntry is what the scheduler knows of a connection: derived from its
+// aggregate (see track), never from events directly.
 type schedEntry struct {
 	seq        uint64
 	state      domain.State
 	tokensHeld bool
-	issuedAt   time.Time // time of the event that stored the current tokens
+	issuedAt   time.Time // when the current tokens were stored
 	expiresAt  time.Time
 	retryAt    time.Time
 	leaseUntil time.Time
 	attemptExp time.Time
 	deleted    bool
-	seeded     bool // set from an aggregate (Seed) or from connection.created
 
 	// job and due are derived from the fields above whenever they change
 	// (plan); entries with a job wait in the scheduler's queue, a min-heap
@@ -83,42 +83,39 @@ func (s *Service) plan(id string, en *schedEntry) {
 	}
 }
 
-// Observe feeds the scheduler with an event (from the stream on every
-// instance, and from this instance's own appends). Idempotent by Seq.
-func (s *Service) Observe(e domain.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	en, ok := s.sched[e.ConnectionID]
-	if !ok {
-		en = &schedEntry{idx: -1}
-		s.sched[e.ConnectionID] = en
-	}
-	if e.Seq != 0 && e.Seq <= en.seq {
+// Observe feeds the scheduler with a connection's aggregate after a change
+// (before is unused: what is due depends on the state after). It is the
+// status projection's change hook, fed with this instance's appends and the
+// stream's events alike, and it seeds the scheduler at start-up (before nil).
+// An aggregate older than the one already known changes nothing. It must
+// stay fast: it runs under the projection's lock.
+func (s *Service) Observe(before, after *domain.Connection) {
+	if after == nil || after.ID == "" {
 		return
 	}
-	en.seq = e.Seq
-	if to, err := domain.Next(en.state, domain.TransitionName(e.Payload)); err == nil {
-		en.state = to
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	en, ok := s.sched[after.ID]
+	if ok && after.Version < en.seq {
+		return
 	}
-	switch d := e.Payload.(type) {
-	case domain.ConnectionCreated:
-		en.state, en.seeded = domain.StateUnauthenticated, true
-	case domain.AuthorisationStarted:
-		en.attemptExp = d.ExpiresAt
-	case domain.AuthorisationCompleted:
-		en.tokensHeld, en.issuedAt, en.expiresAt, en.retryAt = true, e.Time, d.Tokens.AccessTokenExpiresAt, time.Time{}
-	case domain.RefreshStarted:
-		en.leaseUntil = d.LeaseUntil
-	case domain.RefreshSucceeded:
-		en.tokensHeld, en.issuedAt, en.expiresAt, en.retryAt, en.leaseUntil = true, e.Time, d.Tokens.AccessTokenExpiresAt, time.Time{}, time.Time{}
-	case domain.RefreshFailed:
-		en.leaseUntil, en.retryAt = time.Time{}, d.RetryAt
-	case domain.TokensInvalidated:
-		en.tokensHeld = false
-	case domain.ConnectionDeleted:
-		en.deleted = true
+	if !ok {
+		en = &schedEntry{idx: -1}
+		s.sched[after.ID] = en
 	}
-	s.plan(e.ConnectionID, en)
+	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, after.State, after.TokensHeld, after.Deleted
+	en.issuedAt, en.expiresAt = issuedAt(after), after.Tokens.AccessTokenExpiresAt
+	en.retryAt, en.leaseUntil, en.attemptExp = after.RetryAt, after.LeaseUntil, after.AttemptExpiresAt
+	s.plan(after.ID, en)
+}
+
+// issuedAt is when the connection's current tokens were stored: the last
+// successful refresh, or else when it became active.
+func issuedAt(c *domain.Connection) time.Time {
+	if c.LastRefreshAt.IsZero() || !c.LastRefreshOK {
+		return c.Since
+	}
+	return c.LastRefreshAt
 }
 
 // jitter is a per-connection factor in [0.9, 1.1), stable for a connection
@@ -143,11 +140,7 @@ func (s *Service) due(c *domain.Connection, now time.Time) bool {
 	if c.State != domain.StateActive || !c.TokensHeld {
 		return false
 	}
-	issued := c.LastRefreshAt
-	if issued.IsZero() || !c.LastRefreshOK {
-		issued = c.Since
-	}
-	return refreshDue(now, c.RetryAt, s.dueAt(c.ID, issued, c.Tokens.AccessTokenExpiresAt))
+	return refreshDue(now, c.RetryAt, s.dueAt(c.ID, issuedAt(c), c.Tokens.AccessTokenExpiresAt))
 }
 
 // refreshDue: after a transient failure the retry time alone decides (the
@@ -194,19 +187,20 @@ func (s *Service) dueJobs(now time.Time) []job {
 
 // Run schedules refreshes ahead of expiry, recovers expired refresh leases,
 // expires abandoned authorisation attempts and finishes interrupted
-// invalidations, until ctx ends. Work is bounded by Concurrency.
+// invalidations, until ctx ends, every Tick of the clock. Work is bounded
+// by Concurrency. On return no job is running: a job cancelled before its
+// token request was sent returns at once, one past it finishes within its
+// refresh lease.
 func (s *Service) Run(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Tick)
-	defer t.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-s.clock.After(s.cfg.Tick):
 		}
-		for _, j := range s.dueJobs(s.cfg.Now()) {
+		for _, j := range s.dueJobs(s.clock.Now()) {
 			select {
 			case s.sem <- struct{}{}:
 			case <-ctx.Done():
@@ -231,7 +225,7 @@ func (s *Service) Run(ctx context.Context) {
 						// The job changed nothing (yet): queue it again, no
 						// sooner than a second from now.
 						s.plan(j.id, en)
-						if next := s.cfg.Now().Add(time.Second); en.idx >= 0 && en.due.Before(next) {
+						if next := s.clock.Now().Add(time.Second); en.idx >= 0 && en.due.Before(next) {
 							en.due = next
 							heap.Fix(&s.dueQ, en.idx)
 						}
@@ -250,54 +244,29 @@ func (s *Service) runJob(ctx context.Context, j job) {
 	case "refresh":
 		err = s.Refresh(ctx, j.id, domain.TriggerSchedule)
 	case "recover":
-		_, _, err = s.decideAppend(ctx, j.id, func(c *domain.Connection) (domain.Command, error) {
-			return domain.RecoverLease{Now: s.cfg.Now()}, nil
-		}, nil)
+		_, _, err = s.transact(ctx, j.id, nil, func(c *domain.Connection) (domain.Command, error) {
+			return domain.RecoverLease{Now: s.clock.Now()}, nil
+		}, false)
 		if err == nil {
 			s.log.Warn("refresh lease expired; recovered", "connection_id", j.id)
 		}
 	case "expire":
-		_, _, err = s.decideAppend(ctx, j.id, func(c *domain.Connection) (domain.Command, error) {
-			if c.State != domain.StateReauthorising || s.cfg.Now().Before(c.AttemptExpiresAt) {
+		_, _, err = s.transact(ctx, j.id, nil, func(c *domain.Connection) (domain.Command, error) {
+			if c.State != domain.StateReauthorising || s.clock.Now().Before(c.AttemptExpiresAt) {
 				return nil, ErrNotDue
 			}
 			return domain.FailAuthorisation{AttemptID: c.AttemptID, Expired: true, ErrorCode: "expired"}, nil
-		}, nil)
+		}, false)
 		if err == nil {
 			s.log.Warn("authorisation attempt expired", "connection_id", j.id, "reason", string(domain.ReasonAuthorisationExpired))
 		}
 	case "invalidate":
-		err = s.invalidate(ctx, j.id)
+		var c domain.Connection
+		if c, err = s.cfg.Store.Load(ctx, j.id); err == nil {
+			err = s.invalidate(ctx, &c)
+		}
 	}
 	if err != nil && !errors.Is(err, domain.ErrConflict) && !errors.Is(err, ErrNotDue) && ctx.Err() == nil {
 		s.log.Debug("scheduled job ended", "connection_id", j.id, "job", j.kind, "error", err.Error())
 	}
-}
-
-// Seed sets the scheduler's view of a connection from its aggregate (at
-// start-up, from the status projection restored from its snapshot); later
-// events come through Observe.
-func (s *Service) Seed(c domain.Connection) {
-	issued := c.LastRefreshAt
-	if issued.IsZero() || !c.LastRefreshOK {
-		issued = c.Since
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// An entry a live event created before seeding knows only that event
-	// (its state may be empty): the aggregate, which includes it, wins.
-	if en, ok := s.sched[c.ID]; ok && en.seq >= c.Version && en.state != "" && en.seeded {
-		return
-	}
-	if old, ok := s.sched[c.ID]; ok && old.idx >= 0 {
-		heap.Remove(&s.dueQ, old.idx)
-	}
-	en := &schedEntry{
-		idx: -1, seeded: true,
-		seq: c.Version, state: c.State, tokensHeld: c.TokensHeld,
-		issuedAt: issued, expiresAt: c.Tokens.AccessTokenExpiresAt, retryAt: c.RetryAt,
-		leaseUntil: c.LeaseUntil, attemptExp: c.AttemptExpiresAt, deleted: c.Deleted,
-	}
-	s.plan(c.ID, en)
-	s.sched[c.ID] = en
 }

@@ -1,0 +1,323 @@
+// Package lifecycle holds tokenline's use cases: the token lifecycle of its
+// connections. It authorises and reauthorises (PKCE S256, one-time state),
+// refreshes ahead of expiry with at most one refresh per connection in
+// flight across every instance sharing the event store, classifies failures
+// (terminal versus transient), detects revoked access from API-call
+// rejections, and acts at once on a terminal failure: the gate closes, the
+// connection becomes unauthenticated with its reason, stored tokens are
+// destroyed (and revoked at the provider, best effort), and the connection
+// waits for the user.
+//
+// The package is application logic on ports: it depends on domain's
+// interfaces (EventStore, TokenVault, Attempts, TokenEndpoint, GateWriter,
+// Clock) and on domain types only, never on an adapter, and does no I/O of
+// its own. cmd/tokenline wires the JetStream, KV, x/oauth2 and projection
+// implementations; the unit tests wire adapters/memory.
+//
+// Every decision is a domain command decided against the connection's
+// current state and appended with optimistic concurrency. The append of
+// refresh.started is the refresh lock: a second instance deciding against
+// the same version gets domain.ErrConflict and backs off.
+package lifecycle
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// Config configures a Service.
+type Config struct {
+	Store     domain.EventStore
+	Vault     domain.TokenVault
+	Gate      domain.GateWriter
+	Attempts  domain.Attempts
+	Providers map[string]domain.TokenEndpoint
+	// Clock is the time source (default domain.SystemClock).
+	Clock domain.Clock
+	// Instance names this process in events ("instance/<Instance>").
+	Instance string
+	Logger   *slog.Logger
+
+	// AuthorisationTTL is how long an authorisation attempt (state) lives;
+	// default 10 minutes.
+	AuthorisationTTL time.Duration
+	// Lease is how long a refresher holds the refresh lock; default 30 s.
+	Lease time.Duration
+	// MaxAttempts bounds consecutive transient refresh failures; default 5.
+	MaxAttempts int
+	// BackoffBase and BackoffMax shape the exponential backoff with jitter
+	// between transient failures; defaults 1 s and 5 min.
+	BackoffBase, BackoffMax time.Duration
+	// Margin returns how long before expiry a token of the given lifetime is
+	// refreshed; default lifetime/5 clamped to [1 s, 5 min] (3 min for Pleo's
+	// 15-minute tokens), with ±10 % jitter.
+	Margin func(lifetime time.Duration) time.Duration
+	// Concurrency bounds refreshes in flight on this instance; default 16.
+	Concurrency int
+	// Tick is the scheduler period; default 250 ms.
+	Tick time.Duration
+}
+
+// Service is the lifecycle. It is safe for concurrent use.
+type Service struct {
+	cfg   Config
+	clock domain.Clock
+	log   *slog.Logger
+	actor string
+	sem   chan struct{}
+
+	mu       sync.Mutex
+	sched    map[string]*schedEntry
+	dueQ     dueQueue
+	inflight map[string]bool
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Vault == nil || cfg.Gate == nil || cfg.Attempts == nil || len(cfg.Providers) == 0 {
+		return nil, errors.New("lifecycle: store, vault, gate, attempts and at least one provider are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = domain.SystemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.AuthorisationTTL <= 0 {
+		cfg.AuthorisationTTL = 10 * time.Minute
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = time.Second
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 5 * time.Minute
+	}
+	if cfg.Margin == nil {
+		cfg.Margin = DefaultMargin
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 250 * time.Millisecond
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = uuid.NewString()[:8]
+	}
+	return &Service{
+		cfg: cfg, clock: cfg.Clock, log: cfg.Logger, actor: "instance/" + cfg.Instance,
+		sem:   make(chan struct{}, cfg.Concurrency),
+		sched: map[string]*schedEntry{}, inflight: map[string]bool{},
+	}, nil
+}
+
+// DefaultMargin is lifetime/5 clamped to [1 s, 5 min].
+func DefaultMargin(lifetime time.Duration) time.Duration {
+	return min(max(lifetime/5, time.Second), 5*time.Minute)
+}
+
+// Errors of the callback. None of them carries the state value.
+var (
+	ErrStateMissing  = errors.New("lifecycle: callback without state")
+	ErrStateUnknown  = errors.New("lifecycle: unknown or already used authorisation state")
+	ErrStateExpired  = errors.New("lifecycle: authorisation state expired")
+	ErrStateMismatch = errors.New("lifecycle: authorisation state does not belong to this connection's open attempt")
+	ErrDenied        = errors.New("lifecycle: authorisation was not granted")
+	ErrNoProvider    = errors.New("lifecycle: unknown provider")
+)
+
+func (s *Service) now() time.Time { return s.clock.Now().UTC() }
+
+func (s *Service) provider(name string) (domain.TokenEndpoint, error) {
+	p, ok := s.cfg.Providers[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrNoProvider, name)
+	}
+	return p, nil
+}
+
+// HasProvider reports whether a provider of that name is configured.
+func (s *Service) HasProvider(name string) bool { _, ok := s.cfg.Providers[name]; return ok }
+
+func (s *Service) event(id string, p domain.Payload) domain.Event {
+	return domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: s.now(), Actor: s.actor, Payload: p}
+}
+
+// commandFunc decides which command to send given the connection's current
+// state (it is called again with the new state after a conflict).
+type commandFunc func(c *domain.Connection) (domain.Command, error)
+
+func fixed(cmd domain.Command) commandFunc {
+	return func(*domain.Connection) (domain.Command, error) { return cmd, nil }
+}
+
+// transact decides cmd against the connection and appends the event,
+// retrying on conflict a few times with the connection loaded again (the
+// command is decided again each time). c is the connection as the caller
+// already holds it (nil: load it first). With closeTerminal, a decision that
+// makes the connection unauthenticated closes the gate before the append
+// (and reopens it if the append fails), so that no API call slips through
+// after tokenline decided the connection is dead. On success c, if given,
+// holds the connection after the event.
+func (s *Service) transact(ctx context.Context, id string, c *domain.Connection, cmd commandFunc, closeTerminal bool) (domain.Connection, domain.Event, error) {
+	var cur domain.Connection
+	if c != nil {
+		cur = *c
+	}
+	loaded := c != nil
+	var lastErr error
+	for try := 0; try < 4; try++ {
+		if !loaded {
+			var err error
+			if cur, err = s.cfg.Store.Load(ctx, id); err != nil && !errors.Is(err, domain.ErrNotFound) {
+				return cur, domain.Event{}, err
+			}
+		}
+		loaded = false
+		command, err := cmd(&cur)
+		if err != nil {
+			return cur, domain.Event{}, err
+		}
+		p, err := domain.Decide(&cur, command)
+		if err != nil {
+			return cur, domain.Event{}, err
+		}
+		reason, terminal := domain.Reason(""), false
+		if closeTerminal {
+			if reason, terminal = terminalReason(p); terminal {
+				s.cfg.Gate.CloseAfter(id, reason, cur.Version)
+			}
+		}
+		e, err := s.cfg.Store.Append(ctx, id, cur.Version, s.event(id, p))
+		if err != nil {
+			if terminal {
+				s.cfg.Gate.Reopen(id) // the decision did not land; the next event decides
+			}
+			if !errors.Is(err, domain.ErrConflict) {
+				return cur, domain.Event{}, err
+			}
+			lastErr = err
+			continue
+		}
+		if err := cur.Apply(e); err != nil {
+			return cur, e, err
+		}
+		if c != nil {
+			*c = cur
+		}
+		return cur, e, nil
+	}
+	return domain.Connection{}, domain.Event{}, lastErr
+}
+
+// terminalReason reports whether an event payload makes the connection
+// unauthenticated because its grant is dead, and with which reason.
+func terminalReason(p domain.Payload) (domain.Reason, bool) {
+	switch d := p.(type) {
+	case domain.RefreshFailed:
+		return d.Reason, d.Terminal
+	case domain.AccessRejected:
+		return d.Reason, d.Terminal
+	case domain.ConnectionDeleted:
+		return domain.ReasonConnectionDeleted, true
+	}
+	return "", false
+}
+
+// Create makes a new connection (unauthenticated, never_authorised).
+func (s *Service) Create(ctx context.Context, providerName string, scopes []string, config map[string]string) (domain.Connection, error) {
+	if _, err := s.provider(providerName); err != nil {
+		return domain.Connection{}, err
+	}
+	c := domain.Connection{}
+	_, _, err := s.transact(ctx, uuid.NewString(), &c, fixed(domain.Create{Provider: providerName, Scopes: scopes, Config: config}), false)
+	return c, err
+}
+
+// Update changes a connection's configuration and/or scopes; state and
+// tokens are untouched (non-destructive).
+func (s *Service) Update(ctx context.Context, id string, scopes []string, config map[string]string) (domain.Connection, error) {
+	c, _, err := s.transact(ctx, id, nil, fixed(domain.Update{Scopes: scopes, Config: config}), false)
+	return c, err
+}
+
+// Delete closes the gate, deletes the connection and destroys its tokens
+// (revoking them at the provider, best effort). History stays.
+func (s *Service) Delete(ctx context.Context, id string) error {
+	c, _, err := s.transact(ctx, id, nil, fixed(domain.Delete{}), true)
+	if err != nil {
+		return err
+	}
+	return s.invalidate(ctx, &c)
+}
+
+// backoff returns the delay before transient attempt n+1: exponential from
+// BackoffBase, capped at BackoffMax, with "equal jitter" (half fixed, half
+// random), and never less than the server's Retry-After.
+func (s *Service) backoff(attempt int, retryAfter time.Duration) time.Duration {
+	d := s.cfg.BackoffBase << min(max(attempt-1, 0), 20)
+	d = min(d, s.cfg.BackoffMax)
+	d = d/2 + mrand.N(d/2+1)
+	return max(d, retryAfter)
+}
+
+// sleep waits for d on the clock, or until ctx ends (false).
+func (s *Service) sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-s.clock.After(d):
+		return true
+	}
+}
+
+// SetClientSecret installs a provider's new client secret (after the
+// operator rotated it at the provider) without a restart. Connections that
+// went unauthenticated with invalid_client meanwhile need the user to
+// reconnect; the secret is never logged.
+func (s *Service) SetClientSecret(providerName, secret string) error {
+	p, err := s.provider(providerName)
+	if err != nil {
+		return err
+	}
+	if secret == "" || len(secret) > 1024 {
+		return fmt.Errorf("%w: client secret must be 1 to 1024 bytes", domain.ErrInvalidCommand)
+	}
+	p.SetClientSecret(secret)
+	s.log.Warn("client secret replaced", "provider", providerName)
+	return nil
+}
+
+// randomSecret returns 32 random bytes, base64url without padding: a
+// 256-bit state value, or a PKCE verifier of 43 characters (RFC 7636 §4.1).
+func randomSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// stateKey is what the attempts store keys an attempt by: the hex SHA-256
+// of its state (the state itself is never stored).
+func stateKey(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	return hex.EncodeToString(sum[:])
+}
