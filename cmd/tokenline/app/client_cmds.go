@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 	"github.com/tokenline/tokenline/projections"
@@ -32,8 +33,8 @@ func init() {
 
 // decodeConnections reads GET /v1/connections: {"connections": [...]} or a
 // bare array.
-func decodeConnections(b []byte) ([]projections.ConnectionStatus, error) {
-	var out []projections.ConnectionStatus
+func decodeConnections(b []byte) ([]apitypes.ConnectionStatus, error) {
+	var out []apitypes.ConnectionStatus
 	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
 		if err := json.Unmarshal(t, &out); err != nil {
 			return nil, fmt.Errorf("the server's connection list is not the expected JSON: %w", err)
@@ -41,7 +42,7 @@ func decodeConnections(b []byte) ([]projections.ConnectionStatus, error) {
 		return out, nil
 	}
 	var wrapped struct {
-		Connections []projections.ConnectionStatus `json:"connections"`
+		Connections []apitypes.ConnectionStatus `json:"connections"`
 	}
 	if err := json.Unmarshal(b, &wrapped); err != nil {
 		return nil, fmt.Errorf("the server's connection list is not the expected JSON: %w", err)
@@ -112,7 +113,7 @@ func newConnectionsListCommand(o *clientOptions) *cobra.Command {
 	}
 }
 
-func printConnectionTable(w io.Writer, cs []projections.ConnectionStatus, now time.Time) error {
+func printConnectionTable(w io.Writer, cs []apitypes.ConnectionStatus, now time.Time) error {
 	if len(cs) == 0 {
 		_, err := fmt.Fprintln(w, "No connections. Create one with: tokenline connections create --provider sandbox --scope <scope>")
 		return err
@@ -159,14 +160,14 @@ func printStatusOrRaw(w io.Writer, asJSON bool, raw []byte) error {
 	if asJSON {
 		return writeRaw(w, raw)
 	}
-	var st projections.ConnectionStatus
+	var st apitypes.ConnectionStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("the server's connection status is not the expected JSON: %w", err)
 	}
 	return printStatus(w, st, time.Now())
 }
 
-func printStatus(w io.Writer, c projections.ConnectionStatus, now time.Time) error {
+func printStatus(w io.Writer, c apitypes.ConnectionStatus, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("ID", c.ID)
@@ -523,10 +524,10 @@ func newReplayCommand() *cobra.Command {
 // stateAtAnswer is GET /v1/connections/{id}/state?at=: the connection's
 // status rebuilt from its history up to at, and the events that led there.
 type stateAtAnswer struct {
-	ConnectionID string                       `json:"connection_id"`
-	At           time.Time                    `json:"at"`
-	Status       projections.ConnectionStatus `json:"status"`
-	Events       []events.Envelope            `json:"events"`
+	ConnectionID string                    `json:"connection_id"`
+	At           time.Time                 `json:"at"`
+	Status       apitypes.ConnectionStatus `json:"status"`
+	Events       []events.Envelope         `json:"events"`
 }
 
 func runReplayAt(cmd *cobra.Command, o *clientOptions, id string, at time.Time) error {

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
-	"github.com/tokenline/tokenline/projections"
 )
 
 // ---- helpers -------------------------------------------------------------
@@ -248,14 +248,14 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 
 	t.Run("get", func(t *testing.T) {
 		raw := c.ok("connections", "get", id, "--json")
-		var st projections.ConnectionStatus
+		var st apitypes.ConnectionStatus
 		if err := json.Unmarshal([]byte(raw), &st); err != nil {
 			t.Fatalf("get --json does not parse: %v\n%s", err, raw)
 		}
 		ri, _ := domain.ReasonNeverAuthorised.Info()
 		if st.ID != id || st.Provider != "sandbox" || st.State != domain.StateUnauthenticated || st.Reason != domain.ReasonNeverAuthorised ||
 			st.ReasonText != ri.UserText || len(st.Scopes) != 2 || st.Config["company"] != "acme" ||
-			!st.NeedsReauthorisation || !strings.HasSuffix(st.ReauthoriseURL, projections.ReauthorisePath(id)) {
+			!st.NeedsReauthorisation || !strings.HasSuffix(st.ReauthoriseURL, apitypes.ReauthorisePath(id)) {
 			t.Errorf("get --json = %+v", st)
 		}
 		out := c.ok("connections", "get", id)
