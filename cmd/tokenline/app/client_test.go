@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+	"github.com/tokenline/tokenline/adapters/httpapi/client"
 	"github.com/tokenline/tokenline/domain"
 )
 
@@ -453,17 +454,13 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 			t.Errorf("timeline authorisation.completed line: %q", l)
 		}
 		// The access token itself is never printed.
-		req, _ := http.NewRequest(http.MethodGet, server+"/v1/connections/"+aid+"/token", nil)
-		req.Header.Set("Authorization", "Bearer "+m.APIToken())
-		resp, err := http.DefaultClient.Do(req)
+		api, err := client.New(server, m.APIToken())
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&tok)
-		resp.Body.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tok, err := api.Token(ctx, aid)
 		if err != nil || tok.AccessToken == "" {
 			t.Fatalf("token: %v", err)
 		}
@@ -773,15 +770,15 @@ func TestEventDetails(t *testing.T) {
 }
 
 func TestAPIErrorText(t *testing.T) {
-	e := &APIError{Status: 404, Code: "not_found", Message: "no such connection"}
+	e := &APIError{&client.APIError{Status: 404, Code: "not_found", Message: "no such connection"}}
 	if got := e.Error(); got != "no such connection (HTTP 404 not_found)" {
 		t.Errorf("got %q", got)
 	}
-	e = &APIError{Status: 401, Code: "unauthorized", Message: "a valid API token is required"}
+	e = &APIError{&client.APIError{Status: 401, Code: "unauthorized", Message: "a valid API token is required"}}
 	if !strings.Contains(e.Error(), envAPIToken) {
 		t.Errorf("401 text gives no hint: %q", e.Error())
 	}
-	e = &APIError{Status: 502}
+	e = &APIError{&client.APIError{Status: 502}}
 	if got := e.Error(); got != "Bad Gateway (HTTP 502 bad_gateway)" {
 		t.Errorf("got %q", got)
 	}
