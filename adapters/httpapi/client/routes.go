@@ -21,8 +21,13 @@ import (
 // CreateConnection creates a connection (POST /v1/connections): it starts
 // unauthenticated (never_authorised) until authorised.
 func (c *Client) CreateConnection(ctx context.Context, req apitypes.CreateRequest, opts ...CallOption) (apitypes.ConnectionStatus, error) {
+	return c.status(ctx, http.MethodPost, apitypes.RouteConnections, req, opts)
+}
+
+// status calls a route that answers a connection's status.
+func (c *Client) status(ctx context.Context, method, path string, body any, opts []CallOption) (apitypes.ConnectionStatus, error) {
 	var st apitypes.ConnectionStatus
-	err := c.do(ctx, http.MethodPost, apitypes.RouteConnections, req, &st, "connection status", opts)
+	err := c.do(ctx, method, path, body, &st, "connection status", opts)
 	return st, err
 }
 
@@ -50,18 +55,14 @@ func (c *Client) ListConnections(ctx context.Context, opts ...CallOption) ([]api
 // GetConnection returns one connection's status (GET
 // /v1/connections/{id}), deleted ones included.
 func (c *Client) GetConnection(ctx context.Context, id string, opts ...CallOption) (apitypes.ConnectionStatus, error) {
-	var st apitypes.ConnectionStatus
-	err := c.do(ctx, http.MethodGet, apitypes.Path(apitypes.RouteConnection, id), nil, &st, "connection status", opts)
-	return st, err
+	return c.status(ctx, http.MethodGet, apitypes.Path(apitypes.RouteConnection, id), nil, opts)
 }
 
 // UpdateConnection replaces a connection's scopes and/or configuration
 // (PATCH /v1/connections/{id}); a nil field is left as is. State and tokens
 // are untouched.
 func (c *Client) UpdateConnection(ctx context.Context, id string, req apitypes.UpdateRequest, opts ...CallOption) (apitypes.ConnectionStatus, error) {
-	var st apitypes.ConnectionStatus
-	err := c.do(ctx, http.MethodPatch, apitypes.Path(apitypes.RouteConnection, id), req, &st, "connection status", opts)
-	return st, err
+	return c.status(ctx, http.MethodPatch, apitypes.Path(apitypes.RouteConnection, id), req, opts)
 }
 
 // DeleteConnection deletes a connection (DELETE /v1/connections/{id}): its
@@ -104,9 +105,7 @@ func (c *Client) Token(ctx context.Context, id string) (apitypes.TokenResponse, 
 // token was rejected with 401 or 403 (POST /v1/connections/{id}/rejections)
 // and returns the connection's status afterwards.
 func (c *Client) ReportRejection(ctx context.Context, id string, req apitypes.RejectionRequest, opts ...CallOption) (apitypes.ConnectionStatus, error) {
-	var st apitypes.ConnectionStatus
-	err := c.do(ctx, http.MethodPost, apitypes.Path(apitypes.RouteRejections, id), req, &st, "connection status", opts)
-	return st, err
+	return c.status(ctx, http.MethodPost, apitypes.Path(apitypes.RouteRejections, id), req, opts)
 }
 
 // SetClientSecret installs a provider's rotated client secret (PUT

@@ -170,10 +170,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// waitTail waits until events tail says it is subscribed, or fails the test
-// with what it said if it returned.
-func waitTail(t *testing.T, done chan error, errOut *lockedBuffer, want string) {
+// startTail runs `events tail args...` until stop is called, once it says
+// it is subscribed (its stderr holds want). stop cancels it and returns what
+// it returned; it fails the test if tail does not stop within 10 s.
+func (c *cli) startTail(t *testing.T, want string, args ...string) (out *lockedBuffer, stop func() error) {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out, errOut := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.execCtx(ctx, out, errOut, append([]string{"events", "tail"}, args...)...)
+		done <- err
+	}()
 	deadline := time.After(15 * time.Second)
 	for !strings.Contains(errOut.String(), want) {
 		select {
@@ -182,6 +191,16 @@ func waitTail(t *testing.T, done chan error, errOut *lockedBuffer, want string) 
 		case <-deadline:
 			t.Fatalf("events tail did not subscribe; stderr: %s", errOut)
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return out, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("tail did not stop when its context was cancelled")
+			return nil
 		}
 	}
 }
@@ -472,25 +491,11 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 	})
 
 	t.Run("events tail", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		out, errOut := &lockedBuffer{}, &lockedBuffer{}
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := c.execCtx(ctx, out, errOut, "events", "tail", "--nats-url", m.NATSURL())
-			done <- err
-		}()
-		waitTail(t, done, errOut, "Tailing tokenline.conn.>")
+		out, stop := c.startTail(t, "Tailing tokenline.conn.>", "--nats-url", m.NATSURL())
 		newID := c.createConnection("tail=yes")
 		waitFor(t, "the new connection's event", func() bool { return lineWith(out.String(), newID, "connection.created") != "" })
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("tail returned %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("tail did not stop when its context was cancelled")
+		if err := stop(); err != nil {
+			t.Errorf("tail returned %v", err)
 		}
 		l := lineWith(out.String(), newID, "connection.created")
 		if !strings.Contains(l, "provider=sandbox") || !strings.Contains(l, "config={tail:yes}") {
@@ -502,22 +507,13 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 	})
 
 	t.Run("events tail one connection", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		out, errOut := &lockedBuffer{}, &lockedBuffer{}
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := c.execCtx(ctx, out, errOut, "events", "tail", "--json", "--connection", id, "--nats-url", m.NATSURL())
-			done <- err
-		}()
-		waitTail(t, done, errOut, "Tailing tokenline.conn."+id)
+		out, stop := c.startTail(t, "Tailing tokenline.conn."+id, "--json", "--connection", id, "--nats-url", m.NATSURL())
 		other := c.createConnection()
 		c.ok("connections", "authorize", id)
 		// Both events are published on one NATS connection, in this order: once
 		// the second arrived, the first would have too had it matched.
 		waitFor(t, "the authorisation event", func() bool { return strings.Contains(out.String(), "tokenline.authorisation.started") })
-		cancel()
-		<-done
+		_ = stop()
 		if strings.Contains(out.String(), other) {
 			t.Errorf("tail --connection printed another connection's event:\n%s", out)
 		}
