@@ -6,8 +6,8 @@
 //     used now and with which access token: lock-free, allocation-free when
 //     open (see Gate).
 //   - Status is the durable per-connection read model for the API and the UI
-//     (ConnectionStatus), restored from snapshots and kept up to date by a
-//     Runner.
+//     (the domain.Connection aggregates; the HTTP API describes them), restored
+//     from snapshots and kept up to date by a Runner.
 //   - The audit log (Audit, AuditEach, AuditEvents, ExportJSONL) and
 //     incident replay (StateAt, Timeline) read the stream on demand instead
 //     of holding events in memory.

@@ -296,31 +296,31 @@ func (t Transition) String() string {
 // the instant, then the events that led there.
 func WriteStateText(w io.Writer, at time.Time, c domain.Connection, evs []domain.Event) error {
 	bw := bufio.NewWriter(w)
-	s := StatusOf(&c)
-	fmt.Fprintf(bw, "Connection %s (%s) at %s\n", s.ID, s.Provider, at.UTC().Format(textTime))
-	fmt.Fprintf(bw, "  state    %s", s.State)
-	if s.Reason != domain.ReasonNone {
-		fmt.Fprintf(bw, " (%s: %s)", s.Reason, s.ReasonText)
+	fmt.Fprintf(bw, "Connection %s (%s) at %s\n", c.ID, c.Provider, at.UTC().Format(textTime))
+	fmt.Fprintf(bw, "  state    %s", c.State)
+	if c.Reason != domain.ReasonNone {
+		ri, _ := c.Reason.Info()
+		fmt.Fprintf(bw, " (%s: %s)", c.Reason, ri.UserText)
 	}
-	fmt.Fprintf(bw, " since %s\n", s.Since.Format(textTime))
-	if s.AccessTokenFP != "" {
-		fmt.Fprintf(bw, "  token    %s expires %s\n", s.AccessTokenFP, s.AccessTokenExpiresAt.Format(textTime))
+	fmt.Fprintf(bw, " since %s\n", c.Since.UTC().Format(textTime))
+	if c.TokensHeld && c.Tokens.AccessTokenFP != "" {
+		fmt.Fprintf(bw, "  token    %s expires %s\n", c.Tokens.AccessTokenFP, c.Tokens.AccessTokenExpiresAt.UTC().Format(textTime))
 	}
-	if lr := s.LastRefresh; lr != nil {
+	if !c.LastRefreshAt.IsZero() {
 		outcome := "ok"
-		if !lr.OK {
+		if !c.LastRefreshOK {
 			outcome = "error"
 		}
-		fmt.Fprintf(bw, "  refresh  %s at %s", outcome, lr.At.Format(textTime))
-		if lr.ErrorCode != "" {
-			fmt.Fprintf(bw, " (%s)", lr.ErrorCode)
+		fmt.Fprintf(bw, "  refresh  %s at %s", outcome, c.LastRefreshAt.UTC().Format(textTime))
+		if c.LastErrorCode != "" {
+			fmt.Fprintf(bw, " (%s)", c.LastErrorCode)
 		}
 		bw.WriteString("\n")
 	}
-	if s.TransientFailures > 0 {
-		fmt.Fprintf(bw, "  retries  %d transient failures, next at %s\n", s.TransientFailures, s.RetryAt.Format(textTime))
+	if c.TransientFailures > 0 {
+		fmt.Fprintf(bw, "  retries  %d transient failures, next at %s\n", c.TransientFailures, c.RetryAt.UTC().Format(textTime))
 	}
-	fmt.Fprintf(bw, "  version  %d after %d events\n\n", s.Version, s.Events)
+	fmt.Fprintf(bw, "  version  %d after %d events\n\n", c.Version, c.Events)
 	var l liteConn
 	for _, e := range evs {
 		prev, _ := l.apply(e)

@@ -3,118 +3,16 @@ package projections
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/tokenline/tokenline/domain"
 )
 
-// ConnectionStatus is the one view of a connection: the Status projection
-// answers it and the HTTP API serves it as is (GET /v1/connections/{id}, the
-// list, PATCH, rejections and the state at an instant), so the web UI and
-// the CLI read exactly this shape. It never holds a token: the access token
-// is described by its fingerprint, expiry and scopes only.
-type ConnectionStatus struct {
-	ID       string        `json:"id"`
-	Provider string        `json:"provider"`
-	State    domain.State  `json:"state"`
-	Reason   domain.Reason `json:"reason"` // "" when there is none
-	// ReasonText explains Reason in plain words for the person who must
-	// reconnect (domain.Reasons); empty without a reason.
-	ReasonText string `json:"reason_text"`
-	// Since is when the connection entered its state.
-	Since     time.Time `json:"since"`
-	CreatedAt time.Time `json:"created_at"`
-	// Scopes are the configured scopes, requested by the next
-	// authorisation; GrantedScopes those of the current grant.
-	Scopes        []string          `json:"scopes"`
-	GrantedScopes []string          `json:"granted_scopes,omitempty"`
-	Config        map[string]string `json:"config"`
-
-	// HasTokens is true while tokens are held for the connection; the
-	// access token is then described by its fingerprint and expiry.
-	HasTokens            bool      `json:"has_tokens"`
-	AccessTokenFP        string    `json:"access_token_fp,omitempty"`
-	AccessTokenExpiresAt time.Time `json:"access_token_expires_at,omitzero"`
-
-	// LastRefresh is the outcome of the latest refresh attempt, if any.
-	LastRefresh *RefreshInfo `json:"last_refresh,omitempty"`
-	// TransientFailures counts consecutive transient refresh failures since
-	// the last success; RetryAt is the earliest next attempt after one.
-	TransientFailures int       `json:"transient_failures"`
-	RetryAt           time.Time `json:"retry_at,omitzero"`
-	// LeaseUntil is the refresh lease deadline (refreshing);
-	// AuthorisationExpiresAt the deadline of the open attempt (reauthorising).
-	LeaseUntil             time.Time `json:"lease_until,omitzero"`
-	AuthorisationExpiresAt time.Time `json:"authorisation_expires_at,omitzero"`
-
-	// NeedsReauthorisation is true when only the user can restore access;
-	// ReauthoriseURL is then the API route that starts it (POST). StatusOf
-	// gives it relative to the server's base URL (ReauthorisePath); the HTTP
-	// API makes it absolute when it knows its public base URL.
-	NeedsReauthorisation bool   `json:"needs_reauthorisation"`
-	ReauthoriseURL       string `json:"reauthorise_url,omitempty"`
-	Deleted              bool   `json:"deleted"`
-	// Version is the stream sequence of the connection's last event (the
-	// expected sequence of its next append); Events counts applied events.
-	Version uint64 `json:"version"`
-	Events  int    `json:"events"`
-}
-
-// RefreshInfo describes the latest refresh attempt.
-type RefreshInfo struct {
-	At        time.Time `json:"at"`
-	OK        bool      `json:"ok"`
-	ErrorCode string    `json:"error_code,omitempty"`
-}
-
-// ReauthorisePath is the API route that starts a connection's
-// (re)authorisation (POST), relative to the server's base URL.
-func ReauthorisePath(connectionID string) string {
-	return "/v1/connections/" + connectionID + "/authorize"
-}
-
-// StatusOf describes a connection aggregate. Times are in UTC.
-func StatusOf(c *domain.Connection) ConnectionStatus {
-	s := ConnectionStatus{
-		ID: c.ID, Provider: c.Provider, State: c.State, Reason: c.Reason,
-		Since: c.Since.UTC(), CreatedAt: c.Created.UTC(),
-		Scopes: slices.Clone(c.Scopes), Config: maps.Clone(c.Config),
-		HasTokens:         c.TokensHeld,
-		TransientFailures: c.TransientFailures, RetryAt: c.RetryAt.UTC(),
-		LeaseUntil: c.LeaseUntil.UTC(), AuthorisationExpiresAt: c.AttemptExpiresAt.UTC(),
-		NeedsReauthorisation: c.NeedsReauthorisation(), Deleted: c.Deleted,
-		Version: c.Version, Events: c.Events,
-	}
-	if s.Scopes == nil {
-		s.Scopes = []string{}
-	}
-	if s.Config == nil {
-		s.Config = map[string]string{}
-	}
-	if info, ok := c.Reason.Info(); ok {
-		s.ReasonText = info.UserText
-	}
-	if c.TokensHeld {
-		s.AccessTokenFP = c.Tokens.AccessTokenFP
-		s.AccessTokenExpiresAt = c.Tokens.AccessTokenExpiresAt.UTC()
-		s.GrantedScopes = slices.Clone(c.Tokens.Scopes)
-	}
-	if !c.LastRefreshAt.IsZero() {
-		s.LastRefresh = &RefreshInfo{At: c.LastRefreshAt.UTC(), OK: c.LastRefreshOK, ErrorCode: c.LastErrorCode}
-	}
-	if s.NeedsReauthorisation {
-		s.ReauthoriseURL = ReauthorisePath(c.ID)
-	}
-	return s
-}
-
 // Status is the durable read model of every connection: the aggregate of
 // each, folded from the stream with domain.Connection.Apply (so it agrees
-// with the event store's Load by construction) and described by
-// ConnectionStatus.
+// with the event store's Load by construction). The HTTP API describes the
+// connections it returns (adapters/httpapi/apitypes.ConnectionStatus).
 //
 // The stream is the source of truth and the Runner feeds it to Status in
 // stream order (the confirmed state); it is idempotent by sequence. Events
@@ -330,15 +228,10 @@ func (s *Status) skipLocked(connectionID string, seq uint64) {
 	}
 }
 
-// Get returns the status of one connection.
-func (s *Status) Get(connectionID string) (ConnectionStatus, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	ent := s.conns[connectionID]
-	if ent == nil || !ent.c.Exists() {
-		return ConnectionStatus{}, false
-	}
-	return StatusOf(&ent.c), true
+// Get returns a copy of one connection's aggregate, as readers see it (the
+// same as Connection).
+func (s *Status) Get(connectionID string) (domain.Connection, bool) {
+	return s.Connection(connectionID)
 }
 
 // Connection returns a copy of one connection's aggregate.
@@ -370,19 +263,19 @@ func (s *Status) Confirmed(connectionID string) (domain.Connection, bool) {
 	return c.Clone(), true
 }
 
-// List returns every connection (deleted ones included), sorted by creation
-// time and then id.
-func (s *Status) List() []ConnectionStatus {
+// List returns a copy of every connection's aggregate (deleted ones
+// included), sorted by creation time and then id.
+func (s *Status) List() []domain.Connection {
 	s.mu.RLock()
-	out := make([]ConnectionStatus, 0, len(s.conns))
+	out := make([]domain.Connection, 0, len(s.conns))
 	for _, ent := range s.conns {
 		if ent.c.Exists() {
-			out = append(out, StatusOf(&ent.c))
+			out = append(out, ent.c.Clone())
 		}
 	}
 	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b ConnectionStatus) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+	slices.SortFunc(out, func(a, b domain.Connection) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.ID, b.ID)

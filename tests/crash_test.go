@@ -2,8 +2,6 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+	"github.com/tokenline/tokenline/adapters/httpapi/client"
+	"github.com/tokenline/tokenline/domain"
 )
 
 // serveProc is `tokenline serve` running as a real process.
@@ -78,32 +80,14 @@ func startProc(t *testing.T, bin, dir string) *serveProc {
 	return p
 }
 
-func (p *serveProc) api(t *testing.T, method, path string, body any, out any) int {
+// api is the typed API client of the process.
+func (p *serveProc) api(t *testing.T) *client.Client {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, p.baseURL+path, rd)
-	req.Header.Set("Authorization", "Bearer "+p.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	c, err := client.New(p.baseURL, p.token)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if out != nil {
-		_ = json.NewDecoder(resp.Body).Decode(out)
-	}
-	return resp.StatusCode
-}
-
-type apiConn struct {
-	ID     string            `json:"id"`
-	State  string            `json:"state"`
-	Reason string            `json:"reason"`
-	Config map[string]string `json:"config"`
+	return c
 }
 
 // kill -9 in the middle of work, then restart on the same data dir: the
@@ -116,33 +100,31 @@ func TestCrashAndRestartRealProcess(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	p := startProc(t, bin, dir)
+	ctx := ctxT(t)
+	api := p.api(t)
 	var ids []string
 	for i := 0; i < 5; i++ {
-		var c apiConn
-		if st := p.api(t, "POST", "/v1/connections", map[string]any{"provider": "sandbox", "scopes": []string{"users:read"}, "config": map[string]string{"n": fmt.Sprint(i)}}, &c); st != 201 {
-			t.Fatalf("create: %d", st)
+		c, err := api.CreateConnection(ctx, apitypes.CreateRequest{Provider: "sandbox", Scopes: []string{"users:read"}, Config: map[string]string{"n": fmt.Sprint(i)}})
+		if err != nil {
+			t.Fatalf("create: %v", err)
 		}
 		ids = append(ids, c.ID)
 	}
 	// Authorise the first through the sandbox (consent approve) over HTTP.
-	var auth struct {
-		AuthorizeURL string `json:"authorize_url"`
+	authorizeURL, err := api.Authorize(ctx, ids[0])
+	if err != nil {
+		t.Fatalf("authorize: %v", err)
 	}
-	if st := p.api(t, "POST", "/v1/connections/"+ids[0]+"/authorize", nil, &auth); st != 200 {
-		t.Fatalf("authorize: %d", st)
-	}
-	resp, err := http.Get(auth.AuthorizeURL) // follows sandbox → /oauth/callback → UI
+	resp, err := http.Get(authorizeURL) // follows sandbox → /oauth/callback → UI
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	var before apiConn
-	p.api(t, "GET", "/v1/connections/"+ids[0], nil, &before)
-	if before.State != "active" {
+	before, _ := api.GetConnection(ctx, ids[0])
+	if before.State != domain.StateActive {
 		t.Fatalf("before crash: %+v", before)
 	}
-	var evBefore []json.RawMessage
-	p.api(t, "GET", "/v1/connections/"+ids[0]+"/events", nil, &evBefore)
+	evBefore, _ := api.Events(ctx, ids[0], client.EventQuery{})
 
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -150,28 +132,25 @@ func TestCrashAndRestartRealProcess(t *testing.T) {
 	_ = p.cmd.Wait()
 
 	q := startProc(t, bin, dir) // the flock died with the process
+	api = q.api(t)
 	for i, id := range ids {
-		var c apiConn
-		if st := q.api(t, "GET", "/v1/connections/"+id, nil, &c); st != 200 || c.Config["n"] != fmt.Sprint(i) {
-			t.Fatalf("after restart %s: %d %+v", id, st, c)
+		if c, err := api.GetConnection(ctx, id); err != nil || c.Config["n"] != fmt.Sprint(i) {
+			t.Fatalf("after restart %s: %v %+v", id, err, c)
 		}
 	}
-	var after apiConn
-	q.api(t, "GET", "/v1/connections/"+ids[0], nil, &after)
-	var evAfter []json.RawMessage
-	q.api(t, "GET", "/v1/connections/"+ids[0]+"/events", nil, &evAfter)
+	after, _ := api.GetConnection(ctx, ids[0])
+	evAfter, _ := api.Events(ctx, ids[0], client.EventQuery{})
 	if len(evAfter) < len(evBefore) || len(evBefore) < 3 {
 		t.Fatalf("events before %d, after %d", len(evBefore), len(evAfter))
 	}
 	// The sandbox lives in the process: its grants died with it, so the
 	// restored connection is either still active (token not yet due) or,
 	// once tokenline tries, unauthenticated with invalid_grant; never lost.
-	if after.State != "active" && !(after.State == "unauthenticated" && after.Reason == "invalid_grant") {
+	if after.State != domain.StateActive && !(after.State == domain.StateUnauthenticated && after.Reason == domain.ReasonInvalidGrant) {
 		t.Fatalf("restored connection: %+v", after)
 	}
-	var c apiConn
-	if st := q.api(t, "POST", "/v1/connections", map[string]any{"provider": "sandbox", "scopes": []string{"users:read"}}, &c); st != 201 {
-		t.Fatalf("create after restart: %d", st)
+	if _, err := api.CreateConnection(ctx, apitypes.CreateRequest{Provider: "sandbox", Scopes: []string{"users:read"}}); err != nil {
+		t.Fatalf("create after restart: %v", err)
 	}
 	// A second serve on the same dir refuses to start.
 	out, err := exec.Command(bin, "serve", "--data-dir", dir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0").CombinedOutput()

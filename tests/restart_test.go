@@ -69,7 +69,7 @@ func TestTokenRefreshedElsewhereLoadsFromVault(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "b to see the refresh", func() bool {
 		st, ok := b.Proj.Status.Get(id)
-		return ok && st.AccessTokenFP == domain.Fingerprint(want)
+		return ok && st.Tokens.AccessTokenFP == domain.Fingerprint(want)
 	})
 	got, _, err := b.Lifecycle.Token(ctxT(t), id)
 	if err != nil || got != want {

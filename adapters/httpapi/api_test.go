@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/projections"
 )
@@ -50,7 +51,7 @@ func TestAPIRequiresBearerToken(t *testing.T) {
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("%s %s with %s: status %d, want 401", r[0], r[1], name, resp.StatusCode)
 			}
-			var eb httpapi.ErrorBody
+			var eb apitypes.ErrorBody
 			if json.Unmarshal(body, &eb) != nil || eb.Error != "unauthorized" {
 				t.Fatalf("%s %s: body %s", r[0], r[1], body)
 			}
@@ -69,7 +70,7 @@ func TestAPIRequiresBearerToken(t *testing.T) {
 
 func TestCreateListGet(t *testing.T) {
 	e := newEnv(t)
-	var st projections.ConnectionStatus
+	var st apitypes.ConnectionStatus
 	resp, body := e.request("POST", "/v1/connections", map[string]any{
 		"provider": "sandbox", "scopes": []string{"users:read", "export-jobs:read"}, "config": map[string]string{"company": "acme"},
 	})
@@ -106,7 +107,7 @@ func TestCreateListGet(t *testing.T) {
 	}
 
 	other := e.create()
-	var list httpapi.ListResponse
+	var list apitypes.ListResponse
 	resp, body = e.request("GET", "/v1/connections", nil)
 	e.expect(resp, body, http.StatusOK, &list)
 	if len(list.Connections) != 2 || list.Connections[0].ID != st.ID || list.Connections[1].ID != other.ID {
@@ -187,7 +188,7 @@ func TestMalformedRequestsChangeNothing(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
 			}
-			var eb httpapi.ErrorBody
+			var eb apitypes.ErrorBody
 			if err := json.Unmarshal(body, &eb); err != nil || eb.Error != tc.code || eb.Message == "" {
 				t.Fatalf("body %s, want error %q with a message", body, tc.code)
 			}
@@ -208,7 +209,7 @@ func TestTokenRefusedWhileUnauthenticated(t *testing.T) {
 	e := newEnv(t)
 	c := e.create()
 	resp, body := e.request("GET", "/v1/connections/"+c.ID+"/token", nil)
-	var ge httpapi.GateErrorBody
+	var ge apitypes.GateErrorBody
 	e.expect(resp, body, http.StatusConflict, &ge)
 	if ge.Error != "connection_unauthenticated" || ge.State != domain.StateUnauthenticated || ge.Reason != domain.ReasonNeverAuthorised || ge.Detail == "" {
 		t.Fatalf("gate answer %s", body)
@@ -253,7 +254,7 @@ func TestAuthorisationFlowAndAudit(t *testing.T) {
 		t.Fatalf("callback: %d Location %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
 	}
 
-	var tr httpapi.TokenResponse
+	var tr apitypes.TokenResponse
 	resp, body = e.request("GET", "/v1/connections/"+c.ID+"/token", nil)
 	e.expect(resp, body, http.StatusOK, &tr)
 	if tr.TokenType != "Bearer" || tr.AccessToken == "" || time.Until(tr.ExpiresAt) < 10*time.Minute {
@@ -394,7 +395,7 @@ func TestCallbackRefusesBadStateWithoutTransition(t *testing.T) {
 			t.Fatalf("%s: status %d, want 400: %s", name, resp.StatusCode, body)
 		}
 		if accept == "application/json" {
-			var eb httpapi.ErrorBody
+			var eb apitypes.ErrorBody
 			if err := json.Unmarshal(body, &eb); err != nil || eb.Error != wantCode {
 				t.Fatalf("%s: JSON %s, want %s", name, body, wantCode)
 			}
@@ -441,7 +442,7 @@ func TestCallbackExpiredStateChangesNothing(t *testing.T) {
 	e.skew.Store(int64(11 * time.Minute)) // past the 10-minute attempt lifetime
 	before := e.lastSeq()
 	resp, body := e.request("GET", cb, nil, "Authorization", "", "Accept", "application/json")
-	var eb httpapi.ErrorBody
+	var eb apitypes.ErrorBody
 	e.expect(resp, body, http.StatusBadRequest, &eb)
 	if eb.Error != "state_expired" {
 		t.Fatalf("expired state: %s", body)
@@ -484,7 +485,7 @@ func TestRejectionDetectionPath(t *testing.T) {
 	t.Run("403 insufficient_scope is recorded, stays active", func(t *testing.T) {
 		c := e.create("users:read")
 		tok := e.authorise(c.ID)
-		var st projections.ConnectionStatus
+		var st apitypes.ConnectionStatus
 		resp, body := e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 403, "www_authenticate": `Bearer error="insufficient_scope", scope="accounts:read"`})
 		e.expect(resp, body, http.StatusOK, &st)
 		if st.State != domain.StateActive || e.token(c.ID) != tok {
@@ -499,7 +500,7 @@ func TestRejectionDetectionPath(t *testing.T) {
 		if e.callAPI(tok) != http.StatusUnauthorized {
 			t.Fatal("revoked token still accepted by the provider")
 		}
-		var st projections.ConnectionStatus
+		var st apitypes.ConnectionStatus
 		resp, body := e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 401, "www_authenticate": `Bearer error="invalid_token"`})
 		e.expect(resp, body, http.StatusOK, &st)
 		// The refresh the rejection triggered got invalid_grant: access
@@ -508,7 +509,7 @@ func TestRejectionDetectionPath(t *testing.T) {
 			st.LastRefresh == nil || st.LastRefresh.ErrorCode != "invalid_grant" {
 			t.Fatalf("after 401 with a revoked grant: %s", body)
 		}
-		var ge httpapi.GateErrorBody
+		var ge apitypes.GateErrorBody
 		resp, body = e.request("GET", "/v1/connections/"+c.ID+"/token", nil)
 		e.expect(resp, body, http.StatusConflict, &ge)
 		if ge.Reason != domain.ReasonAccessTokenRejected || ge.State != domain.StateUnauthenticated {
@@ -520,7 +521,7 @@ func TestRejectionDetectionPath(t *testing.T) {
 	t.Run("401 again after a refresh: access_token_rejected", func(t *testing.T) {
 		c := e.create("users:read")
 		tok := e.authorise(c.ID)
-		var st projections.ConnectionStatus
+		var st apitypes.ConnectionStatus
 		resp, body := e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 401, "www_authenticate": `Bearer error="invalid_token"`})
 		e.expect(resp, body, http.StatusOK, &st)
 		if st.State != domain.StateActive || st.LastRefresh == nil || !st.LastRefresh.OK {
@@ -551,7 +552,7 @@ func TestPatchKeepsTokens(t *testing.T) {
 	c := e.create("users:read")
 	tok := e.authorise(c.ID)
 	before := e.get(c.ID)
-	var st projections.ConnectionStatus
+	var st apitypes.ConnectionStatus
 	resp, body := e.request("PATCH", "/v1/connections/"+c.ID, map[string]any{"config": map[string]string{"company": "globex", "region": "eu"}, "scopes": []string{"users:read", "accounts:read"}})
 	e.expect(resp, body, http.StatusOK, &st)
 	if st.State != domain.StateActive || st.Config["company"] != "globex" || st.Config["region"] != "eu" || len(st.Scopes) != 2 {
@@ -589,7 +590,7 @@ func TestDeleteKeepsHistory(t *testing.T) {
 	if !st.Deleted || st.State != domain.StateUnauthenticated || st.Reason != domain.ReasonConnectionDeleted || st.HasTokens || st.NeedsReauthorisation {
 		t.Fatalf("after delete: %+v", st)
 	}
-	var list httpapi.ListResponse
+	var list apitypes.ListResponse
 	resp, body = e.request("GET", "/v1/connections", nil)
 	e.expect(resp, body, http.StatusOK, &list)
 	if len(list.Connections) != 0 {
@@ -672,7 +673,7 @@ func TestHealthAndReadiness(t *testing.T) {
 			return nil
 		})})
 	})
-	var h httpapi.HealthResponse
+	var h apitypes.HealthResponse
 	resp, body := e.request("GET", "/healthz", nil, "Authorization", "")
 	e.expect(resp, body, http.StatusOK, &h)
 	if h.Status != "ok" {

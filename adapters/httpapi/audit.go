@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 	"github.com/tokenline/tokenline/projections"
@@ -20,9 +21,9 @@ import (
 
 // StateAtResponse is the answer of GET /v1/connections/{id}/state.
 type StateAtResponse struct {
-	ConnectionID string                       `json:"connection_id"`
-	At           time.Time                    `json:"at"`
-	Status       projections.ConnectionStatus `json:"status"`
+	ConnectionID string                    `json:"connection_id"`
+	At           time.Time                 `json:"at"`
+	Status       apitypes.ConnectionStatus `json:"status"`
 	// Events are the CloudEvents that led there, oldest first.
 	Events []json.RawMessage `json:"events"`
 }

@@ -3,65 +3,17 @@ package httpapi
 import (
 	"errors"
 	"net/http"
-	"time"
 
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/domain/lifecycle"
-	"github.com/tokenline/tokenline/projections"
 )
 
-// CreateRequest is the body of POST /v1/connections.
-type CreateRequest struct {
-	Provider string            `json:"provider"`
-	Scopes   []string          `json:"scopes"`
-	Config   map[string]string `json:"config"`
-}
-
-// UpdateRequest is the body of PATCH /v1/connections/{id}. A field that is
-// present replaces the stored value (an empty list or object clears it); an
-// absent or null one is left as is. State and tokens are never touched.
-type UpdateRequest struct {
-	Scopes []string          `json:"scopes"`
-	Config map[string]string `json:"config"`
-}
-
-// RejectionRequest is the body of POST /v1/connections/{id}/rejections:
-// an API call made with the connection's token was rejected.
-type RejectionRequest struct {
-	// Status is the HTTP status of the rejected call: 401 or 403.
-	Status int `json:"status"`
-	// WWWAuthenticate is the response's WWW-Authenticate header.
-	WWWAuthenticate string `json:"www_authenticate"`
-	// AccessTokenFP is the fingerprint of the token the call used
-	// (optional; default: the current token).
-	AccessTokenFP string `json:"access_token_fp"`
-}
-
-// TokenResponse is the answer of GET /v1/connections/{id}/token.
-type TokenResponse struct {
-	AccessToken string    `json:"access_token"`
-	TokenType   string    `json:"token_type"`
-	ExpiresAt   time.Time `json:"expires_at,omitzero"`
-	// AccessTokenFP identifies the token; send it back as access_token_fp
-	// when reporting a rejection, so that tokenline knows which token the
-	// provider refused.
-	AccessTokenFP string `json:"access_token_fp"`
-}
-
-// AuthorizeResponse is the answer of POST /v1/connections/{id}/authorize.
-type AuthorizeResponse struct {
-	AuthorizeURL string `json:"authorize_url"`
-}
-
-// ListResponse is the answer of GET /v1/connections.
-type ListResponse struct {
-	Connections []projections.ConnectionStatus `json:"connections"`
-}
-
-// status renders c as the Status projection's view (the API's only view of a
-// connection), with reauthorise_url made absolute when BaseURL is set.
-func (s *Server) status(c domain.Connection) projections.ConnectionStatus {
-	st := projections.StatusOf(&c)
+// status renders c as the API's only view of a connection
+// (apitypes.StatusOf), with reauthorise_url made absolute when BaseURL is
+// set.
+func (s *Server) status(c domain.Connection) apitypes.ConnectionStatus {
+	st := apitypes.StatusOf(&c)
 	if st.ReauthoriseURL != "" {
 		st.ReauthoriseURL = s.cfg.BaseURL + st.ReauthoriseURL
 	}
@@ -69,7 +21,7 @@ func (s *Server) status(c domain.Connection) projections.ConnectionStatus {
 }
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
-	var req CreateRequest
+	var req apitypes.CreateRequest
 	if !decodeJSON(w, r, &req) {
 		return
 	}
@@ -86,7 +38,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeServiceError(w, r, err)
 		return
 	}
-	w.Header().Set("Location", s.cfg.BaseURL+"/v1/connections/"+c.ID)
+	w.Header().Set("Location", s.cfg.BaseURL+apitypes.Path(apitypes.RouteConnection, c.ID))
 	writeJSON(w, http.StatusCreated, s.status(c))
 }
 
@@ -96,7 +48,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeServiceError(w, r, err)
 		return
 	}
-	out := ListResponse{Connections: make([]projections.ConnectionStatus, 0, len(cs))}
+	out := apitypes.ListResponse{Connections: make([]apitypes.ConnectionStatus, 0, len(cs))}
 	for _, c := range cs {
 		if !c.Deleted {
 			out.Connections = append(out.Connections, s.status(c))
@@ -123,7 +75,7 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req UpdateRequest
+	var req apitypes.UpdateRequest
 	if !decodeJSON(w, r, &req) {
 		return
 	}
@@ -163,7 +115,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	// The URL carries a one-time state: never cache it.
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, AuthorizeResponse{AuthorizeURL: u})
+	writeJSON(w, http.StatusOK, apitypes.AuthorizeResponse{AuthorizeURL: u})
 }
 
 // handleToken asks the gate first: it is the authority on whether the
@@ -184,7 +136,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 				exp = c.Tokens.AccessTokenExpiresAt
 			}
 		}
-		writeJSON(w, http.StatusOK, TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresAt: exp.UTC(), AccessTokenFP: domain.Fingerprint(tok)})
+		writeJSON(w, http.StatusOK, apitypes.TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresAt: exp.UTC(), AccessTokenFP: domain.Fingerprint(tok)})
 		return
 	}
 	var ge *domain.GateError
@@ -202,7 +154,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.ObserveGateDenial(ge.Detail)
-	body := GateErrorBody{
+	body := apitypes.GateErrorBody{
 		Error: "connection_unauthenticated", State: ge.State, Reason: ge.Reason, Detail: ge.Detail,
 		Message: "the connection cannot be used now",
 	}
@@ -214,7 +166,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		body.Message = "the connection cannot be used now: " + ri.UserText
 	}
 	if body.State == domain.StateUnauthenticated || body.State == domain.StateReauthorising {
-		body.ReauthoriseURL = s.cfg.BaseURL + projections.ReauthorisePath(id)
+		body.ReauthoriseURL = s.cfg.BaseURL + apitypes.ReauthorisePath(id)
 	}
 	if ge.Detail == "refreshing" {
 		w.Header().Set("Retry-After", "1")
@@ -227,7 +179,7 @@ func (s *Server) handleRejection(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req RejectionRequest
+	var req apitypes.RejectionRequest
 	if !decodeJSON(w, r, &req) {
 		return
 	}
@@ -265,11 +217,6 @@ func quote(s string) string {
 	return string(append(b, '"'))
 }
 
-// ClientSecretRequest is the body of PUT /v1/providers/{name}/client-secret.
-type ClientSecretRequest struct {
-	ClientSecret string `json:"client_secret"`
-}
-
 // handleClientSecret installs a rotated client secret. The secret is never
 // echoed or logged.
 func (s *Server) handleClientSecret(w http.ResponseWriter, r *http.Request) {
@@ -278,7 +225,7 @@ func (s *Server) handleClientSecret(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such provider")
 		return
 	}
-	var req ClientSecretRequest
+	var req apitypes.ClientSecretRequest
 	if !decodeJSON(w, r, &req) {
 		return
 	}

@@ -5,15 +5,9 @@ import (
 	"net/http"
 	"sync"
 	"time"
-)
 
-// HealthResponse is the answer of /healthz and /readyz.
-type HealthResponse struct {
-	// Status is "ok" (healthz), "ready" or "not_ready" (readyz).
-	Status string `json:"status"`
-	// Reasons say why the instance is not ready ("nats: not connected").
-	Reasons []string `json:"reasons,omitempty"`
-}
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+)
 
 // readyTimeout bounds all readiness checks together.
 const readyTimeout = 2 * time.Second
@@ -21,7 +15,7 @@ const readyTimeout = 2 * time.Second
 // handleHealth answers 200 while the process serves HTTP.
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
+	writeJSON(w, http.StatusOK, apitypes.HealthResponse{Status: "ok"})
 }
 
 // handleReady runs every readiness check concurrently and answers 200, or
@@ -54,8 +48,8 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(out) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "not_ready", Reasons: out})
+		writeJSON(w, http.StatusServiceUnavailable, apitypes.HealthResponse{Status: "not_ready", Reasons: out})
 		return
 	}
-	writeJSON(w, http.StatusOK, HealthResponse{Status: "ready"})
+	writeJSON(w, http.StatusOK, apitypes.HealthResponse{Status: "ready"})
 }

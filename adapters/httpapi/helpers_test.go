@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/adapters/provider"
@@ -240,17 +241,17 @@ func (e *env) expect(resp *http.Response, body []byte, status int, v any) {
 	}
 }
 
-func (e *env) create(scopes ...string) projections.ConnectionStatus {
+func (e *env) create(scopes ...string) apitypes.ConnectionStatus {
 	e.t.Helper()
-	var st projections.ConnectionStatus
+	var st apitypes.ConnectionStatus
 	resp, body := e.request("POST", "/v1/connections", map[string]any{"provider": "sandbox", "scopes": scopes, "config": map[string]string{"company": "acme"}})
 	e.expect(resp, body, http.StatusCreated, &st)
 	return st
 }
 
-func (e *env) get(id string) projections.ConnectionStatus {
+func (e *env) get(id string) apitypes.ConnectionStatus {
 	e.t.Helper()
-	var st projections.ConnectionStatus
+	var st apitypes.ConnectionStatus
 	resp, body := e.request("GET", "/v1/connections/"+id, nil)
 	e.expect(resp, body, http.StatusOK, &st)
 	return st
@@ -268,7 +269,7 @@ func (e *env) lastSeq() uint64 {
 // startAuthorize calls the API and returns the authorize URL.
 func (e *env) startAuthorize(id string) string {
 	e.t.Helper()
-	var ar httpapi.AuthorizeResponse
+	var ar apitypes.AuthorizeResponse
 	resp, body := e.request("POST", "/v1/connections/"+id+"/authorize", nil)
 	e.expect(resp, body, http.StatusOK, &ar)
 	if resp.Header.Get("Cache-Control") != "no-store" {
@@ -305,7 +306,7 @@ func (e *env) authorise(id string) string {
 
 func (e *env) token(id string) string {
 	e.t.Helper()
-	var tr httpapi.TokenResponse
+	var tr apitypes.TokenResponse
 	resp, body := e.request("GET", "/v1/connections/"+id+"/token", nil)
 	e.expect(resp, body, http.StatusOK, &tr)
 	if tr.AccessToken == "" || tr.TokenType != "Bearer" {

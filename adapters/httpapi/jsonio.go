@@ -10,30 +10,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/domain/lifecycle"
 )
-
-// ErrorBody is every error answer of the API.
-type ErrorBody struct {
-	// Error is a stable machine word ("not_found", "invalid_json", ...).
-	Error string `json:"error"`
-	// Message says what went wrong in plain words.
-	Message string `json:"message"`
-}
-
-// GateErrorBody is the answer to a token request while the gate is closed.
-type GateErrorBody struct {
-	Error   string `json:"error"` // "connection_unauthenticated"
-	Message string `json:"message"`
-	// State and Reason are the connection's; Detail is the gate's word
-	// ("unauthenticated", "token_expired", "refreshing", ...).
-	State          domain.State  `json:"state"`
-	Reason         domain.Reason `json:"reason"`
-	ReasonText     string        `json:"reason_text,omitempty"`
-	Detail         string        `json:"detail"`
-	ReauthoriseURL string        `json:"reauthorise_url,omitempty"`
-}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
@@ -48,7 +28,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	b, _ := json.Marshal(ErrorBody{Error: code, Message: msg})
+	b, _ := json.Marshal(apitypes.ErrorBody{Error: code, Message: msg})
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)

@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/projections"
 )
 
@@ -91,21 +92,21 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		t.Errorf("openapi documents %d paths, the server serves %d", len(doc.Paths), len(routes))
 	}
 	types := map[string]any{
-		"ConnectionStatus":  projections.ConnectionStatus{},
-		"RefreshInfo":       projections.RefreshInfo{},
-		"Error":             httpapi.ErrorBody{},
-		"GateError":         httpapi.GateErrorBody{},
-		"CreateRequest":     httpapi.CreateRequest{},
-		"UpdateRequest":     httpapi.UpdateRequest{},
-		"RejectionRequest":  httpapi.RejectionRequest{},
-		"TokenResponse":     httpapi.TokenResponse{},
-		"AuthorizeResponse": httpapi.AuthorizeResponse{},
-		"ListResponse":      httpapi.ListResponse{},
+		"ConnectionStatus":  apitypes.ConnectionStatus{},
+		"RefreshInfo":       apitypes.RefreshInfo{},
+		"Error":             apitypes.ErrorBody{},
+		"GateError":         apitypes.GateErrorBody{},
+		"CreateRequest":     apitypes.CreateRequest{},
+		"UpdateRequest":     apitypes.UpdateRequest{},
+		"RejectionRequest":  apitypes.RejectionRequest{},
+		"TokenResponse":     apitypes.TokenResponse{},
+		"AuthorizeResponse": apitypes.AuthorizeResponse{},
+		"ListResponse":      apitypes.ListResponse{},
 		"StateAtResponse":   httpapi.StateAtResponse{},
 		"Transition":        projections.Transition{},
 		"TransitionCount":   projections.TransitionCount{},
 		"TimelineResponse":  projections.TimelineReport{},
-		"Health":            httpapi.HealthResponse{},
+		"Health":            apitypes.HealthResponse{},
 	}
 	for name, v := range types {
 		sc, ok := doc.Components.Schemas[name]

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/projections"
 )
@@ -49,7 +50,7 @@ func TestServedFromProjections(t *testing.T) {
 	if e.callAPI(tok) != http.StatusOK {
 		t.Fatal("token does not work")
 	}
-	var list httpapi.ListResponse
+	var list apitypes.ListResponse
 	resp, body := e.request("GET", "/v1/connections", nil)
 	e.expect(resp, body, http.StatusOK, &list)
 	if len(list.Connections) != 1 || list.Connections[0].State != domain.StateActive {

@@ -104,8 +104,8 @@ func (p StatusFromProjection) Connection(_ context.Context, id string) (domain.C
 // time, then id).
 func (p StatusFromProjection) Connections(context.Context) ([]domain.Connection, error) {
 	var out []domain.Connection
-	for _, s := range p.Status.List() {
-		if c, ok := p.Status.Connection(s.ID); ok && !c.Deleted {
+	for _, c := range p.Status.List() {
+		if !c.Deleted {
 			out = append(out, c)
 		}
 	}

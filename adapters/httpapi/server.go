@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 )
 
 // Config configures a Server. Connections and Status are required; every
@@ -132,22 +134,22 @@ const maxBody = 64 << 10
 // plain-text default.
 func (s *Server) routes() http.Handler {
 	v1 := http.NewServeMux()
-	route(v1, "/v1/connections", map[string]http.HandlerFunc{
+	route(v1, apitypes.RouteConnections, map[string]http.HandlerFunc{
 		"GET":  s.handleList,
 		"POST": s.handleCreate,
 	})
-	route(v1, "/v1/connections/{id}", map[string]http.HandlerFunc{
+	route(v1, apitypes.RouteConnection, map[string]http.HandlerFunc{
 		"GET":    s.handleGet,
 		"PATCH":  s.handlePatch,
 		"DELETE": s.handleDelete,
 	})
-	route(v1, "/v1/connections/{id}/authorize", map[string]http.HandlerFunc{"POST": s.handleAuthorize})
-	route(v1, "/v1/connections/{id}/token", map[string]http.HandlerFunc{"GET": s.handleToken})
-	route(v1, "/v1/connections/{id}/rejections", map[string]http.HandlerFunc{"POST": s.handleRejection})
-	route(v1, "/v1/connections/{id}/events", map[string]http.HandlerFunc{"GET": s.handleEvents})
-	route(v1, "/v1/connections/{id}/state", map[string]http.HandlerFunc{"GET": s.handleStateAt})
-	route(v1, "/v1/events/timeline", map[string]http.HandlerFunc{"GET": s.handleTimeline})
-	route(v1, "/v1/providers/{name}/client-secret", map[string]http.HandlerFunc{"PUT": s.handleClientSecret})
+	route(v1, apitypes.RouteAuthorize, map[string]http.HandlerFunc{"POST": s.handleAuthorize})
+	route(v1, apitypes.RouteToken, map[string]http.HandlerFunc{"GET": s.handleToken})
+	route(v1, apitypes.RouteRejections, map[string]http.HandlerFunc{"POST": s.handleRejection})
+	route(v1, apitypes.RouteEvents, map[string]http.HandlerFunc{"GET": s.handleEvents})
+	route(v1, apitypes.RouteState, map[string]http.HandlerFunc{"GET": s.handleStateAt})
+	route(v1, apitypes.RouteTimeline, map[string]http.HandlerFunc{"GET": s.handleTimeline})
+	route(v1, apitypes.RouteClientSecret, map[string]http.HandlerFunc{"PUT": s.handleClientSecret})
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

@@ -9,15 +9,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
-	"github.com/tokenline/tokenline/projections"
 )
 
 func TestStatusNeverHoldsTokens(t *testing.T) {
 	secret := domain.Tokens{AccessToken: "at-secret-value", RefreshToken: "rt-secret-value", Expiry: time.Now().Add(time.Hour), Scopes: []string{"users:read"}}
 	c := domain.Connection{ID: "2f9c4a4e-6a55-4c0e-a8a5-7f0b3f1a2c3d", Provider: "sandbox", State: domain.StateActive,
 		Tokens: secret.Info(), TokensHeld: true, Since: time.Now(), Created: time.Now()}
-	b, _ := json.Marshal(projections.StatusOf(&c))
+	b, _ := json.Marshal(apitypes.StatusOf(&c))
 	for _, s := range []string{"at-secret-value", "rt-secret-value", "access_token\"", "refresh_token"} {
 		if strings.Contains(string(b), s) {
 			t.Errorf("status JSON contains %q: %s", s, b)

@@ -1,13 +1,14 @@
 package app
 
-// The client side of the tokenline CLI: a small HTTP client for the /v1 API
-// and the options every client command shares (server URL, API token, output
-// format). The commands themselves are in client_cmds.go.
+// The client side of the tokenline CLI: the options every command that
+// calls the /v1 API shares (server URL, API token, output format), the typed
+// API client built from them (adapters/httpapi/client) and how its errors
+// are reported. The commands are in client_connections.go, client_audit.go,
+// client_replay.go and client_events.go.
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +18,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tokenline/tokenline/adapters/httpapi/client"
 )
 
 // Client defaults and environment variables.
@@ -33,11 +35,6 @@ const (
 	envAPITokenFile  = "TOKENLINE_API_TOKEN_FILE"
 	envClientNATSURL = "TOKENLINE_NATS_URL"
 	envNATSCreds     = "TOKENLINE_NATS_CREDS"
-
-	// clientTimeout bounds one request/response exchange (not streams).
-	clientTimeout = 30 * time.Second
-	// maxErrorBody bounds how much of an error answer is read.
-	maxErrorBody = 64 << 10
 )
 
 // clientOptions are the flags shared by the commands that call the API.
@@ -82,7 +79,7 @@ func (o *clientOptions) serverURL() (*url.URL, error) {
 	}
 	u, err := url.Parse(strings.TrimRight(raw, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("server URL %q is not an http(s) URL", redactURL(raw))
+		return nil, fmt.Errorf("server URL %q is not an http(s) URL", client.RedactURL(raw))
 	}
 	return u, nil
 }
@@ -133,7 +130,7 @@ func readTokenFile(path, from string) (string, error) {
 }
 
 // client builds the API client from the options.
-func (o *clientOptions) client() (*apiClient, error) {
+func (o *clientOptions) client() (*client.Client, error) {
 	u, err := o.serverURL()
 	if err != nil {
 		return nil, err
@@ -142,36 +139,47 @@ func (o *clientOptions) client() (*apiClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &apiClient{base: u, token: tok, http: &http.Client{}}, nil
+	return client.New(u.String(), tok, client.WithUserAgent("tokenline-cli/"+Version))
 }
 
-// apiClient calls the tokenline /v1 API.
-type apiClient struct {
-	base  *url.URL
-	token string
-	http  *http.Client
+// callAPI runs fn with the API client, under the command's context (see
+// commandContext).
+func (o *clientOptions) callAPI(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	ctx, stop := commandContext(cmd)
+	defer stop()
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	return fn(ctx, c)
+}
+
+// answer prints the outcome of one API call: with --json the raw answer
+// (even one that does not decode), otherwise print's rendering of the
+// decoded one. A failed call is reported as apiErr(what, err).
+func (o *clientOptions) answer(w io.Writer, raw []byte, err error, what string, print func() error) error {
+	var de *client.DecodeError
+	if o.json && errors.As(err, &de) {
+		return writeRaw(w, raw)
+	}
+	if err != nil {
+		return apiErr(what, err)
+	}
+	if o.json {
+		return writeRaw(w, raw)
+	}
+	return print()
 }
 
 // APIError is an error answered by the API ({"error","message"} with a 4xx
-// or 5xx status).
+// or 5xx status), as the CLI reports it: the client's error, with a hint
+// about the API token on 401 and 403.
 type APIError struct {
-	Status  int
-	Code    string
-	Message string
-	Method  string
-	Path    string
+	*client.APIError
 }
 
 func (e *APIError) Error() string {
-	msg := e.Message
-	if msg == "" {
-		msg = http.StatusText(e.Status)
-	}
-	code := e.Code
-	if code == "" {
-		code = strings.ToLower(strings.ReplaceAll(http.StatusText(e.Status), " ", "_"))
-	}
-	s := fmt.Sprintf("%s (HTTP %d %s)", msg, e.Status, code)
+	s := e.APIError.Error()
 	switch e.Status {
 	case http.StatusUnauthorized:
 		s += "; the API token was not accepted: check --token, --token-file, " + envAPIToken + " or " + envAPITokenFile
@@ -181,123 +189,26 @@ func (e *APIError) Error() string {
 	return s
 }
 
-// do sends one request and decodes a JSON answer into out: a *[]byte or
-// *json.RawMessage receives the raw body (what --json prints), nil discards
-// it. body, unless nil, is sent as JSON. A 4xx or 5xx answer is an
-// *APIError carrying the API's message.
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, clientTimeout)
-	defer cancel()
-	resp, err := c.send(ctx, method, path, body)
-	if err != nil {
+// Unwrap returns the client's error.
+func (e *APIError) Unwrap() error { return e.APIError }
+
+// apiErr reports a failed API call as "what: why". An answer that does not
+// decode says so by itself; an error status becomes an *APIError; an
+// unreachable server gets a hint on how to name the right one.
+func apiErr(what string, err error) error {
+	var de *client.DecodeError
+	if errors.As(err, &de) {
 		return err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, pathOnly(path), err)
+	var ae *client.APIError
+	var ue *client.UnreachableError
+	switch {
+	case errors.As(err, &ae):
+		err = &APIError{ae}
+	case errors.As(err, &ue):
+		err = fmt.Errorf("cannot reach tokenline at %s (is `tokenline serve` running? set --server or %s): %w", ue.URL, envServer, ue.Err)
 	}
-	switch o := out.(type) {
-	case nil:
-		return nil
-	case *[]byte:
-		*o = b
-		return nil
-	case *json.RawMessage:
-		*o = b
-		return nil
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return fmt.Errorf("%s %s: the server answered %d with an empty body", method, pathOnly(path), resp.StatusCode)
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: the server's answer is not the expected JSON: %w", method, pathOnly(path), err)
-	}
-	return nil
-}
-
-// stream sends one request and returns the successful response; the caller
-// reads and closes its body. There is no timeout beyond ctx.
-func (c *apiClient) stream(ctx context.Context, method, path string) (*http.Response, error) {
-	return c.send(ctx, method, path, nil)
-}
-
-func (c *apiClient) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: encode request: %w", method, pathOnly(path), err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, rd)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, pathOnly(path), err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "tokenline-cli/"+Version)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%s %s: no answer from %s within %s", method, pathOnly(path), redactURL(c.base.String()), clientTimeout)
-		}
-		if errors.Is(err, context.Canceled) {
-			return nil, fmt.Errorf("%s %s: interrupted", method, pathOnly(path))
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("cannot reach tokenline at %s (is `tokenline serve` running? set --server or %s): %w", redactURL(c.base.String()), envServer, err)
-	}
-	if resp.StatusCode >= 400 {
-		defer resp.Body.Close()
-		return nil, readAPIError(resp, method, path)
-	}
-	return resp, nil
-}
-
-func readAPIError(resp *http.Response, method, path string) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	e := &APIError{Status: resp.StatusCode, Method: method, Path: pathOnly(path)}
-	var body struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(b, &body) == nil {
-		e.Code, e.Message = body.Error, body.Message
-	}
-	if e.Message == "" && e.Code == "" {
-		// Not the API's error shape (a proxy, or not tokenline at all): show
-		// the first line of what came back.
-		line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-		if len(line) > 200 {
-			line = line[:200] + "..."
-		}
-		e.Message = line
-	}
-	return e
-}
-
-// pathOnly strips the query from a request path for messages.
-func pathOnly(p string) string {
-	p, _, _ = strings.Cut(p, "?")
-	return p
-}
-
-// redactURL hides any user information in a URL.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	u.User = url.User("redacted")
-	return u.String()
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // commandContext is the context of a client command: cmd's context, also

@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+	"github.com/tokenline/tokenline/adapters/httpapi/client"
 	"github.com/tokenline/tokenline/domain"
-	"github.com/tokenline/tokenline/projections"
 )
 
 // ---- helpers -------------------------------------------------------------
@@ -169,10 +170,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// waitTail waits until events tail says it is subscribed, or fails the test
-// with what it said if it returned.
-func waitTail(t *testing.T, done chan error, errOut *lockedBuffer, want string) {
+// startTail runs `events tail args...` until stop is called, once it says
+// it is subscribed (its stderr holds want). stop cancels it and returns what
+// it returned; it fails the test if tail does not stop within 10 s.
+func (c *cli) startTail(t *testing.T, want string, args ...string) (out *lockedBuffer, stop func() error) {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out, errOut := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.execCtx(ctx, out, errOut, append([]string{"events", "tail"}, args...)...)
+		done <- err
+	}()
 	deadline := time.After(15 * time.Second)
 	for !strings.Contains(errOut.String(), want) {
 		select {
@@ -181,6 +191,16 @@ func waitTail(t *testing.T, done chan error, errOut *lockedBuffer, want string) 
 		case <-deadline:
 			t.Fatalf("events tail did not subscribe; stderr: %s", errOut)
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return out, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("tail did not stop when its context was cancelled")
+			return nil
 		}
 	}
 }
@@ -248,14 +268,14 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 
 	t.Run("get", func(t *testing.T) {
 		raw := c.ok("connections", "get", id, "--json")
-		var st projections.ConnectionStatus
+		var st apitypes.ConnectionStatus
 		if err := json.Unmarshal([]byte(raw), &st); err != nil {
 			t.Fatalf("get --json does not parse: %v\n%s", err, raw)
 		}
 		ri, _ := domain.ReasonNeverAuthorised.Info()
 		if st.ID != id || st.Provider != "sandbox" || st.State != domain.StateUnauthenticated || st.Reason != domain.ReasonNeverAuthorised ||
 			st.ReasonText != ri.UserText || len(st.Scopes) != 2 || st.Config["company"] != "acme" ||
-			!st.NeedsReauthorisation || !strings.HasSuffix(st.ReauthoriseURL, projections.ReauthorisePath(id)) {
+			!st.NeedsReauthorisation || !strings.HasSuffix(st.ReauthoriseURL, apitypes.ReauthorisePath(id)) {
 			t.Errorf("get --json = %+v", st)
 		}
 		out := c.ok("connections", "get", id)
@@ -453,17 +473,13 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 			t.Errorf("timeline authorisation.completed line: %q", l)
 		}
 		// The access token itself is never printed.
-		req, _ := http.NewRequest(http.MethodGet, server+"/v1/connections/"+aid+"/token", nil)
-		req.Header.Set("Authorization", "Bearer "+m.APIToken())
-		resp, err := http.DefaultClient.Do(req)
+		api, err := client.New(server, m.APIToken())
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&tok)
-		resp.Body.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tok, err := api.Token(ctx, aid)
 		if err != nil || tok.AccessToken == "" {
 			t.Fatalf("token: %v", err)
 		}
@@ -475,25 +491,11 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 	})
 
 	t.Run("events tail", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		out, errOut := &lockedBuffer{}, &lockedBuffer{}
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := c.execCtx(ctx, out, errOut, "events", "tail", "--nats-url", m.NATSURL())
-			done <- err
-		}()
-		waitTail(t, done, errOut, "Tailing tokenline.conn.>")
+		out, stop := c.startTail(t, "Tailing tokenline.conn.>", "--nats-url", m.NATSURL())
 		newID := c.createConnection("tail=yes")
 		waitFor(t, "the new connection's event", func() bool { return lineWith(out.String(), newID, "connection.created") != "" })
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("tail returned %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("tail did not stop when its context was cancelled")
+		if err := stop(); err != nil {
+			t.Errorf("tail returned %v", err)
 		}
 		l := lineWith(out.String(), newID, "connection.created")
 		if !strings.Contains(l, "provider=sandbox") || !strings.Contains(l, "config={tail:yes}") {
@@ -505,22 +507,13 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 	})
 
 	t.Run("events tail one connection", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		out, errOut := &lockedBuffer{}, &lockedBuffer{}
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := c.execCtx(ctx, out, errOut, "events", "tail", "--json", "--connection", id, "--nats-url", m.NATSURL())
-			done <- err
-		}()
-		waitTail(t, done, errOut, "Tailing tokenline.conn."+id)
+		out, stop := c.startTail(t, "Tailing tokenline.conn."+id, "--json", "--connection", id, "--nats-url", m.NATSURL())
 		other := c.createConnection()
 		c.ok("connections", "authorize", id)
 		// Both events are published on one NATS connection, in this order: once
 		// the second arrived, the first would have too had it matched.
 		waitFor(t, "the authorisation event", func() bool { return strings.Contains(out.String(), "tokenline.authorisation.started") })
-		cancel()
-		<-done
+		_ = stop()
 		if strings.Contains(out.String(), other) {
 			t.Errorf("tail --connection printed another connection's event:\n%s", out)
 		}
@@ -773,15 +766,15 @@ func TestEventDetails(t *testing.T) {
 }
 
 func TestAPIErrorText(t *testing.T) {
-	e := &APIError{Status: 404, Code: "not_found", Message: "no such connection"}
+	e := &APIError{&client.APIError{Status: 404, Code: "not_found", Message: "no such connection"}}
 	if got := e.Error(); got != "no such connection (HTTP 404 not_found)" {
 		t.Errorf("got %q", got)
 	}
-	e = &APIError{Status: 401, Code: "unauthorized", Message: "a valid API token is required"}
+	e = &APIError{&client.APIError{Status: 401, Code: "unauthorized", Message: "a valid API token is required"}}
 	if !strings.Contains(e.Error(), envAPIToken) {
 		t.Errorf("401 text gives no hint: %q", e.Error())
 	}
-	e = &APIError{Status: 502}
+	e = &APIError{&client.APIError{Status: 502}}
 	if got := e.Error(); got != "Bad Gateway (HTTP 502 bad_gateway)" {
 		t.Errorf("got %q", got)
 	}

@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// NewRootCommand returns the tokenline command tree.
+// NewRootCommand returns the tokenline command tree: serve and version
+// (this file), and the client commands connections, audit, replay (over the
+// HTTP API) and events (on NATS), each built by its constructor.
 func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "tokenline",
@@ -20,15 +22,16 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 	root.SetContext(ctx)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCommand(ctx), newVersionCommand())
-	for _, c := range extraCommands {
-		root.AddCommand(c())
-	}
+	root.AddCommand(
+		newServeCommand(ctx),
+		newVersionCommand(),
+		newConnectionsCommand(),
+		newAuditCommand(),
+		newReplayCommand(),
+		newEventsCommand(),
+	)
 	return root
 }
-
-// extraCommands are the client commands registered by other files.
-var extraCommands []func() *cobra.Command
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{

@@ -1,5 +1,8 @@
 package app
 
+// tokenline events tail: every new event as it is published on NATS (it
+// subscribes to NATS directly, not through the HTTP API).
+
 import (
 	"context"
 	"encoding/json"
@@ -17,6 +20,19 @@ import (
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
+
+func newEventsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Follow tokenline's events on NATS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(newEventsTailCommand())
+	return cmd
+}
 
 // tailTypeWidth is the width of the type column: the longest event type.
 var tailTypeWidth = func() int {

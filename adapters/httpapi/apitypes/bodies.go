@@ -1,0 +1,90 @@
+package apitypes
+
+import (
+	"time"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// CreateRequest is the body of POST /v1/connections.
+type CreateRequest struct {
+	Provider string            `json:"provider"`
+	Scopes   []string          `json:"scopes"`
+	Config   map[string]string `json:"config"`
+}
+
+// UpdateRequest is the body of PATCH /v1/connections/{id}. A field that is
+// present replaces the stored value (an empty list or object clears it); an
+// absent or null one is left as is. State and tokens are never touched.
+type UpdateRequest struct {
+	Scopes []string          `json:"scopes"`
+	Config map[string]string `json:"config"`
+}
+
+// RejectionRequest is the body of POST /v1/connections/{id}/rejections:
+// an API call made with the connection's token was rejected.
+type RejectionRequest struct {
+	// Status is the HTTP status of the rejected call: 401 or 403.
+	Status int `json:"status"`
+	// WWWAuthenticate is the response's WWW-Authenticate header.
+	WWWAuthenticate string `json:"www_authenticate"`
+	// AccessTokenFP is the fingerprint of the token the call used
+	// (optional; default: the current token).
+	AccessTokenFP string `json:"access_token_fp"`
+}
+
+// TokenResponse is the answer of GET /v1/connections/{id}/token.
+type TokenResponse struct {
+	AccessToken string    `json:"access_token"`
+	TokenType   string    `json:"token_type"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+	// AccessTokenFP identifies the token; send it back as access_token_fp
+	// when reporting a rejection, so that tokenline knows which token the
+	// provider refused.
+	AccessTokenFP string `json:"access_token_fp"`
+}
+
+// AuthorizeResponse is the answer of POST /v1/connections/{id}/authorize.
+type AuthorizeResponse struct {
+	AuthorizeURL string `json:"authorize_url"`
+}
+
+// ListResponse is the answer of GET /v1/connections.
+type ListResponse struct {
+	Connections []ConnectionStatus `json:"connections"`
+}
+
+// ClientSecretRequest is the body of PUT /v1/providers/{name}/client-secret.
+type ClientSecretRequest struct {
+	ClientSecret string `json:"client_secret"`
+}
+
+// ErrorBody is every error answer of the API.
+type ErrorBody struct {
+	// Error is a stable machine word ("not_found", "invalid_json", ...).
+	Error string `json:"error"`
+	// Message says what went wrong in plain words.
+	Message string `json:"message"`
+}
+
+// GateErrorBody is the answer to a token request while the gate is closed
+// (409).
+type GateErrorBody struct {
+	Error   string `json:"error"` // "connection_unauthenticated"
+	Message string `json:"message"`
+	// State and Reason are the connection's; Detail is the gate's word
+	// ("unauthenticated", "token_expired", "refreshing", ...).
+	State          domain.State  `json:"state"`
+	Reason         domain.Reason `json:"reason"`
+	ReasonText     string        `json:"reason_text,omitempty"`
+	Detail         string        `json:"detail"`
+	ReauthoriseURL string        `json:"reauthorise_url,omitempty"`
+}
+
+// HealthResponse is the answer of /healthz and /readyz.
+type HealthResponse struct {
+	// Status is "ok" (healthz), "ready" or "not_ready" (readyz).
+	Status string `json:"status"`
+	// Reasons say why the instance is not ready ("nats: not connected").
+	Reasons []string `json:"reasons,omitempty"`
+}
