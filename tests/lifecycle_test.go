@@ -1,9 +1,12 @@
 package tests
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +15,7 @@ import (
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/domain/lifecycle"
+	"github.com/tokenline/tokenline/events"
 )
 
 var authorised = []string{"connection.created", "authorisation.started", "authorisation.completed"}
@@ -401,6 +405,13 @@ func TestConsentDenied(t *testing.T) {
 // Two instances share the stream; 200 connections fall due together. The
 // refresh.started append is the lock: the sandbox sees exactly one refresh
 // request per connection and never a reused (replaced) refresh token.
+//
+// So that the instances really compete, the test holds both schedulers until
+// every connection is due and then starts them together: both pick the same
+// connections in the same order. A core NATS subscription on the connection
+// subjects sees every append attempt, including those JetStream refuses, so
+// the test checks that both instances tried to lock the same connections
+// and that each won some, rather than one doing all the work alone.
 func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
@@ -415,8 +426,21 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 		c.ClientID, c.ClientSecret = a.Sandbox.ClientID(), a.Sandbox.ClientSecret()
 		c.AuthURL, c.TokenURL = a.BaseURL+"/sandbox/oauth/authorize", a.BaseURL+"/sandbox/oauth/token"
 	})
+	a.StopScheduler()
+	b.StopScheduler()
+	attempts, err := a.Conn.SubscribeSync(events.SubjectAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attempts.Unsubscribe()
+	if err := a.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
 	ids := make([]string, n)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var setupErrs []string
 	sem := make(chan struct{}, 16)
 	for i := range ids {
 		wg.Add(1)
@@ -424,11 +448,45 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ids[i] = create(t, a, map[string]string{"team": "finance"})
-			authorise(t, a, ids[i])
+			gt := &goroutineT{TB: t, mu: &mu, errs: &setupErrs}
+			ids[i] = create(gt, a, map[string]string{"team": "finance"})
+			authorise(gt, a, ids[i])
 		}()
 	}
 	wg.Wait()
+	if len(setupErrs) > 0 {
+		t.Fatalf("%d connections could not be set up; first: %s", len(setupErrs), setupErrs[0])
+	}
+	// Every connection is due once its access token has expired (the app
+	// has no clock to inject, so this waits in real time, as the scheduler
+	// would). Both instances must know every connection first.
+	var due time.Time
+	for _, id := range ids {
+		if exp := load(t, a, id).Tokens.AccessTokenExpiresAt; exp.After(due) {
+			due = exp
+		}
+	}
+	lctx := ctxT(t)
+	eventually(t, 10*time.Second, "instance b knows every connection", func() bool {
+		for _, id := range ids {
+			if c, err := b.Store.Load(lctx, id); err != nil || c.State != domain.StateActive {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(time.Until(due.Add(50 * time.Millisecond)))
+
+	ctx, stop := context.WithCancel(context.Background())
+	var runs sync.WaitGroup
+	halt := func() { stop(); runs.Wait() }
+	t.Cleanup(halt)
+	ready := make(chan struct{})
+	for _, in := range []*instance{a, b} {
+		runs.Add(1)
+		go func() { defer runs.Done(); <-ready; in.Lifecycle.Run(ctx) }()
+	}
+	close(ready)
 	eventually(t, 30*time.Second, "every connection refreshed once", func() bool {
 		for _, id := range ids {
 			if !contains(history(t, a, id), "refresh.succeeded") {
@@ -439,8 +497,7 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 	})
 	// Freeze both schedulers (in-flight refreshes finish), then compare the
 	// stream with the sandbox.
-	b.StopScheduler()
-	a.StopScheduler()
+	halt()
 	s := a.Sandbox.Stats()
 	var started, succeeded int
 	actors := map[string]int{}
@@ -472,8 +529,96 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 	if s.Errors["invalid_grant"] != 0 {
 		t.Fatalf("invalid_grant %d", s.Errors["invalid_grant"])
 	}
-	t.Logf("refreshes by instance: %v", actors)
+
+	// Every refresh.started either instance tried to append, accepted or
+	// refused. Both schedulers were stopped after their last append was
+	// answered, so a flush of the subscriber's connection delivers them all.
+	if err := a.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tried := map[string]map[string]int{} // connection -> actor -> attempts
+	for k := 0; ; k++ {
+		pending, _, err := attempts.Pending()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pending == 0 {
+			break
+		}
+		if k > 1_000_000 {
+			t.Fatal("the attempts subscription never drains")
+		}
+		m, err := attempts.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := events.Decode(m.Data)
+		if err != nil {
+			t.Fatalf("undecodable event on %s: %v", m.Subject, err)
+		}
+		if e.Type() != domain.EventRefreshStarted {
+			continue
+		}
+		if tried[e.ConnectionID] == nil {
+			tried[e.ConnectionID] = map[string]int{}
+		}
+		tried[e.ConnectionID][e.Actor]++
+	}
+	if dropped, err := attempts.Dropped(); err != nil || dropped != 0 {
+		t.Fatalf("the attempts subscription dropped %d messages (%v)", dropped, err)
+	}
+	perInstance := map[string]int{}
+	contested, attemptsTotal := 0, 0
+	for _, id := range ids {
+		for actor, k := range tried[id] {
+			perInstance[actor] += k
+			attemptsTotal += k
+		}
+		if len(tried[id]) > 1 {
+			contested++
+		}
+	}
+	t.Logf("refreshes by instance: %v; refresh.started attempts by instance: %v; connections both tried: %d; refused attempts: %d",
+		actors, perInstance, contested, attemptsTotal-started)
+	for _, actor := range []string{"instance/a", "instance/b"} {
+		if actors[actor] == 0 {
+			t.Errorf("%s refreshed no connection: the other did all the work alone", actor)
+		}
+	}
+	if contested == 0 || attemptsTotal == started {
+		t.Errorf("the instances never competed for the same connection (%d attempts, %d accepted): the lock was not exercised", attemptsTotal, started)
+	}
+	for _, actor := range []string{"instance/a", "instance/b"} {
+		if perInstance[actor] <= actors[actor] {
+			t.Errorf("%s never lost the lock to the other instance", actor)
+		}
+	}
 }
+
+// goroutineT lets the shared helpers, which call t.Fatalf, run on a
+// goroutine other than the test's: a fatal error is recorded and ends only
+// that goroutine (runtime.Goexit runs its deferred calls); the test
+// goroutine reports the recorded errors.
+type goroutineT struct {
+	testing.TB
+	mu   *sync.Mutex
+	errs *[]string
+}
+
+func (g *goroutineT) record(msg string) {
+	g.mu.Lock()
+	*g.errs = append(*g.errs, msg)
+	g.mu.Unlock()
+}
+
+func (g *goroutineT) Error(args ...any)                 { g.record(fmt.Sprint(args...)) }
+func (g *goroutineT) Errorf(format string, args ...any) { g.record(fmt.Sprintf(format, args...)) }
+func (g *goroutineT) Fatal(args ...any)                 { g.record(fmt.Sprint(args...)); runtime.Goexit() }
+func (g *goroutineT) Fatalf(format string, args ...any) {
+	g.record(fmt.Sprintf(format, args...))
+	runtime.Goexit()
+}
+func (g *goroutineT) FailNow() { g.record("FailNow"); runtime.Goexit() }
 
 // A refresher that took the lease and died is recovered after the lease:
 // another instance records refresh.failed (lease_expired, transient) and

@@ -175,102 +175,30 @@ func (t *Transport) ForConnection(connectionID string) *Transport {
 
 // ShouldReport says whether a response with this status and these
 // WWW-Authenticate values rejects the access token (see the package
-// documentation).
+// documentation). The header is parsed by domain.ParseChallenges.
 func ShouldReport(status int, wwwAuthenticate []string) bool {
 	switch status {
 	case http.StatusUnauthorized:
-		params, ok := BearerChallenge(wwwAuthenticate)
+		params, ok := bearerParams(wwwAuthenticate)
 		if !ok {
 			return true // no Bearer challenge: nothing says the token is fine
 		}
 		code, has := params["error"]
 		return !has || code == "invalid_token"
 	case http.StatusForbidden:
-		params, ok := BearerChallenge(wwwAuthenticate)
+		params, ok := bearerParams(wwwAuthenticate)
 		return ok && params["error"] == "insufficient_scope"
 	}
 	return false
 }
 
-// BearerChallenge finds the Bearer challenge among WWW-Authenticate values
-// (RFC 6750 §3, RFC 9110 §11.6.1) and returns its parameters with lower-case
-// names (error, error_description, scope, realm...). ok is false when there
-// is no Bearer challenge.
-func BearerChallenge(wwwAuthenticate []string) (params map[string]string, ok bool) {
-	for _, v := range wwwAuthenticate {
-		s := v
-		for s != "" {
-			s = strings.TrimLeft(s, " \t,")
-			scheme, rest := token(s)
-			if scheme == "" {
-				break
-			}
-			p, after := authParams(rest)
-			if strings.EqualFold(scheme, "Bearer") {
-				return p, true
-			}
-			s = after
+// bearerParams returns the parameters of the first Bearer challenge; ok is
+// false when there is none.
+func bearerParams(wwwAuthenticate []string) (params map[string]string, ok bool) {
+	for _, c := range domain.ParseChallenges(wwwAuthenticate...) {
+		if c.Scheme == "bearer" {
+			return c.Params, true
 		}
 	}
 	return nil, false
-}
-
-// authParams reads `name=value` or `name="quoted"` pairs separated by commas
-// until the next challenge (a token not followed by '='). It returns the
-// parameters and the rest of the header.
-func authParams(s string) (map[string]string, string) {
-	params := map[string]string{}
-	for {
-		s = strings.TrimLeft(s, " \t,")
-		name, rest := token(s)
-		rest = strings.TrimLeft(rest, " \t")
-		if name == "" || !strings.HasPrefix(rest, "=") {
-			return params, s // another challenge starts (or the end)
-		}
-		rest = strings.TrimLeft(rest[1:], " \t")
-		var val string
-		if strings.HasPrefix(rest, `"`) {
-			val, rest = quoted(rest)
-		} else {
-			val, rest = token(rest)
-		}
-		params[strings.ToLower(name)] = val
-		s = rest
-	}
-}
-
-// token reads an RFC 9110 token (one or more tchar).
-func token(s string) (string, string) {
-	i := 0
-	for i < len(s) && isTchar(s[i]) {
-		i++
-	}
-	return s[:i], s[i:]
-}
-
-func isTchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-// quoted reads a quoted-string starting at s[0] == '"'.
-func quoted(s string) (string, string) {
-	var b strings.Builder
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\':
-			if i+1 < len(s) {
-				i++
-				b.WriteByte(s[i])
-			}
-		case '"':
-			return b.String(), s[i+1:]
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), ""
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
-	"time"
 )
 
 // Limits for POST /sandbox/admin/faults.
@@ -87,7 +86,7 @@ func (s *Server) handleAdminRotateSecret(w http.ResponseWriter, _ *http.Request)
 // touched.
 func (s *Server) handleAdminExpireRefreshTokens(w http.ResponseWriter, _ *http.Request) {
 	s.tokenMu.Lock()
-	n := s.store.expireRefreshTokens(time.Now())
+	n := s.store.expireRefreshTokens(s.now())
 	s.tokenMu.Unlock()
 	s.log.Info("admin: refresh tokens expired", "expired", n)
 	writeJSON(w, http.StatusOK, map[string]int{"expired": n})

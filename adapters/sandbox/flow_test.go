@@ -380,9 +380,14 @@ func TestConcurrentRefreshesOfDifferentGrants(t *testing.T) {
 	}
 }
 
+// Tokens expire on the sandbox's clock (Config.Now), not the wall clock: the
+// clock starts years in the past and is moved by hand, so the test waits for
+// nothing and cannot flake on a slow machine.
 func TestShortLifetimesExpire(t *testing.T) {
 	t.Parallel()
+	clock := newTestClock(time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC))
 	e := newEnv(t, func(c *sandbox.Config) {
+		c.Now = clock.Now
 		c.AccessTokenLifetime = time.Second
 		c.RefreshTokenLifetime = 2 * time.Second
 	})
@@ -390,20 +395,39 @@ func TestShortLifetimesExpire(t *testing.T) {
 	if got := num(tok.Extra("expires_in")); got != 1 {
 		t.Fatalf("expires_in = %v, want 1", got)
 	}
+	status, _, body := e.me(tok.AccessToken, "")
+	if status != http.StatusOK || body["expires_at"] != clock.Now().Add(time.Second).Format(time.RFC3339Nano) {
+		t.Fatalf("/api/me = %d %v, want expiry at clock + 1s", status, body)
+	}
+
+	clock.Advance(time.Second) // the last instant of the access token
 	e.assertAPI(tok.AccessToken, http.StatusOK)
-
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(time.Nanosecond)
 	e.assertAPI(tok.AccessToken, http.StatusUnauthorized) // access token expired
+	in := decodeBody(t, e.postForm("/sandbox/oauth/token/introspect", url.Values{"token": {tok.AccessToken}},
+		"tokenline-test", e.srv.ClientSecret()))
+	if in["active"] != false {
+		t.Fatalf("introspection of an expired access token = %v", in)
+	}
 
-	// The refresh token (2 s) is still valid and gives a fresh pair.
+	// The refresh token (2 s) is still valid and gives a fresh pair whose
+	// lifetimes count from the clock's now.
 	fresh, err := e.refresh(tok.RefreshToken)
 	if err != nil {
 		t.Fatalf("refresh within refresh lifetime: %v", err)
 	}
 	e.assertAPI(fresh.AccessToken, http.StatusOK)
 
-	time.Sleep(2100 * time.Millisecond)
-	_, err = e.refresh(fresh.RefreshToken)
+	clock.Advance(2 * time.Second)
+	e.assertAPI(fresh.AccessToken, http.StatusUnauthorized)
+	if _, err = e.refresh(fresh.RefreshToken); err != nil {
+		t.Fatalf("refresh at the last instant of the refresh token: %v", err)
+	}
+
+	// A second grant's refresh token, left to expire.
+	tok = e.grant()
+	clock.Advance(2*time.Second + time.Nanosecond)
+	_, err = e.refresh(tok.RefreshToken)
 	mustFailWith(t, err, http.StatusBadRequest, "invalid_grant")
 }
 

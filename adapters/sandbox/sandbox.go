@@ -99,6 +99,13 @@ type Config struct {
 	// ConsentPrompt. Default ConsentPrompt. It can be changed at run time
 	// with POST /sandbox/admin/consent.
 	Consent string
+	// Now is the sandbox's clock (default time.Now). Access and refresh
+	// tokens get their expiry times from it and are checked against it,
+	// and POST /sandbox/admin/expire-refresh-tokens expires refresh tokens
+	// as of it, so a test can let tokens expire without waiting.
+	// Authorisation codes (10 minutes) are still checked by fosite against
+	// the wall clock: fosite reads time.Now directly and offers no hook.
+	Now func() time.Time
 	// Logger receives one record per token-endpoint request, admin action
 	// and detected refresh-token reuse. Tokens, secrets, authorisation codes
 	// and PKCE verifiers are never logged. Default: discard.
@@ -115,6 +122,7 @@ type Server struct {
 	atLifetime   time.Duration
 	rtLifetime   time.Duration
 	log          *slog.Logger
+	now          func() time.Time
 
 	provider fosite.OAuth2Provider
 	strategy *oauth2.HMACSHAStrategy
@@ -206,6 +214,11 @@ func New(cfg Config) (*Server, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+
 	globalSecret := make([]byte, 32)
 	if _, err := rand.Read(globalSecret); err != nil {
 		return nil, fmt.Errorf("sandbox: generating HMAC secret: %w", err)
@@ -218,6 +231,7 @@ func New(cfg Config) (*Server, error) {
 		atLifetime:   cfg.AccessTokenLifetime,
 		rtLifetime:   cfg.RefreshTokenLifetime,
 		log:          logger.With("component", "sandbox"),
+		now:          now,
 		stats:        newCounters(),
 		secret:       cfg.ClientSecret,
 		consent:      cfg.Consent,
@@ -249,7 +263,7 @@ func New(cfg Config) (*Server, error) {
 		ClientSecretsHasher:      secretHasher{},
 	}
 	s.strategy = compose.NewOAuth2HMACStrategy(fc)
-	s.provider = compose.Compose(fc, s.store, s.strategy,
+	s.provider = compose.Compose(fc, s.store, &clockStrategy{HMACSHAStrategy: s.strategy, now: now},
 		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2RefreshTokenGrantFactory,
 		compose.OAuth2TokenRevocationFactory,

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ory/fosite"
 )
@@ -50,7 +49,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		// fosite rounds expiry times to the second, so a 1 s token may
 		// live 0.5 s and report expires_in 0 (which clients read as "no
 		// expiry"). Pin the expiry to exactly now + lifetime instead.
-		now := time.Now().UTC()
+		now := s.now().UTC()
 		ar.GetSession().SetExpiresAt(fosite.AccessToken, now.Add(s.atLifetime))
 		ar.GetSession().SetExpiresAt(fosite.RefreshToken, now.Add(s.rtLifetime))
 		resp, err = s.provider.NewAccessResponse(ctx, ar)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tokenline/tokenline/domain"
@@ -21,29 +20,6 @@ type Rejection struct {
 	AccessTokenFP string
 }
 
-// ParseBearerChallenge extracts error and scope from a Bearer
-// WWW-Authenticate header (RFC 6750 §3).
-func ParseBearerChallenge(h string) (errCode, scope string) {
-	h = strings.TrimSpace(h)
-	if len(h) < 6 || !strings.EqualFold(h[:6], "bearer") {
-		return "", ""
-	}
-	for part := range strings.SplitSeq(h[6:], ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			continue
-		}
-		v = strings.Trim(strings.TrimSpace(v), `"`)
-		switch strings.ToLower(strings.TrimSpace(k)) {
-		case "error":
-			errCode = domain.SafeErrorCode(v)
-		case "scope":
-			scope = truncate(v, 512)
-		}
-	}
-	return errCode, scope
-}
-
 // ReportRejection is the detection path for API calls. A 401 (invalid_token,
 // or no error parameter) appends access.rejected and tries one refresh; if
 // that fails terminally, or the token it issued is rejected again, the
@@ -53,7 +29,7 @@ func (s *Service) ReportRejection(ctx context.Context, id string, r Rejection) (
 	if r.Status != 401 && r.Status != 403 {
 		return domain.Connection{}, fmt.Errorf("%w: status must be 401 or 403", domain.ErrInvalidCommand)
 	}
-	code, scope := ParseBearerChallenge(r.WWWAuthenticate)
+	code, scope, _ := domain.BearerError(r.WWWAuthenticate)
 	if r.Status == 401 && code == "" {
 		code = "invalid_token"
 	}

@@ -7,23 +7,6 @@ import (
 	"github.com/tokenline/tokenline/domain"
 )
 
-func TestParseBearerChallenge(t *testing.T) {
-	cases := []struct{ h, code, scope string }{
-		{`Bearer error="invalid_token", error_description="expired"`, "invalid_token", ""},
-		{`bearer realm="pleo",error="insufficient_scope",scope="accounts:write users:read"`, "insufficient_scope", "accounts:write users:read"},
-		{`Bearer`, "", ""},
-		{`Basic realm="x"`, "", ""},
-		{`Bearer error="bad` + "\x01" + `"`, "invalid_error_code", ""},
-		{``, "", ""},
-	}
-	for _, c := range cases {
-		code, scope := ParseBearerChallenge(c.h)
-		if code != c.code || scope != c.scope {
-			t.Errorf("%q: got %q %q, want %q %q", c.h, code, scope, c.code, c.scope)
-		}
-	}
-}
-
 func TestBackoffIsExponentialJitteredBoundedAndHonoursRetryAfter(t *testing.T) {
 	s := &Service{cfg: Config{BackoffBase: time.Second, BackoffMax: 30 * time.Second}}
 	for attempt := 1; attempt <= 8; attempt++ {
