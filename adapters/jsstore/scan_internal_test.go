@@ -1,6 +1,33 @@
 package jsstore
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/natstest"
+)
+
+// A direct get's wait for its response ends with the caller's context,
+// even a context without a deadline (it used to wait out its own timeout).
+func TestNextMsgEndsWithTheContext(t *testing.T) {
+	nc := natstest.Start(t, "").Connect(t)
+	sub, err := nc.SubscribeSync(nc.NewRespInbox()) // nobody answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	start := time.Now()
+	if _, err := nextMsg(ctx, sub); !errors.Is(err, context.Canceled) {
+		t.Fatalf("nextMsg: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("nextMsg returned after %v", d)
+	}
+}
 
 func TestAckInfo(t *testing.T) {
 	for _, c := range []struct {
