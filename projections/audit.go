@@ -1,18 +1,14 @@
 package projections
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"time"
 
-	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
 )
 
 // AuditQuery selects audit entries. Zero fields do not filter.
@@ -35,73 +31,31 @@ type AuditQuery struct {
 	StoredSlack time.Duration
 }
 
-// AuditEntry is one event as the audit log shows it: a flat record with the
-// fields people filter on, plus the event's data. The JSON Lines export
-// writes one AuditEntry per line (flat entries rather than CloudEvents
-// envelopes: they carry the stream sequence and the storage time, which the
-// envelope does not, and need no knowledge of the schema to grep; the
-// envelope's data is kept verbatim in Data). No entry holds a secret: events
-// carry fingerprints only.
-type AuditEntry struct {
-	Seq          uint64           `json:"seq"`
-	Time         time.Time        `json:"time"`
-	Stored       time.Time        `json:"stored"`
-	ConnectionID string           `json:"connection_id"`
-	EventID      string           `json:"event_id"`
-	Type         domain.EventType `json:"type"`
-	Actor        string           `json:"actor,omitempty"`
-	// Reason is the reason the event records (unauthenticated reasons of
-	// failures and rejections, never_authorised at creation,
-	// connection_deleted at deletion).
-	Reason     domain.Reason   `json:"reason,omitempty"`
-	ErrorCode  string          `json:"error_code,omitempty"`
-	HTTPStatus int             `json:"http_status,omitempty"`
-	Data       json.RawMessage `json:"data"`
-}
-
-// AuditEntryOf describes one stored event.
-func AuditEntryOf(e domain.Event, stored time.Time) AuditEntry {
-	a := AuditEntry{Seq: e.Seq, Time: e.Time, Stored: stored, ConnectionID: e.ConnectionID, EventID: e.ID, Type: e.Type(), Actor: e.Actor}
-	a.ErrorCode, a.HTTPStatus = failureOf(e.Payload)
-	switch d := e.Payload.(type) {
-	case domain.ConnectionCreated:
-		a.Reason = domain.ReasonNeverAuthorised
-	case domain.AuthorisationFailed:
-		a.Reason = d.Reason
-	case domain.RefreshFailed:
-		a.Reason = d.Reason
-	case domain.AccessRejected:
-		a.Reason = d.Reason
-	case domain.TokensInvalidated:
-		a.Reason = d.Reason
-	case domain.ConnectionDeleted:
-		a.Reason = domain.ReasonConnectionDeleted
-	}
-	if b, err := json.Marshal(e.Payload); err == nil {
-		a.Data = b
-	} else {
-		a.Data = json.RawMessage(`{}`)
-	}
-	return a
-}
-
+// errStopScan ends a read early without an error.
 var errStopScan = errors.New("stop")
 
-// AuditEach reads the stream and calls fn with every entry matching q, in
-// stream order (which is each connection's order). It holds nothing but the
-// entry in hand; records that do not decode are left out (and logged).
-func AuditEach(ctx context.Context, store *jsstore.Store, q AuditQuery, fn func(AuditEntry) error) error {
-	return AuditEvents(ctx, store, q, func(e domain.Event, stored time.Time) error {
-		return fn(AuditEntryOf(e, stored))
-	})
+// failureOf returns the provider's error code and HTTP status an event
+// records (failures and rejections), or zero values.
+func failureOf(p domain.Payload) (errorCode string, httpStatus int) {
+	switch d := p.(type) {
+	case domain.AuthorisationFailed:
+		return d.ErrorCode, 0
+	case domain.RefreshFailed:
+		return d.ErrorCode, d.HTTPStatus
+	case domain.AccessRejected:
+		return d.ErrorCode, d.HTTPStatus
+	}
+	return "", 0
 }
 
-// AuditEvents is AuditEach for the events themselves (with the time the
-// server stored each), for callers that present them in another form, such
-// as the HTTP API's CloudEvents. A connection without events gives none and
-// no error.
-func AuditEvents(ctx context.Context, store *jsstore.Store, q AuditQuery, fn func(e domain.Event, stored time.Time) error) error {
-	o := scanOptions{ConnectionID: q.ConnectionID}
+// AuditEvents reads the stream and calls fn with every event matching q
+// and the time the server stored it, in stream order (which is each
+// connection's order): the HTTP API presents them as CloudEvents. It holds
+// nothing but the event in hand; records that do not decode are left out
+// (and logged, never their payload). A connection without events gives
+// none and no error.
+func AuditEvents(ctx context.Context, src Source, q AuditQuery, fn func(e domain.Event, stored time.Time) error) error {
+	o := events.Range{ConnectionID: q.ConnectionID}
 	var stopAt time.Time
 	if q.StoredSlack > 0 {
 		if !q.Since.IsZero() {
@@ -111,7 +65,7 @@ func AuditEvents(ctx context.Context, store *jsstore.Store, q AuditQuery, fn fun
 			stopAt = q.Until.Add(q.StoredSlack)
 		}
 	}
-	_, err := scan(ctx, store, o, func(rec *jsstore.Record) error {
+	_, err := src.Read(ctx, o, func(rec *events.Record) error {
 		if !stopAt.IsZero() && !rec.Stored.Before(stopAt) {
 			return errStopScan
 		}
@@ -132,44 +86,4 @@ func AuditEvents(ctx context.Context, store *jsstore.Store, q AuditQuery, fn fun
 		return nil
 	}
 	return err
-}
-
-// Audit returns the entries matching q.
-func Audit(ctx context.Context, store *jsstore.Store, q AuditQuery) ([]AuditEntry, error) {
-	var out []AuditEntry
-	err := AuditEach(ctx, store, q, func(a AuditEntry) error {
-		out = append(out, a)
-		return nil
-	})
-	return out, err
-}
-
-// WriteJSONL writes entries as JSON Lines, one AuditEntry per line.
-func WriteJSONL(w io.Writer, entries []AuditEntry) error {
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
-	for i := range entries {
-		if err := enc.Encode(&entries[i]); err != nil {
-			return fmt.Errorf("projections: audit export: %w", err)
-		}
-	}
-	return bw.Flush()
-}
-
-// ExportJSONL streams the entries matching q to w as JSON Lines without
-// collecting them, and returns how many it wrote.
-func ExportJSONL(ctx context.Context, store *jsstore.Store, q AuditQuery, w io.Writer) (int, error) {
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
-	n := 0
-	err := AuditEach(ctx, store, q, func(a AuditEntry) error {
-		n++
-		return enc.Encode(&a)
-	})
-	if ferr := bw.Flush(); err == nil {
-		err = ferr
-	}
-	return n, err
 }

@@ -89,6 +89,7 @@ func benchGate() (*Gate, []string) {
 		rng := rand.New(rand.NewPCG(1, 1))
 		g := NewGate(GateOptions{})
 		st := NewStatus()
+		st.OnChange(g.Observe)
 		now := time.Now().Add(-time.Minute)
 		ids := make([]string, benchConns)
 		toks := make([]string, benchConns)
@@ -105,7 +106,6 @@ func benchGate() (*Gate, []string) {
 			}
 			toks[i] = tokens(ids[i], 1, now).AccessToken
 		}
-		g.Seed(st, false)
 		for i, id := range ids {
 			if err := g.SetToken(id, domain.Fingerprint(toks[i]), toks[i]); err != nil {
 				panic(err)
@@ -235,7 +235,7 @@ func BenchmarkMemoryPerConnection(b *testing.B) {
 		}
 		before := heap()
 		st := NewStatus()
-		g := NewGate(GateOptions{})
+		var dec events.Decoder
 		var seq uint64
 		type tok struct{ id, fp, tok string }
 		last := make([]tok, 0, benchConns)
@@ -246,7 +246,7 @@ func BenchmarkMemoryPerConnection(b *testing.B) {
 				seq++
 				e.Seq = seq
 				wire, _ := events.Encode(e)
-				d, err := decodeEvent(wire)
+				d, err := dec.Decode(wire)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -262,7 +262,8 @@ func BenchmarkMemoryPerConnection(b *testing.B) {
 			}
 		}
 		mid := heap()
-		g.Seed(st, false)
+		g := NewGate(GateOptions{})
+		st.Each(func(c *domain.Connection) { g.Observe(nil, c) }) // as the start-up seeding does
 		for _, t := range last {
 			_ = g.SetToken(t.id, t.fp, t.tok)
 		}
@@ -382,7 +383,7 @@ func BenchmarkRebuild(b *testing.B) {
 	}
 	populateStream(b, st, n, conns)
 	if *rebuildWorkers > 0 {
-		scanWorkers = *rebuildWorkers
+		jsstore.ReadWorkers = *rebuildWorkers
 	}
 	b.ResetTimer()
 	for range b.N {
@@ -398,7 +399,8 @@ func BenchmarkRebuild(b *testing.B) {
 				b.Fatalf("build: %v at %d", err, pos)
 			}
 			g := NewGate(GateOptions{})
-			g.Seed(status, false)
+			status.OnChange(g.Observe)
+			status.announce() // the start-up seeding of the gate
 			rebuild = min(rebuild, time.Since(start))
 			skipped, connsBuilt = sk, status.Len()
 			runtime.GC()

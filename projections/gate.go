@@ -3,7 +3,6 @@ package projections
 import (
 	"errors"
 	"hash/maphash"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,15 +22,6 @@ type GateOptions struct {
 	// Now replaces the coarse process clock (tests). It is called on every
 	// Check, so it makes Check slower.
 	Now func() time.Time
-	// TokenNeeded, if set, is called when a connection becomes usable (active)
-	// with an access token the gate does not hold: typically because another
-	// instance refreshed it, so the token is in the vault but not in this
-	// process. It is called synchronously from Apply, SetToken or Seed (that
-	// is, possibly from jsstore's OnAppend hook or the Runner), after the gate
-	// was updated, once per new fingerprint. It must not block and must not
-	// call back into the store: hand the id to a loader goroutine, which reads
-	// the vault and calls SetToken. Missing lists the same connections.
-	TokenNeeded func(connectionID, accessTokenFP string)
 }
 
 // Gate answers, on every outbound API call, "may this connection be used now,
@@ -51,32 +41,31 @@ type GateOptions struct {
 // slot, almost always) and loads the view: two dependent memory accesses,
 // the least a lookup by string can do, and no reader counter to contend on
 // (an RWMutex's reader count is a cache line written by every reader).
-// Writers (events, SetToken, Close) are rare: they serialise on one mutex,
-// build a new view and store it in the slot; adding a connection fills an
-// empty slot (view first, then hash), and the table is copied only to grow
-// it (load factor ½). A refusal of a known connection allocates nothing
+// Writers (Observe, SetToken, CloseAfter, Reopen) are rare: they serialise
+// on one mutex, build a new view and store it in the slot; adding a
+// connection fills an empty slot (view first, then hash), and the table is
+// copied only to grow it (load factor ½). A refusal of a known connection allocates nothing
 // either; only an unknown connection allocates its error. Callers must treat
 // returned errors as read-only.
 //
 // Time comes from a coarse clock (see ClockResolution and ExpiryMargin).
 //
-// # Applying events
+// # Following the connections
 //
-// Apply folds an event into the connection's entry. The entry keeps each
-// field the gate needs (state, reason, access-token fingerprint and expiry)
-// as a register stamped with the stream sequence of the event that last set
-// it; an event updates a register only if its sequence is newer. Which field
-// an event sets, and to what, depends on the event alone (see destinationOf,
-// derived from the transition table). Applying an event twice therefore
-// changes nothing, and events applied out of order (the OnAppend hook
-// delivers this instance's event N+1 before the stream delivers another
-// instance's event N) give the same entry as in-order application. Events
-// with Seq 0 (not stored) are ignored.
+// The gate applies no event itself. It follows the Status projection:
+// register Observe with Status.OnChange, and every change of a connection
+// (this instance's appends before Append returns, the stream's records, the
+// start-up seeding) reaches the gate as the connection after the change,
+// from which Observe derives the entry: state, reason, the fingerprint and
+// expiry of the current access token, and the version. The Status delivers
+// the changes in order, so the entry is always the latest state readers
+// see. The lifecycle writes to the gate only through the domain.GateWriter
+// methods (CloseAfter, Reopen, SetToken).
 //
 // The gate is open only when the connection is active, was not closed by
-// Close since its last event, and the gate holds the access token whose
-// fingerprint equals the one recorded by the latest token-bearing event, and
-// that token's expiry (minus the margin) has not passed.
+// CloseAfter since, the gate holds the access token whose fingerprint the
+// connection records (SetToken), and that token's expiry (minus the
+// margin) has not passed.
 type Gate struct {
 	// Read by every Check; written only when the table grows.
 	tab    atomic.Pointer[gateTable]
@@ -86,9 +75,10 @@ type Gate struct {
 	_      [64]byte // keep the writers' fields off the readers' cache line
 
 	mu      sync.Mutex // serialises writers
-	maxSeen uint64     // highest sequence applied or seeded (mu)
-	needed  func(connectionID, accessTokenFP string)
+	maxSeen uint64     // highest connection version observed (mu)
 }
+
+var _ domain.GateWriter = (*Gate)(nil)
 
 type gateTable struct {
 	mask  uint64
@@ -126,24 +116,33 @@ func (v *gateView) is(id string) bool {
 }
 
 // gateState is the gate's record of one connection, immutable once
-// published: registers, each with the sequence of the event that set it,
-// the Close flag and the token handed over by SetToken.
+// published: what Observe derived from the connection, the CloseAfter
+// flag and the token handed over by SetToken.
 type gateState struct {
-	id                  string
-	state               domain.State
-	reason              domain.Reason
-	fp                  string // access-token fingerprint of the latest token event
-	expiresAt           int64  // recorded expiry (Unix ns) or noExpiry
-	stateSeq, reasonSeq uint64
-	tokSeq, maxSeq      uint64
+	id        string
+	state     domain.State
+	reason    domain.Reason
+	fp        string // fingerprint of the connection's access token
+	expiresAt int64  // its recorded expiry (Unix ns) or noExpiry
+	version   uint64 // the connection's version
 
-	closed      bool // Close was called and no newer event arrived since
+	closed      bool // CloseAfter was called and no newer version arrived since
 	closedAt    uint64
 	closeReason domain.Reason
 
 	loadedFP, loaded string
 
 	err domain.GateError // derived
+}
+
+// noExpiry marks an access token without a known expiry.
+const noExpiry = int64(1<<63 - 1)
+
+func unixNanos(t domain.TokenInfo) int64 {
+	if t.AccessTokenExpiresAt.IsZero() {
+		return noExpiry
+	}
+	return t.AccessTokenExpiresAt.UnixNano()
 }
 
 // NewGate returns an empty gate.
@@ -154,7 +153,7 @@ func NewGate(opts GateOptions) *Gate {
 	if opts.Now == nil {
 		startCoarseClock()
 	}
-	g := &Gate{seed: maphash.MakeSeed(), margin: int64(opts.ExpiryMargin), now: opts.Now, needed: opts.TokenNeeded}
+	g := &Gate{seed: maphash.MakeSeed(), margin: int64(opts.ExpiryMargin), now: opts.Now}
 	g.tab.Store(&gateTable{mask: 63, slots: make([]gateSlot, 64)})
 	return g
 }
@@ -218,16 +217,6 @@ func (g *Gate) view(id string) *gateView {
 	return nil
 }
 
-// each calls fn with every connection's state (immutable).
-func (g *Gate) each(fn func(s *gateState)) {
-	t := g.tab.Load()
-	for i := range t.slots {
-		if t.slots[i].h.Load() != 0 {
-			fn(t.slots[i].v.Load().st)
-		}
-	}
-}
-
 func (g *Gate) nowNanos() int64 {
 	if g.now != nil {
 		return g.now().UnixNano()
@@ -257,16 +246,30 @@ func (g *Gate) Check(connectionID string) (accessToken string, err error) {
 	}
 }
 
-// Apply folds one stored event into the gate (see the type documentation).
-// It is safe for concurrent use; register it with jsstore's OnAppend so this
-// instance's own decisions reach the gate before Append returns.
-func (g *Gate) Apply(e domain.Event) {
-	if e.Seq == 0 || e.Payload == nil || e.ConnectionID == "" {
+// Observe derives the connection's entry from after, the connection as
+// the Status now shows it (register it with Status.OnChange; before is not
+// used). A CloseAfter holds until after's version is newer than the one it
+// was made against. It is safe for concurrent use.
+func (g *Gate) Observe(_, after *domain.Connection) {
+	if after == nil || after.ID == "" {
 		return
 	}
-	g.update(e.ConnectionID, true, func(s *gateState) bool {
-		g.maxSeen = max(g.maxSeen, e.Seq) // g.mu is held
-		return s.apply(e)
+	g.update(after.ID, true, func(s *gateState) bool {
+		g.maxSeen = max(g.maxSeen, after.Version) // g.mu is held
+		fp, exp := "", noExpiry
+		if after.TokensHeld {
+			fp, exp = after.Tokens.AccessTokenFP, unixNanos(after.Tokens)
+		}
+		next := *s
+		next.state, next.reason, next.fp, next.expiresAt, next.version = after.State, after.Reason, fp, exp, after.Version
+		if next.closed && after.Version > next.closedAt {
+			next.closed, next.closedAt, next.closeReason = false, 0, domain.ReasonNone
+		}
+		if next == *s {
+			return false
+		}
+		*s = next
+		return true
 	})
 }
 
@@ -276,10 +279,10 @@ var ErrFingerprintMismatch = errors.New("projections: access token does not matc
 
 // SetToken hands the gate the access token whose fingerprint is
 // accessTokenFP (as domain.Fingerprint computes it). The gate uses it only
-// while that fingerprint is the one recorded by the connection's latest
-// token-bearing event, so a stale token is never handed out; a token set
-// ahead of its event (the vault is written before the event is appended)
-// waits for it. The token is dropped from memory once the connection is
+// while that fingerprint is the one the connection records (its latest
+// authorisation or refresh), so a stale token is never handed out; a token
+// set ahead of its event (the vault is written before the event is
+// appended) waits for it. The token is dropped from memory once the connection is
 // unauthenticated or reauthorising with it.
 func (g *Gate) SetToken(connectionID, accessTokenFP, accessToken string) error {
 	if accessToken == "" || domain.Fingerprint(accessToken) != accessTokenFP {
@@ -295,29 +298,19 @@ func (g *Gate) SetToken(connectionID, accessTokenFP, accessToken string) error {
 	return nil
 }
 
-// Close closes the gate of a connection at once, before the event that makes
-// it unusable is appended: the lifecycle calls it ahead of a terminal event so
-// that no call slips through after tokenline decided the connection is dead.
-// Check then reports it unauthenticated with reason. The next event, that is
-// an event newer than every event the gate had seen when Close was called
-// (the terminal event itself, or another instance's), re-derives the entry
-// from the events; older events arriving late and Seed do not reopen it.
-// Reopen undoes Close if the terminal event could not be appended.
-//
-// The lifecycle knows the version of the aggregate it decided against and
-// should pass it with CloseAfter: on an instance still starting, whose gate
-// has not been seeded yet, Close alone cannot tell the events the decision
-// saw from newer ones.
-func (g *Gate) Close(connectionID string, reason domain.Reason) {
-	g.CloseAfter(connectionID, reason, 0)
-}
-
-// CloseAfter is Close for a decision taken against the connection's
-// aggregate at version: only an event with a greater sequence re-derives the
-// entry.
+// CloseAfter closes the gate of a connection at once, before the event
+// that makes it unusable is appended: the lifecycle calls it ahead of a
+// terminal event so that no call slips through after tokenline decided the
+// connection is dead. Check then reports it unauthenticated with reason.
+// version is the version of the aggregate the decision was made against:
+// only a newer version of the connection (the terminal event itself, or
+// another instance's event) re-derives the entry; older events arriving late
+// do not reopen it. On an instance still starting, the gate holds the close
+// against every version it has observed of any connection as well. Reopen
+// undoes it if the terminal event could not be appended.
 func (g *Gate) CloseAfter(connectionID string, reason domain.Reason, version uint64) {
 	g.update(connectionID, true, func(s *gateState) bool {
-		at := max(g.maxSeen, s.maxSeq, version) // g.mu is held
+		at := max(g.maxSeen, s.version, version) // g.mu is held
 		if s.closed && s.closeReason == reason && s.closedAt == at {
 			return false
 		}
@@ -326,7 +319,7 @@ func (g *Gate) CloseAfter(connectionID string, reason domain.Reason, version uin
 	})
 }
 
-// Reopen clears a Close that no event has superseded.
+// Reopen clears a CloseAfter that no newer version has superseded.
 func (g *Gate) Reopen(connectionID string) {
 	g.update(connectionID, false, func(s *gateState) bool {
 		if !s.closed {
@@ -335,72 +328,6 @@ func (g *Gate) Reopen(connectionID string) {
 		s.closed, s.closedAt, s.closeReason = false, 0, domain.ReasonNone
 		return true
 	})
-}
-
-// Missing lists, sorted, the active connections whose current access token
-// the gate does not hold (token_not_loaded): an instance loads them from the
-// vault and calls SetToken (see GateOptions.TokenNeeded for the push form).
-func (g *Gate) Missing() []string {
-	var out []string
-	g.each(func(s *gateState) {
-		if s.needsToken() {
-			out = append(out, s.id)
-		}
-	})
-	slices.Sort(out)
-	return out
-}
-
-// Len returns how many connections the gate knows.
-func (g *Gate) Len() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.tab.Load().n
-}
-
-func (v *gateState) needsToken() bool {
-	return v.state == domain.StateActive && !v.closed && v.fp != "" && v.loadedFP != v.fp
-}
-
-// apply updates the registers an event sets, if it is newer than what set
-// them. It reports whether anything changed.
-func (v *gateState) apply(e domain.Event) bool {
-	seq, changed := e.Seq, false
-	if st, ok := destinationOf(e.Payload); ok && seq > v.stateSeq {
-		v.state, v.stateSeq, changed = st, seq, true
-	}
-	if r, ok := reasonOf(e.Payload); ok && seq > v.reasonSeq {
-		v.reason, v.reasonSeq, changed = r, seq, true
-	}
-	if fp, exp, ok := tokensOf(e.Payload); ok && seq > v.tokSeq {
-		v.fp, v.expiresAt, v.tokSeq, changed = fp, exp, seq, true
-	}
-	if seq > v.maxSeq {
-		v.maxSeq, changed = seq, true
-	}
-	if v.closed && seq > v.closedAt {
-		v.closed, v.closedAt, v.closeReason, changed = false, 0, domain.ReasonNone, true
-	}
-	return changed
-}
-
-// merge takes every register of o that is newer than v's.
-func (v *gateState) merge(o *gateState) {
-	if o.stateSeq > v.stateSeq {
-		v.state, v.stateSeq = o.state, o.stateSeq
-	}
-	if o.reasonSeq > v.reasonSeq {
-		v.reason, v.reasonSeq = o.reason, o.reasonSeq
-	}
-	if o.tokSeq > v.tokSeq {
-		v.fp, v.expiresAt, v.tokSeq = o.fp, o.expiresAt, o.tokSeq
-	}
-	if o.maxSeq > v.maxSeq {
-		v.maxSeq = o.maxSeq
-	}
-	if v.closed && o.maxSeq > v.closedAt {
-		v.closed, v.closedAt, v.closeReason = false, 0, domain.ReasonNone
-	}
 }
 
 // derive computes the refusal and the view Check reads from a state.
@@ -431,7 +358,7 @@ func (g *Gate) derive(s *gateState) *gateView {
 		e.Reason, e.Detail = s.reason, domain.DetailUnauthenticated
 	case s.state == domain.StateReauthorising:
 		e.Reason, e.Detail = s.reason, domain.DetailReauthorising
-	default: // only a token or a Close is known: no connection.created yet
+	default: // only a token or a CloseAfter is known: no connection.created yet
 		e.Detail = domain.DetailUnknownConnection
 	}
 	s.err = e
@@ -445,11 +372,9 @@ func (g *Gate) update(id string, create bool, f func(s *gateState) bool) {
 	h := g.hash(id)
 	g.mu.Lock()
 	slot := g.tab.Load().lookup(h, id)
-	var prev *gateState
 	next := new(gateState)
 	if slot != nil {
-		prev = slot.v.Load().st
-		*next = *prev
+		*next = *slot.v.Load().st
 	} else if !create {
 		g.mu.Unlock()
 		return
@@ -467,89 +392,4 @@ func (g *Gate) update(id string, create bool, f func(s *gateState) bool) {
 		g.reserve(1).insert(h, v)
 	}
 	g.mu.Unlock()
-	g.notify(id, prev, next)
-}
-
-func (g *Gate) notify(id string, prev, next *gateState) {
-	if g.needed == nil || !next.needsToken() {
-		return
-	}
-	if prev != nil && prev.needsToken() && prev.fp == next.fp {
-		return
-	}
-	g.needed(id, next.fp)
-}
-
-// Seed loads the gate from a Status projection, as at start-up when the
-// status was restored from a snapshot: every register takes the
-// connection's version as its sequence. Registers already newer (events
-// applied through the OnAppend hook meanwhile) are kept, and so are the
-// tokens handed over by SetToken, and so is a Close. Seeding again from a
-// rebuilt status is safe the same way. With reset, the registers are
-// replaced instead (only for a stream deleted and created again, whose
-// sequences start over) and connections unknown to st keep nothing but
-// their token.
-func (g *Gate) Seed(st *Status, reset bool) {
-	type note struct {
-		id         string
-		prev, next *gateState
-	}
-	var notes []note
-	n := st.Len()
-	g.mu.Lock()
-	g.reserve(n)
-	seen := map[string]bool{}
-	st.each(func(c *domain.Connection) {
-		next := &gateState{
-			id: c.ID, state: c.State, reason: c.Reason, maxSeq: c.Version,
-			stateSeq: c.Version, reasonSeq: c.Version, tokSeq: c.Version, expiresAt: noExpiry,
-		}
-		if c.TokensHeld {
-			next.fp, next.expiresAt = c.Tokens.AccessTokenFP, unixNanos(c.Tokens)
-		}
-		if reset {
-			seen[c.ID] = true
-		}
-		g.maxSeen = max(g.maxSeen, c.Version)
-		h := g.hash(c.ID)
-		slot := g.reserve(1).lookup(h, c.ID)
-		var prev *gateState
-		if slot != nil {
-			prev = slot.v.Load().st
-			if reset {
-				next.loadedFP, next.loaded = prev.loadedFP, prev.loaded
-			} else {
-				cp := *prev
-				cp.merge(next)
-				next = &cp
-			}
-		}
-		v := g.derive(next)
-		if slot != nil {
-			slot.v.Store(v)
-		} else {
-			g.tab.Load().insert(h, v)
-		}
-		if g.needed != nil && next.needsToken() {
-			notes = append(notes, note{c.ID, prev, next})
-		}
-	})
-	if reset {
-		// Connections the status does not know keep nothing but a token.
-		t := g.tab.Load()
-		for i := range t.slots {
-			if t.slots[i].h.Load() == 0 {
-				continue
-			}
-			old := t.slots[i].v.Load().st
-			if seen[old.id] {
-				continue
-			}
-			t.slots[i].v.Store(g.derive(&gateState{id: old.id, loadedFP: old.loadedFP, loaded: old.loaded}))
-		}
-	}
-	g.mu.Unlock()
-	for _, n := range notes {
-		g.notify(n.id, n.prev, n.next)
-	}
 }

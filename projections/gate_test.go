@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,16 +75,30 @@ func mustOpen(t *testing.T, g *Gate, id, want string) {
 	}
 }
 
+// following returns a status projection that g follows, as cmd/tokenline
+// wires them, and a function applying events to it.
+func following(t testing.TB, g *Gate) (*Status, func(e domain.Event)) {
+	st := NewStatus()
+	st.OnChange(g.Observe)
+	return st, func(e domain.Event) {
+		t.Helper()
+		if _, err := st.Apply(e); err != nil {
+			t.Fatalf("apply %s: %v", e.Type(), err)
+		}
+	}
+}
+
 func TestGateLifecycle(t *testing.T) {
 	clk := newClock(t0)
 	g := NewGate(GateOptions{Now: clk.now})
+	_, apply := following(t, g)
 	id := uuid.NewString()
 	h := newHistory(id, 10)
 	mustGateErr(t, g, id, "", "", domain.DetailUnknownConnection)
 
-	g.Apply(h.exec(t, domain.Create{Provider: "pleo"}))
+	apply(h.exec(t, domain.Create{Provider: "pleo"}))
 	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonNeverAuthorised, domain.DetailUnauthenticated)
-	g.Apply(h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)}))
+	apply(h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)}))
 	mustGateErr(t, g, id, domain.StateReauthorising, domain.ReasonNeverAuthorised, domain.DetailReauthorising)
 
 	tok1 := tokens(id, 1, t0)
@@ -91,7 +107,7 @@ func TestGateLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustGateErr(t, g, id, domain.StateReauthorising, domain.ReasonNeverAuthorised, domain.DetailReauthorising)
-	g.Apply(h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok1.Info()}))
+	apply(h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok1.Info()}))
 	mustOpen(t, g, id, tok1.AccessToken)
 
 	// Expiry, with the margin.
@@ -103,14 +119,11 @@ func TestGateLifecycle(t *testing.T) {
 
 	// Refreshing closes the gate; success with a token the gate does not hold
 	// yet (another instance refreshed) is token_not_loaded, never the old one.
-	g.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
+	apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
 	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
 	tok2 := tokens(id, 2, t0)
-	g.Apply(h.exec(t, domain.SucceedRefresh{Tokens: tok2.Info(), Rotated: true}))
+	apply(h.exec(t, domain.SucceedRefresh{Tokens: tok2.Info(), Rotated: true}))
 	mustGateErr(t, g, id, domain.StateActive, "", domain.DetailTokenNotLoaded)
-	if got := g.Missing(); !reflect.DeepEqual(got, []string{id}) {
-		t.Fatalf("Missing = %v", got)
-	}
 	// Handing over the stale token does not open it.
 	if err := g.SetToken(id, domain.Fingerprint(tok1.AccessToken), tok1.AccessToken); err != nil {
 		t.Fatal(err)
@@ -123,155 +136,212 @@ func TestGateLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustOpen(t, g, id, tok2.AccessToken)
-	if got := g.Missing(); len(got) != 0 {
-		t.Fatalf("Missing = %v", got)
-	}
 
 	// A transient failure returns to active with the same token.
-	g.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
-	g.Apply(h.exec(t, domain.FailRefresh{ErrorCode: "temporarily_unavailable", HTTPStatus: 503, RetryAt: t0.Add(time.Minute)}))
+	apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
+	apply(h.exec(t, domain.FailRefresh{ErrorCode: "temporarily_unavailable", HTTPStatus: 503, RetryAt: t0.Add(time.Minute)}))
 	mustOpen(t, g, id, tok2.AccessToken)
 	// A non-terminal rejection keeps it open.
-	g.Apply(h.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"}))
+	apply(h.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"}))
 	mustOpen(t, g, id, tok2.AccessToken)
 
-	// Close shuts at once; an older or repeated event does not reopen it;
-	// Reopen does; the next event re-derives.
-	g.Close(id, domain.ReasonInvalidGrant)
+	// CloseAfter shuts at once; an older or repeated event does not reopen
+	// it; Reopen does; the next event re-derives.
+	g.CloseAfter(id, domain.ReasonInvalidGrant, h.conn.Version)
 	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
-	g.Apply(h.evs[len(h.evs)-1])
+	apply(h.evs[len(h.evs)-1])
 	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
 	g.Reopen(id)
 	mustOpen(t, g, id, tok2.AccessToken)
-	g.Close(id, domain.ReasonInvalidGrant)
-	g.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
+	g.CloseAfter(id, domain.ReasonInvalidGrant, h.conn.Version)
+	apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
 	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
-	g.Apply(h.exec(t, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_grant", HTTPStatus: 400}))
+	apply(h.exec(t, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_grant", HTTPStatus: 400}))
 	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
 
 	// The dead token is gone from memory.
 	if v := g.view(id); v.st.loaded != "" || v.token != "" {
 		t.Fatalf("token kept after terminal failure: %+v", v.st.loadedFP)
 	}
-	g.Apply(h.exec(t, domain.InvalidateTokens{}))
-	g.Apply(h.exec(t, domain.Delete{}))
+	apply(h.exec(t, domain.InvalidateTokens{}))
+	apply(h.exec(t, domain.Delete{}))
 	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonConnectionDeleted, domain.DetailUnauthenticated)
 }
 
-// Applying a connection's events in any order, any number of times, gives
-// the gate the same answer as applying them once in order.
-func TestGateOrderIndependent(t *testing.T) {
+// randomHistory scripts a valid random history of one connection; it
+// returns the number of token generations issued.
+func randomHistory(t *testing.T, rng *rand.Rand, h *history) int {
+	h.exec(t, domain.Create{Provider: "pleo"})
+	gen := 0
+	for i := 0; i < 3+rng.IntN(15); i++ {
+		switch h.conn.State {
+		case domain.StateUnauthenticated, domain.StateReauthorising:
+			if h.conn.State == domain.StateUnauthenticated || rng.IntN(3) == 0 {
+				h.exec(t, domain.StartAuthorisation{AttemptID: fmt.Sprint(i), ExpiresAt: t0.Add(time.Hour)})
+			}
+			gen++
+			h.exec(t, domain.CompleteAuthorisation{AttemptID: h.conn.AttemptID, Tokens: tokens(h.id, gen, t0).Info()})
+		case domain.StateActive:
+			switch rng.IntN(4) {
+			case 0:
+				h.exec(t, domain.RejectAccess{HTTPStatus: 401, AccessTokenFP: h.conn.Tokens.AccessTokenFP})
+			case 1:
+				h.exec(t, domain.Update{Config: map[string]string{"i": fmt.Sprint(i)}})
+			default:
+				h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})
+			}
+		case domain.StateRefreshing:
+			switch rng.IntN(3) {
+			case 0:
+				gen++
+				h.exec(t, domain.SucceedRefresh{Tokens: tokens(h.id, gen, t0).Info()})
+			case 1:
+				h.exec(t, domain.FailRefresh{ErrorCode: "x", RetryAt: t0})
+			default:
+				h.exec(t, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_client"})
+			}
+		}
+	}
+	return gen
+}
+
+// This instance's events reach the status (and so the gate) through Apply
+// in any order, ahead of the stream, some twice; the stream delivers every
+// event in order, interleaved at random. The status, the changes it tells
+// and the gate always end where the in-order fold ends.
+func TestGateFollowsOutOfOrderOwnWrites(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for round := 0; round < 200; round++ {
 		id := uuid.NewString()
 		h := newHistory(id, uint64(rng.IntN(100)))
-		h.exec(t, domain.Create{Provider: "pleo"})
-		gen := 0
-		for i := 0; i < 3+rng.IntN(15); i++ {
-			switch h.conn.State {
-			case domain.StateUnauthenticated, domain.StateReauthorising:
-				if h.conn.State == domain.StateUnauthenticated || rng.IntN(3) == 0 {
-					h.exec(t, domain.StartAuthorisation{AttemptID: fmt.Sprint(i), ExpiresAt: t0.Add(time.Hour)})
-				}
-				gen++
-				h.exec(t, domain.CompleteAuthorisation{AttemptID: h.conn.AttemptID, Tokens: tokens(id, gen, t0).Info()})
-			case domain.StateActive:
-				switch rng.IntN(3) {
-				case 0:
-					h.exec(t, domain.RejectAccess{HTTPStatus: 401, AccessTokenFP: h.conn.Tokens.AccessTokenFP})
-				default:
-					h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})
-				}
-			case domain.StateRefreshing:
-				switch rng.IntN(3) {
-				case 0:
-					gen++
-					h.exec(t, domain.SucceedRefresh{Tokens: tokens(id, gen, t0).Info()})
-				case 1:
-					h.exec(t, domain.FailRefresh{ErrorCode: "x", RetryAt: t0})
-				default:
-					h.exec(t, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_client"})
-				}
-			}
-		}
+		gen := randomHistory(t, rng, h)
 		clk := newClock(t0)
 		want := NewGate(GateOptions{Now: clk.now})
 		got := NewGate(GateOptions{Now: clk.now})
+		_, applyWant := following(t, want)
+		st := NewStatus()
+		st.OnChange(got.Observe)
+		st.follow()
+		st.announce()
+		var last domain.Connection
+		st.OnChange(func(_, after *domain.Connection) { last = after.Clone() })
+		own := map[int]bool{}
+		for i := range h.evs {
+			own[i] = rng.IntN(2) == 0
+		}
+		next := 0 // the stream's next event
+		for _, i := range rng.Perm(len(h.evs)) {
+			for next < len(h.evs) && rng.IntN(3) == 0 {
+				_, _ = st.applyStream(h.evs[next])
+				next++
+			}
+			if own[i] {
+				_, _ = st.Apply(h.evs[i])
+				if rng.IntN(3) == 0 {
+					_, _ = st.Apply(h.evs[i]) // again
+				}
+			}
+		}
+		for ; next < len(h.evs); next++ {
+			_, _ = st.applyStream(h.evs[next])
+		}
+		for _, e := range h.evs {
+			applyWant(e)
+		}
 		for _, g := range []*Gate{want, got} {
 			for n := 1; n <= gen; n++ {
 				tok := tokens(id, n, t0).AccessToken
 				_ = g.SetToken(id, domain.Fingerprint(tok), tok)
 			}
 		}
-		for _, e := range h.evs {
-			want.Apply(e)
-		}
-		perm := rng.Perm(len(h.evs))
-		for _, i := range perm {
-			got.Apply(h.evs[i])
-			if rng.IntN(3) == 0 {
-				got.Apply(h.evs[rng.IntN(len(h.evs))])
-			}
-		}
-		// The last generation's token is the one set last in both.
-		for n := 1; n <= gen; n++ {
-			tok := tokens(id, n, t0).AccessToken
-			_ = want.SetToken(id, domain.Fingerprint(tok), tok)
-			_ = got.SetToken(id, domain.Fingerprint(tok), tok)
-		}
 		wt, werr := want.Check(id)
 		gt, gerr := got.Check(id)
 		if wt != gt || fmt.Sprint(werr) != fmt.Sprint(gerr) {
-			t.Fatalf("round %d: in order %q %v, shuffled %q %v", round, wt, werr, gt, gerr)
+			t.Fatalf("round %d: in order %q %v, out of order %q %v", round, wt, werr, gt, gerr)
+		}
+		if c, _ := st.Connection(id); !reflect.DeepEqual(c, h.conn) {
+			t.Fatalf("round %d: status differs from the in-order fold", round)
 		}
 		// And the in-order gate agrees with the aggregate.
 		open := h.conn.State == domain.StateActive
 		if (wt != "") != open || (open && wt != tokens(id, gen, t0).AccessToken) {
 			t.Fatalf("round %d: gate %q %v for aggregate in %s", round, wt, werr, h.conn.State)
 		}
+		// The last change told is the final state.
+		if !reflect.DeepEqual(last, h.conn) {
+			t.Fatalf("round %d: last change told differs from the in-order fold", round)
+		}
 	}
 }
 
-func TestGateTokenNeededAndSeed(t *testing.T) {
-	var needed []string
-	clk := newClock(t0)
-	g := NewGate(GateOptions{Now: clk.now, TokenNeeded: func(id, fp string) { needed = append(needed, id+" "+fp) }})
-	id := uuid.NewString()
-	h := newHistory(id, 0)
-	h.exec(t, domain.Create{Provider: "pleo"})
-	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
-	tok := tokens(id, 1, t0)
-	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok.Info()})
-
+// A followed status tells its observers nothing while the runner catches
+// up, then once of every connection (before == nil), then of every change.
+// Own writes are told at once, even during the catch-up.
+func TestStatusSeedsObserversAfterCatchUp(t *testing.T) {
 	st := NewStatus()
-	for _, e := range h.evs {
-		if _, err := st.Apply(e); err != nil {
+	g := NewGate(GateOptions{Now: testClock})
+	st.OnChange(g.Observe)
+	type call struct {
+		before bool
+		id     string
+		v      uint64
+	}
+	var calls []call
+	st.OnChange(func(before, after *domain.Connection) {
+		calls = append(calls, call{before != nil, after.ID, after.Version})
+	})
+	st.follow()
+	a, b := uuid.NewString(), uuid.NewString()
+	ha, hb := newHistory(a, 0), newHistory(b, 1)
+	ha.exec(t, domain.Create{Provider: "pleo"})
+	ha.exec(t, domain.StartAuthorisation{AttemptID: "x", ExpiresAt: t0.Add(time.Hour)})
+	tok := tokens(a, 1, t0)
+	ha.exec(t, domain.CompleteAuthorisation{AttemptID: "x", Tokens: tok.Info()})
+	hb.exec(t, domain.Create{Provider: "pleo"})
+	for _, e := range append(slices.Clone(ha.evs), hb.evs...) {
+		if _, err := st.applyStream(e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	g.Seed(st, false)
-	mustGateErr(t, g, id, domain.StateActive, "", domain.DetailTokenNotLoaded)
-	want := []string{id + " " + tok.Info().AccessTokenFP}
-	if !reflect.DeepEqual(needed, want) {
-		t.Fatalf("TokenNeeded calls %v, want %v", needed, want)
+	if len(calls) != 0 {
+		t.Fatalf("observers told during the catch-up: %v", calls)
 	}
-	g.Seed(st, false) // nothing new: no second call
-	if len(needed) != 1 {
-		t.Fatalf("TokenNeeded called again: %v", needed)
+	mustGateErr(t, g, a, "", "", domain.DetailUnknownConnection)
+	// An own write during the catch-up is told at once.
+	own := ha.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"})
+	if changed, err := st.Apply(own); err != nil || !changed {
+		t.Fatalf("own write: %v %v", changed, err)
 	}
-	_ = g.SetToken(id, tok.Info().AccessTokenFP, tok.AccessToken)
-	mustOpen(t, g, id, tok.AccessToken)
-	// A newer event applied through the hook survives a seed from an older status.
-	g.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
-	g.Seed(st, false)
-	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
-	// reset: the status wins.
-	g.Seed(st, true)
-	mustOpen(t, g, id, tok.AccessToken)
+	if len(calls) != 1 || calls[0] != (call{true, a, own.Seq}) {
+		t.Fatalf("own write during the catch-up: %v", calls)
+	}
+	calls = nil
+	st.announce()
+	slices.SortFunc(calls, func(x, y call) int { return strings.Compare(x.id, y.id) })
+	want := []call{{false, a, own.Seq}, {false, b, hb.seq}}
+	slices.SortFunc(want, func(x, y call) int { return strings.Compare(x.id, y.id) })
+	if !reflect.DeepEqual(calls, want) {
+		t.Fatalf("seeding calls %v, want %v", calls, want)
+	}
+	_ = g.SetToken(a, tok.Info().AccessTokenFP, tok.AccessToken)
+	mustOpen(t, g, a, tok.AccessToken)
+	mustGateErr(t, g, b, domain.StateUnauthenticated, domain.ReasonNeverAuthorised, domain.DetailUnauthenticated)
+	// Live: the stream confirming the own write changes nothing; a new
+	// event is told.
+	calls = nil
+	if changed, _ := st.applyStream(own); changed || len(calls) != 0 {
+		t.Fatalf("confirming an own write: changed %v, calls %v", changed, calls)
+	}
+	e := hb.exec(t, domain.Delete{})
+	if _, err := st.applyStream(e); err != nil || len(calls) != 1 || calls[0] != (call{true, b, e.Seq}) {
+		t.Fatalf("live event: %v %v", err, calls)
+	}
+	mustGateErr(t, g, b, domain.StateUnauthenticated, domain.ReasonConnectionDeleted, domain.DetailUnauthenticated)
 }
 
 func TestGateCheckDoesNotAllocate(t *testing.T) {
 	g := NewGate(GateOptions{})
+	_, apply := following(t, g)
 	id := uuid.NewString()
 	h := newHistory(id, 0)
 	h.exec(t, domain.Create{Provider: "pleo"})
@@ -279,7 +349,7 @@ func TestGateCheckDoesNotAllocate(t *testing.T) {
 	tok := tokens(id, 1, time.Now())
 	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok.Info()})
 	for _, e := range h.evs {
-		g.Apply(e)
+		apply(e)
 	}
 	_ = g.SetToken(id, tok.Info().AccessTokenFP, tok.AccessToken)
 	if n := testing.AllocsPerRun(1000, func() {
@@ -289,7 +359,7 @@ func TestGateCheckDoesNotAllocate(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("open Check allocates %v times", n)
 	}
-	g.Close(id, domain.ReasonInvalidGrant)
+	g.CloseAfter(id, domain.ReasonInvalidGrant, h.conn.Version)
 	if n := testing.AllocsPerRun(1000, func() {
 		if _, err := g.Check(id); err == nil {
 			panic("open")
@@ -299,77 +369,9 @@ func TestGateCheckDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// The gate's payload-determined destinations agree with the transition
-// table from every state, and reasonOf with the aggregate.
-func TestFoldMatchesDomain(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 9))
-	for _, d := range domain.Transitions {
-		for _, src := range d.Src {
-			var p domain.Payload
-			for try := 0; try < 50 && p == nil; try++ {
-				for _, cand := range samplePayloads(rng) {
-					if domain.TransitionName(cand) == d.Name {
-						p = cand
-					}
-				}
-			}
-			if p == nil {
-				t.Fatalf("no sample payload for %s", d.Name)
-			}
-			dst, moves := destinationOf(p)
-			if !moves {
-				dst = domain.State(src)
-			}
-			if dst != domain.State(d.Dst) {
-				t.Errorf("%s from %s: gate says %s, table %s", d.Name, src, dst, d.Dst)
-			}
-		}
-	}
-	// reasonOf against Apply, over random valid histories.
-	for round := 0; round < 100; round++ {
-		id := uuid.NewString()
-		h := newHistory(id, 0)
-		var l liteConn
-		if _, err := l.apply(h.exec(t, domain.Create{Provider: "p"})); err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < 20; i++ {
-			before := h.conn.Reason
-			var cmd domain.Command
-			switch h.conn.State {
-			case domain.StateUnauthenticated:
-				cmd = domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)}
-			case domain.StateReauthorising:
-				if rng.IntN(2) == 0 {
-					cmd = domain.FailAuthorisation{AttemptID: "a", Expired: rng.IntN(2) == 0}
-				} else {
-					cmd = domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, i, t0).Info()}
-				}
-			case domain.StateActive:
-				cmd = []domain.Command{domain.StartRefresh{LeaseUntil: t0.Add(time.Minute), Trigger: domain.TriggerAccessRejected}, domain.RejectAccess{HTTPStatus: 401, AccessTokenFP: h.conn.Tokens.AccessTokenFP}}[rng.IntN(2)]
-			case domain.StateRefreshing:
-				cmd = []domain.Command{domain.SucceedRefresh{Tokens: tokens(id, i, t0).Info()}, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_scope"}, domain.FailRefresh{ErrorCode: "x", MaxAttempts: 2}}[rng.IntN(3)]
-			}
-			e := h.exec(t, cmd)
-			r, sets := reasonOf(e.Payload)
-			if !sets {
-				r = before
-			}
-			if r != h.conn.Reason {
-				t.Fatalf("%s: reasonOf gives %q, Apply %q", e.Type(), r, h.conn.Reason)
-			}
-			if _, err := l.apply(e); err != nil {
-				t.Fatal(err)
-			}
-			if l.State != h.conn.State || l.Reason != h.conn.Reason {
-				t.Fatalf("%s: timeline fold %s/%s, Apply %s/%s", e.Type(), l.State, l.Reason, h.conn.State, h.conn.Reason)
-			}
-		}
-	}
-}
-
-// A Close holds against everything that is not newer than what the gate had
-// seen when it was called: late events, a seed, an instance still starting.
+// A CloseAfter holds against everything that is not newer than the version
+// it was made against: late events, the start-up seeding, an instance still
+// starting.
 func TestGateCloseHoldsUntilANewerEvent(t *testing.T) {
 	clk := newClock(t0)
 	id := uuid.NewString()
@@ -378,36 +380,35 @@ func TestGateCloseHoldsUntilANewerEvent(t *testing.T) {
 	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
 	tok := tokens(id, 1, t0)
 	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tok.Info()})
-	st := NewStatus()
-	for _, e := range h.evs {
-		st.Apply(e)
-	}
 
-	// Closed before the gate was seeded (the instance is starting), by a
-	// decision taken against the aggregate at its version.
+	// Closed before the gate heard of the connection (the instance is
+	// starting), by a decision taken against the aggregate at its version.
 	g := NewGate(GateOptions{Now: clk.now})
+	st := NewStatus()
+	st.OnChange(g.Observe)
+	st.follow()
 	_ = g.SetToken(id, tok.Info().AccessTokenFP, tok.AccessToken)
 	g.CloseAfter(id, domain.ReasonAccessTokenRejected, h.conn.Version)
 	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
-	g.Seed(st, false)
 	for _, e := range h.evs {
-		g.Apply(e)
+		_, _ = st.applyStream(e)
 	}
+	st.announce()
 	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonAccessTokenRejected, domain.DetailUnauthenticated)
 	// The next event re-derives the entry (a 403: open again).
-	g.Apply(h.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"}))
+	_, _ = st.applyStream(h.exec(t, domain.RejectAccess{HTTPStatus: 403, ErrorCode: "insufficient_scope"}))
 	mustOpen(t, g, id, tok.AccessToken)
 
-	// Closed after: a late event of another connection does not matter, a
-	// seed does not reopen, the terminal event re-derives.
-	g2 := NewGate(GateOptions{Now: clk.now})
-	g2.Seed(st, false)
-	_ = g2.SetToken(id, tok.Info().AccessTokenFP, tok.AccessToken)
-	mustOpen(t, g2, id, tok.AccessToken)
-	g2.Close(id, domain.ReasonInvalidGrant)
-	g2.Seed(st, false)
-	g2.Apply(h.evs[1])
-	mustGateErr(t, g2, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
-	g2.Apply(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
-	mustGateErr(t, g2, id, domain.StateRefreshing, "", domain.DetailRefreshing)
+	// Closed with no version (0): the gate holds it against every version
+	// it has seen. A late event of the connection does not reopen it, nor
+	// does another connection's, nor a second seeding; the terminal event
+	// re-derives.
+	g.CloseAfter(id, domain.ReasonInvalidGrant, 0)
+	_, _ = st.Apply(h.evs[1])
+	other := newHistory(uuid.NewString(), h.seq+1)
+	_, _ = st.applyStream(other.exec(t, domain.Create{Provider: "pleo"}))
+	st.announce()
+	mustGateErr(t, g, id, domain.StateUnauthenticated, domain.ReasonInvalidGrant, domain.DetailUnauthenticated)
+	_, _ = st.applyStream(h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)}))
+	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
 }

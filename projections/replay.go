@@ -10,8 +10,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
 )
 
 // Incident replay: what was the state of a connection at an instant, and
@@ -26,10 +26,10 @@ import (
 // Events the aggregate refuses, and messages that do not decode, are passed
 // over as jsstore's Load does. The error wraps domain.ErrNotFound if the
 // connection did not exist yet.
-func StateAt(ctx context.Context, store *jsstore.Store, connectionID string, at time.Time) (domain.Connection, []domain.Event, error) {
+func StateAt(ctx context.Context, src Source, connectionID string, at time.Time) (domain.Connection, []domain.Event, error) {
 	var c domain.Connection
 	var evs []domain.Event
-	_, err := scan(ctx, store, scanOptions{ConnectionID: connectionID}, func(rec *jsstore.Record) error {
+	_, err := src.Read(ctx, events.Range{ConnectionID: connectionID}, func(rec *events.Record) error {
 		if rec.Err != nil {
 			c.Version = max(c.Version, rec.Seq)
 			return nil
@@ -72,11 +72,15 @@ type Transition struct {
 	ErrorCode string `json:"error_code,omitempty"`
 }
 
-// transitionOf describes e, which moved c from the state from.
-func transitionOf(e domain.Event, from domain.State, c *liteConn) Transition {
-	t := Transition{Seq: e.Seq, Time: e.Time, ConnectionID: e.ConnectionID, Type: e.Type(), Actor: e.Actor, From: from, To: c.State}
-	if c.State == domain.StateUnauthenticated || c.State == domain.StateReauthorising {
-		t.Reason = c.Reason
+// transitionOf describes e, which moved a connection from before (nil:
+// e created it) to after, as domain.Connection.Apply folded it.
+func transitionOf(e domain.Event, before, after *domain.Connection) Transition {
+	t := Transition{Seq: e.Seq, Time: e.Time, ConnectionID: e.ConnectionID, Type: e.Type(), Actor: e.Actor, To: after.State}
+	if before != nil {
+		t.From = before.State
+	}
+	if after.State == domain.StateUnauthenticated || after.State == domain.StateReauthorising {
+		t.Reason = after.Reason
 	}
 	t.ErrorCode, _ = failureOf(e.Payload)
 	return t
@@ -141,13 +145,13 @@ func WithLimit(n int) TimelineOption {
 // [from, to), with the transition it made, and counts the state changes by
 // (destination state, reason), e.g. 412 connections went unauthenticated
 // with invalid_client.
-func Timeline(ctx context.Context, store *jsstore.Store, from, to time.Time, opts ...TimelineOption) (TimelineReport, error) {
+func Timeline(ctx context.Context, src Source, from, to time.Time, opts ...TimelineOption) (TimelineReport, error) {
 	var o timelineOptions
 	for _, f := range opts {
 		f(&o)
 	}
 	rep := TimelineReport{From: from, To: to, Transitions: []Transition{}, Counts: []TransitionCount{}}
-	conns := map[string]*liteConn{}
+	conns := map[string]*domain.Connection{}
 	type key struct {
 		to     domain.State
 		reason domain.Reason
@@ -158,32 +162,35 @@ func Timeline(ctx context.Context, store *jsstore.Store, from, to time.Time, opt
 	if o.storedSlack > 0 {
 		stopAt = to.Add(o.storedSlack)
 	}
-	_, err := scan(ctx, store, scanOptions{}, func(rec *jsstore.Record) error {
+	_, err := src.Read(ctx, events.Range{}, func(rec *events.Record) error {
 		if !stopAt.IsZero() && !rec.Stored.Before(stopAt) {
 			return errStopScan
 		}
-		in := rec.Err == nil && !rec.Event.Time.Before(from) && rec.Event.Time.Before(to)
 		if rec.Err != nil {
 			rep.Skipped++
 			return nil
 		}
 		e := rec.Event
+		in := !e.Time.Before(from) && e.Time.Before(to)
 		c := conns[e.ConnectionID]
+		var before *domain.Connection
 		if c == nil {
-			c = &liteConn{}
-			conns[e.ConnectionID] = c
+			c = &domain.Connection{}
+		} else if in {
+			b := *c // Apply replaces slices and maps, never writes into them
+			before = &b
 		}
-		prev, err := c.apply(e)
-		if err != nil {
+		if err := c.Apply(e); err != nil {
 			if in {
 				rep.Skipped++
 			}
 			return nil
 		}
+		conns[e.ConnectionID] = c
 		if !in {
 			return nil
 		}
-		t := transitionOf(e, prev, c)
+		t := transitionOf(e, before, c)
 		rep.Events++
 		if o.limit <= 0 || len(rep.Transitions) < o.limit {
 			rep.Transitions = append(rep.Transitions, t)
@@ -290,41 +297,4 @@ func (t Transition) String() string {
 		s += "  by " + t.Actor
 	}
 	return s
-}
-
-// WriteStateText renders the result of StateAt for a terminal: the state at
-// the instant, then the events that led there.
-func WriteStateText(w io.Writer, at time.Time, c domain.Connection, evs []domain.Event) error {
-	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "Connection %s (%s) at %s\n", c.ID, c.Provider, at.UTC().Format(textTime))
-	fmt.Fprintf(bw, "  state    %s", c.State)
-	if c.Reason != domain.ReasonNone {
-		ri, _ := c.Reason.Info()
-		fmt.Fprintf(bw, " (%s: %s)", c.Reason, ri.UserText)
-	}
-	fmt.Fprintf(bw, " since %s\n", c.Since.UTC().Format(textTime))
-	if c.TokensHeld && c.Tokens.AccessTokenFP != "" {
-		fmt.Fprintf(bw, "  token    %s expires %s\n", c.Tokens.AccessTokenFP, c.Tokens.AccessTokenExpiresAt.UTC().Format(textTime))
-	}
-	if !c.LastRefreshAt.IsZero() {
-		outcome := "ok"
-		if !c.LastRefreshOK {
-			outcome = "error"
-		}
-		fmt.Fprintf(bw, "  refresh  %s at %s", outcome, c.LastRefreshAt.UTC().Format(textTime))
-		if c.LastErrorCode != "" {
-			fmt.Fprintf(bw, " (%s)", c.LastErrorCode)
-		}
-		bw.WriteString("\n")
-	}
-	if c.TransientFailures > 0 {
-		fmt.Fprintf(bw, "  retries  %d transient failures, next at %s\n", c.TransientFailures, c.RetryAt.UTC().Format(textTime))
-	}
-	fmt.Fprintf(bw, "  version  %d after %d events\n\n", c.Version, c.Events)
-	var l liteConn
-	for _, e := range evs {
-		prev, _ := l.apply(e)
-		bw.WriteString(transitionOf(e, prev, &l).String() + "\n")
-	}
-	return bw.Flush()
 }

@@ -3,7 +3,6 @@ package projections
 import (
 	"bufio"
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,19 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tokenline/tokenline/domain"
-)
-
-// Bucket names of the durable projection state.
-const (
-	// PositionsBucket is the KV bucket holding, under the projection's name,
-	// the last stream sequence the projection applied (decimal).
-	PositionsBucket = "tokenline_positions"
-	// SnapshotsBucket is the object store holding, under the projection's
-	// name, its latest snapshot.
-	SnapshotsBucket = "tokenline_snapshots"
 )
 
 // snapshotFormat names the snapshot layout: JSON Lines, a snapshotHeader
@@ -148,46 +135,4 @@ func readSnapshot(r io.Reader) (snapshotHeader, *Status, error) {
 		st.conns[ent.c.ID] = ent
 	}
 	return h, st, nil
-}
-
-// buckets opens (creating them if needed) the positions KV bucket and the
-// snapshots object store.
-func buckets(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, jetstream.ObjectStore, error) {
-	kv, err := js.KeyValue(ctx, PositionsBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: PositionsBucket, Description: "tokenline projection positions", History: 1})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, PositionsBucket)
-		}
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("projections: positions bucket: %w", err)
-	}
-	obs, err := js.ObjectStore(ctx, SnapshotsBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: SnapshotsBucket, Description: "tokenline projection snapshots"})
-		if errors.Is(err, jetstream.ErrBucketExists) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			obs, err = js.ObjectStore(ctx, SnapshotsBucket)
-		}
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("projections: snapshots bucket: %w", err)
-	}
-	return kv, obs, nil
-}
-
-// readPosition returns the position recorded for a projection (0: none).
-func readPosition(ctx context.Context, kv jetstream.KeyValue, name string) (uint64, error) {
-	e, err := kv.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("projections: read position: %w", err)
-	}
-	n, err := strconv.ParseUint(string(e.Value()), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("projections: position %q: %w", e.Value(), err)
-	}
-	return n, nil
 }

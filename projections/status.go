@@ -2,6 +2,7 @@ package projections
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -11,14 +12,17 @@ import (
 
 // Status is the durable read model of every connection: the aggregate of
 // each, folded from the stream with domain.Connection.Apply (so it agrees
-// with the event store's Load by construction). The HTTP API describes the
-// connections it returns (adapters/httpapi/apitypes.ConnectionStatus).
+// with the event store's Load by construction); the HTTP API describes the
+// connections it returns (adapters/httpapi/apitypes.ConnectionStatus). It is
+// the one place in the projections that applies events: the gate (and any
+// other observer, such as the lifecycle's scheduler) derives from the
+// changes it reports (OnChange).
 //
 // The stream is the source of truth and the Runner feeds it to Status in
 // stream order (the confirmed state); it is idempotent by sequence. Events
-// the aggregate refuses, and undecodable messages on a connection's subject
-// (Skip), still advance the connection's version, as jsstore's Load does,
-// so Version is the expected sequence for the next append.
+// the aggregate refuses, and undecodable messages on a connection's subject,
+// still advance the connection's version, as jsstore's Load does, so
+// Version is the expected sequence for the next append.
 //
 // Read-your-own-writes: once a Runner follows a Status, Apply is for the
 // events this instance appends (register it with jsstore's OnAppend). Such
@@ -26,8 +30,14 @@ import (
 // earlier event on the same connection; it is kept as an event "ahead" of
 // the confirmed state, readers see the confirmed state with the events
 // ahead applied on top, and when the stream delivers the events they are
-// folded in stream order, whatever order they came in. Without a Runner,
-// Apply is the stream-order path itself.
+// folded in stream order, whatever order they came in. An event that the
+// state readers see cannot take yet (it follows another instance's event
+// the stream has not delivered) changes nothing until the stream brings
+// that event. At most MaxAhead events are held ahead in all: beyond that
+// (the stream has not confirmed this instance's writes for a long while)
+// Apply refuses with ErrAheadFull and the event reaches readers when the
+// stream delivers it. Without a Runner, Apply is the stream-order path
+// itself.
 //
 // Entries are copy-on-write with respect to snapshots: capture marks the
 // current entries as shared and the next change to one replaces it, so a
@@ -37,7 +47,22 @@ type Status struct {
 	conns    map[string]*statusEntry
 	gen      uint64
 	followed bool // a Runner confirms events; Apply is read-your-own-writes
+
+	observers []func(before, after *domain.Connection)
+	// quiet: a Runner is catching up; stream records do not notify (the
+	// catch-up ends with one notification per connection, see OnChange).
+	quiet    bool
+	ahead    int // events held ahead of the stream, all connections
+	maxAhead int
 }
+
+// MaxAhead is how many of this instance's events, in all, a followed
+// Status holds ahead of the stream (see Status).
+const MaxAhead = 10000
+
+// ErrAheadFull is returned by Apply when MaxAhead events are already held
+// ahead of the stream: the event reaches readers when the stream delivers it.
+var ErrAheadFull = errors.New("projections: too many events ahead of the stream")
 
 type statusEntry struct {
 	c   domain.Connection // what readers see
@@ -57,13 +82,95 @@ func (e *statusEntry) base() *domain.Connection {
 }
 
 // NewStatus returns an empty status projection.
-func NewStatus() *Status { return &Status{conns: map[string]*statusEntry{}} }
+func NewStatus() *Status { return &Status{conns: map[string]*statusEntry{}, maxAhead: MaxAhead} }
 
-// follow makes Apply the read-your-own-writes path (the Runner confirms).
+// OnChange registers fn to be told of every change of what readers see:
+// before is the connection as readers saw it (nil: the connection was
+// unknown, or this is the start-up notification), after as they see it now
+// (never nil). Register observers before the Runner starts.
+//
+// When it fires, synchronously and in the order of the changes (under the
+// projection's lock: the last change an observer was told of is what
+// readers see). An own event applied ahead of another instance's earlier
+// one that the stream has not delivered yet shows a state folded without
+// it; when the stream brings it, the events are folded again in stream
+// order and the observer is told of the result, whose version may then be
+// lower than the one it was told before.
+//
+//   - for Apply (this instance's appends, from jsstore's OnAppend hook),
+//     before Apply returns, and so before the event store's Append returns,
+//     whenever the event changed what readers see; always, including while
+//     a Runner catches up;
+//   - for the stream records a Runner applies once it has caught up, when
+//     they change what readers see (a record confirming an own event that
+//     Apply already showed changes nothing and does not fire);
+//   - at start-up: while a Runner restores its snapshot and replays the
+//     stream's tail, the records it applies do not fire; when the catch-up
+//     is complete, just before the Runner becomes ready, fn is called once
+//     for every connection with before == nil and after the state readers
+//     see then. That call seeds an observer: it needs no other start-up
+//     pass (Each is there for code that was not registered in time).
+//
+// Without a Runner every change fires. fn must be fast, must not retain or
+// modify the pointers it is given, and must not call back into the Status.
+func (s *Status) OnChange(fn func(before, after *domain.Connection)) {
+	s.mu.Lock()
+	s.observers = append(s.observers, fn)
+	s.mu.Unlock()
+}
+
+// follow makes Apply the read-your-own-writes path (the Runner confirms)
+// and stops notifying stream records until announce.
 func (s *Status) follow() {
 	s.mu.Lock()
-	s.followed = true
+	s.followed, s.quiet = true, true
 	s.mu.Unlock()
+}
+
+// announce ends the catch-up: every observer is told of every connection
+// (before == nil), and stream records notify from now on.
+func (s *Status) announce() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.quiet = false
+	for _, ent := range s.conns {
+		if ent.c.Exists() {
+			for _, fn := range s.observers {
+				fn(nil, &ent.c)
+			}
+		}
+	}
+}
+
+// look returns a copy of what readers see of a connection (s.mu held).
+func (s *Status) look(id string) (domain.Connection, bool) {
+	if ent := s.conns[id]; ent != nil && ent.c.Exists() {
+		return ent.c, true // Apply replaces slices and maps, never writes into them
+	}
+	return domain.Connection{}, false
+}
+
+// notify tells the observers of a change of id from before (s.mu held). It
+// reports whether what readers see changed: every change moves the version
+// or the number of events applied.
+func (s *Status) notify(id string, before domain.Connection, known bool, quiet bool) bool {
+	ent := s.conns[id]
+	if ent == nil || !ent.c.Exists() {
+		return false
+	}
+	if known && before.Version == ent.c.Version && before.Events == ent.c.Events {
+		return false
+	}
+	if !quiet {
+		var b *domain.Connection
+		if known {
+			b = &before
+		}
+		for _, fn := range s.observers {
+			fn(b, &ent.c)
+		}
+	}
+	return true
 }
 
 // Apply folds a stored event (Seq > 0) into the status. It reports whether
@@ -71,63 +178,67 @@ func (s *Status) follow() {
 // already applied, false with an error for an event the aggregate refuses
 // (for example a transition the table does not allow, or an event before
 // connection.created). With a Runner following the status, an event that
-// the confirmed state does not accept yet is kept until the stream brings
-// the events before it.
+// the state readers see does not accept yet is kept until the stream brings
+// the events before it, and ErrAheadFull says that too many are kept.
 func (s *Status) Apply(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	before, known := s.look(e.ConnectionID)
+	var err error
 	if s.followed {
-		return s.applyAheadLocked(e)
+		err = s.applyAheadLocked(e)
+	} else {
+		err = s.applyLocked(e)
 	}
-	return s.applyLocked(e)
+	changed := s.notify(e.ConnectionID, before, known, false)
+	return changed && err == nil, err
 }
 
 // applyStream is the Runner's path: e comes from the stream, in order.
 func (s *Status) applyStream(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.applyLocked(e)
+	before, known := s.look(e.ConnectionID)
+	err := s.applyLocked(e)
+	changed := s.notify(e.ConnectionID, before, known, s.quiet)
+	return changed && err == nil, err
 }
 
 // applyLocked folds an event of the stream, in stream order, into the
 // confirmed state (s.mu held).
-func (s *Status) applyLocked(e domain.Event) (bool, error) {
+func (s *Status) applyLocked(e domain.Event) error {
 	if e.Seq == 0 {
-		return false, fmt.Errorf("projections: event %s has no stream sequence", e.ID)
+		return fmt.Errorf("projections: event %s has no stream sequence", e.ID)
 	}
 	ent := s.conns[e.ConnectionID]
 	if ent == nil {
 		if _, ok := e.Payload.(domain.ConnectionCreated); !ok {
-			return false, fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
+			return fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
 		}
 		ent = &statusEntry{gen: s.gen}
 		if err := ent.c.Apply(e); err != nil {
-			return false, err
+			return err
 		}
 		s.conns[e.ConnectionID] = ent
-		return true, nil
+		return nil
 	}
 	if e.Seq <= ent.base().Version {
-		return false, nil
+		return nil
 	}
 	ent = s.own(e.ConnectionID, ent)
 	if ent.confirmed == nil {
 		if err := ent.c.Apply(e); err != nil {
 			ent.c.Version = e.Seq
-			return false, err
+			return err
 		}
-		return true, nil
+		return nil
 	}
-	version, events := ent.c.Version, ent.c.Events
 	err := ent.confirmed.Apply(e)
 	if err != nil {
 		ent.confirmed.Version = e.Seq
 	}
 	s.confirm(ent, e.Seq)
-	if err != nil {
-		return false, err
-	}
-	return ent.c.Version != version || ent.c.Events != events, nil
+	return err
 }
 
 // confirm drops the events ahead that the confirmed state reached (seq) and
@@ -137,6 +248,7 @@ func (s *Status) confirm(ent *statusEntry, seq uint64) {
 	for i < len(ent.ahead) && ent.ahead[i].Seq <= seq {
 		i++
 	}
+	s.ahead -= i
 	ent.ahead = ent.ahead[i:]
 	if len(ent.ahead) == 0 {
 		ent.c, ent.confirmed, ent.ahead = *ent.confirmed, nil, nil
@@ -151,47 +263,50 @@ func (s *Status) confirm(ent *statusEntry, seq uint64) {
 
 // applyAheadLocked takes an event this instance appended, possibly ahead of
 // the stream (s.mu held).
-func (s *Status) applyAheadLocked(e domain.Event) (bool, error) {
+func (s *Status) applyAheadLocked(e domain.Event) error {
 	if e.Seq == 0 {
-		return false, fmt.Errorf("projections: event %s has no stream sequence", e.ID)
+		return fmt.Errorf("projections: event %s has no stream sequence", e.ID)
 	}
 	ent := s.conns[e.ConnectionID]
+	if ent != nil {
+		if e.Seq <= ent.base().Version {
+			return nil
+		}
+		for _, a := range ent.ahead {
+			if a.Seq == e.Seq {
+				return nil
+			}
+		}
+	}
+	if s.ahead >= s.maxAhead {
+		return ErrAheadFull
+	}
 	if ent == nil {
 		if _, ok := e.Payload.(domain.ConnectionCreated); !ok {
 			// Not known yet (still catching up): the stream will bring it.
-			return false, fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
+			return fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
 		}
 		ent = &statusEntry{gen: s.gen, confirmed: &domain.Connection{}}
 		s.conns[e.ConnectionID] = ent
 	} else {
-		if e.Seq <= ent.base().Version {
-			return false, nil
-		}
-		for _, a := range ent.ahead {
-			if a.Seq == e.Seq {
-				return false, nil
-			}
-		}
 		ent = s.own(e.ConnectionID, ent)
 	}
 	if ent.confirmed == nil {
 		cc := ent.c // Apply replaces slices and maps, never writes into them
 		ent.confirmed = &cc
 	}
-	version, events := ent.c.Version, ent.c.Events
 	at := len(ent.ahead)
 	for at > 0 && ent.ahead[at-1].Seq > e.Seq {
 		at--
 	}
 	ent.ahead = slices.Insert(ent.ahead, at, e)
+	s.ahead++
 	if at == len(ent.ahead)-1 {
-		if err := ent.c.Apply(e); err != nil {
-			return false, err // kept ahead: the events before it have not arrived
-		}
-		return true, nil
+		// Refused: kept ahead, the events before it have not arrived.
+		return ent.c.Apply(e)
 	}
 	s.confirm(ent, ent.confirmed.Version) // an earlier event arrived late: fold again
-	return ent.c.Version != version || ent.c.Events != events, nil
+	return nil
 }
 
 // own returns an entry that no snapshot shares (s.mu held).
@@ -208,12 +323,14 @@ func (s *Status) own(id string, ent *statusEntry) *statusEntry {
 	return n
 }
 
-// Skip records that the message at seq on a connection's subject could not
+// skip records that the message at seq on a connection's subject could not
 // be applied (it does not decode): the connection's version advances.
-func (s *Status) Skip(connectionID string, seq uint64) {
+func (s *Status) skip(connectionID string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	before, known := s.look(connectionID)
 	s.skipLocked(connectionID, seq)
+	s.notify(connectionID, before, known, s.quiet)
 }
 
 func (s *Status) skipLocked(connectionID string, seq uint64) {
@@ -291,9 +408,12 @@ func (s *Status) Len() int {
 	return len(s.conns)
 }
 
-// each calls fn with the confirmed state of every connection under the read
-// lock; fn must not keep the pointer.
-func (s *Status) each(fn func(c *domain.Connection)) {
+// Each calls fn with the stream-confirmed aggregate of every connection, in
+// no particular order, under the projection's read lock: fn must be quick,
+// must not modify or retain c, and must not call back into the Status. It
+// serves start-up seeding without copying 100k aggregates (an observer
+// registered with OnChange before the Runner started needs no such pass).
+func (s *Status) Each(fn func(c *domain.Connection)) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, ent := range s.conns {
@@ -319,9 +439,10 @@ func (s *Status) capture() []*domain.Connection {
 	return out
 }
 
-// replace swaps in the contents of o (a rebuilt or restored projection,
-// all confirmed). Events this instance applied ahead of the stream are
-// carried over when o has not reached them.
+// replace swaps in the contents of o (a restored projection, all
+// confirmed), as the Runner does before its catch-up (observers hear of it
+// when the catch-up ends). Events this instance applied ahead of the
+// stream are carried over when o has not reached them.
 func (s *Status) replace(o *Status) {
 	o.mu.Lock()
 	conns := o.conns
@@ -357,10 +478,8 @@ func (s *Status) replace(o *Status) {
 		}
 	}
 	s.conns = conns
+	s.ahead = 0
+	for _, ent := range conns {
+		s.ahead += len(ent.ahead)
+	}
 }
-
-// Each calls fn with the stream-confirmed aggregate of every connection, in
-// no particular order, under the projection's read lock: fn must be quick,
-// must not modify or retain c, and must not call back into the Status. It
-// serves start-up seeding without copying 100k aggregates.
-func (s *Status) Each(fn func(c *domain.Connection)) { s.each(fn) }

@@ -3,6 +3,7 @@ package projections
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -151,5 +152,50 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	st.mu.RUnlock()
 	if ent.confirmed != nil || len(ent.ahead) != 0 {
 		t.Fatal("events still ahead after the stream caught up")
+	}
+}
+
+// The events held ahead of the stream are bounded: beyond MaxAhead (here
+// 3) Apply refuses, what readers see does not move, and the stream still
+// brings everything; once it confirms the writes, Apply takes new ones.
+func TestStatusAheadIsBounded(t *testing.T) {
+	st := NewStatus()
+	st.maxAhead = 3
+	st.follow()
+	st.announce()
+	var told int
+	st.OnChange(func(_, _ *domain.Connection) { told++ })
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	for i := range 5 {
+		h.exec(t, domain.Update{Config: map[string]string{"i": fmt.Sprint(i)}})
+	}
+	for i, e := range h.evs[:3] {
+		if changed, err := st.Apply(e); err != nil || !changed {
+			t.Fatalf("own event %d: %v %v", i, changed, err)
+		}
+	}
+	if _, err := st.Apply(h.evs[3]); !errors.Is(err, ErrAheadFull) {
+		t.Fatalf("fourth event ahead: %v", err)
+	}
+	if s, _ := st.Get(id); s.Version != h.evs[2].Seq || told != 3 || st.ahead != 3 {
+		t.Fatalf("after a refusal: v%d, told %d, %d ahead", s.Version, told, st.ahead)
+	}
+	for _, e := range h.evs[:4] {
+		if _, err := st.applyStream(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.ahead != 0 {
+		t.Fatalf("%d still ahead after the stream confirmed", st.ahead)
+	}
+	if changed, err := st.Apply(h.evs[4]); err != nil || !changed {
+		t.Fatalf("after the stream caught up: %v %v", changed, err)
+	}
+	st.applyStream(h.evs[4])
+	st.applyStream(h.evs[5])
+	if c, _ := st.Connection(id); !reflect.DeepEqual(c, h.conn) || st.ahead != 0 {
+		t.Fatalf("status differs from the in-order fold (%d ahead)", st.ahead)
 	}
 }

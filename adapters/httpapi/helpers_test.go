@@ -121,7 +121,9 @@ func newEnvWith(t *testing.T, ec envConfig, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e.gate = projections.NewGate(projections.GateOptions{})
-	e.store.OnAppend(e.gate.Apply)
+	gateStatus := projections.NewStatus() // the gate follows a status projection
+	gateStatus.OnChange(e.gate.Observe)
+	e.store.OnAppend(func(ev domain.Event) { _, _ = gateStatus.Apply(ev) })
 
 	redirect := e.base + "/oauth/callback"
 	if e.sb, err = sandbox.New(sandbox.Config{RedirectURIs: []string{redirect}, Consent: sandbox.ConsentApprove, Logger: logger}); err != nil {

@@ -22,8 +22,11 @@ func TestServedFromProjections(t *testing.T) {
 	e := newEnv(t, func(e *env, c *httpapi.Config) {
 		ctx := context.Background()
 		st := projections.NewStatus()
-		var err error
-		runner, err = projections.NewRunner(ctx, projections.RunnerConfig{Store: e.store, Status: st, Gate: e.gate, SnapshotInterval: -1, SnapshotEvery: -1})
+		cp, err := e.store.Checkpoints(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runner, err = projections.NewRunner(projections.RunnerConfig{Source: e.store, Checkpoints: cp, Status: st, SnapshotInterval: -1, SnapshotEvery: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

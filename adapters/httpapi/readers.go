@@ -21,15 +21,17 @@ import (
 // Connections lists the stream's subjects (one per connection, from the
 // server's subject index: no message is read) and loads each aggregate from
 // the store's cache. The AuditReader methods are package projections' audit
-// and replay functions, which read the stream on demand.
+// and replay functions, which read the stream on demand through the store
+// (a projections.Source).
 type StoreReader struct {
 	Store *jsstore.Store
 }
 
 var (
-	_ StatusReader = StoreReader{}
-	_ AuditReader  = StoreReader{}
-	_ StatusReader = StatusFromProjection{}
+	_ projections.Source = (*jsstore.Store)(nil)
+	_ StatusReader       = StoreReader{}
+	_ AuditReader        = StoreReader{}
+	_ StatusReader       = StatusFromProjection{}
 )
 
 // Connection implements StatusReader.
@@ -86,7 +88,8 @@ func (s StoreReader) Timeline(ctx context.Context, from, to time.Time, opts ...p
 
 // StatusFromProjection serves StatusReader from the status projection. It
 // reads this instance's own writes when the projection is fed by the event
-// store's append hook (jsstore.Store.OnAppend), as cmd/tokenline wires it.
+// store's append hook (jsstore.Store.OnAppend calling Status.Apply), as
+// cmd/tokenline wires it.
 type StatusFromProjection struct {
 	Status *projections.Status
 }

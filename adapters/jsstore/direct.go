@@ -3,7 +3,6 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -69,17 +68,17 @@ func (s *Store) subjectRange(ctx context.Context, subject string, from, upTo uin
 	return nil
 }
 
+// nextMsg waits for the next message of a direct get, until ctx ends or,
+// when ctx has no deadline, for at most directTimeout.
 func nextMsg(ctx context.Context, sub *nats.Subscription) (*nats.Msg, error) {
-	timeout := 10 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, directTimeout)
+		defer cancel()
 	}
-	if timeout <= 0 {
-		return nil, context.DeadlineExceeded
-	}
-	m, err := sub.NextMsg(timeout)
-	if errors.Is(err, nats.ErrTimeout) && ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	return m, err
+	return sub.NextMsgWithContext(ctx)
 }
+
+// directTimeout bounds the wait for one direct-get response when the
+// caller's context has no deadline.
+const directTimeout = 10 * time.Second

@@ -11,6 +11,7 @@ import (
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
 )
 
 // BenchmarkLoad measures Load of one connection among many interleaved ones:
@@ -78,7 +79,7 @@ func BenchmarkLoad(b *testing.B) {
 	b.Run("raw-filtered-consumer", func(b *testing.B) {
 		for b.Loop() {
 			n := 0
-			if err := st.Replay(ctx, jsstore.ReplayOptions{ConnectionID: target}, func(jsstore.Record) error { n++; return nil }); err != nil || n != 20 {
+			if _, err := st.Read(ctx, events.Range{ConnectionID: target}, func(*events.Record) error { n++; return nil }); err != nil || n != 20 {
 				b.Fatalf("%v %d", err, n)
 			}
 		}

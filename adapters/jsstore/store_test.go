@@ -271,7 +271,7 @@ func TestLoadSeesOtherInstancesWrites(t *testing.T) {
 	}
 }
 
-func TestReplayAndSubscribe(t *testing.T) {
+func TestReadAndFollow(t *testing.T) {
 	srv := natstest.Start(t, "")
 	st := open(t, srv.Connect(t))
 	var ids []string
@@ -280,45 +280,114 @@ func TestReplayAndSubscribe(t *testing.T) {
 	}
 	decideAppend(t, st, ids[1], domain.Update{Config: map[string]string{"x": "y"}})
 	var seqs []uint64
-	if err := st.Replay(ctxT(t), jsstore.ReplayOptions{}, func(r jsstore.Record) error {
-		if r.Err != nil {
-			t.Errorf("record %d: %v", r.Seq, r.Err)
+	last, err := st.Read(ctxT(t), events.Range{}, func(r *events.Record) error {
+		if r.Err != nil || r.Event.Seq != r.Seq || events.Subject(r.Event.ConnectionID) != r.Subject || r.Stored.IsZero() {
+			t.Errorf("record %d: %+v", r.Seq, r)
 		}
 		seqs = append(seqs, r.Seq)
 		return nil
-	}); err != nil {
-		t.Fatal(err)
+	})
+	if err != nil || last != 4 {
+		t.Fatalf("read: last %d, %v", last, err)
 	}
 	if len(seqs) != 4 || seqs[0] != 1 || seqs[3] != 4 {
-		t.Fatalf("replay seqs %v", seqs)
+		t.Fatalf("read seqs %v", seqs)
 	}
 	var one []domain.EventType
-	if err := st.Replay(ctxT(t), jsstore.ReplayOptions{ConnectionID: ids[1]}, func(r jsstore.Record) error {
+	if _, err := st.Read(ctxT(t), events.Range{ConnectionID: ids[1]}, func(r *events.Record) error {
 		one = append(one, r.Event.Type())
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if len(one) != 2 || one[1] != domain.EventConnectionUpdated {
-		t.Fatalf("filtered replay %v", one)
+		t.Fatalf("filtered read %v", one)
 	}
+	// A bounded range, and fn's error stops the read.
+	stop := errors.New("stop")
+	seqs = nil
+	if _, err := st.Read(ctxT(t), events.Range{From: 2, To: 4}, func(r *events.Record) error {
+		seqs = append(seqs, r.Seq)
+		if r.Seq == 3 {
+			return stop
+		}
+		return nil
+	}); !errors.Is(err, stop) || len(seqs) != 2 || seqs[0] != 2 {
+		t.Fatalf("bounded read: %v %v", seqs, err)
+	}
+	info, err := st.Info(ctxT(t))
+	if err != nil || info.Name != jsstore.DefaultStream || info.LastSeq != 4 || info.Created.IsZero() {
+		t.Fatalf("info %+v %v", info, err)
+	}
+	// Reads delete their consumers once done.
+	if n := consumers(t, st); n != 0 {
+		t.Fatalf("%d consumers left behind by reads", n)
+	}
+
 	got := make(chan uint64, 16)
-	sub, err := st.Subscribe(ctxT(t), 3, func(r jsstore.Record) { got <- r.Seq })
+	stopFollow, err := st.Follow(ctxT(t), 3, func(r *events.Record) { got <- r.Seq })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Stop()
 	create(t, st) // seq 5 arrives live
 	want := []uint64{3, 4, 5}
 	for _, w := range want {
 		select {
 		case s := <-got:
 			if s != w {
-				t.Fatalf("subscribe got %d want %d", s, w)
+				t.Fatalf("follow got %d want %d", s, w)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("subscribe: no seq %d", w)
+			t.Fatalf("follow: no seq %d", w)
 		}
+	}
+	if n := consumers(t, st); n != 1 {
+		t.Fatalf("%d consumers while following", n)
+	}
+	stopFollow()
+	stopFollow() // idempotent
+	if n := consumers(t, st); n != 0 {
+		t.Fatalf("%d consumers left behind by a stopped follow", n)
+	}
+	create(t, st)
+	select {
+	case s := <-got:
+		t.Fatalf("delivered %d after stop", s)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// consumers counts the stream's consumers on the server.
+func consumers(t *testing.T, st *jsstore.Store) int {
+	t.Helper()
+	info, err := st.Stream().Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Consumers
+}
+
+// A follow whose context ends releases its consumer too.
+func TestFollowEndsWithItsContext(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	create(t, st)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	got := make(chan uint64, 4)
+	stop, err := st.Follow(ctx, 0, func(r *events.Record) { got <- r.Seq })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if s := <-got; s != 1 {
+		t.Fatalf("got %d", s)
+	}
+	cancel()
+	for i := 0; consumers(t, st) != 0; i++ {
+		if i == 500 {
+			t.Fatal("consumer not deleted after the context ended")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

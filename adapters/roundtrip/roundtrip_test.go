@@ -107,6 +107,8 @@ func (b *trackedBody) Close() error { b.closed.Store(true); return nil }
 func openGate(t *testing.T) (*projections.Gate, string, string, domain.Connection) {
 	t.Helper()
 	g := projections.NewGate(projections.GateOptions{})
+	st := projections.NewStatus() // the gate follows a status projection
+	st.OnChange(g.Observe)
 	id := uuid.NewString()
 	tok := domain.Tokens{AccessToken: "secret-" + uuid.NewString(), RefreshToken: "r", Expiry: time.Now().Add(time.Hour)}
 	var c domain.Connection
@@ -119,7 +121,9 @@ func openGate(t *testing.T) (*projections.Gate, string, string, domain.Connectio
 		if err := c.Apply(e); err != nil {
 			t.Fatal(err)
 		}
-		g.Apply(e)
+		if _, err := st.Apply(e); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := g.SetToken(id, domain.Fingerprint(tok.AccessToken), tok.AccessToken); err != nil {
 		t.Fatal(err)
@@ -133,7 +137,7 @@ func TestGatedCallsNeverReachTheNetwork(t *testing.T) {
 	rec := &recorder{}
 	tr := &roundtrip.Transport{Gate: roundtrip.FromGate(g), Reporter: rec, ConnectionID: id}
 
-	g.Close(id, domain.ReasonInvalidGrant)
+	g.CloseAfter(id, domain.ReasonInvalidGrant, 0)
 	unknown := tr.ForConnection(uuid.NewString())
 	for _, c := range []struct {
 		tr     *roundtrip.Transport

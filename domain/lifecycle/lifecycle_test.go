@@ -83,13 +83,15 @@ func TestSchedulerQueue(t *testing.T) {
 	if j := s.dueJobs(t0.Add(8 * time.Minute)); len(j) != 1 || j[0] != (job{"late", "refresh"}) {
 		t.Fatalf("at the retry time: %v", j)
 	}
-	// An older aggregate (a late notification) changes nothing.
+	// The latest notification is what the scheduler plans for: the
+	// aggregate at refresh.started (the refresh in flight) is recovered
+	// after its lease, not refreshed.
 	for _, old := range history {
 		if old.ID == "late" && old.Version == 4 {
 			s.Observe(nil, &old)
 		}
 	}
-	if en := s.sched["late"]; en.state != domain.StateActive || en.seq != 5 {
-		t.Fatalf("an old aggregate moved the entry to %s (seq %d)", en.state, en.seq)
+	if en := s.sched["late"]; en.state != domain.StateRefreshing || en.job != "recover" || !en.due.Equal(t0.Add(7*time.Minute+time.Second)) {
+		t.Fatalf("entry %s job %q due %v", en.state, en.job, en.due)
 	}
 }

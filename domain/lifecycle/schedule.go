@@ -84,11 +84,12 @@ func (s *Service) plan(id string, en *schedEntry) {
 }
 
 // Observe feeds the scheduler with a connection's aggregate after a change
-// (before is unused: what is due depends on the state after). It is the
-// status projection's change hook, fed with this instance's appends and the
-// stream's events alike, and it seeds the scheduler at start-up (before nil).
-// An aggregate older than the one already known changes nothing. It must
-// stay fast: it runs under the projection's lock.
+// (before is unused: what is due depends on the state after). It is
+// registered with the status projection's change hook
+// (projections.Status.OnChange), which calls it in the order of the changes
+// for this instance's appends and the stream's events alike, and once per
+// connection to seed it at start-up: the latest call is the state to plan
+// for. It must stay fast: it runs under the projection's lock.
 func (s *Service) Observe(before, after *domain.Connection) {
 	if after == nil || after.ID == "" {
 		return
@@ -96,9 +97,6 @@ func (s *Service) Observe(before, after *domain.Connection) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	en, ok := s.sched[after.ID]
-	if ok && after.Version < en.seq {
-		return
-	}
 	if !ok {
 		en = &schedEntry{idx: -1}
 		s.sched[after.ID] = en

@@ -209,13 +209,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("setup")
-	seed := func(c domain.Connection) { m.Lifecycle.Observe(nil, &c) }
-	schedule := func(e domain.Event) {
-		if c, ok := m.Proj.Status.Connection(e.ConnectionID); ok {
-			m.Lifecycle.Observe(nil, &c)
-		}
-	}
-	if err := m.Proj.Start(runCtx, seed, schedule, m.Metrics.ObserveEvent); err != nil {
+	// The scheduler follows the status projection as the gate does: it is
+	// seeded when the catch-up completes, then told of every change.
+	m.Proj.Status.OnChange(m.Lifecycle.Observe)
+	if err := m.Proj.Start(runCtx, m.Metrics.ObserveEvent); err != nil {
 		return err
 	}
 	phase("projections")

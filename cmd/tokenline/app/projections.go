@@ -11,8 +11,9 @@ import (
 )
 
 // Projections holds this instance's read models: the status projection
-// (durable: snapshot + position), the gate derived from it, and the runner
-// that keeps them up to date with the stream.
+// (durable: snapshot + position on JetStream), the gate that follows it
+// (Status.OnChange), and the runner that keeps it up to date with the
+// stream.
 type Projections struct {
 	Gate   *projections.Gate
 	Status *projections.Status
@@ -26,25 +27,32 @@ func openProjections(_ context.Context, m *Main) (*Projections, error) {
 	p := &Projections{store: m.Store, m: m, snapN: m.Config.SnapshotEvery}
 	p.Gate = projections.NewGate(projections.GateOptions{ExpiryMargin: m.Config.GateExpiryMargin})
 	p.Status = projections.NewStatus()
-	// Read-your-own-writes: this instance's appends reach the gate and the
-	// status projection before Append returns.
-	m.Store.OnAppend(p.Gate.Apply)
+	// One write path: the gate derives every entry from the status
+	// projection's changes, and this instance's appends reach the status
+	// (and so the gate) before Append returns (read-your-own-writes).
+	p.Status.OnChange(p.Gate.Observe)
 	m.Store.OnAppend(func(e domain.Event) { _, _ = p.Status.Apply(e) })
 	return p, nil
 }
 
-// Start restores the projections, catches up with the stream, seeds the
-// scheduler and then follows the stream, feeding observe with every event.
-func (p *Projections) Start(ctx context.Context, seed func(domain.Connection), observers ...func(domain.Event)) error {
+// Start restores the projections, catches up with the stream (the
+// observers registered with Status.OnChange are seeded then) and follows the
+// stream, feeding observers with every event it delivers after the
+// catch-up, once each, in stream order (the metrics count them).
+func (p *Projections) Start(ctx context.Context, observers ...func(domain.Event)) error {
 	observe := func(e domain.Event) {
 		for _, o := range observers {
 			o(e)
 		}
 	}
-	r, err := projections.NewRunner(ctx, projections.RunnerConfig{
+	cp, err := p.store.Checkpoints(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := projections.NewRunner(projections.RunnerConfig{
 		// One name for every instance: a snapshot carries its own
 		// position, so whichever instance wrote the latest serves all.
-		Store: p.store, Status: p.Status, Gate: p.Gate, Name: "status",
+		Source: p.store, Checkpoints: cp, Status: p.Status, Name: "status",
 		SnapshotEvery: p.snapN, Logger: p.m.Logger, OnEvent: observe,
 	})
 	if err != nil {
@@ -59,7 +67,6 @@ func (p *Projections) Start(ctx context.Context, seed func(domain.Connection), o
 	if err := r.WaitReady(wctx); err != nil {
 		return fmt.Errorf("projections: catching up: %w", err)
 	}
-	p.Status.Each(func(c *domain.Connection) { seed(*c) })
 	return nil
 }
 
@@ -71,3 +78,10 @@ func (p *Projections) Close() {
 		_ = p.Runner.Close(ctx)
 	}
 }
+
+// The event store is the projections' event source and keeps their
+// checkpoints.
+var (
+	_ projections.Source      = (*jsstore.Store)(nil)
+	_ projections.Checkpoints = (*jsstore.Checkpoints)(nil)
+)

@@ -1,4 +1,4 @@
-package projections
+package events
 
 import (
 	"bytes"
@@ -11,30 +11,38 @@ import (
 	"unicode/utf8"
 
 	"github.com/tokenline/tokenline/domain"
-	"github.com/tokenline/tokenline/events"
 )
 
-// decodeEvent decodes one message body exactly as events.Decode does.
+// Decoder decodes event messages exactly as Decode does, faster for the
+// canonical form Encode writes. Readers of the stream that decode many
+// events (projection rebuilds, audit scans) keep one Decoder per goroutine.
 //
-// events.Decode goes through encoding/json and costs about 6 µs per event;
-// rebuilding a projection from a million events would spend most of its time
-// there. decodeEvent first tries a hand-written decoder that accepts only the
-// canonical form events.Encode writes (known keys, no escapes, integers without sign, fraction or exponent, the current schema version)
-// and builds the same domain.Event; anything else, including every error,
-// falls back to events.Decode, which stays the single authority on what is
-// valid and how older versions are upcast. The fast path is switched off for
-// an event type whose schema version or Go fields (JSON names) differ from
-// what it knows (fastTypes), and tests check that both decoders agree on
-// every event type and on fuzzed input (TestFastDecodeAgrees, FuzzFastDecode).
-func decodeEvent(b []byte) (domain.Event, error) { return decodeEventWith(b, nil) }
+// Decode goes through encoding/json; rebuilding a projection from a million
+// events would spend most of its time there. A Decoder first tries a
+// hand-written parser that accepts only the canonical form (known keys in
+// Encode's order, no escapes, integers without sign, fraction or exponent,
+// the current schema version) and builds the same domain.Event; anything
+// else, including every error, falls back to Decode, which stays the single
+// authority on what is valid and how older versions are upcast. The fast
+// path is switched off for an event type whose schema version or Go fields
+// (JSON names) differ from what it knows (fastTypes). Tests check that both
+// decoders agree on every event type and on fuzzed input
+// (TestFastDecodeAgrees, FuzzFastDecode); BenchmarkDecoder measures the gain.
+//
+// A Decoder also shares the strings that repeat across events (actors,
+// providers, scopes, reasons, error codes), so the projections built from
+// its events hold fewer copies. The zero value is ready to use; a Decoder
+// must not be used by two goroutines at once.
+type Decoder struct {
+	in interner
+}
 
-// decodeEventWith is decodeEvent sharing repeated strings through in (which
-// must not be used by two goroutines at once).
-func decodeEventWith(b []byte, in *interner) (domain.Event, error) {
-	if e, ok := fastDecodeWith(b, in); ok {
+// Decode decodes one message body as the package-level Decode does.
+func (d *Decoder) Decode(b []byte) (domain.Event, error) {
+	if e, ok := fastDecodeWith(b, &d.in); ok {
 		return e, nil
 	}
-	return events.Decode(b)
+	return Decode(b)
 }
 
 type payloadDecoder struct {
@@ -71,7 +79,7 @@ var fastTypes = func() map[domain.EventType]payloadDecoder {
 	out := map[domain.EventType]payloadDecoder{}
 	for t, d := range known {
 		p, ok := samples[t]
-		if !ok || events.CurrentVersion[t] != d.version || !sameKeys(reflect.TypeOf(p), d.keys) {
+		if !ok || CurrentVersion[t] != d.version || !sameKeys(reflect.TypeOf(p), d.keys) {
 			continue
 		}
 		if !tokensOK && (t == domain.EventAuthorisationCompleted || t == domain.EventRefreshSucceeded) {
@@ -107,11 +115,10 @@ func sameKeys(t reflect.Type, keys []string) bool {
 	return slices.Equal(a, b)
 }
 
-// fastDecode decodes the canonical form; ok is false for anything else.
-func fastDecode(b []byte) (domain.Event, bool) { return fastDecodeWith(b, nil) }
-
+// fastDecodeWith decodes the canonical form, sharing strings through in
+// (nil: none); ok is false for anything else.
 func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
-	if len(b) > events.MaxEventSize {
+	if len(b) > MaxEventSize {
 		return domain.Event{}, false
 	}
 	p := parser{b: b, in: in}
@@ -156,10 +163,10 @@ func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
 			return ok
 		case "data":
 			// The canonical form writes type and schemaversion first.
-			if !bytes.HasPrefix(typ, []byte(events.TypePrefix)) {
+			if !bytes.HasPrefix(typ, []byte(TypePrefix)) {
 				return false
 			}
-			dec, okType = fastTypes[domain.EventType(typ[len(events.TypePrefix):])]
+			dec, okType = fastTypes[domain.EventType(typ[len(TypePrefix):])]
 			if !okType || version != dec.version {
 				return false
 			}
@@ -173,10 +180,10 @@ func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
 	if !ok || !p.end() || !haveData {
 		return domain.Event{}, false
 	}
-	if string(spec) != events.SpecVersion || e.ID == "" || len(e.ID) > 128 || !domain.ValidConnectionID(e.ConnectionID) || e.Time.IsZero() {
+	if string(spec) != SpecVersion || e.ID == "" || len(e.ID) > 128 || !domain.ValidConnectionID(e.ConnectionID) || e.Time.IsZero() {
 		return domain.Event{}, false
 	}
-	if y := e.Time.UTC().Year(); y < 0 || y > 9999 { // as events.Decode: a time it could not re-encode
+	if y := e.Time.UTC().Year(); y < 0 || y > 9999 { // as Decode: a time it could not re-encode
 		return domain.Event{}, false
 	}
 	if !validPayload(e.Payload) {
@@ -185,7 +192,7 @@ func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
 	return e, true
 }
 
-// validPayload repeats the checks events.Decode makes beyond JSON types; on
+// validPayload repeats the checks Decode makes beyond JSON types; on
 // failure the fallback produces the error.
 func validPayload(p domain.Payload) bool {
 	switch d := p.(type) {
@@ -401,14 +408,15 @@ func decConnectionDeleted(p *parser) (domain.Payload, bool) {
 
 // interner shares the strings that repeat across events (actors, providers,
 // scopes, reasons, error codes, triggers): fewer allocations while decoding
-// and less memory in the projections. One per decoding goroutine.
+// and less memory in the projections. One per Decoder.
 type interner struct{ m map[string]string }
-
-func newInterner() *interner { return &interner{m: make(map[string]string, 256)} }
 
 func (in *interner) get(b []byte) string {
 	if in == nil || len(b) > 64 {
 		return string(b)
+	}
+	if in.m == nil {
+		in.m = make(map[string]string, 256)
 	}
 	if s, ok := in.m[string(b)]; ok {
 		return s

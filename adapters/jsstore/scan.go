@@ -1,0 +1,366 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+// Reading the stream: Info, Read (a bounded, parallel-decoding read) and
+// Follow (a live subscription). Together they are the event source the
+// projections read (projections.Source). Every read uses an ordered
+// (ephemeral, unacknowledged) consumer, so it has no side effect on the
+// stream, and deletes that consumer when it ends instead of leaving it to
+// expire on the server.
+
+// LastSeq returns the stream's last sequence (0 when empty).
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.Info(ctx)
+	return info.LastSeq, err
+}
+
+// Info returns the stream's name, creation time and last sequence.
+func (s *Store) Info(ctx context.Context) (events.StreamInfo, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return events.StreamInfo{}, fmt.Errorf("jsstore: stream info: %w", err)
+	}
+	return events.StreamInfo{Name: s.cfg.Stream, Created: info.Created, LastSeq: info.State.LastSeq}, nil
+}
+
+// ReadWorkers is how many goroutines decode for one Read (GOMAXPROCS at
+// start-up). Benchmarks change it.
+var ReadWorkers = runtime.GOMAXPROCS(0)
+
+// readChunk is how many messages travel together through the pipeline.
+const readChunk = 256
+
+type chunk struct {
+	msgs []jetstream.Msg
+	recs []events.Record
+	done chan struct{}
+}
+
+var chunkPool = sync.Pool{New: func() any {
+	return &chunk{msgs: make([]jetstream.Msg, 0, readChunk), recs: make([]events.Record, 0, readChunk)}
+}}
+
+func getChunk() *chunk {
+	c := chunkPool.Get().(*chunk)
+	c.msgs, c.recs, c.done = c.msgs[:0], c.recs[:0], make(chan struct{})
+	return c
+}
+
+// Read reads the part of the stream r selects, in order, and calls fn for
+// every record from the calling goroutine. Decoding, the expensive part,
+// runs on ReadWorkers goroutines between the goroutine reading messages
+// and fn: the reader hands chunks of messages to the workers and, in the
+// same order, to fn's loop, which waits for each chunk to be decoded. fn
+// must not keep the pointer it is given. fn returning an error stops the
+// read with that error. A record that does not decode is delivered with
+// Err set.
+//
+// It returns the last sequence it delivered (0 if none).
+func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record) error) (uint64, error) {
+	to := r.To
+	if to == 0 {
+		last, err := s.LastSeq(ctx)
+		if err != nil {
+			return 0, err
+		}
+		to = last
+	}
+	from := max(r.From, 1)
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	if !r.StartTime.IsZero() {
+		t := r.StartTime
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t}
+	}
+	if r.ConnectionID != "" {
+		if !domain.ValidConnectionID(r.ConnectionID) {
+			return 0, fmt.Errorf("jsstore: invalid connection id %q", r.ConnectionID)
+		}
+		subj := events.Subject(r.ConnectionID)
+		cfg.FilterSubjects = []string{subj}
+		last, err := s.stream.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		} else if err != nil {
+			return 0, fmt.Errorf("jsstore: read: %w", err)
+		}
+		to = min(to, last.Sequence)
+	}
+	if from > to {
+		return 0, nil
+	}
+	if !r.StartTime.IsZero() {
+		// Nothing stored at or after StartTime: the consumer would wait.
+		last, err := s.stream.GetMsg(ctx, to)
+		if err == nil && last.Time.Before(r.StartTime) {
+			return 0, nil
+		}
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("jsstore: read consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(5000))
+	if err != nil {
+		return 0, fmt.Errorf("jsstore: read: %w", err)
+	}
+	defer s.dropConsumer(cons)
+	defer it.Stop()
+	stopIt := context.AfterFunc(ctx, it.Stop)
+	defer stopIt()
+
+	workers := max(ReadWorkers, 1)
+	work := make(chan *chunk, 4*workers)
+	order := make(chan *chunk, 4*workers)
+	quit := make(chan struct{})
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Add(workers)
+	for range workers {
+		go func() {
+			defer wg.Done()
+			var dec events.Decoder
+			for c := range work {
+				for i := range c.msgs {
+					decodeInto(&c.recs[i], c.msgs[i], &dec)
+					c.msgs[i] = nil
+				}
+				close(c.done)
+			}
+		}()
+	}
+	go func() { // reader
+		defer close(order)
+		defer close(work)
+		c := getChunk()
+		send := func() bool {
+			select {
+			case order <- c:
+			case <-quit:
+				return false
+			}
+			work <- c
+			c = getChunk()
+			return true
+		}
+		for {
+			m, err := it.Next()
+			if err != nil {
+				readErr = err
+				if len(c.msgs) > 0 {
+					send()
+				}
+				return
+			}
+			rec := events.Record{Subject: m.Subject()}
+			if seq, ts, ok := ackInfo(m.Reply()); ok {
+				rec.Seq, rec.Stored = seq, time.Unix(0, ts)
+			} else if md, err := m.Metadata(); err == nil {
+				rec.Seq, rec.Stored = md.Sequence.Stream, md.Timestamp
+			} else {
+				rec.Err = fmt.Errorf("jsstore: message metadata: %w", err)
+				m = nil
+			}
+			c.msgs = append(c.msgs, m)
+			c.recs = append(c.recs, rec)
+			if rec.Seq >= to || len(c.msgs) == readChunk {
+				if !send() || rec.Seq >= to {
+					return
+				}
+			}
+		}
+	}()
+
+	var last uint64
+	var fnErr error
+	finish := func() {
+		close(quit)
+		it.Stop()
+		for c := range order { // let the reader and workers finish
+			<-c.done
+		}
+		wg.Wait()
+	}
+	for c := range order {
+		<-c.done
+		for i := range c.recs {
+			rec := &c.recs[i]
+			if rec.Seq > to {
+				break
+			}
+			if fnErr = fn(rec); fnErr != nil {
+				break
+			}
+			last = rec.Seq
+		}
+		done := last >= to || fnErr != nil
+		clear(c.recs)
+		chunkPool.Put(c)
+		if done {
+			finish()
+			return last, fnErr
+		}
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return last, ctx.Err()
+	}
+	if last < to && readErr != nil {
+		return last, fmt.Errorf("jsstore: read: %w", readErr)
+	}
+	return last, nil
+}
+
+// dropConsumer deletes the server-side consumer an ordered consumer is
+// using once a read is done, rather than leaving it to the server's
+// inactivity threshold. It is best effort, with its own short deadline (the
+// read's context may be cancelled already).
+func (s *Store) dropConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	if err := s.stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.log.Debug("could not delete a read's consumer", "consumer", info.Name, "error", err.Error())
+	}
+}
+
+// Follow delivers every record from stream sequence from (0 or 1: the
+// beginning) onwards, in order, as it arrives, until stop is called or ctx
+// ends. fn is called from one goroutine at a time and must not keep the
+// pointer it is given. stop ends delivery (a call of fn in progress may
+// still complete), releases the context registration and deletes the
+// consumer; it may be called more than once.
+func (s *Store) Follow(ctx context.Context, from uint64, fn func(*events.Record)) (stop func(), err error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: follow: %w", err)
+	}
+	var dec events.Decoder // the handler runs on one goroutine at a time
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		rec := events.Record{Subject: m.Subject()}
+		if md, err := m.Metadata(); err != nil {
+			rec.Err = fmt.Errorf("jsstore: message metadata: %w", err)
+		} else {
+			rec.Seq, rec.Stored = md.Sequence.Stream, md.Timestamp
+			decodeInto(&rec, m, &dec)
+		}
+		fn(&rec)
+	}, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: follow: %w", err)
+	}
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			cc.Stop()
+			s.dropConsumer(cons)
+		})
+	}
+	unregister := context.AfterFunc(ctx, end)
+	return func() {
+		unregister()
+		end()
+	}, nil
+}
+
+// decodeInto completes a record (Seq, Stored and Subject set) with the
+// decoded event.
+func decodeInto(r *events.Record, m jetstream.Msg, dec *events.Decoder) {
+	if m == nil || r.Err != nil {
+		return
+	}
+	e, err := dec.Decode(m.Data())
+	if err != nil {
+		r.Err = err
+		return
+	}
+	if !subjectIs(r.Subject, e.ConnectionID) {
+		r.Err = fmt.Errorf("%w: event subject %s does not match message subject", events.ErrMalformed, e.ConnectionID)
+		return
+	}
+	e.Seq = r.Seq
+	r.Event = e
+}
+
+func subjectIs(subject, connectionID string) bool {
+	return len(subject) == len(events.SubjectPrefix)+len(connectionID) &&
+		strings.HasPrefix(subject, events.SubjectPrefix) && subject[len(events.SubjectPrefix):] == connectionID
+}
+
+// ackInfo reads the stream sequence and the storage time (Unix ns) from a
+// JetStream ack subject without allocating, as jetstream.Msg.Metadata does:
+// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending> or,
+// from newer servers, $JS.ACK.<domain>.<account>.<stream>.<consumer>.
+// <delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>]. ok is false for any
+// other shape (the caller then uses Metadata).
+func ackInfo(reply string) (seq uint64, ts int64, ok bool) {
+	var tok [13]string
+	n := 0
+	for start := 0; ; {
+		i := strings.IndexByte(reply[start:], '.')
+		if n == len(tok) {
+			return 0, 0, false
+		}
+		if i < 0 {
+			tok[n] = reply[start:]
+			n++
+			break
+		}
+		tok[n] = reply[start : start+i]
+		n++
+		start += i + 1
+	}
+	if n < 2 || tok[0] != "$JS" || tok[1] != "ACK" {
+		return 0, 0, false
+	}
+	var sseq, tm string
+	switch {
+	case n == 9:
+		sseq, tm = tok[5], tok[7]
+	case n >= 11:
+		sseq, tm = tok[7], tok[9]
+	default:
+		return 0, 0, false
+	}
+	s, ok1 := parseDigits(sseq)
+	t, ok2 := parseDigits(tm)
+	if !ok1 || !ok2 || s == 0 {
+		return 0, 0, false
+	}
+	return s, int64(t), true
+}
+
+func parseDigits(s string) (uint64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
