@@ -14,3 +14,17 @@ func TestEventStoreContract(t *testing.T) {
 		return s, s
 	})
 }
+
+func TestTokenVaultContract(t *testing.T) {
+	porttest.TokenVault(t, func(t *testing.T) (domain.TokenVault, domain.TokenVault) {
+		v := memory.NewVault()
+		return v, v
+	})
+}
+
+func TestAttemptsContract(t *testing.T) {
+	porttest.Attempts(t, func(t *testing.T) (domain.Attempts, domain.Attempts) {
+		a := memory.NewAttempts()
+		return a, a
+	})
+}
