@@ -39,6 +39,7 @@ type EventStore struct {
 	hookMu sync.RWMutex
 	hooks  []func(domain.Event)
 	before []func(connectionID string, expectedLastSeq uint64, e domain.Event)
+	race   atomic.Pointer[func()]
 
 	failMu      sync.Mutex
 	failAppends failures
@@ -78,12 +79,23 @@ func (s *EventStore) OnAppend(f func(domain.Event)) {
 // BeforeAppend registers f to be called at the start of every Append that
 // passed validation, before its concurrency check and without any lock
 // held, with the event as it will be stored (ID, ConnectionID, Time and
-// Actor filled). f may call Append itself, e.g. to let a racing writer win
-// once (guard it with a sync.Once: it is also called for its own Appends).
+// Actor filled). f may call Append itself, e.g. to let a racing writer win;
+// it is then called for that nested Append too, so guard it with an atomic
+// flag (not a sync.Once, whose Do would deadlock on the nested call), or
+// use RaceNextAppend.
 func (s *EventStore) BeforeAppend(f func(connectionID string, expectedLastSeq uint64, e domain.Event)) {
 	s.hookMu.Lock()
 	s.before = append(s.before, f)
 	s.hookMu.Unlock()
+}
+
+// RaceNextAppend runs f once, without any lock held, just before the
+// concurrency check of the next Append that passed validation: whatever f
+// appends (a racing writer) lands first, so that Append, decided against
+// the old version, gets domain.ErrConflict. Appends made by f do not
+// trigger it again.
+func (s *EventStore) RaceNextAppend(f func()) {
+	s.race.Store(&f)
 }
 
 // FailAppends makes the next n Appends fail with an error wrapping err
@@ -204,6 +216,9 @@ func (s *EventStore) Append(ctx context.Context, connectionID string, expectedLa
 	s.hookMu.RUnlock()
 	for _, f := range before {
 		f(connectionID, expectedLastSeq, e)
+	}
+	if race := s.race.Swap(nil); race != nil {
+		(*race)()
 	}
 
 	s.mu.Lock()
