@@ -31,6 +31,7 @@ const (
 	RequestRevoke
 )
 
+// String names the request kind ("exchange", "refresh", ...).
 func (r Request) String() string {
 	switch r {
 	case RequestAuthorize:
@@ -47,10 +48,14 @@ func (r Request) String() string {
 
 // Defaults of TokenEndpointConfig.
 const (
-	DefaultClientID     = "memory-client"
+	// DefaultClientID is the registered client's id.
+	DefaultClientID = "memory-client"
+	// DefaultClientSecret is the client's initial secret.
 	DefaultClientSecret = "memory-client-secret"
-	DefaultRedirectURL  = "http://127.0.0.1/callback"
-	DefaultAuthURL      = "https://auth.memory.invalid/oauth/authorize"
+	// DefaultRedirectURL is the registered redirect URL.
+	DefaultRedirectURL = "http://127.0.0.1/callback"
+	// DefaultAuthURL is the authorization endpoint (never contacted).
+	DefaultAuthURL = "https://auth.memory.invalid/oauth/authorize"
 	// DefaultAccessTokenLifetime is the sandbox's (and Pleo's) 15 minutes.
 	DefaultAccessTokenLifetime = 15 * time.Minute
 	// CodeLifetime is how long an unexchanged authorization code lives.
