@@ -129,7 +129,8 @@ func (s *Store) Skipped(connectionID string) int64 {
 	return n.(*atomic.Int64).Load()
 }
 
-// History implements domain.EventStore. Undecodable messages are left out.
+// History implements domain.EventStore: an unknown connection has an empty
+// history. Undecodable messages are left out.
 func (s *Store) History(ctx context.Context, connectionID string) ([]domain.Event, error) {
 	if !domain.ValidConnectionID(connectionID) {
 		return nil, fmt.Errorf("jsstore: invalid connection id %q: %w", connectionID, domain.ErrNotFound)
@@ -137,7 +138,7 @@ func (s *Store) History(ctx context.Context, connectionID string) ([]domain.Even
 	subject := events.Subject(connectionID)
 	last, err := s.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, domain.ErrNotFound
+		return []domain.Event{}, nil // an unknown connection has no history (domain.EventStore)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: history %s: %w", connectionID, err)

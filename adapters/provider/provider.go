@@ -128,15 +128,25 @@ func (p *Provider) ctx(ctx context.Context) context.Context {
 
 // AuthCodeURL returns the authorize URL for state with the PKCE S256
 // challenge of verifier, the given scopes and any extra parameters (e.g.
-// Pleo's urn_pleo_params_oauth_subject).
+// Pleo's urn_pleo_params_oauth_subject), which never override the
+// parameters it sets itself.
 func (p *Provider) AuthCodeURL(state, verifier string, scopes []string, extra map[string]string) string {
 	c := p.config()
 	c.Scopes = scopes
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
 	for k, v := range extra {
-		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+		if !ownAuthParams[k] {
+			opts = append(opts, oauth2.SetAuthURLParam(k, v))
+		}
 	}
 	return c.AuthCodeURL(state, opts...)
+}
+
+// ownAuthParams are the authorization request parameters AuthCodeURL sets
+// itself; extra parameters never override them (domain.TokenEndpoint).
+var ownAuthParams = map[string]bool{
+	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true, "state": true,
+	"code_challenge": true, "code_challenge_method": true,
 }
 
 // AssumedLifetime is the access-token lifetime assumed when a token response

@@ -1,0 +1,30 @@
+// Package porttest holds one contract test suite per port of
+// domain/ports.go. Each suite is an exported function taking the test and a
+// factory; the test files of every implementation (adapters/memory and the
+// production adapters) call it, so that all implementations of a port
+// agree on every documented behaviour:
+//
+//	func TestContract(t *testing.T) {
+//		porttest.EventStore(t, func(t *testing.T) (a, b domain.EventStore) { ... })
+//	}
+//
+// Factories that return two handles give two instances on one backend (two
+// stores on one stream, two vaults on one bucket); they may be the same
+// value for an in-memory implementation. The suites use fresh random
+// connection ids and keys, so a factory may share its backend between
+// calls.
+package porttest
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// ctxT returns a context bounded to a generous deadline and canceled at the
+// end of the test.
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
