@@ -14,6 +14,7 @@ import (
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
 )
 
 func ctxT(t testing.TB) context.Context {
@@ -174,3 +175,35 @@ func (d *driver) step(rng *rand.Rand, id string) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Build reads the whole stream into a fresh Status (no observer, nothing
+// kept between runs), as a Runner without a snapshot catches up: the
+// tests compare it with live projections. It returns the projection, the position it is at,
+// and how many records it passed over (logged, never their payload).
+func Build(ctx context.Context, src Source) (*Status, uint64, int64, error) {
+	return build(ctx, src, slog.Default())
+}
+
+func build(ctx context.Context, src Source, log *slog.Logger) (*Status, uint64, int64, error) {
+	st := NewStatus()
+	var skipped int64
+	pos, err := src.Read(ctx, events.Range{}, func(rec *events.Record) error {
+		if rec.Err != nil {
+			if id, ok := connectionOfSubject(rec.Subject); ok {
+				st.skipLocked(id, rec.Seq)
+			}
+			skipped++
+			log.Warn("rebuild skipped a record", "seq", rec.Seq, "subject", rec.Subject, "error", rec.Err.Error())
+			return nil
+		}
+		if err := st.applyLocked(rec.Event); err != nil {
+			skipped++
+			log.Warn("rebuild skipped a record", "seq", rec.Seq, "subject", rec.Subject, "type", string(rec.Event.Type()), "error", err.Error())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, skipped, err
+	}
+	return st, pos, skipped, nil
+}

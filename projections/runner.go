@@ -409,34 +409,3 @@ func (r *Runner) Close(ctx context.Context) error {
 	}
 	return r.Snapshot(ctx)
 }
-
-// Build reads the whole stream into a fresh Status (no observer, nothing
-// kept between runs). It returns the projection, the position it is at,
-// and how many records it passed over (logged, never their payload).
-func Build(ctx context.Context, src Source) (*Status, uint64, int64, error) {
-	return build(ctx, src, slog.Default())
-}
-
-func build(ctx context.Context, src Source, log *slog.Logger) (*Status, uint64, int64, error) {
-	st := NewStatus()
-	var skipped int64
-	pos, err := src.Read(ctx, events.Range{}, func(rec *events.Record) error {
-		if rec.Err != nil {
-			if id, ok := connectionOfSubject(rec.Subject); ok {
-				st.skipLocked(id, rec.Seq)
-			}
-			skipped++
-			log.Warn("rebuild skipped a record", "seq", rec.Seq, "subject", rec.Subject, "error", rec.Err.Error())
-			return nil
-		}
-		if err := st.applyLocked(rec.Event); err != nil {
-			skipped++
-			log.Warn("rebuild skipped a record", "seq", rec.Seq, "subject", rec.Subject, "type", string(rec.Event.Type()), "error", err.Error())
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, 0, skipped, err
-	}
-	return st, pos, skipped, nil
-}

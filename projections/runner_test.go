@@ -402,7 +402,7 @@ func TestRestartEqualsLive(t *testing.T) {
 			t.Fatalf("%s: status %s v%d, store %s v%d", s.ID, s.State, s.Version, want.State, want.Version)
 		}
 	}
-	t.Logf("scenario: %d events over %d connections, states %v", built.Len(), len(ids), states)
+	t.Logf("scenario: %d events over %d connections, states %v", len(built.List()), len(ids), states)
 	// A second instance starting from the snapshots (written every 100
 	// records) and the tail, with a fresh gate, agrees with the live one
 	// on every connection, gate included.
@@ -459,7 +459,7 @@ func TestPoisonRecordsSkipped(t *testing.T) {
 	if strings.Count(logged, "projection skipped a record") != 3 || !strings.Contains(logged, "seq=2") || strings.Contains(logged, "not json at all") || strings.Contains(logged, `"data"`) {
 		t.Fatalf("skip log:\n%s", logged)
 	}
-	s, ok := r.Status().Get(id)
+	s, ok := r.Status().Connection(id)
 	if !ok || s.Config["after"] != "poison" || s.Events != 2 {
 		t.Fatalf("status after poison: %+v", s)
 	}
@@ -512,7 +512,7 @@ func TestOwnWritesBeforeOtherInstancesEventConverge(t *testing.T) {
 	db.must(id, domain.Update{Config: map[string]string{"by": "b"}}) // b's event N
 	da.now = db.now
 	da.must(id, domain.StartRefresh{LeaseUntil: da.now.Add(time.Minute)}) // a's N+1, hook first
-	if s, _ := status.Get(id); s.State != domain.StateRefreshing || s.Config["by"] == "b" {
+	if s, _ := status.Connection(id); s.State != domain.StateRefreshing || s.Config["by"] == "b" {
 		t.Fatalf("before the runner catches up: %+v", s)
 	}
 	if err := r.follow(r.runCtx); err != nil {

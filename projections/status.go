@@ -345,12 +345,6 @@ func (s *Status) skipLocked(connectionID string, seq uint64) {
 	}
 }
 
-// Get returns a copy of one connection's aggregate, as readers see it (the
-// same as Connection).
-func (s *Status) Get(connectionID string) (domain.Connection, bool) {
-	return s.Connection(connectionID)
-}
-
 // Connection returns a copy of one connection's aggregate.
 func (s *Status) Connection(connectionID string) (domain.Connection, bool) {
 	s.mu.RLock()
@@ -398,29 +392,6 @@ func (s *Status) List() []domain.Connection {
 		return cmp.Compare(a.ID, b.ID)
 	})
 	return out
-}
-
-// Len returns the number of connections (an upper bound while events of
-// new connections are ahead of the stream).
-func (s *Status) Len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.conns)
-}
-
-// Each calls fn with the stream-confirmed aggregate of every connection, in
-// no particular order, under the projection's read lock: fn must be quick,
-// must not modify or retain c, and must not call back into the Status. It
-// serves start-up seeding without copying 100k aggregates (an observer
-// registered with OnChange before the Runner started needs no such pass).
-func (s *Status) Each(fn func(c *domain.Connection)) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, ent := range s.conns {
-		if c := ent.base(); c.Exists() {
-			fn(c)
-		}
-	}
 }
 
 // capture returns the confirmed state of every connection for a snapshot.

@@ -37,7 +37,7 @@ func TestStatusApply(t *testing.T) {
 			t.Fatalf("re-apply %s: %v %v", e.Type(), changed, err)
 		}
 	}
-	s, ok := st.Get(a)
+	s, ok := st.Connection(a)
 	if !ok || s.State != domain.StateActive || s.Tokens.AccessTokenFP != tok.Info().AccessTokenFP || s.TransientFailures != 1 ||
 		s.LastRefreshAt.IsZero() || s.LastRefreshOK || s.LastErrorCode != "temporarily_unavailable" || s.RetryAt.IsZero() ||
 		s.Version != ha.seq || s.Events != 5 || s.NeedsReauthorisation() || s.Config["team"] != "x" ||
@@ -62,7 +62,7 @@ func TestStatusApply(t *testing.T) {
 	if _, err := st.Apply(bad); !errors.Is(err, domain.ErrInvalidTransition) {
 		t.Fatalf("refused event: %v", err)
 	}
-	if s, _ := st.Get(a); s.Version != ha.seq+10 || s.Events != 5 {
+	if s, _ := st.Connection(a); s.Version != ha.seq+10 || s.Events != 5 {
 		t.Fatalf("after refused event: %+v", s)
 	}
 	if _, err := st.Apply(domain.Event{ConnectionID: uuid.NewString(), Seq: 99, Payload: domain.ConnectionDeleted{}}); !errors.Is(err, domain.ErrNotFound) {
@@ -89,7 +89,7 @@ func TestStatusCaptureIsStable(t *testing.T) {
 	if !reflect.DeepEqual(*snap[0], before) {
 		t.Fatal("captured entry changed")
 	}
-	if s, _ := st.Get(id); s.State != domain.StateReauthorising {
+	if s, _ := st.Connection(id); s.State != domain.StateReauthorising {
 		t.Fatalf("live entry %+v", s)
 	}
 }
@@ -122,7 +122,7 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	if !must(st.Apply(own1)) {
 		t.Fatal("own event not visible")
 	}
-	if s, _ := st.Get(id); s.State != domain.StateRefreshing {
+	if s, _ := st.Connection(id); s.State != domain.StateRefreshing {
 		t.Fatalf("read-your-own-writes: %s", s.State)
 	}
 	if snap := st.capture(); snap[0].Version != h.evs[2].Seq {
@@ -134,7 +134,7 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	if !must(st.applyStream(other1)) {
 		t.Fatal("late event of another instance changed nothing")
 	}
-	if s, _ := st.Get(id); s.Config["by"] != "other" || s.State != domain.StateRefreshing {
+	if s, _ := st.Connection(id); s.Config["by"] != "other" || s.State != domain.StateRefreshing {
 		t.Fatalf("after the late event: %+v", s)
 	}
 	if must(st.applyStream(own1)) {
@@ -179,7 +179,7 @@ func TestStatusAheadIsBounded(t *testing.T) {
 	if _, err := st.Apply(h.evs[3]); !errors.Is(err, ErrAheadFull) {
 		t.Fatalf("fourth event ahead: %v", err)
 	}
-	if s, _ := st.Get(id); s.Version != h.evs[2].Seq || told != 3 || st.ahead != 3 {
+	if s, _ := st.Connection(id); s.Version != h.evs[2].Seq || told != 3 || st.ahead != 3 {
 		t.Fatalf("after a refusal: v%d, told %d, %d ahead", s.Version, told, st.ahead)
 	}
 	for _, e := range h.evs[:4] {

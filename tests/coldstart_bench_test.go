@@ -102,7 +102,7 @@ func BenchmarkColdStart(b *testing.B) {
 		}
 		d := time.Since(s)
 		fmt.Printf("  start-up phases: %v\n", m.Startup)
-		got := m.Proj.Status.Len()
+		got := len(m.Proj.Status.List())
 		m.Close()
 		return d, got
 	}

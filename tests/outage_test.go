@@ -70,7 +70,7 @@ func TestNATSOutageAndRecovery(t *testing.T) {
 	other := create(t, in, map[string]string{"team": "ops"})
 	authorise(t, in, other)
 	eventually(t, 10*time.Second, "the status projection to follow again", func() bool {
-		st, ok := in.Proj.Status.Get(other)
+		st, ok := in.Proj.Status.Connection(other)
 		return ok && st.State == domain.StateActive
 	})
 	if tok, _, err := in.Lifecycle.Token(ctxT(t), other); err != nil || tok == "" {

@@ -29,7 +29,7 @@ func TestRestartSeedsTheScheduler(t *testing.T) {
 	if c := load(t, second, id); c.State != domain.StateActive {
 		t.Fatalf("after restart: %s", c.State)
 	}
-	if st, ok := second.Proj.Status.Get(id); !ok || st.State != domain.StateActive {
+	if st, ok := second.Proj.Status.Connection(id); !ok || st.State != domain.StateActive {
 		t.Fatalf("status projection after restart: %+v %v", st, ok)
 	}
 	eventually(t, 15*time.Second, "the seeded scheduler to refresh", func() bool {
@@ -68,7 +68,7 @@ func TestTokenRefreshedElsewhereLoadsFromVault(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "b to see the refresh", func() bool {
-		st, ok := b.Proj.Status.Get(id)
+		st, ok := b.Proj.Status.Connection(id)
 		return ok && st.Tokens.AccessTokenFP == domain.Fingerprint(want)
 	})
 	got, _, err := b.Lifecycle.Token(ctxT(t), id)

@@ -159,10 +159,3 @@ func (s *Store) History(ctx context.Context, connectionID string) ([]domain.Even
 	}
 	return out, nil
 }
-
-// Forget drops a connection from the cache (tests and memory pressure).
-func (s *Store) Forget(connectionID string) {
-	s.mu.Lock()
-	delete(s.cache, connectionID)
-	s.mu.Unlock()
-}

@@ -470,7 +470,6 @@ func TestLongHistoryAcrossBatches(t *testing.T) {
 			t.Fatalf("event %d out of order or foreign: %d after %d", i, h[i].Seq, h[i-1].Seq)
 		}
 	}
-	st.Forget(id)
 	fresh := open(t, srv.Connect(t))
 	c, err := fresh.Load(ctxT(t), id)
 	if err != nil || c.Events != 301 || c.Config["i"] != "598" {
