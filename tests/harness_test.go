@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,8 +44,21 @@ func (s *syncBuffer) String() string {
 
 type instance struct {
 	*app.Main
-	logs *syncBuffer
+	logs  *syncBuffer
+	clock *skewClock
 }
+
+// skewClock is real time plus a skew a test moves forward: the instance's
+// lifecycle, gate and sandbox read it, so a test makes tokens due or
+// attempts expire without sleeping.
+type skewClock struct{ skew atomic.Int64 }
+
+func (c *skewClock) Now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
+
+func (c *skewClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// advance moves the instance's clock forward by d.
+func (in *instance) advance(d time.Duration) { in.clock.skew.Add(int64(d)) }
 
 // start runs a Main on loopback port 0 with a fast schedule. mod adjusts the
 // configuration.
@@ -67,13 +81,15 @@ func startTB(t testing.TB, mod func(*app.Config)) *instance {
 	}
 	logs := &syncBuffer{}
 	m.LogOutput = logs
+	clock := &skewClock{}
+	m.Clock = clock
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.Run(ctx); err != nil {
 		t.Fatalf("start tokenline: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
-	return &instance{Main: m, logs: logs}
+	return &instance{Main: m, logs: logs, clock: clock}
 }
 
 func ctxT(t testing.TB) context.Context {

@@ -325,7 +325,7 @@ func TestTransientFailuresBeyondBound(t *testing.T) {
 }
 
 func TestCallbackStatesForgedExpiredReplayed(t *testing.T) {
-	in := start(t, func(c *app.Config) { c.AuthorisationTTL = 700 * time.Millisecond })
+	in := start(t, nil)
 	id := create(t, in, map[string]string{"team": "finance"})
 	other := create(t, in, map[string]string{"team": "finance"})
 	u, err := in.Lifecycle.StartAuthorisation(ctxT(t), id)
@@ -367,11 +367,11 @@ func TestCallbackStatesForgedExpiredReplayed(t *testing.T) {
 	if err := callback(t, in, q1); !errors.Is(err, lifecycle.ErrStateMismatch) {
 		t.Fatalf("superseded attempt: %v", err)
 	}
-	// Expired: wait past the attempt's lifetime.
+	// Expired: the clock moves past the attempt's lifetime.
 	in2 := create(t, in, map[string]string{"team": "finance"})
 	u2, _ := in.Lifecycle.StartAuthorisation(ctxT(t), in2)
 	q2 := consent(t, u2)
-	time.Sleep(800 * time.Millisecond)
+	in.advance(time.Hour)
 	if err := callback(t, in, q2); !errors.Is(err, lifecycle.ErrStateExpired) {
 		t.Fatalf("expired state: %v", err)
 	}
@@ -457,9 +457,9 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 	if len(setupErrs) > 0 {
 		t.Fatalf("%d connections could not be set up; first: %s", len(setupErrs), setupErrs[0])
 	}
-	// Every connection is due once its access token has expired (the app
-	// has no clock to inject, so this waits in real time, as the scheduler
-	// would). Both instances must know every connection first.
+	// Every connection is due once its access token has expired: both
+	// instances' clocks move past the latest expiry. Both instances must
+	// know every connection first.
 	var due time.Time
 	for _, id := range ids {
 		if exp := load(t, a, id).Tokens.AccessTokenExpiresAt; exp.After(due) {
@@ -475,7 +475,8 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 		}
 		return true
 	})
-	time.Sleep(time.Until(due.Add(50 * time.Millisecond)))
+	a.advance(time.Until(due.Add(50 * time.Millisecond)))
+	b.advance(time.Until(due.Add(50 * time.Millisecond)))
 
 	ctx, stop := context.WithCancel(context.Background())
 	var runs sync.WaitGroup

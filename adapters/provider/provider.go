@@ -68,6 +68,9 @@ type Config struct {
 	AuthStyle string
 	// HTTPClient for token and revocation requests; default has a 10 s timeout.
 	HTTPClient *http.Client
+	// Now is the clock token expiries are computed on (expires_in is
+	// relative to the response); default time.Now.
+	Now func() time.Time
 }
 
 // Provider talks to one authorization server.
@@ -154,10 +157,16 @@ var ownAuthParams = map[string]bool{
 // token would never be refreshed ahead of time, or be refreshed endlessly.
 const AssumedLifetime = 15 * time.Minute
 
-func toTokens(t *oauth2.Token, scopes []string) domain.Tokens {
-	expiry := t.Expiry
-	if expiry.IsZero() {
-		expiry = time.Now().Add(AssumedLifetime)
+func (p *Provider) toTokens(t *oauth2.Token, scopes []string) domain.Tokens {
+	now := time.Now
+	if p.cfg.Now != nil {
+		now = p.cfg.Now
+	}
+	expiry := now().Add(AssumedLifetime)
+	if t.ExpiresIn > 0 {
+		expiry = now().Add(time.Duration(t.ExpiresIn) * time.Second)
+	} else if !t.Expiry.IsZero() {
+		expiry = t.Expiry
 	}
 	out := domain.Tokens{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, TokenType: t.TokenType, Expiry: expiry.UTC(), Scopes: scopes}
 	if s, ok := t.Extra("scope").(string); ok && s != "" {
@@ -175,7 +184,7 @@ func (p *Provider) Exchange(ctx context.Context, code, verifier string, scopes [
 	if t.RefreshToken == "" {
 		return domain.Tokens{}, &domain.Failure{Terminal: true, Code: "no_refresh_token", Detail: "the provider issued no refresh token"}
 	}
-	return toTokens(t, scopes), nil
+	return p.toTokens(t, scopes), nil
 }
 
 // Refresh uses refreshToken once. On success it returns the new token set;
@@ -189,7 +198,7 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []st
 	if err != nil {
 		return domain.Tokens{}, false, Classify(err)
 	}
-	out := toTokens(tok, scopes)
+	out := p.toTokens(tok, scopes)
 	if out.RefreshToken == "" {
 		out.RefreshToken = refreshToken
 	}

@@ -43,6 +43,11 @@ var Version = "dev"
 type Main struct {
 	Config Config
 	Logger *slog.Logger
+	// Clock is the time of the lifecycle, the gate and the sandbox provider
+	// (default: the system clock; the gate then reads a coarse process
+	// clock). Tests set a clock ahead of real time to make tokens due or
+	// authorisation attempts expire without waiting.
+	Clock domain.Clock
 	// LogOutput receives the JSON logs (default os.Stderr).
 	LogOutput io.Writer
 
@@ -187,7 +192,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	if m.Lifecycle, err = lifecycle.New(lifecycle.Config{
 		Store: m.Store, Vault: m.Vault, Gate: m.Proj.Gate, Providers: endpoints, Attempts: m.Attempts,
-		Instance: m.Config.Instance, Logger: m.Logger,
+		Instance: m.Config.Instance, Logger: m.Logger, Clock: m.Clock,
 		MaxAttempts: m.Config.MaxAttempts, BackoffBase: m.Config.BackoffBase,
 		Lease: m.Config.RefreshLease, Tick: m.Config.Tick, Concurrency: m.Config.Concurrency,
 		AuthorisationTTL: m.Config.AuthorisationTTL,
@@ -251,6 +256,14 @@ func (m *Main) openNATS(ctx context.Context) error {
 	return err
 }
 
+// now returns the injected clock's Now, or nil for the default.
+func (m *Main) now() func() time.Time {
+	if m.Clock == nil {
+		return nil
+	}
+	return m.Clock.Now
+}
+
 // NATSURL is where other processes reach the NATS server tokenline uses.
 func (m *Main) NATSURL() string {
 	if m.NATS != nil {
@@ -310,13 +323,13 @@ func (m *Main) openProviders(ctx context.Context) error {
 		name = c.Provider
 	}
 	redirect := m.BaseURL + "/oauth/callback"
-	pc := provider.Config{Name: name, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: redirect, AuthStyle: c.AuthStyle}
+	pc := provider.Config{Name: name, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: redirect, AuthStyle: c.AuthStyle, Now: m.now()}
 	switch c.Provider {
 	case "sandbox":
 		sb, err := sandbox.New(sandbox.Config{
 			RedirectURIs: []string{redirect}, AccessTokenLifetime: c.SandboxAccessTTL,
 			RefreshTokenLifetime: c.SandboxRefreshTTL, Consent: c.SandboxConsent,
-			Logger: m.Logger.With("component", "sandbox"),
+			Logger: m.Logger.With("component", "sandbox"), Now: m.now(),
 		})
 		if err != nil {
 			return err

@@ -25,7 +25,7 @@ type Projections struct {
 
 func openProjections(_ context.Context, m *Main) (*Projections, error) {
 	p := &Projections{store: m.Store, m: m, snapN: m.Config.SnapshotEvery}
-	p.Gate = projections.NewGate(projections.GateOptions{ExpiryMargin: m.Config.GateExpiryMargin})
+	p.Gate = projections.NewGate(projections.GateOptions{ExpiryMargin: m.Config.GateExpiryMargin, Now: m.now()})
 	p.Status = projections.NewStatus()
 	// One write path: the gate derives every entry from the status
 	// projection's changes, and this instance's appends reach the status
