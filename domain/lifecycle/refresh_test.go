@@ -428,6 +428,27 @@ func TestRefreshLeaseRecoveredMeanwhile(t *testing.T) {
 	}
 }
 
+// The lease was recovered and another instance holds a new one: the
+// connection is refreshing again, but not under this refresher's lease, so
+// its outcome is not appended.
+func TestRefreshLeaseRecoveredAndTakenByAnotherRefresher(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	hold, done := e.startHeld(id)
+	e.clock.Advance(31 * time.Second)
+	e.recoverLease(id)
+	e.appendRaw(id, domain.RefreshStarted{Attempt: 2, LeaseUntil: e.clock.Now().Add(30 * time.Second), Trigger: domain.TriggerSchedule})
+	hold.Release()
+	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("%v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventRefreshStarted)
+	if c := e.load(id); c.State != domain.StateRefreshing || !e.vault.Has(id) {
+		t.Fatal("state or vault")
+	}
+}
+
 // A terminal failure whose lease was recovered meanwhile is not recorded:
 // the connection's state is what the recovering instance decided.
 func TestRefreshFailureAfterTheLeaseWasRecovered(t *testing.T) {

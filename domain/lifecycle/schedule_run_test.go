@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,14 @@ func TestScheduledRefreshInvalidGrantLoadsOnceAppendsThrice(t *testing.T) {
 	n := e.events(id)
 	tokens, _ := e.vault.Get(e.ctx, id)
 	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
+	var closedFirst atomic.Bool
+	e.store.BeforeAppend(func(_ string, _ uint64, ev domain.Event) {
+		if _, ok := ev.Payload.(domain.RefreshFailed); ok {
+			_, err := e.gate.Check(id)
+			var ge *domain.GateError
+			closedFirst.Store(errors.As(err, &ge) && ge.Reason == domain.ReasonInvalidGrant)
+		}
+	})
 	e.store.ResetCounters()
 
 	stop := e.run()
@@ -91,6 +100,9 @@ func TestScheduledRefreshInvalidGrantLoadsOnceAppendsThrice(t *testing.T) {
 		t.Errorf("connection %s (%s) tokens held %v", c.State, c.Reason, c.TokensHeld)
 	}
 	expectClosed(t, e.instance, id, domain.ReasonInvalidGrant)
+	if !closedFirst.Load() {
+		t.Error("the gate was not closed before refresh.failed was appended")
+	}
 	if e.vault.Has(id) {
 		t.Error("tokens left in the vault")
 	}
