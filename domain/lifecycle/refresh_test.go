@@ -1,0 +1,586 @@
+package lifecycle_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/memory"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
+)
+
+func TestRefreshNotDue(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.Refresh(e.ctx, unknownID, domain.TriggerManual); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("unknown: %v", err)
+	}
+	created := e.create()
+	if err := e.svc.Refresh(e.ctx, created, domain.TriggerManual); !errors.Is(err, lifecycle.ErrNotDue) {
+		t.Fatalf("never authorised: %v", err)
+	}
+	id := e.active()
+	n := e.events(id)
+	e.clock.Advance(11 * time.Minute) // due about 12 minutes into a 15-minute token
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerSchedule); !errors.Is(err, lifecycle.ErrNotDue) {
+		t.Fatalf("scheduled before due: %v", err)
+	}
+	if e.events(id) != n || e.tep.Requests(memory.RequestRefresh) != 0 {
+		t.Fatal("a refresh that was not due did something")
+	}
+	e.clock.Advance(90 * time.Second)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerSchedule); err != nil {
+		t.Fatalf("scheduled when due: %v", err)
+	}
+}
+
+// The refresh.started append is the lock: losing it sends no token request.
+func TestRefreshLosesTheLock(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	e.store.RaceNextAppend(func() { e.appendRaw(id, domain.ConnectionUpdated{Config: map[string]string{"a": "b"}}) })
+	e.store.ResetCounters()
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("%v", err)
+	}
+	if e.tep.Requests(memory.RequestRefresh) != 0 || e.vault.Gets() != 0 {
+		t.Fatal("the loser read the vault or sent a token request")
+	}
+	if l, a := e.store.Loads(), e.store.Appends(); l != 1 || a != 2 { // its own and the racer's
+		t.Fatalf("%d loads, %d appends", l, a)
+	}
+	e.expectTypes(id, n, domain.EventConnectionUpdated)
+}
+
+func TestRefreshSucceedsWithRotation(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	old, _ := e.vault.Get(e.ctx, id)
+	oldTok := e.expectOpen(e.instance, id)
+	e.clock.Advance(5 * time.Minute)
+	e.store.ResetCounters()
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
+		t.Fatal(err)
+	}
+	if l, a := e.store.Loads(), e.store.Appends(); l != 1 || a != 2 {
+		t.Errorf("%d loads, %d appends; want 1 and 2", l, a)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
+	rs := find[domain.RefreshStarted](e, id)
+	if rs.Trigger != domain.TriggerManual || rs.RefreshTokenFP != domain.Fingerprint(old.RefreshToken) || rs.Attempt != 1 ||
+		!rs.LeaseUntil.Equal(e.clock.Now().Add(30*time.Second)) {
+		t.Fatalf("refresh.started %+v", rs)
+	}
+	toks, _ := e.vault.Get(e.ctx, id)
+	if toks.RefreshToken == old.RefreshToken || toks.AccessToken == old.AccessToken {
+		t.Fatal("the vault holds the old tokens")
+	}
+	ok := last[domain.RefreshSucceeded](e, id)
+	if !ok.Rotated || ok.Tokens.RefreshTokenFP != domain.Fingerprint(toks.RefreshToken) || ok.Tokens.AccessTokenFP != domain.Fingerprint(toks.AccessToken) ||
+		!ok.Tokens.AccessTokenExpiresAt.Equal(e.clock.Now().Add(15*time.Minute)) {
+		t.Fatalf("refresh.succeeded %+v", ok)
+	}
+	if tok := e.expectOpen(e.instance, id); tok == oldTok {
+		t.Fatal("the gate hands out the old token")
+	}
+	if c := e.load(id); c.State != domain.StateActive || c.TransientFailures != 0 || !c.LastRefreshOK {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestRefreshSucceedsWithoutRotation(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	old, _ := e.vault.Get(e.ctx, id)
+	e.tep.SetIssueRefreshTokens(false)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
+		t.Fatal(err)
+	}
+	toks, _ := e.vault.Get(e.ctx, id)
+	if toks.RefreshToken != old.RefreshToken || toks.AccessToken == old.AccessToken {
+		t.Fatal("vault")
+	}
+	if ok := last[domain.RefreshSucceeded](e, id); ok.Rotated || ok.Tokens.RefreshTokenFP != domain.Fingerprint(old.RefreshToken) {
+		t.Fatalf("refresh.succeeded %+v", ok)
+	}
+	e.expectOpen(e.instance, id)
+	// The same refresh token works again.
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An earlier refresher stored rotated tokens and died before its event: the
+// vault is ahead of the stream. The next refresh adopts the stored tokens
+// instead of presenting the replaced refresh token.
+func TestRefreshAdoptsTokensStoredByAnInterruptedRefresh(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	old, _ := e.vault.Get(e.ctx, id)
+	rotated, _, err := e.tep.Refresh(e.ctx, old.RefreshToken, old.Scopes) // the dead refresher's request
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.vault.Put(e.ctx, id, rotated); err != nil {
+		t.Fatal(err)
+	}
+	requests := e.tep.Requests(memory.RequestRefresh)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
+		t.Fatal(err)
+	}
+	if e.tep.Requests(memory.RequestRefresh) != requests {
+		t.Fatal("a token request was sent (with the replaced refresh token?)")
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
+	ok := last[domain.RefreshSucceeded](e, id)
+	if !ok.Rotated || ok.Tokens.RefreshTokenFP != domain.Fingerprint(rotated.RefreshToken) || ok.Tokens.AccessTokenFP != domain.Fingerprint(rotated.AccessToken) {
+		t.Fatalf("refresh.succeeded %+v", ok)
+	}
+	if tok := e.expectOpen(e.instance, id); tok != rotated.AccessToken {
+		t.Fatal("gate")
+	}
+	if e.tep.LiveGrants() != 1 {
+		t.Fatal("the grant was killed (replaced refresh token presented)")
+	}
+}
+
+func TestRefreshVaultReadFailureIsTransient(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	e.vault.FailGets(1, errors.New("vault unreachable"))
+	err := e.svc.Refresh(e.ctx, id, domain.TriggerManual)
+	var f *domain.Failure
+	if !errors.As(err, &f) || f.Terminal || f.Code != "vault_read_failed" {
+		t.Fatalf("%v", err)
+	}
+	rf := last[domain.RefreshFailed](e, id)
+	if rf.Terminal || rf.ErrorCode != "vault_read_failed" || rf.Attempt != 1 || rf.RetryAt.Before(e.clock.Now().Add(500*time.Millisecond)) {
+		t.Fatalf("refresh.failed %+v", rf)
+	}
+	if c := e.load(id); c.State != domain.StateActive || c.TransientFailures != 1 || !c.TokensHeld || e.tep.Requests(memory.RequestRefresh) != 0 {
+		t.Fatalf("%+v", c)
+	}
+	e.expectOpen(e.instance, id) // the current token is still good
+}
+
+func TestRefreshWithoutStoredTokensIsTerminal(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	_ = e.vault.Delete(e.ctx, id)
+	err := e.svc.Refresh(e.ctx, id, domain.TriggerManual)
+	var te *lifecycle.TerminalError
+	if !errors.As(err, &te) || te.Reason != domain.ReasonInvalidGrant || te.ConnectionID != id || te.Failure.Detail != "no refresh token stored" ||
+		!errors.Is(err, domain.ErrUnauthenticated) || err.Error() == "" {
+		t.Fatalf("%v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventTokensInvalidated)
+	if rf := find[domain.RefreshFailed](e, id); !rf.Terminal || rf.Reason != domain.ReasonInvalidGrant {
+		t.Fatalf("refresh.failed %+v", rf)
+	}
+	if ti := last[domain.TokensInvalidated](e, id); ti.ProviderRevoked {
+		t.Fatal("revoked tokens it did not have")
+	}
+	expectClosed(t, e.instance, id, domain.ReasonInvalidGrant)
+}
+
+// A transient 503 with Retry-After: the retry time honours it, the attempt
+// is counted, and the scheduled trigger waits for it.
+func TestRefreshTransientFailureHonoursRetryAfter(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	tok := e.expectOpen(e.instance, id)
+	e.tep.FailNext(memory.RequestRefresh, memory.Unavailable(2*time.Minute))
+	err := e.svc.Refresh(e.ctx, id, domain.TriggerManual)
+	var f *domain.Failure
+	if !errors.As(err, &f) || f.Terminal || f.Status != 503 {
+		t.Fatalf("%v", err)
+	}
+	retryAt := e.clock.Now().Add(2 * time.Minute)
+	rf := last[domain.RefreshFailed](e, id)
+	if rf.Terminal || rf.Class != "transient" || rf.HTTPStatus != 503 || rf.Attempt != 1 || !rf.RetryAt.Equal(retryAt) {
+		t.Fatalf("refresh.failed %+v, want retry at %v", rf, retryAt)
+	}
+	if c := e.load(id); c.State != domain.StateActive || c.TransientFailures != 1 || !c.RetryAt.Equal(retryAt) {
+		t.Fatalf("%+v", c)
+	}
+	if got := e.expectOpen(e.instance, id); got != tok {
+		t.Fatal("gate")
+	}
+	e.clock.Advance(2*time.Minute - time.Millisecond)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerSchedule); !errors.Is(err, lifecycle.ErrNotDue) {
+		t.Fatalf("before retry_at: %v", err)
+	}
+	e.clock.Advance(time.Millisecond)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerSchedule); err != nil {
+		t.Fatalf("at retry_at: %v", err)
+	}
+	if rs := find[domain.RefreshStarted](e, id); rs.Attempt != 2 {
+		t.Fatalf("refresh.started %+v", rs)
+	}
+	if ok := last[domain.RefreshSucceeded](e, id); ok.Attempt != 2 {
+		t.Fatalf("refresh.succeeded %+v", ok)
+	}
+	if c := e.load(id); c.TransientFailures != 0 || !c.RetryAt.IsZero() {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestRefreshRetriesExhausted(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *lifecycle.Config) { c.MaxAttempts = 2 }))
+	id := e.active()
+	n := e.events(id)
+	e.tep.FailNext(memory.RequestRefresh, memory.NetworkFailure(), memory.TimeoutFailure())
+	var f *domain.Failure
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.As(err, &f) {
+		t.Fatalf("first: %v", err)
+	}
+	var te *lifecycle.TerminalError
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.As(err, &te) || te.Reason != domain.ReasonRefreshRetriesExhausted {
+		t.Fatalf("second: %v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventTokensInvalidated)
+	rf := find[domain.RefreshFailed](e, id)
+	if !rf.Terminal || rf.Class != "transient" || rf.ErrorCode != "timeout" || rf.Attempt != 2 || rf.Reason != domain.ReasonRefreshRetriesExhausted {
+		t.Fatalf("refresh.failed %+v", rf)
+	}
+	expectClosed(t, e.instance, id, domain.ReasonRefreshRetriesExhausted)
+	if e.vault.Has(id) || e.tep.LiveGrants() != 0 {
+		t.Fatal("tokens not destroyed")
+	}
+}
+
+// Terminal answers give the reason of their error code.
+func TestRefreshTerminalReasons(t *testing.T) {
+	for _, tc := range []struct {
+		f      *domain.Failure
+		reason domain.Reason
+	}{
+		{memory.InvalidClient(), domain.ReasonInvalidClient},
+		{memory.HTTPFailure(400, "invalid_scope", 0), domain.ReasonInvalidScope},
+		{memory.HTTPFailure(403, "", 0), domain.ReasonTokenEndpointRejected},
+	} {
+		e := newEnv(t)
+		id := e.active()
+		e.tep.FailNext(memory.RequestRefresh, tc.f)
+		var te *lifecycle.TerminalError
+		if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.As(err, &te) || te.Reason != tc.reason {
+			t.Fatalf("%s: %v", tc.f.Code, err)
+		}
+		expectClosed(t, e.instance, id, tc.reason)
+	}
+}
+
+// The vault write of rotated tokens is retried on the clock; a write that
+// never succeeds is terminal (the old refresh token is dead).
+func TestRefreshStoresRotatedTokensAfterRetries(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	e.vault.FailPuts(3, errors.New("vault unreachable"))
+	t0 := e.clock.Now()
+	if err := drive(e, func() error { return e.svc.Refresh(e.ctx, id, domain.TriggerManual) }); err != nil {
+		t.Fatal(err)
+	}
+	if waited := e.clock.Now().Sub(t0); waited != 600*time.Millisecond {
+		t.Fatalf("waited %v, want 100+200+300ms", waited)
+	}
+	if e.vault.Puts() != 1+4 {
+		t.Fatalf("%d puts", e.vault.Puts())
+	}
+	e.expectOpen(e.instance, id)
+}
+
+func TestRefreshRotatedTokensLost(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	old, _ := e.vault.Get(e.ctx, id)
+	e.vault.FailPuts(4, errors.New("vault unreachable"))
+	err := drive(e, func() error { return e.svc.Refresh(e.ctx, id, domain.TriggerManual) })
+	var te *lifecycle.TerminalError
+	if !errors.As(err, &te) || te.Reason != domain.ReasonRotatedTokensLost {
+		t.Fatalf("%v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventTokensInvalidated)
+	if rf := find[domain.RefreshFailed](e, id); !rf.Terminal || rf.ErrorCode != "rotated_tokens_lost" {
+		t.Fatalf("refresh.failed %+v", rf)
+	}
+	expectClosed(t, e.instance, id, domain.ReasonRotatedTokensLost)
+	if e.vault.Has(id) {
+		t.Fatal("the old tokens are still in the vault")
+	}
+	if ti := last[domain.TokensInvalidated](e, id); ti.RefreshTokenFP != domain.Fingerprint(old.RefreshToken) {
+		t.Fatalf("tokens.invalidated %+v", ti)
+	}
+}
+
+// startHeld starts a refresh whose token request the provider holds, and
+// returns the hold and the refresh's result.
+func (e *env) startHeld(id string) (*memory.Hold, <-chan error) {
+	e.t.Helper()
+	hold := e.tep.Hold(memory.RequestRefresh)
+	done := make(chan error, 1)
+	go func() { done <- e.svc.Refresh(e.ctx, id, domain.TriggerManual) }()
+	if err := hold.WaitHeld(e.ctx, 1); err != nil {
+		e.t.Fatal(err)
+	}
+	return hold, done
+}
+
+func (e *env) result(done <-chan error) error {
+	e.t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-e.ctx.Done():
+		e.t.Fatal("the refresh did not end")
+		return nil
+	}
+}
+
+// An event appended while the token request is in flight (a self-loop:
+// connection.updated) makes the outcome's append conflict; the outcome is
+// decided again on the new version and appended.
+func TestRefreshOutcomeAfterASelfLoopEvent(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	hold, done := e.startHeld(id)
+	if _, err := e.svc.Update(e.ctx, id, []string{"read", "write"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.store.ResetCounters()
+	hold.Release()
+	if err := e.result(done); err != nil {
+		t.Fatal(err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventConnectionUpdated, domain.EventRefreshSucceeded)
+	if l, a, c := e.store.Loads(), e.store.Appends(), e.store.Conflicts(); l != 1 || a != 2 || c != 1 {
+		t.Fatalf("%d loads, %d appends, %d conflicts; want 1, 2, 1", l, a, c)
+	}
+	if c := e.load(id); c.State != domain.StateActive || len(c.Scopes) != 2 {
+		t.Fatalf("%+v", c)
+	}
+	e.expectOpen(e.instance, id)
+}
+
+// Same for a terminal outcome: the gate is closed before each append.
+func TestRefreshTerminalOutcomeAfterASelfLoopEvent(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
+	hold, done := e.startHeld(id)
+	if _, err := e.svc.Update(e.ctx, id, nil, map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	hold.Release()
+	var te *lifecycle.TerminalError
+	if err := e.result(done); !errors.As(err, &te) || te.Reason != domain.ReasonInvalidGrant {
+		t.Fatal(err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventConnectionUpdated, domain.EventRefreshFailed, domain.EventTokensInvalidated)
+	expectClosed(t, e.instance, id, domain.ReasonInvalidGrant)
+}
+
+// recoverLease appends what another instance's scheduler appends for an
+// expired lease.
+func (e *env) recoverLease(id string) {
+	e.t.Helper()
+	c := e.load(id)
+	e.appendRaw(id, domain.RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, RetryAt: e.clock.Now()})
+}
+
+// The lease was recovered by another instance while the token request was
+// in flight: the outcome is not appended, and the rotated tokens stay in
+// the vault for the next refresh to adopt (the connection is usable).
+func TestRefreshLeaseRecoveredMeanwhile(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	hold, done := e.startHeld(id)
+	e.clock.Advance(31 * time.Second)
+	e.recoverLease(id)
+	hold.Release()
+	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("%v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed)
+	stored, _ := e.vault.Get(e.ctx, id)
+	if c := e.load(id); c.State != domain.StateActive || c.Tokens.RefreshTokenFP == domain.Fingerprint(stored.RefreshToken) {
+		t.Fatal("the vault should be ahead of the stream")
+	}
+	// The next refresh adopts them without a token request.
+	requests := e.tep.Requests(memory.RequestRefresh)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
+		t.Fatal(err)
+	}
+	if e.tep.Requests(memory.RequestRefresh) != requests || last[domain.RefreshSucceeded](e, id).Tokens.RefreshTokenFP != domain.Fingerprint(stored.RefreshToken) {
+		t.Fatal("not adopted")
+	}
+	e.expectOpen(e.instance, id)
+	if e.tep.LiveGrants() != 1 {
+		t.Fatal("grant killed")
+	}
+}
+
+// The lease was recovered and another instance holds a new one: the
+// connection is refreshing again, but not under this refresher's lease, so
+// its outcome is not appended.
+func TestRefreshLeaseRecoveredAndTakenByAnotherRefresher(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	hold, done := e.startHeld(id)
+	e.clock.Advance(31 * time.Second)
+	e.recoverLease(id)
+	e.appendRaw(id, domain.RefreshStarted{Attempt: 2, LeaseUntil: e.clock.Now().Add(30 * time.Second), Trigger: domain.TriggerSchedule})
+	hold.Release()
+	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("%v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventRefreshStarted)
+	if c := e.load(id); c.State != domain.StateRefreshing || !e.vault.Has(id) {
+		t.Fatal("state or vault")
+	}
+}
+
+// A terminal failure whose lease was recovered meanwhile is not recorded:
+// the connection's state is what the recovering instance decided.
+func TestRefreshFailureAfterTheLeaseWasRecovered(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
+	hold, done := e.startHeld(id)
+	e.clock.Advance(31 * time.Second)
+	e.recoverLease(id)
+	hold.Release()
+	err := e.result(done)
+	var te *lifecycle.TerminalError
+	if !errors.Is(err, domain.ErrConflict) || errors.As(err, &te) {
+		t.Fatalf("%v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed)
+	if c := e.load(id); c.State != domain.StateActive || !e.vault.Has(id) {
+		t.Fatal("acted on a lease it no longer held")
+	}
+	e.expectOpen(e.instance, id)
+}
+
+// The connection was deleted while the token request was in flight (and
+// the deletion could not revoke the grant): the rotated tokens the refresh
+// stored are abandoned, so they are revoked and deleted.
+func TestRefreshAbandonsTokensOfADeletedConnection(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	hold, done := e.startHeld(id)
+	e.tep.FailNext(memory.RequestRevoke, memory.Unavailable(0))
+	if err := e.svc.Delete(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if e.tep.LiveGrants() != 1 {
+		t.Fatal("the deletion's revocation should have failed")
+	}
+	hold.Release()
+	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
+		t.Fatalf("%v", err)
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventConnectionDeleted, domain.EventTokensInvalidated)
+	if e.vault.Has(id) {
+		t.Fatal("abandoned tokens left in the vault")
+	}
+	if e.tep.LiveGrants() != 0 {
+		t.Fatal("abandoned tokens not revoked")
+	}
+	expectClosed(t, e.instance, id, domain.ReasonConnectionDeleted)
+}
+
+// The outcome cannot be appended (the stream is down): the stored tokens
+// stay for a later refresh to adopt, and the error says so.
+func TestRefreshOutcomeAppendFails(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	appendErr := errors.New("stream unreachable")
+	e.store.OnAppend(func(ev domain.Event) {
+		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
+			e.store.FailAppends(1, appendErr)
+		}
+	})
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.Is(err, appendErr) {
+		t.Fatalf("%v", err)
+	}
+	if c := e.load(id); c.State != domain.StateRefreshing || !e.vault.Has(id) {
+		t.Fatal("state or vault")
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted)
+
+	// A terminal outcome that cannot be appended reopens the gate.
+	e2 := newEnv(t)
+	id2 := e2.active()
+	e2.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
+	e2.store.OnAppend(func(ev domain.Event) {
+		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
+			e2.store.FailAppends(1, appendErr)
+		}
+	})
+	var te *lifecycle.TerminalError
+	if err := e2.svc.Refresh(e2.ctx, id2, domain.TriggerManual); !errors.Is(err, appendErr) || errors.As(err, &te) {
+		t.Fatalf("%v", err)
+	}
+	expectGate(t, e2.instance, id2, domain.DetailRefreshing, domain.ReasonNone)
+	if !e2.vault.Has(id2) {
+		t.Fatal("tokens destroyed without a terminal event")
+	}
+}
+
+// A shutdown after the lock was taken and before the token request was
+// sent: nothing is sent, the lease is left to expire.
+func TestRefreshCancelledBeforeTheTokenRequest(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	n := e.events(id)
+	ctx, cancel := context.WithCancel(e.ctx)
+	e.store.OnAppend(func(ev domain.Event) {
+		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
+			cancel()
+		}
+	})
+	if err := e.svc.Refresh(ctx, id, domain.TriggerManual); !errors.Is(err, context.Canceled) {
+		t.Fatalf("%v", err)
+	}
+	if e.tep.Requests(memory.RequestRefresh) != 0 {
+		t.Fatal("a token request was sent")
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted)
+	expectGate(t, e.instance, id, domain.DetailRefreshing, domain.ReasonNone)
+}
+
+// Once the token request is sent, a cancelled caller does not strand the
+// rotated tokens: the refresh finishes within its lease.
+func TestRefreshFinishesAfterTheCallerGaveUp(t *testing.T) {
+	e := newEnv(t)
+	id := e.active()
+	ctx, cancel := context.WithCancel(e.ctx)
+	hold := e.tep.Hold(memory.RequestRefresh)
+	done := make(chan error, 1)
+	go func() { done <- e.svc.Refresh(ctx, id, domain.TriggerManual) }()
+	if err := hold.WaitHeld(e.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	hold.Release()
+	if err := e.result(done); err != nil {
+		t.Fatal(err)
+	}
+	if last[domain.RefreshSucceeded](e, id).Tokens.AccessTokenFP == "" {
+		t.Fatal("not recorded")
+	}
+	e.expectOpen(e.instance, id)
+}
