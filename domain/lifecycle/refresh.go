@@ -108,6 +108,11 @@ func (r *refreshRun) run(ctx context.Context) error {
 	// old token again would kill the grant).
 	if err := s.putTokens(ctx, id, newToks); err != nil {
 		s.log.Error("storing rotated tokens failed", "connection_id", id, "error", err.Error())
+		// The new tokens exist only here: revoke them (best effort) so that
+		// the grant does not outlive the record of it.
+		if rerr := r.p.Revoke(ctx, newToks.RefreshToken, "refresh_token"); rerr != nil && !errors.Is(rerr, domain.ErrNoRevocation) {
+			s.log.Warn("revoking the rotated tokens at the provider failed (best effort)", "connection_id", id, "error", rerr.Error())
+		}
 		return r.failed(ctx, &domain.Failure{Terminal: true, Code: "rotated_tokens_lost"})
 	}
 	return r.succeeded(ctx, newToks, rotated)

@@ -316,6 +316,11 @@ func TestRefreshRotatedTokensLost(t *testing.T) {
 	if ti := last[domain.TokensInvalidated](e, id); ti.RefreshTokenFP != domain.Fingerprint(old.RefreshToken) {
 		t.Fatalf("tokens.invalidated %+v", ti)
 	}
+	// The rotated tokens that could not be stored were revoked: no grant
+	// outlives the connection's record of it.
+	if n := e.tep.LiveGrants(); n != 0 {
+		t.Fatalf("%d live grants at the provider", n)
+	}
 }
 
 // startHeld starts a refresh whose token request the provider holds, and
