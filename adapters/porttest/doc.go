@@ -13,6 +13,10 @@
 // value for an in-memory implementation. The suites use fresh random
 // connection ids and keys, so a factory may share its backend between
 // calls.
+//
+// support.go holds the few helpers that test packages share beyond the
+// contracts: LogBuffer (a goroutine-safe log sink) and SkewClock (real
+// time plus a skew a test moves forward).
 package porttest
 
 import (
