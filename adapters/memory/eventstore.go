@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/google/uuid"
-
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
@@ -169,20 +167,8 @@ func (r record) event() (domain.Event, error) {
 
 // prepare fills in what the event leaves empty, as jsstore does.
 func (s *EventStore) prepare(connectionID string, e *domain.Event) ([]byte, error) {
-	if e.ID == "" {
-		e.ID = uuid.NewString()
-	}
-	if e.ConnectionID == "" {
-		e.ConnectionID = connectionID
-	}
-	if e.ConnectionID != connectionID {
-		return nil, fmt.Errorf("memory: event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
-	}
-	if e.Time.IsZero() {
-		e.Time = s.cfg.Clock.Now().UTC()
-	}
-	if e.Actor == "" {
-		e.Actor = s.cfg.Actor
+	if err := e.Stamp(connectionID, s.cfg.Clock.Now, s.cfg.Actor); err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
 	}
 	return events.Encode(*e)
 }
