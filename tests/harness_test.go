@@ -70,32 +70,11 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
-var noRedirect = &http.Client{
-	Timeout:       10 * time.Second,
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
-
 // consent follows an authorize URL through the sandbox (consent mode
 // approve or deny) and returns the callback query it redirects to.
 func consent(t testing.TB, authorizeURL string) url.Values {
 	t.Helper()
-	resp, err := noRedirect.Get(authorizeURL)
-	if err != nil {
-		t.Fatalf("authorize: %v", err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 3 {
-		t.Fatalf("authorize: status %d, want a redirect", resp.StatusCode)
-	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if loc.Path != "/oauth/callback" {
-		t.Fatalf("redirected to %s, want the callback", loc.Path)
-	}
-	return loc.Query()
+	return porttest.Consent(t, authorizeURL).Query()
 }
 
 func callback(t testing.TB, in *instance, q url.Values) error {

@@ -15,8 +15,9 @@
 // calls.
 //
 // support.go holds the few helpers that test packages share beyond the
-// contracts: LogBuffer (a goroutine-safe log sink) and SkewClock (real
-// time plus a skew a test moves forward).
+// contracts: LogBuffer (a goroutine-safe log sink), SkewClock (real time
+// plus a skew a test moves forward) and the walk through the sandbox's
+// consent (Redirect, Consent, CompleteAuthorisation).
 package porttest
 
 import (

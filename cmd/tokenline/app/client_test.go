@@ -440,7 +440,7 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 
 	t.Run("authorised connection", func(t *testing.T) {
 		aid := c.createConnection()
-		completeAuthorisation(t, server, strings.TrimSpace(c.ok("connections", "authorize", aid)))
+		porttest.CompleteAuthorisation(t, server, strings.TrimSpace(c.ok("connections", "authorize", aid)))
 		out := c.ok("connections", "get", aid)
 		if !strings.Contains(lineWith(out, "State:"), "active") || lineWith(out, "Access token expires:") == "" || lineWith(out, "Reason:") != "" {
 			t.Errorf("get of an authorised connection:\n%s", out)
@@ -544,33 +544,6 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 			t.Errorf("list exited %d", code)
 		}
 	})
-}
-
-// completeAuthorisation consents at the sandbox (consent mode approve) and
-// delivers its redirect to server's OAuth callback.
-func completeAuthorisation(t *testing.T, server, authorizeURL string) {
-	t.Helper()
-	noRedirect := &http.Client{
-		Timeout:       10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := noRedirect.Get(authorizeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.StatusCode/100 != 3 || loc.Path != "/oauth/callback" {
-		t.Fatalf("sandbox authorize: status %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
-	}
-	resp, err = noRedirect.Get(server + loc.RequestURI())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("callback: status %d", resp.StatusCode)
-	}
 }
 
 // runCLIProcess runs the command tree in a child process, as cmd/tokenline's
