@@ -1,7 +1,10 @@
 package domain
 
 import (
+	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // EventType is the public name of an event. The CloudEvents `type` attribute
@@ -51,6 +54,28 @@ func (e Event) Type() EventType {
 		return ""
 	}
 	return e.Payload.EventType()
+}
+
+// Stamp fills in what an event store fills in on append when e leaves it
+// empty: a new UUID, connectionID, now() in UTC and actor. It refuses an
+// event that names another connection.
+func (e *Event) Stamp(connectionID string, now func() time.Time, actor string) error {
+	if e.ID == "" {
+		e.ID = uuid.NewString()
+	}
+	if e.ConnectionID == "" {
+		e.ConnectionID = connectionID
+	}
+	if e.ConnectionID != connectionID {
+		return fmt.Errorf("event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
+	}
+	if e.Time.IsZero() {
+		e.Time = now().UTC()
+	}
+	if e.Actor == "" {
+		e.Actor = actor
+	}
+	return nil
 }
 
 // Payload is the data of one event type.

@@ -14,51 +14,23 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type instance struct {
 	*app.Main
-	logs  *syncBuffer
-	clock *skewClock
+	logs  *porttest.LogBuffer
+	clock *porttest.SkewClock // the instance's lifecycle, gate and sandbox read it
 }
 
-// skewClock is real time plus a skew a test moves forward: the instance's
-// lifecycle, gate and sandbox read it, so a test makes tokens due or
-// attempts expire without sleeping.
-type skewClock struct{ skew atomic.Int64 }
-
-func (c *skewClock) Now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
-
-func (c *skewClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // advance moves the instance's clock forward by d.
-func (in *instance) advance(d time.Duration) { in.clock.skew.Add(int64(d)) }
+func (in *instance) advance(d time.Duration) { in.clock.Advance(d) }
 
 // start runs a Main on loopback port 0 with a fast schedule. mod adjusts the
 // configuration.
@@ -79,9 +51,9 @@ func startTB(t testing.TB, mod func(*app.Config)) *instance {
 	if mod != nil {
 		mod(c)
 	}
-	logs := &syncBuffer{}
+	logs := &porttest.LogBuffer{}
 	m.LogOutput = logs
-	clock := &skewClock{}
+	clock := &porttest.SkewClock{}
 	m.Clock = clock
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -98,32 +70,11 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
-var noRedirect = &http.Client{
-	Timeout:       10 * time.Second,
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
-
 // consent follows an authorize URL through the sandbox (consent mode
 // approve or deny) and returns the callback query it redirects to.
 func consent(t testing.TB, authorizeURL string) url.Values {
 	t.Helper()
-	resp, err := noRedirect.Get(authorizeURL)
-	if err != nil {
-		t.Fatalf("authorize: %v", err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 3 {
-		t.Fatalf("authorize: status %d, want a redirect", resp.StatusCode)
-	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if loc.Path != "/oauth/callback" {
-		t.Fatalf("redirected to %s, want the callback", loc.Path)
-	}
-	return loc.Query()
+	return porttest.Consent(t, authorizeURL).Query()
 }
 
 func callback(t testing.TB, in *instance, q url.Values) error {

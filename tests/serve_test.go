@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tokenline/tokenline/adapters/natsserver"
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 )
 
@@ -23,7 +24,7 @@ func TestServeCommandPrintsWhereEverythingIs(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &porttest.LogBuffer{}
 	cmd := app.NewRootCommand(ctx, out, io.Discard)
 	cmd.SetArgs([]string{"serve", "--data-dir", dir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "error"})
 	done := make(chan error, 1)
@@ -87,7 +88,7 @@ func TestSecondServeOnSameDataDirFails(t *testing.T) {
 }
 
 func TestVersionCommand(t *testing.T) {
-	out := &syncBuffer{}
+	out := &porttest.LogBuffer{}
 	cmd := app.NewRootCommand(context.Background(), out, io.Discard)
 	cmd.SetArgs([]string{"version"})
 	if err := cmd.Execute(); err != nil || !strings.HasPrefix(out.String(), "tokenline ") {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 )
@@ -173,7 +174,7 @@ type browser struct {
 func newBrowser(t *testing.T, bin, dir string, in *instance) *browser {
 	t.Helper()
 	userData := t.TempDir()
-	out := &syncBuffer{}
+	out := &porttest.LogBuffer{}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin),
 		chromedp.Headless,

@@ -439,7 +439,7 @@ func TestCallbackExpiredStateChangesNothing(t *testing.T) {
 	e := newEnvWith(t, envConfig{noScheduler: true})
 	c := e.create()
 	cb := e.followToCallback(e.startAuthorize(c.ID))
-	e.skew.Store(int64(11 * time.Minute)) // past the 10-minute attempt lifetime
+	e.clock.Advance(11 * time.Minute) // past the 10-minute attempt lifetime
 	before := e.lastSeq()
 	resp, body := e.request("GET", cb, nil, "Authorization", "", "Accept", "application/json")
 	var eb apitypes.ErrorBody

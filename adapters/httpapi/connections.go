@@ -20,6 +20,15 @@ func (s *Server) status(c domain.Connection) apitypes.ConnectionStatus {
 	return st
 }
 
+// writeStatus answers c's status, or err as the service error it is.
+func (s *Server) writeStatus(w http.ResponseWriter, r *http.Request, c domain.Connection, err error) {
+	if err != nil {
+		s.writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.status(c))
+}
+
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	var req apitypes.CreateRequest
 	if !decodeJSON(w, r, &req) {
@@ -63,11 +72,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := s.cfg.Status.Connection(r.Context(), id)
-	if err != nil {
-		s.writeServiceError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.status(c))
+	s.writeStatus(w, r, c, err)
 }
 
 func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
@@ -84,11 +89,7 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := s.cfg.Connections.Update(r.Context(), id, req.Scopes, req.Config)
-	if err != nil {
-		s.writeServiceError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.status(c))
+	s.writeStatus(w, r, c, err)
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
@@ -194,11 +195,7 @@ func (s *Server) handleRejection(w http.ResponseWriter, r *http.Request) {
 	c, err := s.cfg.Connections.ReportRejection(r.Context(), id, lifecycle.Rejection{
 		Status: req.Status, WWWAuthenticate: req.WWWAuthenticate, AccessTokenFP: req.AccessTokenFP,
 	})
-	if err != nil {
-		s.writeServiceError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.status(c))
+	s.writeStatus(w, r, c, err)
 }
 
 // quote quotes a user-supplied word for a message, bounded in length.

@@ -11,8 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/adapters/provider"
 	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/adapters/vault"
@@ -31,24 +30,6 @@ import (
 )
 
 const apiToken = "tl_test_0123456789abcdef0123456789abcdef"
-
-// syncBuffer collects every log line of a test (API, lifecycle, sandbox).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // env is a whole tokenline on real parts: an embedded JetStream server, the
 // JetStream event store, the encrypted vault, the projections' gate, the
@@ -66,17 +47,10 @@ type env struct {
 	sb     *sandbox.Server
 	life   *lifecycle.Service
 	api    *httpapi.Server
-	logs   *syncBuffer
-	client *http.Client // does not follow redirects
-	skew   atomic.Int64 // added to the lifecycle's clock (ns)
+	logs   *porttest.LogBuffer // every log line (API, lifecycle, sandbox)
+	client *http.Client        // does not follow redirects
+	clock  porttest.SkewClock  // the lifecycle's clock
 }
-
-// Now is the lifecycle's clock (domain.Clock): real time plus the skew a
-// test set.
-func (e *env) Now() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
-
-// After waits in real time.
-func (e *env) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // envOption changes the server's configuration; it runs once the store,
 // vault, gate and lifecycle exist.
@@ -97,7 +71,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 func newEnvWith(t *testing.T, ec envConfig, opts ...envOption) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, logs: &syncBuffer{}}
+	e := &env{t: t, logs: &porttest.LogBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	mux := http.NewServeMux()
@@ -144,7 +118,7 @@ func newEnvWith(t *testing.T, ec envConfig, opts ...envOption) *env {
 	}
 	if e.life, err = lifecycle.New(lifecycle.Config{
 		Store: e.store, Vault: e.vault, Gate: e.gate, Providers: map[string]domain.TokenEndpoint{"sandbox": p},
-		Attempts: attempts, Instance: "test", Logger: logger, Clock: e,
+		Attempts: attempts, Instance: "test", Logger: logger, Clock: &e.clock,
 	}); err != nil {
 		t.Fatal(err)
 	}

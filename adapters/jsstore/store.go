@@ -35,7 +35,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -173,20 +172,8 @@ func (s *Store) OnAppend(f func(domain.Event)) {
 
 // prepare fills in what the event leaves empty and encodes it.
 func (s *Store) prepare(connectionID string, e *domain.Event) ([]byte, error) {
-	if e.ID == "" {
-		e.ID = uuid.NewString()
-	}
-	if e.ConnectionID == "" {
-		e.ConnectionID = connectionID
-	}
-	if e.ConnectionID != connectionID {
-		return nil, fmt.Errorf("jsstore: event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
-	if e.Actor == "" {
-		e.Actor = s.cfg.Actor
+	if err := e.Stamp(connectionID, time.Now, s.cfg.Actor); err != nil {
+		return nil, fmt.Errorf("jsstore: %w", err)
 	}
 	return events.Encode(*e)
 }

@@ -74,17 +74,13 @@ func (a *Attempts) Take(ctx context.Context, key string) (domain.Attempt, error)
 
 // FailPuts makes the next n Puts fail with an error wrapping err.
 func (a *Attempts) FailPuts(n int, err error) {
-	a.mu.Lock()
 	a.failPuts.set(n, err)
-	a.mu.Unlock()
 }
 
 // FailTakes makes the next n Takes fail with an error wrapping err (the
 // attempt stays stored).
 func (a *Attempts) FailTakes(n int, err error) {
-	a.mu.Lock()
 	a.failTake.set(n, err)
-	a.mu.Unlock()
 }
 
 // Len returns how many attempts are open.

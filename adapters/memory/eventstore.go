@@ -2,12 +2,9 @@ package memory
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
-
-	"github.com/google/uuid"
 
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
@@ -41,7 +38,6 @@ type EventStore struct {
 	before []func(connectionID string, expectedLastSeq uint64, e domain.Event)
 	race   atomic.Pointer[func()]
 
-	failMu      sync.Mutex
 	failAppends failures
 	failLoads   failures
 
@@ -101,16 +97,12 @@ func (s *EventStore) RaceNextAppend(f func()) {
 // FailAppends makes the next n Appends fail with an error wrapping err
 // (storing nothing, calling no hook), as when the stream is unreachable.
 func (s *EventStore) FailAppends(n int, err error) {
-	s.failMu.Lock()
 	s.failAppends.set(n, err)
-	s.failMu.Unlock()
 }
 
 // FailLoads makes the next n Loads fail with an error wrapping err.
 func (s *EventStore) FailLoads(n int, err error) {
-	s.failMu.Lock()
 	s.failLoads.set(n, err)
-	s.failMu.Unlock()
 }
 
 // Appends returns how many times Append was called (successful or not).
@@ -169,20 +161,8 @@ func (r record) event() (domain.Event, error) {
 
 // prepare fills in what the event leaves empty, as jsstore does.
 func (s *EventStore) prepare(connectionID string, e *domain.Event) ([]byte, error) {
-	if e.ID == "" {
-		e.ID = uuid.NewString()
-	}
-	if e.ConnectionID == "" {
-		e.ConnectionID = connectionID
-	}
-	if e.ConnectionID != connectionID {
-		return nil, fmt.Errorf("memory: event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
-	}
-	if e.Time.IsZero() {
-		e.Time = s.cfg.Clock.Now().UTC()
-	}
-	if e.Actor == "" {
-		e.Actor = s.cfg.Actor
+	if err := e.Stamp(connectionID, s.cfg.Clock.Now, s.cfg.Actor); err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
 	}
 	return events.Encode(*e)
 }
@@ -205,10 +185,7 @@ func (s *EventStore) Append(ctx context.Context, connectionID string, expectedLa
 	if err != nil {
 		return domain.Event{}, err
 	}
-	s.failMu.Lock()
-	ferr := s.failAppends.take()
-	s.failMu.Unlock()
-	if ferr != nil {
+	if ferr := s.failAppends.take(); ferr != nil {
 		return domain.Event{}, fmt.Errorf("memory: append to %s: %w", connectionID, ferr)
 	}
 	s.hookMu.RLock()
@@ -278,10 +255,7 @@ func (s *EventStore) Load(ctx context.Context, connectionID string) (domain.Conn
 	if err := ctx.Err(); err != nil {
 		return domain.Connection{}, fmt.Errorf("memory: load %s: %w", connectionID, err)
 	}
-	s.failMu.Lock()
-	ferr := s.failLoads.take()
-	s.failMu.Unlock()
-	if ferr != nil {
+	if ferr := s.failLoads.take(); ferr != nil {
 		return domain.Connection{}, fmt.Errorf("memory: load %s: %w", connectionID, ferr)
 	}
 	var c domain.Connection
@@ -315,26 +289,4 @@ func (s *EventStore) History(ctx context.Context, connectionID string) ([]domain
 		}
 	}
 	return out, nil
-}
-
-// failures is a countdown of injected failures.
-type failures struct {
-	n   int
-	err error
-}
-
-func (f *failures) set(n int, err error) {
-	if err == nil {
-		err = errors.New("injected failure")
-	}
-	f.n, f.err = n, err
-}
-
-// take returns the injected error if one is due, and counts it down.
-func (f *failures) take() error {
-	if f.n <= 0 {
-		return nil
-	}
-	f.n--
-	return f.err
 }

@@ -1,12 +1,43 @@
 package memory
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tokenline/tokenline/domain"
 )
+
+// failures is a countdown of injected failures (the Fail* methods of
+// EventStore, Vault and Attempts). It is safe for concurrent use.
+type failures struct {
+	mu  sync.Mutex
+	n   int
+	err error
+}
+
+// set makes the next n takes return err (a generic error when nil).
+func (f *failures) set(n int, err error) {
+	if err == nil {
+		err = errors.New("injected failure")
+	}
+	f.mu.Lock()
+	f.n, f.err = n, err
+	f.mu.Unlock()
+}
+
+// take returns the injected error if one is due, and counts it down.
+func (f *failures) take() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n <= 0 {
+		return nil
+	}
+	f.n--
+	return f.err
+}
 
 // The failures below are *domain.Failure values exactly as
 // adapters/provider.Classify produces them for the same response, for

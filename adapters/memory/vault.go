@@ -23,7 +23,6 @@ type Vault struct {
 	mu     sync.Mutex
 	tokens map[string]domain.Tokens
 
-	failMu      sync.Mutex
 	failPuts    failures
 	failGets    failures
 	failDeletes failures
@@ -113,32 +112,24 @@ func (v *Vault) fail(ctx context.Context, f *failures) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	v.failMu.Lock()
-	defer v.failMu.Unlock()
 	return f.take()
 }
 
 // FailPuts makes the next n Puts fail with an error wrapping err, keeping
 // the stored tokens (a vault outage).
 func (v *Vault) FailPuts(n int, err error) {
-	v.failMu.Lock()
 	v.failPuts.set(n, err)
-	v.failMu.Unlock()
 }
 
 // FailGets makes the next n Gets fail with an error wrapping err.
 func (v *Vault) FailGets(n int, err error) {
-	v.failMu.Lock()
 	v.failGets.set(n, err)
-	v.failMu.Unlock()
 }
 
 // FailDeletes makes the next n Deletes fail with an error wrapping err,
 // keeping the stored tokens.
 func (v *Vault) FailDeletes(n int, err error) {
-	v.failMu.Lock()
 	v.failDeletes.set(n, err)
-	v.failMu.Unlock()
 }
 
 // Has reports whether tokens are stored for the connection.

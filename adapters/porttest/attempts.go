@@ -23,11 +23,13 @@ func AttemptKey(state string) string {
 
 // Attempts runs the contract of domain.Attempts.
 func Attempts(t *testing.T, open OpenAttempts) {
-	t.Run("PutTakeOnce", func(t *testing.T) { atPutTake(t, open) })
-	t.Run("UnknownAndMalformedKeys", func(t *testing.T) { atUnknown(t, open) })
-	t.Run("ExpiredAttemptStillReturned", func(t *testing.T) { atExpired(t, open) })
-	t.Run("KeysIsolated", func(t *testing.T) { atIsolated(t, open) })
-	t.Run("ConcurrentTakesOneWinner", func(t *testing.T) { atConcurrent(t, open) })
+	run(t, open, []subtest[OpenAttempts]{
+		{"PutTakeOnce", atPutTake},
+		{"UnknownAndMalformedKeys", atUnknown},
+		{"ExpiredAttemptStillReturned", atExpired},
+		{"KeysIsolated", atIsolated},
+		{"ConcurrentTakesOneWinner", atConcurrent},
+	})
 }
 
 func attempt() domain.Attempt {
@@ -116,35 +118,22 @@ func atConcurrent(t *testing.T, open OpenAttempts) {
 			t.Fatal(err)
 		}
 		var (
-			wg           sync.WaitGroup
 			mu           sync.Mutex
 			wins, misses int
-			start        = make(chan struct{})
 		)
-		for i := 0; i < takers; i++ {
-			h := a
-			if i%2 == 1 {
-				h = b
+		together(takers, func(i int) {
+			got, err := either(i, a, b).Take(ctxT(t), key)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && sameAttempt(got, want):
+				wins++
+			case errors.Is(err, domain.ErrNoAttempt):
+				misses++
+			default:
+				t.Errorf("take: %v", err)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				got, err := h.Take(ctxT(t), key)
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil && sameAttempt(got, want):
-					wins++
-				case errors.Is(err, domain.ErrNoAttempt):
-					misses++
-				default:
-					t.Errorf("take: %v", err)
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
+		})
 		if wins != 1 || misses != takers-1 {
 			t.Fatalf("round %d: %d wins, %d misses; want 1 and %d", round, wins, misses, takers-1)
 		}

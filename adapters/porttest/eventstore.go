@@ -22,18 +22,20 @@ type OpenEventStore func(t *testing.T) (a, b domain.EventStore)
 
 // EventStore runs the contract of domain.EventStore.
 func EventStore(t *testing.T, open OpenEventStore) {
-	t.Run("AppendFillsAndLoad", func(t *testing.T) { esAppendFills(t, open) })
-	t.Run("HistoryOrderAndVersions", func(t *testing.T) { esHistory(t, open) })
-	t.Run("OneGlobalSequence", func(t *testing.T) { esGlobalSequence(t, open) })
-	t.Run("StaleExpectedSequenceConflicts", func(t *testing.T) { esConflict(t, open) })
-	t.Run("IdempotentResend", func(t *testing.T) { esResend(t, open) })
-	t.Run("UnknownConnection", func(t *testing.T) { esUnknown(t, open) })
-	t.Run("InvalidIDs", func(t *testing.T) { esInvalid(t, open) })
-	t.Run("SecondInstanceSeesWrites", func(t *testing.T) { esTwoHandles(t, open) })
-	t.Run("RacingWritersOneWinnerPerRound", func(t *testing.T) { esRacing(t, open) })
-	t.Run("RefusedEventSkippedByLoad", func(t *testing.T) { esRefused(t, open) })
-	t.Run("NoAliasing", func(t *testing.T) { esNoAliasing(t, open) })
-	t.Run("ConcurrentConnections", func(t *testing.T) { esConcurrentConnections(t, open) })
+	run(t, open, []subtest[OpenEventStore]{
+		{"AppendFillsAndLoad", esAppendFills},
+		{"HistoryOrderAndVersions", esHistory},
+		{"OneGlobalSequence", esGlobalSequence},
+		{"StaleExpectedSequenceConflicts", esConflict},
+		{"IdempotentResend", esResend},
+		{"UnknownConnection", esUnknown},
+		{"InvalidIDs", esInvalid},
+		{"SecondInstanceSeesWrites", esTwoHandles},
+		{"RacingWritersOneWinnerPerRound", esRacing},
+		{"RefusedEventSkippedByLoad", esRefused},
+		{"NoAliasing", esNoAliasing},
+		{"ConcurrentConnections", esConcurrentConnections},
+	})
 }
 
 // NewConnectionID returns a random canonical connection id.
@@ -310,36 +312,23 @@ func esRacing(t *testing.T, open OpenEventStore) {
 	version := mustAppend(t, a, id, 0, created()).Seq
 	for round := 0; round < rounds; round++ {
 		var (
-			wg        sync.WaitGroup
 			mu        sync.Mutex
 			winners   []domain.Event
 			conflicts int
-			start     = make(chan struct{})
 		)
-		for w := 0; w < writers; w++ {
-			st := a
-			if w%2 == 1 {
-				st = b
+		together(writers, func(w int) {
+			e, err := either(w, a, b).Append(ctxT(t), id, version, updated(round*writers+w))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				winners = append(winners, e)
+			case errors.Is(err, domain.ErrConflict):
+				conflicts++
+			default:
+				t.Errorf("writer %d: %v", w, err)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				e, err := st.Append(ctxT(t), id, version, updated(round*writers+w))
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil:
-					winners = append(winners, e)
-				case errors.Is(err, domain.ErrConflict):
-					conflicts++
-				default:
-					t.Errorf("writer %d: %v", w, err)
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
+		})
 		if len(winners) != 1 || conflicts != writers-1 {
 			t.Fatalf("round %d: %d winners and %d conflicts, want 1 and %d", round, len(winners), conflicts, writers-1)
 		}
@@ -400,33 +389,25 @@ func esNoAliasing(t *testing.T, open OpenEventStore) {
 func esConcurrentConnections(t *testing.T, open OpenEventStore) {
 	const conns, per = 8, 4
 	a, b := open(t)
-	var wg sync.WaitGroup
 	ids := make([]string, conns)
 	for i := range ids {
 		ids[i] = NewConnectionID()
-		st := a
-		if i%2 == 1 {
-			st = b
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			last := uint64(0)
-			for j := 0; j < per; j++ {
-				e := updated(j)
-				if j == 0 {
-					e = created()
-				}
-				out, err := st.Append(ctxT(t), ids[i], last, e)
-				if err != nil {
-					t.Errorf("connection %d event %d: %v", i, j, err)
-					return
-				}
-				last = out.Seq
-			}
-		}()
 	}
-	wg.Wait()
+	together(conns, func(i int) {
+		last := uint64(0)
+		for j := 0; j < per; j++ {
+			e := updated(j)
+			if j == 0 {
+				e = created()
+			}
+			out, err := either(i, a, b).Append(ctxT(t), ids[i], last, e)
+			if err != nil {
+				t.Errorf("connection %d event %d: %v", i, j, err)
+				return
+			}
+			last = out.Seq
+		}
+	})
 	if t.Failed() {
 		return
 	}

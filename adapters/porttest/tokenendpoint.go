@@ -39,17 +39,19 @@ type OpenTokenEndpoint func(t *testing.T) TokenEndpointHarness
 // Pleo-like server (PKCE S256, refresh-token rotation with reuse
 // detection, RFC 7009 revocation).
 func TokenEndpoint(t *testing.T, open OpenTokenEndpoint) {
-	t.Run("AuthCodeURL", func(t *testing.T) { teAuthCodeURL(t, open) })
-	t.Run("ExchangeOnce", func(t *testing.T) { teExchangeOnce(t, open) })
-	t.Run("WrongVerifierIsTerminal", func(t *testing.T) { teWrongVerifier(t, open) })
-	t.Run("UnknownCodeIsTerminal", func(t *testing.T) { teUnknownCode(t, open) })
-	t.Run("RefreshRotates", func(t *testing.T) { teRefreshRotates(t, open) })
-	t.Run("ReplacedRefreshTokenRevokesGrant", func(t *testing.T) { teReuse(t, open) })
-	t.Run("RevokeRefreshToken", func(t *testing.T) { teRevoke(t, open) })
-	t.Run("RevokeUnknownOrEmptyToken", func(t *testing.T) { teRevokeUnknown(t, open) })
-	t.Run("WrongClientSecret", func(t *testing.T) { teWrongSecret(t, open) })
-	t.Run("RefreshWithoutToken", func(t *testing.T) { teNoRefreshToken(t, open) })
-	t.Run("ConcurrentRefreshesOneWinner", func(t *testing.T) { teConcurrentRefresh(t, open) })
+	run(t, open, []subtest[OpenTokenEndpoint]{
+		{"AuthCodeURL", teAuthCodeURL},
+		{"ExchangeOnce", teExchangeOnce},
+		{"WrongVerifierIsTerminal", teWrongVerifier},
+		{"UnknownCodeIsTerminal", teUnknownCode},
+		{"RefreshRotates", teRefreshRotates},
+		{"ReplacedRefreshTokenRevokesGrant", teReuse},
+		{"RevokeRefreshToken", teRevoke},
+		{"RevokeUnknownOrEmptyToken", teRevokeUnknown},
+		{"WrongClientSecret", teWrongSecret},
+		{"RefreshWithoutToken", teNoRefreshToken},
+		{"ConcurrentRefreshesOneWinner", teConcurrentRefresh},
+	})
 }
 
 const testVerifier = "porttest-verifier-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -249,33 +251,24 @@ func teConcurrentRefresh(t *testing.T, open OpenTokenEndpoint) {
 	h := open(t)
 	tok := authorise(t, h)
 	var (
-		wg      sync.WaitGroup
 		mu      sync.Mutex
 		winners []domain.Tokens
 		losers  int
-		start   = make(chan struct{})
 	)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			got, _, err := h.Endpoint.Refresh(ctxT(t), tok.RefreshToken, h.Scopes)
-			mu.Lock()
-			defer mu.Unlock()
-			var f *domain.Failure
-			switch {
-			case err == nil:
-				winners = append(winners, got)
-			case errors.As(err, &f) && f.Terminal && f.Code == "invalid_grant":
-				losers++
-			default:
-				t.Errorf("refresh: %v", err)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
+	together(n, func(int) {
+		got, _, err := h.Endpoint.Refresh(ctxT(t), tok.RefreshToken, h.Scopes)
+		mu.Lock()
+		defer mu.Unlock()
+		var f *domain.Failure
+		switch {
+		case err == nil:
+			winners = append(winners, got)
+		case errors.As(err, &f) && f.Terminal && f.Code == "invalid_grant":
+			losers++
+		default:
+			t.Errorf("refresh: %v", err)
+		}
+	})
 	if len(winners) != 1 || losers != n-1 {
 		t.Fatalf("%d refreshes won and %d lost, want 1 and %d", len(winners), losers, n-1)
 	}

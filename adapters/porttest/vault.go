@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,15 +19,17 @@ type OpenTokenVault func(t *testing.T) (a, b domain.TokenVault)
 // documented rules: Put replaces the whole set, refuses a set without
 // tokens, keeps Expiry in UTC; connection ids must be usable as keys).
 func TokenVault(t *testing.T, open OpenTokenVault) {
-	t.Run("RoundTrip", func(t *testing.T) { tvRoundTrip(t, open) })
-	t.Run("PutReplacesEverything", func(t *testing.T) { tvReplace(t, open) })
-	t.Run("DeleteAndErrNoTokens", func(t *testing.T) { tvDelete(t, open) })
-	t.Run("ConnectionsIsolated", func(t *testing.T) { tvIsolation(t, open) })
-	t.Run("RefusesEmptySet", func(t *testing.T) { tvEmpty(t, open) })
-	t.Run("InvalidIDs", func(t *testing.T) { tvInvalid(t, open) })
-	t.Run("NoAliasing", func(t *testing.T) { tvNoAliasing(t, open) })
-	t.Run("SharedBetweenInstances", func(t *testing.T) { tvShared(t, open) })
-	t.Run("ConcurrentPutsNeverMixPairs", func(t *testing.T) { tvConcurrent(t, open) })
+	run(t, open, []subtest[OpenTokenVault]{
+		{"RoundTrip", tvRoundTrip},
+		{"PutReplacesEverything", tvReplace},
+		{"DeleteAndErrNoTokens", tvDelete},
+		{"ConnectionsIsolated", tvIsolation},
+		{"RefusesEmptySet", tvEmpty},
+		{"InvalidIDs", tvInvalid},
+		{"NoAliasing", tvNoAliasing},
+		{"SharedBetweenInstances", tvShared},
+		{"ConcurrentPutsNeverMixPairs", tvConcurrent},
+	})
 }
 
 func tokens(n int) domain.Tokens {
@@ -213,42 +214,32 @@ func tvConcurrent(t *testing.T, open OpenTokenVault) {
 	const writers, puts = 6, 5
 	a, b := open(t)
 	id := NewConnectionID()
-	var wg sync.WaitGroup
-	for w := 0; w < writers; w++ {
-		v := a
-		if w%2 == 1 {
-			v = b
-		}
-		own := NewConnectionID()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < puts; i++ {
-				n := w*puts + i
-				// Access and refresh token carry the same number: a Get
-				// must never see one set's access with another's refresh.
-				tok := domain.Tokens{AccessToken: fmt.Sprintf("at-%d", n), RefreshToken: fmt.Sprintf("rt-%d", n)}
-				if err := v.Put(ctxT(t), id, tok); err != nil {
-					t.Errorf("put: %v", err)
-					return
-				}
-				got, err := v.Get(ctxT(t), id)
-				if err != nil || strings.TrimPrefix(got.AccessToken, "at-") != strings.TrimPrefix(got.RefreshToken, "rt-") {
-					t.Errorf("get: mixed pair or error %v", err)
-					return
-				}
-				// Each writer's own connection is never disturbed.
-				mine := domain.Tokens{AccessToken: fmt.Sprintf("own-%d", n)}
-				if err := v.Put(ctxT(t), own, mine); err != nil {
-					t.Errorf("put own: %v", err)
-					return
-				}
-				if got, err := v.Get(ctxT(t), own); err != nil || got.AccessToken != mine.AccessToken {
-					t.Errorf("own connection disturbed: %v", err)
-					return
-				}
+	together(writers, func(w int) {
+		v, own := either(w, a, b), NewConnectionID()
+		for i := 0; i < puts; i++ {
+			n := w*puts + i
+			// Access and refresh token carry the same number: a Get
+			// must never see one set's access with another's refresh.
+			tok := domain.Tokens{AccessToken: fmt.Sprintf("at-%d", n), RefreshToken: fmt.Sprintf("rt-%d", n)}
+			if err := v.Put(ctxT(t), id, tok); err != nil {
+				t.Errorf("put: %v", err)
+				return
 			}
-		}()
-	}
-	wg.Wait()
+			got, err := v.Get(ctxT(t), id)
+			if err != nil || strings.TrimPrefix(got.AccessToken, "at-") != strings.TrimPrefix(got.RefreshToken, "rt-") {
+				t.Errorf("get: mixed pair or error %v", err)
+				return
+			}
+			// Each writer's own connection is never disturbed.
+			mine := domain.Tokens{AccessToken: fmt.Sprintf("own-%d", n)}
+			if err := v.Put(ctxT(t), own, mine); err != nil {
+				t.Errorf("put own: %v", err)
+				return
+			}
+			if got, err := v.Get(ctxT(t), own); err != nil || got.AccessToken != mine.AccessToken {
+				t.Errorf("own connection disturbed: %v", err)
+				return
+			}
+		}
+	})
 }

@@ -3,7 +3,6 @@ package provider_test
 import (
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"testing"
 	"time"
 
@@ -52,15 +51,10 @@ func TestTokenEndpointContract(t *testing.T) {
 // following the redirect and returns the code from its Location.
 func approveOverHTTP(t *testing.T, authURL string) string {
 	t.Helper()
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Get(authURL)
-	if err != nil {
-		t.Fatal(err)
+	_, loc := porttest.Redirect(t, authURL)
+	code := loc.Query().Get("code")
+	if code == "" {
+		t.Fatalf("authorize redirected to %s: no code", loc)
 	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || loc.Query().Get("code") == "" {
-		t.Fatalf("authorize answered %d, Location %q: no code", resp.StatusCode, resp.Header.Get("Location"))
-	}
-	return loc.Query().Get("code")
+	return code
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/adapters/provider"
 	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/domain"
@@ -54,13 +55,7 @@ func authorise(t *testing.T, p *provider.Provider) (access, refresh string) {
 		pu.Query().Get("urn_pleo_params_oauth_subject") != "company-1" {
 		t.Fatalf("authorize URL lacks PKCE S256 or scope: %s", u)
 	}
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, _ := url.Parse(resp.Header.Get("Location"))
+	_, loc := porttest.Redirect(t, u)
 	toks, err := p.Exchange(ctxT(t), loc.Query().Get("code"), verifier, []string{"users:read"})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package sandbox_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/adapters/sandbox"
 )
 
@@ -35,25 +35,7 @@ type env struct {
 	oc     oauth2.Config
 	ctx    context.Context // carries httpc for x/oauth2
 	httpc  *http.Client    // plain client, follows nothing
-	logBuf *syncBuffer
-}
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logBuf *porttest.LogBuffer
 }
 
 func slogTo(w io.Writer) *slog.Logger {
@@ -64,7 +46,7 @@ func slogTo(w io.Writer) *slog.Logger {
 // change the config first.
 func newEnv(t *testing.T, mutate func(*sandbox.Config)) *env {
 	t.Helper()
-	logBuf := &syncBuffer{}
+	logBuf := &porttest.LogBuffer{}
 	cfg := sandbox.Config{
 		ClientID:     "tokenline-test",
 		ClientSecret: "initial-secret-0123456789abcdef",

@@ -345,28 +345,38 @@ func (s *Server) ClientSecret() string {
 func (s *Server) ClientID() string { return s.clientID }
 
 func (s *Server) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /sandbox/oauth/authorize", s.handleAuthorize)
-	mux.HandleFunc("POST /sandbox/oauth/authorize", s.handleAuthorize)
-	mux.HandleFunc("POST /sandbox/oauth/token", s.handleToken)
-	mux.HandleFunc("POST /sandbox/oauth/revoke", s.handleRevoke)
-	mux.HandleFunc("POST /sandbox/oauth/token/introspect", s.handleIntrospect)
-	mux.HandleFunc("GET /sandbox/.well-known/oauth-authorization-server", s.handleMetadata)
-	mux.HandleFunc("GET /sandbox/api/me", s.handleMe)
-
-	admin := http.NewServeMux()
-	admin.HandleFunc("POST /sandbox/admin/revoke-grants", s.handleAdminRevokeGrants)
-	admin.HandleFunc("POST /sandbox/admin/rotate-client-secret", s.handleAdminRotateSecret)
-	admin.HandleFunc("POST /sandbox/admin/expire-refresh-tokens", s.handleAdminExpireRefreshTokens)
-	admin.HandleFunc("POST /sandbox/admin/faults", s.handleAdminFaults)
-	admin.HandleFunc("POST /sandbox/admin/consent", s.handleAdminConsent)
-	admin.HandleFunc("GET /sandbox/admin/stats", s.handleAdminStats)
-	admin.HandleFunc("POST /sandbox/admin/reset-stats", s.handleAdminResetStats)
+	mux := newMux(map[string]http.HandlerFunc{
+		"GET /sandbox/oauth/authorize":                        s.handleAuthorize,
+		"POST /sandbox/oauth/authorize":                       s.handleAuthorize,
+		"POST /sandbox/oauth/token":                           s.handleToken,
+		"POST /sandbox/oauth/revoke":                          s.handleRevoke,
+		"POST /sandbox/oauth/token/introspect":                s.handleIntrospect,
+		"GET /sandbox/.well-known/oauth-authorization-server": s.handleMetadata,
+		"GET /sandbox/api/me":                                 s.handleMe,
+	})
+	admin := newMux(map[string]http.HandlerFunc{
+		"POST /sandbox/admin/revoke-grants":         s.handleAdminRevokeGrants,
+		"POST /sandbox/admin/rotate-client-secret":  s.handleAdminRotateSecret,
+		"POST /sandbox/admin/expire-refresh-tokens": s.handleAdminExpireRefreshTokens,
+		"POST /sandbox/admin/faults":                s.handleAdminFaults,
+		"POST /sandbox/admin/consent":               s.handleAdminConsent,
+		"GET /sandbox/admin/stats":                  s.handleAdminStats,
+		"POST /sandbox/admin/reset-stats":           s.handleAdminResetStats,
+	})
 	// The guard wraps the whole admin subtree so that a remote caller gets
 	// 403 for every admin path and method, learning nothing else.
 	mux.Handle("/sandbox/admin/", loopbackOnly(admin))
 
 	return limitBody(mux)
+}
+
+// newMux serves each pattern with its handler.
+func newMux(routes map[string]http.HandlerFunc) *http.ServeMux {
+	mux := http.NewServeMux()
+	for pattern, h := range routes {
+		mux.HandleFunc(pattern, h)
+	}
+	return mux
 }
 
 // maxBodyBytes bounds every request body.

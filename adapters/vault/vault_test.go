@@ -91,6 +91,23 @@ var sample = domain.Tokens{
 	Scopes:       []string{"expenses:read", "users:write"},
 }
 
+func mustPut(t *testing.T, v *Vault, id string, tok domain.Tokens) {
+	t.Helper()
+	if err := v.Put(t.Context(), id, tok); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+}
+
+// rawEntry reads the connection's stored (encrypted) entry from the KV.
+func rawEntry(t *testing.T, kv jetstream.KeyValue, id string) jetstream.KeyValueEntry {
+	t.Helper()
+	e, err := kv.Get(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 func sameTokens(a, b domain.Tokens) bool {
 	return a.AccessToken == b.AccessToken && a.RefreshToken == b.RefreshToken &&
 		a.TokenType == b.TokenType && a.Expiry.Equal(b.Expiry) && slices.Equal(a.Scopes, b.Scopes)
@@ -109,9 +126,7 @@ func assertNoSecret(t *testing.T, s string, key []byte) {
 func TestRoundTrip(t *testing.T) {
 	ctx := t.Context()
 	v := openVault(t, startJetStream(t), newKey(t))
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatalf("Put: %v", err)
-	}
+	mustPut(t, v, connA, sample)
 	got, err := v.Get(ctx, connA)
 	if err != nil {
 		t.Fatalf("Get: %v", err)
@@ -125,9 +140,7 @@ func TestRoundTrip(t *testing.T) {
 
 	// Minimal set: access token only, no expiry, no scopes.
 	min := domain.Tokens{AccessToken: "only-access"}
-	if err := v.Put(ctx, connB, min); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connB, min)
 	if got, err := v.Get(ctx, connB); err != nil || !sameTokens(got, min) || !got.Expiry.IsZero() {
 		t.Errorf("minimal round trip: %v, expiry %v", err, got.Expiry)
 	}
@@ -141,19 +154,13 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestStoredValueIsCiphertext(t *testing.T) {
-	ctx := t.Context()
 	js := startJetStream(t)
 	key := newKey(t)
 	v := openVault(t, js, key)
 	kv := rawKV(t, js)
 
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
-	e1, err := kv.Get(ctx, connA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, sample)
+	e1 := rawEntry(t, kv, connA)
 	raw := e1.Value()
 	if raw[0] != formatVersion {
 		t.Errorf("version byte = %d, want %d", raw[0], formatVersion)
@@ -178,13 +185,8 @@ func TestStoredValueIsCiphertext(t *testing.T) {
 	}
 
 	// The same tokens written again encrypt differently (fresh nonce).
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
-	e2, err := kv.Get(ctx, connA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, sample)
+	e2 := rawEntry(t, kv, connA)
 	if bytes.Equal(e2.Value()[1:1+nonceSize], raw[1:1+nonceSize]) || bytes.Equal(e2.Value(), raw) {
 		t.Error("nonce reused across writes")
 	}
@@ -194,9 +196,7 @@ func TestWrongKeyCannotRead(t *testing.T) {
 	ctx := t.Context()
 	js := startJetStream(t)
 	key := newKey(t)
-	if err := openVault(t, js, key).Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, openVault(t, js, key), connA, sample)
 	other := newKey(t)
 	got, err := openVault(t, js, other).Get(ctx, connA)
 	if !errors.Is(err, ErrUndecryptable) {
@@ -218,17 +218,12 @@ func TestValueMovedToAnotherConnectionFails(t *testing.T) {
 	js := startJetStream(t)
 	v := openVault(t, js, newKey(t))
 	kv := rawKV(t, js)
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, connA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, sample)
+	e := rawEntry(t, kv, connA)
 	if _, err := kv.Put(ctx, connB, e.Value()); err != nil {
 		t.Fatal(err)
 	}
-	_, err = v.Get(ctx, connB)
+	_, err := v.Get(ctx, connB)
 	if !errors.Is(err, ErrUndecryptable) || !strings.Contains(err.Error(), connB) {
 		t.Errorf("Get of a value copied from %s: err = %v, want ErrUndecryptable naming %s", connA, err, connB)
 	}
@@ -258,13 +253,9 @@ func TestDeletePurgesEveryRevision(t *testing.T) {
 	v := openVault(t, js, newKey(t))
 	kv := rawKV(t, js)
 
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, sample)
 	first, _ := kv.Get(ctx, connA)
-	if err := v.Put(ctx, connA, domain.Tokens{AccessToken: "at-2", RefreshToken: "rt-2"}); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, domain.Tokens{AccessToken: "at-2", RefreshToken: "rt-2"})
 	second, _ := kv.Get(ctx, connA)
 
 	if err := v.Delete(ctx, connA); err != nil {
@@ -301,9 +292,7 @@ func TestDeletePurgesEveryRevision(t *testing.T) {
 		t.Errorf("Delete of a connection without tokens: %v", err)
 	}
 	// And the connection can get tokens again.
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, sample)
 	if got, err := v.Get(ctx, connA); err != nil || !sameTokens(got, sample) {
 		t.Errorf("Put after Delete: %v", err)
 	}
@@ -313,21 +302,15 @@ func TestPutReplacesBothTokens(t *testing.T) {
 	ctx := t.Context()
 	js := startJetStream(t)
 	v := openVault(t, js, newKey(t))
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, sample)
 	next := domain.Tokens{AccessToken: "at-new", RefreshToken: "rt-new", TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)}
-	if err := v.Put(ctx, connA, next); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, next)
 	if got, err := v.Get(ctx, connA); err != nil || !sameTokens(got, next) {
 		t.Errorf("after replacing: %v, access changed %v, refresh changed %v", err, got.AccessToken == next.AccessToken, got.RefreshToken == next.RefreshToken)
 	}
 	// No merging: a set without refresh token clears the old one.
 	accessOnly := domain.Tokens{AccessToken: "at-3"}
-	if err := v.Put(ctx, connA, accessOnly); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, accessOnly)
 	if got, err := v.Get(ctx, connA); err != nil || !sameTokens(got, accessOnly) {
 		t.Errorf("refresh token survived a replacing Put: %v", err)
 	}
@@ -375,9 +358,7 @@ func TestOpen(t *testing.T) {
 
 	key := newKey(t)
 	v := openVault(t, js, key)
-	if err := v.Put(ctx, connA, sample); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, v, connA, sample)
 	clear(key) // Open copied the key
 	if _, err := v.Get(ctx, connA); err != nil {
 		t.Errorf("vault depends on the caller's key slice: %v", err)

@@ -7,13 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/adapters/httpapi/client"
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 )
@@ -66,32 +66,6 @@ func apiError(t *testing.T, err error, status int, code string) *client.APIError
 	return ae
 }
 
-// consent follows an authorize URL through the sandbox and delivers its
-// redirect to the server's OAuth callback.
-func consent(t *testing.T, base, authorizeURL string) {
-	t.Helper()
-	noRedirect := &http.Client{
-		Timeout:       10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := noRedirect.Get(authorizeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || loc.Path != "/oauth/callback" {
-		t.Fatalf("sandbox authorize: %d %q", resp.StatusCode, resp.Header.Get("Location"))
-	}
-	if resp, err = noRedirect.Get(base + loc.RequestURI()); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("callback: %d", resp.StatusCode)
-	}
-}
-
 // Every /v1 route, through the typed client, against a real server.
 func TestClientAgainstServer(t *testing.T) {
 	m := startServer(t)
@@ -136,7 +110,7 @@ func TestClientAgainstServer(t *testing.T) {
 		if err != nil || !strings.HasPrefix(u, m.BaseURL+"/sandbox/oauth/authorize?") {
 			t.Fatalf("authorize: %q %v", u, err)
 		}
-		consent(t, m.BaseURL, u)
+		porttest.CompleteAuthorisation(t, m.BaseURL, u)
 		tok, err := c.Token(ctx, id)
 		if err != nil || tok.AccessToken == "" || tok.TokenType != "Bearer" || tok.AccessTokenFP != domain.Fingerprint(tok.AccessToken) || tok.ExpiresAt.IsZero() {
 			t.Fatalf("token: fp %q, %v", tok.AccessTokenFP, err)

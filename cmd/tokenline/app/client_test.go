@@ -20,29 +20,11 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/adapters/httpapi/client"
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/domain"
 )
 
 // ---- helpers -------------------------------------------------------------
-
-// lockedBuffer is a goroutine-safe buffer (events tail writes while the
-// test reads).
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startServer runs a real tokenline on loopback port 0.
 func startServer(t *testing.T) *Main {
@@ -53,7 +35,7 @@ func startServer(t *testing.T) *Main {
 	m.Config.HTTPAddr = "127.0.0.1:0"
 	m.Config.SandboxConsent = "approve"
 	m.Config.LogLevel = "error"
-	m.LogOutput = &lockedBuffer{}
+	m.LogOutput = &porttest.LogBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.Run(ctx); err != nil {
@@ -97,12 +79,12 @@ func (c *cli) exec(args ...string) (string, string, error) {
 	return c.execCtx(ctx, nil, nil, append(args, c.flags...)...)
 }
 
-func (c *cli) execCtx(ctx context.Context, out, errOut *lockedBuffer, args ...string) (string, string, error) {
+func (c *cli) execCtx(ctx context.Context, out, errOut *porttest.LogBuffer, args ...string) (string, string, error) {
 	if out == nil {
-		out = &lockedBuffer{}
+		out = &porttest.LogBuffer{}
 	}
 	if errOut == nil {
-		errOut = &lockedBuffer{}
+		errOut = &porttest.LogBuffer{}
 	}
 	root := NewRootCommand(ctx, out, errOut)
 	root.SetArgs(args)
@@ -173,11 +155,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // startTail runs `events tail args...` until stop is called, once it says
 // it is subscribed (its stderr holds want). stop cancels it and returns what
 // it returned; it fails the test if tail does not stop within 10 s.
-func (c *cli) startTail(t *testing.T, want string, args ...string) (out *lockedBuffer, stop func() error) {
+func (c *cli) startTail(t *testing.T, want string, args ...string) (out *porttest.LogBuffer, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	out, errOut := &lockedBuffer{}, &lockedBuffer{}
+	out, errOut := &porttest.LogBuffer{}, &porttest.LogBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := c.execCtx(ctx, out, errOut, append([]string{"events", "tail"}, args...)...)
@@ -458,7 +440,7 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 
 	t.Run("authorised connection", func(t *testing.T) {
 		aid := c.createConnection()
-		completeAuthorisation(t, server, strings.TrimSpace(c.ok("connections", "authorize", aid)))
+		porttest.CompleteAuthorisation(t, server, strings.TrimSpace(c.ok("connections", "authorize", aid)))
 		out := c.ok("connections", "get", aid)
 		if !strings.Contains(lineWith(out, "State:"), "active") || lineWith(out, "Access token expires:") == "" || lineWith(out, "Reason:") != "" {
 			t.Errorf("get of an authorised connection:\n%s", out)
@@ -562,33 +544,6 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 			t.Errorf("list exited %d", code)
 		}
 	})
-}
-
-// completeAuthorisation consents at the sandbox (consent mode approve) and
-// delivers its redirect to server's OAuth callback.
-func completeAuthorisation(t *testing.T, server, authorizeURL string) {
-	t.Helper()
-	noRedirect := &http.Client{
-		Timeout:       10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := noRedirect.Get(authorizeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.StatusCode/100 != 3 || loc.Path != "/oauth/callback" {
-		t.Fatalf("sandbox authorize: status %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
-	}
-	resp, err = noRedirect.Get(server + loc.RequestURI())
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("callback: status %d", resp.StatusCode)
-	}
 }
 
 // runCLIProcess runs the command tree in a child process, as cmd/tokenline's
