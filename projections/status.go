@@ -109,7 +109,7 @@ func NewStatus() *Status { return &Status{conns: map[string]*statusEntry{}, maxA
 //     is complete, just before the Runner becomes ready, fn is called once
 //     for every connection with before == nil and after the state readers
 //     see then. That call seeds an observer: it needs no other start-up
-//     pass (Each is there for code that was not registered in time).
+//     pass.
 //
 // Without a Runner every change fires. fn must be fast, must not retain or
 // modify the pointers it is given, and must not call back into the Status.

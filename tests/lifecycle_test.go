@@ -367,11 +367,12 @@ func TestCallbackStatesForgedExpiredReplayed(t *testing.T) {
 	if err := callback(t, in, q1); !errors.Is(err, lifecycle.ErrStateMismatch) {
 		t.Fatalf("superseded attempt: %v", err)
 	}
-	// Expired: the clock moves past the attempt's lifetime.
+	// Expired: the clock moves past the attempt's lifetime (10 minutes),
+	// not as far as the good connection's refresh (its token lives an hour).
 	in2 := create(t, in, map[string]string{"team": "finance"})
 	u2, _ := in.Lifecycle.StartAuthorisation(ctxT(t), in2)
 	q2 := consent(t, u2)
-	in.advance(time.Hour)
+	in.advance(11 * time.Minute)
 	if err := callback(t, in, q2); !errors.Is(err, lifecycle.ErrStateExpired) {
 		t.Fatalf("expired state: %v", err)
 	}
