@@ -69,6 +69,16 @@ func wire(st *jsstore.Store, g *Gate) *Status {
 	return status
 }
 
+// gatedStore starts a server and opens instance/a's store on it, with a
+// gate that its appends feed (wire) and a driver.
+func gatedStore(t *testing.T) (*jsstore.Store, *Gate, *driver) {
+	t.Helper()
+	st := openStore(t, natstest.Start(t, ""), "instance/a")
+	g := NewGate(GateOptions{Now: testClock})
+	wire(st, g)
+	return st, g, newDriver(t, st)
+}
+
 // countingSource counts the records a runner reads (not those it follows).
 type countingSource struct {
 	Source
@@ -119,11 +129,7 @@ func rejectionLoop(t *testing.T, d *driver, g *Gate, id string) string {
 // The gate on the instance that appends a terminal event is closed before
 // Append returns: concurrent callers never get a token after that.
 func TestGateClosedWhenTerminalAppendReturns(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := openStore(t, srv, "instance/a")
-	g := NewGate(GateOptions{Now: testClock})
-	wire(st, g)
-	d := newDriver(t, st)
+	st, g, d := gatedStore(t)
 
 	for round := 0; round < 8; round++ {
 		id := d.create()
@@ -194,11 +200,7 @@ func TestGateClosedWhenTerminalAppendReturns(t *testing.T) {
 
 // Close shuts the gate before anything is appended.
 func TestGateCloseAheadOfAppend(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := openStore(t, srv, "instance/a")
-	g := NewGate(GateOptions{Now: testClock})
-	wire(st, g)
-	d := newDriver(t, st)
+	st, g, d := gatedStore(t)
 	id := d.create()
 	tok := d.activate(id)
 	_ = g.SetToken(id, domain.Fingerprint(tok), tok)

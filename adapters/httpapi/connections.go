@@ -76,12 +76,8 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
-	id, ok := connectionID(w, r)
+	id, req, ok := connectionRequest[apitypes.UpdateRequest](w, r)
 	if !ok {
-		return
-	}
-	var req apitypes.UpdateRequest
-	if !decodeJSON(w, r, &req) {
 		return
 	}
 	if req.Scopes == nil && req.Config == nil {
@@ -176,12 +172,8 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRejection(w http.ResponseWriter, r *http.Request) {
-	id, ok := connectionID(w, r)
+	id, req, ok := connectionRequest[apitypes.RejectionRequest](w, r)
 	if !ok {
-		return
-	}
-	var req apitypes.RejectionRequest
-	if !decodeJSON(w, r, &req) {
 		return
 	}
 	if req.Status != http.StatusUnauthorized && req.Status != http.StatusForbidden {

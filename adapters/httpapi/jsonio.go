@@ -122,3 +122,12 @@ func connectionID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	}
 	return id, true
 }
+
+// connectionRequest reads the connection id (connectionID) and then the
+// JSON body (decodeJSON); ok is false when either was refused and answered.
+func connectionRequest[T any](w http.ResponseWriter, r *http.Request) (id string, req T, ok bool) {
+	if id, ok = connectionID(w, r); ok {
+		ok = decodeJSON(w, r, &req)
+	}
+	return id, req, ok
+}

@@ -1,16 +1,15 @@
 package httpapi_test
 
 import (
-	"os"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tokenline/tokenline/adapters/httpapi"
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/projections"
 )
 
@@ -25,34 +24,12 @@ type openAPIDoc struct {
 	} `yaml:"components"`
 }
 
-func jsonNames(t reflect.Type) (all, always []string) {
-	for f := range t.Fields() {
-		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		all = append(all, name)
-		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
-			always = append(always, name)
-		}
-	}
-	slices.Sort(all)
-	slices.Sort(always)
-	return all, always
-}
-
 // TestOpenAPIMatchesTheServer keeps docs/openapi.yaml true to the code: every
 // route the server serves is documented with its methods, and each response
 // and request schema lists exactly the JSON fields of its Go type.
 func TestOpenAPIMatchesTheServer(t *testing.T) {
-	b, err := os.ReadFile("../../docs/openapi.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var doc openAPIDoc
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("openapi.yaml: %v", err)
-	}
+	porttest.ReadYAML(t, "../../docs/openapi.yaml", &doc)
 	if doc.OpenAPI != "3.1.0" {
 		t.Errorf("openapi %q", doc.OpenAPI)
 	}
@@ -114,21 +91,15 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 			t.Errorf("schema %s missing", name)
 			continue
 		}
-		all, always := jsonNames(reflect.TypeOf(v))
-		var props []string
-		for k := range sc.Properties {
-			props = append(props, k)
-		}
-		slices.Sort(props)
+		all, always := porttest.JSONFields(reflect.TypeOf(v))
+		props := slices.Sorted(maps.Keys(sc.Properties))
 		if !slices.Equal(props, all) {
 			t.Errorf("schema %s properties %v, the Go type has %v", name, props, all)
 		}
 		// Response types: required = always written. Request types may
 		// require less (the server validates).
 		if !strings.HasSuffix(name, "Request") {
-			req := slices.Clone(sc.Required)
-			slices.Sort(req)
-			if !slices.Equal(req, always) {
+			if req := slices.Sorted(slices.Values(sc.Required)); !slices.Equal(req, always) {
 				t.Errorf("schema %s required %v, the server always writes %v", name, req, always)
 			}
 		}

@@ -33,6 +33,23 @@ func open(t *testing.T, nc *nats.Conn) *jsstore.Store {
 	return st
 }
 
+// openNew starts a NATS server and opens a store on it.
+func openNew(t *testing.T) *jsstore.Store {
+	t.Helper()
+	return open(t, natstest.Start(t, "").Connect(t))
+}
+
+// expectHistory checks that the connection's history has n events, and
+// returns it.
+func expectHistory(t *testing.T, st *jsstore.Store, id string, n int) []domain.Event {
+	t.Helper()
+	h, err := st.History(ctxT(t), id)
+	if err != nil || len(h) != n {
+		t.Fatalf("history has %d events (%v), want %d", len(h), err, n)
+	}
+	return h
+}
+
 func ev(p domain.Payload) domain.Event { return domain.Event{Payload: p} }
 
 // decideAppend decides cmd against the loaded state and appends the event.
@@ -127,18 +144,11 @@ func TestRacingWritersOneWins(t *testing.T) {
 			t.Fatalf("round %d: wins=%d conflicts=%d", round, wins, conflicts)
 		}
 	}
-	h, err := b.History(ctxT(t), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(h) != 21 {
-		t.Fatalf("history has %d events, want 21", len(h))
-	}
+	expectHistory(t, b, id, 21)
 }
 
 func TestResentEventIsIdempotent(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := open(t, srv.Connect(t))
+	st := openNew(t)
 	id := create(t, st)
 	c, _ := st.Load(ctxT(t), id)
 	e := domain.Event{ID: uuid.NewString(), Payload: domain.ConnectionUpdated{Config: map[string]string{"k": "v"}}}
@@ -159,15 +169,11 @@ func TestResentEventIsIdempotent(t *testing.T) {
 	if _, err := st.Append(ctxT(t), id, c.Version, ev(domain.ConnectionUpdated{Config: map[string]string{"k": "w"}})); !errors.Is(err, domain.ErrConflict) {
 		t.Fatalf("stale append: %v", err)
 	}
-	h, _ := st.History(ctxT(t), id)
-	if len(h) != 2 {
-		t.Fatalf("history %d events, want 2", len(h))
-	}
+	expectHistory(t, st, id, 2)
 }
 
 func TestStreamRefusesDeleteAndPurge(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := open(t, srv.Connect(t))
+	st := openNew(t)
 	id := create(t, st)
 	c, _ := st.Load(ctxT(t), id)
 	if err := st.Stream().DeleteMsg(ctxT(t), c.Version); err == nil {
@@ -272,8 +278,7 @@ func TestLoadSeesOtherInstancesWrites(t *testing.T) {
 }
 
 func TestReadAndFollow(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := open(t, srv.Connect(t))
+	st := openNew(t)
 	var ids []string
 	for i := 0; i < 3; i++ {
 		ids = append(ids, create(t, st))
@@ -369,8 +374,7 @@ func consumers(t *testing.T, st *jsstore.Store) int {
 
 // A follow whose context ends releases its consumer too.
 func TestFollowEndsWithItsContext(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := open(t, srv.Connect(t))
+	st := openNew(t)
 	create(t, st)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	got := make(chan uint64, 4)
@@ -392,8 +396,7 @@ func TestFollowEndsWithItsContext(t *testing.T) {
 }
 
 func TestOnAppendHookRunsBeforeAppendReturns(t *testing.T) {
-	srv := natstest.Start(t, "")
-	st := open(t, srv.Connect(t))
+	st := openNew(t)
 	var mu sync.Mutex
 	var seen []uint64
 	st.OnAppend(func(e domain.Event) { mu.Lock(); seen = append(seen, e.Seq); mu.Unlock() })
@@ -458,13 +461,7 @@ func TestLongHistoryAcrossBatches(t *testing.T) {
 		}
 		decideAppend(t, st, target, domain.Update{Config: map[string]string{"i": strconv.Itoa(i)}})
 	}
-	h, err := st.History(ctxT(t), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(h) != 301 {
-		t.Fatalf("history has %d events, want 301", len(h))
-	}
+	h := expectHistory(t, st, id, 301)
 	for i := 1; i < len(h); i++ {
 		if h[i].Seq <= h[i-1].Seq || h[i].ConnectionID != id {
 			t.Fatalf("event %d out of order or foreign: %d after %d", i, h[i].Seq, h[i-1].Seq)

@@ -15,8 +15,9 @@ import (
 
 // The helpers below are not contracts: they are the test support that
 // several test packages share (httpapi, sandbox, provider, the client,
-// cmd/tokenline/app and the end-to-end tests), kept here because porttest
-// depends on nothing of ours but domain.
+// cmd/tokenline/app and the end-to-end tests; apidoc.go: httpapi and
+// examples/consumer), kept here because porttest depends on nothing of
+// ours but domain.
 
 // LogBuffer is a goroutine-safe io.Writer that collects what concurrent
 // handlers, loggers or commands write, for a test to read while they run.

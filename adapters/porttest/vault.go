@@ -63,6 +63,22 @@ func mustPut(t *testing.T, v domain.TokenVault, id string, tok domain.Tokens) {
 	}
 }
 
+// expectTokens fails the test with msg unless v holds want for id.
+func expectTokens(t *testing.T, v domain.TokenVault, id string, want domain.Tokens, msg string) {
+	t.Helper()
+	if !sameTokens(mustGet(t, v, id), want) {
+		t.Fatal(msg)
+	}
+}
+
+// expectNoTokens checks that v holds no tokens for id (ErrNoTokens).
+func expectNoTokens(t *testing.T, v domain.TokenVault, id, what string) {
+	t.Helper()
+	if _, err := v.Get(ctxT(t), id); !errors.Is(err, domain.ErrNoTokens) {
+		t.Fatalf("%s: %v, want ErrNoTokens", what, err)
+	}
+}
+
 func tvRoundTrip(t *testing.T, open OpenTokenVault) {
 	v, _ := open(t)
 	id := NewConnectionID()
@@ -76,9 +92,7 @@ func tvRoundTrip(t *testing.T, open OpenTokenVault) {
 		t.Fatalf("expiry in %v, want UTC", got.Expiry.Location())
 	}
 	// Get is repeatable.
-	if !sameTokens(mustGet(t, v, id), want) {
-		t.Fatal("second Get differs")
-	}
+	expectTokens(t, v, id, want, "second Get differs")
 }
 
 func tvReplace(t *testing.T, open OpenTokenVault) {
@@ -95,17 +109,13 @@ func tvReplace(t *testing.T, open OpenTokenVault) {
 	}
 	third := tokens(3)
 	mustPut(t, v, id, third)
-	if !sameTokens(mustGet(t, v, id), third) {
-		t.Fatal("third set not stored")
-	}
+	expectTokens(t, v, id, third, "third set not stored")
 }
 
 func tvDelete(t *testing.T, open OpenTokenVault) {
 	v, _ := open(t)
 	id := NewConnectionID()
-	if _, err := v.Get(ctxT(t), id); !errors.Is(err, domain.ErrNoTokens) {
-		t.Fatalf("get of a never-written connection: %v, want ErrNoTokens", err)
-	}
+	expectNoTokens(t, v, id, "get of a never-written connection")
 	if err := v.Delete(ctxT(t), id); err != nil {
 		t.Fatalf("delete of nothing: %v", err)
 	}
@@ -113,18 +123,14 @@ func tvDelete(t *testing.T, open OpenTokenVault) {
 	if err := v.Delete(ctxT(t), id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Get(ctxT(t), id); !errors.Is(err, domain.ErrNoTokens) {
-		t.Fatalf("get after delete: %v, want ErrNoTokens", err)
-	}
+	expectNoTokens(t, v, id, "get after delete")
 	if err := v.Delete(ctxT(t), id); err != nil {
 		t.Fatalf("second delete: %v", err)
 	}
 	// Tokens may be stored again after a delete.
 	again := tokens(2)
 	mustPut(t, v, id, again)
-	if !sameTokens(mustGet(t, v, id), again) {
-		t.Fatal("put after delete not stored")
-	}
+	expectTokens(t, v, id, again, "put after delete not stored")
 }
 
 func tvIsolation(t *testing.T, open OpenTokenVault) {
@@ -139,9 +145,7 @@ func tvIsolation(t *testing.T, open OpenTokenVault) {
 	if err := v.Delete(ctxT(t), a); err != nil {
 		t.Fatal(err)
 	}
-	if !sameTokens(mustGet(t, v, b), tb) {
-		t.Fatal("deleting a removed b's tokens")
-	}
+	expectTokens(t, v, b, tb, "deleting a removed b's tokens")
 }
 
 func tvEmpty(t *testing.T, open OpenTokenVault) {
@@ -194,20 +198,14 @@ func tvShared(t *testing.T, open OpenTokenVault) {
 	id := NewConnectionID()
 	want := tokens(1)
 	mustPut(t, a, id, want)
-	if !sameTokens(mustGet(t, b, id), want) {
-		t.Fatal("b does not see a's tokens")
-	}
+	expectTokens(t, b, id, want, "b does not see a's tokens")
 	next := tokens(2)
 	mustPut(t, b, id, next)
-	if !sameTokens(mustGet(t, a, id), next) {
-		t.Fatal("a does not see b's replacement")
-	}
+	expectTokens(t, a, id, next, "a does not see b's replacement")
 	if err := b.Delete(ctxT(t), id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Get(ctxT(t), id); !errors.Is(err, domain.ErrNoTokens) {
-		t.Fatalf("a after b's delete: %v, want ErrNoTokens", err)
-	}
+	expectNoTokens(t, a, id, "a after b's delete")
 }
 
 func tvConcurrent(t *testing.T, open OpenTokenVault) {

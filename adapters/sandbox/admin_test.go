@@ -207,11 +207,7 @@ func TestAdminConsentValidation(t *testing.T) {
 		}
 	}
 	e.mustAdmin(http.MethodPost, "/sandbox/admin/consent", `{"mode":"deny"}`)
-	q := e.redirectParams(e.authorize(e.oc.AuthCodeURL("state-0123456789",
-		oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))))
-	if q.Get("error") != "access_denied" {
-		t.Fatalf("after consent=deny: %v", q)
-	}
+	e.authorizeRefused("after consent=deny", "access_denied")
 }
 
 func TestAdminRefusedForNonLoopback(t *testing.T) {

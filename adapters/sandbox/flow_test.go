@@ -90,13 +90,8 @@ func TestDefaultsMatchPleo(t *testing.T) {
 func TestAuthorizationCodeReplayRevokesTokens(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	v := oauth2.GenerateVerifier()
-	code := e.code(v)
-	tok, err := e.oc.Exchange(e.ctx, code, oauth2.VerifierOption(v))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = e.oc.Exchange(e.ctx, code, oauth2.VerifierOption(v))
+	tok, code, v := e.codeGrant()
+	_, err := e.oc.Exchange(e.ctx, code, oauth2.VerifierOption(v))
 	mustFailWith(t, err, http.StatusBadRequest, "invalid_grant")
 	e.assertAPI(tok.AccessToken, http.StatusUnauthorized)
 	_, err = e.refresh(tok.RefreshToken)
@@ -228,11 +223,7 @@ func TestScopes(t *testing.T) {
 
 	// An unregistered scope is refused.
 	e.oc.Scopes = []string{"users:write"}
-	q := e.redirectParams(e.authorize(e.oc.AuthCodeURL("state-0123456789",
-		oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))))
-	if q.Get("error") != "invalid_scope" {
-		t.Fatalf("unregistered scope: %v", q)
-	}
+	e.authorizeRefused("unregistered scope", "invalid_scope")
 }
 
 func TestRefreshRotatesAndReuseRevokesGrant(t *testing.T) {
@@ -434,8 +425,7 @@ func TestShortLifetimesExpire(t *testing.T) {
 func TestDenyConsent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(c *sandbox.Config) { c.Consent = sandbox.ConsentDeny })
-	q := e.redirectParams(e.authorize(e.oc.AuthCodeURL("state-0123456789",
-		oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))))
+	q := e.authorizeS256(oauth2.GenerateVerifier())
 	if q.Get("error") != "access_denied" || q.Get("state") != "state-0123456789" || q.Get("code") != "" {
 		t.Fatalf("redirect = %v, want error=access_denied with state", q)
 	}
@@ -677,12 +667,7 @@ func TestUnsupportedGrantType(t *testing.T) {
 func TestNoSecretsInLogs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	v := oauth2.GenerateVerifier()
-	code := e.code(v)
-	tok, err := e.oc.Exchange(e.ctx, code, oauth2.VerifierOption(v))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, code, v := e.codeGrant()
 	fresh, err := e.refresh(tok.RefreshToken)
 	if err != nil {
 		t.Fatal(err)

@@ -126,14 +126,32 @@ func (e *env) redirectParams(resp *http.Response) url.Values {
 	return loc.Query()
 }
 
+// testState is the state the tests' authorize requests carry.
+const testState = "state-0123456789"
+
+// authorizeS256 runs the authorize step with an S256 challenge of verifier
+// and returns the query of the redirect to the client (a code or an error).
+func (e *env) authorizeS256(verifier string, opts ...oauth2.AuthCodeOption) url.Values {
+	e.t.Helper()
+	opts = append(opts, oauth2.S256ChallengeOption(verifier))
+	return e.redirectParams(e.authorize(e.oc.AuthCodeURL(testState, opts...)))
+}
+
+// authorizeRefused runs the authorize step with a fresh S256 challenge
+// and expects the redirect to carry the OAuth error code want.
+func (e *env) authorizeRefused(what, want string) {
+	e.t.Helper()
+	if q := e.authorizeS256(oauth2.GenerateVerifier()); q.Get("error") != want {
+		e.t.Fatalf("%s: %v, want error=%s", what, q, want)
+	}
+}
+
 // code runs the authorize step with PKCE for verifier and returns the code.
 func (e *env) code(verifier string, opts ...oauth2.AuthCodeOption) string {
 	e.t.Helper()
-	const state = "state-0123456789"
-	opts = append(opts, oauth2.S256ChallengeOption(verifier))
-	q := e.redirectParams(e.authorize(e.oc.AuthCodeURL(state, opts...)))
-	if q.Get("state") != state {
-		e.t.Fatalf("state = %q, want %q", q.Get("state"), state)
+	q := e.authorizeS256(verifier, opts...)
+	if q.Get("state") != testState {
+		e.t.Fatalf("state = %q, want %q", q.Get("state"), testState)
 	}
 	if q.Get("code") == "" {
 		e.t.Fatalf("no code in redirect: %v", q)
@@ -153,8 +171,19 @@ func (e *env) grant() *oauth2.Token {
 
 func (e *env) tryGrant() (*oauth2.Token, error) {
 	v := oauth2.GenerateVerifier()
-	code := e.code(v)
-	return e.oc.Exchange(e.ctx, code, oauth2.VerifierOption(v))
+	return e.oc.Exchange(e.ctx, e.code(v), oauth2.VerifierOption(v))
+}
+
+// codeGrant is grant that also returns the code and the verifier it used.
+func (e *env) codeGrant() (tok *oauth2.Token, code, verifier string) {
+	e.t.Helper()
+	verifier = oauth2.GenerateVerifier()
+	code = e.code(verifier)
+	tok, err := e.oc.Exchange(e.ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		e.t.Fatalf("exchange: %v", err)
+	}
+	return tok, code, verifier
 }
 
 // refresh uses refreshToken once through x/oauth2.

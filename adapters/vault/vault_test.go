@@ -60,6 +60,13 @@ func newKey(t *testing.T) []byte {
 	return k
 }
 
+// newVault starts a JetStream server and opens a vault with a new key on it.
+func newVault(t *testing.T) (*Vault, jetstream.JetStream) {
+	t.Helper()
+	js := startJetStream(t)
+	return openVault(t, js, newKey(t)), js
+}
+
 func openVault(t *testing.T, js jetstream.JetStream, key []byte) *Vault {
 	t.Helper()
 	v, err := Open(t.Context(), js, Config{Key: key})
@@ -108,6 +115,14 @@ func rawEntry(t *testing.T, kv jetstream.KeyValue, id string) jetstream.KeyValue
 	return e
 }
 
+// expectTokens checks that the vault returns want for the connection.
+func expectTokens(t *testing.T, v *Vault, id string, want domain.Tokens, what string) {
+	t.Helper()
+	if got, err := v.Get(t.Context(), id); err != nil || !sameTokens(got, want) {
+		t.Errorf("%s: %v", what, err)
+	}
+}
+
 func sameTokens(a, b domain.Tokens) bool {
 	return a.AccessToken == b.AccessToken && a.RefreshToken == b.RefreshToken &&
 		a.TokenType == b.TokenType && a.Expiry.Equal(b.Expiry) && slices.Equal(a.Scopes, b.Scopes)
@@ -125,7 +140,7 @@ func assertNoSecret(t *testing.T, s string, key []byte) {
 
 func TestRoundTrip(t *testing.T) {
 	ctx := t.Context()
-	v := openVault(t, startJetStream(t), newKey(t))
+	v, _ := newVault(t)
 	mustPut(t, v, connA, sample)
 	got, err := v.Get(ctx, connA)
 	if err != nil {
@@ -215,8 +230,7 @@ func TestWrongKeyCannotRead(t *testing.T) {
 
 func TestValueMovedToAnotherConnectionFails(t *testing.T) {
 	ctx := t.Context()
-	js := startJetStream(t)
-	v := openVault(t, js, newKey(t))
+	v, js := newVault(t)
 	kv := rawKV(t, js)
 	mustPut(t, v, connA, sample)
 	e := rawEntry(t, kv, connA)
@@ -242,15 +256,12 @@ func TestValueMovedToAnotherConnectionFails(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrUndecryptable", name, err)
 		}
 	}
-	if got, err := v.Get(ctx, connA); err != nil || !sameTokens(got, sample) {
-		t.Errorf("original value damaged: %v", err)
-	}
+	expectTokens(t, v, connA, sample, "original value damaged")
 }
 
 func TestDeletePurgesEveryRevision(t *testing.T) {
 	ctx := t.Context()
-	js := startJetStream(t)
-	v := openVault(t, js, newKey(t))
+	v, js := newVault(t)
 	kv := rawKV(t, js)
 
 	mustPut(t, v, connA, sample)
@@ -293,15 +304,12 @@ func TestDeletePurgesEveryRevision(t *testing.T) {
 	}
 	// And the connection can get tokens again.
 	mustPut(t, v, connA, sample)
-	if got, err := v.Get(ctx, connA); err != nil || !sameTokens(got, sample) {
-		t.Errorf("Put after Delete: %v", err)
-	}
+	expectTokens(t, v, connA, sample, "Put after Delete")
 }
 
 func TestPutReplacesBothTokens(t *testing.T) {
 	ctx := t.Context()
-	js := startJetStream(t)
-	v := openVault(t, js, newKey(t))
+	v, js := newVault(t)
 	mustPut(t, v, connA, sample)
 	next := domain.Tokens{AccessToken: "at-new", RefreshToken: "rt-new", TokenType: "Bearer", Expiry: time.Now().Add(time.Hour)}
 	mustPut(t, v, connA, next)
@@ -311,9 +319,7 @@ func TestPutReplacesBothTokens(t *testing.T) {
 	// No merging: a set without refresh token clears the old one.
 	accessOnly := domain.Tokens{AccessToken: "at-3"}
 	mustPut(t, v, connA, accessOnly)
-	if got, err := v.Get(ctx, connA); err != nil || !sameTokens(got, accessOnly) {
-		t.Errorf("refresh token survived a replacing Put: %v", err)
-	}
+	expectTokens(t, v, connA, accessOnly, "refresh token survived a replacing Put")
 	hist, err := rawKV(t, js).History(ctx, connA)
 	if err != nil || len(hist) != 1 {
 		t.Errorf("history holds %d revisions (%v), want 1", len(hist), err)
@@ -322,7 +328,7 @@ func TestPutReplacesBothTokens(t *testing.T) {
 
 func TestInvalidConnectionIDs(t *testing.T) {
 	ctx := t.Context()
-	v := openVault(t, startJetStream(t), newKey(t))
+	v, _ := newVault(t)
 	for _, id := range []string{"", "a.b", "a*", "a>", "*", ">", "a b", " ", "a/b", "a=b", "a\nb", "ä", strings.Repeat("x", 129)} {
 		if err := v.Put(ctx, id, sample); !errors.Is(err, ErrInvalidConnectionID) {
 			t.Errorf("Put(%q): err = %v", id, err)
@@ -396,7 +402,7 @@ func TestOpen(t *testing.T) {
 func TestConcurrentPutGet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	v := openVault(t, startJetStream(t), newKey(t))
+	v, _ := newVault(t)
 	ids := []string{connA, connB, "c3", "c4"}
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)

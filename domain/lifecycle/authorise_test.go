@@ -70,9 +70,7 @@ func TestStartAuthorisationFailures(t *testing.T) {
 // failed) is finished before a new attempt, so that it cannot delete the
 // new grant's tokens later.
 func TestStartAuthorisationFinishesAnInterruptedInvalidation(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
 	e.vault.FailDeletes(1, errors.New("vault unreachable"))
 	var te *lifecycle.TerminalError
@@ -142,9 +140,7 @@ func TestHandleCallbackSuccess(t *testing.T) {
 		t.Fatal("the attempt was not taken")
 	}
 	// The state is single use.
-	if _, err := e.svc.HandleCallback(e.ctx, state, code, "", ""); !errors.Is(err, lifecycle.ErrStateUnknown) {
-		t.Fatalf("reused state: %v", err)
-	}
+	e.callbackFails("reused state", state, code, lifecycle.ErrStateUnknown)
 	if e.events(id) != 3 {
 		t.Fatal("the reused state changed something")
 	}
@@ -154,17 +150,11 @@ func TestHandleCallbackRefusesBadStates(t *testing.T) {
 	e := newEnv(t)
 	id, state, code := e.callback()
 	n := e.events(id)
-	if _, err := e.svc.HandleCallback(e.ctx, "", code, "", ""); !errors.Is(err, lifecycle.ErrStateMissing) {
-		t.Fatalf("missing: %v", err)
-	}
-	if _, err := e.svc.HandleCallback(e.ctx, "not-a-state-we-issued", code, "", ""); !errors.Is(err, lifecycle.ErrStateUnknown) {
-		t.Fatalf("unknown: %v", err)
-	}
+	e.callbackFails("missing", "", code, lifecycle.ErrStateMissing)
+	e.callbackFails("unknown", "not-a-state-we-issued", code, lifecycle.ErrStateUnknown)
 	takeErr := errors.New("kv unreachable")
 	e.attempts.FailTakes(1, takeErr)
-	if _, err := e.svc.HandleCallback(e.ctx, state, code, "", ""); !errors.Is(err, takeErr) {
-		t.Fatalf("take failure: %v", err)
-	}
+	e.callbackFails("take failure", state, code, takeErr)
 	// A second attempt replaces the first: the first state no longer matches.
 	state2, code2 := e.start(id)
 	res, err := e.svc.HandleCallback(e.ctx, state, code, "", "")
@@ -173,9 +163,7 @@ func TestHandleCallbackRefusesBadStates(t *testing.T) {
 	}
 	loadErr := errors.New("stream unreachable")
 	e.store.FailLoads(1, loadErr)
-	if _, err := e.svc.HandleCallback(e.ctx, state2, code2, "", ""); !errors.Is(err, loadErr) {
-		t.Fatalf("load failure: %v", err)
-	}
+	e.callbackFails("load failure", state2, code2, loadErr)
 	e.expectTypes(id, n, domain.EventAuthorisationStarted)
 	if c := e.load(id); c.State != domain.StateReauthorising {
 		t.Fatalf("%s", c.State)
@@ -196,9 +184,7 @@ func TestHandleCallbackExpiredState(t *testing.T) {
 			t.Fatalf("expired: %v", err)
 		}
 	}
-	if _, err := e.svc.HandleCallback(e.ctx, state2, code2, "", ""); !errors.Is(err, lifecycle.ErrStateUnknown) {
-		t.Fatalf("expired attempts are taken too: %v", err)
-	}
+	e.callbackFails("expired attempts are taken too", state2, code2, lifecycle.ErrStateUnknown)
 	if e.tep.Requests(memory.RequestExchange) != 0 || e.load(id).State != domain.StateReauthorising {
 		t.Fatal("an expired state was used")
 	}
@@ -208,9 +194,7 @@ func TestHandleCallbackStateExpiresExactlyAtTTL(t *testing.T) {
 	e := newEnv(t)
 	_, state, code := e.callback()
 	e.clock.Advance(10 * time.Minute)
-	if _, err := e.svc.HandleCallback(e.ctx, state, code, "", ""); !errors.Is(err, lifecycle.ErrStateExpired) {
-		t.Fatalf("at the TTL: %v", err)
-	}
+	e.callbackFails("at the TTL", state, code, lifecycle.ErrStateExpired)
 }
 
 func TestHandleCallbackProviderError(t *testing.T) {
@@ -343,33 +327,32 @@ func TestHandleCallbackCancelledWhileRetrying(t *testing.T) {
 	}
 }
 
-func TestHandleCallbackVaultPutFailure(t *testing.T) {
-	e := newEnv(t)
-	id, state, code := e.callback()
-	putErr := errors.New("vault unreachable")
-	e.vault.FailPuts(1, putErr)
-	if _, err := e.svc.HandleCallback(e.ctx, state, code, "", ""); !errors.Is(err, putErr) {
-		t.Fatalf("%v", err)
-	}
-	if c := e.load(id); c.State != domain.StateReauthorising || e.vault.Has(id) {
-		t.Fatalf("%s, vault %v", c.State, e.vault.Has(id))
-	}
-	expectGate(t, e.instance, id, domain.DetailReauthorising, domain.ReasonNeverAuthorised)
-}
-
-func TestHandleCallbackCompletionAppendFailure(t *testing.T) {
-	e := newEnv(t)
-	id, state, code := e.callback()
-	appendErr := errors.New("stream unreachable")
-	e.store.FailAppends(1, appendErr)
-	if _, err := e.svc.HandleCallback(e.ctx, state, code, "", ""); !errors.Is(err, appendErr) {
-		t.Fatalf("%v", err)
-	}
-	if c := e.load(id); c.State != domain.StateReauthorising {
-		t.Fatalf("%s", c.State)
-	}
-	if _, err := e.gate.Check(id); err == nil {
-		t.Fatal("gate open without authorisation.completed")
+// A callback whose tokens cannot be stored (vault put), or whose
+// authorisation.completed cannot be appended, fails with that error and
+// leaves the connection reauthorising behind a closed gate.
+func TestHandleCallbackStorageFailures(t *testing.T) {
+	outage := errors.New("unreachable")
+	for _, tc := range []struct {
+		name       string
+		fail       func(*env)
+		emptyVault bool // the put failed: no tokens are stored
+	}{
+		{"vault put", func(e *env) { e.vault.FailPuts(1, outage) }, true},
+		{"completion append", func(e *env) { e.store.FailAppends(1, outage) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			id, state, code := e.callback()
+			tc.fail(e)
+			e.callbackFails("callback", state, code, outage)
+			if c := e.load(id); c.State != domain.StateReauthorising {
+				t.Fatalf("%s", c.State)
+			}
+			if tc.emptyVault && e.vault.Has(id) {
+				t.Fatal("tokens stored although the put failed")
+			}
+			expectGate(t, e.instance, id, domain.DetailReauthorising, domain.ReasonNeverAuthorised)
+		})
 	}
 }
 
@@ -383,7 +366,5 @@ func TestHandleCallbackUnknownProvider(t *testing.T) {
 	if err := e.attempts.Put(e.ctx, stateKey(state), domain.Attempt{ConnectionID: id, AttemptID: "a1", Verifier: "v", ExpiresAt: e.clock.Now().Add(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.HandleCallback(e.ctx, state, "code", "", ""); !errors.Is(err, lifecycle.ErrNoProvider) {
-		t.Fatalf("%v", err)
-	}
+	e.callbackFails("callback", state, "code", lifecycle.ErrNoProvider)
 }

@@ -11,9 +11,7 @@ import (
 )
 
 func TestReportRejectionRefusesOtherStatuses(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	for _, st := range []int{200, 400, 500} {
 		if _, err := e.svc.ReportRejection(e.ctx, id, lifecycle.Rejection{Status: st}); !errors.Is(err, domain.ErrInvalidCommand) {
 			t.Fatalf("%d: %v", st, err)
@@ -29,9 +27,7 @@ func TestReportRejectionRefusesOtherStatuses(t *testing.T) {
 
 // 403 insufficient_scope is recorded and logs nobody out: no refresh.
 func TestReportRejection403InsufficientScope(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	tok := e.expectOpen(e.instance, id)
 	c, err := e.svc.ReportRejection(e.ctx, id, lifecycle.Rejection{Status: 403,
 		WWWAuthenticate: `Bearer error="insufficient_scope", scope="admin"`, AccessTokenFP: domain.Fingerprint(tok)})
@@ -54,9 +50,7 @@ func TestReportRejection403InsufficientScope(t *testing.T) {
 // A 401 refreshes once (trigger access_rejected); a 401 against the token
 // that refresh issued is terminal (access_token_rejected).
 func TestReportRejection401RefreshesThenIsTerminal(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	tok := e.expectOpen(e.instance, id)
 	c, err := e.svc.ReportRejection(e.ctx, id, lifecycle.Rejection{Status: 401, WWWAuthenticate: `Bearer realm="api"`, AccessTokenFP: domain.Fingerprint(tok)})
 	if err != nil || c.State != domain.StateActive || !c.RecoveringFromRejection {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,6 +107,15 @@ func (e *env) newInstance(cfg lifecycle.Config) instance {
 	return in
 }
 
+// activeEnv builds the world (newEnv) with one active connection, and
+// returns the connection and how many events it has so far.
+func activeEnv(t *testing.T, opts ...envOption) (e *env, id string, n int) {
+	t.Helper()
+	e = newEnv(t, opts...)
+	id = e.active()
+	return e, id, e.events(id)
+}
+
 // create makes a connection (unauthenticated, never_authorised).
 func (e *env) create(scopes ...string) string {
 	e.t.Helper()
@@ -145,6 +155,15 @@ func (e *env) active() string {
 		e.t.Fatalf("HandleCallback: %v %v", res, err)
 	}
 	return id
+}
+
+// callbackFails delivers the OAuth callback (state and code) and expects
+// it to fail with want.
+func (e *env) callbackFails(what, state, code string, want error) {
+	e.t.Helper()
+	if _, err := e.svc.HandleCallback(e.ctx, state, code, "", ""); !errors.Is(err, want) {
+		e.t.Fatalf("%s: %v, want %v", what, err, want)
+	}
 }
 
 func (e *env) load(id string) domain.Connection {
@@ -296,6 +315,21 @@ func (e *env) waitFor(id string, what string, ok func(h []domain.Event) bool) {
 			e.t.Fatalf("timed out waiting for %s; events %v", what, e.typesSince(id, 0))
 		}
 	}
+}
+
+// refusedWhileAppending reports whether the gate refused the connection
+// with reason while an event of type P was being appended (the last such
+// append decides).
+func refusedWhileAppending[P domain.Payload](e *env, id string, reason domain.Reason) *atomic.Bool {
+	var refused atomic.Bool
+	e.store.BeforeAppend(func(_ string, _ uint64, ev domain.Event) {
+		if _, ok := ev.Payload.(P); ok {
+			_, err := e.gate.Check(id)
+			var ge *domain.GateError
+			refused.Store(errors.As(err, &ge) && ge.Reason == reason)
+		}
+	})
+	return &refused
 }
 
 func hasType(t domain.EventType) func(h []domain.Event) bool {

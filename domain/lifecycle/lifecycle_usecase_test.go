@@ -158,9 +158,7 @@ func TestTransactRetriesConflicts(t *testing.T) {
 }
 
 func TestDeleteWithTokens(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	toks, _ := e.vault.Get(e.ctx, id)
 	e.store.ResetCounters()
 	if err := e.svc.Delete(e.ctx, id); err != nil {
@@ -224,14 +222,7 @@ func TestDeleteClosesTheGateFirstAndReopensItWhenTheAppendFails(t *testing.T) {
 	e := newEnv(t)
 	id := e.active()
 	tok := e.expectOpen(e.instance, id)
-	var seen atomic.Bool
-	e.store.BeforeAppend(func(_ string, _ uint64, ev domain.Event) {
-		if _, ok := ev.Payload.(domain.ConnectionDeleted); ok {
-			_, err := e.gate.Check(id)
-			var ge *domain.GateError
-			seen.Store(errors.As(err, &ge) && ge.Reason == domain.ReasonConnectionDeleted)
-		}
-	})
+	seen := refusedWhileAppending[domain.ConnectionDeleted](e, id, domain.ReasonConnectionDeleted)
 	appendErr := errors.New("stream unreachable")
 	e.store.FailAppends(1, appendErr)
 	if err := e.svc.Delete(e.ctx, id); !errors.Is(err, appendErr) {
@@ -283,9 +274,7 @@ func TestInvalidationWithoutRevocationEndpoint(t *testing.T) {
 // Another instance recorded the invalidation first: the conflict is not an
 // error and nothing is recorded twice.
 func TestInvalidationAlreadyRecordedByAnotherInstance(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	var once atomic.Bool
 	e.store.BeforeAppend(func(cid string, _ uint64, ev domain.Event) {
 		if _, ok := ev.Payload.(domain.TokensInvalidated); ok && ev.Actor == "instance/test" && once.CompareAndSwap(false, true) {

@@ -37,9 +37,7 @@ func TestRefreshNotDue(t *testing.T) {
 
 // The refresh.started append is the lock: losing it sends no token request.
 func TestRefreshLosesTheLock(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	e.store.RaceNextAppend(func() { e.appendRaw(id, domain.ConnectionUpdated{Config: map[string]string{"a": "b"}}) })
 	e.store.ResetCounters()
 	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.Is(err, domain.ErrConflict) {
@@ -55,9 +53,7 @@ func TestRefreshLosesTheLock(t *testing.T) {
 }
 
 func TestRefreshSucceedsWithRotation(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	old, _ := e.vault.Get(e.ctx, id)
 	oldTok := e.expectOpen(e.instance, id)
 	e.clock.Advance(5 * time.Minute)
@@ -117,9 +113,7 @@ func TestRefreshSucceedsWithoutRotation(t *testing.T) {
 // vault is ahead of the stream. The next refresh adopts the stored tokens
 // instead of presenting the replaced refresh token.
 func TestRefreshAdoptsTokensStoredByAnInterruptedRefresh(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	old, _ := e.vault.Get(e.ctx, id)
 	rotated, _, err := e.tep.Refresh(e.ctx, old.RefreshToken, old.Scopes) // the dead refresher's request
 	if err != nil {
@@ -168,9 +162,7 @@ func TestRefreshVaultReadFailureIsTransient(t *testing.T) {
 }
 
 func TestRefreshWithoutStoredTokensIsTerminal(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	_ = e.vault.Delete(e.ctx, id)
 	err := e.svc.Refresh(e.ctx, id, domain.TriggerManual)
 	var te *lifecycle.TerminalError
@@ -231,9 +223,7 @@ func TestRefreshTransientFailureHonoursRetryAfter(t *testing.T) {
 }
 
 func TestRefreshRetriesExhausted(t *testing.T) {
-	e := newEnv(t, withConfig(func(c *lifecycle.Config) { c.MaxAttempts = 2 }))
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t, withConfig(func(c *lifecycle.Config) { c.MaxAttempts = 2 }))
 	e.tep.FailNext(memory.RequestRefresh, memory.NetworkFailure(), memory.TimeoutFailure())
 	var f *domain.Failure
 	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.As(err, &f) {
@@ -295,9 +285,7 @@ func TestRefreshStoresRotatedTokensAfterRetries(t *testing.T) {
 }
 
 func TestRefreshRotatedTokensLost(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	old, _ := e.vault.Get(e.ctx, id)
 	e.vault.FailPuts(4, errors.New("vault unreachable"))
 	err := drive(e, func() error { return e.svc.Refresh(e.ctx, id, domain.TriggerManual) })
@@ -351,9 +339,7 @@ func (e *env) result(done <-chan error) error {
 // connection.updated) makes the outcome's append conflict; the outcome is
 // decided again on the new version and appended.
 func TestRefreshOutcomeAfterASelfLoopEvent(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	hold, done := e.startHeld(id)
 	if _, err := e.svc.Update(e.ctx, id, []string{"read", "write"}, nil); err != nil {
 		t.Fatal(err)
@@ -375,9 +361,7 @@ func TestRefreshOutcomeAfterASelfLoopEvent(t *testing.T) {
 
 // Same for a terminal outcome: the gate is closed before each append.
 func TestRefreshTerminalOutcomeAfterASelfLoopEvent(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
 	hold, done := e.startHeld(id)
 	if _, err := e.svc.Update(e.ctx, id, nil, map[string]string{"k": "v"}); err != nil {
@@ -392,10 +376,11 @@ func TestRefreshTerminalOutcomeAfterASelfLoopEvent(t *testing.T) {
 	expectClosed(t, e.instance, id, domain.ReasonInvalidGrant)
 }
 
-// recoverLease appends what another instance's scheduler appends for an
-// expired lease.
-func (e *env) recoverLease(id string) {
+// expireLease lets the refresh lease (30 seconds) expire and appends what
+// another instance's scheduler appends for an expired lease.
+func (e *env) expireLease(id string) {
 	e.t.Helper()
+	e.clock.Advance(31 * time.Second)
 	c := e.load(id)
 	e.appendRaw(id, domain.RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, RetryAt: e.clock.Now()})
 }
@@ -404,12 +389,9 @@ func (e *env) recoverLease(id string) {
 // in flight: the outcome is not appended, and the rotated tokens stay in
 // the vault for the next refresh to adopt (the connection is usable).
 func TestRefreshLeaseRecoveredMeanwhile(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	hold, done := e.startHeld(id)
-	e.clock.Advance(31 * time.Second)
-	e.recoverLease(id)
+	e.expireLease(id)
 	hold.Release()
 	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
 		t.Fatalf("%v", err)
@@ -437,12 +419,9 @@ func TestRefreshLeaseRecoveredMeanwhile(t *testing.T) {
 // connection is refreshing again, but not under this refresher's lease, so
 // its outcome is not appended.
 func TestRefreshLeaseRecoveredAndTakenByAnotherRefresher(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	hold, done := e.startHeld(id)
-	e.clock.Advance(31 * time.Second)
-	e.recoverLease(id)
+	e.expireLease(id)
 	e.appendRaw(id, domain.RefreshStarted{Attempt: 2, LeaseUntil: e.clock.Now().Add(30 * time.Second), Trigger: domain.TriggerSchedule})
 	hold.Release()
 	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
@@ -457,13 +436,10 @@ func TestRefreshLeaseRecoveredAndTakenByAnotherRefresher(t *testing.T) {
 // A terminal failure whose lease was recovered meanwhile is not recorded:
 // the connection's state is what the recovering instance decided.
 func TestRefreshFailureAfterTheLeaseWasRecovered(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
 	hold, done := e.startHeld(id)
-	e.clock.Advance(31 * time.Second)
-	e.recoverLease(id)
+	e.expireLease(id)
 	hold.Release()
 	err := e.result(done)
 	var te *lifecycle.TerminalError
@@ -481,9 +457,7 @@ func TestRefreshFailureAfterTheLeaseWasRecovered(t *testing.T) {
 // the deletion could not revoke the grant): the rotated tokens the refresh
 // stored are abandoned, so they are revoked and deleted.
 func TestRefreshAbandonsTokensOfADeletedConnection(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	hold, done := e.startHeld(id)
 	e.tep.FailNext(memory.RequestRevoke, memory.Unavailable(0))
 	if err := e.svc.Delete(e.ctx, id); err != nil {
@@ -509,9 +483,7 @@ func TestRefreshAbandonsTokensOfADeletedConnection(t *testing.T) {
 // The outcome cannot be appended (the stream is down): the stored tokens
 // stay for a later refresh to adopt, and the error says so.
 func TestRefreshOutcomeAppendFails(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	appendErr := errors.New("stream unreachable")
 	e.store.OnAppend(func(ev domain.Event) {
 		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
@@ -548,9 +520,7 @@ func TestRefreshOutcomeAppendFails(t *testing.T) {
 // A shutdown after the lock was taken and before the token request was
 // sent: nothing is sent, the lease is left to expire.
 func TestRefreshCancelledBeforeTheTokenRequest(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	ctx, cancel := context.WithCancel(e.ctx)
 	e.store.OnAppend(func(ev domain.Event) {
 		if _, ok := ev.Payload.(domain.RefreshStarted); ok {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,19 +53,10 @@ func (e *env) tick(d time.Duration) {
 // terminal invalid_grant loads the aggregate once and appends three events:
 // the refresh.started lock, the terminal refresh.failed, tokens.invalidated.
 func TestScheduledRefreshInvalidGrantLoadsOnceAppendsThrice(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	tokens, _ := e.vault.Get(e.ctx, id)
 	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
-	var closedFirst atomic.Bool
-	e.store.BeforeAppend(func(_ string, _ uint64, ev domain.Event) {
-		if _, ok := ev.Payload.(domain.RefreshFailed); ok {
-			_, err := e.gate.Check(id)
-			var ge *domain.GateError
-			closedFirst.Store(errors.As(err, &ge) && ge.Reason == domain.ReasonInvalidGrant)
-		}
-	})
+	closedFirst := refusedWhileAppending[domain.RefreshFailed](e, id, domain.ReasonInvalidGrant)
 	e.store.ResetCounters()
 
 	stop := e.run()
@@ -117,9 +107,7 @@ func TestScheduledRefreshInvalidGrantLoadsOnceAppendsThrice(t *testing.T) {
 // A due refresh through the scheduler succeeds and the next one is planned
 // from the new tokens.
 func TestScheduledRefreshSucceedsAndIsPlannedAgain(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	stop := e.run()
 	e.tick(13 * time.Minute)
 	e.waitFor(id, "refresh.succeeded", hasType(domain.EventRefreshSucceeded))
@@ -198,9 +186,7 @@ func (s loadHook) Load(ctx context.Context, id string) (domain.Connection, error
 // the connection refreshing; the scheduler recovers it a second after the
 // lease (lease_expired, transient) and refreshes it at once.
 func TestSchedulerRecoversAnExpiredLease(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	ctx, cancel := context.WithCancel(e.ctx)
 	e.store.BeforeAppend(func(_ string, _ uint64, ev domain.Event) {
 		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
@@ -261,17 +247,13 @@ func TestSchedulerExpiresAnAbandonedAuthorisation(t *testing.T) {
 	if c := e.load(id); c.State != domain.StateUnauthenticated || c.Reason != domain.ReasonAuthorisationExpired {
 		t.Fatalf("%s (%s)", c.State, c.Reason)
 	}
-	if _, err := e.svc.HandleCallback(e.ctx, state, "code", "", ""); !errors.Is(err, lifecycle.ErrStateExpired) {
-		t.Fatalf("callback after expiry: %v", err)
-	}
+	e.callbackFails("callback after expiry", state, "code", lifecycle.ErrStateExpired)
 }
 
 // An invalidation interrupted after the terminal event (the vault delete
 // failed) is finished by the scheduler.
 func TestSchedulerFinishesAnInterruptedInvalidation(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	n := e.events(id)
+	e, id, n := activeEnv(t)
 	e.vault.FailDeletes(1, errors.New("vault unreachable"))
 	if err := e.svc.Delete(e.ctx, id); err == nil {
 		t.Fatal("Delete hid the vault failure")

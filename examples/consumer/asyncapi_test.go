@@ -1,14 +1,13 @@
 package main
 
 import (
-	"os"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
@@ -18,28 +17,6 @@ var payloadSamples = []domain.Payload{
 	domain.ConnectionCreated{}, domain.AuthorisationStarted{}, domain.AuthorisationCompleted{},
 	domain.AuthorisationFailed{}, domain.RefreshStarted{}, domain.RefreshSucceeded{}, domain.RefreshFailed{},
 	domain.AccessRejected{}, domain.TokensInvalidated{}, domain.ConnectionUpdated{}, domain.ConnectionDeleted{},
-}
-
-// jsonFields returns the JSON names of a struct's fields and which of them
-// are always written (no omitempty/omitzero).
-func jsonFields(t reflect.Type) (all, required []string) {
-	for f := range t.Fields() {
-		tag := f.Tag.Get("json")
-		name, opts, _ := strings.Cut(tag, ",")
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		all = append(all, name)
-		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
-			required = append(required, name)
-		}
-	}
-	slices.Sort(all)
-	slices.Sort(required)
-	return all, required
 }
 
 type schema struct {
@@ -86,14 +63,8 @@ func versions(parts []map[string]any) []int {
 // each data schema lists exactly the JSON fields of the domain payload, the
 // always-written ones as required.
 func TestAsyncAPIMatchesTheWireSchema(t *testing.T) {
-	b, err := os.ReadFile("../../docs/asyncapi.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var doc asyncDoc
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("asyncapi.yaml: %v", err)
-	}
+	porttest.ReadYAML(t, "../../docs/asyncapi.yaml", &doc)
 	if doc.AsyncAPI != "3.0.0" {
 		t.Errorf("asyncapi version %q", doc.AsyncAPI)
 	}
@@ -127,14 +98,9 @@ func TestAsyncAPIMatchesTheWireSchema(t *testing.T) {
 			t.Errorf("no schema %sData", typ.Name())
 			continue
 		}
-		all, required := jsonFields(typ)
-		var documented []string
-		for k := range sc.Properties {
-			documented = append(documented, k)
-		}
-		slices.Sort(documented)
-		req := slices.Clone(sc.Required)
-		slices.Sort(req)
+		all, required := porttest.JSONFields(typ)
+		documented := slices.Sorted(maps.Keys(sc.Properties))
+		req := slices.Sorted(slices.Values(sc.Required))
 		if !slices.Equal(documented, all) {
 			t.Errorf("%sData properties %v, the code writes %v", typ.Name(), documented, all)
 		}
@@ -142,12 +108,8 @@ func TestAsyncAPIMatchesTheWireSchema(t *testing.T) {
 			t.Errorf("%sData required %v, the code always writes %v", typ.Name(), req, required)
 		}
 	}
-	all, _ := jsonFields(reflect.TypeOf(domain.TokenInfo{}))
-	var tokenProps []string
-	for k := range doc.Components.Schemas["TokenInfo"].Properties {
-		tokenProps = append(tokenProps, k)
-	}
-	slices.Sort(tokenProps)
+	all, _ := porttest.JSONFields(reflect.TypeOf(domain.TokenInfo{}))
+	tokenProps := slices.Sorted(maps.Keys(doc.Components.Schemas["TokenInfo"].Properties))
 	if !slices.Equal(tokenProps, all) {
 		t.Errorf("TokenInfo properties %v, the code writes %v", tokenProps, all)
 	}
@@ -163,15 +125,10 @@ func TestAsyncAPIMatchesTheWireSchema(t *testing.T) {
 	if !slices.Equal(documented, reasons) {
 		t.Errorf("Reason enum %v, domain.Reasons %v", documented, reasons)
 	}
-	all, required := jsonFields(reflect.TypeOf(events.Envelope{}))
+	all, required := porttest.JSONFields(reflect.TypeOf(events.Envelope{}))
 	env := doc.Components.Schemas["CloudEvent"]
-	var envProps []string
-	for k := range env.Properties {
-		envProps = append(envProps, k)
-	}
-	slices.Sort(envProps)
-	req := slices.Clone(env.Required)
-	slices.Sort(req)
+	envProps := slices.Sorted(maps.Keys(env.Properties))
+	req := slices.Sorted(slices.Values(env.Required))
 	if !slices.Equal(envProps, all) || !slices.Equal(req, required) {
 		t.Errorf("CloudEvent properties %v required %v; Envelope has %v required %v", envProps, req, all, required)
 	}
