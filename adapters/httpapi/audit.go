@@ -139,9 +139,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf.WriteString("]\n")
-	w.Header().Set("Content-Type", batchContentType+"; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
+	startBody(w, http.StatusOK, batchContentType+"; charset=utf-8")
 	_, _ = w.Write(buf.Bytes())
 }
 
@@ -150,11 +148,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 // cannot take a cut-off stream for the whole history.
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, q projections.AuditQuery) {
 	rc := http.NewResponseController(w)
-	start := func() {
-		w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(http.StatusOK)
-	}
+	start := func() { startBody(w, http.StatusOK, "application/jsonl; charset=utf-8") }
 	n := 0
 	errWrite := errors.New("client gone")
 	err := s.cfg.Audit.AuditEvents(r.Context(), q, func(e domain.Event, _ time.Time) error {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,12 +42,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	wg.Wait()
-	var out []string
-	for _, r := range reasons {
-		if r != "" {
-			out = append(out, r)
-		}
-	}
+	out := slices.DeleteFunc(reasons, func(r string) bool { return r == "" })
 	if len(out) > 0 {
 		writeJSON(w, http.StatusServiceUnavailable, apitypes.HealthResponse{Status: "not_ready", Reasons: out})
 		return

@@ -21,18 +21,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		writeError(w, http.StatusInternalServerError, "internal_error", "internal error")
 		return
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
+	startBody(w, status, "application/json; charset=utf-8")
 	_, _ = w.Write(append(b, '\n'))
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	b, _ := json.Marshal(apitypes.ErrorBody{Error: code, Message: msg})
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	writeJSON(w, status, apitypes.ErrorBody{Error: code, Message: msg})
+}
+
+// startBody writes the headers of a body of content type ct.
+func startBody(w http.ResponseWriter, status int, ct string) {
+	w.Header().Set("Content-Type", ct)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }
 
 // errorStatus maps an error from the services to an HTTP status and word.

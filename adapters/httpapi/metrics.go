@@ -167,13 +167,10 @@ func (m *Metrics) ObserveGateDenial(detail string) {
 	if m == nil {
 		return
 	}
-	for _, d := range gateDetails {
-		if d == detail {
-			m.denials.WithLabelValues(d).Inc()
-			return
-		}
+	if !slices.Contains(gateDetails, detail) {
+		detail = "other"
 	}
-	m.denials.WithLabelValues("other").Inc()
+	m.denials.WithLabelValues(detail).Inc()
 }
 
 // gauges reads the current state at scrape time.

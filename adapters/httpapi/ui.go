@@ -224,12 +224,10 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, name string, data
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Content-Security-Policy", uiCSP)
-	w.WriteHeader(status)
+	startBody(w, status, "text/html; charset=utf-8")
 	_, _ = w.Write(buf.Bytes())
 }
