@@ -36,19 +36,20 @@ const batchContentType = "application/cloudevents-batch+json"
 // (projections.WithLimit); its counts cover the whole window.
 const MaxTimelineEvents = 50000
 
-// parseTime reads an RFC 3339 query parameter; ok is false (and 400 written)
-// when it is malformed.
-func parseTime(w http.ResponseWriter, r *http.Request, name string) (time.Time, bool) {
+// parseTime reads an RFC 3339 query parameter into *dst (left zero when
+// absent); it is false (and 400 written) when the parameter is malformed.
+func parseTime(w http.ResponseWriter, r *http.Request, name string, dst *time.Time) bool {
 	v := r.URL.Query().Get(name)
 	if v == "" {
-		return time.Time{}, true
+		return true
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_time", name+" must be an RFC 3339 time, e.g. 2026-11-28T10:02:00Z")
-		return time.Time{}, false
+		return false
 	}
-	return t, true
+	*dst = t
+	return true
 }
 
 // typeFilter parses ?type= (repeated or comma-separated; with or without the
@@ -89,16 +90,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.requireAudit(w) {
 		return
 	}
+	var since, until time.Time
 	types, ok := typeFilter(w, r)
-	if !ok {
-		return
-	}
-	since, ok := parseTime(w, r, "since")
-	if !ok {
-		return
-	}
-	until, ok := parseTime(w, r, "until")
-	if !ok {
+	if !ok || !parseTime(w, r, "since", &since) || !parseTime(w, r, "until", &until) {
 		return
 	}
 	format := r.URL.Query().Get("format")
@@ -204,8 +198,8 @@ func (s *Server) handleStateAt(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_time", "at is required (RFC 3339)")
 		return
 	}
-	at, ok := parseTime(w, r, "at")
-	if !ok {
+	var at time.Time
+	if !parseTime(w, r, "at", &at) {
 		return
 	}
 	c, evs, err := s.cfg.Audit.StateAt(r.Context(), id, at)
@@ -236,12 +230,8 @@ func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 	if !s.requireAudit(w) {
 		return
 	}
-	from, ok := parseTime(w, r, "from")
-	if !ok {
-		return
-	}
-	to, ok := parseTime(w, r, "to")
-	if !ok {
+	var from, to time.Time
+	if !parseTime(w, r, "from", &from) || !parseTime(w, r, "to", &to) {
 		return
 	}
 	if to.IsZero() {
