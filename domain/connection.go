@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -106,9 +107,7 @@ func (c *Connection) Apply(e Event) error {
 		c.RecoveringFromRejection = c.RefreshTrigger == TriggerAccessRejected
 		c.RefreshTrigger = ""
 		tok := d.Tokens
-		if tok.RefreshTokenFP == "" {
-			tok.RefreshTokenFP = c.Tokens.RefreshTokenFP
-		}
+		tok.RefreshTokenFP = cmp.Or(tok.RefreshTokenFP, c.Tokens.RefreshTokenFP)
 		if len(tok.Scopes) == 0 {
 			tok.Scopes = c.Tokens.Scopes
 		}

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
@@ -248,10 +249,7 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 		if m.LeaseUntil.IsZero() {
 			return nil, fmt.Errorf("%w: lease deadline is required", ErrInvalidCommand)
 		}
-		trig := m.Trigger
-		if trig == "" {
-			trig = TriggerSchedule
-		}
+		trig := cmp.Or(m.Trigger, TriggerSchedule)
 		return RefreshStarted{Attempt: c.TransientFailures + 1, LeaseUntil: m.LeaseUntil, Trigger: trig, RefreshTokenFP: m.RefreshTokenFP}, nil
 	case SucceedRefresh:
 		return RefreshSucceeded{Attempt: c.TransientFailures + 1, Tokens: m.Tokens, Rotated: m.Rotated}, nil

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -63,18 +64,14 @@ func (e *Event) Stamp(connectionID string, now func() time.Time, actor string) e
 	if e.ID == "" {
 		e.ID = uuid.NewString()
 	}
-	if e.ConnectionID == "" {
-		e.ConnectionID = connectionID
-	}
+	e.ConnectionID = cmp.Or(e.ConnectionID, connectionID)
 	if e.ConnectionID != connectionID {
 		return fmt.Errorf("event %s is for connection %s, not %s", e.ID, e.ConnectionID, connectionID)
 	}
 	if e.Time.IsZero() {
 		e.Time = now().UTC()
 	}
-	if e.Actor == "" {
-		e.Actor = actor
-	}
+	e.Actor = cmp.Or(e.Actor, actor)
 	return nil
 }
 

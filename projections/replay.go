@@ -278,10 +278,7 @@ func (c TransitionCount) String() string {
 
 // String renders one line of a timeline.
 func (t Transition) String() string {
-	from := string(t.From)
-	if from == "" {
-		from = "(new)"
-	}
+	from := cmp.Or(string(t.From), "(new)")
 	arrow := from + " → " + string(t.To)
 	if !t.Changed() {
 		arrow = string(t.To)

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,18 +94,10 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	if cfg.Status == nil {
 		cfg.Status = NewStatus()
 	}
-	if cfg.Name == "" {
-		cfg.Name = "status"
-	}
-	if cfg.SnapshotEvery == 0 {
-		cfg.SnapshotEvery = 10000
-	}
-	if cfg.SnapshotInterval == 0 {
-		cfg.SnapshotInterval = time.Minute
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Name = cmp.Or(cfg.Name, "status")
+	cfg.SnapshotEvery = cmp.Or(cfg.SnapshotEvery, 10000)
+	cfg.SnapshotInterval = cmp.Or(cfg.SnapshotInterval, time.Minute)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.Status.follow()
 	return &Runner{
 		cfg: cfg, src: cfg.Source, cp: cfg.Checkpoints, log: cfg.Logger.With("projection", cfg.Name),

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -85,9 +86,7 @@ type Server struct {
 // logged and the server runs without those metrics.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
+	s.log = cmp.Or(s.log, slog.New(slog.DiscardHandler))
 	if cfg.Connections == nil || cfg.Status == nil {
 		s.log.Error("httpapi: Config.Connections and Config.Status are required; the API answers 500 without them")
 	}
@@ -257,16 +256,12 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
+	w.status = cmp.Or(w.status, code)
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
+	w.status = cmp.Or(w.status, http.StatusOK)
 	return w.ResponseWriter.Write(b)
 }
 
@@ -281,9 +276,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		t0 := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		if sw.status == 0 {
-			sw.status = http.StatusOK
-		}
+		sw.status = cmp.Or(sw.status, http.StatusOK)
 		lvl := slog.LevelInfo
 		if sw.status >= 500 {
 			lvl = slog.LevelError

@@ -27,6 +27,7 @@
 package jsstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -113,18 +114,14 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 }
 
 func withDefaults(cfg Config) Config {
-	if cfg.Stream == "" {
-		cfg.Stream = DefaultStream
-	}
+	cfg.Stream = cmp.Or(cfg.Stream, DefaultStream)
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
 	if cfg.Duplicates <= 0 {
 		cfg.Duplicates = 2 * time.Minute
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
 	}

@@ -1,6 +1,7 @@
 package natsserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,10 +77,7 @@ func Connect(ctx context.Context, serverURL string, opts ConnectOptions) (*nats.
 		return nil, fail(err)
 	}
 
-	name := opts.Name
-	if name == "" {
-		name = DefaultConnectionName
-	}
+	name := cmp.Or(opts.Name, DefaultConnectionName)
 	natsOpts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),

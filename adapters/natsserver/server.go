@@ -1,6 +1,7 @@
 package natsserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -129,9 +130,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	if port == 0 {
-		port = server.RANDOM_PORT // nats-server reads 0 as "default port"
-	}
+	port = cmp.Or(port, server.RANDOM_PORT) // nats-server reads 0 as "default port"
 	opts := &server.Options{
 		ServerName:             cfg.ServerName,
 		Host:                   host,
@@ -186,9 +185,7 @@ func waitReady(ctx context.Context, ns *server.Server, fatal <-chan string) erro
 
 // parseListen splits Config.Listen, applying the loopback default.
 func parseListen(listen string) (host string, port int, err error) {
-	if listen == "" {
-		listen = DefaultListen
-	}
+	listen = cmp.Or(listen, DefaultListen)
 	h, p, err := net.SplitHostPort(listen)
 	if err != nil {
 		return "", 0, fmt.Errorf("natsserver: listen address %q: want host:port: %w", listen, err)
@@ -197,10 +194,7 @@ func parseListen(listen string) (host string, port int, err error) {
 	if err != nil || port < 0 || port > 65535 {
 		return "", 0, fmt.Errorf("natsserver: listen address %q: invalid port %q", listen, p)
 	}
-	if h == "" {
-		h = "127.0.0.1"
-	}
-	return h, port, nil
+	return cmp.Or(h, "127.0.0.1"), port, nil
 }
 
 // clientURL builds the URL of the bound listener. An unspecified listen host
@@ -268,26 +262,15 @@ type logAdapter struct {
 }
 
 func newLogAdapter(l *slog.Logger) *logAdapter {
-	if l == nil {
-		l = slog.New(slog.DiscardHandler)
-	}
-	return &logAdapter{
-		log:   l.With("component", "nats-server"),
-		fatal: make(chan string, 1),
-	}
+	l = cmp.Or(l, slog.New(slog.DiscardHandler))
+	return &logAdapter{log: l.With("component", "nats-server"), fatal: make(chan string, 1)}
 }
 
-func (a *logAdapter) Noticef(format string, v ...any) {
-	a.log.Debug(fmt.Sprintf(format, v...))
-}
-
-func (a *logAdapter) Warnf(format string, v ...any) {
-	a.log.Warn(fmt.Sprintf(format, v...))
-}
-
-func (a *logAdapter) Errorf(format string, v ...any) {
-	a.log.Error(fmt.Sprintf(format, v...))
-}
+func (a *logAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a *logAdapter) Warnf(format string, v ...any)   { a.log.Warn(fmt.Sprintf(format, v...)) }
+func (a *logAdapter) Errorf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a *logAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a *logAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
 
 // Fatalf logs at error level and hands the first fatal message to Start; it
 // never exits the process (the stock nats-server logger would).
@@ -298,14 +281,6 @@ func (a *logAdapter) Fatalf(format string, v ...any) {
 	case a.fatal <- msg:
 	default:
 	}
-}
-
-func (a *logAdapter) Debugf(format string, v ...any) {
-	a.log.Debug(fmt.Sprintf(format, v...))
-}
-
-func (a *logAdapter) Tracef(format string, v ...any) {
-	a.log.Debug(fmt.Sprintf(format, v...))
 }
 
 // lockPath is the lock file of a data directory.

@@ -14,6 +14,7 @@
 package provider
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -94,10 +95,7 @@ func New(cfg Config) (*Provider, error) {
 	default:
 		return nil, fmt.Errorf("provider: auth style %q is not basic or post", cfg.AuthStyle)
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
-	}
+	hc := cmp.Or(cfg.HTTPClient, &http.Client{Timeout: 10 * time.Second})
 	p := &Provider{cfg: cfg, hc: hc, oauth: oauth2.Config{
 		ClientID:    cfg.ClientID,
 		RedirectURL: cfg.RedirectURL,
@@ -199,9 +197,7 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []st
 		return domain.Tokens{}, false, Classify(err)
 	}
 	out := p.toTokens(tok, scopes)
-	if out.RefreshToken == "" {
-		out.RefreshToken = refreshToken
-	}
+	out.RefreshToken = cmp.Or(out.RefreshToken, refreshToken)
 	return out, out.RefreshToken != refreshToken, nil
 }
 
@@ -246,9 +242,7 @@ func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
 // /.well-known/oauth-authorization-server (and, failing that, the OpenID
 // configuration).
 func Discover(ctx context.Context, hc *http.Client, issuer string) (Endpoints, error) {
-	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
-	}
+	hc = cmp.Or(hc, &http.Client{Timeout: 10 * time.Second})
 	u, err := url.Parse(issuer)
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return Endpoints{}, fmt.Errorf("provider: discovery: invalid issuer %q", issuer)

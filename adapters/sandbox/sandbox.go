@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -156,9 +157,7 @@ type faultPlan struct {
 // secret that signs tokens and codes is 32 random bytes generated here, so
 // tokens never survive a restart.
 func New(cfg Config) (*Server, error) {
-	if cfg.ClientID == "" {
-		cfg.ClientID = DefaultClientID
-	}
+	cfg.ClientID = cmp.Or(cfg.ClientID, DefaultClientID)
 	if strings.ContainsFunc(cfg.ClientID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return nil, errors.New("sandbox: ClientID must not contain spaces or control characters")
 	}
@@ -194,25 +193,16 @@ func New(cfg Config) (*Server, error) {
 		}
 		seen[sc] = true
 	}
-	if cfg.AccessTokenLifetime == 0 {
-		cfg.AccessTokenLifetime = DefaultAccessTokenLifetime
-	}
-	if cfg.RefreshTokenLifetime == 0 {
-		cfg.RefreshTokenLifetime = DefaultRefreshTokenLifetime
-	}
+	cfg.AccessTokenLifetime = cmp.Or(cfg.AccessTokenLifetime, DefaultAccessTokenLifetime)
+	cfg.RefreshTokenLifetime = cmp.Or(cfg.RefreshTokenLifetime, DefaultRefreshTokenLifetime)
 	if cfg.AccessTokenLifetime < time.Second || cfg.RefreshTokenLifetime < time.Second {
 		return nil, errors.New("sandbox: token lifetimes must be at least one second")
 	}
-	if cfg.Consent == "" {
-		cfg.Consent = ConsentPrompt
-	}
+	cfg.Consent = cmp.Or(cfg.Consent, ConsentPrompt)
 	if !validConsent(cfg.Consent) {
 		return nil, fmt.Errorf("sandbox: consent mode %q is not one of approve, deny, prompt", cfg.Consent)
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	logger := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 
 	now := cfg.Now
 	if now == nil {

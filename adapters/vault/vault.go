@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -78,12 +79,8 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Vault, erro
 	if len(cfg.Key) != KeySize {
 		return nil, fmt.Errorf("vault: open: key is %d bytes, want %d (AES-256)", len(cfg.Key), KeySize)
 	}
-	if cfg.Bucket == "" {
-		cfg.Bucket = DefaultBucket
-	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
-	}
+	cfg.Bucket = cmp.Or(cfg.Bucket, DefaultBucket)
+	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
 	if cfg.Replicas < 0 {
 		return nil, fmt.Errorf("vault: open: replicas %d is negative", cfg.Replicas)
 	}

@@ -21,6 +21,7 @@
 package lifecycle
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -90,36 +91,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Vault == nil || cfg.Gate == nil || cfg.Attempts == nil || len(cfg.Providers) == 0 {
 		return nil, errors.New("lifecycle: store, vault, gate, attempts and at least one provider are required")
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = domain.SystemClock{}
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.AuthorisationTTL <= 0 {
-		cfg.AuthorisationTTL = 10 * time.Minute
-	}
-	if cfg.Lease <= 0 {
-		cfg.Lease = 30 * time.Second
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 5
-	}
-	if cfg.BackoffBase <= 0 {
-		cfg.BackoffBase = time.Second
-	}
-	if cfg.BackoffMax <= 0 {
-		cfg.BackoffMax = 5 * time.Minute
-	}
+	cfg.Clock = cmp.Or[domain.Clock](cfg.Clock, domain.SystemClock{})
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.AuthorisationTTL = positiveOr(cfg.AuthorisationTTL, 10*time.Minute)
+	cfg.Lease = positiveOr(cfg.Lease, 30*time.Second)
+	cfg.MaxAttempts = positiveOr(cfg.MaxAttempts, 5)
+	cfg.BackoffBase = positiveOr(cfg.BackoffBase, time.Second)
+	cfg.BackoffMax = positiveOr(cfg.BackoffMax, 5*time.Minute)
 	if cfg.Margin == nil {
 		cfg.Margin = DefaultMargin
 	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
-	}
-	if cfg.Tick <= 0 {
-		cfg.Tick = 250 * time.Millisecond
-	}
+	cfg.Concurrency = positiveOr(cfg.Concurrency, 16)
+	cfg.Tick = positiveOr(cfg.Tick, 250*time.Millisecond)
 	if cfg.Instance == "" {
 		cfg.Instance = uuid.NewString()[:8]
 	}
@@ -128,6 +111,14 @@ func New(cfg Config) (*Service, error) {
 		sem:   make(chan struct{}, cfg.Concurrency),
 		sched: map[string]*schedEntry{}, inflight: map[string]bool{},
 	}, nil
+}
+
+// positiveOr returns v, or def when v is zero or negative.
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // DefaultMargin is lifetime/5 clamped to [1 s, 5 min].

@@ -18,6 +18,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,14 +100,8 @@ type APIError struct {
 
 // Error reads "message (HTTP status code)".
 func (e *APIError) Error() string {
-	msg := e.Message
-	if msg == "" {
-		msg = http.StatusText(e.Status)
-	}
-	code := e.Code
-	if code == "" {
-		code = strings.ToLower(strings.ReplaceAll(http.StatusText(e.Status), " ", "_"))
-	}
+	msg := cmp.Or(e.Message, http.StatusText(e.Status))
+	code := cmp.Or(e.Code, strings.ToLower(strings.ReplaceAll(http.StatusText(e.Status), " ", "_")))
 	return fmt.Sprintf("%s (HTTP %d %s)", msg, e.Status, code)
 }
 

@@ -8,6 +8,7 @@ package app
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,13 +71,7 @@ func (o *clientOptions) env(name string) string {
 // serverURL resolves the server: --server, then TOKENLINE_SERVER, then the
 // default.
 func (o *clientOptions) serverURL() (*url.URL, error) {
-	raw := o.server
-	if raw == "" {
-		raw = o.env(envServer)
-	}
-	if raw == "" {
-		raw = DefaultServerURL
-	}
+	raw := cmp.Or(o.server, o.env(envServer), DefaultServerURL)
 	u, err := url.Parse(strings.TrimRight(raw, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server URL %q is not an http(s) URL", client.RedactURL(raw))
@@ -215,10 +210,7 @@ func apiErr(what string, err error) error {
 // cancelled by SIGINT or SIGTERM (the process-wide handler in main catches
 // the signal, so the command must watch for it itself).
 func commandContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
+	ctx := cmp.Or(cmd.Context(), context.Background())
 	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 }
 

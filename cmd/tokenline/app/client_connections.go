@@ -4,6 +4,7 @@ package app
 // connections over the HTTP API.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,10 +68,7 @@ func printConnectionTable(w io.Writer, cs []apitypes.ConnectionStatus, now time.
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPROVIDER\tSTATE\tREASON\tSINCE\tACCESS TOKEN EXPIRES")
 	for _, c := range cs {
-		reason := c.Reason
-		if reason == "" {
-			reason = "-"
-		}
+		reason := cmp.Or(c.Reason, "-")
 		expires := "-"
 		if !c.AccessTokenExpiresAt.IsZero() {
 			expires = fmtTime(c.AccessTokenExpiresAt) + " (" + fmtRelative(c.AccessTokenExpiresAt, now) + ")"

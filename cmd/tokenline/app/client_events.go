@@ -4,6 +4,7 @@ package app
 // subscribes to NATS directly, not through the HTTP API).
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,15 +56,8 @@ func newEventsTailCommand() *cobra.Command {
 			"history). Stop it with Ctrl-C.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if natsURL == "" {
-				natsURL = strings.TrimSpace(os.Getenv(envClientNATSURL))
-			}
-			if natsURL == "" {
-				natsURL = DefaultNATSURL
-			}
-			if creds == "" {
-				creds = strings.TrimSpace(os.Getenv(envNATSCreds))
-			}
+			natsURL = cmp.Or(natsURL, strings.TrimSpace(os.Getenv(envClientNATSURL)), DefaultNATSURL)
+			creds = cmp.Or(creds, strings.TrimSpace(os.Getenv(envNATSCreds)))
 			subject := events.SubjectAll
 			if connection != "" {
 				if !domain.ValidConnectionID(connection) {
@@ -150,9 +144,7 @@ func printTailLine(w io.Writer, m *nats.Msg, asJSON bool) error {
 	if err := json.Unmarshal(m.Data, &env); err != nil {
 		return errors.New("not a CloudEvents JSON envelope")
 	}
-	if env.Subject == "" {
-		env.Subject = strings.TrimPrefix(m.Subject, events.SubjectPrefix)
-	}
+	env.Subject = cmp.Or(env.Subject, strings.TrimPrefix(m.Subject, events.SubjectPrefix))
 	if asJSON {
 		return writeRaw(w, m.Data)
 	}

@@ -6,6 +6,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -174,9 +175,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("http listen %s: %w", m.Config.HTTPAddr, err)
 	}
 	m.BaseURL = strings.TrimRight(m.Config.PublicURL, "/")
-	if m.BaseURL == "" {
-		m.BaseURL = "http://" + m.HTTPListener.Addr().String()
-	}
+	m.BaseURL = cmp.Or(m.BaseURL, "http://"+m.HTTPListener.Addr().String())
 	if err := m.openProviders(ctx); err != nil {
 		return err
 	}
@@ -276,10 +275,7 @@ func (m *Main) vaultKey() ([]byte, error) {
 	if v := os.Getenv(vault.EnvKey); v != "" {
 		return vault.KeyFromEnv(v)
 	}
-	path := m.Config.VaultKeyFile
-	if path == "" {
-		path = filepath.Join(m.Config.DataDir, "vault.key")
-	}
+	path := cmp.Or(m.Config.VaultKeyFile, filepath.Join(m.Config.DataDir, "vault.key"))
 	return vault.LoadOrCreateKey(path)
 }
 
@@ -288,10 +284,7 @@ func (m *Main) loadAPIToken() error {
 		m.apiToken = v
 		return nil
 	}
-	path := m.Config.APITokenFile
-	if path == "" {
-		path = filepath.Join(m.Config.DataDir, "api-token")
-	}
+	path := cmp.Or(m.Config.APITokenFile, filepath.Join(m.Config.DataDir, "api-token"))
 	m.APITokenPath = path
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -318,10 +311,7 @@ func (m *Main) APIToken() string { return m.apiToken }
 
 func (m *Main) openProviders(ctx context.Context) error {
 	c := m.Config
-	name := c.ProviderName
-	if name == "" {
-		name = c.Provider
-	}
+	name := cmp.Or(c.ProviderName, c.Provider)
 	redirect := m.BaseURL + "/oauth/callback"
 	pc := provider.Config{Name: name, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: redirect, AuthStyle: c.AuthStyle, Now: m.now()}
 	switch c.Provider {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -55,9 +56,7 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 			if err := ApplyEnv(cmd.Flags(), os.LookupEnv); err != nil {
 				return err
 			}
-			if m.Config.ClientSecret == "" {
-				m.Config.ClientSecret = os.Getenv("TOKENLINE_CLIENT_SECRET")
-			}
+			m.Config.ClientSecret = cmp.Or(m.Config.ClientSecret, os.Getenv("TOKENLINE_CLIENT_SECRET"))
 			if err := m.Run(ctx); err != nil {
 				return err
 			}
