@@ -55,7 +55,7 @@ func newAuditCommand() *cobra.Command {
 						_, err := fmt.Fprintln(out, "No events match.")
 						return err
 					}
-					return printEventTable(out, evs, false)
+					return printEventTable(out, evs)
 				})
 			})
 		},

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,22 +20,12 @@ import (
 	"github.com/tokenline/tokenline/events"
 )
 
-// printEventTable prints events as TIME TYPE ACTOR DETAILS (and the
-// connection when withConn).
-func printEventTable(w io.Writer, evs []events.Envelope, withConn bool) error {
+// printEventTable prints events as TIME TYPE ACTOR DETAILS.
+func printEventTable(w io.Writer, evs []events.Envelope) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if withConn {
-		fmt.Fprintln(tw, "TIME\tCONNECTION\tTYPE\tACTOR\tDETAILS")
-	} else {
-		fmt.Fprintln(tw, "TIME\tTYPE\tACTOR\tDETAILS")
-	}
+	fmt.Fprintln(tw, "TIME\tTYPE\tACTOR\tDETAILS")
 	for _, e := range evs {
-		d := eventDetails(e.Data)
-		if withConn {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", fmtTimeMilli(e.Time), e.Subject, shortType(e.Type), orDash(e.Actor), d)
-		} else {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", fmtTimeMilli(e.Time), shortType(e.Type), orDash(e.Actor), d)
-		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", fmtTimeMilli(e.Time), shortType(e.Type), orDash(e.Actor), eventDetails(e.Data))
 	}
 	return tw.Flush()
 }
@@ -88,15 +79,10 @@ func eventDetails(data json.RawMessage) string {
 	for _, k := range detailKeys {
 		add(k)
 	}
-	var rest []string
-	for k := range m {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if !done[k] {
-			rest = append(rest, k)
+			add(k)
 		}
-	}
-	slices.Sort(rest)
-	for _, k := range rest {
-		add(k)
 	}
 	return strings.Join(parts, " ")
 }
@@ -123,13 +109,8 @@ func fmtValue(v any) string {
 		}
 		return strings.Join(s, ",")
 	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
 		var s []string
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(x)) {
 			s = append(s, k+":"+fmtValue(x[k]))
 		}
 		return "{" + strings.Join(s, ",") + "}"
@@ -217,14 +198,9 @@ func fmtConfig(c map[string]string) string {
 	if len(c) == 0 {
 		return "-"
 	}
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + c[k]
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		parts = append(parts, k+"="+c[k])
 	}
 	return strings.Join(parts, " ")
 }

@@ -111,7 +111,7 @@ func runReplayAt(cmd *cobra.Command, o *clientOptions, id string, at time.Time) 
 				return err
 			}
 			fmt.Fprintf(out, "\nEvents that led there (%d, oldest first):\n", len(a.Events))
-			return printEventTable(out, a.Events, false)
+			return printEventTable(out, a.Events)
 		})
 	})
 }
