@@ -69,49 +69,38 @@ func (c *counters) snapshot() Stats {
 	return out
 }
 
-func (c *counters) reset() {
+func (c *counters) reset() { c.update(func(s *Stats) { *s = Stats{Errors: map[string]int64{}} }) }
+
+// update changes the counters under the lock.
+func (c *counters) update(f func(s *Stats)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.s = Stats{Errors: map[string]int64{}}
+	f(&c.s)
 }
 
 func (c *counters) tokenRequest(grantType string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch grantType {
-	case "authorization_code":
-		c.s.TokenRequests.AuthorizationCode++
-	case "refresh_token":
-		c.s.TokenRequests.RefreshToken++
-	default:
-		c.s.TokenRequests.Other++
-	}
-}
-
-func (c *counters) success() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.s.Successes++
+	c.update(func(s *Stats) {
+		switch grantType {
+		case "authorization_code":
+			s.TokenRequests.AuthorizationCode++
+		case "refresh_token":
+			s.TokenRequests.RefreshToken++
+		default:
+			s.TokenRequests.Other++
+		}
+	})
 }
 
 func (c *counters) failure(errorCode string, fault bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.s.Failures++
-	c.s.Errors[errorCode]++
-	if fault {
-		c.s.FaultsInjected++
-	}
+	c.update(func(s *Stats) {
+		s.Failures++
+		s.Errors[errorCode]++
+		if fault {
+			s.FaultsInjected++
+		}
+	})
 }
 
-func (c *counters) revocation() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.s.Revocations++
-}
-
-func (c *counters) reuse() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.s.RefreshTokenReuse++
-}
+func (c *counters) success()    { c.update(func(s *Stats) { s.Successes++ }) }
+func (c *counters) revocation() { c.update(func(s *Stats) { s.Revocations++ }) }
+func (c *counters) reuse()      { c.update(func(s *Stats) { s.RefreshTokenReuse++ }) }

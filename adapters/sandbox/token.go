@@ -72,14 +72,16 @@ func (s *Server) tokenFailed(w http.ResponseWriter, r *http.Request, grantType s
 	s.stats.failure(rfc.ErrorField, false)
 	s.log.Info("token request failed", "grant_type", grantType, "status", rfc.CodeField,
 		"error", rfc.ErrorField, "error_description", rfc.GetDescription())
-	if errors.Is(err, fosite.ErrInvalidClient) {
-		if _, _, ok := r.BasicAuth(); ok {
-			// RFC 6749 section 5.2: a 401 for a client that used the
-			// Authorization header must name the scheme.
-			w.Header().Set("WWW-Authenticate", `Basic realm="sandbox"`)
-		}
-	}
+	challengeBasic(w, r, err)
 	s.provider.WriteAccessError(r.Context(), w, ar, err)
+}
+
+// challengeBasic names the scheme of an invalid_client 401 answered to a
+// client that used the Authorization header (RFC 6749 section 5.2).
+func challengeBasic(w http.ResponseWriter, r *http.Request, err error) {
+	if _, _, ok := r.BasicAuth(); ok && errors.Is(err, fosite.ErrInvalidClient) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="sandbox"`)
+	}
 }
 
 // takeFault consumes one pending injected fault, if any.
@@ -112,11 +114,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		rfc := fosite.ErrorToRFC6749Error(err)
 		s.log.Info("revocation request failed", "error", rfc.ErrorField)
-		if errors.Is(err, fosite.ErrInvalidClient) {
-			if _, _, ok := r.BasicAuth(); ok {
-				w.Header().Set("WWW-Authenticate", `Basic realm="sandbox"`)
-			}
-		}
+		challengeBasic(w, r, err)
 	} else {
 		s.log.Info("revocation request handled")
 	}
