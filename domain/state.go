@@ -88,12 +88,8 @@ var Reasons = []ReasonInfo{
 
 // Valid reports whether r is one of the documented reasons (ReasonNone is not).
 func (r Reason) Valid() bool {
-	for _, ri := range Reasons {
-		if ri.Reason == r {
-			return true
-		}
-	}
-	return false
+	_, ok := r.Info()
+	return ok
 }
 
 // Info returns the documentation of r; ok is false for an unknown reason.

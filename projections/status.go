@@ -272,10 +272,8 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 		if e.Seq <= ent.base().Version {
 			return nil
 		}
-		for _, a := range ent.ahead {
-			if a.Seq == e.Seq {
-				return nil
-			}
+		if slices.ContainsFunc(ent.ahead, func(a domain.Event) bool { return a.Seq == e.Seq }) {
+			return nil
 		}
 	}
 	if s.ahead >= s.maxAhead {
@@ -386,10 +384,7 @@ func (s *Status) List() []domain.Connection {
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(out, func(a, b domain.Connection) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
+		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
 	})
 	return out
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,10 +64,7 @@ func (s StoreReader) Connections(ctx context.Context) ([]domain.Connection, erro
 		}
 	}
 	slices.SortFunc(out, func(a, b domain.Connection) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
+		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID))
 	})
 	return out, nil
 }
@@ -106,11 +104,5 @@ func (p StatusFromProjection) Connection(_ context.Context, id string) (domain.C
 // Connections implements StatusReader, in the projection's order (creation
 // time, then id).
 func (p StatusFromProjection) Connections(context.Context) ([]domain.Connection, error) {
-	var out []domain.Connection
-	for _, c := range p.Status.List() {
-		if !c.Deleted {
-			out = append(out, c)
-		}
-	}
-	return out, nil
+	return slices.DeleteFunc(p.Status.List(), func(c domain.Connection) bool { return c.Deleted }), nil
 }

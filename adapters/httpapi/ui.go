@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/tokenline/tokenline/domain"
@@ -192,10 +193,8 @@ func (s *Server) loopbackBrowser(r *http.Request) bool {
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 		return false
 	}
-	for _, h := range proxyHeaders {
-		if r.Header.Get(h) != "" {
-			return false
-		}
+	if slices.ContainsFunc(proxyHeaders, func(h string) bool { return r.Header.Get(h) != "" }) {
+		return false
 	}
 	name := r.Host
 	if h, _, err := net.SplitHostPort(name); err == nil {

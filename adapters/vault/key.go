@@ -120,15 +120,14 @@ func createKeyFile(path string) error {
 		tmp.Close()
 		return fmt.Errorf("vault: create key file: %w", err)
 	}
-	if _, err := tmp.Write(text); err != nil {
-		tmp.Close()
-		return fmt.Errorf("vault: write key file: %w", err)
+	_, err = tmp.Write(text)
+	if err == nil {
+		err = tmp.Sync()
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("vault: write key file: %w", err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
+	if err != nil {
 		return fmt.Errorf("vault: write key file: %w", err)
 	}
 	// Link fails if path exists: exactly one of several racing creators wins.
