@@ -179,9 +179,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openProviders(ctx); err != nil {
 		return err
 	}
-	if m.Proj, err = openProjections(ctx, m); err != nil {
-		return err
-	}
+	m.Proj = newProjections(m)
 	if m.Attempts, err = vault.OpenAttempts(ctx, m.Store.JetStream(), key, m.Config.AuthorisationTTL+time.Hour, m.Config.Replicas); err != nil {
 		return err
 	}

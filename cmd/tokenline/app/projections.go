@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/projections"
 )
@@ -18,13 +17,11 @@ type Projections struct {
 	Gate   *projections.Gate
 	Status *projections.Status
 	Runner *projections.Runner
-	store  *jsstore.Store
-	snapN  int
 	m      *Main
 }
 
-func openProjections(_ context.Context, m *Main) (*Projections, error) {
-	p := &Projections{store: m.Store, m: m, snapN: m.Config.SnapshotEvery}
+func newProjections(m *Main) *Projections {
+	p := &Projections{m: m}
 	p.Gate = projections.NewGate(projections.GateOptions{ExpiryMargin: m.Config.GateExpiryMargin, Now: m.now()})
 	p.Status = projections.NewStatus()
 	// One write path: the gate derives every entry from the status
@@ -32,28 +29,23 @@ func openProjections(_ context.Context, m *Main) (*Projections, error) {
 	// (and so the gate) before Append returns (read-your-own-writes).
 	p.Status.OnChange(p.Gate.Observe)
 	m.Store.OnAppend(func(e domain.Event) { _, _ = p.Status.Apply(e) })
-	return p, nil
+	return p
 }
 
 // Start restores the projections, catches up with the stream (the
 // observers registered with Status.OnChange are seeded then) and follows the
-// stream, feeding observers with every event it delivers after the
-// catch-up, once each, in stream order (the metrics count them).
-func (p *Projections) Start(ctx context.Context, observers ...func(domain.Event)) error {
-	observe := func(e domain.Event) {
-		for _, o := range observers {
-			o(e)
-		}
-	}
-	cp, err := p.store.Checkpoints(ctx)
+// stream, feeding onEvent with every event it delivers after the catch-up,
+// once each, in stream order (the metrics count them).
+func (p *Projections) Start(ctx context.Context, onEvent func(domain.Event)) error {
+	cp, err := p.m.Store.Checkpoints(ctx)
 	if err != nil {
 		return err
 	}
 	r, err := projections.NewRunner(projections.RunnerConfig{
 		// One name for every instance: a snapshot carries its own
 		// position, so whichever instance wrote the latest serves all.
-		Source: p.store, Checkpoints: cp, Status: p.Status, Name: "status",
-		SnapshotEvery: p.snapN, Logger: p.m.Logger, OnEvent: observe,
+		Source: p.m.Store, Checkpoints: cp, Status: p.Status, Name: "status",
+		SnapshotEvery: p.m.Config.SnapshotEvery, Logger: p.m.Logger, OnEvent: onEvent,
 	})
 	if err != nil {
 		return err
@@ -78,10 +70,3 @@ func (p *Projections) Close() {
 		_ = p.Runner.Close(ctx)
 	}
 }
-
-// The event store is the projections' event source and keeps their
-// checkpoints.
-var (
-	_ projections.Source      = (*jsstore.Store)(nil)
-	_ projections.Checkpoints = (*jsstore.Checkpoints)(nil)
-)
