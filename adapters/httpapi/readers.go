@@ -29,10 +29,9 @@ type StoreReader struct {
 }
 
 var (
-	_ projections.Source = (*jsstore.Store)(nil)
-	_ StatusReader       = StoreReader{}
-	_ AuditReader        = StoreReader{}
-	_ StatusReader       = StatusFromProjection{}
+	_ StatusReader = StoreReader{}
+	_ AuditReader  = StoreReader{}
+	_ StatusReader = StatusFromProjection{}
 )
 
 // Connection implements StatusReader.

@@ -265,9 +265,7 @@ func Discover(ctx context.Context, hc *http.Client, issuer string) (Endpoints, e
 		if err == nil {
 			return ep, nil
 		}
-		if firstErr == nil {
-			firstErr = err
-		}
+		firstErr = cmp.Or(firstErr, err)
 	}
 	return Endpoints{}, firstErr
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -362,9 +363,7 @@ func (s *store) RevokeAccessToken(_ context.Context, requestID string) error {
 func (s *store) revokeGrants(requestIDs []string) int {
 	s.mu.Lock()
 	if requestIDs == nil {
-		for id := range s.grants {
-			requestIDs = append(requestIDs, id)
-		}
+		requestIDs = slices.Collect(maps.Keys(s.grants))
 	}
 	var revoked []string
 	for _, id := range requestIDs {

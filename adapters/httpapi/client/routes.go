@@ -38,15 +38,14 @@ func (c *Client) ListConnections(ctx context.Context, opts ...CallOption) ([]api
 	if err := c.do(ctx, http.MethodGet, apitypes.RouteConnections, nil, &raw, "connection list", opts); err != nil {
 		return nil, err
 	}
-	var out []apitypes.ConnectionStatus
-	if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '[' {
-		if err := json.Unmarshal(t, &out); err != nil {
-			return nil, &DecodeError{Method: http.MethodGet, Path: apitypes.RouteConnections, What: "connection list", Err: err}
-		}
-		return out, nil
-	}
 	var list apitypes.ListResponse
-	if err := json.Unmarshal(raw, &list); err != nil {
+	var err error
+	if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '[' {
+		err = json.Unmarshal(t, &list.Connections)
+	} else {
+		err = json.Unmarshal(raw, &list)
+	}
+	if err != nil {
 		return nil, &DecodeError{Method: http.MethodGet, Path: apitypes.RouteConnections, What: "connection list", Err: err}
 	}
 	return list.Connections, nil
@@ -124,16 +123,19 @@ type EventQuery struct {
 
 func (q EventQuery) values() url.Values {
 	v := url.Values{}
-	if !q.Since.IsZero() {
-		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
-	}
-	if !q.Until.IsZero() {
-		v.Set("until", q.Until.UTC().Format(time.RFC3339Nano))
-	}
+	setTime(v, "since", q.Since)
+	setTime(v, "until", q.Until)
 	for _, t := range q.Types {
 		v.Add("type", t)
 	}
 	return v
+}
+
+// setTime sets the query parameter name to t in RFC 3339 unless t is zero.
+func setTime(v url.Values, name string, t time.Time) {
+	if !t.IsZero() {
+		v.Set(name, t.UTC().Format(time.RFC3339Nano))
+	}
 }
 
 func withQuery(path string, v url.Values) string {
@@ -189,12 +191,8 @@ func (c *Client) StateAt(ctx context.Context, id string, at time.Time, opts ...C
 // hours).
 func (c *Client) Timeline(ctx context.Context, from, to time.Time, opts ...CallOption) (projections.TimelineReport, error) {
 	v := url.Values{}
-	if !from.IsZero() {
-		v.Set("from", from.UTC().Format(time.RFC3339Nano))
-	}
-	if !to.IsZero() {
-		v.Set("to", to.UTC().Format(time.RFC3339Nano))
-	}
+	setTime(v, "from", from)
+	setTime(v, "to", to)
 	var rep projections.TimelineReport
 	err := c.do(ctx, http.MethodGet, withQuery(apitypes.RouteTimeline, v), nil, &rep, "timeline", opts)
 	return rep, err
