@@ -157,7 +157,11 @@ func Timeline(ctx context.Context, src Source, from, to time.Time, opts ...Timel
 		reason domain.Reason
 	}
 	counts := map[key]*TransitionCount{}
-	seen := map[key]map[string]bool{}
+	type seenKey struct {
+		key
+		id string
+	}
+	seen := map[seenKey]bool{}
 	var stopAt time.Time
 	if o.storedSlack > 0 {
 		stopAt = to.Add(o.storedSlack)
@@ -202,11 +206,11 @@ func Timeline(ctx context.Context, src Source, from, to time.Time, opts ...Timel
 			n := counts[k]
 			if n == nil {
 				n = &TransitionCount{To: t.To, Reason: t.Reason}
-				counts[k], seen[k] = n, map[string]bool{}
+				counts[k] = n
 			}
 			n.Transitions++
-			if !seen[k][t.ConnectionID] {
-				seen[k][t.ConnectionID] = true
+			if sk := (seenKey{k, t.ConnectionID}); !seen[sk] {
+				seen[sk] = true
 				n.Connections++
 			}
 		}

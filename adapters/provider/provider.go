@@ -318,14 +318,12 @@ func Classify(err error) *domain.Failure {
 			return &domain.Failure{Terminal: true, Code: "http_" + strconv.Itoa(status), Status: status}
 		}
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return &domain.Failure{Code: "timeout", Detail: "token request timed out"}
-	}
 	var ue *url.Error
-	if errors.As(err, &ue) {
-		if ue.Timeout() {
-			return &domain.Failure{Code: "timeout", Detail: "token request timed out"}
-		}
+	isURL := errors.As(err, &ue)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), isURL && ue.Timeout():
+		return &domain.Failure{Code: "timeout", Detail: "token request timed out"}
+	case isURL:
 		return &domain.Failure{Code: "network", Detail: "token endpoint unreachable"}
 	}
 	// x/oauth2 could not parse a 2xx body, or it lacked an access token:
