@@ -3,6 +3,7 @@ package jsstore_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,9 +14,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/memory"
 	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/lifecycle"
 	"github.com/tokenline/tokenline/events"
+	"github.com/tokenline/tokenline/projections"
 )
 
 // BenchmarkAppend compares tokenline's Store.Append with the bare JetStream
@@ -30,7 +34,9 @@ import (
 // refresh cycle, refresh.started then refresh.succeeded, which is what
 // tokenline writes most. The raw side publishes pre-encoded bodies of exactly
 // those events (same size); tokenline encodes them, applies them to its
-// aggregate cache and runs its hooks. Each writer owns a fixed share of the
+// aggregate cache and runs the production hooks (see wireProduction: the
+// status projection, the gate and the scheduler, with a Runner following
+// the stream). Each writer owns a fixed share of the
 // subjects, so no append conflicts.
 //
 // The two sides run in alternating chunks of at most 1000 events (the first
@@ -105,10 +111,14 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		return nc
 	}
 	ctx := context.Background()
-	store, err := jsstore.Open(ctx, connect("tokenline"), jsstore.Config{Actor: "instance/api-1"})
+	status := projections.NewStatus()
+	store, err := jsstore.Open(ctx, connect("tokenline"), jsstore.Config{
+		Actor: "instance/api-1", Logger: slog.New(slog.DiscardHandler), Seed: status.Confirmed,
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
+	wireProduction(b, store, status)
 	js, err := jetstream.New(connect("raw"))
 	if err != nil {
 		b.Fatal(err)
@@ -272,4 +282,41 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 		env.cursor[[3]any{side, writers, w}] = cursors[w]
 	}
 	return took
+}
+
+// wireProduction gives the store what cmd/tokenline/app gives it in
+// production, so that every timed append pays for it: the append hook feeds
+// the status projection, whose observers are the gate and the lifecycle's
+// scheduler, and a projections Runner follows the stream (confirming each
+// event a second time) with snapshots and positions on JetStream.
+func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Status) {
+	b.Helper()
+	gate := projections.NewGate(projections.GateOptions{})
+	svc, err := lifecycle.New(lifecycle.Config{
+		Store: store, Vault: memory.NewVault(), Gate: gate, Attempts: memory.NewAttempts(),
+		Providers: map[string]domain.TokenEndpoint{"pleo": memory.NewTokenEndpoint(memory.TokenEndpointConfig{})},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	status.OnChange(gate.Observe)
+	status.OnChange(svc.Observe)
+	store.OnAppend(func(e domain.Event) { _, _ = status.Apply(e) })
+	ctx := context.Background()
+	cp, err := store.Checkpoints(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := projections.NewRunner(projections.RunnerConfig{Source: store, Checkpoints: cp, Status: status, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := r.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.Close(ctx) })
 }
