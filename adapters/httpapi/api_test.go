@@ -625,12 +625,33 @@ func TestDeleteKeepsHistory(t *testing.T) {
 	}
 }
 
+// With MetricsPublic, /metrics is served without the token.
+func TestMetricsPublic(t *testing.T) {
+	e := newEnv(t, func(_ *env, c *httpapi.Config) { c.MetricsPublic = true })
+	resp, body := e.request("GET", "/metrics", nil, "Authorization", "")
+	e.expect(resp, body, http.StatusOK, nil)
+	if !strings.Contains(string(body), httpapi.MetricConnections) {
+		t.Errorf("/metrics: %s", body)
+	}
+}
+
 func TestMetricsEndpoint(t *testing.T) {
 	e := newEnv(t)
 	c := e.create()
 	e.authorise(c.ID)
 	e.request("POST", "/v1/connections/"+c.ID+"/rejections", map[string]any{"status": 401}) // one refresh
-	resp, body := e.request("GET", "/metrics", nil, "Authorization", "")
+	// By default /metrics needs the API token (and a UI session is not it).
+	for name, hdr := range map[string][]string{
+		"no token":    {"Authorization", ""},
+		"wrong token": {"Authorization", "Bearer nope"},
+		"ui session":  asBrowser(e.login()),
+	} {
+		resp, body := e.request("GET", "/metrics", nil, hdr...)
+		if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), "tokenline_") {
+			t.Errorf("/metrics with %s: %d %s", name, resp.StatusCode, body)
+		}
+	}
+	resp, body := e.request("GET", "/metrics", nil)
 	e.expect(resp, body, http.StatusOK, nil)
 	text := string(body)
 	for _, name := range []string{
@@ -754,7 +775,7 @@ func TestServedFromProjections(t *testing.T) {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, body = e.request("GET", "/metrics", nil, "Authorization", "")
+		_, body = e.request("GET", "/metrics", nil)
 		if strings.Contains(string(body), "\ntokenline_projection_lag 0\n") {
 			break
 		}

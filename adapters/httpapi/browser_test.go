@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,9 +61,11 @@ func connectionHTML(t *testing.T, dom, id string) string {
 	return m
 }
 
-// TestBrowserRendersStates checks, in a real browser, that the UI's
-// JavaScript fetches the API with the injected token and renders each state
-// with its badge, plain-words reason and the right button.
+// TestBrowserRendersStates checks, in a real browser, that a login link
+// signs the browser in, that the UI's JavaScript then fetches the API with
+// the session cookie and renders each state with its badge, plain-words
+// reason and the right button, and that a browser without the link (another
+// user of the machine: a fresh profile) gets only the login page.
 func TestBrowserRendersStates(t *testing.T) {
 	bin := chromium(t)
 	e := newEnv(t)
@@ -80,7 +83,13 @@ func TestBrowserRendersStates(t *testing.T) {
 	// active's grant was revoked too, but nothing has noticed yet: it is
 	// still active until its next refresh or rejected call.
 
-	dom := render(t, bin, e.base+"/ui/", "connections.png")
+	stranger := render(t, bin, e.base+"/ui/", "login.png")
+	if !strings.Contains(stranger, `data-page="login"`) || !strings.Contains(stranger, "tokenline ui") ||
+		strings.Contains(stranger, "connections") && strings.Contains(stranger, fresh.ID) || strings.Contains(stranger, apiToken) {
+		t.Errorf("a browser without a login link got:\n%s", stranger)
+	}
+
+	dom := render(t, bin, e.loginLink()+"&next=/ui/", "connections.png")
 	if !strings.Contains(dom, `class="live ok"`) {
 		t.Errorf("the page did not reach the API (live indicator):\n%s", dom)
 	}
@@ -117,7 +126,7 @@ func TestBrowserRendersStates(t *testing.T) {
 		t.Errorf("sandbox stats not rendered")
 	}
 
-	page := render(t, bin, e.base+"/ui/connections/"+revoked.ID+"?authorisation=denied", "connection.png")
+	page := render(t, bin, e.loginLink()+"&next="+url.QueryEscape("/ui/connections/"+revoked.ID+"?authorisation=denied"), "connection.png")
 	for _, want := range []string{
 		`class="timeline-event state-change" data-type="connection.created"`,
 		`data-type="authorisation.completed"`,

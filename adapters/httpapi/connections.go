@@ -122,6 +122,9 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
+	if refuseSession(w, r) {
+		return
+	}
 	id, ok := connectionID(w, r)
 	if !ok {
 		return

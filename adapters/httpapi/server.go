@@ -30,18 +30,22 @@ type Config struct {
 	// {Name: "nats", Probe: NATSReady(nc)} and one for the projections.
 	Ready []Check
 
-	// APIToken is the bearer token every /v1 request must present. Empty
-	// means no request is accepted (fail closed).
+	// APIToken is the bearer token every /v1 request must present (or, from
+	// the web UI, a session cookie: see session.go and ui.go). Empty means
+	// no bearer request is accepted (fail closed).
 	APIToken string
-	// UIWithoutToken stops the UI pages from carrying the API token: set it
-	// when tokenline is reachable through a reverse proxy (a public
-	// --public-url), whose requests look like loopback ones. The UI then asks
-	// the user for the token and keeps it in the tab's sessionStorage.
-	UIWithoutToken bool
+	// MetricsPublic serves GET /metrics without the API token. By default
+	// (false) /metrics requires "Authorization: Bearer <API token>" like
+	// /v1, since connection counts by state and refresh outcomes are
+	// nobody else's business on a shared machine.
+	MetricsPublic bool
 	// BaseURL is the public base URL (scheme://host[:port], no path). It
-	// makes reauthorise_url and the callback redirect absolute, and its host
-	// is accepted by the UI's Host check. Empty: relative links.
+	// makes reauthorise_url, the callback redirect and login links
+	// absolute, and an https BaseURL makes the session cookie Secure.
+	// Empty: relative links.
 	BaseURL string
+	// Now is the clock of login codes and UI sessions (default time.Now).
+	Now func() time.Time
 	// Logger receives one line per request (method, route, status, time; no
 	// query string, body or header). Default: discard.
 	Logger *slog.Logger
@@ -80,6 +84,11 @@ type Server struct {
 	gatherer prometheus.Gatherer
 	tokenSum [sha256.Size]byte
 	handler  http.Handler
+
+	// loginCodes are the one-time codes of login links; sessions are the
+	// web UI's sessions (session.go).
+	loginCodes *secretSet
+	sessions   *secretSet
 }
 
 // New returns a Server. It never fails: a metrics registration error is
@@ -92,6 +101,12 @@ func New(cfg Config) *Server {
 	}
 	s.cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
 	s.tokenSum = sha256.Sum256([]byte(cfg.APIToken))
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	s.loginCodes = newSecretSet(MaxLoginCodes, LoginCodeTTL, now)
+	s.sessions = newSecretSet(MaxSessions, SessionTTL, now)
 	s.gatherer = cfg.Gatherer
 	reg := cfg.Registerer
 	if reg == nil && s.gatherer == nil {
@@ -149,6 +164,7 @@ func (s *Server) routes() http.Handler {
 	route(v1, apitypes.RouteState, map[string]http.HandlerFunc{"GET": s.handleStateAt})
 	route(v1, apitypes.RouteTimeline, map[string]http.HandlerFunc{"GET": s.handleTimeline})
 	route(v1, apitypes.RouteClientSecret, map[string]http.HandlerFunc{"PUT": s.handleClientSecret})
+	route(v1, apitypes.RouteLoginLinks, map[string]http.HandlerFunc{"POST": s.handleLoginLink})
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
@@ -161,6 +177,9 @@ func (s *Server) routes() http.Handler {
 	metricsHandler := http.NotFoundHandler()
 	if s.gatherer != nil {
 		metricsHandler = promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{})
+	}
+	if !s.cfg.MetricsPublic {
+		metricsHandler = s.requireBearer(metricsHandler)
 	}
 	route(mux, "/metrics", map[string]http.HandlerFunc{"GET": metricsHandler.ServeHTTP})
 	s.uiRoutes(mux)
@@ -225,17 +244,63 @@ func limitBody(next http.Handler) http.Handler {
 	})
 }
 
-// requireToken checks "Authorization: Bearer <token>" in constant time
-// (both sides are hashed first, so neither content nor length leaks).
+// requireToken admits a request with "Authorization: Bearer <API token>"
+// (checked in constant time: both sides are hashed first, so neither
+// content nor length leaks), or a browser request of the web UI: no
+// Authorization header, Sec-Fetch-Site: same-origin (a fetch by a page of
+// this origin; the server-wide cross-origin protection refuses the other
+// state-changing ones besides) and a live session cookie. A request admitted
+// by its session is marked (viaSession): the routes that hand out secrets
+// (access tokens, login links) refuse it.
 func (s *Server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		switch {
+		case s.validToken(auth):
+			next.ServeHTTP(w, r)
+		case auth == "" && r.Header.Get("Sec-Fetch-Site") == "same-origin" && s.validSession(r):
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, true)))
+		default:
+			unauthorized(w)
+		}
+	})
+}
+
+// requireBearer admits only "Authorization: Bearer <API token>".
+func (s *Server) requireBearer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.validToken(r.Header.Get("Authorization")) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tokenline"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid API token is required (Authorization: Bearer <token>)")
+			unauthorized(w)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="tokenline"`)
+	writeError(w, http.StatusUnauthorized, "unauthorized", "a valid API token is required (Authorization: Bearer <token>)")
+}
+
+// sessionKey marks the context of a request admitted by a UI session.
+type sessionKey struct{}
+
+// viaSession reports whether r was admitted by a UI session cookie rather
+// than the API token.
+func viaSession(r *http.Request) bool {
+	v, _ := r.Context().Value(sessionKey{}).(bool)
+	return v
+}
+
+// refuseSession answers 403 to a request admitted by a UI session: what
+// the route hands out (access tokens, login links) is for holders of the
+// API token only.
+func refuseSession(w http.ResponseWriter, r *http.Request) bool {
+	if !viaSession(r) {
+		return false
+	}
+	writeError(w, http.StatusForbidden, "api_token_required", "this route needs the API token (Authorization: Bearer <token>); a web UI session is not enough")
+	return true
 }
 
 func (s *Server) validToken(h string) bool {

@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
 )
 
@@ -20,28 +22,39 @@ import (
 //
 // # How the UI authenticates
 //
-// The UI's pages call the /v1 API with the same bearer token as any client.
-// A browser cannot read the token file, so the server puts the token into
-// the page it serves (<meta name="tokenline-api-token">), and serves those
-// pages only when all of these hold:
+// The pages never carry the API token (nor any other secret), so they may
+// be served to anyone. What they show comes from the /v1 API, which admits a
+// browser by a session cookie (requireToken):
 //
-//   - the TCP peer is a loopback address (127.0.0.0/8, ::1): only a person
-//     on this machine sees the token, who could read the token file anyway;
-//   - the request carries no Forwarded or X-Forwarded-For header: behind a
-//     reverse proxy every peer looks local, so proxied requests are refused;
-//   - the Host header names localhost, a loopback IP or the host of
-//     Config.BaseURL: a DNS-rebinding page (evil.example resolving to
-//     127.0.0.1) cannot load the page and read the token from it.
+//   - An operator gets a one-time login link: `tokenline serve` prints one
+//     when it starts (on a terminal), `tokenline ui` asks for a fresh one
+//     with the API token (POST /v1/ui/login-links). The link's code works
+//     once, for LoginCodeTTL.
+//   - GET /ui/login?code= trades the code for a session and sets the cookie
+//     tokenline_session (__Host-tokenline_session on https): HttpOnly,
+//     SameSite=Strict, Path=/, Secure when Config.BaseURL is https, Max-Age
+//     SessionTTL. At most MaxSessions live at once (the oldest goes).
+//     POST /ui/logout ends the session.
+//   - The API accepts the cookie only from a same-origin fetch (Sec-Fetch-
+//     Site: same-origin) that carries no Authorization header; it never
+//     hands a session an access token or a login link.
 //
-// Everyone else gets 403. The pages are sent with Cache-Control: no-store,
-// Referrer-Policy: no-referrer, and a Content-Security-Policy that allows
-// only this origin's script and forbids framing (no clickjacking).
+// A browser without a session (a second user on the same machine, a
+// DNS-rebinding page on another host name: the cookie is bound to this
+// host) gets the login page, which says how to get a link. One exception:
+// the OAuth callback redirects the browser back to /ui/connections/{id}
+// after a cross-site round trip through the provider, a navigation that
+// SameSite=Strict sends without the cookie; such a request (Sec-Fetch-Site:
+// cross-site) gets the page anyway, and its same-origin API calls carry the
+// cookie (or, without a session, send the browser to the login page).
 //
-// This is CSRF-safe by construction: the API accepts only the
-// Authorization header, which a browser never attaches by itself, and no
-// cookie is involved. Cross-origin POSTs (for example a forged form against
-// the sandbox's admin endpoints) are refused besides by the server-wide
-// cross-origin protection (http.CrossOriginProtection).
+// The pages are sent with Cache-Control: no-store, Referrer-Policy:
+// no-referrer (the login link's code never leaves in a Referer), and a
+// Content-Security-Policy that allows only this origin's script and forbids
+// framing (no clickjacking). State-changing requests from other origins are
+// refused by the server-wide cross-origin protection
+// (http.CrossOriginProtection); the sandbox's admin endpoints, which need no
+// credentials, are besides served only to loopback peers with a local Host.
 
 //go:embed ui
 var uiFS embed.FS
@@ -51,8 +64,7 @@ var pages = template.Must(template.New("").ParseFS(uiFS, "ui/*.html"))
 // pageData is what the page templates see.
 type pageData struct {
 	Title        string
-	Page         string // "connections", "connection", "error"
-	Token        string // only on loopback pages
+	Page         string // "connections", "connection", "login", "error"
 	Sandbox      bool
 	ConnectionID string
 	Providers    []string
@@ -105,6 +117,8 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 		http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
 	})
 	route(mux, "/ui/{$}", map[string]http.HandlerFunc{"GET": s.handleUIIndex})
+	route(mux, "/ui/login", map[string]http.HandlerFunc{"GET": s.handleLogin})
+	route(mux, "/ui/logout", map[string]http.HandlerFunc{"POST": s.handleLogout})
 	route(mux, "/ui/connections/{id}", map[string]http.HandlerFunc{"GET": s.handleUIConnection})
 	static, _ := fs.Sub(uiFS, "ui/static")
 	files := http.StripPrefix("/ui/static/", http.FileServerFS(static))
@@ -129,56 +143,145 @@ func (s *Server) providers() []string {
 }
 
 func (s *Server) handleUIIndex(w http.ResponseWriter, r *http.Request) {
-	if !s.uiAllowed(w, r) {
+	if !s.uiSession(w, r) {
 		return
 	}
 	s.renderPage(w, http.StatusOK, "index.html", pageData{
-		Title: "Connections", Page: "connections", Token: s.pageToken(), Sandbox: s.cfg.Sandbox != nil, Providers: s.providers(),
+		Title: "Connections", Page: "connections", Sandbox: s.cfg.Sandbox != nil, Providers: s.providers(),
 	})
 }
 
 func (s *Server) handleUIConnection(w http.ResponseWriter, r *http.Request) {
-	if !s.uiAllowed(w, r) {
-		return
-	}
 	id := r.PathValue("id")
 	if !domain.ValidConnectionID(id) {
 		s.renderPage(w, http.StatusNotFound, "callback_error.html", pageData{Title: "No such connection", Page: "error",
 			Problem: callbackProblem{Code: "invalid_id", Title: "No such connection", Message: "The address does not name a connection."}})
 		return
 	}
+	// Back from the provider (the OAuth callback's redirect): a cross-site
+	// navigation, sent without the SameSite=Strict cookie. The page carries
+	// nothing secret; its API calls carry the cookie.
+	if r.Header.Get("Sec-Fetch-Site") != "cross-site" && !s.uiSession(w, r) {
+		return
+	}
 	s.renderPage(w, http.StatusOK, "connection.html", pageData{
-		Title: "Connection", Page: "connection", Token: s.pageToken(), Sandbox: s.cfg.Sandbox != nil, ConnectionID: id,
+		Title: "Connection", Page: "connection", Sandbox: s.cfg.Sandbox != nil, ConnectionID: id,
 	})
 }
 
-// uiAllowed applies the rules in the package comment and answers 403 when
-// they do not hold.
-func (s *Server) uiAllowed(w http.ResponseWriter, r *http.Request) bool {
-	if s.loopbackBrowser(r) {
+// uiSession reports whether r carries a live session cookie; without one
+// it answers the login page.
+func (s *Server) uiSession(w http.ResponseWriter, r *http.Request) bool {
+	if s.validSession(r) {
 		return true
 	}
-	p := callbackProblem{Code: "forbidden", Title: "The web UI is only served on this machine",
-		Message: "Open it from the machine tokenline runs on, at http://127.0.0.1 or http://localhost. Other clients use the API with the API token."}
+	p := problemSignIn
 	if strings.HasPrefix(r.URL.Path, "/ui/connections/") {
-		// Where the OAuth callback sends a browser on another machine.
-		p.Message = "If you just connected an account, tokenline has recorded the result and you can close this window. " +
-			"The web UI itself is only served on the machine tokenline runs on; other clients use the API."
+		// Where the OAuth callback sends a browser without a session.
+		p.Message = "If you just connected an account, tokenline has recorded the result and you can close this window. " + p.Message
 		if r.URL.Query().Get("authorisation") == "denied" {
-			p.Message = "The provider did not grant access, so the connection is not connected. " +
-				"The web UI itself is only served on the machine tokenline runs on; other clients use the API."
+			p.Message = "The provider did not grant access, so the connection is not connected. " + problemSignIn.Message
 		}
 	}
-	s.renderPage(w, http.StatusForbidden, "callback_error.html", pageData{Title: "Not available", Page: "error", Problem: p})
+	s.renderPage(w, http.StatusOK, "login.html", pageData{Title: "Sign in", Page: "login", Problem: p})
 	return false
 }
 
-// pageToken is the API token the UI pages carry ("" with UIWithoutToken).
-func (s *Server) pageToken() string {
-	if s.cfg.UIWithoutToken {
-		return ""
+var (
+	problemSignIn = callbackProblem{Code: "login_required", Title: "Sign in to tokenline",
+		Message: "Open the one-time login link that `tokenline serve` printed when it started, or run `tokenline ui` on the machine tokenline runs on " +
+			"(it reads the API token from the data directory) and open the link it prints. A link works once, for 5 minutes."}
+	problemBadLink = callbackProblem{Code: "login_link_invalid", Title: "This login link does not work",
+		Message: "Login links work once, for 5 minutes, and not after tokenline restarts. Run `tokenline ui` on the machine tokenline runs on for a fresh one."}
+)
+
+// handleLogin trades a login link's code for a session (cookie) and sends
+// the browser to the UI (?next=, a page of the UI, or /ui/); without a
+// code it shows the login page (also to a
+// browser with a session: the UI's script comes here on a 401, and a
+// redirect back would loop). The code
+// is in the query string, which the access log never records.
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	code := r.URL.Query().Get("code")
+	if code == "" {
+		s.renderPage(w, http.StatusOK, "login.html", pageData{Title: "Sign in", Page: "login", Problem: problemSignIn})
+		return
 	}
-	return s.cfg.APIToken
+	if !s.loginCodes.find(code, true) {
+		s.log.Warn("ui login refused", "error_code", problemBadLink.Code)
+		s.renderPage(w, http.StatusUnauthorized, "login.html", pageData{Title: "Sign in", Page: "login", Problem: problemBadLink})
+		return
+	}
+	sid, _ := s.sessions.issue()
+	http.SetCookie(w, s.sessionCookie(sid, int(SessionTTL/time.Second)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	s.log.Info("ui login", "sessions", s.sessions.len())
+	http.Redirect(w, r, uiNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+}
+
+// uiNext is where a login sends the browser: ?next= if it is a page of the
+// UI (a path under /ui/, never another host), else /ui/.
+func uiNext(next string) string {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(next, "/ui/") ||
+		strings.ContainsAny(next, "\\\r\n") || strings.Contains(next, "//") || strings.Contains(next, "/..") {
+		return "/ui/"
+	}
+	return next
+}
+
+// handleLogout ends the browser's session and clears its cookie.
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(s.cookieName()); err == nil {
+		s.sessions.find(c.Value, true)
+	}
+	http.SetCookie(w, s.sessionCookie("", -1))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+}
+
+// handleLoginLink issues a one-time login link (POST /v1/ui/login-links,
+// API token only).
+func (s *Server) handleLoginLink(w http.ResponseWriter, r *http.Request) {
+	if refuseSession(w, r) {
+		return
+	}
+	link, exp := s.NewLoginLink()
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, apitypes.LoginLinkResponse{URL: link, ExpiresAt: exp.UTC()})
+}
+
+// NewLoginLink returns a one-time login link for the web UI
+// (<BaseURL>/ui/login?code=...) and when it expires. The link is a secret:
+// show it to the operator, never log it.
+func (s *Server) NewLoginLink() (string, time.Time) {
+	code, exp := s.loginCodes.issue()
+	return s.cfg.BaseURL + "/ui/login?code=" + code, exp
+}
+
+// secureCookie: the session cookie is Secure when the UI is served over
+// https.
+func (s *Server) secureCookie() bool { return strings.HasPrefix(s.cfg.BaseURL, "https://") }
+
+// cookieName is the session cookie's name; on https it has the __Host-
+// prefix (the browser then insists on Secure, Path=/ and no Domain).
+func (s *Server) cookieName() string {
+	if s.secureCookie() {
+		return "__Host-tokenline_session"
+	}
+	return "tokenline_session"
+}
+
+func (s *Server) sessionCookie(value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: s.cookieName(), Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: s.secureCookie(), SameSite: http.SameSiteStrictMode}
+}
+
+// validSession reports whether r carries the cookie of a live session.
+func (s *Server) validSession(r *http.Request) bool {
+	c, err := r.Cookie(s.cookieName())
+	return err == nil && s.sessions.find(c.Value, false)
 }
 
 // proxyHeaders reveal a request relayed by a proxy: such a request is not

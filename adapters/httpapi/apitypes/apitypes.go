@@ -31,6 +31,7 @@ const (
 	RouteState        = "/v1/connections/{id}/state"
 	RouteTimeline     = "/v1/events/timeline"
 	RouteClientSecret = "/v1/providers/{name}/client-secret"
+	RouteLoginLinks   = "/v1/ui/login-links"
 )
 
 // Path returns route with its wildcard ({id} or {name}) replaced by value,

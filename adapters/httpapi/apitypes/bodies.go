@@ -44,6 +44,14 @@ type TokenResponse struct {
 	AccessTokenFP string `json:"access_token_fp"`
 }
 
+// LoginLinkResponse is the answer of POST /v1/ui/login-links: a one-time
+// link that signs a browser into the web UI. It is a secret until used or
+// expired: print it to the operator, never log it.
+type LoginLinkResponse struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
 // AuthorizeResponse is the answer of POST /v1/connections/{id}/authorize.
 type AuthorizeResponse struct {
 	AuthorizeURL string `json:"authorize_url"`

@@ -113,6 +113,17 @@ func (c *Client) SetClientSecret(ctx context.Context, provider, secret string) e
 	return c.do(ctx, http.MethodPut, apitypes.Path(apitypes.RouteClientSecret, provider), apitypes.ClientSecretRequest{ClientSecret: secret}, nil, "", nil)
 }
 
+// LoginLink asks for a one-time link that signs a browser into the web UI
+// (POST /v1/ui/login-links). The link is a secret until used or expired.
+func (c *Client) LoginLink(ctx context.Context, opts ...CallOption) (apitypes.LoginLinkResponse, error) {
+	var ans apitypes.LoginLinkResponse
+	err := c.do(ctx, http.MethodPost, apitypes.RouteLoginLinks, nil, &ans, "answer", opts)
+	if err == nil && ans.URL == "" {
+		err = &DecodeError{Method: http.MethodPost, Path: apitypes.RouteLoginLinks, What: "answer", msg: "the server's answer holds no url"}
+	}
+	return ans, err
+}
+
 // EventQuery selects a connection's events: at or after Since, at or
 // before Until (zero: unbounded), of the Types given (with or without the
 // "tokenline." prefix; none: every type).

@@ -38,6 +38,8 @@ type Config struct {
 
 	VaultKeyFile string
 	APITokenFile string
+	// MetricsAuth makes GET /metrics require the API token (default on).
+	MetricsAuth bool
 
 	SandboxAccessTTL  time.Duration
 	SandboxRefreshTTL time.Duration
@@ -75,6 +77,7 @@ func DefaultConfig() Config {
 		SnapshotEvery:     10000,
 		AuthorisationTTL:  10 * time.Minute,
 		GateExpiryMargin:  10 * time.Second,
+		MetricsAuth:       true,
 	}
 }
 
@@ -103,7 +106,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Issuer, "issuer", c.Issuer, "issuer URL for RFC 8414 discovery (custom provider)")
 	fs.StringVar(&c.AuthStyle, "auth-style", c.AuthStyle, "client authentication: basic (client_secret_basic) or post")
 	fs.StringVar(&c.VaultKeyFile, "vault-key-file", c.VaultKeyFile, "vault key file (default <data-dir>/vault.key; TOKENLINE_VAULT_KEY overrides)")
-	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "API token file (default <data-dir>/api-token; TOKENLINE_API_TOKEN overrides)")
+	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "API token file (default <data-dir>/api-token, mode 0600; TOKENLINE_API_TOKEN overrides)")
+	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "GET /metrics requires the API token (--metrics-auth=false: open to anyone who reaches --http)")
 	fs.DurationVar(&c.SandboxAccessTTL, "sandbox-access-ttl", c.SandboxAccessTTL, "sandbox access token lifetime")
 	fs.DurationVar(&c.SandboxRefreshTTL, "sandbox-refresh-ttl", c.SandboxRefreshTTL, "sandbox refresh token lifetime")
 	fs.StringVar(&c.SandboxConsent, "sandbox-consent", c.SandboxConsent, "sandbox consent: prompt, approve or deny")

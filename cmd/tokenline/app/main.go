@@ -284,7 +284,7 @@ func (m *Main) loadAPIToken() error {
 	}
 	path := cmp.Or(m.Config.APITokenFile, filepath.Join(m.Config.DataDir, "api-token"))
 	m.APITokenPath = path
-	b, err := os.ReadFile(path)
+	b, err := readAPITokenFile(path)
 	if err == nil {
 		m.apiToken = strings.TrimSpace(string(b))
 		if m.apiToken == "" {
@@ -304,8 +304,29 @@ func (m *Main) loadAPIToken() error {
 	return nil
 }
 
+// readAPITokenFile reads the API token file, refusing one that is not a
+// regular file or that group or others may access (as the vault key file).
+func readAPITokenFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("api token file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("api token file %s has mode %04o and is accessible to group or others; run: chmod 600 %s", path, perm, path)
+	}
+	return os.ReadFile(path)
+}
+
 // APIToken returns the bearer token of the /v1 API.
 func (m *Main) APIToken() string { return m.apiToken }
+
+// LoginLink returns a one-time link that signs a browser into the web UI
+// (httpapi.Server.NewLoginLink) and when it expires. It is a secret: show
+// it to the operator, never log it.
+func (m *Main) LoginLink() (string, time.Time) { return m.API.NewLoginLink() }
 
 func (m *Main) openProviders(ctx context.Context) error {
 	c := m.Config
@@ -404,16 +425,14 @@ func (m *Main) handler() http.Handler {
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
 			{Name: "projections", Probe: httpapi.ProjectionsReady(m.Proj.Runner.Ready, m.Proj.Runner.Lag, 1000)},
 		},
-		APIToken: m.apiToken,
-		// A public URL means a reverse proxy, whose requests reach us from
-		// loopback: the UI pages must not carry the token then.
-		UIWithoutToken: !loopbackURL(m.BaseURL),
-		BaseURL:        m.BaseURL,
-		Logger:         m.Logger,
-		ProjectionLag:  m.Proj.Runner.Lag,
-		Metrics:        m.Metrics,
-		Registerer:     m.registry,
-		Gatherer:       m.registry,
+		APIToken:      m.apiToken,
+		MetricsPublic: !m.Config.MetricsAuth,
+		BaseURL:       m.BaseURL,
+		Logger:        m.Logger,
+		ProjectionLag: m.Proj.Runner.Lag,
+		Metrics:       m.Metrics,
+		Registerer:    m.registry,
+		Gatherer:      m.registry,
 	}
 	for name := range m.Providers {
 		cfg.Providers = append(cfg.Providers, name)

@@ -30,6 +30,7 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 		newAuditCommand(),
 		newReplayCommand(),
 		newEventsCommand(),
+		newUICommand(),
 	)
 	return root
 }
@@ -63,7 +64,7 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 			defer m.Close()
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "tokenline %s is running\n", Version)
-			fmt.Fprintf(out, "  UI:         %s/ui/\n", m.BaseURL)
+			printUILine(out, m)
 			fmt.Fprintf(out, "  API:        %s/v1/ (bearer token ", m.BaseURL)
 			if m.APITokenPath != "" {
 				fmt.Fprintf(out, "in %s)\n", m.APITokenPath)

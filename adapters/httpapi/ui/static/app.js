@@ -1,6 +1,8 @@
 // tokenline web UI. Plain JavaScript, no dependencies, no build step.
-// It calls the /v1 API with the token the server put into the page (served
-// to loopback clients only) and refreshes what it shows every 1.5 s.
+// It calls the /v1 API with the browser's session cookie (HttpOnly: this
+// script never sees it, nor the API token) and refreshes what it shows every
+// 1.5 s. Without a session the API answers 401 and the page sends the
+// browser to the login page.
 // Data is only ever inserted as text (textContent), never as HTML.
 "use strict";
 
@@ -10,17 +12,6 @@
     const m = document.querySelector('meta[name="' + name + '"]');
     return m ? m.getAttribute("content") : "";
   };
-  // The server puts the API token in the page for browsers on its own
-  // machine; behind a reverse proxy it does not, and the user pastes it
-  // once per tab (kept in sessionStorage only).
-  let TOKEN = meta("tokenline-api-token");
-  if (!TOKEN) {
-    TOKEN = sessionStorage.getItem("tokenline-api-token") || "";
-    if (!TOKEN) {
-      TOKEN = (window.prompt("tokenline API token (the api-token file in tokenline's data dir):") || "").trim();
-      if (TOKEN) sessionStorage.setItem("tokenline-api-token", TOKEN);
-    }
-  }
   let REASONS = {};
   try { REASONS = JSON.parse(meta("tokenline-reasons") || "{}"); } catch (e) { REASONS = {}; }
 
@@ -44,7 +35,7 @@
   }
 
   async function api(method, path, body) {
-    const opts = { method, headers: { "Authorization": "Bearer " + TOKEN, "Accept": "application/json" } };
+    const opts = { method, credentials: "same-origin", headers: { "Accept": "application/json" } };
     if (body !== undefined) {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body);
@@ -53,6 +44,10 @@
     let data = null;
     const text = await res.text();
     if (text) { try { data = JSON.parse(text); } catch (e) { data = { message: text }; } }
+    if (res.status === 401) {
+      // No session (never signed in, expired, or tokenline restarted).
+      window.location.assign("/ui/login");
+    }
     if (!res.ok) {
       const err = new Error((data && (data.message || data.error)) || ("HTTP " + res.status));
       err.status = res.status;
