@@ -23,7 +23,8 @@ import (
 const uiArtifacts = "artifacts/ui"
 
 // TestBrowserConnectRevokeReconnect drives the web UI in a real headless
-// Chromium: create a connection with the form, connect it through the
+// Chromium: a browser without a login link gets the login page; one that
+// opens the link is signed in (the link then works for nobody else); create a connection with the form, connect it through the
 // sandbox's consent page, revoke the grants from the sandbox panel and watch
 // the connection fall to unauthenticated with the reason in plain words, then
 // reconnect it. It saves a screenshot after each step in tests/artifacts/ui.
@@ -57,8 +58,37 @@ func TestBrowserConnectRevokeReconnect(t *testing.T) {
 		cfgValue = "Acme ApS"
 	)
 
-	// 1. The connections page: fill the create form and submit it.
-	b.do("open /ui/", 15*time.Second, chromedp.Navigate(in.BaseURL+"/ui/"))
+	// 0. A browser without a login link (another user of this machine: its
+	// own profile) gets the login page, and the API refuses its fetches.
+	stranger := newBrowser(t, bin, dir, in)
+	stranger.shots = 50 // its screenshots are 51-..., apart from the main flow's
+	stranger.do("open /ui/ without a login link", 15*time.Second, chromedp.Navigate(in.BaseURL+"/ui/"))
+	stranger.wait("the login page", 10*time.Second, `document.body.dataset.page + "|" + document.body.innerText`, func(s string) bool {
+		return strings.HasPrefix(s, "login|") && strings.Contains(s, "tokenline ui")
+	})
+	if got, err := stranger.await(`fetch("/v1/connections").then(r => String(r.status))`); err != nil || got != "401" {
+		stranger.fail("the API answered %q (%v) to a browser without a session, want 401", got, err)
+	}
+	stranger.shot("login-page")
+
+	// 1. Sign in with a one-time login link (what `tokenline ui` prints).
+	link, _ := in.LoginLink()
+	b.do("open the login link", 15*time.Second, chromedp.Navigate(link))
+	b.wait("the connections page", 15*time.Second, `location.pathname + "|" + document.body.dataset.page`,
+		func(s string) bool { return s == "/ui/|connections" })
+	if cookie := b.eval(`document.cookie`); cookie != "" {
+		b.fail("the page's script can read cookies: %q (the session cookie must be HttpOnly)", cookie)
+	}
+	// The link worked once: opened again (by the other user), it signs in
+	// nobody.
+	stranger.do("open the used login link", 15*time.Second, chromedp.Navigate(link))
+	stranger.wait("the bad-link page", 10*time.Second, `document.body.dataset.page + "|" + document.querySelector("[data-error]").dataset.error`,
+		func(s string) bool { return s == "login|login_link_invalid" })
+	if page := stranger.eval(`document.body.innerText`); strings.Contains(page, in.APIToken()) {
+		stranger.fail("a page carries the API token")
+	}
+
+	// 2. The connections page: fill the create form and submit it.
 	b.wait("the UI to be live", 15*time.Second, `document.querySelector("#live") && document.querySelector("#live").className`,
 		func(s string) bool { return strings.Contains(s, "ok") })
 	if got := b.eval(`document.querySelector("#create-provider").value`); got != "sandbox" {
@@ -89,7 +119,7 @@ func TestBrowserConnectRevokeReconnect(t *testing.T) {
 	}
 	b.shot("created")
 
-	// 2. Connect: the sandbox's consent page, then approve.
+	// 3. Connect: the sandbox's consent page, then approve.
 	b.do("click Connect", 10*time.Second, chromedp.Click(chromedp.CSS(rowSel(id)+" .connect-button")))
 	b.consent(scopes)
 	b.shot("consent")
@@ -102,7 +132,7 @@ func TestBrowserConnectRevokeReconnect(t *testing.T) {
 	}
 	b.shot("active")
 
-	// 3. Revoke every grant from the sandbox panel; the next scheduled refresh
+	// 4. Revoke every grant from the sandbox panel; the next scheduled refresh
 	// gets invalid_grant and the page shows why in plain words.
 	b.do("click Revoke all grants", 10*time.Second, chromedp.Click(chromedp.ID("sandbox-revoke-grants")))
 	b.wait("the sandbox panel to confirm the revocation", 10*time.Second, `document.querySelector("#sandbox-result").textContent`,
@@ -118,7 +148,7 @@ func TestBrowserConnectRevokeReconnect(t *testing.T) {
 	t.Logf("reason shown: %q", r.ReasonText)
 	b.shot("revoked")
 
-	// 4. Reconnect through the consent page again.
+	// 5. Reconnect through the consent page again.
 	b.do("click Reconnect", 10*time.Second, chromedp.Click(chromedp.CSS(rowSel(id)+" .reconnect-button")))
 	b.consent(scopes)
 	b.shot("reconsent")
@@ -268,6 +298,14 @@ func (b *browser) tryEval(js string) (string, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, 3*time.Second)
 	defer cancel()
 	return chromedp.Run(ctx, chromedp.Evaluate[string](`String((() => { try { return (`+js+`) ?? "" } catch (e) { return "" } })())`))
+}
+
+// await evaluates a JavaScript expression that yields a promise of a
+// string.
+func (b *browser) await(js string) (string, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
 }
 
 // wait polls a JavaScript expression until ok accepts its value, for at

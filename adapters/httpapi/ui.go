@@ -189,10 +189,10 @@ func (s *Server) uiSession(w http.ResponseWriter, r *http.Request) bool {
 
 var (
 	problemSignIn = callbackProblem{Code: "login_required", Title: "Sign in to tokenline",
-		Message: "Open the one-time login link that `tokenline serve` printed when it started, or run `tokenline ui` on the machine tokenline runs on " +
+		Message: "Open the one-time login link that tokenline serve printed when it started, or run tokenline ui on the machine tokenline runs on " +
 			"(it reads the API token from the data directory) and open the link it prints. A link works once, for 5 minutes."}
 	problemBadLink = callbackProblem{Code: "login_link_invalid", Title: "This login link does not work",
-		Message: "Login links work once, for 5 minutes, and not after tokenline restarts. Run `tokenline ui` on the machine tokenline runs on for a fresh one."}
+		Message: "Login links work once, for 5 minutes, and not after tokenline restarts. Run tokenline ui on the machine tokenline runs on for a fresh one."}
 )
 
 // handleLogin trades a login link's code for a session (cookie) and sends

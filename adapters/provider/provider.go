@@ -87,6 +87,9 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Name == "" || cfg.ClientID == "" || cfg.Endpoints.AuthURL == "" || cfg.Endpoints.TokenURL == "" || cfg.RedirectURL == "" {
 		return nil, errors.New("provider: name, client id, authorization and token endpoints and redirect URL are required")
 	}
+	if u, err := url.Parse(cfg.Endpoints.AuthURL); err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, errors.New("provider: the authorization endpoint is not an absolute URL")
+	}
 	style := oauth2.AuthStyleInHeader
 	switch cfg.AuthStyle {
 	case "", "basic":
@@ -129,25 +132,88 @@ func (p *Provider) ctx(ctx context.Context) context.Context {
 
 // AuthCodeURL returns the authorize URL for state with the PKCE S256
 // challenge of verifier, the given scopes and any extra parameters (e.g.
-// Pleo's urn_pleo_params_oauth_subject), which never override the
-// parameters it sets itself.
+// Pleo's urn_pleo_params_oauth_subject).
+//
+// The parameters tokenline sets itself (reservedAuthParams: response_type,
+// client_id, redirect_uri, scope, state, code_challenge,
+// code_challenge_method) always carry tokenline's values, whatever a
+// connection's configuration says: configuration is validated when it is
+// written (domain.ValidateConfig), but an event on the stream may have been
+// written by something else, so this is the last line. An extra parameter is
+// dropped when its name matches a reserved one in any letter case (some
+// servers read parameter names case-insensitively), when it could replace
+// them wholesale (request, request_uri: a request object carries its own
+// redirect_uri), or when its name is not a plain token (letters, digits,
+// "._~:-"). The same names in the endpoint URL's own query are dropped too.
 func (p *Provider) AuthCodeURL(state, verifier string, scopes []string, extra map[string]string) string {
 	c := p.config()
-	c.Scopes = scopes
-	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
-	for k, v := range extra {
-		if !ownAuthParams[k] {
-			opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	own := url.Values{
+		"response_type":         {"code"},
+		"client_id":             {c.ClientID},
+		"code_challenge":        {oauth2.S256ChallengeFromVerifier(verifier)},
+		"code_challenge_method": {"S256"},
+	}
+	if c.RedirectURL != "" {
+		own.Set("redirect_uri", c.RedirectURL)
+	}
+	if len(scopes) > 0 {
+		own.Set("scope", strings.Join(scopes, " "))
+	}
+	if state != "" {
+		own.Set("state", state)
+	}
+	u, err := url.Parse(c.Endpoint.AuthURL)
+	if err != nil { // New checked it; never happens
+		c.Scopes = scopes
+		return c.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+	}
+	q := url.Values{}
+	for k, v := range u.Query() {
+		if !reservedAuthParam(k) {
+			q[k] = v
 		}
 	}
-	return c.AuthCodeURL(state, opts...)
+	for k, v := range extra {
+		if validExtraParam(k) && !reservedAuthParam(k) {
+			q.Set(k, v)
+		}
+	}
+	for k, v := range own {
+		q[k] = v
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
-// ownAuthParams are the authorization request parameters AuthCodeURL sets
-// itself; extra parameters never override them (domain.TokenEndpoint).
-var ownAuthParams = map[string]bool{
-	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true, "state": true,
-	"code_challenge": true, "code_challenge_method": true,
+// reservedAuthParams are the authorization request parameters tokenline
+// sets itself, and those that would replace them (a JAR request object or
+// its reference): AuthCodeURL never takes them from elsewhere.
+var reservedAuthParams = []string{
+	"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method",
+	"request", "request_uri",
+}
+
+// reservedAuthParam reports whether name is reserved, in any letter case
+// and with any surrounding space.
+func reservedAuthParam(name string) bool {
+	name = strings.TrimSpace(name)
+	return slices.ContainsFunc(reservedAuthParams, func(r string) bool { return strings.EqualFold(r, name) })
+}
+
+// validExtraParam reports whether name may be sent as an extra parameter:
+// 1 to 128 characters of letters, digits and "._~:-".
+func validExtraParam(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("._~:-", r):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // AssumedLifetime is the access-token lifetime assumed when a token response

@@ -258,3 +258,60 @@ func approveOverHTTP(t *testing.T, authURL string) string {
 	}
 	return code
 }
+
+// The parameters tokenline sets win over whatever a connection's
+// configuration (possibly from a forged connection.updated on the stream) or
+// the endpoint URL says, in any letter case; a request object cannot replace
+// them; legitimate extra parameters pass. The sandbox then accepts the URL
+// and redirects to tokenline's redirect URI.
+func TestAuthCodeURLOwnParametersWin(t *testing.T) {
+	const evil = "https://evil.example/cb"
+	_, srv, p := sandboxEnv(t)
+	verifier := "v-" + strings.Repeat("y", 50)
+	extra := map[string]string{
+		"redirect_uri": evil, "REDIRECT_URI": evil, "Redirect_Uri": evil, " redirect_uri": evil, "redirect_uri ": evil,
+		"state": "forged", "client_id": "forged", "scope": "admin", "Scope": "admin", "response_type": "token",
+		"code_challenge": "forged", "code_challenge_method": "plain", "request_uri": "https://evil.example/r", "request": "eyJ.forged",
+		"a&redirect_uri=x": evil, "x\nredirect_uri": evil, "": evil,
+		"urn_pleo_params_oauth_subject": "company-1",
+	}
+	for _, authURL := range []string{
+		p.Endpoints().AuthURL,
+		p.Endpoints().AuthURL + "?redirect_uri=" + url.QueryEscape(evil) + "&STATE=forged&tenant=t1",
+	} {
+		ep := p.Endpoints()
+		ep.AuthURL = authURL
+		pp, err := provider.New(provider.Config{Name: "sandbox", Endpoints: ep, ClientID: "tokenline-sandbox", RedirectURL: srv.URL + "/cb"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := pp.AuthCodeURL("state-123456789", verifier, []string{"users:read"}, extra)
+		if strings.Contains(raw, "evil.example") || strings.Contains(raw, "forged") || strings.Contains(raw, "admin") {
+			t.Fatalf("authorize URL carries a forged parameter: %s", raw)
+		}
+		u, _ := url.Parse(raw)
+		q := u.Query()
+		want := map[string]string{
+			"response_type": "code", "client_id": "tokenline-sandbox", "redirect_uri": srv.URL + "/cb", "scope": "users:read",
+			"state": "state-123456789", "code_challenge_method": "S256", "urn_pleo_params_oauth_subject": "company-1",
+		}
+		for k, v := range want {
+			if len(q[k]) != 1 || q[k][0] != v {
+				t.Errorf("%s = %q, want exactly %q (%s)", k, q[k], v, raw)
+			}
+		}
+		for k := range q {
+			if _, ok := want[k]; !ok && k != "code_challenge" && k != "tenant" {
+				t.Errorf("unexpected parameter %q in %s", k, raw)
+			}
+		}
+		if strings.Contains(authURL, "tenant") && q.Get("tenant") != "t1" {
+			t.Errorf("the endpoint's own parameter was lost: %s", raw)
+		}
+	}
+	// The sandbox accepts such a URL and redirects to tokenline's callback.
+	_, loc := porttest.Redirect(t, p.AuthCodeURL("state-123456789", verifier, []string{"users:read"}, extra))
+	if got := loc.Scheme + "://" + loc.Host + loc.Path; got != srv.URL+"/cb" || loc.Query().Get("code") == "" {
+		t.Fatalf("redirected to %s", loc)
+	}
+}
