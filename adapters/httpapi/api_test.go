@@ -173,6 +173,8 @@ func TestMalformedRequestsChangeNothing(t *testing.T) {
 		{"bad format", "GET", "/v1/connections/" + id + "/events?format=xml", nil, nil, 400, "invalid_format"},
 		{"state without at", "GET", "/v1/connections/" + id + "/state", nil, nil, 400, "invalid_time"},
 		{"timeline reversed", "GET", "/v1/events/timeline?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z", nil, nil, 400, "invalid_time"},
+		{"timeline window too large", "GET", "/v1/events/timeline?from=2030-01-01T00:00:00Z&to=2030-01-08T00:00:00.001Z", nil, nil, 400, "window_too_large"},
+		{"timeline window too large from only", "GET", "/v1/events/timeline?from=2000-01-01T00:00:00Z", nil, nil, 400, "window_too_large"},
 		{"update unknown", "PATCH", "/v1/connections/00000000-0000-4000-8000-000000000000", `{"config":{}}`, nil, 404, "not_found"},
 		{"delete unknown", "DELETE", "/v1/connections/00000000-0000-4000-8000-000000000000", nil, nil, 404, "not_found"},
 		{"authorize unknown", "POST", "/v1/connections/00000000-0000-4000-8000-000000000000/authorize", nil, nil, 404, "not_found"},

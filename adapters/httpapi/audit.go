@@ -1,9 +1,9 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -35,6 +35,12 @@ const batchContentType = "application/cloudevents-batch+json"
 // MaxTimelineEvents bounds how many events one timeline answer lists
 // (projections.WithLimit); its counts cover the whole window.
 const MaxTimelineEvents = 50000
+
+// MaxTimelineWindow bounds to - from of one timeline request: the timeline
+// reads every event of every connection in its window, so a longer one is
+// refused (400 window_too_large) rather than scanning years of history; ask
+// for consecutive windows instead.
+const MaxTimelineWindow = 7 * 24 * time.Hour
 
 // parseTime reads an RFC 3339 query parameter into *dst (left zero when
 // absent); it is false (and 400 written) when the parameter is malformed.
@@ -82,8 +88,8 @@ func (s *Server) requireAudit(w http.ResponseWriter) bool {
 	return true
 }
 
-// handleEvents serves a connection's audit trail as CloudEvents: a JSON
-// array (application/cloudevents-batch+json), or JSON Lines streamed with
+// handleEvents serves a connection's audit trail as CloudEvents, streamed:
+// a JSON array (application/cloudevents-batch+json), or JSON Lines with
 // ?format=jsonl.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	id, ok := connectionID(w, r)
@@ -106,43 +112,24 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		// are at most nanosecond-precise).
 		q.Until = until.Add(time.Nanosecond)
 	}
-	if format == "jsonl" {
-		s.streamEvents(w, r, q)
-		return
-	}
-	var buf bytes.Buffer
-	buf.WriteByte('[')
-	n := 0
-	err := s.cfg.Audit.AuditEvents(r.Context(), q, func(e domain.Event, _ time.Time) error {
-		b, err := events.Encode(e)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			buf.WriteByte(',')
-		}
-		buf.Write(b)
-		n++
-		return nil
-	})
-	if err != nil {
-		s.writeServiceError(w, r, err)
-		return
-	}
-	if n == 0 && !s.connectionExists(w, r, id) {
-		return
-	}
-	buf.WriteString("]\n")
-	startBody(w, http.StatusOK, batchContentType+"; charset=utf-8")
-	_, _ = w.Write(buf.Bytes())
+	s.streamEvents(w, r, q, format == "jsonl")
 }
 
-// streamEvents writes the events matching q as JSON Lines while it reads
-// them. An error after the first line aborts the response, so that a client
-// cannot take a cut-off stream for the whole history.
-func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, q projections.AuditQuery) {
+// streamEvents writes the events matching q while it reads them, never
+// holding the whole history: as JSON Lines (jsonl) or as one JSON array
+// (application/cloudevents-batch+json), flushed every 100 events. An error
+// after the first event aborts the response, so that a client cannot take a
+// cut-off stream for the whole history (a cut-off array does not parse).
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, q projections.AuditQuery, jsonl bool) {
 	rc := http.NewResponseController(w)
-	start := func() { startBody(w, http.StatusOK, "application/jsonl; charset=utf-8") }
+	ct, open, sep, end := batchContentType+"; charset=utf-8", "[", ",\n", "]\n"
+	if jsonl {
+		ct, open, sep, end = "application/jsonl; charset=utf-8", "", "", ""
+	}
+	start := func() {
+		startBody(w, http.StatusOK, ct)
+		_, _ = io.WriteString(w, open)
+	}
 	n := 0
 	errWrite := errors.New("client gone")
 	err := s.cfg.Audit.AuditEvents(r.Context(), q, func(e domain.Event, _ time.Time) error {
@@ -152,9 +139,14 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, q projecti
 		}
 		if n == 0 {
 			start()
+		} else {
+			_, _ = io.WriteString(w, sep)
 		}
 		n++
-		if _, err := w.Write(append(b, '\n')); err != nil {
+		if jsonl {
+			b = append(b, '\n')
+		}
+		if _, err := w.Write(b); err != nil {
 			return errWrite
 		}
 		if n%100 == 0 {
@@ -173,7 +165,10 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, q projecti
 	case n == 0:
 		if s.connectionExists(w, r, q.ConnectionID) {
 			start()
+			_, _ = io.WriteString(w, end)
 		}
+	default:
+		_, _ = io.WriteString(w, end)
 	}
 }
 
@@ -224,8 +219,8 @@ func (s *Server) handleStateAt(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleTimeline answers the incident timeline of every connection in
-// [?from=, ?to=) (default: the last 24 hours) as a
-// projections.TimelineReport listing at most MaxTimelineEvents events.
+// [?from=, ?to=) (default: the last 24 hours; at most MaxTimelineWindow) as
+// a projections.TimelineReport listing at most MaxTimelineEvents events.
 func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 	if !s.requireAudit(w) {
 		return
@@ -242,6 +237,11 @@ func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 	}
 	if to.Before(from) {
 		writeError(w, http.StatusBadRequest, "invalid_time", "to is before from")
+		return
+	}
+	if to.Sub(from) > MaxTimelineWindow {
+		writeError(w, http.StatusBadRequest, "window_too_large",
+			"the timeline window (to - from) is at most 168h (7 days); ask for consecutive windows")
 		return
 	}
 	rep, err := s.cfg.Audit.Timeline(r.Context(), from.UTC(), to.UTC(), projections.WithLimit(MaxTimelineEvents))
