@@ -18,19 +18,23 @@
 //	POST   /v1/connections/{id}/rejections     report a 401/403 from the provider's API → status
 //	GET    /v1/connections/{id}/events         CloudEvents (JSON array, or ?format=jsonl); ?type= ?since= ?until=
 //	GET    /v1/connections/{id}/state?at=      state at an instant + the events that led there
-//	GET    /v1/events/timeline?from=&to=       incident timeline: state transitions and counts
+//	GET    /v1/events/timeline?from=&to=       incident timeline: state transitions and counts (window ≤ 7 days)
+//	POST   /v1/ui/login-links                  a one-time web UI login link (API token only)
 //	GET    /oauth/callback                     OAuth redirect URI (no bearer; the one-time state protects it)
 //	GET    /healthz                            200 while the process serves
 //	GET    /readyz                             200, or 503 with reasons
-//	GET    /metrics                            Prometheus text format
+//	GET    /metrics                            Prometheus text format (API token unless Config.MetricsPublic)
 //	GET    /                                   → /ui/
-//	GET    /ui/                                connections page (loopback only)
-//	GET    /ui/connections/{id}                connection page with its audit timeline (loopback only)
+//	GET    /ui/                                connections page (without a session: the login page)
+//	GET    /ui/connections/{id}                connection page with its audit timeline (likewise)
+//	GET    /ui/login?code=                     trade a login link's code for a session cookie
+//	POST   /ui/logout                          end the session
 //	GET    /ui/static/...                      CSS and JavaScript
 //	       /sandbox/...                        the sandbox provider, when mounted
 //
 // Every /v1 request needs "Authorization: Bearer <API token>", compared in
-// constant time; without it the answer is 401. Errors are JSON
+// constant time, or (a same-origin fetch of the web UI) a session cookie;
+// without either the answer is 401. Errors are JSON
 // {"error": word, "message": text}: malformed JSON, unknown fields, bodies
 // over 64 KiB, ids that are not UUIDs and wrong methods get 4xx and change
 // nothing. Domain errors map as ErrNotFound 404, ErrInvalidCommand 400,
@@ -41,6 +45,6 @@
 // never a query string (the callback's carries state and code), body or
 // header. Token answers carry Cache-Control: no-store.
 //
-// See ui.go for how the web UI authenticates (the API token is put into
-// pages served to loopback browsers only).
+// See ui.go and session.go for how the web UI authenticates (one-time login
+// links and a session cookie; the pages never carry the API token).
 package httpapi
