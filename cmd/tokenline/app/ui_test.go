@@ -34,6 +34,13 @@ func TestUICommandAndMetricsAuth(t *testing.T) {
 		return resp
 	}
 
+	// serve's banner into a pipe or file names no code, only how to get one.
+	var banner strings.Builder
+	printUILine(&banner, m)
+	if got := banner.String(); strings.Contains(got, "code=") || !strings.Contains(got, m.BaseURL+"/ui/") || !strings.Contains(got, "tokenline ui") {
+		t.Fatalf("UI line into a pipe: %q", got)
+	}
+
 	out := c.ok("ui")
 	link, rest, _ := strings.Cut(out, "\n")
 	if !strings.HasPrefix(link, m.BaseURL+"/ui/login?code=") || !strings.Contains(rest, "works once") {
