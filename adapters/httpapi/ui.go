@@ -203,7 +203,8 @@ var (
 // is in the query string, which the access log never records.
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	code := r.URL.Query().Get("code")
-	if code == "" {
+	if code == "" || r.Method == http.MethodHead {
+		// HEAD (a link checker, a preview) never uses up a code.
 		s.renderPage(w, http.StatusOK, "login.html", pageData{Title: "Sign in", Page: "login", Problem: problemSignIn})
 		return
 	}

@@ -160,6 +160,10 @@ func TestUILoginSession(t *testing.T) {
 		t.Fatalf("login link expires in %s, want %s", d, httpapi.LoginCodeTTL)
 	}
 	code := queryOf(t, link).Get("code")
+	resp, _ = e.request("HEAD", link, nil, "Authorization", "")
+	if len(resp.Cookies()) != 0 {
+		t.Fatalf("HEAD of a login link signed in: %v", resp.Header["Set-Cookie"])
+	}
 	resp, body = e.request("GET", link+"&next=/ui/connections/"+c.ID, nil, "Authorization", "")
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/connections/"+c.ID {
 		t.Fatalf("login: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
