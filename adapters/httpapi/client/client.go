@@ -268,12 +268,24 @@ func pathOnly(p string) string {
 	return p
 }
 
-// RedactURL hides any user information in a URL.
+// RedactURL hides any user information in a URL. A URL that does not parse
+// (a bad escape in its password, say) loses everything between its scheme
+// and its last '@' instead of being returned as it is.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if err == nil {
+		if u.User == nil {
+			return raw
+		}
+		u.User = url.User("redacted")
+		return u.String()
 	}
-	u.User = url.User("redacted")
-	return u.String()
+	prefix, rest := "", raw
+	if i := strings.Index(raw, "://"); i >= 0 {
+		prefix, rest = raw[:i+3], raw[i+3:]
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return prefix + "redacted" + rest[at:]
+	}
+	return raw
 }
