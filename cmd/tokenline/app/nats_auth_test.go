@@ -3,7 +3,10 @@ package app
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/natsserver"
+	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/adapters/vault"
 	"github.com/tokenline/tokenline/events"
 )
@@ -258,5 +262,45 @@ func TestEmbeddedNATSReaderIsReadOnly(t *testing.T) {
 	}
 	if out := c.ok("connections", "get", id); !strings.Contains(lineWith(out, "State:"), "active") {
 		t.Errorf("after the reader's attempts: %s", out)
+	}
+}
+
+// serve says how a consumer connects (the URL and the reader's seed file)
+// and never prints a seed.
+func TestServePrintsHowConsumersConnect(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &porttest.LogBuffer{}
+	cmd := NewRootCommand(ctx, out, io.Discard)
+	cmd.SetArgs([]string{"serve", "--data-dir", dir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "error"})
+	done := make(chan error, 1)
+	go func() { done <- cmd.Execute() }()
+	waitFor(t, "serve to print its addresses", func() bool { return strings.Contains(out.String(), "Data dir:") })
+	text := out.String()
+	reader := filepath.Join(dir, natsserver.ReaderSeedFile)
+	if l := lineWith(text, "tokenline events tail --nats-url nats://127.0.0.1:", "--creds "+reader); l == "" {
+		t.Errorf("serve does not say how to tail as the reader:\n%s", text)
+	}
+	if lineWith(text, "Consumers:", reader) == "" || lineWith(text, "Admin:", filepath.Join(dir, natsserver.TokenlineSeedFile)) == "" {
+		t.Errorf("serve does not name the seed files:\n%s", text)
+	}
+	for _, name := range []string{natsserver.ReaderSeedFile, natsserver.TokenlineSeedFile} {
+		seed, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := strings.TrimSpace(string(seed)); !strings.HasPrefix(s, "SU") || strings.Contains(text, s) || strings.Contains(text, s[:12]) {
+			t.Errorf("serve printed the seed of %s", name)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
 	}
 }
