@@ -47,15 +47,25 @@ import (
 )
 
 func main() {
-	url := flag.String("nats-url", nats.DefaultURL, "NATS server URL")
-	durable := flag.String("durable", "tokenline-example", "durable consumer name (the server remembers its position)")
-	creds := flag.String("creds", "", "NATS .creds file (user JWT and seed; optional)")
-	nkey := flag.String("nkey", "", "NATS user nkey seed file, such as DATA_DIR/nats-reader.nk (optional)")
-	stream := flag.String("stream", Stream, "the stream of tokenline's events")
-	flag.Parse()
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	code := consume(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// consume is the command: it parses args, connects, and runs until ctx ends.
+// It returns the exit code.
+func consume(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats-url", nats.DefaultURL, "NATS server URL")
+	durable := fs.String("durable", "tokenline-example", "durable consumer name (the server remembers its position)")
+	creds := fs.String("creds", "", "NATS .creds file (user JWT and seed; optional)")
+	nkey := fs.String("nkey", "", "NATS user nkey seed file, such as DATA_DIR/nats-reader.nk (optional)")
+	stream := fs.String("stream", Stream, "the stream of tokenline's events")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 
 	opts := []nats.Option{nats.Name("tokenline-example-consumer"), nats.MaxReconnects(-1)}
 	if *creds != "" {
@@ -64,21 +74,22 @@ func main() {
 	if *nkey != "" {
 		auth, err := nats.NkeyOptionFromSeed(*nkey)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "consumer: -nkey:", err)
-			os.Exit(1)
+			fmt.Fprintln(stderr, "consumer: -nkey:", err)
+			return 1
 		}
 		opts = append(opts, auth)
 	}
 	nc, err := nats.Connect(*url, opts...)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "consumer: connect:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "consumer: connect:", err)
+		return 1
 	}
 	defer nc.Drain()
-	if err := Run(ctx, nc, *stream, *durable, os.Stdout, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "consumer:", err)
-		os.Exit(1)
+	if err := Run(ctx, nc, *stream, *durable, stdout, 0); err != nil {
+		fmt.Fprintln(stderr, "consumer:", err)
+		return 1
 	}
+	return 0
 }
 
 // Stream is the name of tokenline's event stream.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -302,5 +303,48 @@ func TestLeastPrivilegeConfig(t *testing.T) {
 	}
 	if v := log.matching("nkey:" + tokenlinePub); len(v) > 0 {
 		t.Errorf("tokenline's user lacks rights:\n%s", strings.Join(v, "\n"))
+	}
+}
+
+// The README's command, against a default `tokenline serve` (embedded NATS):
+// go run ./examples/consumer -nats-url <url> -nkey <data-dir>/nats-reader.nk -durable billing
+func TestReadmeCommandAgainstEmbeddedNATS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := app.NewMain()
+	m.Config.DataDir = t.TempDir()
+	m.Config.NATSListen, m.Config.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	m.Config.LogLevel = "error"
+	m.LogOutput = &porttest.LogBuffer{}
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c, err := m.Lifecycle.Create(ctx, "sandbox", []string{"users:read"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-nats-url", m.NATSURL(), "-nkey", filepath.Join(m.Config.DataDir, "nats-reader.nk"), "-durable", "billing"}
+
+	if code := consume(ctx, []string{"-nats-url", m.NATSURL(), "-durable", "billing"}, io.Discard, io.Discard); code != 1 {
+		t.Errorf("without credentials: exit code %d, want 1", code)
+	}
+	out, errOut := &porttest.LogBuffer{}, &porttest.LogBuffer{}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() { done <- consume(rctx, args, out, errOut) }()
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(out.String(), c.ID+" connection.created") {
+		select {
+		case code := <-done:
+			t.Fatalf("consumer exited with %d: %s", code, errOut)
+		case <-deadline:
+			t.Fatalf("no event printed; stderr: %s", errOut)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop()
+	if code := <-done; code != 0 {
+		t.Errorf("exit code %d: %s", code, errOut)
 	}
 }
