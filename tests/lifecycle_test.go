@@ -422,6 +422,7 @@ func TestTwoInstancesOneRefreshPerConnection(t *testing.T) {
 	b := start(t, func(c *app.Config) {
 		c.Instance = "b"
 		c.NATSURL = a.NATSURL()
+		c.NATSCreds = a.NATSCredsFile()
 		c.VaultKeyFile = sharedKey(t, a)
 		c.Provider, c.ProviderName = "custom", "sandbox"
 		c.ClientID, c.ClientSecret = a.Sandbox.ClientID(), a.Sandbox.ClientSecret()

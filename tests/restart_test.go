@@ -53,6 +53,7 @@ func TestTokenRefreshedElsewhereLoadsFromVault(t *testing.T) {
 	a := start(t, nil)
 	b := start(t, func(c *app.Config) {
 		c.NATSURL = a.NATSURL()
+		c.NATSCreds = a.NATSCredsFile()
 		c.VaultKeyFile = sharedKey(t, a)
 		c.Provider, c.ProviderName = "custom", "sandbox"
 		c.ClientID, c.ClientSecret = a.Sandbox.ClientID(), a.Sandbox.ClientSecret()

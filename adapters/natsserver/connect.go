@@ -1,6 +1,7 @@
 package natsserver
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -31,9 +32,18 @@ const (
 // ConnectOptions configures a connection to an external NATS system. Every
 // field is optional; file paths are read when Connect is called.
 type ConnectOptions struct {
-	// CredsFile is a NATS credentials file (user JWT and nkey seed, as
-	// written by nsc or the nats CLI), passed to nats.UserCredentials.
+	// CredsFile is a NATS credentials file: either a .creds file (user JWT
+	// and nkey seed, as written by nsc), passed to nats.UserCredentials, or a
+	// file holding only a user nkey seed (such as the embedded server's
+	// nats-reader.nk, or the output of `nk -gen user`), passed to
+	// nats.NkeyOptionFromSeed.
 	CredsFile string
+
+	// InboxPrefix replaces the client's reply-subject prefix _INBOX
+	// (nats.CustomInboxPrefix). tokenline's own connections use
+	// natsserver.InboxPrefix so that readers, who may subscribe to
+	// _INBOX.>, never see their replies. Empty keeps _INBOX.
+	InboxPrefix string
 
 	// TLSCert and TLSKey are the PEM client certificate and its private key
 	// for mutual TLS (nats.ClientCert). Give both or neither.
@@ -89,7 +99,14 @@ func Connect(ctx context.Context, serverURL string, opts ConnectOptions) (*nats.
 		if err := checkFile("credentials file", opts.CredsFile); err != nil {
 			return nil, fail(err)
 		}
-		natsOpts = append(natsOpts, nats.UserCredentials(opts.CredsFile))
+		auth, err := credsOption(opts.CredsFile)
+		if err != nil {
+			return nil, fail(err)
+		}
+		natsOpts = append(natsOpts, auth)
+	}
+	if opts.InboxPrefix != "" {
+		natsOpts = append(natsOpts, nats.CustomInboxPrefix(opts.InboxPrefix))
 	}
 	if (opts.TLSCert == "") != (opts.TLSKey == "") {
 		return nil, fail(errors.New("TLS client certificate and key must be given together"))
@@ -133,6 +150,27 @@ func Connect(ctx context.Context, serverURL string, opts ConnectOptions) (*nats.
 		}()
 		return nil, fail(ctx.Err())
 	}
+}
+
+// credsOption reads the credentials file to tell a .creds file (with a
+// user JWT) from a bare nkey seed file. Errors never contain the content.
+func credsOption(path string) (nats.Option, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("credentials file: %w", err)
+	}
+	defer clear(data)
+	if bytes.Contains(data, []byte("BEGIN NATS USER JWT")) {
+		return nats.UserCredentials(path), nil
+	}
+	if _, err := seedPublicKey(data); err != nil {
+		return nil, fmt.Errorf("credentials file %s is neither a .creds file nor a user nkey seed: %v", path, err)
+	}
+	opt, err := nats.NkeyOptionFromSeed(path)
+	if err != nil {
+		return nil, fmt.Errorf("credentials file %s: %v", path, err)
+	}
+	return opt, nil
 }
 
 // checkFile gives a clear error for a missing or unreadable file before the

@@ -23,7 +23,7 @@ import (
 
 func TestConnectExternal(t *testing.T) {
 	s := startTest(t, t.TempDir())
-	nc, err := Connect(t.Context(), s.ClientURL(), ConnectOptions{Name: "ext"})
+	nc, err := Connect(t.Context(), s.ClientURL(), ConnectOptions{Name: "ext", CredsFile: s.TokenlineSeedPath(), InboxPrefix: InboxPrefix})
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
@@ -31,10 +31,10 @@ func TestConnectExternal(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if nc.Opts.Name != "ext" || nc.Opts.MaxReconnect != -1 || nc.Opts.ReconnectWait != ReconnectWait {
-		t.Errorf("name %q, max reconnects %d, wait %s", nc.Opts.Name, nc.Opts.MaxReconnect, nc.Opts.ReconnectWait)
+	if nc.Opts.Name != "ext" || nc.Opts.MaxReconnect != -1 || nc.Opts.ReconnectWait != ReconnectWait || nc.Opts.InboxPrefix != InboxPrefix {
+		t.Errorf("name %q, max reconnects %d, wait %s, inbox %q", nc.Opts.Name, nc.Opts.MaxReconnect, nc.Opts.ReconnectWait, nc.Opts.InboxPrefix)
 	}
-	nc2, err := Connect(t.Context(), s.ClientURL(), ConnectOptions{})
+	nc2, err := Connect(t.Context(), s.ClientURL(), ConnectOptions{CredsFile: s.ReaderSeedPath()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@
 // a Server. Server.Connect hands out client connections to it that go through
 // an in-process pipe rather than TCP, so the embedded server costs no socket
 // round trips. The server also listens on Config.Listen (loopback by default)
-// so that operators can inspect it with the nats CLI.
+// so that operators and consumers can reach it with the nats CLI.
 //
 // # Data directory
 //
@@ -21,9 +21,21 @@
 //
 // The layout is:
 //
-//	DataDir/          created with mode 0700 if missing
-//	DataDir/LOCK      the lock file (holds the pid of the owner)
-//	DataDir/jetstream the JetStream file store
+//	DataDir/                   created with mode 0700 if missing
+//	DataDir/LOCK               the lock file (holds the pid of the owner)
+//	DataDir/jetstream          the JetStream file store
+//	DataDir/nats-tokenline.nk  tokenline's nkey seed (mode 0600)
+//	DataDir/nats-reader.nk     the reader's nkey seed (mode 0600)
+//
+// # Authentication
+//
+// The embedded server refuses anonymous clients. It knows two nkey users,
+// whose seeds Start creates on first use and reuses after; an existing seed
+// file that group or others may access stops Start. tokenline's own
+// identity has every right; Server.Connect uses it, with reply subjects
+// under InboxPrefix. The reader identity, for downstream consumers, has
+// ReaderPermissions: it may read the TOKENLINE stream, create and use
+// consumers on it and subscribe to the event subjects, and nothing else.
 //
 // # External NATS
 //

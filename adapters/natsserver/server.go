@@ -130,8 +130,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
+	users, err := identities(dataDir, DefaultStream)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+
 	port = cmp.Or(port, server.RANDOM_PORT) // nats-server reads 0 as "default port"
 	opts := &server.Options{
+		Nkeys:                  users, // no anonymous clients
 		ServerName:             cfg.ServerName,
 		Host:                   host,
 		Port:                   port,
@@ -158,7 +165,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 
 	s := &Server{ns: ns, lock: lock, dataDir: dataDir}
 	s.url = clientURL(ns, host)
-	logs.log.Info("embedded NATS server ready", "url", s.url, "data_dir", dataDir, "server_name", ns.Name())
+	logs.log.Info("embedded NATS server ready", "url", s.url, "data_dir", dataDir, "server_name", ns.Name(),
+		"reader_nkey_file", s.ReaderSeedPath())
 	return s, nil
 }
 
@@ -222,17 +230,34 @@ func (s *Server) ClientURL() string { return s.url }
 // DataDir returns the absolute path of the server's data directory.
 func (s *Server) DataDir() string { return s.dataDir }
 
-// Connect returns a client connection to the server. The connection goes
-// through an in-process pipe, not TCP, and is named DefaultConnectionName
-// unless opts contain nats.Name. opts are applied after the defaults and may
-// override any of them. Connect fails once the server has been shut down.
+// TokenlineSeedPath is the file holding tokenline's own nkey seed
+// (DataDir/nats-tokenline.nk): every right on this server. Give it to
+// administrators' tools, never to consumers.
+func (s *Server) TokenlineSeedPath() string { return filepath.Join(s.dataDir, TokenlineSeedFile) }
+
+// ReaderSeedPath is the file holding the reader identity's nkey seed
+// (DataDir/nats-reader.nk), for downstream consumers: see ReaderPermissions.
+func (s *Server) ReaderSeedPath() string { return filepath.Join(s.dataDir, ReaderSeedFile) }
+
+// Connect returns a client connection to the server, authenticated as
+// tokenline (TokenlineSeedPath) and with reply subjects under InboxPrefix.
+// The connection goes through an in-process pipe, not TCP, and is named
+// DefaultConnectionName unless opts contain nats.Name. opts are applied
+// after the defaults and may override any of them. Connect fails once the
+// server has been shut down.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	if !s.ns.Running() {
 		return nil, errors.New("natsserver: connect: server is shut down")
 	}
+	auth, err := nats.NkeyOptionFromSeed(s.TokenlineSeedPath())
+	if err != nil {
+		return nil, fmt.Errorf("natsserver: connect to embedded server: identity file %s: %w", s.TokenlineSeedPath(), err)
+	}
 	all := append([]nats.Option{
 		nats.Name(DefaultConnectionName),
 		nats.InProcessServer(s.ns),
+		auth,
+		nats.CustomInboxPrefix(InboxPrefix),
 	}, opts...)
 	nc, err := nats.Connect(s.url, all...)
 	if err != nil {

@@ -209,9 +209,15 @@ func TestShutdownIsIdempotent(t *testing.T) {
 
 func TestTCPClientAndName(t *testing.T) {
 	s := startTest(t, t.TempDir())
-	nc, err := nats.Connect(s.ClientURL())
+	if nc, err := nats.Connect(s.ClientURL()); err == nil {
+		nc.Close()
+		t.Fatalf("anonymous TCP connect to %s succeeded", s.ClientURL())
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("anonymous connect: %v, want an authorization violation", err)
+	}
+	nc, err := Connect(t.Context(), s.ClientURL(), ConnectOptions{CredsFile: s.TokenlineSeedPath()})
 	if err != nil {
-		t.Fatalf("TCP connect to %s: %v", s.ClientURL(), err)
+		t.Fatalf("TCP connect to %s with tokenline's seed: %v", s.ClientURL(), err)
 	}
 	defer nc.Close()
 	if err := nc.Flush(); err != nil {
@@ -224,6 +230,9 @@ func TestTCPClientAndName(t *testing.T) {
 	defer named.Close()
 	if named.Opts.Name != "worker-7" {
 		t.Errorf("name = %q, want caller's worker-7", named.Opts.Name)
+	}
+	if named.Opts.InboxPrefix != InboxPrefix {
+		t.Errorf("inbox prefix = %q, want %q", named.Opts.InboxPrefix, InboxPrefix)
 	}
 }
 

@@ -83,7 +83,7 @@ func TestDurableConsumerResumesExactlyOnceInOrder(t *testing.T) {
 	var first bytes.Buffer
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := Run(rctx, nc, durable, &first, 3); err != nil {
+	if err := Run(rctx, nc, Stream, durable, &first, 3); err != nil {
 		t.Fatal(err)
 	}
 
@@ -98,14 +98,14 @@ func TestDurableConsumerResumesExactlyOnceInOrder(t *testing.T) {
 	nc.Close()
 	nc2 := srv.Connect(t)
 	var second bytes.Buffer
-	if err := Run(rctx, nc2, durable, &second, total-3); err != nil {
+	if err := Run(rctx, nc2, Stream, durable, &second, total-3); err != nil {
 		t.Fatal(err)
 	}
 	// Nothing is left: a third run sees no event until its context ends.
 	var third bytes.Buffer
 	idle, cancelIdle := context.WithTimeout(ctx, 1500*time.Millisecond)
 	defer cancelIdle()
-	if err := Run(idle, nc2, durable, &third, 0); err != nil {
+	if err := Run(idle, nc2, Stream, durable, &third, 0); err != nil {
 		t.Fatal(err)
 	}
 	if third.Len() != 0 {
@@ -165,7 +165,7 @@ func TestRunWithoutStream(t *testing.T) {
 	nc := srv.Connect(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := Run(ctx, nc, "x", &bytes.Buffer{}, 1); err == nil {
+	if err := Run(ctx, nc, Stream, "x", &bytes.Buffer{}, 1); err == nil {
 		t.Fatal("Run without a TOKENLINE stream succeeded")
 	}
 }

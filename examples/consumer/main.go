@@ -6,8 +6,16 @@
 // consumer that was stopped or offline resumes with the first event it has
 // not acknowledged: every event is printed once, in stream order.
 //
-//	go run ./examples/consumer -nats-url nats://127.0.0.1:4222 -durable billing-sync
+//	go run ./examples/consumer -nats-url nats://127.0.0.1:4222 -nkey ./tokenline-data/nats-reader.nk -durable billing-sync
 //	go run ./examples/consumer -nats-url tls://nats.example:4222 -creds consumer.creds -durable audit
+//
+// Against the embedded NATS of `tokenline serve`, connect as the reader
+// identity: -nkey with the seed file serve wrote, DATA_DIR/nats-reader.nk.
+// The reader may create and use consumers on the TOKENLINE stream and
+// nothing else (it cannot list or delete consumers: a durable it no longer
+// needs is removed by the operator, or set InactiveThreshold). With an
+// external NATS, use the credentials its operator issued (-creds or -nkey;
+// docs/nats-server.conf gives readers the same rights).
 //
 // The wire format is CloudEvents 1.0 in structured JSON mode on the subjects
 // tokenline.conn.<connection-id> (see docs/asyncapi.yaml); the events
@@ -39,35 +47,59 @@ import (
 )
 
 func main() {
-	url := flag.String("nats-url", nats.DefaultURL, "NATS server URL")
-	durable := flag.String("durable", "tokenline-example", "durable consumer name (the server remembers its position)")
-	creds := flag.String("creds", "", "NATS credentials file (optional)")
-	flag.Parse()
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	code := consume(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// consume is the command: it parses args, connects, and runs until ctx ends.
+// It returns the exit code.
+func consume(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats-url", nats.DefaultURL, "NATS server URL")
+	durable := fs.String("durable", "tokenline-example", "durable consumer name (the server remembers its position)")
+	creds := fs.String("creds", "", "NATS .creds file (user JWT and seed; optional)")
+	nkey := fs.String("nkey", "", "NATS user nkey seed file, such as DATA_DIR/nats-reader.nk (optional)")
+	stream := fs.String("stream", Stream, "the stream of tokenline's events")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 
 	opts := []nats.Option{nats.Name("tokenline-example-consumer"), nats.MaxReconnects(-1)}
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
 	}
+	if *nkey != "" {
+		auth, err := nats.NkeyOptionFromSeed(*nkey)
+		if err != nil {
+			fmt.Fprintln(stderr, "consumer: -nkey:", err)
+			return 1
+		}
+		opts = append(opts, auth)
+	}
 	nc, err := nats.Connect(*url, opts...)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "consumer: connect:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "consumer: connect:", err)
+		return 1
 	}
 	defer nc.Drain()
-	if err := Run(ctx, nc, *durable, os.Stdout, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "consumer:", err)
-		os.Exit(1)
+	if err := Run(ctx, nc, *stream, *durable, stdout, 0); err != nil {
+		fmt.Fprintln(stderr, "consumer:", err)
+		return 1
 	}
+	return 0
 }
+
+// Stream is the name of tokenline's event stream.
+const Stream = "TOKENLINE"
 
 // fetchWait bounds one pull request, and so how long Run takes to notice
 // that ctx ended.
 const fetchWait = time.Second
 
-// Run consumes tokenline's events with the durable consumer named durable,
+// Run consumes tokenline's events in stream with the durable consumer named durable,
 // printing one line per event to out and acknowledging it, until ctx ends
 // (then it returns nil) or, if stopAfter > 0, after stopAfter events.
 //
@@ -77,14 +109,10 @@ const fetchWait = time.Second
 // when one is redelivered. Events are pulled one at a time and a pull is
 // never abandoned half way, so stopping leaves nothing delivered but
 // unacknowledged.
-func Run(ctx context.Context, nc *nats.Conn, durable string, out io.Writer, stopAfter int) error {
+func Run(ctx context.Context, nc *nats.Conn, stream, durable string, out io.Writer, stopAfter int) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
-	}
-	stream, err := js.StreamNameBySubject(ctx, events.SubjectAll)
-	if err != nil {
-		return fmt.Errorf("find the stream of %s: %w", events.SubjectAll, err)
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:       durable,
@@ -96,7 +124,7 @@ func Run(ctx context.Context, nc *nats.Conn, durable string, out io.Writer, stop
 		MaxAckPending: 1,
 	})
 	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", durable, err)
+		return fmt.Errorf("create consumer %s on stream %s: %w", durable, stream, err)
 	}
 	for n := 0; stopAfter <= 0 || n < stopAfter; {
 		if ctx.Err() != nil {

@@ -473,7 +473,7 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 	})
 
 	t.Run("events tail", func(t *testing.T) {
-		out, stop := c.startTail(t, "Tailing tokenline.conn.>", "--nats-url", m.NATSURL())
+		out, stop := c.startTail(t, "Tailing tokenline.conn.>", "--nats-url", m.NATSURL(), "--creds", m.NATSReaderFile())
 		newID := c.createConnection("tail=yes")
 		waitFor(t, "the new connection's event", func() bool { return lineWith(out.String(), newID, "connection.created") != "" })
 		if err := stop(); err != nil {
@@ -489,7 +489,7 @@ func testClientCommands(t *testing.T, m *Main, server string) {
 	})
 
 	t.Run("events tail one connection", func(t *testing.T) {
-		out, stop := c.startTail(t, "Tailing tokenline.conn."+id, "--json", "--connection", id, "--nats-url", m.NATSURL())
+		out, stop := c.startTail(t, "Tailing tokenline.conn."+id, "--json", "--connection", id, "--nats-url", m.NATSURL(), "--creds", m.NATSReaderFile())
 		other := c.createConnection()
 		c.ok("connections", "authorize", id)
 		// Both events are published on one NATS connection, in this order: once

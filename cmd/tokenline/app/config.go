@@ -85,11 +85,11 @@ func DefaultConfig() Config {
 func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "data directory (embedded JetStream store, vault key, API token)")
 	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "external NATS URL; empty runs the embedded server")
-	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "NATS credentials file for --nats-url")
+	fs.StringVar(&c.NATSCreds, "nats-creds", c.NATSCreds, "NATS credentials for --nats-url: a .creds file or a user nkey seed file")
 	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", c.NATSTLSCert, "client certificate for --nats-url")
 	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", c.NATSTLSKey, "client key for --nats-url")
 	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", c.NATSTLSCA, "CA bundle for --nats-url")
-	fs.StringVar(&c.NATSListen, "nats-listen", c.NATSListen, "embedded NATS client listen address (port 0: random)")
+	fs.StringVar(&c.NATSListen, "nats-listen", c.NATSListen, "embedded NATS client listen address (port 0: random); clients authenticate with the nkey seeds in --data-dir")
 	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "HTTP listen address (UI, API, OAuth callback, sandbox)")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "public base URL of the HTTP address (default http://<http>)")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "stream and bucket replicas (1, or 3 on a cluster)")

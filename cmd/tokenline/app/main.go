@@ -248,7 +248,7 @@ func (m *Main) openNATS(ctx context.Context) error {
 	}
 	m.Conn, err = natsserver.Connect(ctx, m.Config.NATSURL, natsserver.ConnectOptions{
 		CredsFile: m.Config.NATSCreds, TLSCert: m.Config.NATSTLSCert, TLSKey: m.Config.NATSTLSKey, TLSCA: m.Config.NATSTLSCA,
-		Name: "tokenline/" + m.Config.Instance,
+		Name: "tokenline/" + m.Config.Instance, InboxPrefix: natsserver.InboxPrefix,
 	})
 	return err
 }
@@ -259,6 +259,26 @@ func (m *Main) now() func() time.Time {
 		return nil
 	}
 	return m.Clock.Now
+}
+
+// NATSCredsFile is the credentials file of tokenline's own NATS identity:
+// the embedded server's DataDir/nats-tokenline.nk, or --nats-creds (which
+// may be empty) with an external NATS.
+func (m *Main) NATSCredsFile() string {
+	if m.NATS != nil {
+		return m.NATS.TokenlineSeedPath()
+	}
+	return m.Config.NATSCreds
+}
+
+// NATSReaderFile is the nkey seed file of the embedded server's reader
+// identity (DataDir/nats-reader.nk), for downstream consumers; empty with
+// an external NATS, whose operator issues the readers' credentials.
+func (m *Main) NATSReaderFile() string {
+	if m.NATS != nil {
+		return m.NATS.ReaderSeedPath()
+	}
+	return ""
 }
 
 // NATSURL is where other processes reach the NATS server tokenline uses.

@@ -52,7 +52,20 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run tokenline (embedded NATS and the sandbox provider by default)",
-		Args:  cobra.NoArgs,
+		Long: "serve runs tokenline until interrupted.\n\n" +
+			"Without --nats-url it embeds a nats-server listening on --nats-listen that refuses\n" +
+			"anonymous clients. On first start it writes two NATS nkey seeds (mode 0600) into the\n" +
+			"data dir, and checks their permissions on every start:\n" +
+			"  nats-tokenline.nk  tokenline's own identity, every right (keep it to administrators)\n" +
+			"  nats-reader.nk     for downstream consumers: read the TOKENLINE stream, create and use\n" +
+			"                     consumers on it, subscribe to tokenline.conn.>; nothing else\n" +
+			"Consumers connect with the reader seed, for example:\n" +
+			"  tokenline events tail --nats-url nats://127.0.0.1:4222 --creds ./tokenline-data/nats-reader.nk\n" +
+			"  nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk consumer next TOKENLINE my-consumer\n\n" +
+			"With --nats-url, tokenline connects to an external NATS system as the user in\n" +
+			"--nats-creds (a .creds file or an nkey seed file); docs/nats-server.conf is a\n" +
+			"least-privilege server configuration (see docs/operations.md, NATS security).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := ApplyEnv(cmd.Flags(), os.LookupEnv); err != nil {
 				return err
@@ -72,6 +85,11 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 				fmt.Fprintf(out, "from TOKENLINE_API_TOKEN)\n")
 			}
 			fmt.Fprintf(out, "  NATS:       %s (stream %s, subjects tokenline.conn.<id>)\n", m.NATSURL(), m.Store.StreamName())
+			if r := m.NATSReaderFile(); r != "" {
+				fmt.Fprintf(out, "  Consumers:  connect with the reader nkey seed in %s\n", r)
+				fmt.Fprintf(out, "              tokenline events tail --nats-url %s --creds %s\n", m.NATSURL(), r)
+				fmt.Fprintf(out, "  Admin:      tokenline's own nkey seed is %s (all rights: keep it private)\n", m.NATSCredsFile())
+			}
 			if m.Sandbox != nil {
 				fmt.Fprintf(out, "  Sandbox:    %s/sandbox/ (admin: %s/sandbox/admin/stats)\n", m.BaseURL, m.BaseURL)
 			}

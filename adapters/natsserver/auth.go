@@ -1,0 +1,197 @@
+package natsserver
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/tokenline/tokenline/events"
+)
+
+// Identity files in the data directory. Each holds one NATS user nkey seed
+// (as written by `nk -gen user`), mode 0600. They are created by the first
+// Start and reused after, so clients keep working across restarts.
+const (
+	// TokenlineSeedFile is tokenline's own identity: every right on the
+	// embedded server (the administrator's key too).
+	TokenlineSeedFile = "nats-tokenline.nk"
+	// ReaderSeedFile is the identity for downstream consumers: see
+	// ReaderPermissions.
+	ReaderSeedFile = "nats-reader.nk"
+)
+
+// InboxPrefix is the reply-subject prefix of tokenline's own connections
+// (nats.CustomInboxPrefix). Readers may subscribe to _INBOX.> (the default
+// prefix of every NATS client) but not to this one, so they never see the
+// replies tokenline receives, such as vault entries.
+const InboxPrefix = "_INBOX_tokenline"
+
+// DefaultStream is the stream the reader identity may consume; it is
+// jsstore.DefaultStream.
+const DefaultStream = "TOKENLINE"
+
+// ReaderPermissions returns the rights of the reader identity on stream,
+// whose subjects are events.SubjectAll. The reader may:
+//
+//   - subscribe to tokenline.conn.> (core NATS) and to _INBOX.> (replies);
+//   - read the stream's info and stored messages ($JS.API.INFO,
+//     $JS.API.STREAM.INFO, $JS.API.STREAM.MSG.GET, $JS.API.DIRECT.GET);
+//   - create (or update) consumers on the stream, read their info, pull
+//     from them and acknowledge ($JS.API.CONSUMER.CREATE / DURABLE.CREATE /
+//     INFO / MSG.NEXT, $JS.ACK, $JS.FC for push consumers' flow control).
+//
+// Everything else is refused by the server: publishing events, any stream,
+// key-value or object-store administration or access (the vault buckets
+// among them), listing consumers (so tokenline's own, randomly named
+// consumers stay unknown to readers) and deleting consumers. A reader that
+// no longer needs a durable consumer lets it expire (InactiveThreshold) or
+// asks the operator to delete it.
+func ReaderPermissions(stream string) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.INFO",
+			"$JS.API.STREAM.INFO." + stream,
+			"$JS.API.STREAM.MSG.GET." + stream,
+			"$JS.API.DIRECT.GET." + stream,
+			"$JS.API.DIRECT.GET." + stream + ".>",
+			"$JS.API.CONSUMER.CREATE." + stream,
+			"$JS.API.CONSUMER.CREATE." + stream + ".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".*",
+			"$JS.API.CONSUMER.INFO." + stream + ".*",
+			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
+			"$JS.ACK." + stream + ".>",
+			"$JS.ACK.*.*." + stream + ".>", // the v2 reply format
+			"$JS.FC." + stream + ".>",
+			"$JS.FC.*.*." + stream + ".>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			events.SubjectAll,
+			"_INBOX.>",
+		}},
+	}
+}
+
+// identities loads the two seeds of dataDir, creating missing ones, and
+// returns the nkey users the server accepts.
+func identities(dataDir, stream string) ([]*server.NkeyUser, error) {
+	own, err := loadOrCreateSeed(filepath.Join(dataDir, TokenlineSeedFile))
+	if err != nil {
+		return nil, err
+	}
+	reader, err := loadOrCreateSeed(filepath.Join(dataDir, ReaderSeedFile))
+	if err != nil {
+		return nil, err
+	}
+	return []*server.NkeyUser{
+		{Nkey: own},
+		{Nkey: reader, Permissions: ReaderPermissions(stream)},
+	}, nil
+}
+
+// loadOrCreateSeed returns the public key of the user seed in the file at
+// path, creating the file with a new seed (mode 0600) if it does not exist.
+// An existing file must be a regular file that neither group nor others may
+// access; errors never contain the seed.
+func loadOrCreateSeed(path string) (string, error) {
+	pub, err := readSeed(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return pub, err
+	}
+	if err := createSeed(path); err != nil {
+		return "", err
+	}
+	return readSeed(path)
+}
+
+func readSeed(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("natsserver: identity file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("natsserver: identity file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("natsserver: identity file %s has mode %04o and is accessible to group or others; run: chmod 600 %s", path, perm, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("natsserver: identity file: %w", err)
+	}
+	defer clear(data)
+	pub, err := seedPublicKey(data)
+	if err != nil {
+		return "", fmt.Errorf("natsserver: identity file %s: %w", path, err)
+	}
+	return pub, nil
+}
+
+// seedPublicKey parses a user nkey seed (bare or in a decorated
+// credentials file) and returns its public key.
+func seedPublicKey(data []byte) (string, error) {
+	kp, err := nkeys.ParseDecoratedNKey(data)
+	if err != nil {
+		return "", fmt.Errorf("not a NATS nkey seed (%d bytes)", len(data))
+	}
+	defer kp.Wipe()
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return "", errors.New("not a NATS user nkey seed (want one starting with SU)")
+	}
+	if _, err := kp.Seed(); err != nil {
+		return "", errors.New("holds a public key, not a seed")
+	}
+	return pub, nil
+}
+
+// createSeed writes a new user seed to path unless a file appeared there
+// meanwhile (then that one wins), like the vault key file.
+func createSeed(path string) error {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return fmt.Errorf("natsserver: create identity: %w", err)
+	}
+	defer kp.Wipe()
+	seed, err := kp.Seed()
+	if err != nil {
+		return fmt.Errorf("natsserver: create identity: %w", err)
+	}
+	text := append(bytes.Clone(seed), '\n')
+	clear(seed)
+	defer clear(text)
+
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".nkey-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("natsserver: create identity file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(text)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("natsserver: write identity file: %w", err)
+	}
+	// Link fails if path exists: exactly one of several racing creators wins.
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("natsserver: create identity file: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil { // make the new name durable
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
