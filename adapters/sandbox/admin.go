@@ -187,13 +187,15 @@ func (s *Server) handleAdminConsent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAdminStats(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.stats.snapshot())
+	writeJSON(w, http.StatusOK, s.Stats())
 }
 
+// handleAdminResetStats zeroes the counters. What the store holds (Held,
+// RefreshesPerGrant) is state, not a counter, and is not reset.
 func (s *Server) handleAdminResetStats(w http.ResponseWriter, _ *http.Request) {
 	s.stats.reset()
 	s.log.Info("admin: stats reset")
-	writeJSON(w, http.StatusOK, s.stats.snapshot())
+	writeJSON(w, http.StatusOK, s.Stats())
 }
 
 // decodeJSON decodes exactly one JSON object with no unknown fields.

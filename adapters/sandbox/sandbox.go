@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,12 +109,12 @@ type Config struct {
 	// ConsentPrompt. Default ConsentPrompt. It can be changed at run time
 	// with POST /sandbox/admin/consent.
 	Consent string
-	// Now is the sandbox's clock (default time.Now). Access and refresh
-	// tokens get their expiry times from it and are checked against it,
-	// and POST /sandbox/admin/expire-refresh-tokens expires refresh tokens
-	// as of it, so a test can let tokens expire without waiting.
-	// Authorisation codes (10 minutes) are still checked by fosite against
-	// the wall clock: fosite reads time.Now directly and offers no hook.
+	// Now is the sandbox's clock (default time.Now). Authorisation codes
+	// (10 minutes), access and refresh tokens get their expiry times from
+	// it, are checked against it and are evicted from memory once it has
+	// passed them; POST /sandbox/admin/expire-refresh-tokens expires
+	// refresh tokens as of it. A test can so let things expire without
+	// waiting.
 	Now func() time.Time
 	// MaxCodes caps the authorisation codes held at once: unexpired ones,
 	// used or not (used ones are kept until they expire so that a replay is
@@ -271,7 +272,7 @@ func New(cfg Config) (*Server, error) {
 			s.stats.reuse()
 			s.log.Warn("refresh token reuse detected: a replaced refresh token was presented; the grant is revoked")
 		},
-	})
+	}, storeLimits{now: now, codeLifetime: authorizeCodeLifetime, maxCodes: cfg.MaxCodes, maxGrants: cfg.MaxGrants})
 
 	fc := &fosite.Config{
 		AccessTokenLifespan:            cfg.AccessTokenLifetime,
@@ -358,7 +359,16 @@ func (s *Server) SetIssuer(baseURL string) {
 
 // Stats returns a snapshot of the counters, the same data as
 // GET /sandbox/admin/stats.
-func (s *Server) Stats() Stats { return s.stats.snapshot() }
+func (s *Server) Stats() Stats {
+	st := s.stats.snapshot()
+	h := s.store.holding()
+	st.Held = HeldStats{Codes: h.codes, Grants: h.grants, AccessTokens: h.accessTokens, RefreshTokens: h.refreshTokens}
+	st.RefreshesPerGrant = make(map[string]int64, len(h.refreshesPerGrant))
+	for n, grants := range h.refreshesPerGrant {
+		st.RefreshesPerGrant[strconv.FormatInt(n, 10)] = grants
+	}
+	return st
+}
 
 // ClientSecret returns the client's current secret: the configured or
 // generated one, or the latest one set by POST
