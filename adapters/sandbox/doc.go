@@ -50,7 +50,7 @@
 //	POST /sandbox/oauth/token/introspect        RFC 7662 introspection
 //	GET  /sandbox/.well-known/oauth-authorization-server   RFC 8414 metadata
 //	GET  /sandbox/api/me                        protected resource
-//	     /sandbox/admin/...                     admin API (loopback only)
+//	     /sandbox/admin/...                     admin API (admin token)
 //
 // A wrong method on a known path gets 405, an unknown path 404.
 //
@@ -73,9 +73,11 @@
 //
 // # Admin API
 //
-// Admin endpoints answer only requests whose RemoteAddr is a loopback IP
-// (127.0.0.0/8, ::1); anyone else gets 403 on every admin path. Forwarding
-// headers are ignored. All answer JSON.
+// Admin endpoints need "Authorization: Bearer <admin token>"
+// (Config.AdminToken; tokenline passes its API token, `tokenline sandbox`
+// reads TOKENLINE_API_TOKEN or its token file). A request without it, with
+// a wrong token or another scheme gets 401 with WWW-Authenticate on every
+// admin path and method, whatever its address. All answer JSON.
 //
 //	POST /sandbox/admin/revoke-grants          revoke every grant (the user revoked access) -> {"revoked": N}
 //	POST /sandbox/admin/rotate-client-secret   new secret, the old fails at once -> {"client_secret": "..."}
@@ -94,6 +96,21 @@
 // header in seconds. The faults body may also name the error code
 // ({"status":400,"count":1,"error":"invalid_grant"}). Bad JSON, unknown
 // fields, a status outside 400-599 or a count outside 1-10000 get 400.
+//
+// # Limits
+//
+// Everything is in memory, and bounded. An authorisation request whose state
+// is longer than MaxStateLength (512 bytes) or whose parameters total more
+// than MaxAuthorizeParamsBytes (8 KiB) gets 400 JSON and is neither stored
+// nor redirected. Authorisation codes expire 10 minutes after issue, access
+// and refresh tokens at their expiry, all on the sandbox clock (Config.Now);
+// expired ones are evicted (at most a minute later on that clock, at once
+// when a cap is hit or Stats is read) and a grant is dropped when nothing of
+// it is left. At most Config.MaxCodes codes (used or not) and
+// Config.MaxGrants grants are held: beyond that the authorize endpoint
+// redirects with error=temporarily_unavailable (counted in
+// Stats.AuthorizationsRefusedFull). Replaced refresh tokens are remembered
+// as small tombstones for reuse detection, at most 100 per grant.
 //
 // # Concurrency and logging
 //

@@ -25,6 +25,7 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 	root.SetErr(stderr)
 	root.AddCommand(
 		newServeCommand(ctx),
+		newSandboxCommand(ctx),
 		newVersionCommand(),
 		newConnectionsCommand(),
 		newAuditCommand(),
@@ -91,7 +92,7 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 				fmt.Fprintf(out, "  Admin:      tokenline's own nkey seed is %s (all rights: keep it private)\n", m.NATSCredsFile())
 			}
 			if m.Sandbox != nil {
-				fmt.Fprintf(out, "  Sandbox:    %s/sandbox/ (admin: %s/sandbox/admin/stats)\n", m.BaseURL, m.BaseURL)
+				fmt.Fprintf(out, "  Sandbox:    %s/sandbox/ (admin: %s/sandbox/admin/stats, bearer API token)\n", m.BaseURL, m.BaseURL)
 			}
 			fmt.Fprintf(out, "  Data dir:   %s\n", m.Config.DataDir)
 			<-ctx.Done()
