@@ -18,14 +18,18 @@ package tests
 //     serve's directory.
 //   - Addresses: serve is the README's own serve line, started first (it is
 //     in readmeCases with server set) with TOKENLINE_HTTP=127.0.0.1:0 and
-//     TOKENLINE_NATS_LISTEN=127.0.0.1:0 in its environment, so that it takes
-//     free ports (several copies of this test may run at once). That is the
-//     one change: a command that spells 127.0.0.1:8080 or 127.0.0.1:4222 gets
-//     the ports serve took instead, and the client commands, which default
+//     TOKENLINE_NATS_LISTEN=127.0.0.1:0 in its environment (in every
+//     command's, so any serve takes free ports: several copies of this test
+//     may run at once). The ports are the one change: a command that spells
+//     127.0.0.1:8080 or 127.0.0.1:4222 gets the address serve took instead
+//     (an exact string replacement), and the client commands, which default
 //     to those addresses, find serve through TOKENLINE_SERVER and
 //     TOKENLINE_NATS_URL. TestREADME checks that the README's addresses are
 //     the defaults of serve and of the client, so a user who pastes the
 //     commands unchanged gets the same behaviour on the default ports.
+//   - Where the README sends the user to the sandbox (the authorize_url, the
+//     URL `connections authorize` prints), the test approves like the
+//     sandbox's Approve button and delivers the redirect to the callback.
 //   - Values the README leaves to the user are filled from earlier commands:
 //     shell variables in readmeVars (set in the environment, like a user's
 //     ID=...), example times in readmeTimes (exact strings replaced).
@@ -79,6 +83,8 @@ const (
 const (
 	readmeCommandWait = 30 * time.Second
 	readmeStopWait    = 15 * time.Second
+	readmeFollowWait  = 2 * time.Second
+	readmeFollowTries = 10
 )
 
 // readmeVars are the shell variables the README leaves to the user, and
@@ -221,7 +227,9 @@ func TestREADME(t *testing.T) {
 	}
 
 	r := &readmeRun{dir: t.TempDir(), bin: t.TempDir(), vars: map[string]string{}, marks: map[string]time.Time{}}
+	t0 := time.Now()
 	r.build(t, cmds)
+	t.Logf("go build of the README's binaries: %s", time.Since(t0).Round(time.Millisecond))
 
 	// Match every command with its entry; every entry must match.
 	used := make([]bool, len(readmeCases))
@@ -249,10 +257,14 @@ func TestREADME(t *testing.T) {
 	}
 
 	r.marks["start"] = time.Now().Add(-time.Second)
+	t0 = time.Now()
 	r.startServer(t, *server)
+	t.Logf("README.md:%d serve ready on %s and %s: %s", server.line, r.base, r.natsURL, time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
 	for _, c := range cmds {
 		r.runCommand(t, c)
 	}
+	t.Logf("%d README commands: %s", len(cmds), time.Since(t0).Round(time.Millisecond))
 }
 
 // readmeCmd is one command line of a README shell block.
@@ -275,7 +287,7 @@ var (
 func readmeBlocks(src string) (cmds []readmeCmd, goBlocks []string) {
 	lines := strings.Split(src, "\n")
 	for i := 0; i < len(lines); i++ {
-		m := fenceRE.FindStringSubmatch(lines[i])
+		m := fenceRE.FindStringSubmatch(strings.TrimSpace(lines[i]))
 		if m == nil {
 			continue
 		}
@@ -375,7 +387,9 @@ func (r *readmeRun) build(t *testing.T, cmds []readmeCmd) {
 }
 
 // baseEnv is the test's environment without TOKENLINE_* (the commands must
-// work from the README alone), with the built binaries first in PATH.
+// work from the README alone), with the built binaries first in PATH and
+// free ports for every serve (the README's, and any other serve a README
+// command starts without --http and --nats-listen).
 func (r *readmeRun) baseEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -384,7 +398,8 @@ func (r *readmeRun) baseEnv() []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env, "PATH="+r.bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return append(env, "PATH="+r.bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"TOKENLINE_HTTP=127.0.0.1:0", "TOKENLINE_NATS_LISTEN=127.0.0.1:0")
 }
 
 // clientEnv is the environment of the commands after serve: the addresses
@@ -454,15 +469,14 @@ func (r *readmeRun) startServer(t *testing.T, c readmeCmd) {
 	if !ok {
 		t.FailNow()
 	}
-	env := append(r.baseEnv(), "TOKENLINE_HTTP=127.0.0.1:0", "TOKENLINE_NATS_LISTEN=127.0.0.1:0")
-	p, err := startProcess(s, r.dir, env)
+	p, err := startProcess(s, r.dir, r.baseEnv())
 	if err != nil {
 		t.Fatalf("README.md:%d: %v", c.line, err)
 	}
 	t.Cleanup(func() {
 		if err := p.interrupt(); err != nil {
 			t.Errorf("README.md:%d: serve did not stop cleanly on Ctrl-C: %v\n%s", c.line, err, p.out.tail(20))
-		} else if _, _, ok := p.out.waitFor(0, 0, func(l string) bool { return l == "shutting down" }); !ok {
+		} else if _, _, ok := p.out.waitFor(0, readmeStopWait, func(l string) bool { return l == "shutting down" }); !ok {
 			t.Errorf("README.md:%d: serve did not say it was shutting down:\n%s", c.line, p.out.tail(20))
 		}
 	})
@@ -716,25 +730,36 @@ func checkLoginLink(t *testing.T, r *readmeRun, out string) {
 }
 
 // followCreate creates a connection over the API and waits until the
-// blocking command prints its connection.created.
+// blocking command prints a line about it. A command's first line may come
+// before its subscription is in place at the server (`nats sub` prints
+// "Subscribing" first), so it creates another connection after each
+// readmeFollowWait without one, at most readmeFollowTries times.
 func followCreate(t *testing.T, r *readmeRun, out *lineLog) {
 	from := len(out.all())
-	req, _ := http.NewRequest(http.MethodPost, r.base+"/v1/connections", strings.NewReader(`{"provider":"sandbox","scopes":["users:read"]}`))
-	req.Header.Set("Authorization", "Bearer "+r.apiToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	var ids []string
+	for range readmeFollowTries {
+		req, _ := http.NewRequest(http.MethodPost, r.base+"/v1/connections", strings.NewReader(`{"provider":"sandbox","scopes":["users:read"]}`))
+		req.Header.Set("Authorization", "Bearer "+r.apiToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c struct{ ID string }
+		err = json.NewDecoder(resp.Body).Decode(&c)
+		resp.Body.Close()
+		if err != nil || !domain.ValidConnectionID(c.ID) {
+			t.Fatalf("create for the live event: %d %v", resp.StatusCode, err)
+		}
+		ids = append(ids, c.ID)
+		about := func(l string) bool {
+			return slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(l, id) })
+		}
+		if _, _, ok := out.waitFor(from, readmeFollowWait, about); ok {
+			return
+		}
 	}
-	var c struct{ ID string }
-	err = json.NewDecoder(resp.Body).Decode(&c)
-	resp.Body.Close()
-	if err != nil || !domain.ValidConnectionID(c.ID) {
-		t.Fatalf("create for the live event: %d %v", resp.StatusCode, err)
-	}
-	if _, _, ok := out.waitFor(from, readmeCommandWait, func(l string) bool { return strings.Contains(l, c.ID) }); !ok {
-		t.Errorf("no line about connection %s, created while it ran:\n%s", c.ID, out.tail(20))
-	}
+	t.Errorf("no line about the connections %v, created while it ran:\n%s", ids, out.tail(20))
 }
 
 // The user's consent at the sandbox (prompt mode, serve's default): post
