@@ -44,6 +44,10 @@ type Connection struct {
 	LastRefreshAt     time.Time
 	LastRefreshOK     bool
 	LastErrorCode     string
+	// RefreshTokenKept: the latest successful refresh kept the refresh
+	// token (refresh.succeeded with rotated false: the provider does not
+	// rotate), so presenting it again cannot be a reuse.
+	RefreshTokenKept bool
 	// RecoveringFromRejection is set when the latest successful refresh was
 	// made because an API call was rejected: if its token is rejected too, the
 	// connection is unauthenticated (access_token_rejected).
@@ -102,6 +106,8 @@ func (c *Connection) Apply(e Event) error {
 		c.AttemptID, c.AttemptExpiresAt = "", time.Time{}
 	case RefreshStarted:
 		c.LeaseUntil, c.RefreshTrigger = d.LeaseUntil, d.Trigger
+	case RefreshLeaseExtended:
+		c.LeaseUntil = d.LeaseUntil
 	case RefreshSucceeded:
 		c.LeaseUntil = time.Time{}
 		c.RecoveringFromRejection = c.RefreshTrigger == TriggerAccessRejected
@@ -114,6 +120,7 @@ func (c *Connection) Apply(e Event) error {
 		c.Tokens, c.TokensHeld = tok, true
 		c.TransientFailures, c.RetryAt = 0, time.Time{}
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, true, ""
+		c.RefreshTokenKept = !d.Rotated
 	case RefreshFailed:
 		c.LeaseUntil, c.RefreshTrigger = time.Time{}, ""
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, false, d.ErrorCode
