@@ -64,6 +64,7 @@ func TestRefreshStoresThroughALongVaultOutage(t *testing.T) {
 		t.Fatalf("the outage lasted %v, want it longer than the lease", took)
 	}
 	e.expectOnlyExtensions(id, n, domain.EventRefreshStarted, 1, domain.EventRefreshSucceeded)
+	t.Logf("vault outage of %v (clock): %d lease extensions", e.clock.Now().Sub(t0), e.count(id, n, domain.EventRefreshLeaseExtended))
 	stored, _ := e.vault.Get(e.ctx, id)
 	if ok := last[domain.RefreshSucceeded](e, id); ok.Tokens.RefreshTokenFP != domain.Fingerprint(stored.RefreshToken) || stored.RefreshToken == old.RefreshToken {
 		t.Fatalf("refresh.succeeded %+v does not describe the stored tokens", ok)

@@ -116,7 +116,7 @@ func (r *refreshRun) lock(ctx context.Context, ev domain.Event) error {
 				return err
 			}
 			err = lerr
-		case errors.Is(err, domain.ErrConflict):
+		case errors.Is(err, domain.ErrConflict), permanent(err):
 			return err
 		}
 		ambiguous = true
@@ -127,6 +127,18 @@ func (r *refreshRun) lock(ctx context.Context, ev domain.Event) error {
 		s.log.Warn("taking the refresh lock got no answer; sending it again", "connection_id", id, "attempt", attempt, "error", err.Error())
 		s.sleep(ctx, retryDelay(attempt))
 	}
+}
+
+// permanent reports whether an append failed for a reason that trying
+// again cannot change (the event or the connection is refused), as
+// opposed to the store being unreachable or slow.
+func permanent(err error) bool {
+	for _, e := range []error{domain.ErrInvalidCommand, domain.ErrInvalidTransition, domain.ErrNotFound, domain.ErrDeleted, domain.ErrExists} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // errLeaseLost: the refresh lease is no longer this refresher's (another
@@ -318,7 +330,7 @@ func (r *refreshRun) appendOurs(ctx context.Context, cmd domain.Command, pending
 			s.cfg.Gate.Reopen(id) // the decision did not land (yet); the next event decides
 		}
 		if !errors.Is(err, domain.ErrConflict) {
-			return nil, true, err
+			return nil, !permanent(err), err
 		}
 		// Another writer appended first: reload, and decide again if the
 		// lease is still this refresher's (its end may have moved by an
