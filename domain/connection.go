@@ -37,13 +37,21 @@ type Connection struct {
 	AttemptExpiresAt time.Time
 
 	// Refresh bookkeeping.
-	LeaseUntil        time.Time // StateRefreshing: the lease deadline
+	LeaseUntil time.Time // StateRefreshing: the lease deadline
+	// LeaseID names the lease: the id of the refresh.started event that
+	// took it (extensions keep it). A refresher tells its own lease from
+	// a later one by it.
+	LeaseID           string
 	RefreshTrigger    string    // trigger of the refresh in flight
 	TransientFailures int       // consecutive transient refresh failures
 	RetryAt           time.Time // earliest next refresh after a transient failure
 	LastRefreshAt     time.Time
 	LastRefreshOK     bool
 	LastErrorCode     string
+	// RefreshTokenKept: the latest successful refresh kept the refresh
+	// token (refresh.succeeded with rotated false: the provider does not
+	// rotate), so presenting it again cannot be a reuse.
+	RefreshTokenKept bool
 	// RecoveringFromRejection is set when the latest successful refresh was
 	// made because an API call was rejected: if its token is rejected too, the
 	// connection is unauthenticated (access_token_rejected).
@@ -101,9 +109,11 @@ func (c *Connection) Apply(e Event) error {
 		c.Reason = d.Reason
 		c.AttemptID, c.AttemptExpiresAt = "", time.Time{}
 	case RefreshStarted:
-		c.LeaseUntil, c.RefreshTrigger = d.LeaseUntil, d.Trigger
+		c.LeaseUntil, c.RefreshTrigger, c.LeaseID = d.LeaseUntil, d.Trigger, e.ID
+	case RefreshLeaseExtended:
+		c.LeaseUntil = d.LeaseUntil
 	case RefreshSucceeded:
-		c.LeaseUntil = time.Time{}
+		c.LeaseUntil, c.LeaseID = time.Time{}, ""
 		c.RecoveringFromRejection = c.RefreshTrigger == TriggerAccessRejected
 		c.RefreshTrigger = ""
 		tok := d.Tokens
@@ -114,8 +124,9 @@ func (c *Connection) Apply(e Event) error {
 		c.Tokens, c.TokensHeld = tok, true
 		c.TransientFailures, c.RetryAt = 0, time.Time{}
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, true, ""
+		c.RefreshTokenKept = !d.Rotated
 	case RefreshFailed:
-		c.LeaseUntil, c.RefreshTrigger = time.Time{}, ""
+		c.LeaseUntil, c.RefreshTrigger, c.LeaseID = time.Time{}, "", ""
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, false, d.ErrorCode
 		if d.Terminal {
 			c.Reason = d.Reason
@@ -142,7 +153,7 @@ func (c *Connection) Apply(e Event) error {
 	case ConnectionDeleted:
 		c.Deleted = true
 		c.Reason = ReasonConnectionDeleted
-		c.AttemptID, c.AttemptExpiresAt, c.LeaseUntil = "", time.Time{}, time.Time{}
+		c.AttemptID, c.AttemptExpiresAt, c.LeaseUntil, c.LeaseID = "", time.Time{}, time.Time{}, ""
 	default:
 		*c = prev
 		return fmt.Errorf("tokenline: unknown payload %T", e.Payload)

@@ -78,8 +78,24 @@ type FailRefresh struct {
 	MaxAttempts int
 }
 
-// RecoverLease returns a refreshing connection whose lease expired (its
-// refresher died) to active, recorded as a transient failure "lease_expired".
+// ExtendLease moves the end of the refresh lease the caller holds to
+// LeaseUntil (later than the current end).
+type ExtendLease struct {
+	LeaseUntil time.Time
+}
+
+// RecoverLease ends a refresh whose refresher died: its lease ended (at
+// Now) and nobody extended it. The refresher appended refresh.started
+// immediately before it sent the token request, so the request may have
+// been sent and the provider may have replaced the refresh token that the
+// events (and the vault) still name. The recovery is therefore terminal,
+// reason rotated_tokens_lost (error code lease_expired), and the old
+// refresh token is never presented again. Only when the connection's last
+// successful refresh showed that the provider keeps refresh tokens
+// (RefreshTokenKept) is presenting it again harmless: the recovery is then
+// a transient failure "lease_expired" and the refresh is retried. (A vault
+// that is ahead of the events is not a recovery: the recoverer adopts the
+// stored tokens with SucceedRefresh.)
 type RecoverLease struct {
 	Now time.Time
 }
@@ -114,6 +130,7 @@ func (FailAuthorisation) command()     {}
 func (StartRefresh) command()          {}
 func (SucceedRefresh) command()        {}
 func (FailRefresh) command()           {}
+func (ExtendLease) command()           {}
 func (RecoverLease) command()          {}
 func (RejectAccess) command()          {}
 func (InvalidateTokens) command()      {}
@@ -271,11 +288,19 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 			ev.Class = "terminal"
 		}
 		return ev, nil
+	case ExtendLease:
+		if m.LeaseUntil.IsZero() || (c.State == StateRefreshing && !m.LeaseUntil.After(c.LeaseUntil)) {
+			return nil, fmt.Errorf("%w: a lease extension must end after the current lease", ErrInvalidCommand)
+		}
+		return RefreshLeaseExtended{LeaseUntil: m.LeaseUntil}, nil
 	case RecoverLease:
 		if c.State == StateRefreshing && m.Now.Before(c.LeaseUntil) {
 			return nil, fmt.Errorf("%w: refresh lease held until %s", ErrInvalidCommand, c.LeaseUntil.Format(time.RFC3339))
 		}
-		return RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, RetryAt: m.Now}, nil
+		if c.RefreshTokenKept {
+			return RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, RetryAt: m.Now}, nil
+		}
+		return RefreshFailed{Terminal: true, Class: "terminal", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, Reason: ReasonRotatedTokensLost}, nil
 	case RejectAccess:
 		if m.HTTPStatus != 401 && m.HTTPStatus != 403 {
 			return nil, fmt.Errorf("%w: only 401 and 403 rejections are reported", ErrInvalidCommand)

@@ -255,6 +255,9 @@ func TestRejectAccess(t *testing.T) {
 	})
 }
 
+// A recovered lease is terminal (rotated_tokens_lost): the dead refresher
+// may have sent the refresh token, which the provider may have replaced, so
+// it is never presented again.
 func TestRecoverLease(t *testing.T) {
 	h := refreshing(t, domain.TriggerSchedule)
 	lease := h.c.LeaseUntil
@@ -268,19 +271,69 @@ func TestRecoverLease(t *testing.T) {
 	}
 	now := lease.Add(time.Second)
 	p := h.mustExec(t, domain.RecoverLease{Now: now})
+	want := domain.RefreshFailed{Terminal: true, Class: "terminal", ErrorCode: "lease_expired", Attempt: 1, Reason: domain.ReasonRotatedTokensLost}
+	if rf := p.(domain.RefreshFailed); !reflect.DeepEqual(rf, want) {
+		t.Fatalf("event %+v, want %+v", rf, want)
+	}
+	if h.c.State != U || h.c.Reason != domain.ReasonRotatedTokensLost || !h.c.LeaseUntil.IsZero() || h.c.RefreshTrigger != "" || h.c.LastErrorCode != "lease_expired" {
+		t.Fatalf("after recovery: %+v", h.c)
+	}
+	// Nothing to recover once unauthenticated.
+	if _, err := h.exec(t, domain.RecoverLease{Now: now.Add(time.Hour)}); !errors.Is(err, domain.ErrInvalidTransition) {
+		t.Fatalf("RecoverLease on unauthenticated: %v, want ErrInvalidTransition", err)
+	}
+}
+
+// A provider that kept the refresh token on the last refresh (rotated
+// false) does not rotate: presenting it again is harmless, so a recovered
+// lease is a transient failure and the refresh is retried.
+func TestRecoverLeaseOfAProviderThatKeepsRefreshTokens(t *testing.T) {
+	h := toActive(t)
+	h.mustExec(t, domain.StartRefresh{LeaseUntil: h.now.Add(30 * time.Second)})
+	h.mustExec(t, domain.SucceedRefresh{Tokens: tokenInfo(5, h.now), Rotated: false})
+	if !h.c.RefreshTokenKept {
+		t.Fatal("RefreshTokenKept not set by a refresh without rotation")
+	}
+	h.mustExec(t, domain.StartRefresh{LeaseUntil: h.now.Add(30 * time.Second)})
+	now := h.c.LeaseUntil.Add(time.Second)
+	p := h.mustExec(t, domain.RecoverLease{Now: now})
 	want := domain.RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: 1, RetryAt: now}
 	if rf := p.(domain.RefreshFailed); !reflect.DeepEqual(rf, want) {
 		t.Fatalf("event %+v, want %+v", rf, want)
 	}
-	if h.c.State != A || !h.c.LeaseUntil.IsZero() || h.c.RefreshTrigger != "" || h.c.TransientFailures != 1 || !h.c.RetryAt.Equal(now) || h.c.LastErrorCode != "lease_expired" {
+	if h.c.State != A || !h.c.LeaseUntil.IsZero() || h.c.TransientFailures != 1 || !h.c.RetryAt.Equal(now) {
 		t.Fatalf("after recovery: %+v", h.c)
 	}
-	// Nothing to recover once active.
-	if _, err := h.exec(t, domain.RecoverLease{Now: now.Add(time.Hour)}); !errors.Is(err, domain.ErrInvalidTransition) {
-		t.Fatalf("RecoverLease on active: %v, want ErrInvalidTransition", err)
+	// A rotating refresh clears it again.
+	h.mustExec(t, domain.StartRefresh{LeaseUntil: h.now.Add(30 * time.Second)})
+	h.mustExec(t, domain.SucceedRefresh{Tokens: tokenInfo(6, h.now), Rotated: true})
+	if h.c.RefreshTokenKept {
+		t.Fatal("RefreshTokenKept after a rotation")
 	}
-	// And a new refresh may start.
-	h.mustExec(t, domain.StartRefresh{LeaseUntil: h.now.Add(time.Minute)})
+}
+
+// The holder extends its lease: only a later end is accepted, and a
+// recovery is refused until the extended lease has ended.
+func TestExtendLease(t *testing.T) {
+	h := refreshing(t, domain.TriggerSchedule)
+	lease := h.c.LeaseUntil
+	for _, until := range []time.Time{time.Time{}, lease, lease.Add(-time.Second)} {
+		if _, err := h.exec(t, domain.ExtendLease{LeaseUntil: until}); !errors.Is(err, domain.ErrInvalidCommand) {
+			t.Fatalf("ExtendLease to %v (lease until %v): %v, want ErrInvalidCommand", until, lease, err)
+		}
+	}
+	ext := lease.Add(30 * time.Second)
+	p := h.mustExec(t, domain.ExtendLease{LeaseUntil: ext})
+	if !reflect.DeepEqual(p, domain.RefreshLeaseExtended{LeaseUntil: ext}) || h.c.State != F || !h.c.LeaseUntil.Equal(ext) || h.c.RefreshTrigger != domain.TriggerSchedule {
+		t.Fatalf("event %+v, aggregate %+v", p, h.c)
+	}
+	if _, err := h.exec(t, domain.RecoverLease{Now: lease.Add(time.Second)}); !errors.Is(err, domain.ErrInvalidCommand) {
+		t.Fatalf("recovered an extended lease: %v", err)
+	}
+	h.mustExec(t, domain.SucceedRefresh{Tokens: tokenInfo(5, h.now), Rotated: true})
+	if _, err := h.exec(t, domain.ExtendLease{LeaseUntil: ext.Add(time.Minute)}); !errors.Is(err, domain.ErrInvalidTransition) {
+		t.Fatalf("ExtendLease on active: %v, want ErrInvalidTransition", err)
+	}
 }
 
 func TestAuthorisationAttemptMustBeTheOpenOne(t *testing.T) {

@@ -21,6 +21,7 @@ const (
 	EventRefreshStarted         EventType = "refresh.started"
 	EventRefreshSucceeded       EventType = "refresh.succeeded"
 	EventRefreshFailed          EventType = "refresh.failed"
+	EventRefreshLeaseExtended   EventType = "refresh.lease_extended"
 	EventAccessRejected         EventType = "access.rejected"
 	EventTokensInvalidated      EventType = "tokens.invalidated"
 	EventConnectionUpdated      EventType = "connection.updated"
@@ -32,6 +33,7 @@ var EventTypes = []EventType{
 	EventConnectionCreated, EventAuthorisationStarted, EventAuthorisationCompleted,
 	EventAuthorisationFailed, EventRefreshStarted, EventRefreshSucceeded, EventRefreshFailed,
 	EventAccessRejected, EventTokensInvalidated, EventConnectionUpdated, EventConnectionDeleted,
+	EventRefreshLeaseExtended,
 }
 
 // Event is one fact about one connection. ID is a UUID (also the message id
@@ -148,6 +150,15 @@ type RefreshFailed struct {
 	RetryAt    time.Time `json:"retry_at,omitzero"`
 }
 
+// RefreshLeaseExtended: the refresher that holds the lease is alive and
+// moved the lease's end to LeaseUntil (it is still sending the token
+// request, storing the tokens or recording the outcome). Another instance
+// recovers a lease only some time after its end, so a holder that keeps
+// extending is never recovered.
+type RefreshLeaseExtended struct {
+	LeaseUntil time.Time `json:"lease_until"`
+}
+
 // AccessRejected: an API call using the connection's access token was
 // rejected. Terminal rejections (the token from a refresh made because of a
 // rejection was rejected again) end in unauthenticated.
@@ -189,6 +200,7 @@ func (AuthorisationFailed) EventType() EventType    { return EventAuthorisationF
 func (RefreshStarted) EventType() EventType         { return EventRefreshStarted }
 func (RefreshSucceeded) EventType() EventType       { return EventRefreshSucceeded }
 func (RefreshFailed) EventType() EventType          { return EventRefreshFailed }
+func (RefreshLeaseExtended) EventType() EventType   { return EventRefreshLeaseExtended }
 func (AccessRejected) EventType() EventType         { return EventAccessRejected }
 func (TokensInvalidated) EventType() EventType      { return EventTokensInvalidated }
 func (ConnectionUpdated) EventType() EventType      { return EventConnectionUpdated }

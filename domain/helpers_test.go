@@ -28,6 +28,7 @@ var documented = map[string]map[domain.State]domain.State{
 	domain.TransRefreshSucceeded:       {F: A},
 	domain.TransRefreshFailedTransient: {F: A},
 	domain.TransRefreshFailedTerminal:  {F: U},
+	domain.TransRefreshLeaseExtended:   {F: F},
 	domain.TransAccessRejected:         {A: A, F: F},
 	domain.TransAccessRejectedTerminal: {A: U},
 	domain.TransTokensInvalidated:      {U: U, R: R},
@@ -193,6 +194,8 @@ func (h *hist) payloadFor(trans string) domain.Payload {
 		return h.refreshTransient()
 	case domain.TransRefreshFailedTerminal:
 		return h.refreshTerminal()
+	case domain.TransRefreshLeaseExtended:
+		return domain.RefreshLeaseExtended{LeaseUntil: h.now.Add(45 * time.Second)}
 	case domain.TransAccessRejected:
 		return h.rejected()
 	case domain.TransAccessRejectedTerminal:
@@ -296,6 +299,7 @@ func allCommands(now time.Time) []domain.Command {
 		domain.FailRefresh{ErrorCode: "server_error", HTTPStatus: 503, RetryAt: now.Add(time.Minute)},
 		domain.FailRefresh{Terminal: true, ErrorCode: "invalid_grant", HTTPStatus: 400},
 		domain.RecoverLease{Now: now.Add(time.Hour)},
+		domain.ExtendLease{LeaseUntil: now.Add(time.Hour)},
 		domain.RejectAccess{HTTPStatus: 401, ErrorCode: "invalid_token"},
 		domain.InvalidateTokens{},
 		domain.Update{Config: map[string]string{"k": "v"}},

@@ -25,6 +25,7 @@ var commandWeights = []struct {
 	{"succeed-refresh", 12},
 	{"fail-refresh", 10},
 	{"recover-lease", 5},
+	{"extend-lease", 4},
 	{"complete-auth", 10},
 	{"start-auth", 8},
 	{"fail-auth", 4},
@@ -32,7 +33,7 @@ var commandWeights = []struct {
 	{"update", 5},
 	{"create", 3},
 	{"delete", 2},
-	{"reject-access", 22},
+	{"reject-access", 18},
 }
 
 func drawKind(t *rapid.T) string {
@@ -118,6 +119,12 @@ func drawCommand(t *rapid.T, c *domain.Connection, now time.Time) domain.Command
 		}
 	case "recover-lease":
 		return domain.RecoverLease{Now: at("recover-at", -120, 600)}
+	case "extend-lease":
+		lease := at("extended-lease", -60, 600)
+		if rapid.IntRange(0, 9).Draw(t, "zero-extension") == 0 {
+			lease = time.Time{}
+		}
+		return domain.ExtendLease{LeaseUntil: lease}
 	case "reject-access":
 		return domain.RejectAccess{
 			HTTPStatus:    rapid.SampledFrom([]int{401, 403, 500, 401}).Draw(t, "reject-status"),

@@ -82,7 +82,7 @@ var Reasons = []ReasonInfo{
 	{ReasonAuthorisationDenied, "The user (or the provider) refused the authorisation request.", "Authorisation was declined"},
 	{ReasonAuthorisationExpired, "An authorisation attempt was abandoned and expired.", "The connection attempt expired before it was completed"},
 	{ReasonRefreshRetriesExhausted, "Transient refresh failures (network, 5xx, 429) exceeded the retry bound.", "The provider could not be reached to renew access"},
-	{ReasonRotatedTokensLost, "The provider rotated the tokens but tokenline could not store the new ones within the refresh lease; the old refresh token is no longer valid.", "Access was renewed but could not be saved"},
+	{ReasonRotatedTokensLost, "A refresher that had sent the refresh request (so the provider may have replaced the refresh token) died before it stored the new tokens; the old refresh token is never presented again.", "Access was renewed but could not be saved"},
 	{ReasonConnectionDeleted, "The connection was deleted; its history is kept.", "This connection was deleted"},
 }
 

@@ -24,6 +24,7 @@ const (
 	TransRefreshSucceeded       = string(EventRefreshSucceeded)
 	TransRefreshFailedTransient = string(EventRefreshFailed) + ".transient"
 	TransRefreshFailedTerminal  = string(EventRefreshFailed) + ".terminal"
+	TransRefreshLeaseExtended   = string(EventRefreshLeaseExtended)
 	TransAccessRejected         = string(EventAccessRejected)
 	TransAccessRejectedTerminal = string(EventAccessRejected) + ".terminal"
 	TransTokensInvalidated      = string(EventTokensInvalidated)
@@ -63,6 +64,7 @@ var Transitions = func() []fsm.EventDesc {
 		{Name: TransConnectionDeleted, Src: s(States...), Dst: string(StateUnauthenticated)},
 	}
 	t = append(t, selfLoops(TransAccessRejected, StateActive, StateRefreshing)...)
+	t = append(t, selfLoops(TransRefreshLeaseExtended, StateRefreshing)...)
 	t = append(t, selfLoops(TransTokensInvalidated, StateUnauthenticated, StateReauthorising)...)
 	t = append(t, selfLoops(TransConnectionUpdated, States...)...)
 	return t

@@ -91,6 +91,8 @@ func (e *DecodeError) Unwrap() error { return e.Kind }
 //   - refresh.failed v1 (draft): {"terminal", "code", "status"}; v2 renamed
 //     code→error_code and status→http_status and added class, attempt,
 //     reason and retry_at. v1 is upcast on read.
+//   - refresh.lease_extended v1: {"lease_until"}, added as a new type
+//     (readers that predate it fail on it with ErrUnknownType).
 var CurrentVersion = map[domain.EventType]int{
 	domain.EventConnectionCreated:      1,
 	domain.EventAuthorisationStarted:   1,
@@ -103,6 +105,7 @@ var CurrentVersion = map[domain.EventType]int{
 	domain.EventTokensInvalidated:      1,
 	domain.EventConnectionUpdated:      1,
 	domain.EventConnectionDeleted:      1,
+	domain.EventRefreshLeaseExtended:   1,
 }
 
 // Envelope is the CloudEvents structured-mode JSON envelope.
@@ -262,6 +265,8 @@ func decodeData(t domain.EventType, version int, data []byte) (domain.Payload, e
 		} else {
 			p, err = unmarshal[domain.RefreshFailed](data)
 		}
+	case domain.EventRefreshLeaseExtended:
+		p, err = unmarshal[domain.RefreshLeaseExtended](data)
 	case domain.EventAccessRejected:
 		p, err = unmarshal[domain.AccessRejected](data)
 	case domain.EventTokensInvalidated:
@@ -316,6 +321,10 @@ func validate(p domain.Payload) error {
 	case domain.AuthorisationFailed:
 		if !d.Reason.Valid() {
 			return malformed("authorisation.failed with an unknown reason")
+		}
+	case domain.RefreshLeaseExtended:
+		if d.LeaseUntil.IsZero() {
+			return malformed("refresh.lease_extended without lease_until")
 		}
 	case domain.RefreshFailed:
 		if d.Terminal && !d.Reason.Valid() {

@@ -62,7 +62,8 @@ func samplePayloads() map[domain.EventType]domain.Payload {
 		domain.EventRefreshStarted: domain.RefreshStarted{
 			Attempt: 2, LeaseUntil: at0.Add(30 * time.Second), Trigger: domain.TriggerSchedule, RefreshTokenFP: info.RefreshTokenFP,
 		},
-		domain.EventRefreshSucceeded: domain.RefreshSucceeded{Attempt: 1, Tokens: info, Rotated: true},
+		domain.EventRefreshSucceeded:     domain.RefreshSucceeded{Attempt: 1, Tokens: info, Rotated: true},
+		domain.EventRefreshLeaseExtended: domain.RefreshLeaseExtended{LeaseUntil: at0.Add(45 * time.Second)},
 		domain.EventRefreshFailed: domain.RefreshFailed{
 			Terminal: true, Class: "terminal", ErrorCode: "invalid_grant", HTTPStatus: 400, Attempt: 1, Reason: domain.ReasonInvalidGrant,
 		},

@@ -66,6 +66,7 @@ var fastTypes = func() map[domain.EventType]payloadDecoder {
 		domain.EventTokensInvalidated:      {1, []string{"reason", "access_token_fp", "refresh_token_fp", "provider_revoked"}, decTokensInvalidated},
 		domain.EventConnectionUpdated:      {1, []string{"scopes", "config"}, decConnectionUpdated},
 		domain.EventConnectionDeleted:      {1, nil, decConnectionDeleted},
+		domain.EventRefreshLeaseExtended:   {1, []string{"lease_until"}, decRefreshLeaseExtended},
 	}
 	samples := map[domain.EventType]domain.Payload{
 		domain.EventConnectionCreated: domain.ConnectionCreated{}, domain.EventAuthorisationStarted: domain.AuthorisationStarted{},
@@ -73,7 +74,7 @@ var fastTypes = func() map[domain.EventType]payloadDecoder {
 		domain.EventRefreshStarted: domain.RefreshStarted{}, domain.EventRefreshSucceeded: domain.RefreshSucceeded{},
 		domain.EventRefreshFailed: domain.RefreshFailed{}, domain.EventAccessRejected: domain.AccessRejected{},
 		domain.EventTokensInvalidated: domain.TokensInvalidated{}, domain.EventConnectionUpdated: domain.ConnectionUpdated{},
-		domain.EventConnectionDeleted: domain.ConnectionDeleted{},
+		domain.EventConnectionDeleted: domain.ConnectionDeleted{}, domain.EventRefreshLeaseExtended: domain.RefreshLeaseExtended{},
 	}
 	tokensOK := sameKeys(reflect.TypeOf(domain.TokenInfo{}), tokenInfoKeys)
 	out := map[domain.EventType]payloadDecoder{}
@@ -295,6 +296,19 @@ func decRefreshStarted(p *parser) (domain.Payload, bool) {
 		return ok
 	}, 4)
 	return d, ok
+}
+
+func decRefreshLeaseExtended(p *parser) (domain.Payload, bool) {
+	var d domain.RefreshLeaseExtended
+	ok := p.object(func(k []byte) bool {
+		var ok bool
+		if string(k) == "lease_until" {
+			d.LeaseUntil, ok = p.time()
+		}
+		return ok
+	}, 1)
+	// A zero lease_until is refused by Decode's validation: fall back to it.
+	return d, ok && !d.LeaseUntil.IsZero()
 }
 
 func decRefreshSucceeded(p *parser) (domain.Payload, bool) {

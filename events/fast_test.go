@@ -61,6 +61,7 @@ func samplePayloads(rng *rand.Rand) []domain.Payload {
 		domain.TokensInvalidated{Reason: reason, AccessTokenFP: str("a"), RefreshTokenFP: str("r"), ProviderRevoked: rng.IntN(2) == 0},
 		domain.ConnectionUpdated{Scopes: scopes(), Config: cfg()},
 		domain.ConnectionDeleted{},
+		domain.RefreshLeaseExtended{LeaseUntil: at.Add(time.Duration(1 + rng.Int64N(1e12)))},
 	}
 }
 

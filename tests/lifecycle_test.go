@@ -627,40 +627,55 @@ func (g *goroutineT) Fatalf(format string, args ...any) {
 }
 func (g *goroutineT) FailNow() { g.record("FailNow"); runtime.Goexit() }
 
-// A refresher that took the lease and died is recovered after the lease:
-// another instance records refresh.failed (lease_expired, transient) and
-// refreshes with the stored refresh token.
-func TestDeadRefresherRecoveredAfterLease(t *testing.T) {
-	in := start(t, nil)
-	id := create(t, in, map[string]string{"team": "finance"})
-	authorise(t, in, id)
-	c := load(t, in, id)
-	// The "dead" refresher: it appended refresh.started and never came back.
-	p, err := domain.Decide(&c, domain.StartRefresh{LeaseUntil: time.Now().Add(300 * time.Millisecond), Trigger: domain.TriggerSchedule})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := in.Store.Append(ctxT(t), id, c.Version, domain.Event{Actor: "instance/dead", Payload: p}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := in.Lifecycle.Token(ctxT(t), id); !errors.Is(err, domain.ErrUnauthenticated) {
-		t.Fatalf("token handed out while another instance holds the refresh lease: %v", err)
-	}
-	eventually(t, 10*time.Second, "recovery and a new refresh", func() bool {
-		return contains(history(t, in, id), "refresh.succeeded")
-	})
-	h, _ := in.Store.History(ctxT(t), id)
-	var sawRecovery bool
-	for _, e := range h {
-		if rf, ok := e.Payload.(domain.RefreshFailed); ok && rf.ErrorCode == "lease_expired" && !rf.Terminal {
-			sawRecovery = true
-		}
-	}
-	if !sawRecovery || load(t, in, id).State != domain.StateActive {
-		t.Fatalf("events %v", history(t, in, id))
-	}
-	if tok, _, err := in.Lifecycle.Token(ctxT(t), id); err != nil || tok == "" {
-		t.Fatalf("token after recovery: %v", err)
+// A refresher that took the lease and died (with its token request sent,
+// or before sending it: the two cannot be told apart) is recovered a grace
+// after its lease: the provider may have replaced the refresh token, so
+// another instance records rotated_tokens_lost and never presents the old
+// refresh token again (the sandbox sees no second refresh request and no
+// reuse).
+func TestDeadRefresherRecoveredAsRotatedTokensLost(t *testing.T) {
+	for _, sent := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sent=%t", sent), func(t *testing.T) {
+			in := start(t, func(c *app.Config) { c.RefreshLease = 2 * time.Second }) // the grace is the lease
+			id := create(t, in, map[string]string{"team": "finance"})
+			authorise(t, in, id)
+			c := load(t, in, id)
+			// The "dead" refresher: it appended refresh.started, maybe sent
+			// its request, and never came back.
+			p, err := domain.Decide(&c, domain.StartRefresh{LeaseUntil: time.Now().Add(300 * time.Millisecond), Trigger: domain.TriggerSchedule, RefreshTokenFP: c.Tokens.RefreshTokenFP})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := in.Store.Append(ctxT(t), id, c.Version, domain.Event{Actor: "instance/dead", Payload: p}); err != nil {
+				t.Fatal(err)
+			}
+			if sent {
+				toks, err := in.Vault.Get(ctxT(t), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, rotated, err := in.Providers["sandbox"].Refresh(ctxT(t), toks.RefreshToken, toks.Scopes); err != nil || !rotated {
+					t.Fatalf("the dead refresher's request: rotated %t, %v", rotated, err)
+				}
+			}
+			if _, _, err := in.Lifecycle.Token(ctxT(t), id); !errors.Is(err, domain.ErrUnauthenticated) {
+				t.Fatalf("token handed out while another instance holds the refresh lease: %v", err)
+			}
+			eventually(t, 10*time.Second, "recovery", func() bool {
+				return contains(history(t, in, id), "tokens.invalidated")
+			})
+			c = load(t, in, id)
+			if c.State != domain.StateUnauthenticated || c.Reason != domain.ReasonRotatedTokensLost {
+				t.Fatalf("state %s (%s); events %v", c.State, c.Reason, history(t, in, id))
+			}
+			var wantRefreshes int64
+			if sent {
+				wantRefreshes = 1
+			}
+			if s := stats(t, in); s.TokenRequests.RefreshToken != wantRefreshes || s.RefreshTokenReuse != 0 {
+				t.Fatalf("sandbox saw %d refresh requests, %d reuses; want %d, 0", s.TokenRequests.RefreshToken, s.RefreshTokenReuse, wantRefreshes)
+			}
+		})
 	}
 }
 

@@ -123,6 +123,7 @@ type TokenEndpoint struct {
 	scripted     map[Request][]*domain.Failure
 	holds        map[Request]*Hold
 	counts       map[Request]int
+	presented    map[Request][]string // fingerprints of the tokens presented
 }
 
 type authCode struct {
@@ -176,6 +177,7 @@ func NewTokenEndpoint(cfg TokenEndpointConfig) *TokenEndpoint {
 		scripted:     map[Request][]*domain.Failure{},
 		holds:        map[Request]*Hold{},
 		counts:       map[Request]int{},
+		presented:    map[Request][]string{},
 	}
 }
 
@@ -374,6 +376,25 @@ func (s *TokenEndpoint) Approve(authURL string) (code string, err error) {
 	return code, nil
 }
 
+// present logs the fingerprint of a token presented to the server, before
+// anything else happens to the request (a token sent is a token presented,
+// whatever the answer).
+func (s *TokenEndpoint) present(kind Request, token string) {
+	s.mu.Lock()
+	s.presented[kind] = append(s.presented[kind], domain.Fingerprint(token))
+	s.mu.Unlock()
+}
+
+// Presented returns the fingerprints (domain.Fingerprint) of the tokens
+// presented in requests of the kind (RequestRefresh: refresh tokens;
+// RequestRevoke: either kind of token), in order, including requests that
+// failed. A test asserts with it that a token was never sent.
+func (s *TokenEndpoint) Presented(kind Request) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.presented[kind])
+}
+
 // begin counts a request, waits while it is held, and returns the failure
 // it gets before reaching the grant logic (context ended, scripted, wrong
 // client secret). On nil it returns with s.mu held.
@@ -457,6 +478,9 @@ func (s *TokenEndpoint) Refresh(ctx context.Context, refreshToken string, scopes
 	if refreshToken == "" {
 		return domain.Tokens{}, false, noStoredRefreshToken()
 	}
+	if ctx.Err() == nil {
+		s.present(RequestRefresh, refreshToken)
+	}
 	if f := s.begin(ctx, RequestRefresh); f != nil {
 		return domain.Tokens{}, false, f
 	}
@@ -487,6 +511,9 @@ func (s *TokenEndpoint) Revoke(ctx context.Context, token, hint string) error {
 	}
 	if token == "" {
 		return nil
+	}
+	if ctx.Err() == nil {
+		s.present(RequestRevoke, token)
 	}
 	if f := s.begin(ctx, RequestRevoke); f != nil {
 		if f.Code == "invalid_client" {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +316,32 @@ func TestFailuresMatchProviderClassify(t *testing.T) {
 	defer cancel()
 	if _, _, err := p.Refresh(dl, "rt", nil); !reflect.DeepEqual(provider.Classify(err), memory.TimeoutFailure()) {
 		t.Errorf("deadline passed: provider %+v", provider.Classify(err))
+	}
+}
+
+// Presented logs every token sent, by fingerprint, failed requests too;
+// a request whose context ended before it was sent presents nothing.
+func TestTokenEndpointPresented(t *testing.T) {
+	e, _ := newEndpoint(t)
+	tok := grant(t, e)
+	rotated, _, err := e.Refresh(t.Context(), tok.RefreshToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Refresh(t.Context(), tok.RefreshToken, nil); err == nil {
+		t.Fatal("a replaced refresh token was accepted")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, _, _ = e.Refresh(ctx, rotated.RefreshToken, nil)
+	if err := e.Revoke(t.Context(), rotated.AccessToken, "access_token"); err != nil {
+		t.Fatal(err)
+	}
+	old := domain.Fingerprint(tok.RefreshToken)
+	if got := e.Presented(memory.RequestRefresh); !slices.Equal(got, []string{old, old}) {
+		t.Fatalf("refresh presented %v", got)
+	}
+	if got := e.Presented(memory.RequestRevoke); !slices.Equal(got, []string{domain.Fingerprint(rotated.AccessToken)}) {
+		t.Fatalf("revoke presented %v", got)
 	}
 }

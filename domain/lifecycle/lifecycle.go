@@ -55,8 +55,24 @@ type Config struct {
 	// AuthorisationTTL is how long an authorisation attempt (state) lives;
 	// default 10 minutes.
 	AuthorisationTTL time.Duration
-	// Lease is how long a refresher holds the refresh lock; default 30 s.
+	// Lease is how long a refresh.started (or refresh.lease_extended) holds
+	// the refresh lock; default 30 s. A refresher that is still working
+	// extends it once less than half is left, so Lease/2 is how long the
+	// stream may be unwritable before the lease runs out. The token request
+	// gets Lease/3.
 	Lease time.Duration
+	// LeaseGrace is how long after the end of a lease another instance
+	// recovers it (the holder is then taken for dead); default Lease. A
+	// holder whose extensions fail (a JetStream leader election, a NATS
+	// outage) keeps its lease for Lease/2 + LeaseGrace, 45 s by default.
+	LeaseGrace time.Duration
+	// StoreTimeout bounds each try of a vault write, and of an append or
+	// load the refresher makes after the token request, so that one hung
+	// call does not use up the lease; the refresher retries with backoff
+	// and jitter (250 ms doubling to 4 s) until it succeeds. Default 5 s:
+	// longer than a JetStream leader election usually takes, short against
+	// the time the lease gives (Lease/2).
+	StoreTimeout time.Duration
 	// MaxAttempts bounds consecutive transient refresh failures; default 5.
 	MaxAttempts int
 	// BackoffBase and BackoffMax shape the exponential backoff with jitter
@@ -95,6 +111,8 @@ func New(cfg Config) (*Service, error) {
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.AuthorisationTTL = positiveOr(cfg.AuthorisationTTL, 10*time.Minute)
 	cfg.Lease = positiveOr(cfg.Lease, 30*time.Second)
+	cfg.LeaseGrace = positiveOr(cfg.LeaseGrace, cfg.Lease)
+	cfg.StoreTimeout = positiveOr(cfg.StoreTimeout, 5*time.Second)
 	cfg.MaxAttempts = positiveOr(cfg.MaxAttempts, 5)
 	cfg.BackoffBase = positiveOr(cfg.BackoffBase, time.Second)
 	cfg.BackoffMax = positiveOr(cfg.BackoffMax, 5*time.Minute)
@@ -269,6 +287,13 @@ func (s *Service) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	d = min(d, s.cfg.BackoffMax)
 	d = d/2 + mrand.N(d/2+1)
 	return max(d, retryAfter)
+}
+
+// retryDelay is the wait before try attempt+1 of a refresher's vault
+// write or append: 250 ms doubling up to 4 s, with equal jitter.
+func retryDelay(attempt int) time.Duration {
+	d := min(250*time.Millisecond<<min(max(attempt-1, 0), 4), 4*time.Second)
+	return d/2 + mrand.N(d/2+1)
 }
 
 // sleep waits for d on the clock, or until ctx ends (false).

@@ -38,7 +38,7 @@ func TestDefaultMargin(t *testing.T) {
 // The scheduler's queue hands out jobs in due order, only when due, and
 // re-plans an entry when the aggregate it follows changes.
 func TestSchedulerQueue(t *testing.T) {
-	s := &Service{cfg: Config{Margin: DefaultMargin}, sched: map[string]*schedEntry{}, inflight: map[string]bool{}}
+	s := &Service{cfg: Config{Margin: DefaultMargin, LeaseGrace: 30 * time.Second}, sched: map[string]*schedEntry{}, inflight: map[string]bool{}}
 	t0 := time.Unix(1_700_000_000, 0).UTC()
 	conns := map[string]*domain.Connection{}
 	var history []domain.Connection // every aggregate observed, in order
@@ -91,7 +91,19 @@ func TestSchedulerQueue(t *testing.T) {
 			s.Observe(nil, &old)
 		}
 	}
-	if en := s.sched["late"]; en.state != domain.StateRefreshing || en.job != "recover" || !en.due.Equal(t0.Add(7*time.Minute+time.Second)) {
+	if en := s.sched["late"]; en.state != domain.StateRefreshing || en.job != "recover" || !en.due.Equal(t0.Add(7*time.Minute+30*time.Second)) {
 		t.Fatalf("entry %s job %q due %v", en.state, en.job, en.due)
+	}
+	// A lease extension moves the recovery: a live holder is not recovered.
+	ext := history[len(history)-2].Clone() // "late" at refresh.started
+	if err := ext.Apply(domain.Event{ConnectionID: "late", Seq: 5, Time: t0.Add(7 * time.Minute), Payload: domain.RefreshLeaseExtended{LeaseUntil: t0.Add(8 * time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Observe(nil, &ext)
+	if j := s.dueJobs(t0.Add(8 * time.Minute)); len(j) != 0 {
+		t.Fatalf("an extended lease recovered: %v", j)
+	}
+	if j := s.dueJobs(t0.Add(8*time.Minute + 30*time.Second)); len(j) != 1 || j[0] != (job{"late", "recover"}) {
+		t.Fatalf("after the extended lease and its grace: %v", j)
 	}
 }

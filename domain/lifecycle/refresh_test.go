@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,8 +44,9 @@ func TestRefreshLosesTheLock(t *testing.T) {
 	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.Is(err, domain.ErrConflict) {
 		t.Fatalf("%v", err)
 	}
-	if e.tep.Requests(memory.RequestRefresh) != 0 || e.vault.Gets() != 0 {
-		t.Fatal("the loser read the vault or sent a token request")
+	// The vault is read before the lock is taken; the loser sends nothing.
+	if e.tep.Requests(memory.RequestRefresh) != 0 || e.vault.Gets() != 1 {
+		t.Fatalf("the loser read the vault %d times or sent a token request", e.vault.Gets())
 	}
 	if l, a := e.store.Loads(), e.store.Appends(); l != 1 || a != 2 { // its own and the racer's
 		t.Fatalf("%d loads, %d appends", l, a)
@@ -265,52 +267,6 @@ func TestRefreshTerminalReasons(t *testing.T) {
 	}
 }
 
-// The vault write of rotated tokens is retried on the clock; a write that
-// never succeeds is terminal (the old refresh token is dead).
-func TestRefreshStoresRotatedTokensAfterRetries(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	e.vault.FailPuts(3, errors.New("vault unreachable"))
-	t0 := e.clock.Now()
-	if err := drive(e, func() error { return e.svc.Refresh(e.ctx, id, domain.TriggerManual) }); err != nil {
-		t.Fatal(err)
-	}
-	if waited := e.clock.Now().Sub(t0); waited != 600*time.Millisecond {
-		t.Fatalf("waited %v, want 100+200+300ms", waited)
-	}
-	if e.vault.Puts() != 1+4 {
-		t.Fatalf("%d puts", e.vault.Puts())
-	}
-	e.expectOpen(e.instance, id)
-}
-
-func TestRefreshRotatedTokensLost(t *testing.T) {
-	e, id, n := activeEnv(t)
-	old, _ := e.vault.Get(e.ctx, id)
-	e.vault.FailPuts(4, errors.New("vault unreachable"))
-	err := drive(e, func() error { return e.svc.Refresh(e.ctx, id, domain.TriggerManual) })
-	var te *lifecycle.TerminalError
-	if !errors.As(err, &te) || te.Reason != domain.ReasonRotatedTokensLost {
-		t.Fatalf("%v", err)
-	}
-	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventTokensInvalidated)
-	if rf := find[domain.RefreshFailed](e, id); !rf.Terminal || rf.ErrorCode != "rotated_tokens_lost" {
-		t.Fatalf("refresh.failed %+v", rf)
-	}
-	expectClosed(t, e.instance, id, domain.ReasonRotatedTokensLost)
-	if e.vault.Has(id) {
-		t.Fatal("the old tokens are still in the vault")
-	}
-	if ti := last[domain.TokensInvalidated](e, id); ti.RefreshTokenFP != domain.Fingerprint(old.RefreshToken) {
-		t.Fatalf("tokens.invalidated %+v", ti)
-	}
-	// The rotated tokens that could not be stored were revoked: no grant
-	// outlives the connection's record of it.
-	if n := e.tep.LiveGrants(); n != 0 {
-		t.Fatalf("%d live grants at the provider", n)
-	}
-}
-
 // startHeld starts a refresh whose token request the provider holds, and
 // returns the hold and the refresh's result.
 func (e *env) startHeld(id string) (*memory.Hold, <-chan error) {
@@ -376,70 +332,91 @@ func TestRefreshTerminalOutcomeAfterASelfLoopEvent(t *testing.T) {
 	expectClosed(t, e.instance, id, domain.ReasonInvalidGrant)
 }
 
-// expireLease lets the refresh lease (30 seconds) expire and appends what
-// another instance's scheduler appends for an expired lease.
-func (e *env) expireLease(id string) {
+// expireLease lets the refresh lease (30 seconds) run out without an
+// extension (the holder is stuck at the provider) and appends what another
+// instance's scheduler appends for it: for a provider that rotates,
+// rotated_tokens_lost; for one that kept the refresh token on the last
+// refresh (kept), a transient lease_expired.
+func (e *env) expireLease(id string, kept bool) {
 	e.t.Helper()
-	e.clock.Advance(31 * time.Second)
+	e.clock.Advance(61 * time.Second)
 	c := e.load(id)
-	e.appendRaw(id, domain.RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, RetryAt: e.clock.Now()})
+	if kept {
+		e.appendRaw(id, domain.RefreshFailed{Class: "transient", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, RetryAt: e.clock.Now()})
+		return
+	}
+	e.appendRaw(id, domain.RefreshFailed{Terminal: true, Class: "terminal", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, Reason: domain.ReasonRotatedTokensLost})
+}
+
+// keepingProvider makes the env's provider stop rotating and records one
+// refresh that kept the refresh token, so that the connection knows its
+// provider keeps refresh tokens (RefreshTokenKept).
+func (e *env) keepingProvider(id string) {
+	e.t.Helper()
+	e.tep.SetIssueRefreshTokens(false)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
+		e.t.Fatal(err)
+	}
+	if !e.load(id).RefreshTokenKept {
+		e.t.Fatal("RefreshTokenKept not set")
+	}
 }
 
 // The lease was recovered by another instance while the token request was
-// in flight: the outcome is not appended, and the rotated tokens stay in
-// the vault for the next refresh to adopt (the connection is usable).
+// in flight (the holder could not extend it): the refresher finds the
+// lease lost, does not store or record the rotated tokens and revokes
+// them, so no grant outlives the record that it was lost.
 func TestRefreshLeaseRecoveredMeanwhile(t *testing.T) {
 	e, id, n := activeEnv(t)
+	old, _ := e.vault.Get(e.ctx, id)
 	hold, done := e.startHeld(id)
-	e.expireLease(id)
+	e.expireLease(id, false)
 	hold.Release()
 	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
 		t.Fatalf("%v", err)
 	}
 	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed)
-	stored, _ := e.vault.Get(e.ctx, id)
-	if c := e.load(id); c.State != domain.StateActive || c.Tokens.RefreshTokenFP == domain.Fingerprint(stored.RefreshToken) {
-		t.Fatal("the vault should be ahead of the stream")
+	if stored, _ := e.vault.Get(e.ctx, id); stored.RefreshToken != old.RefreshToken {
+		t.Fatal("the unrecorded tokens were stored")
 	}
-	// The next refresh adopts them without a token request.
-	requests := e.tep.Requests(memory.RequestRefresh)
-	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
-		t.Fatal(err)
+	if e.tep.LiveGrants() != 0 {
+		t.Fatal("the unrecorded rotated tokens were not revoked")
 	}
-	if e.tep.Requests(memory.RequestRefresh) != requests || last[domain.RefreshSucceeded](e, id).Tokens.RefreshTokenFP != domain.Fingerprint(stored.RefreshToken) {
-		t.Fatal("not adopted")
-	}
-	e.expectOpen(e.instance, id)
-	if e.tep.LiveGrants() != 1 {
-		t.Fatal("grant killed")
+	if slices.Contains(e.tep.Presented(memory.RequestRevoke), domain.Fingerprint(old.RefreshToken)) {
+		t.Fatal("the replaced refresh token was presented for revocation")
 	}
 }
 
-// The lease was recovered and another instance holds a new one: the
-// connection is refreshing again, but not under this refresher's lease, so
-// its outcome is not appended.
+// The lease was recovered (transient: the provider keeps refresh tokens)
+// and another instance holds a new one: the connection is refreshing
+// again, but not under this refresher's lease, so its outcome is not
+// appended, and the kept refresh token is not revoked.
 func TestRefreshLeaseRecoveredAndTakenByAnotherRefresher(t *testing.T) {
-	e, id, n := activeEnv(t)
+	e, id, _ := activeEnv(t)
+	e.keepingProvider(id)
+	n := e.events(id)
 	hold, done := e.startHeld(id)
-	e.expireLease(id)
+	e.expireLease(id, true)
 	e.appendRaw(id, domain.RefreshStarted{Attempt: 2, LeaseUntil: e.clock.Now().Add(30 * time.Second), Trigger: domain.TriggerSchedule})
 	hold.Release()
 	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
 		t.Fatalf("%v", err)
 	}
 	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventRefreshStarted)
-	if c := e.load(id); c.State != domain.StateRefreshing || !e.vault.Has(id) {
-		t.Fatal("state or vault")
+	if c := e.load(id); c.State != domain.StateRefreshing || !e.vault.Has(id) || e.tep.LiveGrants() != 1 {
+		t.Fatal("state, vault or grant")
 	}
 }
 
 // A terminal failure whose lease was recovered meanwhile is not recorded:
 // the connection's state is what the recovering instance decided.
 func TestRefreshFailureAfterTheLeaseWasRecovered(t *testing.T) {
-	e, id, n := activeEnv(t)
+	e, id, _ := activeEnv(t)
+	e.keepingProvider(id)
+	n := e.events(id)
 	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
 	hold, done := e.startHeld(id)
-	e.expireLease(id)
+	e.expireLease(id, true)
 	hold.Release()
 	err := e.result(done)
 	var te *lifecycle.TerminalError
@@ -480,46 +457,24 @@ func TestRefreshAbandonsTokensOfADeletedConnection(t *testing.T) {
 	expectClosed(t, e.instance, id, domain.ReasonConnectionDeleted)
 }
 
-// The outcome cannot be appended (the stream is down): the stored tokens
-// stay for a later refresh to adopt, and the error says so.
-func TestRefreshOutcomeAppendFails(t *testing.T) {
+// A caller that gave up before the lock was taken: nothing is appended,
+// nothing sent.
+func TestRefreshCancelledBeforeTheLock(t *testing.T) {
 	e, id, n := activeEnv(t)
-	appendErr := errors.New("stream unreachable")
-	e.store.OnAppend(func(ev domain.Event) {
-		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
-			e.store.FailAppends(1, appendErr)
-		}
-	})
-	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.Is(err, appendErr) {
+	ctx, cancel := context.WithCancel(e.ctx)
+	cancel()
+	if err := e.svc.Refresh(ctx, id, domain.TriggerManual); !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v", err)
 	}
-	if c := e.load(id); c.State != domain.StateRefreshing || !e.vault.Has(id) {
-		t.Fatal("state or vault")
-	}
-	e.expectTypes(id, n, domain.EventRefreshStarted)
-
-	// A terminal outcome that cannot be appended reopens the gate.
-	e2 := newEnv(t)
-	id2 := e2.active()
-	e2.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
-	e2.store.OnAppend(func(ev domain.Event) {
-		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
-			e2.store.FailAppends(1, appendErr)
-		}
-	})
-	var te *lifecycle.TerminalError
-	if err := e2.svc.Refresh(e2.ctx, id2, domain.TriggerManual); !errors.Is(err, appendErr) || errors.As(err, &te) {
-		t.Fatalf("%v", err)
-	}
-	expectGate(t, e2.instance, id2, domain.DetailRefreshing, domain.ReasonNone)
-	if !e2.vault.Has(id2) {
-		t.Fatal("tokens destroyed without a terminal event")
+	if e.tep.Requests(memory.RequestRefresh) != 0 || e.events(id) != n {
+		t.Fatal("a lock was taken or a token request sent")
 	}
 }
 
-// A shutdown after the lock was taken and before the token request was
-// sent: nothing is sent, the lease is left to expire.
-func TestRefreshCancelledBeforeTheTokenRequest(t *testing.T) {
+// refresh.started is appended immediately before the token request: a
+// caller that gives up once the lock is taken does not stop the request
+// (a lease left to run out would be recovered as rotated_tokens_lost).
+func TestRefreshCancelledAfterTheLock(t *testing.T) {
 	e, id, n := activeEnv(t)
 	ctx, cancel := context.WithCancel(e.ctx)
 	e.store.OnAppend(func(ev domain.Event) {
@@ -527,18 +482,18 @@ func TestRefreshCancelledBeforeTheTokenRequest(t *testing.T) {
 			cancel()
 		}
 	})
-	if err := e.svc.Refresh(ctx, id, domain.TriggerManual); !errors.Is(err, context.Canceled) {
+	if err := e.svc.Refresh(ctx, id, domain.TriggerManual); err != nil {
 		t.Fatalf("%v", err)
 	}
-	if e.tep.Requests(memory.RequestRefresh) != 0 {
-		t.Fatal("a token request was sent")
+	if e.tep.Requests(memory.RequestRefresh) != 1 {
+		t.Fatal("no token request was sent")
 	}
-	e.expectTypes(id, n, domain.EventRefreshStarted)
-	expectGate(t, e.instance, id, domain.DetailRefreshing, domain.ReasonNone)
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
+	e.expectOpen(e.instance, id)
 }
 
 // Once the token request is sent, a cancelled caller does not strand the
-// rotated tokens: the refresh finishes within its lease.
+// rotated tokens: the refresh finishes.
 func TestRefreshFinishesAfterTheCallerGaveUp(t *testing.T) {
 	e := newEnv(t)
 	id := e.active()

@@ -68,9 +68,11 @@ func (s *Service) plan(id string, en *schedEntry) {
 			}
 		}
 	case domain.StateRefreshing:
-		// A refresher that died is recovered a little after its lease.
+		// A refresher that died is recovered LeaseGrace after its lease
+		// ended; a live one extends the lease (refresh.lease_extended),
+		// which moves leaseUntil and so this job, before that.
 		if !en.leaseUntil.IsZero() {
-			en.job, en.due = "recover", en.leaseUntil.Add(time.Second)
+			en.job, en.due = "recover", en.leaseUntil.Add(s.cfg.LeaseGrace)
 		}
 	case domain.StateReauthorising:
 		if !en.attemptExp.IsZero() {
@@ -242,12 +244,7 @@ func (s *Service) runJob(ctx context.Context, j job) {
 	case "refresh":
 		err = s.Refresh(ctx, j.id, domain.TriggerSchedule)
 	case "recover":
-		_, _, err = s.transact(ctx, j.id, nil, func(c *domain.Connection) (domain.Command, error) {
-			return domain.RecoverLease{Now: s.clock.Now()}, nil
-		}, false)
-		if err == nil {
-			s.log.Warn("refresh lease expired; recovered", "connection_id", j.id)
-		}
+		err = s.recoverLease(ctx, j.id)
 	case "expire":
 		_, _, err = s.transact(ctx, j.id, nil, func(c *domain.Connection) (domain.Command, error) {
 			if c.State != domain.StateReauthorising || s.clock.Now().Before(c.AttemptExpiresAt) {

@@ -182,46 +182,6 @@ func (s loadHook) Load(ctx context.Context, id string) (domain.Connection, error
 	return c, err
 }
 
-// A refresher that died (here: cancelled before its token request) leaves
-// the connection refreshing; the scheduler recovers it a second after the
-// lease (lease_expired, transient) and refreshes it at once.
-func TestSchedulerRecoversAnExpiredLease(t *testing.T) {
-	e, id, n := activeEnv(t)
-	ctx, cancel := context.WithCancel(e.ctx)
-	e.store.BeforeAppend(func(_ string, _ uint64, ev domain.Event) {
-		if _, ok := ev.Payload.(domain.RefreshStarted); ok {
-			cancel() // shutdown right after the lock was taken
-		}
-	})
-	if err := e.svc.Refresh(ctx, id, domain.TriggerManual); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Refresh: %v, want context.Canceled", err)
-	}
-	if c := e.load(id); c.State != domain.StateRefreshing || e.tep.Requests(memory.RequestRefresh) != 0 {
-		t.Fatalf("after the interrupted refresh: %s, %d requests", c.State, e.tep.Requests(memory.RequestRefresh))
-	}
-	lease := e.load(id).LeaseUntil
-	stop := e.run()
-	e.tick(29 * time.Second) // the lease (30 s) is still held
-	e.tick(time.Second)
-	if got := e.events(id); got != n+1 {
-		t.Fatalf("recovered while the lease was held: %v", e.typesSince(id, n))
-	}
-	e.tick(2 * time.Second)
-	e.waitFor(id, "the recovery", hasType(domain.EventRefreshFailed))
-	e.tick(250 * time.Millisecond) // retry_at is the recovery time: due at the next tick
-	e.waitFor(id, "the refresh after recovery", hasType(domain.EventRefreshSucceeded))
-	stop()
-	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
-	rf := find[domain.RefreshFailed](e, id)
-	if rf.ErrorCode != "lease_expired" || rf.Terminal || rf.Attempt != 1 || rf.RetryAt.Before(lease) {
-		t.Fatalf("recovery %+v (lease until %v)", rf, lease)
-	}
-	if rs := find[domain.RefreshStarted](e, id); rs.Attempt != 2 || rs.Trigger != domain.TriggerSchedule {
-		t.Fatalf("the refresh after recovery: %+v", rs)
-	}
-	e.expectOpen(e.instance, id)
-}
-
 // An authorisation attempt nobody completes expires (authorisation_expired).
 func TestSchedulerExpiresAnAbandonedAuthorisation(t *testing.T) {
 	e := newEnv(t)

@@ -17,6 +17,7 @@ var payloadSamples = []domain.Payload{
 	domain.ConnectionCreated{}, domain.AuthorisationStarted{}, domain.AuthorisationCompleted{},
 	domain.AuthorisationFailed{}, domain.RefreshStarted{}, domain.RefreshSucceeded{}, domain.RefreshFailed{},
 	domain.AccessRejected{}, domain.TokensInvalidated{}, domain.ConnectionUpdated{}, domain.ConnectionDeleted{},
+	domain.RefreshLeaseExtended{},
 }
 
 type schema struct {

@@ -192,6 +192,8 @@ func Describe(e domain.Event) string {
 		}
 	case domain.RefreshStarted:
 		add("trigger=%s attempt=%d lease_until=%s", d.Trigger, d.Attempt, stamp(d.LeaseUntil))
+	case domain.RefreshLeaseExtended:
+		add("lease_until=%s", stamp(d.LeaseUntil))
 	case domain.RefreshSucceeded:
 		add("rotated=%t access_token_fp=%s expires_at=%s", d.Rotated, d.Tokens.AccessTokenFP, stamp(d.Tokens.AccessTokenExpiresAt))
 	case domain.RefreshFailed:

@@ -113,7 +113,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.SandboxConsent, "sandbox-consent", c.SandboxConsent, "sandbox consent: prompt, approve or deny")
 	fs.IntVar(&c.MaxAttempts, "max-attempts", c.MaxAttempts, "transient refresh failures before refresh_retries_exhausted")
 	fs.DurationVar(&c.BackoffBase, "backoff-base", c.BackoffBase, "first backoff after a transient refresh failure")
-	fs.DurationVar(&c.RefreshLease, "refresh-lease", c.RefreshLease, "refresh lock lease")
+	fs.DurationVar(&c.RefreshLease, "refresh-lease", c.RefreshLease, "refresh lock lease: a live refresher extends it at half; another instance recovers it this long after its end")
 	fs.DurationVar(&c.Tick, "tick", c.Tick, "scheduler period")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "refreshes in flight per instance")
 	fs.IntVar(&c.SnapshotEvery, "snapshot-every", c.SnapshotEvery, "events between projection snapshots")
