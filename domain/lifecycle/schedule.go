@@ -173,6 +173,13 @@ type job struct {
 	kind string // "refresh", "recover", "expire", "invalidate"
 }
 
+// taken is a job the dispatcher took off the queue.
+type taken struct {
+	job
+	seq  uint64        // the entry's version then
+	late time.Duration // how long after its planned time
+}
+
 // queue puts en in the due queue, moves it, or takes it out (s.mu held).
 // An entry that becomes the earliest wakes the dispatcher (Run), which may
 // be sleeping until a later due time.
@@ -195,16 +202,16 @@ func (s *Service) queue(en *schedEntry) {
 }
 
 // take hands out the earliest job due at now, marked in flight, and how
-// late it starts (after its due time); else it reports how long until the
+// late it starts (after its planned time); else it reports how long until the
 // earliest entry is due (0: the queue is empty). An entry whose job is
 // running is dropped: it is re-planned when the job ends (Run), so it is
 // not lost.
-func (s *Service) take(now time.Time) (j job, late, wait time.Duration, ok bool) {
+func (s *Service) take(now time.Time) (t taken, wait time.Duration, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.dueQ) > 0 {
 		if wait = s.dueQ[0].due.Sub(now); wait > 0 {
-			return job{}, 0, wait, false
+			return taken{}, wait, false
 		}
 		en := heap.Pop(&s.dueQ).(*schedEntry)
 		s.spread.remove(en)
@@ -212,9 +219,12 @@ func (s *Service) take(now time.Time) (j job, late, wait time.Duration, ok bool)
 			continue
 		}
 		s.inflight[en.id] = true
-		return job{en.id, en.job}, -wait, 0, true
+		if en.due.IsZero() {
+			wait = 0 // an invalidation is due when queued: on time
+		}
+		return taken{job{en.id, en.job}, en.seq, -wait}, 0, true
 	}
-	return job{}, 0, 0, false
+	return taken{}, 0, false
 }
 
 // Run schedules refreshes ahead of expiry, recovers expired refresh leases,
@@ -245,7 +255,7 @@ func (s *Service) Run(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			start := s.clock.Now()
-			err := s.runJob(ctx, j)
+			err := s.runJob(ctx, j.job)
 			took := s.clock.Now().Sub(start)
 			<-s.sem
 			s.mu.Lock()
@@ -255,10 +265,12 @@ func (s *Service) Run(ctx context.Context) {
 				s.spread.observe(took) // a refresh that did its work: what the capacity is made of
 			}
 			if en := s.sched[j.id]; en != nil && en.idx < 0 {
-				// The job changed nothing (yet): queue it again, no
-				// sooner than a second from now.
+				// Not queued: the job changed nothing (yet), or what it
+				// changed was planned while it ran (and dropped by take).
+				// Queue it again; if nothing changed, no sooner than a
+				// second from now.
 				s.plan(j.id, en)
-				if next := s.clock.Now().Add(time.Second); en.idx >= 0 && en.due.Before(next) {
+				if next := s.clock.Now().Add(time.Second); en.seq == j.seq && en.idx >= 0 && en.due.Before(next) {
 					en.due = next
 					heap.Fix(&s.dueQ, en.idx)
 				}
@@ -268,12 +280,12 @@ func (s *Service) Run(ctx context.Context) {
 }
 
 // nextJob waits until a job is due and takes it (false: ctx ended).
-func (s *Service) nextJob(ctx context.Context) (job, bool) {
+func (s *Service) nextJob(ctx context.Context) (taken, bool) {
 	for {
-		j, late, wait, ok := s.take(s.clock.Now())
+		j, wait, ok := s.take(s.clock.Now())
 		if ok {
 			if f := s.cfg.ObserveLateness; f != nil {
-				f(j.kind, late)
+				f(j.kind, j.late)
 			}
 			return j, true
 		}
@@ -282,7 +294,7 @@ func (s *Service) nextJob(ctx context.Context) (job, bool) {
 		}
 		select {
 		case <-ctx.Done():
-			return job{}, false
+			return taken{}, false
 		case <-s.wake:
 		case <-s.clock.After(wait):
 		}

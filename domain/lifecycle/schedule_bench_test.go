@@ -24,7 +24,7 @@ func BenchmarkDueJobs(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		if _, _, _, ok := s.take(now); ok {
+		if _, _, ok := s.take(now); ok {
 			b.Fatal("a job is due")
 		}
 	}

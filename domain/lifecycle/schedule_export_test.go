@@ -30,14 +30,18 @@ func SetRefreshDuration(s *Service, d time.Duration) {
 	s.spread.job = d
 }
 
-// RunUnspread runs the scheduler as it was before issue 13: no spreading
-// (every refresh due at dueAt), a fixed Tick, and every job due at a tick
-// taken off the queue at once, each then waiting for a worker slot. For
-// the before/after figures of BenchmarkSchedulerBurst.
-func RunUnspread(s *Service, ctx context.Context) {
+// Unspread turns spreading off: every refresh is due at dueAt.
+func Unspread(s *Service) {
 	s.mu.Lock()
 	s.spread = nil
 	s.mu.Unlock()
+}
+
+// RunUnspread runs the scheduler as it was before issue 13 (with Unspread
+// first): a fixed Tick, and every job due at a tick taken off the queue at
+// once, each then waiting for a worker slot. For the before/after figures
+// of BenchmarkSchedulerBurst.
+func RunUnspread(s *Service, ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
