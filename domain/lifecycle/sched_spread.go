@@ -15,20 +15,23 @@ import (
 //
 // So the scheduler counts the refreshes it has planned per second (a
 // bucket) and plans each refresh in the latest bucket, at or before its
-// due time, that still has room for it; when none has, in the least loaded
-// one. A bucket has room for a share (spreadHeadroom) of what the worker
-// pool serves in a second: Concurrency over the measured duration of a
-// refresh (an average over the last refreshes, spreadInitialJob at
-// first). A refresh is never moved before a fifth of its token's lifetime
-// has passed, nor more than spreadMax ahead of its due time, nor into the
-// past. Once the wave is spread, the next one is too (each refresh is due a
-// lifetime after the previous one), so spreading costs extra refreshes in
-// the first cycle only. When the pool keeps up, every refresh stays at its
-// due time.
+// due time, that still has room for it. A bucket has room for a share
+// (spreadHeadroom) of what the worker pool serves in a second, its
+// capacity: Concurrency over the measured duration of a refresh (an
+// average over the last refreshes, spreadInitialJob at first). When no
+// bucket has room, the refresh goes to the least loaded bucket below
+// capacity; when every bucket is at capacity, moving it would not help (the
+// window is overloaded as a whole, and earlier refreshes only add work), so
+// it stays at its due time. A refresh is never moved before a fifth of its
+// token's lifetime has passed, nor more than spreadMax ahead of its due
+// time, nor into the past. Once a wave is spread, the next one is too
+// (each refresh is due a lifetime after the previous one), so spreading
+// costs extra refreshes in the first cycle only. When the pool keeps up,
+// every refresh stays at its due time.
 const (
 	spreadBucket     = time.Second
 	spreadHeadroom   = 0.75
-	spreadInitialJob = 250 * time.Millisecond
+	spreadInitialJob = 100 * time.Millisecond
 	spreadMax        = 15 * time.Minute
 )
 
@@ -54,10 +57,10 @@ func bucketOf(t time.Time) int64 {
 }
 
 // perBucket is how many refreshes a bucket takes before the next ones go
-// earlier.
-func (p *spreader) perBucket() int32 {
-	n := spreadHeadroom * float64(p.concurrency) * float64(spreadBucket) / float64(max(p.job, time.Millisecond))
-	return int32(max(1, min(n, 1<<30)))
+// earlier (room), and at most (capacity).
+func (p *spreader) perBucket() (room, capacity int32) {
+	n := float64(p.concurrency) * float64(spreadBucket) / float64(max(p.job, time.Millisecond))
+	return int32(max(1, min(spreadHeadroom*n, 1<<30))), int32(max(1, min(n, 1<<30)))
 }
 
 // observe feeds the duration of a refresh that did its work.
@@ -76,17 +79,20 @@ func (p *spreader) place(due, earliest time.Time) time.Time {
 	}
 	last := bucketOf(due)
 	first := last - int64(due.Sub(earliest)/spreadBucket)
-	room := p.perBucket()
+	room, capacity := p.perBucket()
 	best, bestLoad := last, p.load[last]
 	for b := last; b >= first; b-- {
 		l := p.load[b]
 		if l < room {
-			best = b
+			best, bestLoad = b, l
 			break
 		}
 		if l < bestLoad {
 			best, bestLoad = b, l
 		}
+	}
+	if bestLoad >= capacity {
+		return due
 	}
 	return due.Add(-time.Duration(last-best) * spreadBucket)
 }
