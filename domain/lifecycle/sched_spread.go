@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"hash/fnv"
 	"time"
 )
 
@@ -71,9 +72,12 @@ func (p *spreader) observe(d time.Duration) {
 	p.job += (d - p.job) / 8
 }
 
-// place returns the time to refresh at: due, or due moved back by whole
-// buckets, not before earliest (see the package comment above).
-func (p *spreader) place(due, earliest time.Time) time.Time {
+// place returns the time to refresh at: due, or a time in an earlier
+// bucket, not before earliest (see the comment above). Within the bucket
+// the time is the connection's own phase (from its id), so that the
+// refreshes moved into a bucket are spread across it rather than bunched
+// where their due times were.
+func (p *spreader) place(id string, due, earliest time.Time) time.Time {
 	if !due.After(earliest) {
 		return due
 	}
@@ -91,10 +95,13 @@ func (p *spreader) place(due, earliest time.Time) time.Time {
 			best, bestLoad = b, l
 		}
 	}
-	if bestLoad >= capacity {
+	if best == last || bestLoad >= capacity {
 		return due
 	}
-	return due.Add(-time.Duration(last-best) * spreadBucket)
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	at := time.Unix(0, best*int64(spreadBucket)).Add(time.Duration(uint64(h.Sum32()) * uint64(spreadBucket) >> 32))
+	return later(at, earliest)
 }
 
 func (p *spreader) add(en *schedEntry, at time.Time) {
@@ -131,7 +138,7 @@ func (s *Service) refreshAt(id string, en *schedEntry) time.Time {
 		}
 		earliest = later(earliest, due.Add(-spreadMax), s.clock.Now())
 		en.spreadIssued, en.spreadExpires = en.issuedAt, en.expiresAt
-		en.spreadDue = s.spread.place(due, earliest)
+		en.spreadDue = s.spread.place(id, due, earliest)
 	}
 	s.spread.add(en, en.spreadDue)
 	return en.spreadDue
