@@ -282,7 +282,8 @@ func (s *Service) Run(ctx context.Context) {
 // nextJob waits until a job is due and takes it (false: ctx ended).
 func (s *Service) nextJob(ctx context.Context) (taken, bool) {
 	for {
-		j, wait, ok := s.take(s.clock.Now())
+		now := s.clock.Now()
+		j, wait, ok := s.take(now)
 		if ok {
 			if f := s.cfg.ObserveLateness; f != nil {
 				f(j.kind, j.late)
@@ -292,11 +293,15 @@ func (s *Service) nextJob(ctx context.Context) (taken, bool) {
 		if wait <= 0 || wait > s.cfg.Tick {
 			wait = s.cfg.Tick
 		}
+		timer := s.clock.After(wait)
+		if !s.clock.Now().Before(now.Add(wait)) {
+			continue // the clock passed the deadline before the timer was armed (a clock that jumps)
+		}
 		select {
 		case <-ctx.Done():
 			return taken{}, false
 		case <-s.wake:
-		case <-s.clock.After(wait):
+		case <-timer:
 		}
 	}
 }

@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -165,8 +166,16 @@ func TestSpreadRefreshesRunAtTheirPlannedTimes(t *testing.T) {
 				t.Fatalf("%s started at +%v, planned +%v", id, ev.Time.Sub(start), plan[id].Sub(start))
 			}
 		}
-		// The next refresh is planned from the new tokens.
-		next, natural := e.planned(id)
+		// The next refresh is planned from the new tokens (once the status
+		// projection has told the scheduler of the refresh).
+		var next, natural time.Time
+		for ok := false; !ok || !next.After(plan[id]); {
+			if e.ctx.Err() != nil {
+				t.Fatalf("%s: the next refresh was not planned", id)
+			}
+			runtime.Gosched()
+			next, natural, ok = lifecycle.PlannedRefresh(e.svc, id)
+		}
 		if next.Before(plan[id].Add(4*time.Second)) || next.After(natural) {
 			t.Fatalf("%s: next refresh at +%v", id, next.Sub(start))
 		}
