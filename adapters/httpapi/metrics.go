@@ -21,7 +21,11 @@ const (
 	MetricProjectionLag   = "tokenline_projection_lag"
 	MetricNearExpiry      = "tokenline_tokens_near_expiry"
 	MetricConnections     = "tokenline_connections"
+	MetricLateness        = "tokenline_scheduler_lateness_seconds"
 )
+
+// schedulerJobs are the scheduler's job kinds (lifecycle.Config.ObserveLateness).
+var schedulerJobs = []string{"refresh", "recover", "expire", "invalidate"}
 
 // DefaultNearExpiry is the window of tokenline_tokens_near_expiry. The
 // lifecycle refreshes at least lifetime/5 (clamped to [1 s, 5 min], less 10 %
@@ -58,6 +62,7 @@ type Metrics struct {
 	refreshes   *prometheus.CounterVec
 	duration    prometheus.Histogram
 	denials     *prometheus.CounterVec
+	lateness    *prometheus.HistogramVec
 
 	mu      sync.Mutex
 	lastSeq map[string]uint64    // connection -> last observed seq (de-duplication)
@@ -84,6 +89,11 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 			Name: MetricGateDenials,
 			Help: "Token requests refused because the connection was not usable, by gate detail.",
 		}, []string{"detail"}),
+		lateness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    MetricLateness,
+			Help:    "How long after its planned time the scheduler started a job, in seconds, by job (refresh, recover, expire, invalidate).",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}, []string{"job"}),
 		lastSeq: map[string]uint64{},
 		started: map[string]time.Time{},
 	}
@@ -97,13 +107,16 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 	for _, d := range gateDetails {
 		m.denials.WithLabelValues(d)
 	}
+	for _, j := range schedulerJobs {
+		m.lateness.WithLabelValues(j)
+	}
 	if cfg.NearExpiry <= 0 {
 		cfg.NearExpiry = DefaultNearExpiry
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cs := []prometheus.Collector{m.transitions, m.refreshes, m.duration, m.denials}
+	cs := []prometheus.Collector{m.transitions, m.refreshes, m.duration, m.denials, m.lateness}
 	if cfg.Status != nil || cfg.ProjectionLag != nil {
 		cs = append(cs, newGauges(cfg))
 	}
@@ -171,6 +184,15 @@ func (m *Metrics) ObserveGateDenial(detail string) {
 		detail = "other"
 	}
 	m.denials.WithLabelValues(detail).Inc()
+}
+
+// ObserveLateness records how late the scheduler started a job
+// (lifecycle.Config.ObserveLateness); other job names are ignored.
+func (m *Metrics) ObserveLateness(job string, late time.Duration) {
+	if m == nil || !slices.Contains(schedulerJobs, job) {
+		return
+	}
+	m.lateness.WithLabelValues(job).Observe(max(late, 0).Seconds())
 }
 
 // gauges reads the current state at scrape time.

@@ -83,9 +83,17 @@ type Config struct {
 	// 15-minute tokens), with ±10 % jitter.
 	Margin func(lifetime time.Duration) time.Duration
 	// Concurrency bounds refreshes in flight on this instance; default 16.
+	// With the duration of a refresh it makes the scheduler's capacity,
+	// which spreads refreshes coming due together (sched_spread.go).
 	Concurrency int
-	// Tick is the scheduler period; default 250 ms.
+	// Tick is the longest the scheduler sleeps between looks at its queue
+	// (it also wakes at the next due time, and when an earlier job is
+	// queued); default 250 ms.
 	Tick time.Duration
+	// ObserveLateness, if set, is told of every job the scheduler starts
+	// (refresh, recover, expire, invalidate) and how long after its
+	// planned time it started. It must be fast.
+	ObserveLateness func(job string, late time.Duration)
 }
 
 // Service is the lifecycle. It is safe for concurrent use.
@@ -95,11 +103,13 @@ type Service struct {
 	log   *slog.Logger
 	actor string
 	sem   chan struct{}
+	wake  chan struct{} // an entry became the earliest of dueQ
 
 	mu       sync.Mutex
 	sched    map[string]*schedEntry
 	dueQ     dueQueue
 	inflight map[string]bool
+	spread   *spreader
 }
 
 // New returns a Service.
@@ -126,8 +136,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, clock: cfg.Clock, log: cfg.Logger, actor: "instance/" + cfg.Instance,
-		sem:   make(chan struct{}, cfg.Concurrency),
-		sched: map[string]*schedEntry{}, inflight: map[string]bool{},
+		sem: make(chan struct{}, cfg.Concurrency), wake: make(chan struct{}, 1),
+		sched: map[string]*schedEntry{}, inflight: map[string]bool{}, spread: newSpreader(cfg.Concurrency),
 	}, nil
 }
 

@@ -31,6 +31,14 @@ type schedEntry struct {
 	job string
 	due time.Time
 	idx int
+
+	// The refresh time spreading chose for the tokens issued at
+	// spreadIssued and expiring at spreadExpires (sched_spread.go), kept
+	// while they stay the same; bucket is the spreading bucket the entry
+	// counts in while counted.
+	spreadIssued, spreadExpires, spreadDue time.Time
+	bucket                                 int64
+	counted                                bool
 }
 
 // dueQueue is a min-heap of entries by due time (container/heap).
@@ -53,6 +61,7 @@ func (q *dueQueue) Pop() any {
 // (s.mu held).
 func (s *Service) plan(id string, en *schedEntry) {
 	defer s.queue(en)
+	s.spread.remove(en)
 	en.id, en.job, en.due = id, "", time.Time{}
 	if en.deleted && en.state != domain.StateUnauthenticated {
 		return
@@ -64,7 +73,7 @@ func (s *Service) plan(id string, en *schedEntry) {
 			if !en.retryAt.IsZero() {
 				en.due = en.retryAt
 			} else {
-				en.due = s.dueAt(id, en.issuedAt, en.expiresAt)
+				en.due = s.refreshAt(id, en)
 			}
 		}
 	case domain.StateRefreshing:
@@ -91,7 +100,9 @@ func (s *Service) plan(id string, en *schedEntry) {
 // (projections.Status.OnChange), which calls it in the order of the changes
 // for this instance's appends and the stream's events alike, and once per
 // connection to seed it at start-up: the latest call is the state to plan
-// for. It must stay fast: it runs under the projection's lock.
+// for. It must stay fast: it runs under the projection's lock (planning a
+// refresh is a few map look-ups, up to one per second of the spreading
+// window when the window is full: BenchmarkObserveBurst).
 func (s *Service) Observe(before, after *domain.Connection) {
 	if after == nil || after.ID == "" {
 		return
@@ -135,12 +146,21 @@ func (s *Service) dueAt(id string, issued, expires time.Time) time.Time {
 	return expires.Add(-margin)
 }
 
-// due reports whether an active connection should be refreshed at now.
+// due reports whether an active connection should be refreshed at now: at
+// the time this scheduler planned for its tokens (which spreading may have
+// moved ahead of dueAt), or at dueAt for tokens it has not planned.
 func (s *Service) due(c *domain.Connection, now time.Time) bool {
 	if c.State != domain.StateActive || !c.TokensHeld {
 		return false
 	}
-	return refreshDue(now, c.RetryAt, s.dueAt(c.ID, issuedAt(c), c.Tokens.AccessTokenExpiresAt))
+	issued, expires := issuedAt(c), c.Tokens.AccessTokenExpiresAt
+	s.mu.Lock()
+	at, ok := s.plannedRefresh(c.ID, issued, expires)
+	s.mu.Unlock()
+	if !ok {
+		at = s.dueAt(c.ID, issued, expires)
+	}
+	return refreshDue(now, c.RetryAt, at)
 }
 
 // refreshDue: after a transient failure the retry time alone decides (the
@@ -157,7 +177,16 @@ type job struct {
 	kind string // "refresh", "recover", "expire", "invalidate"
 }
 
+// taken is a job the dispatcher took off the queue.
+type taken struct {
+	job
+	seq  uint64        // the entry's version then
+	late time.Duration // how long after its planned time
+}
+
 // queue puts en in the due queue, moves it, or takes it out (s.mu held).
+// An entry that becomes the earliest wakes the dispatcher (Run), which may
+// be sleeping until a later due time.
 func (s *Service) queue(en *schedEntry) {
 	switch {
 	case en.job == "" && en.idx >= 0:
@@ -168,78 +197,120 @@ func (s *Service) queue(en *schedEntry) {
 	default:
 		heap.Push(&s.dueQ, en)
 	}
-}
-
-// dueJobs takes the jobs due at now off the queue. An entry whose job is
-// running is re-planned when the job ends (Run), so it is not lost.
-func (s *Service) dueJobs(now time.Time) []job {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var jobs []job
-	for len(s.dueQ) > 0 && !now.Before(s.dueQ[0].due) {
-		en := heap.Pop(&s.dueQ).(*schedEntry)
-		if !s.inflight[en.id] {
-			jobs = append(jobs, job{en.id, en.job})
+	if en.idx == 0 {
+		select {
+		case s.wake <- struct{}{}:
+		default:
 		}
 	}
-	return jobs
+}
+
+// take hands out the earliest job due at now, marked in flight, and how
+// late it starts (after its planned time); else it reports how long until the
+// earliest entry is due (0: the queue is empty). An entry whose job is
+// running is dropped: it is re-planned when the job ends (Run), so it is
+// not lost.
+func (s *Service) take(now time.Time) (t taken, wait time.Duration, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.dueQ) > 0 {
+		if wait = s.dueQ[0].due.Sub(now); wait > 0 {
+			return taken{}, wait, false
+		}
+		en := heap.Pop(&s.dueQ).(*schedEntry)
+		s.spread.remove(en)
+		if s.inflight[en.id] {
+			continue
+		}
+		s.inflight[en.id] = true
+		if en.due.IsZero() {
+			wait = 0 // an invalidation is due when queued: on time
+		}
+		return taken{job{en.id, en.job}, en.seq, -wait}, 0, true
+	}
+	return taken{}, 0, false
 }
 
 // Run schedules refreshes ahead of expiry, recovers expired refresh leases,
 // expires abandoned authorisation attempts and finishes interrupted
-// invalidations, until ctx ends, every Tick of the clock. Work is bounded
-// by Concurrency. On return no job is running: a job cancelled before its
-// token request was sent returns at once, one past it finishes within its
+// invalidations, until ctx ends. Work is bounded by Concurrency: the
+// dispatcher first waits for a free worker slot, then for the earliest
+// entry of the queue to come due (a timer armed for its due time, at most
+// Tick, and woken when an earlier entry is queued), so that a job starts at
+// its due time when a slot is free and the earliest due job takes the next
+// free slot. On return no job is running: a job cancelled before its token
+// request was sent returns at once, one past it finishes within its
 // refresh lease.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
 		select {
+		case s.sem <- struct{}{}:
 		case <-ctx.Done():
 			return
-		case <-s.clock.After(s.cfg.Tick):
 		}
-		for _, j := range s.dueJobs(s.clock.Now()) {
-			select {
-			case s.sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
+		j, ok := s.nextJob(ctx)
+		if !ok {
+			<-s.sem
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := s.clock.Now()
+			err := s.runJob(ctx, j.job)
+			took := s.clock.Now().Sub(start)
+			<-s.sem
 			s.mu.Lock()
-			if s.inflight[j.id] {
-				s.mu.Unlock()
-				<-s.sem
-				continue
+			defer s.mu.Unlock()
+			delete(s.inflight, j.id)
+			if j.kind == "refresh" && (err == nil || !errors.Is(err, ErrNotDue) && !errors.Is(err, domain.ErrConflict) && ctx.Err() == nil) {
+				s.spread.observe(took) // a refresh that did its work: what the capacity is made of
 			}
-			s.inflight[j.id] = true
-			s.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() {
-					<-s.sem
-					s.mu.Lock()
-					delete(s.inflight, j.id)
-					if en := s.sched[j.id]; en != nil && en.idx < 0 {
-						// The job changed nothing (yet): queue it again, no
-						// sooner than a second from now.
-						s.plan(j.id, en)
-						if next := s.clock.Now().Add(time.Second); en.idx >= 0 && en.due.Before(next) {
-							en.due = next
-							heap.Fix(&s.dueQ, en.idx)
-						}
-					}
-					s.mu.Unlock()
-				}()
-				s.runJob(ctx, j)
-			}()
+			if en := s.sched[j.id]; en != nil && en.idx < 0 {
+				// Not queued: the job changed nothing (yet), or what it
+				// changed was planned while it ran (and dropped by take).
+				// Queue it again; if nothing changed, no sooner than a
+				// second from now.
+				s.plan(j.id, en)
+				if next := s.clock.Now().Add(time.Second); en.seq == j.seq && en.idx >= 0 && en.due.Before(next) {
+					en.due = next
+					heap.Fix(&s.dueQ, en.idx)
+				}
+			}
+		}()
+	}
+}
+
+// nextJob waits until a job is due and takes it (false: ctx ended).
+func (s *Service) nextJob(ctx context.Context) (taken, bool) {
+	for {
+		now := s.clock.Now()
+		j, wait, ok := s.take(now)
+		if ok {
+			if f := s.cfg.ObserveLateness; f != nil {
+				f(j.kind, j.late)
+			}
+			return j, true
+		}
+		if wait <= 0 || wait > s.cfg.Tick {
+			wait = s.cfg.Tick
+		}
+		timer := s.clock.After(wait)
+		if !s.clock.Now().Before(now.Add(wait)) {
+			continue // the clock passed the deadline before the timer was armed (a clock that jumps)
+		}
+		select {
+		case <-ctx.Done():
+			return taken{}, false
+		case <-s.wake:
+		case <-timer:
 		}
 	}
 }
 
-func (s *Service) runJob(ctx context.Context, j job) {
-	var err error
+func (s *Service) runJob(ctx context.Context, j job) (err error) {
 	switch j.kind {
 	case "refresh":
 		err = s.Refresh(ctx, j.id, domain.TriggerSchedule)
@@ -264,4 +335,5 @@ func (s *Service) runJob(ctx context.Context, j job) {
 	if err != nil && !errors.Is(err, domain.ErrConflict) && !errors.Is(err, ErrNotDue) && ctx.Err() == nil {
 		s.log.Debug("scheduled job ended", "connection_id", j.id, "job", j.kind, "error", err.Error())
 	}
+	return err
 }

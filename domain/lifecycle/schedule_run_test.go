@@ -112,6 +112,7 @@ func TestScheduledRefreshSucceedsAndIsPlannedAgain(t *testing.T) {
 	e.tick(13 * time.Minute)
 	e.waitFor(id, "refresh.succeeded", hasType(domain.EventRefreshSucceeded))
 	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
+	e.applied(id)
 	tok := e.expectOpen(e.instance, id)
 	if tk, exp, err := e.svc.Token(e.ctx, id); err != nil || tk != tok || !exp.Equal(e.load(id).Tokens.AccessTokenExpiresAt) {
 		t.Fatalf("Token: %q %v %v", tk, exp, err)
@@ -167,6 +168,23 @@ func TestScheduledJobThatChangedNothingIsRetried(t *testing.T) {
 	}
 	if at := e.history(id)[n].Time; at.Sub(failedAt) < time.Second {
 		t.Errorf("retried %v after the failure, want at least 1s", at.Sub(failedAt))
+	}
+}
+
+// applied waits until the env's status projection (and so its gate and
+// scheduler) has applied the connection's last stored event: the store
+// shows an event before its append hooks have run.
+func (e *env) applied(id string) {
+	e.t.Helper()
+	h := e.history(id)
+	for {
+		if c, ok := e.status.Connection(id); ok && c.Version >= h[len(h)-1].Seq {
+			return
+		}
+		if e.ctx.Err() != nil {
+			e.t.Fatalf("the status projection never applied %s's last event", id)
+		}
+		runtime.Gosched()
 	}
 }
 

@@ -193,6 +193,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxAttempts: m.Config.MaxAttempts, BackoffBase: m.Config.BackoffBase,
 		Lease: m.Config.RefreshLease, Tick: m.Config.Tick, Concurrency: m.Config.Concurrency,
 		AuthorisationTTL: m.Config.AuthorisationTTL,
+		// m.Metrics is set below, before the scheduler runs.
+		ObserveLateness: func(job string, late time.Duration) { m.Metrics.ObserveLateness(job, late) },
 	}); err != nil {
 		return err
 	}
