@@ -189,9 +189,18 @@ func (s *Server) routes() http.Handler {
 		// machine's (DNS rebinding) or that came through a proxy.
 		sb := s.cfg.Sandbox
 		mux.Handle("/sandbox/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, "/sandbox/admin/") && !s.loopbackBrowser(r) {
-				writeError(w, http.StatusForbidden, "forbidden", "the sandbox admin endpoints are served only to this machine")
-				return
+			if strings.HasPrefix(r.URL.Path, "/sandbox/admin/") {
+				if !s.loopbackBrowser(r) {
+					writeError(w, http.StatusForbidden, "forbidden", "the sandbox admin endpoints are served only to this machine")
+					return
+				}
+				// The UI's sandbox panel holds a session, not the token:
+				// a same-origin fetch with a valid session is admitted as
+				// the API token would be (the pages never carry it).
+				if r.Header.Get("Authorization") == "" && r.Header.Get("Sec-Fetch-Site") == "same-origin" && s.validSession(r) {
+					r = r.Clone(r.Context())
+					r.Header.Set("Authorization", "Bearer "+s.cfg.APIToken)
+				}
 			}
 			sb.ServeHTTP(w, r)
 		}))
