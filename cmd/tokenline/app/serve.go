@@ -91,6 +91,7 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 				fmt.Fprintf(out, "              tokenline events tail --nats-url %s --creds %s\n", m.NATSURL(), r)
 				fmt.Fprintf(out, "  Admin:      tokenline's own nkey seed is %s (all rights: keep it private)\n", m.NATSCredsFile())
 			}
+			printProviders(out, m)
 			if m.Sandbox != nil {
 				fmt.Fprintf(out, "  Sandbox:    %s/sandbox/ (admin: %s/sandbox/admin/stats, bearer API token)\n", m.BaseURL, m.BaseURL)
 			}
