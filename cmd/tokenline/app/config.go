@@ -99,7 +99,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name written on events (default: random)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
-	fs.StringVar(&c.ProvidersFile, "providers", c.ProvidersFile, "providers file (YAML): any number of providers, presets or custom, secrets by reference (see docs/operations.md, Providers); replaces the single-provider flags below")
+	fs.StringVar(&c.ProvidersFile, "providers", c.ProvidersFile, "providers file (YAML): any number of providers, presets or custom, secrets by reference (see docs/operations.md, Providers); excludes --provider and the other single-provider flags")
 	fs.StringVar(&c.Provider, "provider", c.Provider, "sandbox, pleo, pleo-staging or custom (one provider; see also --providers)")
 	fs.StringVar(&c.ProviderName, "provider-name", c.ProviderName, "name connections use for the provider (default: --provider)")
 	fs.StringVar(&c.ClientID, "client-id", c.ClientID, "OAuth client id")

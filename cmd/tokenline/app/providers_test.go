@@ -568,3 +568,34 @@ func TestProvidersFileBadInputs(t *testing.T) {
 		t.Errorf("custom public client by flags: %+v %v", specs, err)
 	}
 }
+
+// The full example file of docs/operations.md (Providers) is a valid
+// providers file.
+func TestOperationsProvidersExampleParses(t *testing.T) {
+	b, err := os.ReadFile("../../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(b), "```yaml\n# /etc/tokenline/providers.yaml\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/operations.md has no providers example")
+	}
+	secret := filepath.Join(t.TempDir(), "acme")
+	if err := os.WriteFile(secret, []byte("acme-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	block = strings.ReplaceAll(block, "/run/secrets/acme", secret)
+	env := func(k string) (string, bool) { return "pleo-secret", k == "PLEO_CLIENT_SECRET" }
+	specs, err := parseProviders([]byte(block), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.Name+":"+s.Kind()+":"+s.ClientAuth)
+	}
+	if got := strings.Join(names, " "); got != "pleo:pleo:client_secret_basic acme:custom:client_secret_post desktop:custom:none sandbox:sandbox:" || specs[1].secret != "acme-secret" {
+		t.Fatalf("the example declares %s", got)
+	}
+}
