@@ -220,6 +220,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
+	if err := m.registerProviderMetrics(m.registry); err != nil {
+		return err
+	}
 	phase("setup")
 	// The scheduler follows the status projection as the gate does: it is
 	// seeded when the catch-up completes, then told of every change.

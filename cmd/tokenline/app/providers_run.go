@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tokenline/tokenline/adapters/httpapi"
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/adapters/provider"
@@ -215,5 +217,30 @@ func printProviders(out io.Writer, m *Main) {
 			}
 			fmt.Fprintf(out, "              %-13s %s%s\n", e.name, e.url, note)
 		}
+	}
+}
+
+// registerProviderMetrics exports tokenline_provider_up{provider}: 1 when the
+// provider's endpoints are known, 0 while its discovery is pending (a
+// provider down does not make /readyz fail, so alert on this).
+func (m *Main) registerProviderMetrics(reg prometheus.Registerer) error {
+	desc := prometheus.NewDesc("tokenline_provider_up", "1 when the provider's endpoints are known (configured or discovered), 0 while its discovery is pending.", []string{"provider"}, nil)
+	return reg.Register(providerCollector{m: m, desc: desc})
+}
+
+type providerCollector struct {
+	m    *Main
+	desc *prometheus.Desc
+}
+
+func (c providerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c providerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.m.providerSpecs {
+		up := 0.0
+		if p := c.m.Providers[s.Name]; p != nil && p.Ready() == nil {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, up, s.Name)
 	}
 }

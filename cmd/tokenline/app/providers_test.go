@@ -372,6 +372,12 @@ providers:
 	if code, body := provAPI(t, m, "POST", apitypes.Path(apitypes.RouteAuthorize, st.ID), nil, nil); code != 503 || !strings.Contains(body, "provider_unavailable") || !strings.Contains(body, `\"late\"`) {
 		t.Fatalf("authorize while late is down: %d %s", code, body)
 	}
+	if got := provMetric(t, m, `tokenline_provider_up{provider="late"}`); got != "0" {
+		t.Errorf("tokenline_provider_up for late while down: %q", got)
+	}
+	if got := provMetric(t, m, `tokenline_provider_up{provider="steady"}`); got != "1" {
+		t.Errorf("tokenline_provider_up for steady: %q", got)
+	}
 	if c, _ := m.Proj.Status.Connection(st.ID); c.State != domain.StateUnauthenticated || c.Reason != domain.ReasonNeverAuthorised {
 		t.Fatalf("a refused authorisation changed the connection: %+v", c)
 	}
@@ -408,6 +414,24 @@ providers:
 	if resp.StatusCode != 200 || len(ready.Degraded) != 0 {
 		t.Fatalf("/readyz once late is up: %d %+v", resp.StatusCode, ready)
 	}
+	if got := provMetric(t, m, `tokenline_provider_up{provider="late"}`); got != "1" {
+		t.Errorf("tokenline_provider_up for late once up: %q", got)
+	}
+}
+
+// provMetric returns the value of one series of /metrics.
+func provMetric(t *testing.T, m *Main, series string) string {
+	t.Helper()
+	code, body := provAPI(t, m, "GET", "/metrics", nil, nil)
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // Metadata that names another issuer is refused (RFC 8414 §3.3) with a
