@@ -26,6 +26,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	reasons := make([]string, len(s.cfg.Ready))
+	degraded := make([]string, len(s.cfg.Ready))
 	var wg sync.WaitGroup
 	for i, c := range s.cfg.Ready {
 		wg.Go(func() {
@@ -39,13 +40,17 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 			case <-ctx.Done():
 				reasons[i] = c.Name + ": check timed out"
 			}
+			if c.Degrades {
+				reasons[i], degraded[i] = "", reasons[i]
+			}
 		})
 	}
 	wg.Wait()
-	out := slices.DeleteFunc(reasons, func(r string) bool { return r == "" })
+	empty := func(r string) bool { return r == "" }
+	out, deg := slices.DeleteFunc(reasons, empty), slices.DeleteFunc(degraded, empty)
 	if len(out) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, apitypes.HealthResponse{Status: "not_ready", Reasons: out})
+		writeJSON(w, http.StatusServiceUnavailable, apitypes.HealthResponse{Status: "not_ready", Reasons: out, Degraded: deg})
 		return
 	}
-	writeJSON(w, http.StatusOK, apitypes.HealthResponse{Status: "ready"})
+	writeJSON(w, http.StatusOK, apitypes.HealthResponse{Status: "ready", Degraded: deg})
 }

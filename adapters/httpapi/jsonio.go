@@ -47,6 +47,8 @@ func errorStatus(err error) (int, string, string) {
 		return http.StatusNotFound, "not_found", "no such connection"
 	case errors.Is(err, domain.ErrDeleted):
 		return http.StatusGone, "deleted", "the connection was deleted; its history is kept"
+	case errors.Is(err, ErrProviderUnavailable):
+		return http.StatusServiceUnavailable, "provider_unavailable", msg
 	case errors.Is(err, lifecycle.ErrNoProvider):
 		return http.StatusBadRequest, "unknown_provider", msg
 	case errors.Is(err, domain.ErrInvalidCommand):

@@ -42,6 +42,7 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		"/v1/connections/{id}/events":        {"get"},
 		"/v1/connections/{id}/state":         {"get"},
 		"/v1/events/timeline":                {"get"},
+		"/v1/providers":                      {"get"},
 		"/v1/providers/{name}/client-secret": {"put"},
 		"/v1/ui/login-links":                 {"post"},
 		"/ui/login":                          {"get"},
@@ -88,6 +89,9 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		"TransitionCount":   projections.TransitionCount{},
 		"TimelineResponse":  projections.TimelineReport{},
 		"Health":            apitypes.HealthResponse{},
+		"ProvidersResponse": apitypes.ProvidersResponse{},
+		"Provider":          apitypes.Provider{},
+		"ProviderEndpoints": apitypes.ProviderEndpoints{},
 	}
 	for name, v := range types {
 		sc, ok := doc.Components.Schemas[name]

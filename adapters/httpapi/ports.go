@@ -109,6 +109,11 @@ type Check struct {
 	// Name prefixes the reason on /readyz ("nats", "projections").
 	Name  string
 	Probe Readiness
+	// Degrades marks a check whose failure leaves the instance ready: it is
+	// listed under "degraded" on /readyz (a provider whose discovery is
+	// pending: the other providers' connections, and the tokens already
+	// held, still work).
+	Degrades bool
 }
 
 // NATSReady reports whether nc is connected.

@@ -73,6 +73,8 @@ type Config struct {
 	SandboxMetadata http.Handler
 	// Providers lists provider names offered by the UI's create form.
 	Providers []string
+	// ProviderDirectory, if non-nil, serves GET /v1/providers (providers.go).
+	ProviderDirectory ProviderDirectory
 }
 
 // Server is tokenline's HTTP server: the /v1 API, the OAuth callback, the
@@ -163,6 +165,7 @@ func (s *Server) routes() http.Handler {
 	route(v1, apitypes.RouteEvents, map[string]http.HandlerFunc{"GET": s.handleEvents})
 	route(v1, apitypes.RouteState, map[string]http.HandlerFunc{"GET": s.handleStateAt})
 	route(v1, apitypes.RouteTimeline, map[string]http.HandlerFunc{"GET": s.handleTimeline})
+	route(v1, apitypes.RouteProviders, map[string]http.HandlerFunc{"GET": s.handleProviders})
 	route(v1, apitypes.RouteClientSecret, map[string]http.HandlerFunc{"PUT": s.handleClientSecret})
 	route(v1, apitypes.RouteLoginLinks, map[string]http.HandlerFunc{"POST": s.handleLoginLink})
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

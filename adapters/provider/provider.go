@@ -20,11 +20,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,79 +57,299 @@ var Presets = map[string]Endpoints{
 	},
 }
 
+// Client authentication methods (RFC 7591 token_endpoint_auth_method names).
+const (
+	// AuthBasic sends client_id and client_secret in an HTTP Basic
+	// Authorization header (the default).
+	AuthBasic = "client_secret_basic"
+	// AuthPost sends client_id and client_secret in the form body.
+	AuthPost = "client_secret_post"
+	// AuthNone is a public client (PKCE, no secret): client_id in the form
+	// body, no Authorization header, no client_secret parameter.
+	AuthNone = "none"
+)
+
+// ParseAuthMethod returns the canonical client authentication method of s:
+// client_secret_basic ("basic", or empty), client_secret_post ("post") or
+// none.
+func ParseAuthMethod(s string) (string, error) {
+	switch s {
+	case "", "basic", AuthBasic:
+		return AuthBasic, nil
+	case "post", AuthPost:
+		return AuthPost, nil
+	case AuthNone:
+		return AuthNone, nil
+	}
+	return "", fmt.Errorf("client authentication %q: want client_secret_basic, client_secret_post or none", s)
+}
+
 // Config configures one provider.
 type Config struct {
 	// Name is what connections refer to ("sandbox", "pleo", ...).
-	Name      string
+	Name string
+	// Issuer, if set, is discovered (RFC 8414, then OpenID Connect
+	// discovery): the metadata's issuer must be identical to it, and its
+	// endpoints fill every Endpoints field left empty. An explicit endpoint
+	// always wins over a discovered one. Until discovery succeeds (see
+	// Discover) the provider is unavailable.
+	Issuer string
+	// Endpoints are the explicit endpoints. Without Issuer, AuthURL and
+	// TokenURL are required.
 	Endpoints Endpoints
 	ClientID  string
-	// ClientSecret is never logged or returned in an error.
+	// ClientSecret is never logged or returned in an error. Empty for a
+	// public client (AuthStyle none).
 	ClientSecret string
 	// RedirectURL is tokenline's callback (exact match at the provider).
 	RedirectURL string
-	// AuthStyle: "basic" (client_secret_basic, default) or "post".
+	// AuthStyle is the client authentication at the token and revocation
+	// endpoints: client_secret_basic ("basic", the default),
+	// client_secret_post ("post") or none (a public client).
 	AuthStyle string
-	// HTTPClient for token and revocation requests; default has a 10 s timeout.
+	// Scopes are requested when a connection names none.
+	Scopes []string
+	// AuthorizeParams are extra authorization request parameters; a
+	// connection's own parameters of the same name win, and tokenline's own
+	// parameters (reservedAuthParams) always win.
+	AuthorizeParams map[string]string
+	// HTTPClient for token, revocation and discovery requests; default has
+	// a 10 s timeout.
 	HTTPClient *http.Client
 	// Now is the clock token expiries are computed on (expires_in is
 	// relative to the response); default time.Now.
 	Now func() time.Time
 }
 
+// Health states of a provider.
+const (
+	// StatusConfigured: explicit endpoints, no discovery.
+	StatusConfigured = "configured"
+	// StatusDiscovered: the issuer's metadata was read and checked.
+	StatusDiscovered = "discovered"
+	// StatusUnavailable: discovery has not succeeded yet (retried).
+	StatusUnavailable = "unavailable"
+)
+
+// Health is what a provider knows of itself: never a secret.
+type Health struct {
+	// Status is StatusConfigured, StatusDiscovered or StatusUnavailable.
+	Status string
+	// Endpoints in use (zero while unavailable).
+	Endpoints Endpoints
+	// Error says why the provider is unavailable; Tried lists every
+	// discovery URL of the last attempt.
+	Error string
+	Tried []string
+	// CheckedAt is when discovery last ran (zero without discovery).
+	CheckedAt time.Time
+}
+
+// ErrUnavailable is wrapped by the errors of a provider whose endpoints are
+// not known yet (discovery has not succeeded).
+var ErrUnavailable = errors.New("provider unavailable")
+
 // Provider talks to one authorization server.
 type Provider struct {
 	cfg    Config
-	oauth  oauth2.Config // ClientSecret is empty here; see secret
+	method string
+	ep     atomic.Pointer[Endpoints] // nil until discovered
 	secret atomic.Pointer[string]
 	hc     *http.Client
+
+	mu     sync.Mutex
+	health Health
 }
 
-// New checks cfg and returns a Provider.
+// New checks cfg and returns a Provider. It makes no request: a provider
+// with an Issuer is unavailable until Discover succeeds.
 func New(cfg Config) (*Provider, error) {
-	if cfg.Name == "" || cfg.ClientID == "" || cfg.Endpoints.AuthURL == "" || cfg.Endpoints.TokenURL == "" || cfg.RedirectURL == "" {
-		return nil, errors.New("provider: name, client id, authorization and token endpoints and redirect URL are required")
+	if cfg.Name == "" || cfg.ClientID == "" || cfg.RedirectURL == "" {
+		return nil, errors.New("provider: name, client id and redirect URL are required")
 	}
-	if u, err := url.Parse(cfg.Endpoints.AuthURL); err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, errors.New("provider: the authorization endpoint is not an absolute URL")
+	if cfg.Issuer == "" && (cfg.Endpoints.AuthURL == "" || cfg.Endpoints.TokenURL == "") {
+		return nil, errors.New("provider: an issuer (discovery) or the authorization and token endpoints are required")
 	}
-	style := oauth2.AuthStyleInHeader
-	switch cfg.AuthStyle {
-	case "", "basic":
-	case "post":
-		style = oauth2.AuthStyleInParams
-	default:
-		return nil, fmt.Errorf("provider: auth style %q is not basic or post", cfg.AuthStyle)
+	if cfg.Issuer != "" {
+		if err := CheckIssuer(cfg.Issuer); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range []struct{ name, u string }{
+		{"authorization", cfg.Endpoints.AuthURL}, {"token", cfg.Endpoints.TokenURL},
+		{"revocation", cfg.Endpoints.RevocationURL}, {"introspection", cfg.Endpoints.IntrospectURL},
+	} {
+		if e.u != "" && !absoluteHTTP(e.u) {
+			return nil, fmt.Errorf("provider: the %s endpoint %q is not an absolute http(s) URL", e.name, e.u)
+		}
+	}
+	method, err := ParseAuthMethod(cfg.AuthStyle)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	if method == AuthNone && cfg.ClientSecret != "" {
+		return nil, errors.New("provider: a public client (client authentication none) has no client secret")
 	}
 	hc := cmp.Or(cfg.HTTPClient, &http.Client{Timeout: 10 * time.Second})
-	p := &Provider{cfg: cfg, hc: hc, oauth: oauth2.Config{
-		ClientID:    cfg.ClientID,
-		RedirectURL: cfg.RedirectURL,
-		Endpoint:    oauth2.Endpoint{AuthURL: cfg.Endpoints.AuthURL, TokenURL: cfg.Endpoints.TokenURL, AuthStyle: style},
-	}}
+	p := &Provider{cfg: cfg, method: method, hc: hc}
+	p.cfg.Scopes = slices.Clone(cfg.Scopes)
+	p.cfg.AuthorizeParams = maps.Clone(cfg.AuthorizeParams)
 	p.SetClientSecret(cfg.ClientSecret)
 	p.cfg.ClientSecret = ""
+	if cfg.Issuer == "" {
+		ep := cfg.Endpoints
+		p.ep.Store(&ep)
+		p.health = Health{Status: StatusConfigured, Endpoints: ep}
+	} else {
+		p.health = Health{Status: StatusUnavailable, Error: "discovery has not run yet"}
+	}
 	return p, nil
 }
 
-// config returns the oauth2 configuration with the current client secret.
-func (p *Provider) config() *oauth2.Config {
-	c := p.oauth
-	c.ClientSecret = *p.secret.Load()
-	return &c
+// absoluteHTTP reports whether raw is an absolute http or https URL.
+func absoluteHTTP(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+}
+
+// CheckIssuer checks an issuer identifier (RFC 8414 §2): an absolute http(s)
+// URL without user information, query or fragment.
+func CheckIssuer(issuer string) error {
+	u, err := url.Parse(issuer)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("provider: issuer %q is not an absolute http(s) URL", issuer)
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(issuer, "#") {
+		return fmt.Errorf("provider: issuer %q must not have user information, a query or a fragment (RFC 8414 §2)", issuer)
+	}
+	return nil
+}
+
+// config returns the oauth2 configuration with the current endpoints and
+// client secret, or false while the endpoints are unknown.
+func (p *Provider) config() (*oauth2.Config, bool) {
+	ep := p.ep.Load()
+	if ep == nil {
+		return nil, false
+	}
+	style := oauth2.AuthStyleInHeader
+	secret := *p.secret.Load()
+	switch p.method {
+	case AuthPost:
+		style = oauth2.AuthStyleInParams
+	case AuthNone:
+		// client_id in the body; x/oauth2 sends no client_secret when it
+		// is empty, and no Authorization header in this style.
+		style, secret = oauth2.AuthStyleInParams, ""
+	}
+	return &oauth2.Config{
+		ClientID: p.cfg.ClientID, ClientSecret: secret, RedirectURL: p.cfg.RedirectURL,
+		Endpoint: oauth2.Endpoint{AuthURL: ep.AuthURL, TokenURL: ep.TokenURL, AuthStyle: style},
+	}, true
 }
 
 // Name returns the provider's name.
 func (p *Provider) Name() string { return p.cfg.Name }
 
-// Endpoints returns the provider's endpoints.
-func (p *Provider) Endpoints() Endpoints { return p.cfg.Endpoints }
+// Issuer returns the configured issuer (empty without discovery).
+func (p *Provider) Issuer() string { return p.cfg.Issuer }
+
+// ClientID returns the client id.
+func (p *Provider) ClientID() string { return p.cfg.ClientID }
+
+// AuthMethod returns the client authentication method.
+func (p *Provider) AuthMethod() string { return p.method }
+
+// Public reports whether the provider is a public client (no secret).
+func (p *Provider) Public() bool { return p.method == AuthNone }
+
+// Scopes returns the default scopes.
+func (p *Provider) Scopes() []string { return slices.Clone(p.cfg.Scopes) }
+
+// AuthorizeParams returns the extra authorization parameters.
+func (p *Provider) AuthorizeParams() map[string]string { return maps.Clone(p.cfg.AuthorizeParams) }
+
+// Endpoints returns the endpoints in use (zero while unavailable).
+func (p *Provider) Endpoints() Endpoints {
+	if ep := p.ep.Load(); ep != nil {
+		return *ep
+	}
+	return Endpoints{}
+}
+
+// Health returns the provider's current health.
+func (p *Provider) Health() Health {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.health
+	h.Tried = slices.Clone(h.Tried)
+	return h
+}
+
+// Ready returns nil when the endpoints are known, or an error wrapping
+// ErrUnavailable that says why not.
+func (p *Provider) Ready() error {
+	if p.ep.Load() != nil {
+		return nil
+	}
+	h := p.Health()
+	return fmt.Errorf("%w: provider %q: %s", ErrUnavailable, p.cfg.Name, h.Error)
+}
+
+// Discover reads the issuer's metadata once (see the package function
+// Discover) and, on success, makes the provider available with the
+// discovered endpoints under the explicit ones. A provider without an
+// issuer, or one already discovered, returns nil at once. A failure is
+// recorded in Health and returned (a *DiscoveryError listing every URL
+// tried).
+func (p *Provider) Discover(ctx context.Context) error {
+	if p.cfg.Issuer == "" || p.ep.Load() != nil {
+		return nil
+	}
+	md, err := Discover(ctx, p.hc, p.cfg.Issuer)
+	now := time.Now
+	if p.cfg.Now != nil {
+		now = p.cfg.Now
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		h := Health{Status: StatusUnavailable, Error: err.Error(), CheckedAt: now().UTC()}
+		var de *DiscoveryError
+		if errors.As(err, &de) {
+			for _, a := range de.Attempts {
+				h.Tried = append(h.Tried, a.URL)
+			}
+		}
+		p.health = h
+		return err
+	}
+	// Explicit endpoints win over discovered ones, field by field.
+	x := p.cfg.Endpoints
+	ep := Endpoints{
+		AuthURL:       cmp.Or(x.AuthURL, md.AuthURL),
+		TokenURL:      cmp.Or(x.TokenURL, md.TokenURL),
+		RevocationURL: cmp.Or(x.RevocationURL, md.RevocationURL),
+		IntrospectURL: cmp.Or(x.IntrospectURL, md.IntrospectURL),
+	}
+	p.health = Health{Status: StatusDiscovered, Endpoints: ep, CheckedAt: now().UTC()}
+	p.ep.Store(&ep)
+	return nil
+}
 
 // SetClientSecret replaces the client secret (after a rotation). Safe to
-// call while requests are in flight.
+// call while requests are in flight. A public client ignores it (the
+// caller should refuse it first: see Public).
 func (p *Provider) SetClientSecret(secret string) { p.secret.Store(&secret) }
 
 func (p *Provider) ctx(ctx context.Context) context.Context {
 	return context.WithValue(ctx, oauth2.HTTPClient, p.hc)
+}
+
+// unavailable is the transient failure of a token request while the
+// provider's endpoints are unknown.
+func (p *Provider) unavailable() *domain.Failure {
+	return &domain.Failure{Code: "provider_unavailable", Detail: "the provider's endpoints are not discovered yet"}
 }
 
 // AuthCodeURL returns the authorize URL for state with the PKCE S256
@@ -145,8 +367,25 @@ func (p *Provider) ctx(ctx context.Context) context.Context {
 // them wholesale (request, request_uri: a request object carries its own
 // redirect_uri), or when its name is not a plain token (letters, digits,
 // "._~:-"). The same names in the endpoint URL's own query are dropped too.
+//
+// A connection without scopes gets the provider's default scopes
+// (Config.Scopes); the provider's extra parameters (Config.AuthorizeParams)
+// are sent under the connection's own. While the provider is unavailable
+// (discovery pending) it returns "": callers check Ready first.
 func (p *Provider) AuthCodeURL(state, verifier string, scopes []string, extra map[string]string) string {
-	c := p.config()
+	c, ok := p.config()
+	if !ok {
+		return ""
+	}
+	if len(scopes) == 0 {
+		scopes = p.cfg.Scopes
+	}
+	merged := maps.Clone(p.cfg.AuthorizeParams)
+	if merged == nil {
+		merged = map[string]string{}
+	}
+	maps.Copy(merged, extra)
+	extra = merged
 	own := url.Values{
 		"response_type":         {"code"},
 		"client_id":             {c.ClientID},
@@ -241,7 +480,14 @@ func (p *Provider) toTokens(t *oauth2.Token, scopes []string) domain.Tokens {
 
 // Exchange trades an authorisation code for tokens.
 func (p *Provider) Exchange(ctx context.Context, code, verifier string, scopes []string) (domain.Tokens, error) {
-	t, err := p.config().Exchange(p.ctx(ctx), code, oauth2.VerifierOption(verifier))
+	c, ok := p.config()
+	if !ok {
+		return domain.Tokens{}, p.unavailable()
+	}
+	if len(scopes) == 0 {
+		scopes = p.cfg.Scopes
+	}
+	t, err := c.Exchange(p.ctx(ctx), code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		return domain.Tokens{}, Classify(err)
 	}
@@ -258,7 +504,14 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []st
 	if refreshToken == "" {
 		return domain.Tokens{}, false, &domain.Failure{Terminal: true, Code: "invalid_grant", Detail: "no refresh token stored"}
 	}
-	tok, err := p.config().TokenSource(p.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken}).Token()
+	c, ok := p.config()
+	if !ok {
+		return domain.Tokens{}, false, p.unavailable()
+	}
+	if len(scopes) == 0 {
+		scopes = p.cfg.Scopes
+	}
+	tok, err := c.TokenSource(p.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
 		return domain.Tokens{}, false, Classify(err)
 	}
@@ -268,9 +521,17 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []st
 }
 
 // Revoke revokes token at the provider (RFC 7009). It returns
-// domain.ErrNoRevocation when the provider has no revocation endpoint.
+// domain.ErrNoRevocation when the provider has no revocation endpoint, and
+// an error wrapping ErrUnavailable while the endpoints are unknown. The
+// client authenticates as at the token endpoint: Basic header, client_id
+// and client_secret in the body (post), or client_id alone (none: no
+// empty client_secret, no Authorization header).
 func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
-	if p.cfg.Endpoints.RevocationURL == "" {
+	ep := p.ep.Load()
+	if ep == nil {
+		return fmt.Errorf("provider: revoke: %w", p.Ready())
+	}
+	if ep.RevocationURL == "" {
 		return domain.ErrNoRevocation
 	}
 	if token == "" {
@@ -280,17 +541,23 @@ func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
 	if hint != "" {
 		form.Set("token_type_hint", hint)
 	}
-	if p.oauth.Endpoint.AuthStyle == oauth2.AuthStyleInParams {
+	secret := *p.secret.Load()
+	switch p.method {
+	case AuthPost:
 		form.Set("client_id", p.cfg.ClientID)
-		form.Set("client_secret", *p.secret.Load())
+		if secret != "" {
+			form.Set("client_secret", secret)
+		}
+	case AuthNone:
+		form.Set("client_id", p.cfg.ClientID)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.cfg.Endpoints.RevocationURL, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.RevocationURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return fmt.Errorf("provider: revoke: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if p.oauth.Endpoint.AuthStyle != oauth2.AuthStyleInParams {
-		req.SetBasicAuth(url.QueryEscape(p.cfg.ClientID), url.QueryEscape(*p.secret.Load()))
+	if p.method == AuthBasic {
+		req.SetBasicAuth(url.QueryEscape(p.cfg.ClientID), url.QueryEscape(secret))
 	}
 	resp, err := p.hc.Do(req)
 	if err != nil {
@@ -304,59 +571,124 @@ func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
 	return nil
 }
 
-// Discover reads RFC 8414 metadata from issuer's
-// /.well-known/oauth-authorization-server (and, failing that, the OpenID
-// configuration).
-func Discover(ctx context.Context, hc *http.Client, issuer string) (Endpoints, error) {
-	hc = cmp.Or(hc, &http.Client{Timeout: 10 * time.Second})
-	u, err := url.Parse(issuer)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return Endpoints{}, fmt.Errorf("provider: discovery: invalid issuer %q", issuer)
+// DiscoveryAttempt is one metadata URL tried and why it did not do.
+type DiscoveryAttempt struct {
+	URL string
+	Err string
+}
+
+// DiscoveryError is a failed discovery: every URL tried, in order, with its
+// failure.
+type DiscoveryError struct {
+	Issuer   string
+	Attempts []DiscoveryAttempt
+}
+
+func (e *DiscoveryError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "provider: discovery for issuer %s failed; tried", e.Issuer)
+	for i, a := range e.Attempts {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " %s: %s", a.URL, a.Err)
 	}
-	// RFC 8414 §3 inserts the well-known segment before the issuer's path;
-	// many servers also answer with it appended, and OpenID providers at
-	// /.well-known/openid-configuration.
+	return b.String()
+}
+
+// IssuerMismatch reports whether any URL answered metadata for another
+// issuer.
+func (e *DiscoveryError) IssuerMismatch() bool {
+	return slices.ContainsFunc(e.Attempts, func(a DiscoveryAttempt) bool { return strings.Contains(a.Err, "does not match") })
+}
+
+// metadata is the part of RFC 8414 / OpenID provider metadata tokenline
+// reads.
+type metadata struct {
+	Issuer string `json:"issuer"`
+	Endpoints
+}
+
+// DiscoveryURLs returns the metadata URLs tried for issuer, in order: RFC
+// 8414 §3 inserts the well-known segment before the issuer's path; many
+// servers also answer with it appended; OpenID providers answer at
+// /.well-known/openid-configuration appended to the issuer.
+func DiscoveryURLs(issuer string) ([]string, error) {
+	if err := CheckIssuer(issuer); err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(issuer)
 	path := strings.TrimSuffix(u.Path, "/")
 	var candidates []string
 	for _, p := range []string{"/.well-known/oauth-authorization-server" + path, path + "/.well-known/oauth-authorization-server", path + "/.well-known/openid-configuration"} {
 		mu := *u
-		mu.Path = p
+		mu.Path, mu.RawPath = p, ""
 		if c := mu.String(); !slices.Contains(candidates, c) {
 			candidates = append(candidates, c)
 		}
 	}
-	var firstErr error
-	for _, c := range candidates {
-		ep, err := fetchMetadata(ctx, hc, c)
-		if err == nil {
-			return ep, nil
-		}
-		firstErr = cmp.Or(firstErr, err)
-	}
-	return Endpoints{}, firstErr
+	return candidates, nil
 }
 
-func fetchMetadata(ctx context.Context, hc *http.Client, u string) (Endpoints, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+// Discover reads RFC 8414 metadata for issuer (or, failing that, the
+// OpenID configuration) and returns its endpoints. The metadata's issuer
+// must be identical to issuer (RFC 8414 §3.3, OpenID Discovery §4.3): a
+// document for another issuer is refused. On failure the error is a
+// *DiscoveryError naming every URL tried and what each answered.
+func Discover(ctx context.Context, hc *http.Client, issuer string) (Endpoints, error) {
+	hc = cmp.Or(hc, &http.Client{Timeout: 10 * time.Second})
+	candidates, err := DiscoveryURLs(issuer)
 	if err != nil {
 		return Endpoints{}, err
 	}
+	de := &DiscoveryError{Issuer: issuer}
+	for _, c := range candidates {
+		md, err := fetchMetadata(ctx, hc, c)
+		if err == nil && md.Issuer != issuer {
+			err = fmt.Errorf("metadata issuer %q does not match the configured issuer %q (RFC 8414 §3.3: they must be identical)", md.Issuer, issuer)
+		}
+		if err == nil {
+			return md.Endpoints, nil
+		}
+		de.Attempts = append(de.Attempts, DiscoveryAttempt{URL: c, Err: err.Error()})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return Endpoints{}, de
+}
+
+func fetchMetadata(ctx context.Context, hc *http.Client, u string) (metadata, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return metadata{}, err
+	}
+	req.Header.Set("Accept", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return Endpoints{}, fmt.Errorf("provider: discovery: %w", err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return metadata{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return Endpoints{}, fmt.Errorf("provider: discovery %s: status %d", u, resp.StatusCode)
+		return metadata{}, fmt.Errorf("status %d", resp.StatusCode)
 	}
-	var ep Endpoints
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ep); err != nil {
-		return Endpoints{}, fmt.Errorf("provider: discovery %s: %w", u, err)
+	var md metadata
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&md); err != nil {
+		return metadata{}, fmt.Errorf("not a JSON metadata document: %w", err)
 	}
-	if ep.AuthURL == "" || ep.TokenURL == "" {
-		return Endpoints{}, fmt.Errorf("provider: discovery %s: metadata lacks endpoints", u)
+	if md.AuthURL == "" || md.TokenURL == "" {
+		return metadata{}, errors.New("metadata lacks authorization_endpoint or token_endpoint")
 	}
-	return ep, nil
+	for _, e := range []string{md.AuthURL, md.TokenURL, md.RevocationURL, md.IntrospectURL} {
+		if e != "" && !absoluteHTTP(e) {
+			return metadata{}, fmt.Errorf("metadata endpoint %q is not an absolute http(s) URL", e)
+		}
+	}
+	return md, nil
 }
 
 // Classify maps an error from x/oauth2 or the transport to a *domain.Failure.

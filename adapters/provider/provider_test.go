@@ -318,3 +318,66 @@ func TestAuthCodeURLOwnParametersWin(t *testing.T) {
 		t.Fatalf("redirected to %s", loc)
 	}
 }
+
+// A provider configured with an issuer is unavailable until discovery
+// succeeds: token requests fail transiently (provider_unavailable, never
+// terminal), revocation says so, and AuthCodeURL gives nothing. After
+// Discover the explicit endpoints win over the discovered ones, the default
+// scopes and the provider's extra parameters are sent, and a connection's
+// own parameter of the same name wins.
+func TestDiscoveryPendingThenDefaults(t *testing.T) {
+	_, srv, _ := sandboxEnv(t)
+	explicit := srv.URL + "/sandbox/oauth/revoke?explicit=1"
+	p, err := provider.New(provider.Config{Name: "late", Issuer: srv.URL + "/sandbox", ClientID: "c", AuthStyle: provider.AuthNone,
+		RedirectURL: srv.URL + "/cb", Endpoints: provider.Endpoints{RevocationURL: explicit},
+		Scopes: []string{"users:read"}, AuthorizeParams: map[string]string{"prompt": "consent", "tenant": "default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := p.Health(); h.Status != provider.StatusUnavailable || p.Ready() == nil || !errors.Is(p.Ready(), provider.ErrUnavailable) {
+		t.Fatalf("before discovery: %+v", h)
+	}
+	var f *domain.Failure
+	if _, _, err := p.Refresh(ctxT(t), "rt", nil); !errors.As(err, &f) || f.Terminal || f.Code != "provider_unavailable" {
+		t.Fatalf("refresh before discovery: %v", err)
+	}
+	if _, err := p.Exchange(ctxT(t), "code", "v", nil); !errors.As(err, &f) || f.Terminal {
+		t.Fatalf("exchange before discovery: %v", err)
+	}
+	if err := p.Revoke(ctxT(t), "t", "refresh_token"); !errors.Is(err, provider.ErrUnavailable) {
+		t.Fatalf("revoke before discovery: %v", err)
+	}
+	if u := p.AuthCodeURL("state-123456789", "v", nil, nil); u != "" {
+		t.Fatalf("authorize URL before discovery: %s", u)
+	}
+	if err := p.Discover(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	ep := p.Endpoints()
+	if h := p.Health(); h.Status != provider.StatusDiscovered || ep.RevocationURL != explicit || ep.TokenURL != srv.URL+"/sandbox/oauth/token" {
+		t.Fatalf("after discovery: %+v", h)
+	}
+	u, _ := url.Parse(p.AuthCodeURL("state-123456789", "v", nil, map[string]string{"tenant": "t1"}))
+	if q := u.Query(); q.Get("scope") != "users:read" || q.Get("prompt") != "consent" || q.Get("tenant") != "t1" {
+		t.Fatalf("defaults in the authorize URL: %s", u)
+	}
+	if _, err := provider.New(provider.Config{Name: "x", ClientID: "c", ClientSecret: "s", AuthStyle: provider.AuthNone, RedirectURL: srv.URL + "/cb", Issuer: srv.URL}); err == nil {
+		t.Fatal("a public client with a secret was accepted")
+	}
+}
+
+// A discovery that fails names every URL it tried with what each answered.
+func TestDiscoveryErrorListsEveryURL(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	_, err := provider.Discover(ctxT(t), nil, srv.URL+"/tenant")
+	var de *provider.DiscoveryError
+	if !errors.As(err, &de) || len(de.Attempts) != 3 {
+		t.Fatalf("error: %v", err)
+	}
+	for _, u := range []string{"/.well-known/oauth-authorization-server/tenant", "/tenant/.well-known/oauth-authorization-server", "/tenant/.well-known/openid-configuration"} {
+		if !strings.Contains(err.Error(), srv.URL+u+": status 404") {
+			t.Errorf("the error does not name %s: %v", u, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
 	"strings"
@@ -45,8 +46,12 @@ type Metadata struct {
 
 func (s *Server) metadata(r *http.Request) Metadata {
 	iss := s.issuerFor(r)
+	auth := []string{"client_secret_basic", "client_secret_post"}
+	if s.public {
+		auth = []string{"none"}
+	}
 	return Metadata{
-		Issuer:                                    iss,
+		Issuer:                                    cmp.Or(s.metadataIssuer, iss),
 		AuthorizationEndpoint:                     iss + "/oauth/authorize",
 		TokenEndpoint:                             iss + "/oauth/token",
 		RevocationEndpoint:                        iss + "/oauth/revoke",
@@ -56,8 +61,8 @@ func (s *Server) metadata(r *http.Request) Metadata {
 		ResponseModesSupported:                    []string{"query"},
 		GrantTypesSupported:                       []string{"authorization_code", "refresh_token"},
 		CodeChallengeMethodsSupported:             []string{"S256"},
-		TokenEndpointAuthMethodsSupported:         []string{"client_secret_basic", "client_secret_post"},
-		RevocationEndpointAuthMethodsSupported:    []string{"client_secret_basic", "client_secret_post"},
+		TokenEndpointAuthMethodsSupported:         auth,
+		RevocationEndpointAuthMethodsSupported:    auth,
 		IntrospectionEndpointAuthMethodsSupported: []string{"client_secret_basic"},
 	}
 }

@@ -14,7 +14,9 @@
 //     a registered URI byte for byte. fosite on its own would accept any
 //     port on a registered loopback URI (RFC 8252 section 7.3); the sandbox
 //     does not. A mismatch is answered with 400 JSON and never redirected.
-//   - Client authentication by client_secret_basic or client_secret_post.
+//   - Client authentication by client_secret_basic or client_secret_post;
+//     or, with Config.PublicClient, a public client (none): no secret,
+//     client_id in the form body.
 //   - A refresh token with every code exchange, without an offline scope.
 //   - Rotation on every refresh: the response carries a new access token
 //     and a new refresh token, and every earlier token of the grant is
@@ -28,7 +30,9 @@
 //   - Replay of an authorisation code gets invalid_grant and revokes the
 //     tokens issued for it (RFC 6749 section 4.1.2).
 //   - RFC 7009 revocation (revoking either token revokes the grant), RFC 7662
-//     introspection and RFC 8414 metadata.
+//     introspection and RFC 8414 metadata (Config.MetadataIssuer makes the
+//     metadata claim another issuer, to test clients' RFC 8414 section 3.3
+//     check).
 //   - Scopes in Pleo's resource:permission form; a client may request any
 //     subset of its registered scopes, and gets all of them if it names
 //     none.

@@ -132,6 +132,18 @@ type Config struct {
 	// tokenline passes its API token. When empty, New generates a random
 	// one; read it back with Server.AdminToken.
 	AdminToken string
+	// PublicClient registers the client as a public client
+	// (token_endpoint_auth_method none): it has no secret and identifies
+	// itself with client_id in the form body; PKCE is required as for every
+	// client. ClientSecret is then ignored. For testing public-client
+	// support (RFC 8252, OAuth 2.1).
+	PublicClient bool
+	// MetadataIssuer, if set, is the issuer the RFC 8414 metadata document
+	// claims instead of the real one (the endpoints stay right): a
+	// misconfigured or impersonating server, for testing that clients
+	// refuse metadata whose issuer is not the one they asked for (RFC 8414
+	// section 3.3).
+	MetadataIssuer string
 	// Logger receives one record per token-endpoint request, admin action
 	// and detected refresh-token reuse. Tokens, secrets, authorisation codes
 	// and PKCE verifiers are never logged. Default: discard.
@@ -164,6 +176,9 @@ type Server struct {
 	tokenMu sync.Mutex
 
 	adminToken string
+
+	public         bool   // Config.PublicClient
+	metadataIssuer string // Config.MetadataIssuer
 
 	mu      sync.Mutex // guards the fields below
 	secret  string
@@ -265,6 +280,9 @@ func New(cfg Config) (*Server, error) {
 		secret:       cfg.ClientSecret,
 		consent:      cfg.Consent,
 		adminToken:   cfg.AdminToken,
+
+		public:         cfg.PublicClient,
+		metadataIssuer: cfg.MetadataIssuer,
 	}
 	s.store = newStore(s.newClient(cfg.ClientSecret), storeHooks{
 		grantRevoked: func(string) { s.stats.revocation() },
@@ -314,6 +332,7 @@ func (s *Server) newClient(secret string) *fosite.DefaultClient {
 		GrantTypes:    []string{"authorization_code", "refresh_token"},
 		ResponseTypes: []string{"code"},
 		Scopes:        slices.Clone(s.scopes),
+		Public:        s.public,
 	}
 }
 

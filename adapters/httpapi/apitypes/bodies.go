@@ -95,4 +95,7 @@ type HealthResponse struct {
 	Status string `json:"status"`
 	// Reasons say why the instance is not ready ("nats: not connected").
 	Reasons []string `json:"reasons,omitempty"`
+	// Degraded lists what does not work although the instance is ready
+	// ("provider acme: ..." while its discovery is pending).
+	Degraded []string `json:"degraded,omitempty"`
 }

@@ -24,6 +24,9 @@ type Config struct {
 	LogLevel                           string
 	LogFormat                          string
 
+	// ProvidersFile declares every provider (providers.go); without it the
+	// single-provider flags below declare one.
+	ProvidersFile string
 	// Provider: "sandbox" (default: the in-process sandbox), "pleo",
 	// "pleo-staging" or "custom" (endpoints by flag or RFC 8414 discovery).
 	Provider      string
@@ -96,15 +99,16 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name written on events (default: random)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
-	fs.StringVar(&c.Provider, "provider", c.Provider, "sandbox, pleo, pleo-staging or custom")
+	fs.StringVar(&c.ProvidersFile, "providers", c.ProvidersFile, "providers file (YAML): any number of providers, presets or custom, secrets by reference (see docs/operations.md, Providers); excludes --provider and the other single-provider flags")
+	fs.StringVar(&c.Provider, "provider", c.Provider, "sandbox, pleo, pleo-staging or custom (one provider; see also --providers)")
 	fs.StringVar(&c.ProviderName, "provider-name", c.ProviderName, "name connections use for the provider (default: --provider)")
 	fs.StringVar(&c.ClientID, "client-id", c.ClientID, "OAuth client id")
 	fs.StringVar(&c.ClientSecret, "client-secret", c.ClientSecret, "OAuth client secret (prefer TOKENLINE_CLIENT_SECRET)")
 	fs.StringVar(&c.AuthURL, "auth-url", c.AuthURL, "authorization endpoint (custom provider)")
 	fs.StringVar(&c.TokenURL, "token-url", c.TokenURL, "token endpoint (custom provider)")
-	fs.StringVar(&c.RevocationURL, "revocation-url", c.RevocationURL, "RFC 7009 revocation endpoint (optional)")
-	fs.StringVar(&c.Issuer, "issuer", c.Issuer, "issuer URL for RFC 8414 discovery (custom provider)")
-	fs.StringVar(&c.AuthStyle, "auth-style", c.AuthStyle, "client authentication: basic (client_secret_basic) or post")
+	fs.StringVar(&c.RevocationURL, "revocation-url", c.RevocationURL, "RFC 7009 revocation endpoint (optional; wins over a discovered one)")
+	fs.StringVar(&c.Issuer, "issuer", c.Issuer, "issuer URL for RFC 8414 / OpenID discovery (custom provider; the metadata's issuer must be identical; explicit endpoint flags win)")
+	fs.StringVar(&c.AuthStyle, "auth-style", c.AuthStyle, "client authentication: basic (client_secret_basic), post (client_secret_post) or none (public client: PKCE, no secret)")
 	fs.StringVar(&c.VaultKeyFile, "vault-key-file", c.VaultKeyFile, "vault key file (default <data-dir>/vault.key; TOKENLINE_VAULT_KEY overrides)")
 	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "API token file (default <data-dir>/api-token, mode 0600; TOKENLINE_API_TOKEN overrides)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "GET /metrics requires the API token (--metrics-auth=false: open to anyone who reaches --http)")
@@ -146,6 +150,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		return fmt.Errorf("--replicas must be 1, 3 or 5")
+	}
+	return c.validateProviderFlags()
+}
+
+// validateProviderFlags checks the single-provider flags (ProviderSpecs
+// checks the providers file, and that no provider flag is set with it).
+func (c *Config) validateProviderFlags() error {
+	if c.ProvidersFile != "" {
+		return nil
 	}
 	switch c.Provider {
 	case "sandbox":

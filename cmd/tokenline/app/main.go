@@ -58,9 +58,14 @@ type Main struct {
 	Vault     *vault.Vault
 	Sandbox   *sandbox.Server // nil unless the sandbox provider runs
 	Providers map[string]*provider.Provider
-	Lifecycle *lifecycle.Service
-	Attempts  *vault.Attempts
-	Proj      *Projections
+	// DiscoveryRetry is the first delay between discovery attempts of a
+	// provider that could not be discovered at start-up (default 1 s,
+	// doubling to a minute). Tests shorten it.
+	DiscoveryRetry time.Duration
+	providerSpecs  []ProviderSpec
+	Lifecycle      *lifecycle.Service
+	Attempts       *vault.Attempts
+	Proj           *Projections
 
 	API      *httpapi.Server
 	Metrics  *httpapi.Metrics
@@ -112,6 +117,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.Config.Validate(); err != nil {
 		return err
 	}
+	specs, err := m.Config.ProviderSpecs(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	m.providerSpecs = specs
 	if m.Logger == nil {
 		m.Logger = m.logger()
 	}
@@ -212,6 +222,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
+	if err := m.registerProviderMetrics(m.registry); err != nil {
+		return err
+	}
 	phase("setup")
 	// The scheduler follows the status projection as the gate does: it is
 	// seeded when the catch-up completes, then told of every change.
@@ -220,6 +233,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("projections")
+	m.keepDiscovering(runCtx)
 	schedCtx, schedCancel := context.WithCancel(runCtx)
 	m.schedCancel = schedCancel
 	m.schedWG.Add(1)
@@ -350,54 +364,61 @@ func (m *Main) APIToken() string { return m.apiToken }
 // it to the operator, never log it.
 func (m *Main) LoginLink() (string, time.Time) { return m.API.NewLoginLink() }
 
+// openProviders creates every configured provider (the in-process sandbox
+// for the sandbox preset) and runs one discovery round, bounded by
+// startupDiscovery. A provider that cannot be discovered does not stop
+// start-up: it is unavailable, said so in the log, /readyz and GET
+// /v1/providers, and keepDiscovering retries it.
 func (m *Main) openProviders(ctx context.Context) error {
 	c := m.Config
-	name := cmp.Or(c.ProviderName, c.Provider)
 	redirect := m.BaseURL + "/oauth/callback"
-	pc := provider.Config{Name: name, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: redirect, AuthStyle: c.AuthStyle, Now: m.now()}
-	switch c.Provider {
-	case "sandbox":
-		sb, err := sandbox.New(sandbox.Config{
-			RedirectURIs: []string{redirect}, AccessTokenLifetime: c.SandboxAccessTTL,
-			RefreshTokenLifetime: c.SandboxRefreshTTL, Consent: c.SandboxConsent,
-			Logger: m.Logger.With("component", "sandbox"), Now: m.now(),
-			// The admin endpoints take the /v1 API token.
-			AdminToken: m.apiToken,
-		})
-		if err != nil {
-			return err
-		}
-		sb.SetIssuer(m.BaseURL)
-		m.Sandbox = sb
-		pc.ClientID, pc.ClientSecret = sb.ClientID(), sb.ClientSecret()
-		pc.Endpoints = provider.Endpoints{
-			AuthURL:       m.BaseURL + "/sandbox/oauth/authorize",
-			TokenURL:      m.BaseURL + "/sandbox/oauth/token",
-			RevocationURL: m.BaseURL + "/sandbox/oauth/revoke",
-			IntrospectURL: m.BaseURL + "/sandbox/oauth/token/introspect",
-		}
-	case "pleo", "pleo-staging":
-		pc.Endpoints = provider.Presets[c.Provider]
-		// Pleo registers exact redirect URIs: HTTPS, or plain HTTP only for
-		// localhost. Say so now rather than at the user's first consent.
-		if err := checkRedirect(redirect); err != nil {
-			return err
-		}
-	case "custom":
-		pc.Endpoints = provider.Endpoints{AuthURL: c.AuthURL, TokenURL: c.TokenURL, RevocationURL: c.RevocationURL}
-		if c.Issuer != "" {
-			ep, err := provider.Discover(ctx, nil, c.Issuer)
+	m.Providers = map[string]*provider.Provider{}
+	var list []*provider.Provider
+	for _, s := range m.providerSpecs {
+		pc := s.providerConfig()
+		pc.RedirectURL, pc.Now = redirect, m.now()
+		switch s.Preset {
+		case "sandbox":
+			sb, err := sandbox.New(sandbox.Config{
+				RedirectURIs: []string{redirect}, AccessTokenLifetime: c.SandboxAccessTTL,
+				RefreshTokenLifetime: c.SandboxRefreshTTL, Consent: c.SandboxConsent,
+				Logger: m.Logger.With("component", "sandbox"), Now: m.now(),
+				// The admin endpoints take the /v1 API token.
+				AdminToken: m.apiToken,
+			})
 			if err != nil {
 				return err
 			}
-			pc.Endpoints = ep
+			sb.SetIssuer(m.BaseURL)
+			m.Sandbox = sb
+			pc.ClientID, pc.ClientSecret, pc.AuthStyle = sb.ClientID(), sb.ClientSecret(), provider.AuthBasic
+			pc.Endpoints = provider.Endpoints{
+				AuthURL:       m.BaseURL + "/sandbox/oauth/authorize",
+				TokenURL:      m.BaseURL + "/sandbox/oauth/token",
+				RevocationURL: m.BaseURL + "/sandbox/oauth/revoke",
+				IntrospectURL: m.BaseURL + "/sandbox/oauth/token/introspect",
+			}
+		case "pleo", "pleo-staging":
+			// Pleo registers exact redirect URIs: HTTPS, or plain HTTP only
+			// for localhost. Say so now rather than at the user's first
+			// consent.
+			if err := checkRedirect(redirect); err != nil {
+				return err
+			}
 		}
+		p, err := provider.New(pc)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.where, err)
+		}
+		m.Providers[s.Name] = p
+		list = append(list, p)
 	}
-	p, err := provider.New(pc)
-	if err != nil {
-		return err
+	dctx, cancel := context.WithTimeout(ctx, startupDiscovery)
+	defer cancel()
+	errs := discoverAll(dctx, list)
+	for _, p := range list {
+		m.logProvider(p, errs[p.Name()])
 	}
-	m.Providers = map[string]*provider.Provider{name: p}
 	return nil
 }
 
@@ -442,24 +463,26 @@ func (m *Main) Close() error {
 
 func (m *Main) handler() http.Handler {
 	cfg := httpapi.Config{
-		Connections: m.Lifecycle,
+		Connections: providerGuard{Service: m.Lifecycle, m: m},
 		Status:      httpapi.StatusFromProjection{Status: m.Proj.Status},
 		Audit:       httpapi.StoreReader{Store: m.Store},
 		Ready: []httpapi.Check{
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
 			{Name: "projections", Probe: httpapi.ProjectionsReady(m.Proj.Runner.Ready, m.Proj.Runner.Lag, 1000)},
 		},
-		APIToken:      m.apiToken,
-		MetricsPublic: !m.Config.MetricsAuth,
-		BaseURL:       m.BaseURL,
-		Logger:        m.Logger,
-		ProjectionLag: m.Proj.Runner.Lag,
-		Metrics:       m.Metrics,
-		Registerer:    m.registry,
-		Gatherer:      m.registry,
+		ProviderDirectory: providerDirectory{m},
+		APIToken:          m.apiToken,
+		MetricsPublic:     !m.Config.MetricsAuth,
+		BaseURL:           m.BaseURL,
+		Logger:            m.Logger,
+		ProjectionLag:     m.Proj.Runner.Lag,
+		Metrics:           m.Metrics,
+		Registerer:        m.registry,
+		Gatherer:          m.registry,
 	}
-	for name := range m.Providers {
-		cfg.Providers = append(cfg.Providers, name)
+	cfg.Ready = append(cfg.Ready, m.providerChecks()...)
+	for _, s := range m.providerSpecs {
+		cfg.Providers = append(cfg.Providers, s.Name)
 	}
 	if m.Sandbox != nil {
 		cfg.Sandbox, cfg.SandboxMetadata = m.Sandbox.Handler(), m.Sandbox.MetadataHandler()

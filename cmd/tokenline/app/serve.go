@@ -65,7 +65,12 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 			"  nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk consumer next TOKENLINE my-consumer\n\n" +
 			"With --nats-url, tokenline connects to an external NATS system as the user in\n" +
 			"--nats-creds (a .creds file or an nkey seed file); docs/nats-server.conf is a\n" +
-			"least-privilege server configuration (see docs/operations.md, NATS security).",
+			"least-privilege server configuration (see docs/operations.md, NATS security).\n\n" +
+			"Providers: the flags --provider ... --auth-style declare one; --providers FILE (YAML)\n" +
+			"declares any number, presets or custom, with secrets by reference (client_secret_env,\n" +
+			"client_secret_file; see docs/operations.md, Providers). serve prints the endpoints each\n" +
+			"provider uses. A provider that cannot be discovered at start-up is retried in the\n" +
+			"background (GET /v1/providers and /readyz say which); the others are unaffected.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := ApplyEnv(cmd.Flags(), os.LookupEnv); err != nil {
@@ -91,6 +96,7 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 				fmt.Fprintf(out, "              tokenline events tail --nats-url %s --creds %s\n", m.NATSURL(), r)
 				fmt.Fprintf(out, "  Admin:      tokenline's own nkey seed is %s (all rights: keep it private)\n", m.NATSCredsFile())
 			}
+			printProviders(out, m)
 			if m.Sandbox != nil {
 				fmt.Fprintf(out, "  Sandbox:    %s/sandbox/ (admin: %s/sandbox/admin/stats, bearer API token)\n", m.BaseURL, m.BaseURL)
 			}
