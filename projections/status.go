@@ -22,7 +22,11 @@ import (
 // stream order (the confirmed state); it is idempotent by sequence. Events
 // the aggregate refuses, and undecodable messages on a connection's subject,
 // still advance the connection's version, as jsstore's Load does, so
-// Version is the expected sequence for the next append.
+// Version is the expected sequence for the next append. An event that does
+// not extend the connection's hash chain (domain.ErrChainBroken: forged,
+// altered, out of order) is refused like that and counted in the
+// connection's ChainBreaks: it changes nothing else, so no observer acts
+// on it.
 //
 // Read-your-own-writes: once a Runner follows a Status, Apply is for the
 // events this instance appends (register it with jsstore's OnAppend). Such
@@ -228,17 +232,38 @@ func (s *Status) applyLocked(e domain.Event) error {
 	ent = s.own(e.ConnectionID, ent)
 	if ent.confirmed == nil {
 		if err := ent.c.Apply(e); err != nil {
-			ent.c.Version = e.Seq
+			refused(&ent.c, e.Seq, err)
 			return err
 		}
 		return nil
 	}
 	err := ent.confirmed.Apply(e)
 	if err != nil {
-		ent.confirmed.Version = e.Seq
+		refused(ent.confirmed, e.Seq, err)
 	}
 	s.confirm(ent, e.Seq)
 	return err
+}
+
+// refused records a stream event the aggregate refused: the version
+// advances; one that breaks the hash chain is counted (ChainBreaks: the
+// API shows the connection as flagged).
+func refused(c *domain.Connection, seq uint64, err error) {
+	c.Version = seq
+	if errors.Is(err, domain.ErrChainBroken) {
+		c.ChainBreaks++
+	}
+}
+
+// applyOwn applies an event this instance appended on top of a state that
+// may lack another instance's earlier event the stream has not delivered:
+// its chain link is this instance's own (it is not read from the stream,
+// so it cannot be forged) and is checked when the stream delivers it.
+func applyOwn(c *domain.Connection, e domain.Event) error {
+	if e.Link.Chained {
+		e.Link.Prev = c.Head.Hash
+	}
+	return c.Apply(e)
 }
 
 // confirm drops the events ahead that the confirmed state reached (seq) and
@@ -256,7 +281,7 @@ func (s *Status) confirm(ent *statusEntry, seq uint64) {
 	}
 	c := ent.confirmed.Clone()
 	for _, a := range ent.ahead {
-		_ = c.Apply(a) // one refused now waits for the events before it
+		_ = applyOwn(&c, a) // one refused now waits for the events before it
 	}
 	ent.c = c
 }
@@ -301,7 +326,7 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 	s.ahead++
 	if at == len(ent.ahead)-1 {
 		// Refused: kept ahead, the events before it have not arrived.
-		return ent.c.Apply(e)
+		return applyOwn(&ent.c, e)
 	}
 	s.confirm(ent, ent.confirmed.Version) // an earlier event arrived late: fold again
 	return nil
