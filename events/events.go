@@ -112,15 +112,15 @@ var CurrentVersion = map[domain.EventType]int{
 
 // Envelope is the CloudEvents structured-mode JSON envelope.
 type Envelope struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject"`
-	Time            time.Time       `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	SchemaVersion   int             `json:"schemaversion"`
-	Actor           string          `json:"actor,omitempty"`
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	SchemaVersion   int       `json:"schemaversion"`
+	Actor           string    `json:"actor,omitempty"`
 	// PrevHash is the hash-chain link (CloudEvents extension attribute):
 	// "sha256:<hex>" of the stored bytes of the connection's previous
 	// event in the chain, GenesisHash for the first. Empty: written before

@@ -2,10 +2,10 @@ package events
 
 import (
 	"cmp"
-	"slices"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -51,11 +51,11 @@ type expectation struct {
 
 // Break kinds.
 const (
-	BreakChain         = "chain"          // an event does not extend its connection's chain
-	BreakUndecodable   = "undecodable"    // a message on a connection subject is not an event
-	BreakCheckpoint    = "checkpoint"     // a checkpoint does not verify or does not follow the previous one
+	BreakChain         = "chain"           // an event does not extend its connection's chain
+	BreakUndecodable   = "undecodable"     // a message on a connection subject is not an event
+	BreakCheckpoint    = "checkpoint"      // a checkpoint does not verify or does not follow the previous one
 	BreakCheckpointSeq = "checkpoint-head" // an event a checkpoint lists is altered or missing
-	BreakTailCut       = "tail-cut"       // the stream ends before the last checkpoint
+	BreakTailCut       = "tail-cut"        // the stream ends before the last checkpoint
 )
 
 // Break is one finding, in the order found.
@@ -266,5 +266,7 @@ func (v *Verifier) Finish(lastSeq uint64) VerifyReport {
 }
 
 func sortBreaks(bs []Break) {
-	slices.SortFunc(bs, func(a, b Break) int { return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Connection, b.Connection)) })
+	slices.SortFunc(bs, func(a, b Break) int {
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Connection, b.Connection))
+	})
 }
