@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,7 +81,10 @@ type Store struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	cfg    Config
+	// checkpoints is the signed-checkpoint stream (nil: a reader opened
+	// before it existed).
+	checkpoints jetstream.Stream
+	cfg         Config
 	log    *slog.Logger
 
 	mu    sync.RWMutex
@@ -135,8 +139,9 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-// Open creates the stream (or updates it to the configuration) and returns a
-// store on it.
+// Open creates the stream and the checkpoint stream (or updates them to the
+// configuration, unless their history guards were changed: see
+// ShapeProblems) and returns a store on them.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg = withDefaults(cfg)
 	// Requests whose context has no deadline (an HTTP handler's, say) get
@@ -145,11 +150,35 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: jetstream: %w", err)
 	}
-	st, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
+	st, err := ensureStream(ctx, js, StreamConfig(cfg), cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("jsstore: create stream %s: %w", cfg.Stream, err)
+		return nil, err
 	}
-	return &Store{nc: nc, js: js, stream: st, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}, nil
+	cp, err := ensureStream(ctx, js, CheckpointStreamConfig(cfg), cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{nc: nc, js: js, stream: st, checkpoints: cp, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}, nil
+}
+
+// ensureStream creates a stream, or updates it to want unless someone
+// changed what guards the history (ShapeProblems): such a stream is left
+// as it is, for CheckShape to report (tokenline is then not ready).
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, want.Name)
+	if err == nil {
+		if p := ShapeProblems(st.CachedInfo().Config, want); len(p) > 0 {
+			log.Error("stream configuration changed: not updating it, tokenline is not ready until it is restored", "stream", want.Name, "problems", strings.Join(p, "; "))
+			return st, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("jsstore: stream %s: %w", want.Name, err)
+	}
+	st, err = js.CreateOrUpdateStream(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: create stream %s: %w", want.Name, err)
+	}
+	return st, nil
 }
 
 // JetStream returns the JetStream context the store uses.
