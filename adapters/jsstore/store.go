@@ -85,7 +85,7 @@ type Store struct {
 	// before it existed).
 	checkpoints jetstream.Stream
 	cfg         Config
-	log    *slog.Logger
+	log         *slog.Logger
 
 	mu    sync.RWMutex
 	cache map[string]*domain.Connection
