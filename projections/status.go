@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -58,6 +59,8 @@ type Status struct {
 	quiet    bool
 	ahead    int // events held ahead of the stream, all connections
 	maxAhead int
+
+	chainBreaks atomic.Int64
 }
 
 // MaxAhead is how many of this instance's events, in all, a followed
@@ -232,14 +235,14 @@ func (s *Status) applyLocked(e domain.Event) error {
 	ent = s.own(e.ConnectionID, ent)
 	if ent.confirmed == nil {
 		if err := ent.c.Apply(e); err != nil {
-			refused(&ent.c, e.Seq, err)
+			s.refused(&ent.c, e.Seq, err)
 			return err
 		}
 		return nil
 	}
 	err := ent.confirmed.Apply(e)
 	if err != nil {
-		refused(ent.confirmed, e.Seq, err)
+		s.refused(ent.confirmed, e.Seq, err)
 	}
 	s.confirm(ent, e.Seq)
 	return err
@@ -248,12 +251,17 @@ func (s *Status) applyLocked(e domain.Event) error {
 // refused records a stream event the aggregate refused: the version
 // advances; one that breaks the hash chain is counted (ChainBreaks: the
 // API shows the connection as flagged).
-func refused(c *domain.Connection, seq uint64, err error) {
+func (s *Status) refused(c *domain.Connection, seq uint64, err error) {
 	c.Version = seq
 	if errors.Is(err, domain.ErrChainBroken) {
 		c.ChainBreaks++
+		s.chainBreaks.Add(1)
 	}
 }
+
+// ChainBreaks counts the stream events this projection refused because
+// they do not extend their connection's hash chain (a metric).
+func (s *Status) ChainBreaks() int64 { return s.chainBreaks.Load() }
 
 // applyOwn applies an event this instance appended on top of a state that
 // may lack another instance's earlier event the stream has not delivered:

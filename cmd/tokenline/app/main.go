@@ -62,9 +62,10 @@ type Main struct {
 	Attempts  *vault.Attempts
 	Proj      *Projections
 
-	API      *httpapi.Server
-	Metrics  *httpapi.Metrics
-	registry *prometheus.Registry
+	API       *httpapi.Server
+	Metrics   *httpapi.Metrics
+	registry  *prometheus.Registry
+	integrity *integrity
 
 	HTTPListener net.Listener
 	HTTPServer   *http.Server
@@ -208,6 +209,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return m.Proj.Runner.Lag(ctx)
 		},
 	}); err != nil {
+		return err
+	}
+	if err := m.startIntegrity(runCtx); err != nil {
 		return err
 	}
 	phase("setup")
@@ -403,8 +407,10 @@ func (m *Main) handler() http.Handler {
 		Ready: []httpapi.Check{
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
 			{Name: "projections", Probe: httpapi.ProjectionsReady(m.Proj.Runner.Ready, m.Proj.Runner.Lag, 1000)},
+			m.shapeReady(),
 		},
-		APIToken: m.apiToken,
+		SigningKey: m.signingKeyInfo(),
+		APIToken:   m.apiToken,
 		// A public URL means a reverse proxy, whose requests reach us from
 		// loopback: the UI pages must not carry the token then.
 		UIWithoutToken: !loopbackURL(m.BaseURL),

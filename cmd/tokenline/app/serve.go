@@ -30,6 +30,7 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 		newAuditCommand(),
 		newReplayCommand(),
 		newEventsCommand(),
+		newVerifyCommand(),
 	)
 	return root
 }
