@@ -43,6 +43,7 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		"/v1/connections/{id}/state":         {"get"},
 		"/v1/events/timeline":                {"get"},
 		"/v1/providers/{name}/client-secret": {"put"},
+		"/v1/signing-key":                    {"get"},
 		"/oauth/callback":                    {"get"},
 		"/healthz":                           {"get"},
 		"/readyz":                            {"get"},
@@ -84,6 +85,7 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		"TransitionCount":   projections.TransitionCount{},
 		"TimelineResponse":  projections.TimelineReport{},
 		"Health":            apitypes.HealthResponse{},
+		"SigningKey":        apitypes.SigningKey{},
 	}
 	for name, v := range types {
 		sc, ok := doc.Components.Schemas[name]

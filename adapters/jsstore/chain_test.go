@@ -19,7 +19,9 @@ import (
 	"github.com/tokenline/tokenline/events"
 )
 
-func signingKey(t *testing.T) ed25519.PrivateKey {
+func pubOf(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+
+func signingKey(t testing.TB) ed25519.PrivateKey {
 	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
