@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/binary"
 	"cmp"
 	"crypto/ed25519"
 	"errors"
@@ -22,7 +23,7 @@ type Verifier struct {
 	only string // one connection, or all
 
 	conns  map[string]*domain.Connection
-	seen   map[[32]byte]seen // hash of every decoded event
+	seen   map[uint64]seen // every decoded event, by the first 8 bytes of its hash
 	expect map[headKey]expectation
 
 	cpNumber uint64
@@ -115,7 +116,7 @@ func NewVerifier(key ed25519.PublicKey, only string) *Verifier {
 	return &Verifier{
 		key: key, only: only,
 		conns:  map[string]*domain.Connection{},
-		seen:   map[[32]byte]seen{},
+		seen:   map[uint64]seen{},
 		expect: map[headKey]expectation{},
 		r:      VerifyReport{KeyPinned: key != nil},
 	}
@@ -200,7 +201,7 @@ func (v *Verifier) Event(rec *Record) {
 	default:
 		v.r.Refused++
 	}
-	v.seen[e.Link.Hash] = seen{seq: e.Seq, accepted: err == nil}
+	v.seen[short(e.Link.Hash)] = seen{seq: e.Seq, accepted: err == nil}
 	v.check(e.ConnectionID, e.Seq, e.Link.Hash, err == nil)
 }
 
@@ -213,7 +214,7 @@ func (v *Verifier) explain(e domain.Event, head domain.ChainHead) string {
 	if e.Link.Prev == ([32]byte{}) {
 		return what + ": it claims to be the first event: inserted or reordered"
 	}
-	s, ok := v.seen[e.Link.Prev]
+	s, ok := v.seen[short(e.Link.Prev)] // used only to explain a break
 	switch {
 	case !ok:
 		return what + ": its prevhash is the hash of no event in the stream: the event before it was altered or removed, or this one was forged"
@@ -223,6 +224,8 @@ func (v *Verifier) explain(e domain.Event, head domain.ChainHead) string {
 		return what + fmt.Sprintf(": it links to seq %d, which was refused: out of order, or following a forged event", s.seq)
 	}
 }
+
+func short(h [32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
 // check compares an event with what the checkpoints listed for it.
 func (v *Verifier) check(conn string, seq uint64, hash [32]byte, accepted bool) {
