@@ -1,9 +1,9 @@
 package events
 
 import (
-	"encoding/binary"
 	"cmp"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
