@@ -2,6 +2,7 @@ package domain
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -56,6 +57,34 @@ type Connection struct {
 	// made because an API call was rejected: if its token is rejected too, the
 	// connection is unauthenticated (access_token_rejected).
 	RecoveringFromRejection bool
+
+	// Head is the connection's hash-chain head: the last event that
+	// extended the chain (its stream sequence and hash; Chained once a
+	// chained event was applied). ChainBreaks counts the events refused
+	// because they do not extend it (ErrChainBroken): forged, altered or
+	// reordered. Apply never counts: the readers that refuse events do.
+	Head        ChainHead
+	ChainBreaks int
+}
+
+// ChainHead is the head of a connection's hash chain.
+type ChainHead struct {
+	Seq     uint64
+	Hash    [32]byte
+	Chained bool
+}
+
+// ErrChainBroken refuses an event whose prev hash is not the connection's
+// chain head, or an unchained event after the chain began.
+var ErrChainBroken = errors.New("event does not extend the connection's hash chain")
+
+// extends reports whether e extends the chain: its prev hash is the head
+// (chained), or neither it nor the connection is chained yet.
+func (c *Connection) extends(e Event) error {
+	if e.Link.Chained && e.Link.Prev != c.Head.Hash || !e.Link.Chained && c.Head.Chained {
+		return fmt.Errorf("%w (%s at seq %d)", ErrChainBroken, e.Type(), e.Seq)
+	}
+	return nil
 }
 
 // Exists reports whether the connection was created. Events counts a
@@ -63,9 +92,15 @@ type Connection struct {
 func (c *Connection) Exists() bool { return c.Events > 0 || c.Version > 0 || !c.Created.IsZero() }
 
 // Apply folds one event into the aggregate. It is pure: no I/O, no callbacks,
-// no clock. It returns an error, and leaves c unchanged, if the event is not
-// allowed by the transition table in the current state.
+// no clock. It returns an error, and leaves c unchanged, if the event does
+// not extend the connection's hash chain (ErrChainBroken: its prev hash is
+// not Head) or is not allowed by the transition table in the current state.
+// The chain is thus over the events Apply accepted; an accepted event
+// becomes the head.
 func (c *Connection) Apply(e Event) error {
+	if err := c.extends(e); err != nil {
+		return err
+	}
 	if _, ok := e.Payload.(ConnectionCreated); !ok {
 		if !c.Exists() {
 			return fmt.Errorf("%w: %s before connection.created", ErrNotFound, e.Type())
@@ -162,6 +197,7 @@ func (c *Connection) Apply(e Event) error {
 		c.Version = e.Seq
 	}
 	c.Events++
+	c.Head = ChainHead{Seq: e.Seq, Hash: e.Link.Hash, Chained: c.Head.Chained || e.Link.Chained}
 	return nil
 }
 

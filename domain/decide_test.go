@@ -173,7 +173,7 @@ func TestRejectAccess(t *testing.T) {
 			t.Fatalf("%+v: event %+v, want %+v", cmd, ar, want)
 		}
 		// Only the bookkeeping of having applied one more event changes.
-		before.Version, before.Events = h.c.Version, h.c.Events
+		before.Version, before.Events, before.Head = h.c.Version, h.c.Events, h.c.Head
 		if h.c.State != state || !reflect.DeepEqual(h.c, before) {
 			t.Fatalf("%+v: recorded rejection changed the aggregate:\nbefore %+v\nafter  %+v", cmd, before, h.c)
 		}

@@ -49,6 +49,19 @@ type Event struct {
 	Actor   string
 	Seq     uint64
 	Payload Payload
+	// Link places the event in its connection's hash chain (see ChainLink);
+	// the event store and the decoders fill it in.
+	Link ChainLink
+}
+
+// ChainLink is an event's place in its connection's hash chain: Hash is the
+// SHA-256 of the event's stored bytes, Prev the hash of the event before it
+// in the chain (the zero hash for the first). Chained is false for events
+// written before the chain existed (they carry no prev hash): such events
+// are accepted only before a connection's first chained event.
+type ChainLink struct {
+	Prev, Hash [32]byte
+	Chained    bool
 }
 
 // Type returns the event's type name.

@@ -88,6 +88,11 @@ func (e *DecodeError) Unwrap() error { return e.Kind }
 // CurrentVersion is the schema version Encode writes for each type.
 //
 // History:
+//   - envelope: the prevhash extension attribute (the per-connection hash
+//     chain, see chain.go) was added without changing any type's version:
+//     it is optional, and an envelope without it is an event written
+//     before the chain (accepted only before a connection's first chained
+//     event, reported by verify as "before the chain").
 //   - refresh.failed v1 (draft): {"terminal", "code", "status"}; v2 renamed
 //     code→error_code and status→http_status and added class, attempt,
 //     reason and retry_at. v1 is upcast on read.
@@ -110,16 +115,21 @@ var CurrentVersion = map[domain.EventType]int{
 
 // Envelope is the CloudEvents structured-mode JSON envelope.
 type Envelope struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject"`
-	Time            time.Time       `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	SchemaVersion   int             `json:"schemaversion"`
-	Actor           string          `json:"actor,omitempty"`
-	Data            json.RawMessage `json:"data"`
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	SchemaVersion   int       `json:"schemaversion"`
+	Actor           string    `json:"actor,omitempty"`
+	// PrevHash is the hash-chain link (CloudEvents extension attribute):
+	// "sha256:<hex>" of the stored bytes of the connection's previous
+	// event in the chain, GenesisHash for the first. Empty: written before
+	// the chain (see ChainLink).
+	PrevHash string          `json:"prevhash,omitempty"`
+	Data     json.RawMessage `json:"data"`
 }
 
 // Source is the CloudEvents source written by Encode when the event's actor
@@ -164,6 +174,7 @@ func Encode(e domain.Event) ([]byte, error) {
 		DataContentType: DataContentType,
 		SchemaVersion:   v,
 		Actor:           e.Actor,
+		PrevHash:        prevHash(e.Link),
 		Data:            jsonNull,
 	})
 	var b []byte
@@ -190,10 +201,15 @@ func Decode(b []byte) (domain.Event, error) {
 	if err := json.Unmarshal(b, &env); err != nil {
 		return domain.Event{}, malformed("envelope is not valid JSON")
 	}
-	return DecodeEnvelope(env)
+	e, err := DecodeEnvelope(env)
+	if err == nil {
+		e.Link.Hash = HashOf(b)
+	}
+	return e, err
 }
 
-// DecodeEnvelope reads an already parsed envelope.
+// DecodeEnvelope reads an already parsed envelope. The event's own hash
+// (Link.Hash) is left zero: only Decode has the stored bytes.
 func DecodeEnvelope(env Envelope) (domain.Event, error) {
 	if env.SpecVersion != SpecVersion {
 		return domain.Event{}, malformed("specversion must be 1.0")
@@ -230,7 +246,15 @@ func DecodeEnvelope(env Envelope) (domain.Event, error) {
 	if err != nil {
 		return domain.Event{}, err
 	}
-	return domain.Event{ID: env.ID, ConnectionID: env.Subject, Time: env.Time, Actor: env.Actor, Payload: p}, nil
+	e := domain.Event{ID: env.ID, ConnectionID: env.Subject, Time: env.Time, Actor: env.Actor, Payload: p}
+	if env.PrevHash != "" {
+		h, ok := ParseHash(env.PrevHash)
+		if !ok {
+			return domain.Event{}, malformed(`prevhash is not "sha256:" and 64 hex digits`)
+		}
+		e.Link.Prev, e.Link.Chained = h, true
+	}
+	return e, nil
 }
 
 func unmarshal[T any](data []byte) (T, error) {

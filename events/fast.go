@@ -162,6 +162,13 @@ func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
 			var ok bool
 			e.Actor, ok = p.sym()
 			return ok
+		case "prevhash":
+			raw, ok := p.rawStr()
+			if ok {
+				e.Link.Prev, ok = parseHashBytes(raw)
+				e.Link.Chained = true
+			}
+			return ok
 		case "data":
 			// The canonical form writes type and schemaversion first.
 			if !bytes.HasPrefix(typ, []byte(TypePrefix)) {
@@ -177,7 +184,7 @@ func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
 			return ok
 		}
 		return false
-	}, 10)
+	}, 11)
 	if !ok || !p.end() || !haveData {
 		return domain.Event{}, false
 	}
@@ -190,6 +197,7 @@ func fastDecodeWith(b []byte, in *interner) (domain.Event, bool) {
 	if !validPayload(e.Payload) {
 		return domain.Event{}, false
 	}
+	e.Link.Hash = HashOf(b)
 	return e, true
 }
 
@@ -711,7 +719,7 @@ func (p *parser) object(field func(key []byte) bool, maxKeys int) bool {
 	if p.next('}') {
 		return true
 	}
-	var seen [10][]byte
+	var seen [12][]byte
 	n := 0
 	for {
 		k, ok := p.rawStr()

@@ -95,7 +95,10 @@ func FuzzDecode(f *testing.F) {
 // sameEvent compares decoded events: times by instant (Decode keeps the
 // zone written, Encode writes UTC) and nil collections as empty (omitempty
 // fields drop empty ones; see TestConnectionUpdatedEmptyListSurvivesTheWire).
+// The hash of the stored bytes (Link.Hash) is not compared: re-encoding may
+// write other bytes for the same event.
 func sameEvent(a, b domain.Event) bool {
+	a.Link.Hash, b.Link.Hash = [32]byte{}, [32]byte{}
 	return same(reflect.ValueOf(a), reflect.ValueOf(b))
 }
 
@@ -109,6 +112,8 @@ func same(a, b reflect.Value) bool {
 		return a.Interface().(time.Time).Equal(b.Interface().(time.Time))
 	}
 	switch a.Kind() {
+	case reflect.Array:
+		return a.Interface() == b.Interface()
 	case reflect.Interface:
 		if a.IsNil() || b.IsNil() {
 			return a.IsNil() == b.IsNil()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -22,7 +23,11 @@ import (
 // stream order (the confirmed state); it is idempotent by sequence. Events
 // the aggregate refuses, and undecodable messages on a connection's subject,
 // still advance the connection's version, as jsstore's Load does, so
-// Version is the expected sequence for the next append.
+// Version is the expected sequence for the next append. An event that does
+// not extend the connection's hash chain (domain.ErrChainBroken: forged,
+// altered, out of order) is refused like that and counted in the
+// connection's ChainBreaks: it changes nothing else, so no observer acts
+// on it.
 //
 // Read-your-own-writes: once a Runner follows a Status, Apply is for the
 // events this instance appends (register it with jsstore's OnAppend). Such
@@ -54,6 +59,8 @@ type Status struct {
 	quiet    bool
 	ahead    int // events held ahead of the stream, all connections
 	maxAhead int
+
+	chainBreaks atomic.Int64
 }
 
 // MaxAhead is how many of this instance's events, in all, a followed
@@ -228,17 +235,43 @@ func (s *Status) applyLocked(e domain.Event) error {
 	ent = s.own(e.ConnectionID, ent)
 	if ent.confirmed == nil {
 		if err := ent.c.Apply(e); err != nil {
-			ent.c.Version = e.Seq
+			s.refused(&ent.c, e.Seq, err)
 			return err
 		}
 		return nil
 	}
 	err := ent.confirmed.Apply(e)
 	if err != nil {
-		ent.confirmed.Version = e.Seq
+		s.refused(ent.confirmed, e.Seq, err)
 	}
 	s.confirm(ent, e.Seq)
 	return err
+}
+
+// refused records a stream event the aggregate refused: the version
+// advances; one that breaks the hash chain is counted (ChainBreaks: the
+// API shows the connection as flagged).
+func (s *Status) refused(c *domain.Connection, seq uint64, err error) {
+	c.Version = seq
+	if errors.Is(err, domain.ErrChainBroken) {
+		c.ChainBreaks++
+		s.chainBreaks.Add(1)
+	}
+}
+
+// ChainBreaks counts the stream events this projection refused because
+// they do not extend their connection's hash chain (a metric).
+func (s *Status) ChainBreaks() int64 { return s.chainBreaks.Load() }
+
+// applyOwn applies an event this instance appended on top of a state that
+// may lack another instance's earlier event the stream has not delivered:
+// its chain link is this instance's own (it is not read from the stream,
+// so it cannot be forged) and is checked when the stream delivers it.
+func applyOwn(c *domain.Connection, e domain.Event) error {
+	if e.Link.Chained {
+		e.Link.Prev = c.Head.Hash
+	}
+	return c.Apply(e)
 }
 
 // confirm drops the events ahead that the confirmed state reached (seq) and
@@ -256,7 +289,7 @@ func (s *Status) confirm(ent *statusEntry, seq uint64) {
 	}
 	c := ent.confirmed.Clone()
 	for _, a := range ent.ahead {
-		_ = c.Apply(a) // one refused now waits for the events before it
+		_ = applyOwn(&c, a) // one refused now waits for the events before it
 	}
 	ent.c = c
 }
@@ -301,7 +334,7 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 	s.ahead++
 	if at == len(ent.ahead)-1 {
 		// Refused: kept ahead, the events before it have not arrived.
-		return ent.c.Apply(e)
+		return applyOwn(&ent.c, e)
 	}
 	s.confirm(ent, ent.confirmed.Version) // an earlier event arrived late: fold again
 	return nil

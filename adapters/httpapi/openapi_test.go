@@ -47,6 +47,7 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		"/v1/ui/login-links":                 {"post"},
 		"/ui/login":                          {"get"},
 		"/ui/logout":                         {"post"},
+		"/v1/signing-key":                    {"get"},
 		"/oauth/callback":                    {"get"},
 		"/healthz":                           {"get"},
 		"/readyz":                            {"get"},
@@ -92,6 +93,7 @@ func TestOpenAPIMatchesTheServer(t *testing.T) {
 		"ProvidersResponse": apitypes.ProvidersResponse{},
 		"Provider":          apitypes.Provider{},
 		"ProviderEndpoints": apitypes.ProviderEndpoints{},
+		"SigningKey":        apitypes.SigningKey{},
 	}
 	for name, v := range types {
 		sc, ok := doc.Components.Schemas[name]

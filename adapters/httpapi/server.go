@@ -69,7 +69,9 @@ type Config struct {
 	// and the UI shows the sandbox panel. SandboxMetadata, if non-nil, is
 	// served at /.well-known/oauth-authorization-server/sandbox (RFC 8414
 	// location for the issuer BaseURL+"/sandbox").
-	Sandbox         http.Handler
+	Sandbox http.Handler
+	// SigningKey is served by GET /v1/signing-key (nil: 404).
+	SigningKey      *apitypes.SigningKey
 	SandboxMetadata http.Handler
 	// Providers lists provider names offered by the UI's create form.
 	Providers []string
@@ -168,6 +170,7 @@ func (s *Server) routes() http.Handler {
 	route(v1, apitypes.RouteProviders, map[string]http.HandlerFunc{"GET": s.handleProviders})
 	route(v1, apitypes.RouteClientSecret, map[string]http.HandlerFunc{"PUT": s.handleClientSecret})
 	route(v1, apitypes.RouteLoginLinks, map[string]http.HandlerFunc{"POST": s.handleLoginLink})
+	route(v1, apitypes.RouteSigningKey, map[string]http.HandlerFunc{"GET": s.handleSigningKey})
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

@@ -165,7 +165,9 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 	rawBodies := make([][2][]byte, subjects)
 	for i, id := range raw.ids {
 		for j := range 2 {
-			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: time.Now(), Actor: "instance/api-1", Payload: refresh(j)})
+			// With a prevhash, as tokenline writes them (same size; the
+			// raw side does not compute it).
+			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: time.Now(), Actor: "instance/api-1", Payload: refresh(j), Link: domain.ChainLink{Chained: true}})
 			if err != nil {
 				b.Fatal(err)
 			}

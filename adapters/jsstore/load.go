@@ -87,6 +87,9 @@ func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Conn
 	}
 	n := 0
 	err := s.subjectRange(ctx, events.Subject(connectionID), c.Version+1, last.Sequence, func(seq uint64, data []byte) error {
+		if seq > last.Sequence {
+			return nil // appended since last was read: not part of this load
+		}
 		if n++; n > maxHistory {
 			return fmt.Errorf("jsstore: load %s: more than %d events", connectionID, maxHistory)
 		}
@@ -100,6 +103,9 @@ func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Conn
 			}
 		}
 		if err != nil {
+			if errors.Is(err, domain.ErrChainBroken) {
+				c.ChainBreaks++ // refused: forged, altered or out of order (events/chain.go)
+			}
 			s.skip(connectionID, seq, err)
 		}
 		c.Version = seq

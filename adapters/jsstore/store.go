@@ -6,6 +6,10 @@
 // audit history is immutable), has no age or per-subject limits, allows
 // direct gets, and is replicated as configured (1 by default, 3 on a cluster).
 //
+// Every appended event is linked into its connection's hash chain (the
+// envelope's prevhash, see events/chain.go): the head is the cached
+// aggregate's (Load on a miss), which the expected sequence already pins.
+//
 // Appends use per-subject optimistic concurrency: each publish carries
 // Nats-Expected-Last-Subject-Sequence, the stream sequence of the last message
 // on the connection's subject that the writer decided against. If another
@@ -33,6 +37,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,8 +81,11 @@ type Store struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	cfg    Config
-	log    *slog.Logger
+	// checkpoints is the signed-checkpoint stream (nil: a reader opened
+	// before it existed).
+	checkpoints jetstream.Stream
+	cfg         Config
+	log         *slog.Logger
 
 	mu    sync.RWMutex
 	cache map[string]*domain.Connection
@@ -131,8 +139,9 @@ func withDefaults(cfg Config) Config {
 	return cfg
 }
 
-// Open creates the stream (or updates it to the configuration) and returns a
-// store on it.
+// Open creates the stream and the checkpoint stream (or updates them to the
+// configuration, unless their history guards were changed: see
+// ShapeProblems) and returns a store on them.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	cfg = withDefaults(cfg)
 	// Requests whose context has no deadline (an HTTP handler's, say) get
@@ -141,11 +150,35 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: jetstream: %w", err)
 	}
-	st, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
+	st, err := ensureStream(ctx, js, StreamConfig(cfg), cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("jsstore: create stream %s: %w", cfg.Stream, err)
+		return nil, err
 	}
-	return &Store{nc: nc, js: js, stream: st, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}, nil
+	cp, err := ensureStream(ctx, js, CheckpointStreamConfig(cfg), cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{nc: nc, js: js, stream: st, checkpoints: cp, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}, nil
+}
+
+// ensureStream creates a stream, or updates it to want unless someone
+// changed what guards the history (ShapeProblems): such a stream is left
+// as it is, for CheckShape to report (tokenline is then not ready).
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, want.Name)
+	if err == nil {
+		if p := ShapeProblems(st.CachedInfo().Config, want); len(p) > 0 {
+			log.Error("stream configuration changed: not updating it, tokenline is not ready until it is restored", "stream", want.Name, "problems", strings.Join(p, "; "))
+			return st, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("jsstore: stream %s: %w", want.Name, err)
+	}
+	st, err = js.CreateOrUpdateStream(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: create stream %s: %w", want.Name, err)
+	}
+	return st, nil
 }
 
 // JetStream returns the JetStream context the store uses.
@@ -167,12 +200,45 @@ func (s *Store) OnAppend(f func(domain.Event)) {
 	s.hookMu.Unlock()
 }
 
-// prepare fills in what the event leaves empty and encodes it.
-func (s *Store) prepare(connectionID string, e *domain.Event) ([]byte, error) {
+// prepare fills in what the event leaves empty, links it to the chain head
+// and encodes it; e.Link.Hash is the hash of the returned bytes.
+func (s *Store) prepare(connectionID string, head domain.ChainHead, e *domain.Event) ([]byte, error) {
 	if err := e.Stamp(connectionID, time.Now, s.cfg.Actor); err != nil {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
-	return events.Encode(*e)
+	events.Chain(e, head)
+	b, err := events.Encode(*e)
+	if err == nil {
+		e.Link.Hash = events.HashOf(b)
+	}
+	return b, err
+}
+
+// head returns the chain head of a connection at expectedLastSeq: the
+// genesis for a new connection, the cached aggregate's when it is at that
+// sequence, else the head Load finds.
+func (s *Store) head(ctx context.Context, connectionID string, expectedLastSeq uint64) (domain.ChainHead, error) {
+	if expectedLastSeq == 0 {
+		return domain.ChainHead{}, nil
+	}
+	s.mu.RLock()
+	c, ok := s.cache[connectionID]
+	var h domain.ChainHead
+	if ok && c.Version == expectedLastSeq {
+		h = c.Head
+	}
+	s.mu.RUnlock()
+	if ok && c.Version == expectedLastSeq {
+		return h, nil
+	}
+	lc, err := s.Load(ctx, connectionID)
+	if err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return h, err
+	}
+	// A subject that moved on makes the publish fail with a conflict (or
+	// succeed as the re-send of an event that already landed): the server
+	// decides, with whatever head.
+	return lc.Head, nil
 }
 
 // Append implements domain.EventStore: one message published with the
@@ -182,7 +248,11 @@ func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq
 	if !domain.ValidConnectionID(connectionID) {
 		return domain.Event{}, fmt.Errorf("jsstore: invalid connection id %q", connectionID)
 	}
-	body, err := s.prepare(connectionID, &e)
+	head, err := s.head(ctx, connectionID, expectedLastSeq)
+	if err != nil {
+		return domain.Event{}, err
+	}
+	body, err := s.prepare(connectionID, head, &e)
 	if err != nil {
 		return domain.Event{}, err
 	}

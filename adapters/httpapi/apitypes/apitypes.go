@@ -32,6 +32,7 @@ const (
 	RouteTimeline     = "/v1/events/timeline"
 	RouteClientSecret = "/v1/providers/{name}/client-secret"
 	RouteLoginLinks   = "/v1/ui/login-links"
+	RouteSigningKey   = "/v1/signing-key"
 )
 
 // Path returns route with its wildcard ({id} or {name}) replaced by value,
@@ -102,6 +103,23 @@ type ConnectionStatus struct {
 	// expected sequence of its next append); Events counts applied events.
 	Version uint64 `json:"version"`
 	Events  int    `json:"events"`
+	// ChainBroken flags a connection one of whose stored events does not
+	// extend its hash chain (forged, altered or out of order): such events
+	// were refused, so nothing acted on them; ChainBreaks counts them.
+	// Run `tokenline verify --connection <id>` to see which.
+	ChainBroken bool `json:"chain_broken"`
+	ChainBreaks int  `json:"chain_breaks"`
+}
+
+// SigningKey is the public key that verifies the signed checkpoints of the
+// event stream's hash chains (docs/operations.md, "Tamper evidence").
+type SigningKey struct {
+	// Key is "ed25519:" and the standard base64 of the 32-byte key.
+	Key       string `json:"key"`
+	Algorithm string `json:"algorithm"` // "Ed25519"
+	// CheckpointStream and CheckpointSubject are where the checkpoints are.
+	CheckpointStream  string `json:"checkpoint_stream"`
+	CheckpointSubject string `json:"checkpoint_subject"`
 }
 
 // RefreshInfo describes the latest refresh attempt.
@@ -122,6 +140,7 @@ func StatusOf(c *domain.Connection) ConnectionStatus {
 		LeaseUntil: c.LeaseUntil.UTC(), AuthorisationExpiresAt: c.AttemptExpiresAt.UTC(),
 		NeedsReauthorisation: c.NeedsReauthorisation(), Deleted: c.Deleted,
 		Version: c.Version, Events: c.Events,
+		ChainBroken: c.ChainBreaks > 0, ChainBreaks: c.ChainBreaks,
 	}
 	if s.Scopes == nil {
 		s.Scopes = []string{}

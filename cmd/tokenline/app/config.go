@@ -43,6 +43,10 @@ type Config struct {
 	APITokenFile string
 	// MetricsAuth makes GET /metrics require the API token (default on).
 	MetricsAuth bool
+	// SigningKeyFile holds the seed of the Ed25519 key that signs the
+	// checkpoints; CheckpointInterval is how often they are written.
+	SigningKeyFile     string
+	CheckpointInterval time.Duration
 
 	SandboxAccessTTL  time.Duration
 	SandboxRefreshTTL time.Duration
@@ -61,26 +65,27 @@ type Config struct {
 // DefaultConfig is the embedded default: local JetStream, sandbox provider.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:           "./tokenline-data",
-		NATSListen:        "127.0.0.1:4222",
-		HTTPAddr:          "127.0.0.1:8080",
-		Replicas:          1,
-		LogLevel:          "info",
-		LogFormat:         "json",
-		Provider:          "sandbox",
-		AuthStyle:         "basic",
-		SandboxAccessTTL:  15 * time.Minute,
-		SandboxRefreshTTL: 60 * 24 * time.Hour,
-		SandboxConsent:    "prompt",
-		MaxAttempts:       5,
-		BackoffBase:       time.Second,
-		RefreshLease:      30 * time.Second,
-		Tick:              250 * time.Millisecond,
-		Concurrency:       16,
-		SnapshotEvery:     10000,
-		AuthorisationTTL:  10 * time.Minute,
-		GateExpiryMargin:  10 * time.Second,
-		MetricsAuth:       true,
+		DataDir:            "./tokenline-data",
+		NATSListen:         "127.0.0.1:4222",
+		HTTPAddr:           "127.0.0.1:8080",
+		Replicas:           1,
+		LogLevel:           "info",
+		LogFormat:          "json",
+		Provider:           "sandbox",
+		AuthStyle:          "basic",
+		SandboxAccessTTL:   15 * time.Minute,
+		SandboxRefreshTTL:  60 * 24 * time.Hour,
+		SandboxConsent:     "prompt",
+		MaxAttempts:        5,
+		BackoffBase:        time.Second,
+		RefreshLease:       30 * time.Second,
+		Tick:               250 * time.Millisecond,
+		Concurrency:        16,
+		SnapshotEvery:      10000,
+		AuthorisationTTL:   10 * time.Minute,
+		GateExpiryMargin:   10 * time.Second,
+		MetricsAuth:        true,
+		CheckpointInterval: 30 * time.Second,
 	}
 }
 
@@ -112,6 +117,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.VaultKeyFile, "vault-key-file", c.VaultKeyFile, "vault key file (default <data-dir>/vault.key; TOKENLINE_VAULT_KEY overrides)")
 	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "API token file (default <data-dir>/api-token, mode 0600; TOKENLINE_API_TOKEN overrides)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "GET /metrics requires the API token (--metrics-auth=false: open to anyone who reaches --http)")
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", c.SigningKeyFile, "checkpoint signing key file (default <data-dir>/signing.key; TOKENLINE_SIGNING_KEY overrides; share it between instances)")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "how often a signed checkpoint of the hash chains is written")
 	fs.DurationVar(&c.SandboxAccessTTL, "sandbox-access-ttl", c.SandboxAccessTTL, "sandbox access token lifetime")
 	fs.DurationVar(&c.SandboxRefreshTTL, "sandbox-refresh-ttl", c.SandboxRefreshTTL, "sandbox refresh token lifetime")
 	fs.StringVar(&c.SandboxConsent, "sandbox-consent", c.SandboxConsent, "sandbox consent: prompt, approve or deny")
@@ -150,6 +157,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		return fmt.Errorf("--replicas must be 1, 3 or 5")
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultConfig().CheckpointInterval
+	}
+	if c.CheckpointInterval < time.Second || c.CheckpointInterval > 24*time.Hour {
+		return fmt.Errorf("--checkpoint-interval must be between 1s and 24h")
 	}
 	return c.validateProviderFlags()
 }

@@ -67,9 +67,10 @@ type Main struct {
 	Attempts       *vault.Attempts
 	Proj           *Projections
 
-	API      *httpapi.Server
-	Metrics  *httpapi.Metrics
-	registry *prometheus.Registry
+	API       *httpapi.Server
+	Metrics   *httpapi.Metrics
+	registry  *prometheus.Registry
+	integrity *integrity
 
 	HTTPListener net.Listener
 	HTTPServer   *http.Server
@@ -223,6 +224,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if err := m.registerProviderMetrics(m.registry); err != nil {
+		return err
+	}
+	if err := m.startIntegrity(runCtx); err != nil {
 		return err
 	}
 	phase("setup")
@@ -469,7 +473,9 @@ func (m *Main) handler() http.Handler {
 		Ready: []httpapi.Check{
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
 			{Name: "projections", Probe: httpapi.ProjectionsReady(m.Proj.Runner.Ready, m.Proj.Runner.Lag, 1000)},
+			m.shapeReady(),
 		},
+		SigningKey:        m.signingKeyInfo(),
 		ProviderDirectory: providerDirectory{m},
 		APIToken:          m.apiToken,
 		MetricsPublic:     !m.Config.MetricsAuth,

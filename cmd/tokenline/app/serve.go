@@ -32,6 +32,7 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 		newReplayCommand(),
 		newEventsCommand(),
 		newUICommand(),
+		newVerifyCommand(),
 	)
 	return root
 }

@@ -1,0 +1,116 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+// OpenReader returns a store on existing streams without creating or
+// changing anything: what `tokenline verify` needs, with a NATS identity
+// that may only read the streams. The checkpoint stream may be missing
+// (written by a tokenline without checkpoints): Verify then checks the
+// chains alone.
+func OpenReader(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	cfg = withDefaults(cfg)
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(cfg.RequestTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: jetstream: %w", err)
+	}
+	st, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: stream %s: %w", cfg.Stream, err)
+	}
+	s := &Store{nc: nc, js: js, stream: st, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}
+	cp, err := js.Stream(ctx, CheckpointStreamConfig(cfg).Name)
+	switch {
+	case err == nil:
+		s.checkpoints = cp
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("jsstore: checkpoint stream: %w", err)
+	}
+	return s, nil
+}
+
+// Verify feeds v every checkpoint and then every event record (of
+// connectionID only, if set) and returns its report.
+func (s *Store) Verify(ctx context.Context, v *events.Verifier, connectionID string) (events.VerifyReport, error) {
+	if s.checkpoints != nil {
+		if err := s.readCheckpoints(ctx, v.Checkpoint); err != nil {
+			return events.VerifyReport{}, err
+		}
+	}
+	last, err := s.LastSeq(ctx)
+	if err != nil {
+		return events.VerifyReport{}, err
+	}
+	if connectionID != "" {
+		// Read stops at the subject's last message; Finish needs the
+		// stream's.
+		if !domain.ValidConnectionID(connectionID) {
+			return events.VerifyReport{}, fmt.Errorf("jsstore: invalid connection id %q", connectionID)
+		}
+	}
+	if last > 0 {
+		if _, err := s.Read(ctx, events.Range{To: last, ConnectionID: connectionID}, func(r *events.Record) error {
+			v.Event(r)
+			return nil
+		}); err != nil {
+			return events.VerifyReport{}, err
+		}
+	}
+	return v.Finish(last), nil
+}
+
+// readCheckpoints calls fn with every checkpoint message, in order.
+func (s *Store) readCheckpoints(ctx context.Context, fn func([]byte)) error {
+	info, err := s.checkpoints.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("jsstore: checkpoint stream: %w", err)
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	cons, err := s.checkpoints.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return fmt.Errorf("jsstore: read checkpoints: %w", err)
+	}
+	defer s.dropCheckpointConsumer(cons)
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("jsstore: read checkpoints: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for n := uint64(0); n <= last; n++ { // at most one message per sequence
+		m, err := it.Next()
+		if err != nil {
+			return fmt.Errorf("jsstore: read checkpoints: %w", err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("jsstore: read checkpoints: %w", err)
+		}
+		fn(m.Data())
+		if md.Sequence.Stream >= last {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (s *Store) dropCheckpointConsumer(cons jetstream.Consumer) {
+	if info := cons.CachedInfo(); info != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		defer cancel()
+		_ = s.checkpoints.DeleteConsumer(ctx, info.Name)
+	}
+}

@@ -1,0 +1,128 @@
+package jsstore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/events"
+)
+
+// BenchmarkVerify measures `tokenline verify`: the whole stream read,
+// decoded, hashed and folded per connection, with a signed checkpoint to
+// check. The stream holds verifyConns connections of verifyPerConn
+// chained events each (a connection created, authorised and refreshed),
+// published untimed. It prints events/s; the target is >= 200k/s.
+//
+//	go test -run '^$' -bench Verify -benchtime 3x ./adapters/jsstore/
+func BenchmarkVerify(b *testing.B) {
+	const verifyConns, verifyPerConn = 2000, 100
+	srv := natstest.Start(b, "")
+	nc := srv.Connect(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	st, err := jsstore.Open(ctx, nc, jsstore.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	js := st.JetStream()
+	now := time.Now().UTC()
+	tokens := domain.TokenInfo{AccessTokenFP: "sha256:ae1b75e2580a", RefreshTokenFP: "sha256:9ad50a31977d", AccessTokenExpiresAt: now.Add(time.Hour), Scopes: []string{"users:read"}}
+	payload := func(i int) domain.Payload {
+		switch {
+		case i == 0:
+			return domain.ConnectionCreated{Provider: "pleo", Scopes: []string{"users:read"}, Config: map[string]string{"team": "finance"}}
+		case i == 1:
+			return domain.AuthorisationStarted{AttemptID: "att", Scopes: []string{"users:read"}, ExpiresAt: now.Add(10 * time.Minute)}
+		case i == 2:
+			return domain.AuthorisationCompleted{AttemptID: "att", Tokens: tokens}
+		case i%2 == 1:
+			return domain.RefreshStarted{Attempt: 1, LeaseUntil: now.Add(30 * time.Second), Trigger: domain.TriggerSchedule, RefreshTokenFP: tokens.RefreshTokenFP}
+		default:
+			return domain.RefreshSucceeded{Attempt: 1, Tokens: tokens, Rotated: true}
+		}
+	}
+	ids := make([]string, verifyConns)
+	heads := make([]domain.ChainHead, verifyConns)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	var last []jetstream.PubAckFuture // the last round: each connection's head
+	for n := range verifyPerConn {
+		last = last[:0]
+		for i, id := range ids {
+			e := domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: now, Actor: "instance/bench", Payload: payload(n)}
+			events.Chain(&e, heads[i])
+			body, err := events.Encode(e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			heads[i].Hash = events.HashOf(body)
+			f, err := js.PublishAsync(events.Subject(id), body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			last = append(last, f)
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			b.Fatal("publish timed out")
+		}
+	}
+	// A checkpoint over every head, signed as WriteCheckpoint signs it (whose
+	// first run would Load every connection without the status projection
+	// the production store is seeded from).
+	cp := events.Checkpoint{Number: 1, Prev: events.GenesisHash, Stream: jsstore.DefaultStream, Time: now}
+	for i, f := range last {
+		var ack *jetstream.PubAck
+		select {
+		case ack = <-f.Ok():
+		case err := <-f.Err():
+			b.Fatal(err)
+		}
+		cp.Heads = append(cp.Heads, events.CheckpointHead{Connection: ids[i], Seq: ack.Sequence, Head: events.FormatHash(heads[i].Hash)})
+		cp.UpTo = max(cp.UpTo, ack.Sequence)
+	}
+	fmt.Printf("verify setup: published %d events in %s\n", verifyConns*verifyPerConn, time.Since(now).Round(time.Millisecond))
+	key := signingKey(b)
+	body, _, err := events.SignCheckpoint(cp, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, events.CheckpointSubject, body); err != nil {
+		b.Fatal(err)
+	}
+	total := verifyConns * verifyPerConn
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		r, err := jsstore.OpenReader(ctx, nc, jsstore.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep, err := r.Verify(ctx, events.NewVerifier(pubOf(key), ""), "")
+		if err != nil || len(rep.Breaks) != 0 || rep.Events != total || rep.Refused != 0 || rep.Checkpoints != 1 {
+			b.Fatalf("verify: %v %+v", err, rep)
+		}
+	}
+	rate := float64(total*b.N) / time.Since(start).Seconds()
+	b.StopTimer()
+	// The same read and decode without the verification, for comparison:
+	// what the stream delivers on this machine (projection rebuilds read so).
+	readStart := time.Now()
+	if n, err := st.Read(ctx, events.Range{}, func(*events.Record) error { return nil }); err != nil || n != uint64(total) {
+		b.Fatalf("read: %d %v", n, err)
+	}
+	readRate := float64(total) / time.Since(readStart).Seconds()
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(readRate, "read-events/s")
+	fmt.Printf("verify: %d events of %d connections, %.0f events/s (the read and decode alone: %.0f events/s)\n", total, verifyConns, rate, readRate)
+}

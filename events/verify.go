@@ -1,0 +1,275 @@
+package events
+
+import (
+	"cmp"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// Verifier checks a stream's hash chains and signed checkpoints: give it
+// every checkpoint message in order (Checkpoint), then every record of the
+// event stream in order (Event), then call Finish. It folds each
+// connection with domain.Connection.Apply, as tokenline's readers do, so
+// an event it reports as breaking the chain is one tokenline refuses.
+//
+// The zero Verifier is not ready: use NewVerifier.
+type Verifier struct {
+	key  ed25519.PublicKey
+	only string // one connection, or all
+
+	conns  map[string]*domain.Connection
+	seen   map[uint64]seen // every decoded event, by the first 8 bytes of its hash
+	expect map[headKey]expectation
+
+	cpNumber uint64
+	cpPrev   [32]byte
+	cpUpTo   uint64
+	cpKey    ed25519.PublicKey
+
+	r VerifyReport
+}
+
+type seen struct {
+	seq      uint64
+	accepted bool
+}
+
+type headKey struct {
+	conn string
+	seq  uint64
+}
+
+type expectation struct {
+	head       [32]byte
+	checkpoint uint64
+	found      bool
+}
+
+// Break kinds.
+const (
+	BreakChain         = "chain"           // an event does not extend its connection's chain
+	BreakUndecodable   = "undecodable"     // a message on a connection subject is not an event
+	BreakCheckpoint    = "checkpoint"      // a checkpoint does not verify or does not follow the previous one
+	BreakCheckpointSeq = "checkpoint-head" // an event a checkpoint lists is altered or missing
+	BreakTailCut       = "tail-cut"        // the stream ends before the last checkpoint
+)
+
+// Break is one finding, in the order found.
+type Break struct {
+	Kind       string
+	Seq        uint64 // stream sequence (0: none)
+	Connection string
+	Checkpoint uint64 // checkpoint number (0: none)
+	Detail     string
+}
+
+func (b Break) String() string {
+	s := b.Kind
+	if b.Seq > 0 {
+		s += fmt.Sprintf(" at seq %d", b.Seq)
+	}
+	if b.Connection != "" {
+		s += " (connection " + b.Connection + ")"
+	}
+	if b.Checkpoint > 0 {
+		s += fmt.Sprintf(" [checkpoint %d]", b.Checkpoint)
+	}
+	return s + ": " + b.Detail
+}
+
+// VerifyReport is what a verification found.
+type VerifyReport struct {
+	Events      int // event records read
+	Connections int
+	// BeforeChain counts events written before the chain (no prevhash),
+	// accepted because their connection had no chained event yet.
+	BeforeChain int
+	// Refused counts events that extend the chain but that the transition
+	// table refuses (tokenline skips them too).
+	Refused     int
+	Checkpoints int
+	// LastCheckpoint is the last valid checkpoint (Number 0: none) and
+	// the hash of its statement.
+	LastCheckpoint     Checkpoint
+	LastCheckpointHash string
+	// KeyPinned is false when no public key was given: the signatures
+	// were checked against the key the checkpoints name.
+	KeyPinned bool
+	Key       string
+	// Breaks lists what is wrong, the first break first; MaxBreaks bounds
+	// the list (Truncated counts the rest).
+	Breaks    []Break
+	Truncated int
+}
+
+// MaxBreaks bounds VerifyReport.Breaks.
+const MaxBreaks = 100
+
+// NewVerifier returns a verifier that checks signatures with key (nil: the
+// key the checkpoints name) and events of connection only (empty: all).
+func NewVerifier(key ed25519.PublicKey, only string) *Verifier {
+	return &Verifier{
+		key: key, only: only,
+		conns:  map[string]*domain.Connection{},
+		seen:   map[uint64]seen{},
+		expect: map[headKey]expectation{},
+		r:      VerifyReport{KeyPinned: key != nil},
+	}
+}
+
+func (v *Verifier) brk(b Break) {
+	if len(v.r.Breaks) >= MaxBreaks {
+		v.r.Truncated++
+		return
+	}
+	v.r.Breaks = append(v.r.Breaks, b)
+}
+
+// Checkpoint takes the next checkpoint message of the checkpoint stream.
+func (v *Verifier) Checkpoint(body []byte) {
+	c, h, named, err := OpenCheckpoint(body, v.key)
+	if err != nil {
+		v.brk(Break{Kind: BreakCheckpoint, Checkpoint: c.Number, Detail: err.Error()})
+		return
+	}
+	if v.key == nil {
+		if v.cpKey != nil && !v.cpKey.Equal(named) {
+			v.brk(Break{Kind: BreakCheckpoint, Checkpoint: c.Number, Detail: "signed with another key than the checkpoints before it: " + FormatKey(named)})
+			return
+		}
+		v.cpKey = named
+		v.r.Key = FormatKey(named)
+	}
+	prev, _ := ParseHash(c.Prev)
+	switch {
+	case c.Number != v.cpNumber+1:
+		v.brk(Break{Kind: BreakCheckpoint, Checkpoint: c.Number, Detail: fmt.Sprintf("follows checkpoint %d: checkpoints in between were removed or this one is out of order", v.cpNumber)})
+	case prev != v.cpPrev:
+		v.brk(Break{Kind: BreakCheckpoint, Checkpoint: c.Number, Detail: "its prev is not the hash of the checkpoint before it: a checkpoint was altered or replaced"})
+	}
+	v.cpNumber, v.cpPrev, v.cpUpTo = c.Number, h, max(v.cpUpTo, c.UpTo)
+	v.r.Checkpoints++
+	v.r.LastCheckpoint, v.r.LastCheckpointHash = c, FormatHash(h)
+	for _, hd := range c.Heads {
+		if v.only != "" && hd.Connection != v.only {
+			continue
+		}
+		head, _ := ParseHash(hd.Head)
+		v.expect[headKey{hd.Connection, hd.Seq}] = expectation{head: head, checkpoint: c.Number}
+	}
+}
+
+// Event takes the next record of the event stream.
+func (v *Verifier) Event(rec *Record) {
+	if rec.Err != nil {
+		id := ""
+		if len(rec.Subject) > len(SubjectPrefix) {
+			id = rec.Subject[len(SubjectPrefix):]
+		}
+		if v.only != "" && id != v.only {
+			return
+		}
+		v.r.Events++
+		v.brk(Break{Kind: BreakUndecodable, Seq: rec.Seq, Connection: id, Detail: "not an event of this connection: " + rec.Err.Error()})
+		v.check(id, rec.Seq, [32]byte{}, false)
+		return
+	}
+	e := rec.Event
+	if v.only != "" && e.ConnectionID != v.only {
+		return
+	}
+	v.r.Events++
+	c := v.conns[e.ConnectionID]
+	if c == nil {
+		c = &domain.Connection{}
+		v.conns[e.ConnectionID] = c
+	}
+	head := c.Head
+	err := c.Apply(e)
+	switch {
+	case err == nil:
+		if !e.Link.Chained {
+			v.r.BeforeChain++
+		}
+	case errors.Is(err, domain.ErrChainBroken):
+		v.brk(Break{Kind: BreakChain, Seq: e.Seq, Connection: e.ConnectionID, Detail: v.explain(e, head)})
+	default:
+		v.r.Refused++
+	}
+	v.seen[short(e.Link.Hash)] = seen{seq: e.Seq, accepted: err == nil}
+	v.check(e.ConnectionID, e.Seq, e.Link.Hash, err == nil)
+}
+
+// explain says how an event's link fails the head.
+func (v *Verifier) explain(e domain.Event, head domain.ChainHead) string {
+	what := fmt.Sprintf("%s does not extend the chain (head: seq %d)", e.Type(), head.Seq)
+	if !e.Link.Chained {
+		return what + ": it has no prevhash although the chain began: inserted"
+	}
+	if e.Link.Prev == ([32]byte{}) {
+		return what + ": it claims to be the first event: inserted or reordered"
+	}
+	s, ok := v.seen[short(e.Link.Prev)] // used only to explain a break
+	switch {
+	case !ok:
+		return what + ": its prevhash is the hash of no event in the stream: the event before it was altered or removed, or this one was forged"
+	case s.accepted:
+		return what + fmt.Sprintf(": it links to seq %d: the events after seq %d up to the head were inserted, or the events are out of order", s.seq, s.seq)
+	default:
+		return what + fmt.Sprintf(": it links to seq %d, which was refused: out of order, or following a forged event", s.seq)
+	}
+}
+
+func short(h [32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+// check compares an event with what the checkpoints listed for it.
+func (v *Verifier) check(conn string, seq uint64, hash [32]byte, accepted bool) {
+	k := headKey{conn, seq}
+	x, ok := v.expect[k]
+	if !ok {
+		return
+	}
+	x.found = true
+	v.expect[k] = x
+	switch {
+	case hash != x.head:
+		v.brk(Break{Kind: BreakCheckpointSeq, Seq: seq, Connection: conn, Checkpoint: x.checkpoint,
+			Detail: "the event stored here is not the one the checkpoint signed (head " + FormatHash(x.head) + "): altered or replaced"})
+	case !accepted:
+		v.brk(Break{Kind: BreakCheckpointSeq, Seq: seq, Connection: conn, Checkpoint: x.checkpoint,
+			Detail: "the checkpoint signed this event as the chain head, but the chain no longer reaches it: an event before it was altered, removed or inserted"})
+	}
+}
+
+// Finish completes the report: lastSeq is the event stream's last sequence
+// (what the read reached).
+func (v *Verifier) Finish(lastSeq uint64) VerifyReport {
+	if v.cpUpTo > lastSeq && v.only == "" {
+		v.brk(Break{Kind: BreakTailCut, Seq: lastSeq, Checkpoint: v.cpNumber,
+			Detail: fmt.Sprintf("the stream ends at seq %d but checkpoint %d covers up to seq %d: its tail was cut", lastSeq, v.cpNumber, v.cpUpTo)})
+	}
+	var missing []Break
+	for k, x := range v.expect {
+		if !x.found {
+			missing = append(missing, Break{Kind: BreakCheckpointSeq, Seq: k.seq, Connection: k.conn, Checkpoint: x.checkpoint,
+				Detail: "the checkpoint lists this event as the chain head but the stream has no event of the connection here: removed, or the tail cut"})
+		}
+	}
+	sortBreaks(missing)
+	for _, b := range missing {
+		v.brk(b)
+	}
+	v.r.Connections = len(v.conns)
+	return v.r
+}
+
+func sortBreaks(bs []Break) {
+	slices.SortFunc(bs, func(a, b Break) int {
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Connection, b.Connection))
+	})
+}
