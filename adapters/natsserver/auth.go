@@ -39,10 +39,12 @@ const DefaultStream = "TOKENLINE"
 // ReaderPermissions returns the rights of the reader identity on stream,
 // whose subjects are events.SubjectAll. The reader may:
 //
-//   - subscribe to tokenline.conn.> (core NATS) and to _INBOX.> (replies);
-//   - read the stream's info and stored messages ($JS.API.INFO,
+//   - subscribe to tokenline.conn.> and tokenline.checkpoints (core NATS)
+//     and to _INBOX.> (replies);
+//   - read the info and stored messages of the stream and of its
+//     checkpoint stream (<stream>_CHECKPOINTS) ($JS.API.INFO,
 //     $JS.API.STREAM.INFO, $JS.API.STREAM.MSG.GET, $JS.API.DIRECT.GET);
-//   - create (or update) consumers on the stream, read their info, pull
+//   - create (or update) consumers on either stream, read their info, pull
 //     from them and acknowledge ($JS.API.CONSUMER.CREATE / DURABLE.CREATE /
 //     INFO / MSG.NEXT, $JS.ACK, $JS.FC for push consumers' flow control).
 //
@@ -53,25 +55,31 @@ const DefaultStream = "TOKENLINE"
 // no longer needs a durable consumer lets it expire (InactiveThreshold) or
 // asks the operator to delete it.
 func ReaderPermissions(stream string) *server.Permissions {
+	allow := []string{"$JS.API.INFO"}
+	// The event stream and its signed checkpoints (<stream>_CHECKPOINTS,
+	// jsstore.CheckpointStreamConfig), which `tokenline verify` reads.
+	for _, st := range []string{stream, stream + "_CHECKPOINTS"} {
+		allow = append(allow,
+			"$JS.API.STREAM.INFO."+st,
+			"$JS.API.STREAM.MSG.GET."+st,
+			"$JS.API.DIRECT.GET."+st,
+			"$JS.API.DIRECT.GET."+st+".>",
+			"$JS.API.CONSUMER.CREATE."+st,
+			"$JS.API.CONSUMER.CREATE."+st+".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE."+st+".*",
+			"$JS.API.CONSUMER.INFO."+st+".*",
+			"$JS.API.CONSUMER.MSG.NEXT."+st+".*",
+			"$JS.ACK."+st+".>",
+			"$JS.ACK.*.*."+st+".>", // the v2 reply format
+			"$JS.FC."+st+".>",
+			"$JS.FC.*.*."+st+".>",
+		)
+	}
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.INFO",
-			"$JS.API.STREAM.INFO." + stream,
-			"$JS.API.STREAM.MSG.GET." + stream,
-			"$JS.API.DIRECT.GET." + stream,
-			"$JS.API.DIRECT.GET." + stream + ".>",
-			"$JS.API.CONSUMER.CREATE." + stream,
-			"$JS.API.CONSUMER.CREATE." + stream + ".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE." + stream + ".*",
-			"$JS.API.CONSUMER.INFO." + stream + ".*",
-			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
-			"$JS.ACK." + stream + ".>",
-			"$JS.ACK.*.*." + stream + ".>", // the v2 reply format
-			"$JS.FC." + stream + ".>",
-			"$JS.FC.*.*." + stream + ".>",
-		}},
+		Publish: &server.SubjectPermission{Allow: allow},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			events.SubjectAll,
+			events.CheckpointSubject,
 			"_INBOX.>",
 		}},
 	}
