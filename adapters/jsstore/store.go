@@ -224,11 +224,12 @@ func (s *Store) head(ctx context.Context, connectionID string, expectedLastSeq u
 	s.mu.RLock()
 	c, ok := s.cache[connectionID]
 	var h domain.ChainHead
-	if ok && c.Version == expectedLastSeq {
+	current := ok && c.Version == expectedLastSeq // read under s.mu: applyAppended updates c in place
+	if current {
 		h = c.Head
 	}
 	s.mu.RUnlock()
-	if ok && c.Version == expectedLastSeq {
+	if current {
 		return h, nil
 	}
 	lc, err := s.Load(ctx, connectionID)

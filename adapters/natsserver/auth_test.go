@@ -136,7 +136,7 @@ func TestConnectCredsFileKinds(t *testing.T) {
 
 func TestReaderPermissionsCoverTheEventSubjects(t *testing.T) {
 	p := ReaderPermissions(DefaultStream)
-	if len(p.Subscribe.Allow) != 2 || p.Subscribe.Allow[0] != events.SubjectAll || p.Subscribe.Allow[1] != "_INBOX.>" {
+	if len(p.Subscribe.Allow) != 3 || p.Subscribe.Allow[0] != events.SubjectAll || p.Subscribe.Allow[1] != events.CheckpointSubject || p.Subscribe.Allow[2] != "_INBOX.>" {
 		t.Errorf("reader subscribe allow = %v", p.Subscribe.Allow)
 	}
 	for _, subj := range p.Publish.Allow {
