@@ -9,10 +9,15 @@ import (
 	"github.com/tokenline/tokenline/adapters/natstest"
 )
 
-// A direct get's wait for its response ends with the caller's context,
-// even a context without a deadline (it used to wait out its own timeout).
-func TestNextMsgEndsWithTheContext(t *testing.T) {
+// A direct get's wait for its response ends with the caller's context, and
+// without one after its own per-try timeout (jsreq.TryTimeout), not the
+// caller's whole deadline.
+func TestDirectBatchEndsWithTheContext(t *testing.T) {
 	nc := natstest.Start(t, "").Connect(t)
+	st, err := Open(context.Background(), nc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sub, err := nc.SubscribeSync(nc.NewRespInbox()) // nobody answers
 	if err != nil {
 		t.Fatal(err)
@@ -20,12 +25,14 @@ func TestNextMsgEndsWithTheContext(t *testing.T) {
 	defer sub.Unsubscribe()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(20*time.Millisecond, cancel)
-	start := time.Now()
-	if _, err := nextMsg(ctx, sub); !errors.Is(err, context.Canceled) {
-		t.Fatalf("nextMsg: %v", err)
+	next := uint64(1)
+	if _, err := st.directBatch(ctx, sub, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("directBatch: %v", err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("nextMsg returned after %v", d)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if _, err := st.directBatch(ctx, sub, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("directBatch with an hour left: %v", err)
 	}
 }
 
