@@ -78,7 +78,8 @@ func Do(ctx context.Context, try func(ctx context.Context) error) error {
 
 // Retryable reports whether err is worth another try on a cluster: a
 // request that timed out or found no responder, a stream that did not
-// answer, or a stream or cluster without a leader at the moment.
+// answer, a stream or cluster without a leader at the moment, or an
+// expected-sequence check the leader could not make yet.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
@@ -100,7 +101,12 @@ func retryableCode(code int) bool {
 	case 10008, // JetStream system temporarily unavailable
 		10009, // JetStream cluster can not handle request (not the leader)
 		10118, // stream is offline
-		10163: // expected last sequence per subject temporarily unavailable
+		10163, // expected last sequence per subject temporarily unavailable
+		// "wrong last sequence" without a sequence: a replicated stream's
+		// leader cannot check an expected last subject sequence while an
+		// earlier message on the subject is in flight, even one already
+		// acknowledged. Another try checks it (10071 if it is wrong).
+		10164:
 		return true
 	}
 	return false

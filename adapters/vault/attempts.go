@@ -153,7 +153,8 @@ func (a *Attempts) purge(ctx context.Context, key string, rev uint64) error {
 		tries++
 		_, err := a.js.PublishMsg(ctx, m)
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		// 10164 (the leader could not check yet) is tried again by Do.
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 			if tries > 1 {
 				last, gerr := jsreq.LastMsg(ctx, a.js, "KV_"+DefaultAttemptsBucket, subject)
 				if gerr == nil && last.Header.Get(takeHeader) == token {
