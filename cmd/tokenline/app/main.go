@@ -405,7 +405,7 @@ func (m *Main) Close() error {
 func (m *Main) handler() http.Handler {
 	cfg := httpapi.Config{
 		Connections: m.Lifecycle,
-		Status:      httpapi.StatusFromProjection{Status: m.Proj.Status},
+		Status:      httpapi.StatusFromProjection{Status: m.Proj.Status, Fallback: m.Store},
 		Audit:       httpapi.StoreReader{Store: m.Store},
 		Ready: []httpapi.Check{
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},
