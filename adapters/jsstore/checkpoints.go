@@ -220,12 +220,14 @@ func (c *Checkpoints) OpenSnapshot(ctx context.Context, name string) (io.ReadClo
 		return nil, err
 	}
 	var res jetstream.ObjectResult
-	// The object's meta is read by direct get, which a follower that has
-	// not stored the object yet may answer: try again a few times. (Not
-	// within jsreq.Do: the result reads its chunks with Get's context.)
+	// The object's meta is read by direct get, which on a replicated
+	// bucket a follower that has not stored the object yet may answer: try
+	// again a few times. (Not within jsreq.Do: the result reads its chunks
+	// with Get's context.)
 	for try := 0; ; try++ {
 		res, err = c.obs.Get(ctx, p.object)
-		if !(errors.Is(err, jetstream.ErrObjectNotFound) || jsreq.Retryable(err)) || try == 4 || ctx.Err() != nil {
+		retry := jsreq.Retryable(err) || c.replicas > 1 && errors.Is(err, jetstream.ErrObjectNotFound)
+		if !retry || try == 4 || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
