@@ -64,7 +64,9 @@ type Config struct {
 	// Logger receives skipped-event warnings; default slog.Default().
 	Logger *slog.Logger
 	// RequestTimeout bounds JetStream requests made with a context that has
-	// no deadline; default 5s.
+	// no deadline; default 5s. (Reads, appends and Info are tried again
+	// across a leader election, each try within 2 s, all of them within the
+	// caller's deadline or, without one, jsreq.NoDeadlineBudget.)
 	RequestTimeout time.Duration
 	// CacheSize bounds the aggregates Load keeps (default 10000); beyond it
 	// an arbitrary entry is dropped.
