@@ -60,7 +60,7 @@ func TestRunnerRebuildsFromUntrustedCheckpoints(t *testing.T) {
 	r.Close(ctxT(t))
 
 	// A pointer to an object that is not there: rebuilt as well.
-	if _, err := kv.Put(ctxT(t), "snapshot.status", []byte("status.gone 3")); err != nil {
+	if _, err := kv.Put(ctxT(t), "snapshot.status", []byte("status.abcdefghijklmnopqrstuvwxyz 3")); err != nil {
 		t.Fatal(err)
 	}
 	src = &countingSource{Source: st}

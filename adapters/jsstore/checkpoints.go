@@ -200,7 +200,7 @@ func (c *Checkpoints) pointer(ctx context.Context, name string) (pointer, error)
 	}
 	obj, pos, ok := strings.Cut(string(m.Data), " ")
 	n, err := strconv.ParseUint(pos, 10, 64)
-	if !ok || err != nil || !strings.HasPrefix(obj, name+".") {
+	if !ok || err != nil || !objectOf(name, obj) {
 		// Not written by PutSnapshot: as good as none (the next write
 		// replaces it).
 		return pointer{rev: m.Sequence}, nil
@@ -398,13 +398,21 @@ func (c *Checkpoints) sweep(ctx context.Context, name, keep string) {
 	for _, o := range list {
 		switch {
 		case o.Name == keep || o.Name == cur.object:
-		case o.Name == name, strings.HasPrefix(o.Name, name+".") && (o.Deleted || time.Since(o.ModTime) > orphanAge):
+		case o.Name == name, objectOf(name, o.Name) && (o.Deleted || time.Since(o.ModTime) > orphanAge):
 			c.deleteObject(ctx, o.Name)
 		}
 	}
 }
 
 // lazyReader yields f's bytes, computed on the first Read.
+// objectOf reports whether obj is the name PutSnapshot gives a snapshot of
+// projection name: name, a dot and 26 characters of rand.Text, lowercased
+// (so "a.b.<random>", of projection "a.b", is not one of "a").
+func objectOf(name, obj string) bool {
+	rest, ok := strings.CutPrefix(obj, name+".")
+	return ok && len(rest) == 26 && !strings.Contains(rest, ".")
+}
+
 type lazyReader struct {
 	f    func() []byte
 	b    []byte

@@ -146,7 +146,7 @@ func TestCheckpointsAuthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, forged := range [][]byte{append([]byte("a snapshot\n"), make([]byte, 32)...), []byte("x"), {}} {
-		name := fmt.Sprintf("status.forged%d", i)
+		name := fmt.Sprintf("status.forged%020d", i)
 		if _, err := obs.PutBytes(ctxT(t), name, forged); err != nil {
 			t.Fatal(err)
 		}

@@ -117,3 +117,24 @@ func TestRangeFromTheLeader(t *testing.T) {
 		t.Fatalf("tail from the leader: %+v %v", c, err)
 	}
 }
+
+// A projection's snapshot objects are told apart from those of a
+// projection whose name extends it ("a" and "a.b").
+func TestObjectOf(t *testing.T) {
+	r := "abcdefghijklmnopqrstuvwxyz"
+	for _, c := range []struct {
+		name, obj string
+		want      bool
+	}{
+		{"a", "a." + r, true},
+		{"a", "a.b." + r, false},
+		{"a.b", "a.b." + r, true},
+		{"a", "a", false},
+		{"a", "a." + r[:25], false},
+		{"a", "ab." + r, false},
+	} {
+		if got := objectOf(c.name, c.obj); got != c.want {
+			t.Errorf("objectOf(%q, %q) = %v", c.name, c.obj, got)
+		}
+	}
+}
