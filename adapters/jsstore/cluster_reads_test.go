@@ -164,3 +164,95 @@ func leaderKill(t testing.TB) [3]time.Duration {
 	}
 	return out
 }
+
+// BenchmarkClusterKill9 prints how long after SIGKILL of the stream
+// leader's process (3 nats-server processes, R3) the first append succeeds,
+// and a Load on a survivor and through the dead node's connection then
+// take. It needs a nats-server binary:
+//
+//	go build -o /tmp/nats-server github.com/nats-io/nats-server/v2
+//	TOKENLINE_NATS_SERVER=/tmp/nats-server go test -run '^$' -bench ClusterKill9 -benchtime 3x ./adapters/jsstore/
+func BenchmarkClusterKill9(b *testing.B) {
+	procs := natstest.StartProcessCluster(b, 3)
+	var stores []*jsstore.Store
+	for i, p := range procs {
+		nc, err := nats.Connect(p.URL+","+natstest.ProcessURLs(procs), nats.DontRandomize(),
+			nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(nc.Close)
+		var st *jsstore.Store
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			st, err = jsstore.Open(ctx, nc, jsstore.Config{Replicas: 3})
+			cancel()
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			b.Fatalf("open on node %d: %v", i+1, err)
+		}
+		stores = append(stores, st)
+	}
+	// leader waits for the stream's leader with both followers current.
+	leader := func() int {
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			s, err := stores[0].JetStream().Stream(ctx, jsstore.DefaultStream)
+			cancel()
+			if err != nil || s.CachedInfo().Cluster == nil || len(s.CachedInfo().Cluster.Replicas) != 2 {
+				continue
+			}
+			current := true
+			for _, r := range s.CachedInfo().Cluster.Replicas {
+				current = current && r.Current
+			}
+			for i, p := range procs {
+				if current && p.Name == s.CachedInfo().Cluster.Leader {
+					return i
+				}
+			}
+		}
+		b.Fatal("no stream leader with current followers in 60s")
+		return 0
+	}
+	var sum [3]time.Duration
+	n := 0
+	for b.Loop() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		id := uuid.NewString()
+		e, err := stores[0].Append(ctx, id, 0, ev(domain.ConnectionCreated{Provider: "sandbox", Scopes: []string{"users:read"}}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		dead := leader()
+		procs[dead].Kill()
+		killed := time.Now()
+		lease, cancelLease := context.WithTimeout(ctx, 30*time.Second)
+		e2, err := stores[(dead+1)%3].Append(lease, id, e.Seq, ev(domain.ConnectionUpdated{Config: map[string]string{"after": "kill"}}))
+		if err != nil {
+			b.Fatalf("append %v after SIGKILL of the leader: %v", time.Since(killed), err)
+		}
+		d := [3]time.Duration{time.Since(killed)}
+		for k, st := range []*jsstore.Store{stores[(dead+2)%3], stores[dead]} {
+			start := time.Now()
+			c, err := st.Load(lease, id)
+			if err != nil || c.Version != e2.Seq {
+				b.Fatalf("load %d after SIGKILL of the leader: version %d want %d: %v", k, c.Version, e2.Seq, err)
+			}
+			d[1+k] = time.Since(start)
+		}
+		cancelLease()
+		cancel()
+		for k := range d {
+			sum[k] += d[k]
+		}
+		n++
+		procs[dead].Start(b)
+	}
+	b.ReportMetric(float64(sum[0].Milliseconds())/float64(n), "ms-to-append")
+	b.ReportMetric(float64(sum[1].Milliseconds())/float64(n), "ms-to-load")
+	b.ReportMetric(float64(sum[2].Milliseconds())/float64(n), "ms-to-load-via-dead-node")
+}
