@@ -165,9 +165,13 @@ func (r *Runner) restore(ctx context.Context) error {
 	if r.cp == nil {
 		return nil
 	}
+	// A position or snapshot that cannot be read, is malformed or fails
+	// its authentication is passed over (logged): the projection is
+	// rebuilt from the stream, it never keeps the instance from starting.
 	cpPos, err := r.cp.Position(ctx, r.cfg.Name)
 	if err != nil {
-		return err
+		r.log.Warn("recorded position not usable: ignored", "error", err.Error())
+		cpPos = 0
 	}
 	info, err := r.src.Info(ctx)
 	if err != nil {
@@ -175,7 +179,8 @@ func (r *Runner) restore(ctx context.Context) error {
 	}
 	rc, err := r.cp.OpenSnapshot(ctx, r.cfg.Name)
 	if err != nil {
-		return err
+		r.log.Warn("snapshot not usable: rebuilding from the start", "error", err.Error())
+		return nil
 	}
 	if rc == nil {
 		if cpPos > 0 {

@@ -80,7 +80,11 @@ var errSnapshotUnusable = errors.New("projections: snapshot unusable")
 
 // readSnapshot decodes a snapshot into a fresh Status. The lines are
 // decoded on every core (JSON decoding is most of a cold start), then
-// inserted in order.
+// inserted in order. Whatever r yields is treated as untrusted input (the
+// caller uses the result only once r reached EOF and its authentication
+// passed): a malformed snapshot is an error wrapping errSnapshotUnusable,
+// and memory grows with the bytes read, never with what the header
+// claims.
 func readSnapshot(r io.Reader) (snapshotHeader, *Status, error) {
 	sc := bufio.NewScanner(bufio.NewReaderSize(r, 1<<20))
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
@@ -97,7 +101,10 @@ func readSnapshot(r io.Reader) (snapshotHeader, *Status, error) {
 	if h.Connections < 0 || h.Connections > 1<<26 {
 		return h, nil, fmt.Errorf("%w: %d connections", errSnapshotUnusable, h.Connections)
 	}
-	lines := make([][]byte, 0, h.Connections)
+	// The header is not trusted until the whole snapshot is (its MAC is
+	// checked at EOF): the count it claims bounds the loop, not the
+	// allocation, which grows with the lines actually present.
+	lines := make([][]byte, 0, min(h.Connections, 1<<14))
 	for len(lines) < h.Connections && sc.Scan() {
 		lines = append(lines, slices.Clone(sc.Bytes()))
 	}

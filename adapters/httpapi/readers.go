@@ -89,12 +89,22 @@ func (s StoreReader) Timeline(ctx context.Context, from, to time.Time, opts ...p
 // cmd/tokenline wires it.
 type StatusFromProjection struct {
 	Status *projections.Status
+	// Fallback, if set, serves a connection the projection has not seen:
+	// one created through another instance a moment ago, whose event this
+	// instance's runner has not applied yet. cmd/tokenline sets it to the
+	// event store, whose Load reads the stream (its leader).
+	Fallback interface {
+		Load(ctx context.Context, id string) (domain.Connection, error)
+	}
 }
 
 // Connection implements StatusReader.
-func (p StatusFromProjection) Connection(_ context.Context, id string) (domain.Connection, error) {
+func (p StatusFromProjection) Connection(ctx context.Context, id string) (domain.Connection, error) {
 	c, ok := p.Status.Connection(id)
 	if !ok {
+		if p.Fallback != nil && domain.ValidConnectionID(id) {
+			return p.Fallback.Load(ctx, id)
+		}
 		return domain.Connection{}, domain.ErrNotFound
 	}
 	return c, nil

@@ -3,28 +3,97 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/adapters/jsreq"
 )
 
 // directBatch is how many messages one batched direct get asks for.
 const directBatch = 256
 
+// directRanges is false in tests that read every message of a range from
+// the leader, as subjectRange does when the replica answering the direct
+// get is behind.
+var directRanges = true
+
+// lastSeq returns the stream sequence of the last message on subject as
+// the stream's leader has it (an error wrapping jetstream.ErrMsgNotFound if
+// there is none). A direct get could be answered by a follower that has
+// not stored the latest writes yet; the leader has every acknowledged one.
+// A stream with one replica is its own leader and is read by direct get.
+func (s *Store) lastSeq(ctx context.Context, subject string) (uint64, error) {
+	m, err := jsreq.Latest(ctx, s.js, s.cfg.Stream, s.cfg.Replicas, subject)
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
 // subjectRange calls fn for every message on subject with a stream sequence
-// in [from, upTo], in order, using batched direct gets (one round trip per
-// directBatch messages) instead of one request per message.
+// in [from, upTo], in order. upTo must be a sequence the leader reported
+// (lastSeq), so every message up to it exists. It reads by batched direct
+// gets (one round trip per directBatch messages), which any replica may
+// answer; what that replica did not have yet (it is behind the leader), or
+// did not answer in time, is read from the leader one message at a time.
+// A follower being behind never fails the caller.
 func (s *Store) subjectRange(ctx context.Context, subject string, from, upTo uint64, fn func(seq uint64, data []byte) error) error {
+	next, err := from, error(nil)
+	if directRanges {
+		next, err = s.directRange(ctx, subject, from, upTo, fn)
+	}
+	var ferr fnError
+	if errors.As(err, &ferr) {
+		return ferr.err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("jsstore: read %s: %w", subject, ctx.Err())
+	}
+	if err != nil {
+		s.log.Debug("direct get failed: reading from the stream leader", "subject", subject, "from", next, "error", err.Error())
+	}
+	for next <= upTo {
+		m, err := jsreq.NextMsg(ctx, s.js, s.cfg.Stream, subject, next)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil // the caller sees what is missing
+		}
+		if err != nil {
+			return fmt.Errorf("jsstore: read %s from the stream leader: %w", subject, err)
+		}
+		if m.Sequence > upTo {
+			return nil
+		}
+		if err := fn(m.Sequence, m.Data); err != nil {
+			return err
+		}
+		next = m.Sequence + 1
+	}
+	return nil
+}
+
+// fnError marks an error of subjectRange's fn (not of the transport).
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+// directRange is subjectRange's batched direct gets. It returns the next
+// sequence it still needs (upTo+1 when it delivered everything), and why it
+// stopped early: the replica that answered had nothing more up to upTo (no
+// error), or an error.
+func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint64, fn func(seq uint64, data []byte) error) (uint64, error) {
 	inbox := s.nc.NewRespInbox()
 	sub, err := s.nc.SubscribeSync(inbox)
 	if err != nil {
-		return err
+		return from, err
 	}
 	defer sub.Unsubscribe()
 	api := "$JS.API.DIRECT.GET." + s.cfg.Stream
-	for next := from; next <= upTo; {
+	next := from
+	for next <= upTo {
 		req, _ := json.Marshal(struct {
 			Seq     uint64 `json:"seq"`
 			NextFor string `json:"next_by_subj"`
@@ -32,53 +101,79 @@ func (s *Store) subjectRange(ctx context.Context, subject string, from, upTo uin
 			UpToSeq uint64 `json:"up_to_seq"`
 		}{next, subject, directBatch, upTo})
 		if err := s.nc.PublishRequest(api, inbox, req); err != nil {
-			return err
+			return next, err
 		}
-		got := 0
-		for {
-			m, err := nextMsg(ctx, sub)
-			if err != nil {
-				return fmt.Errorf("jsstore: direct get %s: %w", subject, err)
-			}
-			if status := m.Header.Get("Status"); status != "" {
-				switch status {
-				case "204": // end of this batch
-					pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-					if pending == 0 || got == 0 {
-						return nil
-					}
-				case "404":
-					return nil
-				default:
-					return fmt.Errorf("jsstore: direct get %s: status %s %s", subject, status, m.Header.Get("Description"))
-				}
-				break
-			}
-			seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
-			if err != nil || seq < next {
-				return fmt.Errorf("jsstore: direct get %s: bad sequence %q", subject, m.Header.Get("Nats-Sequence"))
-			}
-			if err := fn(seq, m.Data); err != nil {
-				return err
-			}
-			got++
-			next = seq + 1
+		more, err := s.directBatch(ctx, sub, subject, &next, upTo, fn)
+		if err != nil || !more {
+			return next, err
 		}
 	}
-	return nil
+	return next, nil
 }
 
-// nextMsg waits for the next message of a direct get, until ctx ends or,
-// when ctx has no deadline, for at most directTimeout.
-func nextMsg(ctx context.Context, sub *nats.Subscription) (*nats.Msg, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, directTimeout)
-		defer cancel()
+// directBatch reads the responses to one batched direct get, within its
+// own per-try timeout. more reports whether the replica has more messages
+// on the subject up to upTo than this batch carried.
+func (s *Store) directBatch(ctx context.Context, sub *nats.Subscription, subject string, next *uint64, upTo uint64, fn func(seq uint64, data []byte) error) (more bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, jsreq.TryTimeout)
+	defer cancel()
+	got := 0
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return false, fmt.Errorf("jsstore: direct get %s: %w", subject, err)
+		}
+		if status := m.Header.Get("Status"); status != "" {
+			switch status {
+			case "204": // end of this batch
+				pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+				return pending > 0 && got > 0, nil
+			case "404":
+				return false, nil
+			default:
+				return false, fmt.Errorf("jsstore: direct get %s: status %s %s", subject, status, m.Header.Get("Description"))
+			}
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil || seq < *next {
+			return false, fmt.Errorf("jsstore: direct get %s: bad sequence %q", subject, m.Header.Get("Nats-Sequence"))
+		}
+		if seq > upTo {
+			// Some servers do not honour up_to_seq; what lies beyond is
+			// not asked for.
+			return false, nil
+		}
+		if err := fn(seq, m.Data); err != nil {
+			return false, fnError{err}
+		}
+		got++
+		*next = seq + 1
 	}
-	return sub.NextMsgWithContext(ctx)
 }
 
-// directTimeout bounds the wait for one direct-get response when the
-// caller's context has no deadline.
-const directTimeout = 10 * time.Second
+// publish publishes m with a per-try timeout, again after a timeout or
+// while the stream has no leader (jsreq.Do). m carries its event id as
+// Nats-Msg-Id and the subject's expected last sequence: if an earlier try
+// was stored after all, a later one is refused as a wrong last sequence,
+// and the subject's last message (from the leader) carrying m's id is that
+// earlier try's success.
+func (s *Store) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+	var ack *jetstream.PubAck
+	tries := 0
+	err := jsreq.Do(ctx, func(ctx context.Context) error {
+		tries++
+		a, err := s.js.PublishMsg(ctx, m)
+		var apiErr *jetstream.APIError
+		if err != nil && tries > 1 && errors.As(err, &apiErr) &&
+			(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			last, gerr := jsreq.LastMsg(ctx, s.js, s.cfg.Stream, m.Subject)
+			if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == m.Header.Get(jetstream.MsgIDHeader) {
+				ack = &jetstream.PubAck{Stream: s.cfg.Stream, Sequence: last.Sequence, Duplicate: true}
+				return nil
+			}
+		}
+		ack = a
+		return err
+	})
+	return ack, err
+}

@@ -17,8 +17,9 @@ import (
 const maxHistory = 1 << 20
 
 // Load implements domain.EventStore. A cached aggregate is checked against
-// the subject's last message with one direct get; if it is behind, only the
-// missing messages are read. Messages on the subject that do not decode, or
+// the subject's last message as the stream's leader has it (one request to
+// the leader, so a write acknowledged on any node is seen); if it is
+// behind, only the missing messages are read (subjectRange). Messages on the subject that do not decode, or
 // that the transition table refuses, are skipped (logged and counted) but
 // still advance Version, so appends keep working after a poison message.
 func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connection, error) {
@@ -26,7 +27,7 @@ func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connectio
 		return domain.Connection{}, fmt.Errorf("jsstore: invalid connection id %q: %w", connectionID, domain.ErrNotFound)
 	}
 	subject := events.Subject(connectionID)
-	last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	last, err := s.lastSeq(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return domain.Connection{}, domain.ErrNotFound
 	}
@@ -41,15 +42,15 @@ func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connectio
 	}
 	s.mu.RUnlock()
 	if !ok && s.cfg.Seed != nil {
-		if sc, found := s.cfg.Seed(connectionID); found && sc.ID == connectionID && sc.Version <= last.Sequence {
+		if sc, found := s.cfg.Seed(connectionID); found && sc.ID == connectionID && sc.Version <= last {
 			c, ok = sc, true
 		}
 	}
-	if ok && c.Version == last.Sequence {
+	if ok && c.Version == last {
 		s.put(connectionID, &c)
 		return c, nil
 	}
-	if ok && c.Version > last.Sequence {
+	if ok && c.Version > last {
 		c, ok = domain.Connection{}, false // stream was recreated: start over
 	}
 	if err := s.catchUp(ctx, connectionID, &c, last); err != nil {
@@ -80,14 +81,15 @@ func (s *Store) put(connectionID string, c *domain.Connection) {
 	s.cache[connectionID] = &cc
 }
 
-// catchUp applies the subject's messages after c.Version up to last.
-func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Connection, last *jetstream.RawStreamMsg) error {
-	if c.Version >= last.Sequence {
+// catchUp applies the subject's messages after c.Version up to last (the
+// sequence of the subject's last message, as the stream's leader has it).
+func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Connection, last uint64) error {
+	if c.Version >= last {
 		return nil
 	}
 	n := 0
-	err := s.subjectRange(ctx, events.Subject(connectionID), c.Version+1, last.Sequence, func(seq uint64, data []byte) error {
-		if seq > last.Sequence {
+	err := s.subjectRange(ctx, events.Subject(connectionID), c.Version+1, last, func(seq uint64, data []byte) error {
+		if seq > last {
 			return nil // appended since last was read: not part of this load
 		}
 		if n++; n > maxHistory {
@@ -114,8 +116,8 @@ func (s *Store) catchUp(ctx context.Context, connectionID string, c *domain.Conn
 	if err != nil {
 		return err
 	}
-	if c.Version != last.Sequence {
-		return fmt.Errorf("jsstore: load %s: read up to %d, the subject's last message is %d", connectionID, c.Version, last.Sequence)
+	if c.Version != last {
+		return fmt.Errorf("jsstore: load %s: read up to %d, the subject's last message is %d", connectionID, c.Version, last)
 	}
 	return nil
 }
@@ -142,7 +144,7 @@ func (s *Store) History(ctx context.Context, connectionID string) ([]domain.Even
 		return nil, fmt.Errorf("jsstore: invalid connection id %q: %w", connectionID, domain.ErrNotFound)
 	}
 	subject := events.Subject(connectionID)
-	last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	last, err := s.lastSeq(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return []domain.Event{}, nil // an unknown connection has no history (domain.EventStore)
 	}
@@ -150,7 +152,7 @@ func (s *Store) History(ctx context.Context, connectionID string) ([]domain.Even
 		return nil, fmt.Errorf("jsstore: history %s: %w", connectionID, err)
 	}
 	var out []domain.Event
-	err = s.subjectRange(ctx, subject, 1, last.Sequence, func(seq uint64, data []byte) error {
+	err = s.subjectRange(ctx, subject, 1, last, func(seq uint64, data []byte) error {
 		if len(out) >= maxHistory {
 			return fmt.Errorf("jsstore: history %s: more than %d events", connectionID, maxHistory)
 		}

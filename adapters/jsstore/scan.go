@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenline/tokenline/adapters/jsreq"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
@@ -30,7 +31,11 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 
 // Info returns the stream's name, creation time and last sequence.
 func (s *Store) Info(ctx context.Context) (events.StreamInfo, error) {
-	info, err := s.stream.Info(ctx)
+	var info *jetstream.StreamInfo
+	err := jsreq.Do(ctx, func(ctx context.Context) (err error) {
+		info, err = s.stream.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return events.StreamInfo{}, fmt.Errorf("jsstore: stream info: %w", err)
 	}
@@ -91,13 +96,13 @@ func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record
 		}
 		subj := events.Subject(r.ConnectionID)
 		cfg.FilterSubjects = []string{subj}
-		last, err := s.stream.GetLastMsgForSubject(ctx, subj)
+		last, err := s.lastSeq(ctx, subj)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return 0, nil
 		} else if err != nil {
 			return 0, fmt.Errorf("jsstore: read: %w", err)
 		}
-		to = min(to, last.Sequence)
+		to = min(to, last)
 	}
 	if from > to {
 		return 0, nil

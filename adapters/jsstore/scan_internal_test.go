@@ -6,13 +6,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tokenline/tokenline/adapters/natstest"
+	"github.com/tokenline/tokenline/domain"
 )
 
-// A direct get's wait for its response ends with the caller's context,
-// even a context without a deadline (it used to wait out its own timeout).
-func TestNextMsgEndsWithTheContext(t *testing.T) {
+// A direct get's wait for its response ends with the caller's context, and
+// without one after its own per-try timeout (jsreq.TryTimeout), not the
+// caller's whole deadline.
+func TestDirectBatchEndsWithTheContext(t *testing.T) {
 	nc := natstest.Start(t, "").Connect(t)
+	st, err := Open(context.Background(), nc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sub, err := nc.SubscribeSync(nc.NewRespInbox()) // nobody answers
 	if err != nil {
 		t.Fatal(err)
@@ -20,12 +28,14 @@ func TestNextMsgEndsWithTheContext(t *testing.T) {
 	defer sub.Unsubscribe()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(20*time.Millisecond, cancel)
-	start := time.Now()
-	if _, err := nextMsg(ctx, sub); !errors.Is(err, context.Canceled) {
-		t.Fatalf("nextMsg: %v", err)
+	next := uint64(1)
+	if _, err := st.directBatch(ctx, sub, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("directBatch: %v", err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("nextMsg returned after %v", d)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if _, err := st.directBatch(ctx, sub, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("directBatch with an hour left: %v", err)
 	}
 }
 
@@ -46,6 +56,85 @@ func TestAckInfo(t *testing.T) {
 		seq, ts, ok := ackInfo(c.reply)
 		if seq != c.seq || ts != c.ts || ok != c.ok {
 			t.Errorf("ackInfo(%q) = %d %d %v", c.reply, seq, ts, ok)
+		}
+	}
+}
+
+// What a replica behind the leader lacks is read from the leader: with no
+// direct get at all, Load and History still return every event, cold and
+// with a cached aggregate one event behind.
+func TestRangeFromTheLeader(t *testing.T) {
+	nc := natstest.Start(t, "").Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := Open(ctx, nc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, other := uuid.NewString(), uuid.NewString()
+	var seqs []uint64
+	var otherLast uint64
+	for _, p := range []domain.Payload{
+		domain.ConnectionCreated{Provider: "sandbox", Scopes: []string{"users:read"}},
+		domain.ConnectionUpdated{Config: map[string]string{"n": "1"}},
+		domain.ConnectionUpdated{Config: map[string]string{"n": "2"}},
+	} {
+		o, err := w.Append(ctx, other, otherLast, domain.Event{Payload: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		otherLast = o.Seq
+		var last uint64
+		if len(seqs) > 0 {
+			last = seqs[len(seqs)-1]
+		}
+		e, err := w.Append(ctx, id, last, domain.Event{Payload: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, e.Seq)
+	}
+	directRanges = false
+	t.Cleanup(func() { directRanges = true })
+	r, err := Open(ctx, nc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Load(ctx, id)
+	if err != nil || c.Version != seqs[2] || c.Events != 3 || c.Config["n"] != "2" {
+		t.Fatalf("cold load from the leader: %+v %v", c, err)
+	}
+	h, err := r.History(ctx, id)
+	if err != nil || len(h) != 3 || h[0].Seq != seqs[0] || h[2].Seq != seqs[2] {
+		t.Fatalf("history from the leader: %d events %v", len(h), err)
+	}
+	e, err := w.Append(ctx, id, seqs[2], domain.Event{Payload: domain.ConnectionUpdated{Config: map[string]string{"n": "3"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = r.Load(ctx, id)
+	if err != nil || c.Version != e.Seq || c.Config["n"] != "3" {
+		t.Fatalf("tail from the leader: %+v %v", c, err)
+	}
+}
+
+// A projection's snapshot objects are told apart from those of a
+// projection whose name extends it ("a" and "a.b").
+func TestObjectOf(t *testing.T) {
+	r := "abcdefghijklmnopqrstuvwxyz"
+	for _, c := range []struct {
+		name, obj string
+		want      bool
+	}{
+		{"a", "a." + r, true},
+		{"a", "a.b." + r, false},
+		{"a.b", "a.b." + r, true},
+		{"a", "a", false},
+		{"a", "a." + r[:25], false},
+		{"a", "ab." + r, false},
+	} {
+		if got := objectOf(c.name, c.obj); got != c.want {
+			t.Errorf("objectOf(%q, %q) = %v", c.name, c.obj, got)
 		}
 	}
 }

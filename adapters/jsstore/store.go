@@ -26,8 +26,13 @@
 // of them are stored, or none.
 //
 // Load serves aggregates from an in-memory cache and checks staleness with a
-// single direct get of the subject's last message; only the missing tail is
-// read (by direct get of the next message on the subject), never the stream.
+// single request for the subject's last message to the stream's leader (a
+// follower may be behind); only the missing tail is read (by batched direct
+// get, what a lagging replica lacks from the leader), never the stream.
+//
+// Every request has its own per-try timeout and is tried again across a
+// leader election (adapters/jsreq), instead of one request to a node that is
+// gone consuming the caller's whole deadline.
 package jsstore
 
 import (
@@ -64,7 +69,9 @@ type Config struct {
 	// Logger receives skipped-event warnings; default slog.Default().
 	Logger *slog.Logger
 	// RequestTimeout bounds JetStream requests made with a context that has
-	// no deadline; default 5s.
+	// no deadline; default 5s. (Reads, appends and Info are tried again
+	// across a leader election, each try within 2 s, all of them within the
+	// caller's deadline or, without one, jsreq.NoDeadlineBudget.)
 	RequestTimeout time.Duration
 	// CacheSize bounds the aggregates Load keeps (default 10000); beyond it
 	// an arbitrary entry is dropped.
@@ -260,7 +267,7 @@ func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq
 	m := &nats.Msg{Subject: events.Subject(connectionID), Data: body, Header: nats.Header{}}
 	m.Header[jetstream.MsgIDHeader] = []string{e.ID}
 	m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expectedLastSeq, 10)}
-	ack, err := s.js.PublishMsg(ctx, m)
+	ack, err := s.publish(ctx, m)
 	if err == nil {
 		e.Seq = ack.Sequence
 	} else if e.Seq, err = s.publishError(ctx, connectionID, e.ID, err); err != nil {

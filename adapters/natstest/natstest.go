@@ -138,3 +138,56 @@ func freePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// URLs returns the client URLs of servers, comma separated (nats.Connect
+// accepts the list and fails over between them).
+func URLs(servers []*Server) string {
+	var s string
+	for i, srv := range servers {
+		if i > 0 {
+			s += ","
+		}
+		s += srv.ClientURL()
+	}
+	return s
+}
+
+// StreamLeader returns the server leading stream (in the global account),
+// waiting up to 30 s for one.
+func StreamLeader(t testing.TB, servers []*Server, stream string) *Server {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, s := range servers {
+			if s.Running() && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: stream %s has no leader after 30s", stream)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WaitCurrent waits (up to 30 s) until every running server's replica of
+// stream has applied all its writes (the stream's replicas are caught up).
+func WaitCurrent(t testing.TB, servers []*Server, stream string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, s := range servers {
+			if s.Running() && !s.JetStreamIsStreamCurrent(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: stream %s not current after 30s", stream)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

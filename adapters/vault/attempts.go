@@ -4,15 +4,19 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenline/tokenline/adapters/jsreq"
 	"github.com/tokenline/tokenline/domain"
 )
 
@@ -39,8 +43,10 @@ type attemptRecord struct {
 // Entries expire with the bucket's MaxAge. Take is single-use across every
 // instance: it deletes the entry only if its revision is unchanged.
 type Attempts struct {
-	kv   jetstream.KeyValue
-	aead cipher.AEAD
+	kv       jetstream.KeyValue
+	js       jetstream.JetStream
+	replicas int
+	aead     cipher.AEAD
 }
 
 var attemptKeyRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
@@ -73,7 +79,7 @@ func OpenAttempts(ctx context.Context, js jetstream.JetStream, key []byte, ttl t
 	if err != nil {
 		return nil, fmt.Errorf("vault: create or update KV bucket %q: %w", DefaultAttemptsBucket, err)
 	}
-	return &Attempts{kv: kv, aead: aead}, nil
+	return &Attempts{kv: kv, js: js, replicas: replicas, aead: aead}, nil
 }
 
 // Put stores an attempt under key (hex SHA-256 of the state).
@@ -86,7 +92,11 @@ func (a *Attempts) Put(ctx context.Context, key string, at domain.Attempt) error
 		return err
 	}
 	v := &Vault{aead: a.aead}
-	if _, err := a.kv.Put(ctx, key, v.seal(key, plain)); err != nil {
+	sealed := v.seal(key, plain)
+	if err := jsreq.Do(ctx, func(ctx context.Context) error {
+		_, err := a.kv.Put(ctx, key, sealed)
+		return err
+	}); err != nil {
 		return fmt.Errorf("vault: attempts: put: %w", err)
 	}
 	return nil
@@ -98,22 +108,20 @@ func (a *Attempts) Take(ctx context.Context, key string) (domain.Attempt, error)
 	if !attemptKeyRE.MatchString(key) {
 		return domain.Attempt{}, ErrNoAttempt
 	}
-	e, err := a.kv.Get(ctx, key)
+	// Read from the stream's leader: a follower that is behind may not
+	// have the attempt yet (the callback often follows its Put closely).
+	e, err := latest(ctx, a.js, DefaultAttemptsBucket, a.replicas, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return domain.Attempt{}, ErrNoAttempt
 	}
 	if err != nil {
 		return domain.Attempt{}, fmt.Errorf("vault: attempts: get: %w", err)
 	}
-	if err := a.kv.Purge(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return domain.Attempt{}, ErrNoAttempt // another instance took it first
-		}
-		return domain.Attempt{}, fmt.Errorf("vault: attempts: take: %w", err)
+	if err := a.purge(ctx, key, e.Sequence); err != nil {
+		return domain.Attempt{}, err
 	}
 	v := &Vault{aead: a.aead}
-	plain, err := v.open(key, e.Value())
+	plain, err := v.open(key, e.Data)
 	if err != nil {
 		return domain.Attempt{}, err
 	}
@@ -122,4 +130,46 @@ func (a *Attempts) Take(ctx context.Context, key string) (domain.Attempt, error)
 		return domain.Attempt{}, fmt.Errorf("%w: attempt record", ErrUndecryptable)
 	}
 	return domain.Attempt(at), nil
+}
+
+// takeHeader carries a random token on the purge marker a Take writes, so
+// that a retried purge can tell its own earlier, stored try from another
+// instance's Take.
+const takeHeader = "Tokenline-Take"
+
+// purge writes the purge marker of key if the key's last revision is still
+// rev (KV semantics of Purge with LastRevision), retrying across a leader
+// election. It returns ErrNoAttempt if another Take purged it first.
+func (a *Attempts) purge(ctx context.Context, key string, rev uint64) error {
+	subject := "$KV." + DefaultAttemptsBucket + "." + key
+	token := rand.Text()
+	m := &nats.Msg{Subject: subject, Header: nats.Header{}}
+	m.Header.Set(kvOperationHeader, "PURGE")
+	m.Header.Set("Nats-Rollup", "sub")
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	m.Header.Set(takeHeader, token)
+	tries := 0
+	err := jsreq.Do(ctx, func(ctx context.Context) error {
+		tries++
+		_, err := a.js.PublishMsg(ctx, m)
+		var apiErr *jetstream.APIError
+		// 10164 (the leader could not check yet) is tried again by Do.
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			if tries > 1 {
+				last, gerr := jsreq.LastMsg(ctx, a.js, "KV_"+DefaultAttemptsBucket, subject)
+				if gerr == nil && last.Header.Get(takeHeader) == token {
+					return nil // an earlier try was stored
+				}
+			}
+			return ErrNoAttempt // another instance took it first
+		}
+		return err
+	})
+	if errors.Is(err, ErrNoAttempt) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("vault: attempts: take: %w", err)
+	}
+	return nil
 }

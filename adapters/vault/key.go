@@ -2,7 +2,9 @@ package vault
 
 import (
 	"bytes"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -164,4 +166,15 @@ func KeyFromEnv(value string) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("vault: %s: want %d hex digits or the base64 of %d bytes, got %d characters", EnvKey, 2*KeySize, KeySize, len(v))
+}
+
+// DeriveKey derives a 32-byte key for purpose from the vault key with
+// HKDF-SHA-256 (RFC 5869; no salt, purpose as the info), so that other
+// secrets (the projections' checkpoint MAC key) need no key file of their
+// own and reveal nothing about the vault key.
+func DeriveKey(vaultKey []byte, purpose string) ([]byte, error) {
+	if len(vaultKey) != KeySize {
+		return nil, fmt.Errorf("vault: derive key: vault key is %d bytes, want %d", len(vaultKey), KeySize)
+	}
+	return hkdf.Key(sha256.New, vaultKey, nil, purpose, 32)
 }

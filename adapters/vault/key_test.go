@@ -169,3 +169,19 @@ func TestKeyFromEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestDeriveKey(t *testing.T) {
+	k := bytes.Repeat([]byte{3}, KeySize)
+	a, err := DeriveKey(k, "tokenline checkpoints v1")
+	if err != nil || len(a) != 32 {
+		t.Fatalf("%d %v", len(a), err)
+	}
+	b, _ := DeriveKey(k, "tokenline checkpoints v1")
+	c, _ := DeriveKey(k, "other purpose")
+	if !bytes.Equal(a, b) || bytes.Equal(a, c) || bytes.Equal(a, k) {
+		t.Fatal("derived keys: not deterministic, not separated by purpose, or the vault key itself")
+	}
+	if _, err := DeriveKey(k[:5], "x"); err == nil {
+		t.Fatal("short vault key accepted")
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenline/tokenline/adapters/jsreq"
 	"github.com/tokenline/tokenline/domain"
 )
 
@@ -62,8 +63,11 @@ type Config struct {
 // Vault stores token sets encrypted in a JetStream KV bucket. It implements
 // domain.TokenVault and is safe for concurrent use.
 type Vault struct {
-	kv   jetstream.KeyValue
-	aead cipher.AEAD
+	kv       jetstream.KeyValue
+	js       jetstream.JetStream
+	bucket   string
+	replicas int
+	aead     cipher.AEAD
 }
 
 var _ domain.TokenVault = (*Vault)(nil)
@@ -102,7 +106,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Vault, erro
 	if err != nil {
 		return nil, fmt.Errorf("vault: create or update KV bucket %q: %w", cfg.Bucket, err)
 	}
-	return &Vault{kv: kv, aead: aead}, nil
+	return &Vault{kv: kv, js: js, bucket: cfg.Bucket, replicas: cfg.Replicas, aead: aead}, nil
 }
 
 // record is the serialised form of domain.Tokens (whose own MarshalJSON is
@@ -138,13 +142,19 @@ func (v *Vault) Put(ctx context.Context, connectionID string, t domain.Tokens) e
 	}
 	value := v.seal(connectionID, plain)
 	clear(plain)
-	if _, err := v.kv.Put(ctx, connectionID, value); err != nil {
+	if err := jsreq.Do(ctx, func(ctx context.Context) error {
+		_, err := v.kv.Put(ctx, connectionID, value)
+		return err
+	}); err != nil {
 		return fmt.Errorf("vault: put tokens of connection %s: %w", connectionID, err)
 	}
 	return nil
 }
 
-// Get returns the connection's token set. It returns an error wrapping
+// Get returns the connection's token set, as the bucket's stream leader has
+// it: a follower that is behind could return a token set already replaced
+// (on a provider that rotates refresh tokens, one that no longer works). It
+// returns an error wrapping
 // domain.ErrNoTokens if none is stored (never written, or deleted), and one
 // wrapping ErrUndecryptable if the stored value cannot be decrypted with
 // this vault's key for this connection.
@@ -152,14 +162,14 @@ func (v *Vault) Get(ctx context.Context, connectionID string) (domain.Tokens, er
 	if err := validateID(connectionID); err != nil {
 		return domain.Tokens{}, err
 	}
-	entry, err := v.kv.Get(ctx, connectionID)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	entry, err := latest(ctx, v.js, v.bucket, v.replicas, connectionID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return domain.Tokens{}, fmt.Errorf("%w %s", domain.ErrNoTokens, connectionID)
 	}
 	if err != nil {
 		return domain.Tokens{}, fmt.Errorf("vault: get tokens of connection %s: %w", connectionID, err)
 	}
-	plain, err := v.open(connectionID, entry.Value())
+	plain, err := v.open(connectionID, entry.Data)
 	if err != nil {
 		return domain.Tokens{}, err
 	}
@@ -185,7 +195,7 @@ func (v *Vault) Delete(ctx context.Context, connectionID string) error {
 	if err := validateID(connectionID); err != nil {
 		return err
 	}
-	if err := v.kv.Purge(ctx, connectionID); err != nil {
+	if err := jsreq.Do(ctx, func(ctx context.Context) error { return v.kv.Purge(ctx, connectionID) }); err != nil {
 		return fmt.Errorf("vault: delete tokens of connection %s: %w", connectionID, err)
 	}
 	return nil
@@ -228,3 +238,26 @@ func validateID(id string) error {
 	}
 	return fmt.Errorf("%w %q: want 1 to 128 letters, digits, '-' or '_' (a UUID)", ErrInvalidConnectionID, shown)
 }
+
+// latest returns the current value of key in the KV bucket as the bucket's
+// stream leader has it, or an error wrapping jetstream.ErrKeyNotFound if
+// the key has none (never written, deleted or purged). KeyValue.Get uses a
+// direct get, which any replica may answer, however far behind; a bucket
+// with one replica is its own leader (jsreq.Latest).
+func latest(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, key string) (*jsreq.Msg, error) {
+	m, err := jsreq.Latest(ctx, js, "KV_"+bucket, replicas, "$KV."+bucket+"."+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch m.Header.Get(kvOperationHeader) {
+	case "DEL", "PURGE":
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return m, nil
+}
+
+// kvOperationHeader marks KV delete and purge markers.
+const kvOperationHeader = "KV-Operation"

@@ -23,7 +23,7 @@ import (
 
 // startJetStream runs a real nats-server with JetStream in the test process
 // (file store in a temporary directory) and returns a JetStream client.
-func startJetStream(t *testing.T) jetstream.JetStream {
+func startJetStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{
 		Host:      "127.0.0.1",

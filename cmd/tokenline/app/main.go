@@ -82,6 +82,8 @@ type Main struct {
 	// Startup lists how long each start-up phase took.
 	Startup  []Phase
 	apiToken string
+	// checkpointKey authenticates the projections' snapshots and positions.
+	checkpointKey []byte
 
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -176,6 +178,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if m.Vault, err = vault.Open(ctx, m.Store.JetStream(), vault.Config{Key: key, Replicas: m.Config.Replicas}); err != nil {
+		return err
+	}
+	// Snapshots and positions are authenticated with a key derived from
+	// the vault key: every instance sharing the vault trusts them.
+	if m.checkpointKey, err = vault.DeriveKey(key, "tokenline checkpoints v1"); err != nil {
 		return err
 	}
 	if err := m.loadAPIToken(); err != nil {
@@ -468,7 +475,7 @@ func (m *Main) Close() error {
 func (m *Main) handler() http.Handler {
 	cfg := httpapi.Config{
 		Connections: providerGuard{Service: m.Lifecycle, m: m},
-		Status:      httpapi.StatusFromProjection{Status: m.Proj.Status},
+		Status:      httpapi.StatusFromProjection{Status: m.Proj.Status, Fallback: m.Store},
 		Audit:       httpapi.StoreReader{Store: m.Store},
 		Ready: []httpapi.Check{
 			{Name: "nats", Probe: httpapi.NATSReady(m.Conn)},

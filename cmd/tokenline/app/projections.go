@@ -37,7 +37,7 @@ func newProjections(m *Main) *Projections {
 // stream, feeding onEvent with every event it delivers after the catch-up,
 // once each, in stream order (the metrics count them).
 func (p *Projections) Start(ctx context.Context, onEvent func(domain.Event)) error {
-	cp, err := p.m.Store.Checkpoints(ctx)
+	cp, err := p.m.Store.CheckpointsWithKey(ctx, p.m.checkpointKey)
 	if err != nil {
 		return err
 	}
