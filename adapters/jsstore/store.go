@@ -49,6 +49,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenline/tokenline/adapters/jsreq"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
@@ -291,7 +292,9 @@ func (s *Store) publishError(ctx context.Context, connectionID, eventID string, 
 	default:
 		return 0, fmt.Errorf("jsstore: append to %s: %w", connectionID, err)
 	}
-	last, gerr := s.stream.GetLastMsgForSubject(ctx, events.Subject(connectionID))
+	// Read from the leader: a lagging replica would not have the event yet
+	// and turn a landed retry into a conflict.
+	last, gerr := jsreq.Latest(ctx, s.js, s.cfg.Stream, s.cfg.Replicas, events.Subject(connectionID))
 	if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == eventID {
 		return last.Sequence, nil
 	}
