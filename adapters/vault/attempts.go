@@ -92,7 +92,7 @@ func (a *Attempts) Put(ctx context.Context, key string, at domain.Attempt) error
 		return err
 	}
 	v := &Vault{aead: a.aead}
-	sealed := v.seal(key, plain)
+	sealed := v.seal(DefaultAttemptsBucket, key, plain)
 	if err := jsreq.Do(ctx, func(ctx context.Context) error {
 		_, err := a.kv.Put(ctx, key, sealed)
 		return err
@@ -121,7 +121,7 @@ func (a *Attempts) Take(ctx context.Context, key string) (domain.Attempt, error)
 		return domain.Attempt{}, err
 	}
 	v := &Vault{aead: a.aead}
-	plain, err := v.open(key, e.Data)
+	plain, err := v.open(DefaultAttemptsBucket, key, e.Data, e.Time)
 	if err != nil {
 		return domain.Attempt{}, err
 	}

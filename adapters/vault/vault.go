@@ -6,6 +6,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +26,13 @@ const DefaultBucket = "tokenline_tokens"
 // KeySize is the length of a vault key in bytes (AES-256).
 const KeySize = 32
 
-// formatVersion is the first byte of every stored value.
-const formatVersion byte = 1
+// formatVersion is the first byte of every value written now (format 2:
+// bound to bucket, key and the time it was sealed); formatV1 values (bound
+// to the key only) are still read.
+const (
+	formatVersion byte = 2
+	formatV1      byte = 1
+)
 
 const (
 	nonceSize = 12 // standard GCM nonce
@@ -39,6 +45,10 @@ var (
 	// vault key differs from the one that wrote it, the value was altered, or
 	// it was copied from another connection's key.
 	ErrUndecryptable = errors.New("vault: cannot decrypt stored tokens (wrong vault key, or the value was altered or copied from another connection)")
+	// ErrReplayed means a stored value was sealed long before the server
+	// stored it: an older token set written into the bucket again. It is
+	// never adopted or presented.
+	ErrReplayed = errors.New("vault: refusing a value stored long after it was sealed")
 	// ErrInvalidConnectionID means a connection id cannot be used as a key.
 	ErrInvalidConnectionID = errors.New("vault: invalid connection id")
 )
@@ -63,6 +73,7 @@ type Config struct {
 // Vault stores token sets encrypted in a JetStream KV bucket. It implements
 // domain.TokenVault and is safe for concurrent use.
 type Vault struct {
+	now      func() time.Time // the sealing clock; time.Now
 	kv       jetstream.KeyValue
 	js       jetstream.JetStream
 	bucket   string
@@ -140,7 +151,7 @@ func (v *Vault) Put(ctx context.Context, connectionID string, t domain.Tokens) e
 	if err != nil { // cannot happen for these field types; never quote the value
 		return fmt.Errorf("vault: put tokens of connection %s: encode failed", connectionID)
 	}
-	value := v.seal(connectionID, plain)
+	value := v.seal(v.bucket, connectionID, plain)
 	clear(plain)
 	if err := jsreq.Do(ctx, func(ctx context.Context) error {
 		_, err := v.kv.Put(ctx, connectionID, value)
@@ -169,7 +180,7 @@ func (v *Vault) Get(ctx context.Context, connectionID string) (domain.Tokens, er
 	if err != nil {
 		return domain.Tokens{}, fmt.Errorf("vault: get tokens of connection %s: %w", connectionID, err)
 	}
-	plain, err := v.open(connectionID, entry.Data)
+	plain, err := v.open(v.bucket, connectionID, entry.Data, entry.Time)
 	if err != nil {
 		return domain.Tokens{}, err
 	}
@@ -201,25 +212,79 @@ func (v *Vault) Delete(ctx context.Context, connectionID string) error {
 	return nil
 }
 
-// seal encrypts plain for connectionID: version || nonce || ciphertext.
-func (v *Vault) seal(connectionID string, plain []byte) []byte {
-	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plain)+tagSize)
+// seal encrypts plain for key in bucket (format 2):
+//
+//	2 || sealed-at (8 bytes, Unix nanoseconds, big endian) || nonce || ciphertext
+//
+// with the associated data binding the ciphertext to the format, the
+// bucket, the key and the time it was sealed. A value copied to another
+// key or bucket does not open; one written again later (an older token set
+// replayed into the bucket) is refused by open, which compares the sealed
+// time with the time the server stored the value.
+func (v *Vault) seal(bucket, key string, plain []byte) []byte {
+	out := make([]byte, 1+8+nonceSize, 1+8+nonceSize+len(plain)+tagSize)
 	out[0] = formatVersion
-	rand.Read(out[1 : 1+nonceSize]) // never fails (crypto/rand, Go 1.24+)
-	return v.aead.Seal(out, out[1:1+nonceSize], plain, []byte(connectionID))
+	now := time.Now
+	if v.now != nil {
+		now = v.now
+	}
+	binary.BigEndian.PutUint64(out[1:9], uint64(now().UnixNano()))
+	nonce := out[9 : 9+nonceSize]
+	rand.Read(nonce) // never fails (crypto/rand, Go 1.24+)
+	return v.aead.Seal(out, nonce, plain, sealAD(bucket, key, out[1:9]))
 }
 
-// open reverses seal, checking the version and the connection id.
-func (v *Vault) open(connectionID string, value []byte) ([]byte, error) {
-	if len(value) < 1+nonceSize+tagSize {
-		return nil, fmt.Errorf("%w: connection %s: value too short (%d bytes)", ErrUndecryptable, connectionID, len(value))
+// sealAD is the associated data of a format 2 value.
+func sealAD(bucket, key string, sealedAt []byte) []byte {
+	ad := make([]byte, 0, len("tokenline-vault/2")+len(bucket)+len(key)+3+8)
+	ad = append(ad, "tokenline-vault/2"...)
+	ad = append(ad, 0)
+	ad = append(ad, bucket...)
+	ad = append(ad, 0)
+	ad = append(ad, key...)
+	ad = append(ad, 0)
+	return append(ad, sealedAt...)
+}
+
+// MaxSealAge is how much later than it was sealed a value may have been
+// stored (the server's timestamp) before open refuses it as replayed. It
+// covers a write retried across a leader election and clock skew between
+// an instance and the NATS servers.
+const MaxSealAge = 10 * time.Minute
+
+// open reverses seal for key in bucket, checking the format, the binding
+// and, when storedAt (the server's timestamp of the value) is known, that
+// the value was stored when it was sealed. Values of format 1 (connection
+// id only as associated data, written before format 2) still open.
+func (v *Vault) open(bucket, key string, value []byte, storedAt time.Time) ([]byte, error) {
+	if len(value) == 0 {
+		return nil, fmt.Errorf("%w: %s: empty value", ErrUndecryptable, key)
 	}
-	if value[0] != formatVersion {
-		return nil, fmt.Errorf("%w: connection %s: unknown format version %d", ErrUndecryptable, connectionID, value[0])
+	switch value[0] {
+	case formatV1:
+		if len(value) < 1+nonceSize+tagSize {
+			return nil, fmt.Errorf("%w: %s: value too short (%d bytes)", ErrUndecryptable, key, len(value))
+		}
+		plain, err := v.aead.Open(nil, value[1:1+nonceSize], value[1+nonceSize:], []byte(key))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrUndecryptable, key)
+		}
+		return plain, nil
+	case formatVersion:
+	default:
+		return nil, fmt.Errorf("%w: %s: unknown format version %d", ErrUndecryptable, key, value[0])
 	}
-	plain, err := v.aead.Open(nil, value[1:1+nonceSize], value[1+nonceSize:], []byte(connectionID))
+	if len(value) < 1+8+nonceSize+tagSize {
+		return nil, fmt.Errorf("%w: %s: value too short (%d bytes)", ErrUndecryptable, key, len(value))
+	}
+	plain, err := v.aead.Open(nil, value[9:9+nonceSize], value[9+nonceSize:], sealAD(bucket, key, value[1:9]))
 	if err != nil {
-		return nil, fmt.Errorf("%w: connection %s", ErrUndecryptable, connectionID)
+		return nil, fmt.Errorf("%w: %s", ErrUndecryptable, key)
+	}
+	sealedAt := time.Unix(0, int64(binary.BigEndian.Uint64(value[1:9])))
+	if !storedAt.IsZero() && storedAt.Sub(sealedAt) > MaxSealAge {
+		clear(plain)
+		return nil, fmt.Errorf("%w: %s: stored %s after it was sealed (an older value written again?)", ErrReplayed, key, storedAt.Sub(sealedAt).Round(time.Second))
 	}
 	return plain, nil
 }
