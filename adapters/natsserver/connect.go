@@ -196,6 +196,10 @@ type redactedError struct {
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
 
+// RedactURLs is redactURLs for printing a NATS URL list (serve's banner):
+// every URL's user information becomes "redacted".
+func RedactURLs(list string) string { return redactURLs(list) }
+
 // redactURLs replaces the user information of every URL in a comma-separated
 // list by "redacted".
 func redactURLs(list string) string {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"github.com/tokenline/tokenline/adapters/natsserver"
 	"io"
 	"os"
 
@@ -91,10 +92,10 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 			} else {
 				fmt.Fprintf(out, "from TOKENLINE_API_TOKEN)\n")
 			}
-			fmt.Fprintf(out, "  NATS:       %s (stream %s, subjects tokenline.conn.<id>)\n", m.NATSURL(), m.Store.StreamName())
+			fmt.Fprintf(out, "  NATS:       %s (stream %s, subjects tokenline.conn.<id>)\n", natsserver.RedactURLs(m.NATSURL()), m.Store.StreamName())
 			if r := m.NATSReaderFile(); r != "" {
 				fmt.Fprintf(out, "  Consumers:  connect with the reader nkey seed in %s\n", r)
-				fmt.Fprintf(out, "              tokenline events tail --nats-url %s --creds %s\n", m.NATSURL(), r)
+				fmt.Fprintf(out, "              tokenline events tail --nats-url %s --creds %s\n", natsserver.RedactURLs(m.NATSURL()), r)
 				fmt.Fprintf(out, "  Admin:      tokenline's own nkey seed is %s (all rights: keep it private)\n", m.NATSCredsFile())
 			}
 			printProviders(out, m)
