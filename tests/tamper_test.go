@@ -109,7 +109,7 @@ func TestForgedHistoryIsDetectedAndHarmless(t *testing.T) {
 	if n, err := first.Store.WriteCheckpoint(ctxT(t), ed25519.NewKeyFromSeed(seed), time.Now()); err != nil || n != 1 {
 		t.Fatalf("checkpoint: %d %v", n, err)
 	}
-	if out, err := runVerify(t, "--nats-url", first.NATSURL(), "--public-key", sk.Key); err != nil || !strings.Contains(out, "OK: no break") {
+	if out, err := runVerify(t, "--nats-url", first.NATSURL(), "--creds", first.NATSReaderFile(), "--public-key", sk.Key); err != nil || !strings.Contains(out, "OK: no break") {
 		t.Fatalf("verify before tampering: %v\n%s", err, out)
 	}
 	first.Close()
@@ -169,12 +169,12 @@ func TestForgedHistoryIsDetectedAndHarmless(t *testing.T) {
 		t.Fatalf("readyz: %d %+v", st, ready)
 	}
 
-	out, err := runVerify(t, "--nats-url", second.NATSURL(), "--public-key", sk.Key)
+	out, err := runVerify(t, "--nats-url", second.NATSURL(), "--creds", second.NATSReaderFile(), "--public-key", sk.Key)
 	if err == nil || !strings.Contains(out, "FIRST BREAK: chain at seq") || !strings.Contains(out, "(connection "+b+")") ||
 		!strings.Contains(out, "the event before it was altered") {
 		t.Fatalf("verify: %v\n%s", err, out)
 	}
-	out, err = runVerify(t, "--nats-url", second.NATSURL(), "--public-key", sk.Key, "--connection", a)
+	out, err = runVerify(t, "--nats-url", second.NATSURL(), "--creds", second.NATSReaderFile(), "--public-key", sk.Key, "--connection", a)
 	if err == nil || !strings.Contains(out, "FIRST BREAK: chain at seq") || !strings.Contains(out, "connection.deleted does not extend the chain") ||
 		!strings.Contains(out, "no prevhash") {
 		t.Fatalf("verify A: %v\n%s", err, out)
