@@ -195,15 +195,39 @@ func redactQuery(u string) string {
 	return u
 }
 
+// setupResult is what setting the connections up went through.
+type setupResult struct {
+	// IDs are the connections that were created and authorised.
+	IDs []string
+	// Failed counts connections that could not be created or authorised
+	// after the retries; Retries counts requests that failed and were
+	// retried; Errors holds the first few error messages.
+	Failed  int
+	Retries int
+	Errors  []string
+}
+
 // setup creates n connections spread over the instances and authorises
 // each (its callback through the front), with a few workers in parallel.
-func (f *fleet) setup(ctx context.Context, n int, progress func(done int)) ([]string, error) {
-	ids := make([]string, n)
+// A failed authorisation is retried on the same instance (at most 4 more
+// times, 250 ms apart) and counted: a connection the API had just created
+// must be found by the same instance.
+func (f *fleet) setup(ctx context.Context, n int, progress func(done int)) setupResult {
 	var (
-		mu       sync.Mutex
-		firstErr error
-		done     int
+		mu   sync.Mutex
+		res  setupResult
+		done int
 	)
+	note := func(err error, retry bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if retry {
+			res.Retries++
+		}
+		if len(res.Errors) < 5 {
+			res.Errors = append(res.Errors, err.Error())
+		}
+	}
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -214,17 +238,34 @@ func (f *fleet) setup(ctx context.Context, n int, progress func(done int)) ([]st
 				in := f.inst[i%len(f.inst)]
 				st, err := in.api.CreateConnection(ctx, apitypes.CreateRequest{Provider: "sandbox",
 					Scopes: []string{"users:read"}, Config: map[string]string{"scenario": fmt.Sprint(i)}})
-				if err == nil {
-					ids[i] = st.ID
+				if err != nil {
+					err = fmt.Errorf("create on %s: %w", in.name, err)
+				}
+				for try := 0; err == nil; try++ {
 					err = f.authorise(ctx, in, st.ID)
+					if err == nil {
+						break
+					}
+					err = fmt.Errorf("authorise %s on %s (try %d): %w", st.ID, in.name, try+1, err)
+					if try == 4 || ctx.Err() != nil {
+						break
+					}
+					note(err, true)
+					err = nil
+					time.Sleep(250 * time.Millisecond)
 				}
 				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("connection %d on %s: %w", i, in.name, err)
+				if err != nil {
+					res.Failed++
+				} else {
+					res.IDs = append(res.IDs, st.ID)
 				}
 				done++
 				d := done
 				mu.Unlock()
+				if err != nil {
+					note(err, false)
+				}
 				if progress != nil && d%100 == 0 {
 					progress(d)
 				}
@@ -232,18 +273,12 @@ func (f *fleet) setup(ctx context.Context, n int, progress func(done int)) ([]st
 		}()
 	}
 	for i := range n {
-		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			break
 		}
 		work <- i
 	}
 	close(work)
 	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
-	}
-	return ids, firstErr
+	return res
 }

@@ -194,17 +194,17 @@ func (r *runner) logf(format string, a ...any) {
 // cleanup kills every child and removes the run directory unless it is to
 // be kept (--keep, or the run failed).
 func (r *runner) cleanup(keep bool) {
+	for _, nc := range []*nats.Conn{r.admin, r.rdr} {
+		if nc != nil {
+			nc.Close()
+		}
+	}
 	r.sup.killAll()
 	if r.fleet != nil {
 		r.fleet.close()
 	}
 	if r.sb != nil {
 		r.sb.close()
-	}
-	for _, nc := range []*nats.Conn{r.admin, r.rdr} {
-		if nc != nil {
-			nc.Close()
-		}
 	}
 	if r.root == "" {
 		return
@@ -243,12 +243,18 @@ func build(ctx context.Context, dir string) (natsBin, tlBin string, err error) {
 
 // report is the whole run.
 type report struct {
-	Connections  int           `json:"connections"`
-	Instances    int           `json:"instances"`
-	AccessTTL    string        `json:"access_ttl"`
-	RefreshLease string        `json:"refresh_lease"`
-	Sandbox      string        `json:"sandbox"`
-	SetupTook    string        `json:"setup_took"`
+	Connections  int    `json:"connections"`
+	Instances    int    `json:"instances"`
+	AccessTTL    string `json:"access_ttl"`
+	RefreshLease string `json:"refresh_lease"`
+	Sandbox      string `json:"sandbox"`
+	SetupTook    string `json:"setup_took"`
+	// SetupFailed counts connections that could not be created and
+	// authorised (they are left out of the phases); SetupRetries counts
+	// authorisations that failed once and were retried.
+	SetupFailed  int           `json:"setup_failed"`
+	SetupRetries int           `json:"setup_retries"`
+	SetupErrors  []string      `json:"setup_errors,omitempty"`
 	StreamLast   uint64        `json:"stream_last_seq"`
 	Scanned      int           `json:"events_scanned"`
 	Phases       []phaseReport `json:"phases"`
@@ -359,13 +365,21 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 
 	r.logf("creating and authorising %d connections", o.connections)
 	setupStart := time.Now()
-	if r.ids, err = r.fleet.setup(ctx, o.connections, func(d int) { r.logf("  %d authorised", d) }); err != nil {
-		return nil, err
+	setup := r.fleet.setup(ctx, o.connections, func(d int) { r.logf("  %d set up", d) })
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	r.ids = setup.IDs
+	if len(r.ids) == 0 {
+		return nil, fmt.Errorf("no connection could be set up: %v", setup.Errors)
+	}
+	if setup.Failed > 0 || setup.Retries > 0 {
+		r.logf("setup: %d connections failed, %d requests retried; first errors: %s", setup.Failed, setup.Retries, strings.Join(setup.Errors, " | "))
 	}
 	if at, v := r.waitHealthy(ctx, 2*time.Minute); at.IsZero() {
 		return nil, fmt.Errorf("the connections did not all become active: %s", v.why)
 	}
-	rep := &report{Connections: o.connections, Instances: o.instances, AccessTTL: o.accessTTL.String(),
+	rep := &report{SetupFailed: setup.Failed, SetupRetries: setup.Retries, SetupErrors: setup.Errors, Connections: len(r.ids), Instances: o.instances, AccessTTL: o.accessTTL.String(),
 		RefreshLease: o.refreshLease.String(), Sandbox: o.sandbox, SetupTook: time.Since(setupStart).Round(time.Millisecond).String()}
 	r.logf("all %d connections active after %s", len(r.ids), rep.SetupTook)
 
@@ -408,6 +422,10 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 		for _, v := range p.Violations {
 			rep.Violations = append(rep.Violations, p.Name+": "+v)
 		}
+	}
+	if setup.Failed > 0 || setup.Retries > 0 {
+		rep.Violations = append([]string{fmt.Sprintf("setup: %d connections could not be set up, %d authorisations failed and were retried (first: %s)",
+			setup.Failed, setup.Retries, strings.Join(setup.Errors, " | "))}, rep.Violations...)
 	}
 	if rep.Violations == nil {
 		rep.Violations = []string{}
@@ -512,7 +530,9 @@ func (r *runner) phase(ctx context.Context, name string, lost map[string]string)
 			pr.Recovered, pr.RecoverSeconds = true, at.Sub(injected).Seconds()
 			r.logf("phase %s: recovered %.1fs after the fault", name, pr.RecoverSeconds)
 		}
-		sleep(ctx, o.settle)
+		// Settle; a phase lasts at least one refresh cycle, so that its
+		// per-cycle figures cover every connection.
+		sleep(ctx, max(o.settle, cycle-time.Since(pr.start)))
 	}
 	pcancel()
 	<-done
@@ -610,8 +630,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // printReport prints one row per phase, then the violations.
 func printReport(w io.Writer, rep *report) {
-	fmt.Fprintf(w, "\ntokenline cluster scenario: %d connections, %d instances, access TTL %s, lease %s, sandbox %s; setup %s; stream last seq %d, %d events read\n\n",
-		rep.Connections, rep.Instances, rep.AccessTTL, rep.RefreshLease, rep.Sandbox, rep.SetupTook, rep.StreamLast, rep.Scanned)
+	fmt.Fprintf(w, "\ntokenline cluster scenario: %d connections, %d instances, access TTL %s, lease %s, sandbox %s; setup %s (%d failed, %d retried); stream last seq %d, %d events read\n\n",
+		rep.Connections, rep.Instances, rep.AccessTTL, rep.RefreshLease, rep.Sandbox, rep.SetupTook, rep.SetupFailed, rep.SetupRetries, rep.StreamLast, rep.Scanned)
 	fmt.Fprintf(w, "%-5s %-8s %6s %7s %7s %6s %5s %5s %6s %5s %5s %6s %8s %8s %8s %5s %6s %7s\n",
 		"phase", "target", "secs", "req/c/c", "req/ref", "reuse", "lost", "prov", "gaps", "dupid", "dblst", "lease", "recover", "p50", "p99", "5xx", "dead", "409exp")
 	for _, p := range rep.Phases {
