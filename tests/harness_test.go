@@ -117,6 +117,7 @@ func admin(t testing.TB, in *instance, path string, body any, out any) {
 	}
 	req, _ := http.NewRequest(method, in.BaseURL+"/sandbox/admin/"+path, rd)
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+in.APIToken()) // the admin API takes the API token
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("sandbox admin %s: %v", path, err)

@@ -100,7 +100,7 @@ func newEnvWith(t *testing.T, ec envConfig, opts ...envOption) *env {
 	e.store.OnAppend(func(ev domain.Event) { _, _ = gateStatus.Apply(ev) })
 
 	redirect := e.base + "/oauth/callback"
-	if e.sb, err = sandbox.New(sandbox.Config{RedirectURIs: []string{redirect}, Consent: sandbox.ConsentApprove, Logger: logger}); err != nil {
+	if e.sb, err = sandbox.New(sandbox.Config{RedirectURIs: []string{redirect}, Consent: sandbox.ConsentApprove, Logger: logger, AdminToken: apiToken}); err != nil {
 		t.Fatal(err)
 	}
 	e.sb.SetIssuer(e.base)
@@ -300,7 +300,7 @@ func (e *env) callAPI(accessToken string) int {
 
 func (e *env) sandboxAdmin(path string, body any) {
 	e.t.Helper()
-	resp, b := e.request("POST", "/sandbox/admin/"+path, body, "Authorization", "")
+	resp, b := e.request("POST", "/sandbox/admin/"+path, body)
 	if resp.StatusCode != http.StatusOK {
 		e.t.Fatalf("sandbox admin %s: %d %s", path, resp.StatusCode, b)
 	}

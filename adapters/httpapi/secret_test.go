@@ -17,7 +17,7 @@ func TestInstallRotatedClientSecret(t *testing.T) {
 	c := e.create("users:read")
 	e.authorise(c.ID)
 
-	resp, b := e.request("POST", "/sandbox/admin/rotate-client-secret", nil, "Authorization", "")
+	resp, b := e.request("POST", "/sandbox/admin/rotate-client-secret", nil)
 	var rot struct {
 		ClientSecret string `json:"client_secret"`
 	}

@@ -102,7 +102,7 @@ func TestCrossOriginPostsRefused(t *testing.T) {
 		"origin":         {"Origin", "http://evil.example"},
 	} {
 		before := e.sb.Stats().Revocations
-		resp, body := e.request("POST", "/sandbox/admin/revoke-grants", nil, append([]string{"Authorization", ""}, hdr...)...)
+		resp, body := e.request("POST", "/sandbox/admin/revoke-grants", nil, hdr...)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "cross_origin") {
 			t.Errorf("%s: forged admin POST got %d %s", name, resp.StatusCode, body)
 		}
@@ -168,12 +168,20 @@ func TestUITokenNotGivenThroughAProxy(t *testing.T) {
 // with a foreign Host is refused.
 func TestSandboxAdminRefusesForeignHost(t *testing.T) {
 	e := newEnv(t)
-	resp, body := e.request("POST", "/sandbox/admin/rotate-client-secret", nil, "Authorization", "", "Host", "evil.example:8080")
+	resp, body := e.request("POST", "/sandbox/admin/rotate-client-secret", nil, "Host", "evil.example:8080")
 	if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), "client_secret") {
 		t.Fatalf("rebinding request: %d %s", resp.StatusCode, body)
 	}
-	resp, _ = e.request("GET", "/sandbox/admin/stats", nil, "Authorization", "")
+	resp, _ = e.request("GET", "/sandbox/admin/stats", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("loopback request: %d", resp.StatusCode)
+	}
+	// The admin endpoints take the API token: a local caller without it
+	// gets 401 and no secret.
+	for _, auth := range []string{"", "Bearer wrong"} {
+		resp, body = e.request("POST", "/sandbox/admin/rotate-client-secret", nil, "Authorization", auth)
+		if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), "client_secret") {
+			t.Fatalf("rotate with Authorization %q: %d %s", auth, resp.StatusCode, body)
+		}
 	}
 }

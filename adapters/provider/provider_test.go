@@ -88,7 +88,10 @@ func TestClassifyAgainstSandboxFaults(t *testing.T) {
 	sb, srv, p := sandboxEnv(t)
 	_, rt := authorise(t, p)
 	set := func(body string) {
-		resp, err := http.Post(srv.URL+"/sandbox/admin/faults", "application/json", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/sandbox/admin/faults", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+sb.AdminToken())
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("faults: %v %v", err, resp)
 		}

@@ -1,14 +1,15 @@
 package sandbox
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"regexp"
+	"strings"
 )
 
 // Limits for POST /sandbox/admin/faults.
@@ -20,31 +21,23 @@ const (
 // errorCodePattern bounds the error code an injected fault may carry.
 var errorCodePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-// loopbackOnly answers 403 to every request whose RemoteAddr is not a
-// loopback IP. It deliberately ignores X-Forwarded-For and similar headers:
-// behind a reverse proxy the admin API is therefore reachable only from the
-// proxy host itself if the proxy runs on loopback, so do not put one in
-// front of the sandbox on a shared host.
-func loopbackOnly(next http.Handler) http.Handler {
+// requireAdminToken answers 401 to every admin request that does not carry
+// "Authorization: Bearer <admin token>" (Config.AdminToken). Both sides are
+// hashed before the constant-time comparison, so neither the token's content
+// nor its length leaks. The guard wraps the whole admin subtree, so a caller
+// without the token learns nothing about which admin paths exist.
+func requireAdminToken(tokenHash [sha256.Size]byte, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isLoopback(r.RemoteAddr) {
-			writeJSONError(w, http.StatusForbidden, "forbidden", "The admin API is served to loopback clients only.")
+		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], tokenHash[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sandbox-admin"`)
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized",
+				"The sandbox admin API needs Authorization: Bearer <admin token> (tokenline's API token).")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func isLoopback(remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	return addr.Unmap().IsLoopback()
 }
 
 // handleAdminRevokeGrants revokes every grant of the client, as when the
@@ -194,13 +187,15 @@ func (s *Server) handleAdminConsent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAdminStats(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.stats.snapshot())
+	writeJSON(w, http.StatusOK, s.Stats())
 }
 
+// handleAdminResetStats zeroes the counters. What the store holds (Held,
+// RefreshesPerGrant) is state, not a counter, and is not reset.
 func (s *Server) handleAdminResetStats(w http.ResponseWriter, _ *http.Request) {
 	s.stats.reset()
 	s.log.Info("admin: stats reset")
-	writeJSON(w, http.StatusOK, s.stats.snapshot())
+	writeJSON(w, http.StatusOK, s.Stats())
 }
 
 // decodeJSON decodes exactly one JSON object with no unknown fields.

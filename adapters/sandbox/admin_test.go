@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenline/tokenline/adapters/sandbox"
 )
 
 func TestAdminRevokeGrants(t *testing.T) {
@@ -210,9 +212,15 @@ func TestAdminConsentValidation(t *testing.T) {
 	e.authorizeRefused("after consent=deny", "access_denied")
 }
 
-func TestAdminRefusedForNonLoopback(t *testing.T) {
+// Every admin path and method needs the admin token: without it, with a
+// wrong one or with another scheme the caller gets 401 (with a
+// WWW-Authenticate challenge), from loopback or not, and nothing changes.
+func TestAdminRequiresToken(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, func(c *sandbox.Config) { c.AdminToken = "admin-token-0123456789" })
+	if e.srv.AdminToken() != "admin-token-0123456789" {
+		t.Fatalf("AdminToken() = %q", e.srv.AdminToken())
+	}
 	h := e.srv.Handler()
 	secret := e.srv.ClientSecret()
 	tok := e.grant()
@@ -225,27 +233,38 @@ func TestAdminRefusedForNonLoopback(t *testing.T) {
 		{http.MethodPost, "/sandbox/admin/consent", `{"mode":"deny"}`},
 		{http.MethodGet, "/sandbox/admin/stats", ""},
 		{http.MethodPost, "/sandbox/admin/reset-stats", ""},
-		{http.MethodGet, "/sandbox/admin/revoke-grants", ""}, // wrong method: still 403
+		{http.MethodGet, "/sandbox/admin/revoke-grants", ""}, // wrong method: still 401
 		{http.MethodGet, "/sandbox/admin/unknown", ""},
 	}
-	for _, remote := range []string{"192.0.2.1:1234", "[2001:db8::1]:443", "10.0.0.1:80", "garbage"} {
-		for _, p := range paths {
-			req := httptest.NewRequest(p.method, p.path, strings.NewReader(p.body))
-			req.RemoteAddr = remote
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != http.StatusForbidden {
-				t.Errorf("%s %s from %s = %d, want 403", p.method, p.path, remote, rec.Code)
-			}
-			var body map[string]any
-			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["error"] == nil {
-				t.Errorf("%s %s: body %q", p.method, p.path, rec.Body)
+	auths := []string{"", "Bearer", "Bearer ", "Bearer wrong", "Bearer admin-token-012345678", "Basic admin-token-0123456789",
+		"Bearer admin-token-0123456789x"}
+	for _, remote := range []string{"127.0.0.1:5555", "[::1]:5555", "192.0.2.1:1234"} {
+		for _, auth := range auths {
+			for _, p := range paths {
+				req := httptest.NewRequest(p.method, p.path, strings.NewReader(p.body))
+				req.RemoteAddr = remote
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusUnauthorized || !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), "Bearer") {
+					t.Errorf("%s %s from %s with %q = %d %q, want 401 with a Bearer challenge",
+						p.method, p.path, remote, auth, rec.Code, rec.Header().Get("WWW-Authenticate"))
+				}
+				var body map[string]any
+				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["error"] != "unauthorized" {
+					t.Errorf("%s %s: body %q", p.method, p.path, rec.Body)
+				}
+				if strings.Contains(rec.Body.String(), "client_secret") {
+					t.Errorf("%s %s: refused answer mentions the secret", p.method, p.path)
+				}
 			}
 		}
 	}
 	// None of the refused calls had an effect.
 	if e.srv.ClientSecret() != secret {
-		t.Fatal("secret rotated by a remote caller")
+		t.Fatal("secret rotated without the admin token")
 	}
 	e.assertAPI(tok.AccessToken, http.StatusOK)
 	if _, err := e.refresh(tok.RefreshToken); err != nil {
@@ -255,16 +274,37 @@ func TestAdminRefusedForNonLoopback(t *testing.T) {
 		t.Fatalf("grant after refused admin calls (consent/faults changed?): %v", err)
 	}
 
-	// Loopback in every spelling is allowed.
-	for _, remote := range []string{"127.0.0.1:5555", "127.8.9.10:1", "[::1]:5555", "[::ffff:127.0.0.1]:5555"} {
-		req := httptest.NewRequest(http.MethodGet, "/sandbox/admin/stats", nil)
-		req.RemoteAddr = remote
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			t.Errorf("stats from %s = %d, want 200", remote, rec.Code)
+	// With the token, from any address, the scheme in any case.
+	for _, remote := range []string{"127.0.0.1:5555", "192.0.2.1:1234"} {
+		for _, scheme := range []string{"Bearer", "bearer"} {
+			req := httptest.NewRequest(http.MethodGet, "/sandbox/admin/stats", nil)
+			req.RemoteAddr = remote
+			req.Header.Set("Authorization", scheme+" admin-token-0123456789")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Errorf("stats from %s (%s) = %d, want 200", remote, scheme, rec.Code)
+			}
 		}
 	}
+}
+
+// Without Config.AdminToken, New generates one: the admin API is never open.
+func TestAdminTokenGenerated(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	if len(e.srv.AdminToken()) < 32 {
+		t.Fatalf("generated admin token %q too short", e.srv.AdminToken())
+	}
+	resp, err := http.Get(e.ts.URL + "/sandbox/admin/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("stats without token = %d, want 401", resp.StatusCode)
+	}
+	e.mustAdmin(http.MethodGet, "/sandbox/admin/stats", "")
 }
 
 func TestStatsCountCorrectly(t *testing.T) {

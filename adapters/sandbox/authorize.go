@@ -1,12 +1,26 @@
 package sandbox
 
 import (
+	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 
 	"github.com/ory/fosite"
+)
+
+// Bounds on an authorisation request. Every parameter of an approved
+// request is kept with its code until the code expires, so they bound the
+// memory a client can make the sandbox hold (with Config.MaxCodes).
+const (
+	// MaxStateLength is the longest state parameter accepted, in bytes.
+	MaxStateLength = 512
+	// MaxAuthorizeParamsBytes bounds the sum of the lengths of every
+	// parameter name and value of an authorisation request.
+	MaxAuthorizeParamsBytes = 8 << 10
 )
 
 // challengePattern is an S256 code_challenge: BASE64URL(SHA256(verifier))
@@ -26,6 +40,18 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if err := r.ParseForm(); err != nil {
 		writeJSONError(w, http.StatusBadRequest, "invalid_request", "The request parameters could not be parsed.")
+		return
+	}
+	// Bounds first, answered with 400 and never redirected: an oversized
+	// request is refused before anything about it is stored or echoed.
+	if states := r.Form["state"]; len(states) > 0 && len(states[0]) > MaxStateLength {
+		writeJSONError(w, http.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("The state parameter is %d bytes; at most %d are accepted.", len(states[0]), MaxStateLength))
+		return
+	}
+	if n := formBytes(r.Form); n > MaxAuthorizeParamsBytes {
+		writeJSONError(w, http.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("The request parameters total %d bytes; at most %d are accepted.", n, MaxAuthorizeParamsBytes))
 		return
 	}
 	if r.Form.Get("client_id") == s.clientID {
@@ -102,6 +128,15 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, ar fosite.Autho
 		ar.GrantScope(sc)
 	}
 	resp, err := s.provider.NewAuthorizeResponse(ctx, ar, newSession())
+	if full := (*errStoreFull)(nil); errors.As(err, &full) {
+		// RFC 6749 section 4.1.2.1: the client learns at its redirect
+		// URI that the server cannot issue a code now.
+		s.stats.refusedFull()
+		s.log.Warn("authorize refused: the sandbox is full", "reason", full.what)
+		s.provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrTemporarilyUnavailable.WithHint(
+			"The sandbox holds as many authorisation codes or grants as it may ("+full.what+"); try again later."))
+		return
+	}
 	if err != nil {
 		s.log.Info("authorize failed", "error", fosite.ErrorToRFC6749Error(err).ErrorField)
 		s.provider.WriteAuthorizeError(ctx, w, ar, err)
@@ -109,6 +144,20 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, ar fosite.Autho
 	}
 	s.log.Info("authorization granted", "scopes", ar.GetGrantedScopes())
 	s.provider.WriteAuthorizeResponse(ctx, w, ar, resp)
+}
+
+// formBytes sums the lengths of every name and value in form.
+func formBytes(form url.Values) int {
+	n := 0
+	for k, vs := range form {
+		for _, v := range vs {
+			n += len(k) + len(v)
+		}
+		if len(vs) == 0 {
+			n += len(k)
+		}
+	}
+	return n
 }
 
 func newSession() *fosite.DefaultSession {

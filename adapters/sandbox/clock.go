@@ -13,10 +13,20 @@ import (
 // fosite's strategy compares expiry times with time.Now() and has no clock
 // hook, so the expiry check is made here and the wrapped strategy is handed
 // a view of the request without expiry times: it then checks only the
-// token's HMAC. Authorisation codes keep fosite's wall-clock check.
+// token's HMAC. Authorisation codes are handled the same way.
 type clockStrategy struct {
 	*oauth2.HMACSHAStrategy
 	now func() time.Time
+}
+
+// ValidateAuthorizeCode implements oauth2.AuthorizeCodeStrategy: the code's
+// expiry (set by the store from the sandbox clock) is checked against the
+// sandbox clock.
+func (c *clockStrategy) ValidateAuthorizeCode(ctx context.Context, r fosite.Requester, token string) error {
+	if exp := r.GetSession().GetExpiresAt(fosite.AuthorizeCode); !exp.IsZero() && exp.Before(c.now()) {
+		return fosite.ErrTokenExpired.WithHintf("Authorize code expired at '%s'.", exp)
+	}
+	return c.HMACSHAStrategy.ValidateAuthorizeCode(ctx, noExpiry{r}, token)
 }
 
 // ValidateAccessToken implements oauth2.AccessTokenStrategy.

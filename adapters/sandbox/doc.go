@@ -50,7 +50,7 @@
 //	POST /sandbox/oauth/token/introspect        RFC 7662 introspection
 //	GET  /sandbox/.well-known/oauth-authorization-server   RFC 8414 metadata
 //	GET  /sandbox/api/me                        protected resource
-//	     /sandbox/admin/...                     admin API (loopback only)
+//	     /sandbox/admin/...                     admin API (admin token)
 //
 // A wrong method on a known path gets 405, an unknown path 404.
 //
@@ -73,9 +73,11 @@
 //
 // # Admin API
 //
-// Admin endpoints answer only requests whose RemoteAddr is a loopback IP
-// (127.0.0.0/8, ::1); anyone else gets 403 on every admin path. Forwarding
-// headers are ignored. All answer JSON.
+// Admin endpoints need "Authorization: Bearer <admin token>"
+// (Config.AdminToken; tokenline passes its API token, `tokenline sandbox`
+// reads TOKENLINE_API_TOKEN or its token file). A request without it, with
+// a wrong token or another scheme gets 401 with WWW-Authenticate on every
+// admin path and method, whatever its address. All answer JSON.
 //
 //	POST /sandbox/admin/revoke-grants          revoke every grant (the user revoked access) -> {"revoked": N}
 //	POST /sandbox/admin/rotate-client-secret   new secret, the old fails at once -> {"client_secret": "..."}

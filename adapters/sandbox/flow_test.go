@@ -640,6 +640,7 @@ func TestMethodsAndUnknownPaths(t *testing.T) {
 		{http.MethodGet, "/elsewhere", http.StatusNotFound},
 	} {
 		req, _ := http.NewRequest(c.method, e.ts.URL+c.path, nil)
+		req.Header.Set("Authorization", "Bearer "+e.srv.AdminToken()) // admin paths: past the token check
 		resp, err := e.httpc.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -237,14 +237,15 @@ func (e *env) assertAPI(accessToken string, want int) {
 	}
 }
 
-// admin POSTs (or GETs, when body is "GET") to an admin path over loopback
-// and decodes the JSON answer.
+// admin calls an admin path with the admin token and decodes the JSON
+// answer.
 func (e *env) admin(method, path, body string) (int, map[string]any) {
 	e.t.Helper()
 	req, _ := http.NewRequest(method, e.ts.URL+path, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+e.srv.AdminToken())
 	resp, err := e.httpc.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)

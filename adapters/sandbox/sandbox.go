@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +46,13 @@ const (
 	// DefaultRefreshTokenLifetime is Pleo's documented minimum refresh-token
 	// lifetime ("at least 60 days").
 	DefaultRefreshTokenLifetime = 60 * 24 * time.Hour
+)
+
+// Default caps on what the sandbox holds in memory; see Config.MaxCodes and
+// Config.MaxGrants.
+const (
+	DefaultMaxCodes  = 10000
+	DefaultMaxGrants = 100000
 )
 
 // DefaultScopes are the scopes registered when Config.Scopes is empty; they
@@ -100,13 +109,29 @@ type Config struct {
 	// ConsentPrompt. Default ConsentPrompt. It can be changed at run time
 	// with POST /sandbox/admin/consent.
 	Consent string
-	// Now is the sandbox's clock (default time.Now). Access and refresh
-	// tokens get their expiry times from it and are checked against it,
-	// and POST /sandbox/admin/expire-refresh-tokens expires refresh tokens
-	// as of it, so a test can let tokens expire without waiting.
-	// Authorisation codes (10 minutes) are still checked by fosite against
-	// the wall clock: fosite reads time.Now directly and offers no hook.
+	// Now is the sandbox's clock (default time.Now). Authorisation codes
+	// (10 minutes), access and refresh tokens get their expiry times from
+	// it, are checked against it and are evicted from memory once it has
+	// passed them; POST /sandbox/admin/expire-refresh-tokens expires
+	// refresh tokens as of it. A test can so let things expire without
+	// waiting.
 	Now func() time.Time
+	// MaxCodes caps the authorisation codes held at once: unexpired ones,
+	// used or not (used ones are kept until they expire so that a replay is
+	// detected). When the cap is reached the authorize endpoint answers 503
+	// temporarily_unavailable until codes expire (10 minutes after issue,
+	// on the sandbox's clock). Default DefaultMaxCodes.
+	MaxCodes int
+	// MaxGrants caps the grants (authorisations) held at once. A grant is
+	// held until its last token or code has expired, revoked or not. When
+	// the cap is reached the authorize endpoint answers 503
+	// temporarily_unavailable. Default DefaultMaxGrants.
+	MaxGrants int
+	// AdminToken is the bearer token every /sandbox/admin/ request must
+	// carry ("Authorization: Bearer <token>"); other requests get 401.
+	// tokenline passes its API token. When empty, New generates a random
+	// one; read it back with Server.AdminToken.
+	AdminToken string
 	// Logger receives one record per token-endpoint request, admin action
 	// and detected refresh-token reuse. Tokens, secrets, authorisation codes
 	// and PKCE verifiers are never logged. Default: discard.
@@ -138,6 +163,8 @@ type Server struct {
 	// are written after the lock is released.
 	tokenMu sync.Mutex
 
+	adminToken string
+
 	mu      sync.Mutex // guards the fields below
 	secret  string
 	issuer  string
@@ -167,6 +194,13 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		cfg.ClientSecret = s
+	}
+	if cfg.AdminToken == "" {
+		t, err := randomString(32)
+		if err != nil {
+			return nil, err
+		}
+		cfg.AdminToken = t
 	}
 	if len(cfg.RedirectURIs) == 0 {
 		return nil, errors.New("sandbox: at least one redirect URI is required")
@@ -198,6 +232,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AccessTokenLifetime < time.Second || cfg.RefreshTokenLifetime < time.Second {
 		return nil, errors.New("sandbox: token lifetimes must be at least one second")
 	}
+	cfg.MaxCodes = cmp.Or(cfg.MaxCodes, DefaultMaxCodes)
+	cfg.MaxGrants = cmp.Or(cfg.MaxGrants, DefaultMaxGrants)
+	if cfg.MaxCodes < 1 || cfg.MaxGrants < 1 {
+		return nil, errors.New("sandbox: MaxCodes and MaxGrants must be at least 1")
+	}
 	cfg.Consent = cmp.Or(cfg.Consent, ConsentPrompt)
 	if !validConsent(cfg.Consent) {
 		return nil, fmt.Errorf("sandbox: consent mode %q is not one of approve, deny, prompt", cfg.Consent)
@@ -225,6 +264,7 @@ func New(cfg Config) (*Server, error) {
 		stats:        newCounters(),
 		secret:       cfg.ClientSecret,
 		consent:      cfg.Consent,
+		adminToken:   cfg.AdminToken,
 	}
 	s.store = newStore(s.newClient(cfg.ClientSecret), storeHooks{
 		grantRevoked: func(string) { s.stats.revocation() },
@@ -232,7 +272,7 @@ func New(cfg Config) (*Server, error) {
 			s.stats.reuse()
 			s.log.Warn("refresh token reuse detected: a replaced refresh token was presented; the grant is revoked")
 		},
-	})
+	}, storeLimits{now: now, codeLifetime: authorizeCodeLifetime, maxCodes: cfg.MaxCodes, maxGrants: cfg.MaxGrants})
 
 	fc := &fosite.Config{
 		AccessTokenLifespan:            cfg.AccessTokenLifetime,
@@ -288,13 +328,13 @@ func (s *Server) newClient(secret string) *fosite.DefaultClient {
 //	POST /sandbox/oauth/token/introspect           RFC 7662 token introspection
 //	GET  /sandbox/.well-known/oauth-authorization-server   RFC 8414 metadata
 //	GET  /sandbox/api/me                           protected resource
-//	POST /sandbox/admin/revoke-grants              loopback only, see package doc
-//	POST /sandbox/admin/rotate-client-secret       loopback only
-//	POST /sandbox/admin/expire-refresh-tokens      loopback only
-//	POST /sandbox/admin/faults                     loopback only
-//	POST /sandbox/admin/consent                    loopback only
-//	GET  /sandbox/admin/stats                      loopback only
-//	POST /sandbox/admin/reset-stats                loopback only
+//	POST /sandbox/admin/revoke-grants              admin token (Bearer), see package doc
+//	POST /sandbox/admin/rotate-client-secret       admin token
+//	POST /sandbox/admin/expire-refresh-tokens      admin token
+//	POST /sandbox/admin/faults                     admin token
+//	POST /sandbox/admin/consent                    admin token
+//	GET  /sandbox/admin/stats                      admin token
+//	POST /sandbox/admin/reset-stats                admin token
 //
 // Other methods on these paths get 405, other paths 404.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -319,7 +359,16 @@ func (s *Server) SetIssuer(baseURL string) {
 
 // Stats returns a snapshot of the counters, the same data as
 // GET /sandbox/admin/stats.
-func (s *Server) Stats() Stats { return s.stats.snapshot() }
+func (s *Server) Stats() Stats {
+	st := s.stats.snapshot()
+	h := s.store.holding()
+	st.Held = HeldStats{Codes: h.codes, Grants: h.grants, AccessTokens: h.accessTokens, RefreshTokens: h.refreshTokens}
+	st.RefreshesPerGrant = make(map[string]int64, len(h.refreshesPerGrant))
+	for n, grants := range h.refreshesPerGrant {
+		st.RefreshesPerGrant[strconv.FormatInt(n, 10)] = grants
+	}
+	return st
+}
 
 // ClientSecret returns the client's current secret: the configured or
 // generated one, or the latest one set by POST
@@ -330,6 +379,10 @@ func (s *Server) ClientSecret() string {
 	defer s.mu.Unlock()
 	return s.secret
 }
+
+// AdminToken returns the bearer token the admin API requires: the
+// configured Config.AdminToken or the one New generated.
+func (s *Server) AdminToken() string { return s.adminToken }
 
 // ClientID returns the registered client's ID.
 func (s *Server) ClientID() string { return s.clientID }
@@ -353,9 +406,10 @@ func (s *Server) routes() http.Handler {
 		"GET /sandbox/admin/stats":                  s.handleAdminStats,
 		"POST /sandbox/admin/reset-stats":           s.handleAdminResetStats,
 	})
-	// The guard wraps the whole admin subtree so that a remote caller gets
-	// 403 for every admin path and method, learning nothing else.
-	mux.Handle("/sandbox/admin/", loopbackOnly(admin))
+	// The guard wraps the whole admin subtree so that a caller without the
+	// admin token gets 401 for every admin path and method, learning
+	// nothing else.
+	mux.Handle("/sandbox/admin/", requireAdminToken(sha256.Sum256([]byte(s.adminToken)), admin))
 
 	return limitBody(mux)
 }

@@ -39,6 +39,37 @@ type Stats struct {
 	// its grant (if it was still live). This is the signature of a client
 	// that retried a refresh with a stale token.
 	RefreshTokenReuse int64 `json:"refresh_token_reuse"`
+	// AuthorizationsRefusedFull counts authorisation requests refused
+	// (redirected with error=temporarily_unavailable) because the cap on
+	// authorisation codes or grants was reached (Config.MaxCodes,
+	// Config.MaxGrants).
+	AuthorizationsRefusedFull int64 `json:"authorizations_refused_full"`
+
+	// Held is what the sandbox holds in memory right now, after evicting
+	// what has expired. It is state, not a counter: reset-stats leaves it.
+	Held HeldStats `json:"held"`
+	// RefreshesPerGrant maps a number of successful refreshes (rotations)
+	// to how many held grants have had exactly that many, e.g. {"3": 10}:
+	// ten grants, each refreshed three times. With one grant per
+	// connection, "every connection refreshed once per cycle" reads as a
+	// single key equal to the number of cycles. Grants are dropped (and
+	// leave this map) once their last token expires. It is never nil.
+	RefreshesPerGrant map[string]int64 `json:"refreshes_per_grant"`
+}
+
+// HeldStats counts what the sandbox holds in memory (everything is in
+// memory; nothing survives a restart).
+type HeldStats struct {
+	// Codes counts authorisation codes not yet expired, used or not.
+	Codes int `json:"authorization_codes"`
+	// Grants counts grants (authorisations) with a token or code not yet
+	// expired, revoked or not.
+	Grants int `json:"grants"`
+	// AccessTokens counts live access tokens.
+	AccessTokens int `json:"access_tokens"`
+	// RefreshTokens counts refresh tokens not yet expired: active ones and
+	// the remembered replaced or revoked ones (for reuse detection).
+	RefreshTokens int `json:"refresh_tokens"`
 }
 
 // TokenRequestStats counts token-endpoint requests by grant type.
@@ -101,6 +132,7 @@ func (c *counters) failure(errorCode string, fault bool) {
 	})
 }
 
-func (c *counters) success()    { c.update(func(s *Stats) { s.Successes++ }) }
-func (c *counters) revocation() { c.update(func(s *Stats) { s.Revocations++ }) }
-func (c *counters) reuse()      { c.update(func(s *Stats) { s.RefreshTokenReuse++ }) }
+func (c *counters) success()     { c.update(func(s *Stats) { s.Successes++ }) }
+func (c *counters) revocation()  { c.update(func(s *Stats) { s.Revocations++ }) }
+func (c *counters) reuse()       { c.update(func(s *Stats) { s.RefreshTokenReuse++ }) }
+func (c *counters) refusedFull() { c.update(func(s *Stats) { s.AuthorizationsRefusedFull++ }) }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -32,6 +33,10 @@ import (
 //     race as soon as another request reads the same record. This store keeps
 //     private snapshots and returns copies.
 //
+// Everything the store holds expires and is evicted (see sweep), and the
+// number of authorisation codes and of grants is capped (storeLimits), so
+// that memory stays bounded whatever clients send.
+//
 // All methods take one mutex; the critical sections are map operations and
 // shallow copies, so a single lock is not a bottleneck at sandbox scale.
 // Check-then-act sequences that span several store calls (a refresh reads the
@@ -47,8 +52,36 @@ type store struct {
 	refresh map[string]*refreshRecord   // refresh token signature -> record
 	grants  map[string]*grant           // fosite request ID -> tokens of that grant
 
-	hooks storeHooks
+	hooks  storeHooks
+	limits storeLimits
+	// lastSweep is when sweep last ran, on the limits' clock.
+	lastSweep time.Time
 }
+
+// storeLimits bound what the store holds.
+type storeLimits struct {
+	now          func() time.Time
+	codeLifetime time.Duration
+	maxCodes     int // codes held (unexpired, used or not)
+	maxGrants    int // grants held (until their last token or code expired)
+}
+
+// sweepEvery is how often (on the sandbox clock) creating a code or a token
+// also evicts what has expired.
+const sweepEvery = time.Minute
+
+// maxTombstonesPerGrant bounds the replaced refresh tokens remembered per
+// grant (for reuse detection). A token replaced longer ago than that many
+// rotations is forgotten: presenting it gets invalid_grant without revoking
+// the grant. Tokens replaced by tokenline are presented again, if ever, right
+// after the rotation.
+const maxTombstonesPerGrant = 100
+
+// errStoreFull is returned when a new authorisation code or grant would
+// exceed a cap.
+type errStoreFull struct{ what string }
+
+func (e *errStoreFull) Error() string { return "sandbox: " + e.what }
 
 // storeHooks lets the store report events that only it can recognise.
 type storeHooks struct {
@@ -60,12 +93,14 @@ type storeHooks struct {
 }
 
 type codeRecord struct {
-	req    fosite.Requester
-	active bool
+	req     fosite.Requester
+	active  bool
+	expires time.Time
 }
 
 type accessRecord struct {
-	req fosite.Requester
+	req     fosite.Requester
+	expires time.Time
 }
 
 // refreshState is the life cycle of one refresh token.
@@ -77,9 +112,13 @@ const (
 	refreshRevoked                     // revoked with its grant
 )
 
+// refreshRecord is one refresh token. Once replaced or revoked, req is a
+// tombstone that keeps only the grant's request ID (all fosite needs to
+// revoke the grant on reuse) and the client.
 type refreshRecord struct {
-	req   fosite.Requester
-	state refreshState
+	req     fosite.Requester
+	state   refreshState
+	expires time.Time
 }
 
 // grant indexes every token signature issued under one authorisation.
@@ -88,9 +127,29 @@ type grant struct {
 	refresh map[string]struct{}
 	codes   map[string]struct{}
 	revoked bool
+	// tombstones lists the grant's replaced refresh tokens, oldest first.
+	tombstones []string
+	// refreshes counts the grant's successful refreshes (rotations).
+	refreshes int64
 }
 
-func newStore(client *fosite.DefaultClient, hooks storeHooks) *store {
+func (g *grant) empty() bool { return len(g.access) == 0 && len(g.refresh) == 0 && len(g.codes) == 0 }
+
+// expiresAt reads a token's expiry from its session (zero: none).
+func expiresAt(req fosite.Requester, tt fosite.TokenType) time.Time {
+	if sess := req.GetSession(); sess != nil {
+		return sess.GetExpiresAt(tt)
+	}
+	return time.Time{}
+}
+
+// tombstone is what is kept of a refresh token after it was replaced or
+// revoked.
+func tombstone(req fosite.Requester) fosite.Requester {
+	return &fosite.Request{ID: req.GetID(), Client: req.GetClient(), Session: &fosite.DefaultSession{}}
+}
+
+func newStore(client *fosite.DefaultClient, hooks storeHooks, limits storeLimits) *store {
 	return &store{
 		client:  client,
 		codes:   make(map[string]*codeRecord),
@@ -99,6 +158,7 @@ func newStore(client *fosite.DefaultClient, hooks storeHooks) *store {
 		refresh: make(map[string]*refreshRecord),
 		grants:  make(map[string]*grant),
 		hooks:   hooks,
+		limits:  limits,
 	}
 }
 
@@ -179,10 +239,31 @@ func (s *store) setClient(c *fosite.DefaultClient) {
 
 // ---- oauth2.AuthorizeCodeStorage ----
 
+// CreateAuthorizeCodeSession stores a new code, refusing it with
+// errStoreFull when the code or grant cap is reached even after evicting
+// what has expired. The code's expiry is set here from the sandbox clock
+// (fosite set it from the wall clock), so that clockStrategy and sweep agree.
 func (s *store) CreateAuthorizeCodeSession(_ context.Context, code string, req fosite.Requester) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.codes[code] = &codeRecord{req: snapshot(req), active: true}
+	now := s.limits.now()
+	s.maybeSweep(now)
+	_, known := s.grants[req.GetID()]
+	if len(s.codes) >= s.limits.maxCodes || (!known && len(s.grants) >= s.limits.maxGrants) {
+		s.sweep(now)
+	}
+	if len(s.codes) >= s.limits.maxCodes {
+		return &errStoreFull{fmt.Sprintf("%d authorisation codes are held, the cap; codes expire %v after issue", len(s.codes), s.limits.codeLifetime)}
+	}
+	if !known && len(s.grants) >= s.limits.maxGrants {
+		return &errStoreFull{fmt.Sprintf("%d grants are held, the cap; a grant is dropped when its last token expires", len(s.grants))}
+	}
+	c := snapshot(req)
+	exp := now.Add(s.limits.codeLifetime).UTC()
+	if sess := c.GetSession(); sess != nil {
+		sess.SetExpiresAt(fosite.AuthorizeCode, exp)
+	}
+	s.codes[code] = &codeRecord{req: c, active: true, expires: exp}
 	s.grantFor(req.GetID()).codes[code] = struct{}{}
 	return nil
 }
@@ -191,7 +272,10 @@ func (s *store) GetAuthorizeCodeSession(_ context.Context, code string, _ fosite
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, ok := s.codes[code]
-	if !ok {
+	// An expired code is as good as evicted: fosite then answers
+	// invalid_grant (RFC 6749 section 5.2). Its own expiry check would
+	// answer invalid_request.
+	if !ok || rec.expires.Before(s.limits.now()) {
 		return nil, fosite.ErrNotFound
 	}
 	if !rec.active {
@@ -244,7 +328,8 @@ func (s *store) DeletePKCERequestSession(_ context.Context, signature string) er
 func (s *store) CreateAccessTokenSession(_ context.Context, signature string, req fosite.Requester) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.access[signature] = &accessRecord{req: snapshot(req)}
+	s.maybeSweep(s.limits.now())
+	s.access[signature] = &accessRecord{req: snapshot(req), expires: expiresAt(req, fosite.AccessToken)}
 	s.grantFor(req.GetID()).access[signature] = struct{}{}
 	return nil
 }
@@ -283,7 +368,7 @@ func (s *store) deleteAccess(signature string) {
 func (s *store) CreateRefreshTokenSession(_ context.Context, signature, _ string, req fosite.Requester) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh[signature] = &refreshRecord{req: snapshot(req), state: refreshActive}
+	s.refresh[signature] = &refreshRecord{req: snapshot(req), state: refreshActive, expires: expiresAt(req, fosite.RefreshToken)}
 	s.grantFor(req.GetID()).refresh[signature] = struct{}{}
 	return nil
 }
@@ -333,8 +418,19 @@ func (s *store) RotateRefreshToken(_ context.Context, requestID string, _ string
 	for sig := range g.refresh {
 		if rec := s.refresh[sig]; rec != nil && rec.state == refreshActive {
 			rec.state = refreshRotated
+			rec.req = tombstone(rec.req)
+			g.tombstones = append(g.tombstones, sig)
 		}
 	}
+	// Forget the oldest replaced tokens beyond the per-grant bound.
+	if over := len(g.tombstones) - maxTombstonesPerGrant; over > 0 {
+		for _, sig := range g.tombstones[:over] {
+			delete(s.refresh, sig)
+			delete(g.refresh, sig)
+		}
+		g.tombstones = slices.Delete(g.tombstones, 0, over)
+	}
+	g.refreshes++
 	for sig := range g.access {
 		s.deleteAccess(sig)
 	}
@@ -378,6 +474,7 @@ func (s *store) revokeGrants(requestIDs []string) int {
 		for sig := range g.refresh {
 			if rec := s.refresh[sig]; rec != nil && rec.state == refreshActive {
 				rec.state = refreshRevoked
+				rec.req = tombstone(rec.req)
 				live = true
 			}
 		}
@@ -424,9 +521,82 @@ func (s *store) expireRefreshTokens(now time.Time) int {
 		c := snapshot(rec.req)
 		c.GetSession().SetExpiresAt(fosite.RefreshToken, past)
 		rec.req = c
+		rec.expires = past
 		n++
 	}
 	return n
+}
+
+// maybeSweep runs sweep if it has not run for sweepEvery. Callers hold s.mu.
+func (s *store) maybeSweep(now time.Time) {
+	if now.Sub(s.lastSweep) >= sweepEvery || now.Before(s.lastSweep) {
+		s.sweep(now)
+	}
+}
+
+// sweep evicts every code and token whose expiry has passed (used or not,
+// replaced or revoked or not), and every grant left with nothing. Presenting
+// an evicted code or token gets invalid_grant, as presenting it expired
+// would. Callers hold s.mu.
+func (s *store) sweep(now time.Time) {
+	s.lastSweep = now
+	for sig, rec := range s.codes {
+		if rec.expires.Before(now) {
+			delete(s.codes, sig)
+			delete(s.pkce, sig)
+			if g := s.grants[rec.req.GetID()]; g != nil {
+				delete(g.codes, sig)
+			}
+		}
+	}
+	for sig, rec := range s.access {
+		if !rec.expires.IsZero() && rec.expires.Before(now) {
+			s.deleteAccess(sig)
+		}
+	}
+	for sig, rec := range s.refresh {
+		if !rec.expires.IsZero() && rec.expires.Before(now) {
+			delete(s.refresh, sig)
+			if g := s.grants[rec.req.GetID()]; g != nil {
+				delete(g.refresh, sig)
+			}
+		}
+	}
+	for id, g := range s.grants {
+		if len(g.tombstones) > 0 {
+			g.tombstones = slices.DeleteFunc(g.tombstones, func(sig string) bool { _, ok := g.refresh[sig]; return !ok })
+		}
+		if g.empty() {
+			delete(s.grants, id)
+		}
+	}
+	// PKCE sessions whose code is gone (fosite deletes them on exchange;
+	// this catches any other leftovers).
+	for sig := range s.pkce {
+		if _, ok := s.codes[sig]; !ok {
+			delete(s.pkce, sig)
+		}
+	}
+}
+
+// holding is what the store holds, after evicting what has expired.
+type holding struct {
+	codes, grants, accessTokens, refreshTokens int
+	// refreshesPerGrant maps a number of successful refreshes to how
+	// many held grants have had exactly that many.
+	refreshesPerGrant map[int64]int64
+}
+
+func (s *store) holding() holding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweep(s.limits.now())
+	h := holding{codes: len(s.codes), grants: len(s.grants), accessTokens: len(s.access), refreshTokens: len(s.refresh),
+		refreshesPerGrant: map[int64]int64{}}
+	for _, g := range s.grants {
+		h.refreshesPerGrant[g.refreshes]++
+	}
+	return h
 }
 
 // secretHasher implements fosite.Hasher with SHA-256 and a constant-time

@@ -318,6 +318,8 @@ func (m *Main) openProviders(ctx context.Context) error {
 			RedirectURIs: []string{redirect}, AccessTokenLifetime: c.SandboxAccessTTL,
 			RefreshTokenLifetime: c.SandboxRefreshTTL, Consent: c.SandboxConsent,
 			Logger: m.Logger.With("component", "sandbox"), Now: m.now(),
+			// The admin endpoints take the /v1 API token.
+			AdminToken: m.apiToken,
 		})
 		if err != nil {
 			return err

@@ -25,6 +25,7 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 	root.SetErr(stderr)
 	root.AddCommand(
 		newServeCommand(ctx),
+		newSandboxCommand(ctx),
 		newVersionCommand(),
 		newConnectionsCommand(),
 		newAuditCommand(),
@@ -72,7 +73,7 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 			}
 			fmt.Fprintf(out, "  NATS:       %s (stream %s, subjects tokenline.conn.<id>)\n", m.NATSURL(), m.Store.StreamName())
 			if m.Sandbox != nil {
-				fmt.Fprintf(out, "  Sandbox:    %s/sandbox/ (admin: %s/sandbox/admin/stats)\n", m.BaseURL, m.BaseURL)
+				fmt.Fprintf(out, "  Sandbox:    %s/sandbox/ (admin: %s/sandbox/admin/stats, bearer API token)\n", m.BaseURL, m.BaseURL)
 			}
 			fmt.Fprintf(out, "  Data dir:   %s\n", m.Config.DataDir)
 			<-ctx.Done()

@@ -298,7 +298,7 @@
   }
 
   async function refreshSandbox() {
-    const res = await fetch("/sandbox/admin/stats", { headers: { "Accept": "application/json" } });
+    const res = await fetch("/sandbox/admin/stats", { headers: { "Authorization": "Bearer " + TOKEN, "Accept": "application/json" } });
     if (!res.ok) return;
     const s = await res.json();
     const dl = document.getElementById("sandbox-stats");
@@ -324,7 +324,7 @@
     let rotatedSecret = null;
     const post = async (path, body) => {
       const res = await fetch("/sandbox/admin/" + path, {
-        method: "POST", headers: { "Content-Type": "application/json", "Accept": "application/json" },
+        method: "POST", headers: { "Authorization": "Bearer " + TOKEN, "Content-Type": "application/json", "Accept": "application/json" },
         body: body === undefined ? "" : JSON.stringify(body),
       });
       if (!res.ok) throw new Error("HTTP " + res.status);
