@@ -276,6 +276,10 @@ type phaseReport struct {
 	ReqPerRefresh      float64          `json:"requests_per_refresh_succeeded"`
 	Reuse              int64            `json:"refresh_token_reuse"`
 	TokenErrors        map[string]int64 `json:"token_endpoint_errors,omitempty"`
+	// Grants is the sandbox's rotations per live grant at the phase's end:
+	// connections authorised together should be within one or two of each
+	// other; a connection refreshed too often or left behind widens it.
+	Grants grantSpread `json:"grants_at_end"`
 
 	Lost            int            `json:"connections_lost"`
 	LostReasons     map[string]int `json:"lost_reasons,omitempty"`
@@ -582,6 +586,7 @@ func (p *phaseReport) finish(conns int, ttl time.Duration) {
 		p.ReqPerRefresh = float64(p.RefreshRequests) / float64(p.Stream.Succeeded)
 	}
 	p.Reuse = p.stats1.RefreshTokenReuse - p.stats0.RefreshTokenReuse
+	p.Grants = p.stats1.spread()
 	p.TokenErrors = map[string]int64{}
 	for k, v := range p.stats1.Errors {
 		if d := v - p.stats0.Errors[k]; d > 0 {
@@ -632,8 +637,8 @@ func sleep(ctx context.Context, d time.Duration) {
 func printReport(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "\ntokenline cluster scenario: %d connections, %d instances, access TTL %s, lease %s, sandbox %s; setup %s (%d failed, %d retried); stream last seq %d, %d events read\n\n",
 		rep.Connections, rep.Instances, rep.AccessTTL, rep.RefreshLease, rep.Sandbox, rep.SetupTook, rep.SetupFailed, rep.SetupRetries, rep.StreamLast, rep.Scanned)
-	fmt.Fprintf(w, "%-5s %-8s %6s %7s %7s %6s %5s %5s %6s %5s %5s %6s %8s %8s %8s %5s %6s %7s\n",
-		"phase", "target", "secs", "req/c/c", "req/ref", "reuse", "lost", "prov", "gaps", "dupid", "dblst", "lease", "recover", "p50", "p99", "5xx", "dead", "409exp")
+	fmt.Fprintf(w, "%-5s %-8s %6s %7s %7s %7s %6s %5s %5s %6s %5s %5s %6s %8s %8s %8s %5s %6s %7s\n",
+		"phase", "target", "secs", "req/c/c", "req/ref", "rot/g", "reuse", "lost", "prov", "gaps", "dupid", "dblst", "lease", "recover", "p50", "p99", "5xx", "dead", "409exp")
 	for _, p := range rep.Phases {
 		rec := "-"
 		if p.Name != "base" {
@@ -646,8 +651,8 @@ func printReport(w io.Writer, rep *report) {
 		if i := strings.IndexByte(target, ' '); i > 0 {
 			target = target[:i]
 		}
-		fmt.Fprintf(w, "%-5s %-8s %6.0f %7.2f %7.2f %6d %5d %5d %6d %5d %5d %6d %8s %8s %8s %5d %6d %7d\n",
-			p.Name, target, p.Seconds, p.ReqPerConnPerCycle, p.ReqPerRefresh, p.Reuse, p.Lost, p.ProviderUnauth,
+		fmt.Fprintf(w, "%-5s %-8s %6.0f %7.2f %7.2f %7s %6d %5d %5d %6d %5d %5d %6d %8s %8s %8s %5d %6d %7d\n",
+			p.Name, target, p.Seconds, p.ReqPerConnPerCycle, p.ReqPerRefresh, fmt.Sprintf("%d-%d", p.Grants.Min, p.Grants.Max), p.Reuse, p.Lost, p.ProviderUnauth,
 			p.Stream.Gaps, p.Stream.DuplicateIDs, p.Stream.DoubleStarted, p.Stream.LeaseExpired, rec,
 			ms(p.Stream.LatencyP50), ms(p.Stream.LatencyP99), p.Poll.Server5xx, p.Poll.Unreachable, p.Poll.GateDetails["token_expired"])
 	}

@@ -26,6 +26,34 @@ type sandboxStats struct {
 	Errors            map[string]int64 `json:"errors"`
 	Revocations       int64            `json:"revocations"`
 	RefreshTokenReuse int64            `json:"refresh_token_reuse"`
+	// RefreshesPerGrant maps a number of rotations to the live grants that
+	// had exactly that many.
+	RefreshesPerGrant map[string]int64 `json:"refreshes_per_grant"`
+}
+
+// grantSpread summarises RefreshesPerGrant: how many live grants, and the
+// fewest and most rotations one of them has had.
+type grantSpread struct {
+	Grants int64 `json:"grants"`
+	Min    int   `json:"min_rotations"`
+	Max    int   `json:"max_rotations"`
+}
+
+func (st sandboxStats) spread() grantSpread {
+	g := grantSpread{Min: -1}
+	for k, n := range st.RefreshesPerGrant {
+		var r int
+		if _, err := fmt.Sscan(k, &r); err != nil || n <= 0 {
+			continue
+		}
+		g.Grants += n
+		if g.Min < 0 || r < g.Min {
+			g.Min = r
+		}
+		g.Max = max(g.Max, r)
+	}
+	g.Min = max(g.Min, 0)
+	return g
 }
 
 // sandboxRun is the shared OAuth provider every instance uses.
@@ -63,7 +91,7 @@ func startSandbox(ctx context.Context, sup *supervisor, cfg sandboxConfig) (*san
 		sb, err := sandbox.New(sandbox.Config{
 			ClientID: cfg.clientID, ClientSecret: cfg.clientSecret, RedirectURIs: []string{cfg.redirectURI},
 			AccessTokenLifetime: cfg.accessTTL, RefreshTokenLifetime: cfg.refreshTTL, Consent: sandbox.ConsentApprove,
-			Logger: slog.New(slog.DiscardHandler),
+			AdminToken: run.adminToken, Logger: slog.New(slog.DiscardHandler),
 		})
 		if err != nil {
 			return nil, err
