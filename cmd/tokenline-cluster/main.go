@@ -150,9 +150,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rep, err := r.scenario(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "tokenline-cluster:", err)
-		if r.root != "" {
-			fmt.Fprintln(stderr, "tokenline-cluster: run directory kept:", r.root)
-		}
 		return 2
 	}
 	failed = false
@@ -209,8 +206,11 @@ func (r *runner) cleanup(keep bool) {
 	if r.root == "" {
 		return
 	}
-	if r.opt.keep || keep {
-		fmt.Fprintln(r.log, "tokenline-cluster: run directory:", r.root)
+	r.sup.mu.Lock()
+	started := len(r.sup.procs) > 0
+	r.sup.mu.Unlock()
+	if r.opt.keep || (keep && started) {
+		fmt.Fprintln(r.log, "tokenline-cluster: run directory kept:", r.root)
 		return
 	}
 	_ = os.RemoveAll(r.root)
@@ -227,6 +227,11 @@ func build(ctx context.Context, dir string) (natsBin, tlBin string, err error) {
 		return "", "", errors.New("run it inside the tokenline module (go run ./cmd/tokenline-cluster)")
 	}
 	root := filepath.Dir(mod)
+	cmd := exec.CommandContext(ctx, "go", "list", "-m")
+	cmd.Dir = root
+	if out, err := cmd.Output(); err != nil || strings.TrimSpace(string(out)) != "github.com/tokenline/tokenline" {
+		return "", "", fmt.Errorf("%s is not the tokenline module: run the scenario from the tokenline repository", root)
+	}
 	natsBin, tlBin = filepath.Join(dir, "nats-server"), filepath.Join(dir, "tokenline")
 	for _, b := range [][]string{
 		{"build", "-o", natsBin, "github.com/nats-io/nats-server/v2"},
@@ -318,7 +323,7 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 			return nil, err
 		}
 	}
-	r.logf("run directory %s; building nats-server and tokenline", r.root)
+	r.logf("run directory %s; building nats-server and tokenline (the module in the current directory)", r.root)
 	natsBin, tlBin, err := build(ctx, filepath.Join(r.root, "bin"))
 	if err != nil {
 		return nil, err
