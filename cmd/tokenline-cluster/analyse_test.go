@@ -3,8 +3,12 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func ev(seq uint64, conn, typ, id string, at time.Duration, data string) scanEvent {
@@ -87,6 +91,43 @@ func TestParseFlags(t *testing.T) {
 	for _, bad := range [][]string{{"--phases", "a,x"}, {"--connections", "0"}, {"--outage-mode", "pause"}, {"extra"}} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Fatalf("%v accepted", bad)
+		}
+	}
+}
+
+// Every flag and every column of the table is described in the "Cluster
+// scenario" section of docs/operations.md.
+func TestDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	i := strings.Index(doc, "## Cluster scenario")
+	if i < 0 {
+		t.Fatal("docs/operations.md has no Cluster scenario section")
+	}
+	section := doc[i:]
+	if j := strings.Index(section[3:], "\n## "); j >= 0 {
+		section = section[:j+3]
+	}
+	fs := flagSet(new(options))
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !strings.Contains(section, "`--"+f.Name+"`") {
+			t.Errorf("flag --%s is not in the Cluster scenario section", f.Name)
+		}
+	})
+	var out strings.Builder
+	printReport(&out, &report{Phases: []phaseReport{{Name: "base"}}, Violations: []string{}})
+	lines := strings.Split(out.String(), "\n")
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "phase ") {
+			continue
+		}
+		for _, col := range strings.Fields(l)[1:] {
+			if !strings.Contains(section, "`"+col+"`") {
+				t.Errorf("column %s is not in the Cluster scenario section", col)
+			}
 		}
 	}
 }

@@ -60,10 +60,9 @@ type options struct {
 	dir            string
 }
 
-func parseFlags(args []string, stderr io.Writer) (options, error) {
-	o := options{}
+// flagSet defines the scenario's flags on o.
+func flagSet(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("tokenline-cluster", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.IntVar(&o.connections, "connections", 1000, "connections to create and authorise")
 	fs.IntVar(&o.instances, "instances", 3, "tokenline instances")
 	fs.DurationVar(&o.accessTTL, "access-ttl", 30*time.Second, "access-token lifetime at the sandbox (a refresh every ~0.8 of it)")
@@ -81,6 +80,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on stdout")
 	fs.StringVar(&o.sandbox, "sandbox", "process", "the provider: process (tokenline sandbox, its own process) or embedded (served by this program)")
 	fs.StringVar(&o.dir, "dir", "", "parent of the run directory (default the system temp dir)")
+	return fs
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	o := options{}
+	fs := flagSet(&o)
+	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: go run ./cmd/tokenline-cluster [flags]\n\nThe cluster scenario (docs/operations.md, \"Cluster scenario\"). Flags:\n%s", fs.FlagUsages())
 	}
