@@ -115,17 +115,42 @@ func (f *fleet) pick() *instance {
 func (in *instance) readyURL() string { return in.base + "/readyz" }
 
 // startAll starts the instances one after the other (the first creates the
-// stream and buckets) and waits for each to be ready.
-func (f *fleet) startAll(ctx context.Context) error {
+// stream and buckets) and waits for each to be ready. An instance that
+// exits while starting is started again, at most twice; each such exit is
+// returned (with the last line of its log) to be reported.
+func (f *fleet) startAll(ctx context.Context) ([]string, error) {
+	var failures []string
 	for _, in := range f.inst {
-		if err := in.proc.start(); err != nil {
-			return err
-		}
-		if err := in.proc.waitHTTP(ctx, in.readyURL(), 90*time.Second); err != nil {
-			return err
+		for try := 1; ; try++ {
+			if err := in.proc.start(); err != nil {
+				return failures, err
+			}
+			err := in.proc.waitHTTP(ctx, in.readyURL(), 90*time.Second)
+			if err == nil {
+				break
+			}
+			if in.proc.running() || try == 3 || ctx.Err() != nil {
+				return failures, err
+			}
+			failures = append(failures, fmt.Sprintf("%s exited while starting: %s", in.name, lastLine(in.proc.logPath)))
+			time.Sleep(time.Second)
 		}
 	}
-	return nil
+	return failures, nil
+}
+
+// lastLine returns the last non-empty line of a file (at most 300 bytes).
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	l := lines[len(lines)-1]
+	if len(l) > 300 {
+		l = l[:300]
+	}
+	return l
 }
 
 func (f *fleet) close() {

@@ -260,6 +260,9 @@ type report struct {
 	RefreshLease string `json:"refresh_lease"`
 	Sandbox      string `json:"sandbox"`
 	SetupTook    string `json:"setup_took"`
+	// StartFailures are instances that exited while starting against the
+	// fresh cluster (and were started again).
+	StartFailures []string `json:"start_failures,omitempty"`
 	// SetupFailed counts connections that could not be created and
 	// authorised (they are left out of the phases); SetupRetries counts
 	// authorisations that failed once and were retried.
@@ -359,8 +362,12 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 		refreshLease: o.refreshLease, gateMargin: o.gateMargin, publicPort: ports[0]}); err != nil {
 		return nil, err
 	}
-	if err := r.fleet.startAll(ctx); err != nil {
+	startFailures, err := r.fleet.startAll(ctx)
+	if err != nil {
 		return nil, err
+	}
+	for _, f := range startFailures {
+		r.logf("start-up: %s (started again)", f)
 	}
 	if r.admin, err = connectNATS(r.nats.url(userTokenline, r.nats.tokenlinePW), "scenario-admin"); err != nil {
 		return nil, err
@@ -394,7 +401,7 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 	if at, v := r.waitHealthy(ctx, 2*time.Minute); at.IsZero() {
 		return nil, fmt.Errorf("the connections did not all become active: %s", v.why)
 	}
-	rep := &report{SetupFailed: setup.Failed, SetupRetries: setup.Retries, SetupErrors: setup.Errors, Connections: len(r.ids), Instances: o.instances, AccessTTL: o.accessTTL.String(),
+	rep := &report{StartFailures: startFailures, SetupFailed: setup.Failed, SetupRetries: setup.Retries, SetupErrors: setup.Errors, Connections: len(r.ids), Instances: o.instances, AccessTTL: o.accessTTL.String(),
 		RefreshLease: o.refreshLease.String(), Sandbox: o.sandbox, SetupTook: time.Since(setupStart).Round(time.Millisecond).String()}
 	r.logf("all %d connections active after %s", len(r.ids), rep.SetupTook)
 
@@ -437,6 +444,9 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 		for _, v := range p.Violations {
 			rep.Violations = append(rep.Violations, p.Name+": "+v)
 		}
+	}
+	for _, f := range startFailures {
+		rep.Violations = append(rep.Violations, "start-up: "+f)
 	}
 	if setup.Failed > 0 || setup.Retries > 0 {
 		rep.Violations = append([]string{fmt.Sprintf("setup: %d connections could not be set up, %d authorisations failed and were retried (first: %s)",
