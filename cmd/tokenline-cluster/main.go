@@ -283,6 +283,7 @@ type phaseReport struct {
 	InFlightAtFault int     `json:"in_flight_at_fault"`
 	Seconds         float64 `json:"seconds"`
 	FirstSeq        uint64  `json:"first_seq"`
+	EndSeq          uint64  `json:"end_seq"`
 	Cycles          float64 `json:"cycles"`
 
 	RefreshRequests    int64            `json:"refresh_requests"`
@@ -293,7 +294,8 @@ type phaseReport struct {
 	// Grants is the sandbox's rotations per live grant at the phase's end:
 	// connections authorised together should be within one or two of each
 	// other; a connection refreshed too often or left behind widens it.
-	Grants grantSpread `json:"grants_at_end"`
+	Grants            grantSpread      `json:"grants_at_end"`
+	RefreshesPerGrant map[string]int64 `json:"refreshes_per_grant_at_end"`
 
 	Lost            int            `json:"connections_lost"`
 	LostReasons     map[string]int `json:"lost_reasons,omitempty"`
@@ -428,17 +430,23 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 	for _, p := range rep.Phases {
 		bounds = append(bounds, p.FirstSeq)
 	}
-	// Setup events belong to no phase: start the first phase's window at 1
-	// for gap and duplicate checks, but count its refreshes from its own
-	// first sequence.
-	facts := analyse(evs, append([]uint64{1}, bounds...), info.LastSeq)
+	// Setup events (before the first phase) and those appended after the
+	// last phase ended belong to no phase: their gaps, duplicates and
+	// double starts are added to the first and the last phase, their
+	// refreshes are not counted.
+	n := len(rep.Phases)
+	bounds = append([]uint64{1}, bounds...)
+	bounds = append(bounds, rep.Phases[n-1].EndSeq+1)
+	facts := analyse(evs, bounds, info.LastSeq)
 	for i := range rep.Phases {
 		p := &rep.Phases[i]
 		p.Stream = facts[i+1]
-		if i == 0 {
-			p.Stream.Gaps += facts[0].Gaps
-			p.Stream.DuplicateIDs += facts[0].DuplicateIDs
-			p.Stream.DoubleStarted += facts[0].DoubleStarted
+		for _, j := range []int{0, n + 1} {
+			if (j == 0 && i == 0) || (j == n+1 && i == n-1) {
+				p.Stream.Gaps += facts[j].Gaps
+				p.Stream.DuplicateIDs += facts[j].DuplicateIDs
+				p.Stream.DoubleStarted += facts[j].DoubleStarted
+			}
 		}
 		p.finish(len(r.ids), o.accessTTL)
 		for _, v := range p.Violations {
@@ -566,6 +574,9 @@ func (r *runner) phase(ctx context.Context, name string, lost map[string]string)
 	if pr.stats1, err = r.sb.stats(ctx); err != nil {
 		return pr, err
 	}
+	if pr.EndSeq, err = r.lastSeq(ctx); err != nil {
+		return pr, err
+	}
 	// Who is unauthenticated now, and which are new in this phase.
 	v := r.look(ctx)
 	if v.unauth == nil && name != "base" {
@@ -607,7 +618,7 @@ func (p *phaseReport) finish(conns int, ttl time.Duration) {
 		p.ReqPerRefresh = float64(p.RefreshRequests) / float64(p.Stream.Succeeded)
 	}
 	p.Reuse = p.stats1.RefreshTokenReuse - p.stats0.RefreshTokenReuse
-	p.Grants = p.stats1.spread()
+	p.Grants, p.RefreshesPerGrant = p.stats1.spread(), p.stats1.RefreshesPerGrant
 	p.TokenErrors = map[string]int64{}
 	for k, v := range p.stats1.Errors {
 		if d := v - p.stats0.Errors[k]; d > 0 {
@@ -676,6 +687,16 @@ func printReport(w io.Writer, rep *report) {
 			p.Name, target, p.Seconds, p.ReqPerConnPerCycle, p.ReqPerRefresh, fmt.Sprintf("%d-%d", p.Grants.Min, p.Grants.Max), p.Reuse, p.Lost, p.ProviderUnauth,
 			p.Stream.Gaps, p.Stream.DuplicateIDs, p.Stream.DoubleStarted, p.Stream.LeaseExpired, rec,
 			ms(p.Stream.LatencyP50), ms(p.Stream.LatencyP99), p.Poll.Server5xx, p.Poll.Unreachable, p.Poll.GateDetails["token_expired"])
+	}
+	var reqs int64
+	var cycles float64
+	for _, p := range rep.Phases {
+		reqs += p.RefreshRequests
+		cycles += p.Cycles
+	}
+	if cycles > 0 && rep.Connections > 0 {
+		fmt.Fprintf(w, "all phases: %.2f refresh requests per connection per cycle (%d requests, %.1f cycles)\n",
+			float64(reqs)/float64(rep.Connections)/cycles, reqs, cycles)
 	}
 	fmt.Fprintln(w)
 	for _, p := range rep.Phases {

@@ -258,6 +258,11 @@ func scanStream(ctx context.Context, nc *nats.Conn, timeout time.Duration) ([]sc
 			if err != nil {
 				continue
 			}
+			if md.Sequence.Stream > info.LastSeq {
+				// Appended after the scan began: not part of the run.
+				last = md.Sequence.Stream
+				continue
+			}
 			last = md.Sequence.Stream
 			var env struct {
 				ID    string          `json:"id"`
