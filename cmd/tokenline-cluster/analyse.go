@@ -32,11 +32,17 @@ type streamFacts struct {
 	// DoubleStarted counts connections with a refresh.started while their
 	// previous refresh.started had no outcome (succeeded or failed) yet.
 	DoubleStarted int `json:"double_refresh_started"`
+	// Orphans counts refresh.succeeded or refresh.failed events with no
+	// refresh.started open for their connection.
+	Orphans int `json:"outcomes_without_start"`
 	// Latencies are refresh.started -> refresh.succeeded, by event times.
 	LatencyP50 time.Duration `json:"refresh_latency_p50_ns"`
 	LatencyP99 time.Duration `json:"refresh_latency_p99_ns"`
 	LatencyMax time.Duration `json:"refresh_latency_max_ns"`
-	latencies  []time.Duration
+	// FirstAt and LastAt are the times of the phase's first and last event.
+	FirstAt   time.Time `json:"first_event_at,omitzero"`
+	LastAt    time.Time `json:"last_event_at,omitzero"`
+	latencies []time.Duration
 }
 
 // analyse walks the whole stream once and attributes what it finds to the
@@ -63,6 +69,10 @@ func analyse(evs []scanEvent, bounds []uint64, lastSeq uint64) []streamFacts {
 		p := phaseOf(e.Seq)
 		f := &out[p]
 		f.Events++
+		if f.FirstAt.IsZero() {
+			f.FirstAt = e.Time
+		}
+		f.LastAt = e.Time
 		if e.Seq > prev+1 {
 			// Missing sequences belong to the phase the hole starts in.
 			out[phaseOf(prev+1)].Gaps += e.Seq - prev - 1
@@ -87,6 +97,8 @@ func analyse(evs []scanEvent, bounds []uint64, lastSeq uint64) []streamFacts {
 			f.Succeeded++
 			if o := opens[conn]; o != nil {
 				out[phaseOf(o.seq)].latencies = append(out[phaseOf(o.seq)].latencies, e.Time.Sub(o.started))
+			} else {
+				f.Orphans++
 			}
 			delete(opens, conn)
 		case "refresh.failed":
@@ -103,6 +115,9 @@ func analyse(evs []scanEvent, bounds []uint64, lastSeq uint64) []streamFacts {
 			}
 			if d.ErrorCode == "lease_expired" {
 				f.LeaseExpired++
+			}
+			if opens[conn] == nil {
+				f.Orphans++
 			}
 			delete(opens, conn)
 		case "connection.deleted", "tokens.invalidated":

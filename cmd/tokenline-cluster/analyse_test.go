@@ -36,7 +36,7 @@ func TestAnalyse(t *testing.T) {
 		ev(5, "c2", "refresh.failed", "e5", 300*ms, `{"terminal":false,"error_code":"lease_expired"}`),
 		ev(7, "c2", "refresh.started", "e7", 400*ms, ""),
 		ev(8, "c2", "refresh.succeeded", "e8", 410*ms, ""),
-		ev(9, "c1", "refresh.succeeded", "e2", 500*ms, ""),
+		ev(9, "c1", "refresh.succeeded", "e2", 500*ms, ""), // no refresh.started open: an orphan
 		ev(10, "c1", "refresh.started", "e10", 600*ms, ""),
 		ev(11, "c1", "refresh.failed", "e11", 700*ms, `{"terminal":true,"error_code":"invalid_grant"}`),
 	}
@@ -49,7 +49,7 @@ func TestAnalyse(t *testing.T) {
 		t.Fatalf("phase 0 latency: %v %v", p0.LatencyP50, p0.LatencyP99)
 	}
 	if p1.DoubleStarted != 1 || p1.LeaseExpired != 1 || p1.FailedTransient != 1 || p1.FailedTerminal != 1 ||
-		p1.TerminalCodes["invalid_grant"] != 1 || p1.DuplicateIDs != 1 {
+		p1.TerminalCodes["invalid_grant"] != 1 || p1.DuplicateIDs != 1 || p1.Orphans != 1 {
 		t.Fatalf("phase 1: %+v", p1)
 	}
 	// Sequence 6 is missing, and 12 (the last) was never read.

@@ -277,14 +277,16 @@ type report struct {
 
 // phaseReport is one phase's measurements.
 type phaseReport struct {
-	Name            string  `json:"phase"`
-	Fault           string  `json:"fault"`
-	Target          string  `json:"target,omitempty"`
-	InFlightAtFault int     `json:"in_flight_at_fault"`
-	Seconds         float64 `json:"seconds"`
-	FirstSeq        uint64  `json:"first_seq"`
-	EndSeq          uint64  `json:"end_seq"`
-	Cycles          float64 `json:"cycles"`
+	Name            string    `json:"phase"`
+	Fault           string    `json:"fault"`
+	Target          string    `json:"target,omitempty"`
+	InFlightAtFault int       `json:"in_flight_at_fault"`
+	Seconds         float64   `json:"seconds"`
+	StartAt         time.Time `json:"start_at"`
+	EndAt           time.Time `json:"end_at"`
+	FirstSeq        uint64    `json:"first_seq"`
+	EndSeq          uint64    `json:"end_seq"`
+	Cycles          float64   `json:"cycles"`
 
 	RefreshRequests    int64            `json:"refresh_requests"`
 	ReqPerConnPerCycle float64          `json:"requests_per_connection_per_cycle"`
@@ -473,13 +475,18 @@ func (r *runner) phase(ctx context.Context, name string, lost map[string]string)
 	o := r.opt
 	pr := phaseReport{Name: name, Fault: faultNames[name]}
 	var err error
+	// The sandbox's counters are read before the stream's first sequence
+	// and after its last: a token request precedes its events, so a
+	// request in flight at a boundary is counted and its events may not
+	// be, never the other way round (requests per refresh >= 1 unless
+	// refreshes are recorded without a request).
+	if pr.stats0, err = r.sb.stats(ctx); err != nil {
+		return pr, err
+	}
 	if pr.FirstSeq, err = r.lastSeq(ctx); err != nil {
 		return pr, err
 	}
 	pr.FirstSeq++
-	if pr.stats0, err = r.sb.stats(ctx); err != nil {
-		return pr, err
-	}
 	pr.start = time.Now()
 	r.poll.reset()
 	pctx, pcancel := context.WithCancel(ctx)
@@ -571,10 +578,10 @@ func (r *runner) phase(ctx context.Context, name string, lost map[string]string)
 	<-done
 	pr.Poll = r.poll.reset()
 	pr.end = time.Now()
-	if pr.stats1, err = r.sb.stats(ctx); err != nil {
+	if pr.EndSeq, err = r.lastSeq(ctx); err != nil {
 		return pr, err
 	}
-	if pr.EndSeq, err = r.lastSeq(ctx); err != nil {
+	if pr.stats1, err = r.sb.stats(ctx); err != nil {
 		return pr, err
 	}
 	// Who is unauthenticated now, and which are new in this phase.
@@ -608,6 +615,7 @@ func (r *runner) phase(ctx context.Context, name string, lost map[string]string)
 // finish computes the derived figures and the violations.
 func (p *phaseReport) finish(conns int, ttl time.Duration) {
 	p.Seconds = p.end.Sub(p.start).Seconds()
+	p.StartAt, p.EndAt = p.start.UTC(), p.end.UTC()
 	cycle := 0.8 * ttl.Seconds()
 	p.Cycles = p.Seconds / cycle
 	p.RefreshRequests = p.stats1.TokenRequests.RefreshToken - p.stats0.TokenRequests.RefreshToken
@@ -700,9 +708,9 @@ func printReport(w io.Writer, rep *report) {
 	}
 	fmt.Fprintln(w)
 	for _, p := range rep.Phases {
-		fmt.Fprintf(w, "%s (%s): %d refresh requests, %d succeeded, %d transient / %d terminal failures %v; token-endpoint errors %v; polled %d (ok %d, 409 %v, 5xx %v, other 4xx %d, dead instance %d, transport %d)\n",
-			p.Name, p.Fault, p.RefreshRequests, p.Stream.Succeeded, p.Stream.FailedTransient, p.Stream.FailedTerminal,
-			p.Stream.TerminalCodes, p.TokenErrors, p.Poll.Requests, p.Poll.OK, p.Poll.GateDetails, p.Poll.Statuses5xx,
+		fmt.Fprintf(w, "%s (%s): %d refresh requests, %d started, %d succeeded, %d transient / %d terminal failures %v, %d outcomes without a start; token-endpoint errors %v; polled %d (ok %d, 409 %v, 5xx %v, other 4xx %d, dead instance %d, transport %d)\n",
+			p.Name, p.Fault, p.RefreshRequests, p.Stream.Started, p.Stream.Succeeded, p.Stream.FailedTransient, p.Stream.FailedTerminal,
+			p.Stream.TerminalCodes, p.Stream.Orphans, p.TokenErrors, p.Poll.Requests, p.Poll.OK, p.Poll.GateDetails, p.Poll.Statuses5xx,
 			p.Poll.Other4xx, p.Poll.Unreachable, p.Poll.Transport)
 	}
 	fmt.Fprintln(w)
