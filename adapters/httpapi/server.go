@@ -165,9 +165,9 @@ func (s *Server) routes() http.Handler {
 	route(mux, "/metrics", map[string]http.HandlerFunc{"GET": metricsHandler.ServeHTTP})
 	s.uiRoutes(mux)
 	if s.cfg.Sandbox != nil {
-		// The sandbox's admin endpoints need no credentials (they are
-		// loopback-only): refuse requests whose Host is not this machine's
-		// (DNS rebinding) or that came through a proxy.
+		// The sandbox's admin endpoints take the API token (the sandbox
+		// checks it); on top, refuse requests whose Host is not this
+		// machine's (DNS rebinding) or that came through a proxy.
 		sb := s.cfg.Sandbox
 		mux.Handle("/sandbox/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, "/sandbox/admin/") && !s.loopbackBrowser(r) {

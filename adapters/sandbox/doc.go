@@ -97,6 +97,21 @@
 // ({"status":400,"count":1,"error":"invalid_grant"}). Bad JSON, unknown
 // fields, a status outside 400-599 or a count outside 1-10000 get 400.
 //
+// # Limits
+//
+// Everything is in memory, and bounded. An authorisation request whose state
+// is longer than MaxStateLength (512 bytes) or whose parameters total more
+// than MaxAuthorizeParamsBytes (8 KiB) gets 400 JSON and is neither stored
+// nor redirected. Authorisation codes expire 10 minutes after issue, access
+// and refresh tokens at their expiry, all on the sandbox clock (Config.Now);
+// expired ones are evicted (at most a minute later on that clock, at once
+// when a cap is hit or Stats is read) and a grant is dropped when nothing of
+// it is left. At most Config.MaxCodes codes (used or not) and
+// Config.MaxGrants grants are held: beyond that the authorize endpoint
+// redirects with error=temporarily_unavailable (counted in
+// Stats.AuthorizationsRefusedFull). Replaced refresh tokens are remembered
+// as small tombstones for reuse detection, at most 100 per grant.
+//
 // # Concurrency and logging
 //
 // A Server is safe for concurrent use. Requests that read and then change

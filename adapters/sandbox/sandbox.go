@@ -118,14 +118,14 @@ type Config struct {
 	Now func() time.Time
 	// MaxCodes caps the authorisation codes held at once: unexpired ones,
 	// used or not (used ones are kept until they expire so that a replay is
-	// detected). When the cap is reached the authorize endpoint answers 503
-	// temporarily_unavailable until codes expire (10 minutes after issue,
-	// on the sandbox's clock). Default DefaultMaxCodes.
+	// detected). When the cap is reached the authorize endpoint redirects
+	// with error=temporarily_unavailable until codes expire (10 minutes
+	// after issue, on the sandbox's clock). Default DefaultMaxCodes.
 	MaxCodes int
 	// MaxGrants caps the grants (authorisations) held at once. A grant is
 	// held until its last token or code has expired, revoked or not. When
-	// the cap is reached the authorize endpoint answers 503
-	// temporarily_unavailable. Default DefaultMaxGrants.
+	// the cap is reached the authorize endpoint redirects with
+	// error=temporarily_unavailable. Default DefaultMaxGrants.
 	MaxGrants int
 	// AdminToken is the bearer token every /sandbox/admin/ request must
 	// carry ("Authorization: Bearer <token>"); other requests get 401.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -196,6 +198,50 @@ func snapshot(req fosite.Requester) fosite.Requester {
 	return &c
 }
 
+// Request parameters kept with stored requests: only those fosite reads back
+// (the code exchange compares redirect_uri, PKCE reads the challenge). The
+// rest, state and any extra parameter included, is dropped, so that what a
+// client sends does not decide what the store holds; token requests' forms
+// (which carry the code, the verifier or the refresh token) are not kept.
+var (
+	codeFormKeys = []string{"redirect_uri"}
+	pkceFormKeys = []string{"code_challenge", "code_challenge_method"}
+)
+
+// keepForm returns a snapshot of req whose form has only the given keys. The
+// kept strings (form values, scopes) are copied: parsed parameters are
+// substrings of the whole request body or query, which a kept substring would
+// otherwise keep alive (10,000 codes of 8 KiB requests held 113 MB).
+func keepForm(req fosite.Requester, keys ...string) fosite.Requester {
+	c := snapshot(req)
+	if r, ok := c.(*fosite.Request); ok {
+		form := url.Values{}
+		for _, k := range keys {
+			if vs, ok := r.Form[k]; ok {
+				form[k] = cloneStrings(vs)
+			}
+		}
+		r.Form = form
+		r.RequestedScope = cloneStrings(r.RequestedScope)
+		r.GrantedScope = cloneStrings(r.GrantedScope)
+		r.RequestedAudience = cloneStrings(r.RequestedAudience)
+		r.GrantedAudience = cloneStrings(r.GrantedAudience)
+	}
+	return c
+}
+
+// cloneStrings copies a string slice and each string's bytes.
+func cloneStrings[S ~[]string](in S) S {
+	if in == nil {
+		return nil
+	}
+	out := make(S, len(in))
+	for i, v := range in {
+		out[i] = strings.Clone(v)
+	}
+	return out
+}
+
 // grantFor returns the grant index for a request ID, creating it.
 // Callers hold s.mu.
 func (s *store) grantFor(requestID string) *grant {
@@ -258,7 +304,7 @@ func (s *store) CreateAuthorizeCodeSession(_ context.Context, code string, req f
 	if !known && len(s.grants) >= s.limits.maxGrants {
 		return &errStoreFull{fmt.Sprintf("%d grants are held, the cap; a grant is dropped when its last token expires", len(s.grants))}
 	}
-	c := snapshot(req)
+	c := keepForm(req, codeFormKeys...)
 	exp := now.Add(s.limits.codeLifetime).UTC()
 	if sess := c.GetSession(); sess != nil {
 		sess.SetExpiresAt(fosite.AuthorizeCode, exp)
@@ -302,7 +348,7 @@ func (s *store) InvalidateAuthorizeCodeSession(_ context.Context, code string) e
 func (s *store) CreatePKCERequestSession(_ context.Context, signature string, req fosite.Requester) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pkce[signature] = snapshot(req)
+	s.pkce[signature] = keepForm(req, pkceFormKeys...)
 	return nil
 }
 
@@ -329,7 +375,7 @@ func (s *store) CreateAccessTokenSession(_ context.Context, signature string, re
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.maybeSweep(s.limits.now())
-	s.access[signature] = &accessRecord{req: snapshot(req), expires: expiresAt(req, fosite.AccessToken)}
+	s.access[signature] = &accessRecord{req: keepForm(req), expires: expiresAt(req, fosite.AccessToken)}
 	s.grantFor(req.GetID()).access[signature] = struct{}{}
 	return nil
 }
@@ -368,7 +414,7 @@ func (s *store) deleteAccess(signature string) {
 func (s *store) CreateRefreshTokenSession(_ context.Context, signature, _ string, req fosite.Requester) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh[signature] = &refreshRecord{req: snapshot(req), state: refreshActive, expires: expiresAt(req, fosite.RefreshToken)}
+	s.refresh[signature] = &refreshRecord{req: keepForm(req), state: refreshActive, expires: expiresAt(req, fosite.RefreshToken)}
 	s.grantFor(req.GetID()).refresh[signature] = struct{}{}
 	return nil
 }
