@@ -131,3 +131,13 @@ func TestDocumented(t *testing.T) {
 		}
 	}
 }
+
+// An empty window (two equal bounds) gets nothing; the event at the bound
+// goes to the later window.
+func TestAnalyseEmptyWindow(t *testing.T) {
+	evs := []scanEvent{ev(1, "c1", "refresh.started", "e1", 0, ""), ev(2, "c1", "refresh.succeeded", "e2", time.Millisecond, "")}
+	got := analyse(evs, []uint64{1, 2, 2}, 2)
+	if got[0].Events != 1 || got[1].Events != 0 || got[2].Events != 1 || got[2].Succeeded != 1 {
+		t.Fatalf("%+v", got)
+	}
+}

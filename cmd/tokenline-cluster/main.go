@@ -428,27 +428,28 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 		return nil, fmt.Errorf("scan: %w", err)
 	}
 	rep.StreamLast, rep.Scanned = info.LastSeq, len(evs)
-	var bounds []uint64
+	// Each phase is its window [FirstSeq, EndSeq] of the stream. Events
+	// before the first phase (setup) and between or after phases (appended
+	// while the scenario checked the cluster between two windows) belong
+	// to no phase: their gaps, duplicates and double starts are added to
+	// the phase before them (setup's to the first), their refreshes are
+	// not counted, as the sandbox's counters are not read for them either.
+	bounds := []uint64{1}
 	for _, p := range rep.Phases {
-		bounds = append(bounds, p.FirstSeq)
+		bounds = append(bounds, p.FirstSeq, p.EndSeq+1)
 	}
-	// Setup events (before the first phase) and those appended after the
-	// last phase ended belong to no phase: their gaps, duplicates and
-	// double starts are added to the first and the last phase, their
-	// refreshes are not counted.
-	n := len(rep.Phases)
-	bounds = append([]uint64{1}, bounds...)
-	bounds = append(bounds, rep.Phases[n-1].EndSeq+1)
 	facts := analyse(evs, bounds, info.LastSeq)
 	for i := range rep.Phases {
 		p := &rep.Phases[i]
-		p.Stream = facts[i+1]
-		for _, j := range []int{0, n + 1} {
-			if (j == 0 && i == 0) || (j == n+1 && i == n-1) {
-				p.Stream.Gaps += facts[j].Gaps
-				p.Stream.DuplicateIDs += facts[j].DuplicateIDs
-				p.Stream.DoubleStarted += facts[j].DoubleStarted
-			}
+		p.Stream = facts[1+2*i]
+		extra := []streamFacts{facts[2+2*i]}
+		if i == 0 {
+			extra = append(extra, facts[0])
+		}
+		for _, x := range extra {
+			p.Stream.Gaps += x.Gaps
+			p.Stream.DuplicateIDs += x.DuplicateIDs
+			p.Stream.DoubleStarted += x.DoubleStarted
 		}
 		p.finish(len(r.ids), o.accessTTL)
 		for _, v := range p.Violations {
