@@ -170,6 +170,24 @@ const AuthorizeParamPrefix = "authorize."
 var reservedAuthorizeParams = map[string]bool{
 	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true, "state": true,
 	"code_challenge": true, "code_challenge_method": true, "nonce": true,
+	// A request object carries its own parameters (redirect_uri among them).
+	"request": true, "request_uri": true,
+}
+
+// authorizeParamName reports whether p may name an extra authorization
+// request parameter: a plain token of letters, digits and "_-.:", which
+// the reserved names are compared with case-insensitively.
+func authorizeParamName(p string) bool {
+	if p == "" || len(p) > 100 || reservedAuthorizeParams[strings.ToLower(p)] {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidateConfig checks a configuration map.
@@ -178,11 +196,18 @@ func ValidateConfig(cfg map[string]string) error {
 		return fmt.Errorf("%w: at most %d configuration keys", ErrInvalidCommand, maxConfigKeys)
 	}
 	for k, v := range cfg {
-		if k == "" || len(k) > 128 || len(v) > maxConfigValue {
-			return fmt.Errorf("%w: invalid configuration key %q", ErrInvalidCommand, k)
+		if k == "" || len(k) > 128 {
+			shown := k
+			if len(shown) > 64 {
+				shown = shown[:64] + "..."
+			}
+			return fmt.Errorf("%w: invalid configuration key %q (1 to 128 bytes)", ErrInvalidCommand, shown)
 		}
-		if p, ok := strings.CutPrefix(k, AuthorizeParamPrefix); ok && (p == "" || reservedAuthorizeParams[p]) {
-			return fmt.Errorf("%w: %q cannot be set as an authorization request parameter", ErrInvalidCommand, p)
+		if len(v) > maxConfigValue {
+			return fmt.Errorf("%w: the value of configuration key %q is too long (%d bytes, at most %d)", ErrInvalidCommand, k, len(v), maxConfigValue)
+		}
+		if p, ok := strings.CutPrefix(k, AuthorizeParamPrefix); ok && !authorizeParamName(p) {
+			return fmt.Errorf("%w: %q cannot be set as an authorization request parameter (tokenline sets it, or it is not a plain parameter name)", ErrInvalidCommand, p)
 		}
 	}
 	return nil

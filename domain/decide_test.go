@@ -616,10 +616,16 @@ func TestAuthorizeParamsFromConfig(t *testing.T) {
 	if len(got) != 1 || got["urn_pleo_params_oauth_subject"] != "company-1" {
 		t.Fatalf("AuthorizeParams = %v", got)
 	}
-	for _, reserved := range []string{"state", "redirect_uri", "code_challenge", "code_challenge_method", "scope", "client_id", "response_type", ""} {
+	for _, reserved := range []string{"state", "redirect_uri", "code_challenge", "code_challenge_method", "scope", "client_id", "response_type", "",
+		"REDIRECT_URI", "Redirect_Uri", "request", "request_uri", "Request_URI", "redirect_uri ", "a b", "x&redirect_uri=y", "p=q"} {
 		err := domain.ValidateConfig(map[string]string{domain.AuthorizeParamPrefix + reserved: "x"})
 		if !errors.Is(err, domain.ErrInvalidCommand) {
 			t.Errorf("%q accepted as an authorize parameter: %v", reserved, err)
 		}
+	}
+	// A value that is too long is blamed on its length, not on its key.
+	err := domain.ValidateConfig(map[string]string{"team": strings.Repeat("x", 100000)})
+	if !errors.Is(err, domain.ErrInvalidCommand) || !strings.Contains(err.Error(), "too long") {
+		t.Errorf("a too-long value: %v", err)
 	}
 }
