@@ -49,6 +49,8 @@ func errorStatus(err error) (int, string, string) {
 		return http.StatusGone, "deleted", "the connection was deleted; its history is kept"
 	case errors.Is(err, ErrProviderUnavailable):
 		return http.StatusServiceUnavailable, "provider_unavailable", msg
+	case errors.Is(err, lifecycle.ErrTooManyAttempts):
+		return http.StatusTooManyRequests, "too_many_attempts", msg
 	case errors.Is(err, lifecycle.ErrNoProvider):
 		return http.StatusBadRequest, "unknown_provider", msg
 	case errors.Is(err, domain.ErrInvalidCommand):

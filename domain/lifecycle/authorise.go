@@ -33,6 +33,9 @@ func (s *Service) StartAuthorisation(ctx context.Context, id string) (string, er
 	if err != nil {
 		return "", err
 	}
+	if ok, wait := s.attempts.allow(id, s.clock.Now()); !ok {
+		return "", fmt.Errorf("%w (retry in %s)", ErrTooManyAttempts, wait.Round(time.Second))
+	}
 	state, verifier := randomSecret(), randomSecret()
 	attempt := uuid.NewString()
 	expires := s.now().Add(s.cfg.AuthorisationTTL)

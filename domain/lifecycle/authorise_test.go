@@ -368,3 +368,40 @@ func TestHandleCallbackUnknownProvider(t *testing.T) {
 	}
 	e.callbackFails("callback", state, "code", lifecycle.ErrNoProvider)
 }
+
+// A connection may open at most MaxAuthorisationsPerConnection attempts
+// within AuthorisationTTL (each leaves a sealed entry until it expires);
+// beyond that StartAuthorisation refuses and stores nothing. Once the
+// earliest attempts are older than the TTL, attempts are allowed again.
+// Other connections are not affected.
+func TestAuthorisationAttemptsPerConnectionAreBounded(t *testing.T) {
+	e := newEnv(t)
+	c, err := e.svc.Create(e.ctx, provider, []string{"read"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := e.svc.StartAuthorisation(e.ctx, c.ID); err != nil {
+			t.Fatalf("attempt %d: %v", i+1, err)
+		}
+	}
+	stored := e.attempts.Len()
+	_, err = e.svc.StartAuthorisation(e.ctx, c.ID)
+	if !errors.Is(err, lifecycle.ErrTooManyAttempts) {
+		t.Fatalf("11th attempt within the TTL: %v, want ErrTooManyAttempts", err)
+	}
+	if e.attempts.Len() != stored {
+		t.Fatalf("a refused attempt stored an entry: %d -> %d", stored, e.attempts.Len())
+	}
+	other, err := e.svc.Create(e.ctx, provider, []string{"read"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.StartAuthorisation(e.ctx, other.ID); err != nil {
+		t.Fatalf("another connection: %v", err)
+	}
+	e.clock.Advance(10*time.Minute + time.Second) // the default AuthorisationTTL
+	if _, err := e.svc.StartAuthorisation(e.ctx, c.ID); err != nil {
+		t.Fatalf("after the TTL: %v", err)
+	}
+}

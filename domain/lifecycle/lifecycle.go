@@ -75,6 +75,11 @@ type Config struct {
 	StoreTimeout time.Duration
 	// MaxAttempts bounds consecutive transient refresh failures; default 5.
 	MaxAttempts int
+	// MaxAuthorisationsPerConnection bounds the authorisation attempts one
+	// connection may open within AuthorisationTTL on this instance (each
+	// leaves a sealed entry until it expires); default 10. Beyond it
+	// StartAuthorisation fails with ErrTooManyAttempts.
+	MaxAuthorisationsPerConnection int
 	// BackoffBase and BackoffMax shape the exponential backoff with jitter
 	// between transient failures; defaults 1 s and 5 min.
 	BackoffBase, BackoffMax time.Duration
@@ -110,6 +115,7 @@ type Service struct {
 	dueQ     dueQueue
 	inflight map[string]bool
 	spread   *spreader
+	attempts *attemptLimiter
 }
 
 // New returns a Service.
@@ -124,6 +130,7 @@ func New(cfg Config) (*Service, error) {
 	cfg.LeaseGrace = positiveOr(cfg.LeaseGrace, cfg.Lease)
 	cfg.StoreTimeout = positiveOr(cfg.StoreTimeout, 5*time.Second)
 	cfg.MaxAttempts = positiveOr(cfg.MaxAttempts, 5)
+	cfg.MaxAuthorisationsPerConnection = positiveOr(cfg.MaxAuthorisationsPerConnection, 10)
 	cfg.BackoffBase = positiveOr(cfg.BackoffBase, time.Second)
 	cfg.BackoffMax = positiveOr(cfg.BackoffMax, 5*time.Minute)
 	if cfg.Margin == nil {
@@ -138,6 +145,7 @@ func New(cfg Config) (*Service, error) {
 		cfg: cfg, clock: cfg.Clock, log: cfg.Logger, actor: "instance/" + cfg.Instance,
 		sem: make(chan struct{}, cfg.Concurrency), wake: make(chan struct{}, 1),
 		sched: map[string]*schedEntry{}, inflight: map[string]bool{}, spread: newSpreader(cfg.Concurrency),
+		attempts: newAttemptLimiter(cfg.AuthorisationTTL, cfg.MaxAuthorisationsPerConnection, 100000),
 	}, nil
 }
 
