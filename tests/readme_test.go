@@ -44,15 +44,25 @@ package tests
 //     command is tested as soon as it is written, and one that cannot run
 //     here fails until it gets an entry. An entry that matches no README
 //     command fails the test as well (the table follows the README).
+//   - A block that is a script (it starts servers in the background, waits
+//     for them, uses them: pasted whole into a shell) is run as one: an
+//     entry with script set, matching any command line of the block, makes
+//     the whole block one bash script, run after the line-by-line commands
+//     in its own temporary directory, as described at runScript. Its
+//     127.0.0.1:PORT addresses are all replaced by free ports (the same
+//     port for the same address throughout the block), and `go build -o
+//     FILE ./PKG` by a copy of the binary built from ./PKG.
 
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -133,6 +143,11 @@ type readmeCase struct {
 	// check asserts on the stdout of a command that exited 0 (of a blocking
 	// command: its first line) and may set readmeVars or marks.
 	check func(t *testing.T, r *readmeRun, out string)
+	// script: the whole block of the command this entry matches is run as
+	// one bash script (runScript); once the block has run to its end, with
+	// its background jobs still running, script checks what the block
+	// promises. The jobs are then stopped.
+	script func(t *testing.T, s *readmeScript)
 }
 
 // readmeCases: longest prefix wins. Keep an entry's prefix short enough to
@@ -143,6 +158,9 @@ var readmeCases = []readmeCase{
 	{prefix: "go run ./cmd/tokenline serve", server: true},
 	{prefix: "go test ", skip: "the tests themselves: this test is one of them"},
 	{prefix: "go run ./cmd/tokenline ui", check: checkLoginLink},
+
+	// ### Sharing one sandbox between instances
+	{prefix: "./tokenline sandbox ", script: checkSharedSandbox},
 
 	// ## HTTP API
 	{prefix: `curl -s -H "Authorization: Bearer $T" -H "Content-Type: application/json" -d '{"provider"`, check: checkCreateJSON},
@@ -182,14 +200,17 @@ var readmeCases = []readmeCase{
 		}
 	}},
 	{prefix: "tokenline events tail", blocks: true, follow: followCreate, check: func(t *testing.T, r *readmeRun, first string) {
-		if !strings.HasPrefix(first, "Tailing tokenline.conn.> on nats://") {
-			t.Errorf("first line %q, want Tailing tokenline.conn.> on nats://...", first)
+		if !strings.HasPrefix(first, "Tailing tokenline.conn.> in stream TOKENLINE on nats://") {
+			t.Errorf("first line %q, want Tailing tokenline.conn.> in stream TOKENLINE on nats://...", first)
 		}
 	}},
 	{prefix: "tokenline ui", check: checkLoginLink},
 
 	// ## Downstream consumers
-	{prefix: "nats sub ", needs: "nats", blocks: true, follow: followCreate},
+	// natscli: .ci/run installs it (go install github.com/nats-io/natscli/nats@v0.5.0).
+	{prefix: "nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk consumer add ", needs: "nats"},
+	{prefix: "nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk consumer next ", needs: "nats"},
+	{prefix: "nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk sub ", needs: "nats", blocks: true, follow: followCreate},
 	{prefix: "go run ./examples/consumer ", blocks: true, check: func(t *testing.T, r *readmeRun, first string) {
 		// A new durable consumer starts at the stream's first event: the
 		// first create's.
@@ -232,7 +253,11 @@ func TestREADME(t *testing.T) {
 	t.Logf("go build of the README's binaries: %s", time.Since(t0).Round(time.Millisecond))
 
 	// Match every command with its entry; every entry must match.
+	cmds, scripts := readmeScripts(t, cmds)
 	used := make([]bool, len(readmeCases))
+	for _, s := range scripts {
+		used[s.k] = true
+	}
 	var server *readmeCmd
 	for i := range cmds {
 		k := readmeCaseFor(cmds[i].text)
@@ -265,6 +290,9 @@ func TestREADME(t *testing.T) {
 		r.runCommand(t, c)
 	}
 	t.Logf("%d README commands: %s", len(cmds), time.Since(t0).Round(time.Millisecond))
+	for _, s := range scripts {
+		r.runScript(t, s)
+	}
 }
 
 // readmeCmd is one command line of a README shell block.
@@ -272,14 +300,23 @@ type readmeCmd struct {
 	line   int      // in README.md
 	text   string   // as written (continuation lines joined)
 	assign []string // the block's assignment lines before it
+	block  *readmeBlock
 	c      readmeCase
 }
 
+// readmeBlock is a README shell block.
+type readmeBlock struct {
+	line  int      // of its first line, in README.md
+	lines []string // as written, without the fences
+	k     int      // for a script: its entry in readmeCases
+}
+
 var (
-	fenceRE  = regexp.MustCompile("^```\\s*(\\w*)")
-	assignRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
-	varRE    = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`)
-	goRunRE  = regexp.MustCompile(`\bgo run (\./[A-Za-z0-9_./-]+)`)
+	fenceRE   = regexp.MustCompile("^```\\s*(\\w*)")
+	assignRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
+	varRE     = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`)
+	goRunRE   = regexp.MustCompile(`\bgo run (\./[A-Za-z0-9_./-]+)`)
+	goBuildRE = regexp.MustCompile(`\bgo build -o (\S+) (\./[A-Za-z0-9_./-]+)`)
 )
 
 // readmeBlocks returns the command lines of the ```sh/```bash/```shell
@@ -293,7 +330,7 @@ func readmeBlocks(src string) (cmds []readmeCmd, goBlocks []string) {
 		}
 		lang := m[1]
 		var body []string
-		start := i + 1
+		start := i + 2 // README.md's line number (from 1) of the first line of the body
 		for i++; i < len(lines) && !strings.HasPrefix(strings.TrimSpace(lines[i]), "```"); i++ {
 			body = append(body, lines[i])
 		}
@@ -301,6 +338,7 @@ func readmeBlocks(src string) (cmds []readmeCmd, goBlocks []string) {
 		case "go":
 			goBlocks = append(goBlocks, strings.Join(body, "\n")+"\n")
 		case "sh", "bash", "shell":
+			block := &readmeBlock{line: start, lines: body, k: -1}
 			var assign []string
 			for j := 0; j < len(body); j++ {
 				line, text := start+j, strings.TrimSpace(body[j])
@@ -311,7 +349,7 @@ func readmeBlocks(src string) (cmds []readmeCmd, goBlocks []string) {
 				if text == "" || strings.HasPrefix(text, "#") {
 					continue
 				}
-				cmds = append(cmds, readmeCmd{line: line, text: text, assign: slices.Clone(assign)})
+				cmds = append(cmds, readmeCmd{line: line, text: text, assign: slices.Clone(assign), block: block})
 				if isAssignment(text) {
 					assign = append(assign, text)
 				}
@@ -319,6 +357,38 @@ func readmeBlocks(src string) (cmds []readmeCmd, goBlocks []string) {
 		}
 	}
 	return cmds, goBlocks
+}
+
+// readmeScripts takes out of cmds the blocks that are run as scripts: those
+// with a command line whose entry has script set. An entry matches one
+// block at most, a block one script entry at most.
+func readmeScripts(t *testing.T, cmds []readmeCmd) (rest []readmeCmd, scripts []*readmeBlock) {
+	t.Helper()
+	for _, c := range cmds {
+		k := readmeCaseFor(c.text)
+		if k < 0 || readmeCases[k].script == nil {
+			continue
+		}
+		b := c.block
+		if b.k >= 0 && b.k != k {
+			t.Fatalf("README.md:%d: the block matches the script entries %q and %q: one block, one entry",
+				b.line, readmeCases[b.k].prefix, readmeCases[k].prefix)
+		}
+		if i := slices.IndexFunc(scripts, func(s *readmeBlock) bool { return s.k == k && s != b }); i >= 0 {
+			t.Fatalf("the script entry %q matches the blocks at README.md:%d and :%d: make its prefix longer",
+				readmeCases[k].prefix, scripts[i].line, b.line)
+		}
+		if b.k < 0 {
+			b.k = k
+			scripts = append(scripts, b)
+		}
+	}
+	for _, c := range cmds {
+		if c.block.k < 0 {
+			rest = append(rest, c)
+		}
+	}
+	return rest, scripts
 }
 
 // isAssignment reports whether a line only assigns shell variables
@@ -368,6 +438,11 @@ func (r *readmeRun) build(t *testing.T, cmds []readmeCmd) {
 		for _, m := range goRunRE.FindAllStringSubmatch(c.text, -1) {
 			if !slices.Contains(pkgs, m[1]) {
 				pkgs = append(pkgs, m[1])
+			}
+		}
+		for _, m := range goBuildRE.FindAllStringSubmatch(c.text, -1) {
+			if !slices.Contains(pkgs, m[2]) {
+				pkgs = append(pkgs, m[2])
 			}
 		}
 	}
@@ -442,7 +517,7 @@ func (r *readmeRun) script(t *testing.T, c readmeCmd) (string, bool) {
 		}
 	}
 	s := strings.Join(append(slices.Clone(c.assign), c.text), "\n")
-	s = goRunRE.ReplaceAllStringFunc(s, func(m string) string { return filepath.Base(goRunRE.FindStringSubmatch(m)[1]) })
+	s = r.builtBinaries(s)
 	if r.httpAddr != "" {
 		s = strings.ReplaceAll(s, readmeHTTPAddr, r.httpAddr)
 		s = strings.ReplaceAll(s, readmeNATSAddr, r.natsAddr)
@@ -459,6 +534,16 @@ func (r *readmeRun) script(t *testing.T, c readmeCmd) (string, bool) {
 		s = strings.ReplaceAll(s, tm.literal, v.UTC().Format(time.RFC3339Nano))
 	}
 	return s, true
+}
+
+// builtBinaries replaces in s `go run ./PKG` by the binary built from ./PKG
+// (in PATH), and `go build -o FILE ./PKG` by a copy of it to FILE.
+func (r *readmeRun) builtBinaries(s string) string {
+	s = goRunRE.ReplaceAllStringFunc(s, func(m string) string { return filepath.Base(goRunRE.FindStringSubmatch(m)[1]) })
+	return goBuildRE.ReplaceAllStringFunc(s, func(m string) string {
+		sm := goBuildRE.FindStringSubmatch(m)
+		return "cp -f '" + filepath.Join(r.bin, filepath.Base(sm[2])) + "' " + sm[1]
+	})
 }
 
 // startServer starts the README's serve command on free ports and reads
@@ -963,3 +1048,305 @@ func readmeGoIntegration(ctx context.Context, id, providerAPI string) (*http.Res
 }
 
 var _ = readmeGoIntegration
+
+// A README block run as one bash script (an entry with script set).
+
+// readmeScriptWait bounds a script block's run to its last line, its own
+// waits included; its script check waits at most readmeCommandWait for each
+// thing it waits for, and stopping its jobs takes at most readmeStopWait.
+const readmeScriptWait = 60 * time.Second
+
+// What runScript adds to a script block's output.
+const (
+	scriptEnd    = "README-TEST: end of block"
+	scriptFailed = "README-TEST: failed" // + " <script line> <exit status>"
+	scriptJob    = "README-TEST: job"    // + " <pid> <exit status>" for each job stopped
+)
+
+var (
+	loopbackRE = regexp.MustCompile(`\b127\.0\.0\.1:[0-9]+\b`)
+	jobsRE     = regexp.MustCompile(`^\[\d+\][+-]?\s+(\d+)\s+(Running|Done|Exit \d+|[A-Z][a-z]+)\s+(.*)$`)
+	traceRE    = regexp.MustCompile(`^\++(\d+) `)
+)
+
+// readmeScript is a README block run as one script, as its script check
+// sees it.
+type readmeScript struct {
+	line  int               // of the block's first line in README.md
+	dir   string            // its working directory
+	out   []string          // what it printed (stdout and stderr) up to its last line
+	addrs map[string]string // 127.0.0.1:PORT as the README writes it -> the address the test gave instead
+	env   map[string]string // its environment after its last line (what it exported)
+	log   *lineLog          // all it prints, its jobs' output after its last line included
+}
+
+// tail is the end of what the block and its jobs printed so far, for a
+// failure message.
+func (s *readmeScript) tail() string { return s.log.tail(40) }
+
+// addr returns the address the test gave for the README's address a.
+func (s *readmeScript) addr(t *testing.T, a string) string {
+	t.Helper()
+	v, ok := s.addrs[a]
+	if !ok {
+		t.Fatalf("README.md:%d: the block does not use %s any more: update its script check", s.line, a)
+	}
+	return v
+}
+
+// runScript runs the block b as one bash script, the way a user pastes it
+// whole into a shell, in a temporary directory of its own:
+//
+//   - Every 127.0.0.1:PORT of the block (and serve's default addresses,
+//     which its serves take without --http or --nats-listen: they get the
+//     same ports through TOKENLINE_HTTP and TOKENLINE_NATS_LISTEN, and the
+//     client's default server through TOKENLINE_SERVER) is replaced by a
+//     free port, the same for the same address throughout the block.
+//     `go build -o FILE ./PKG` and `go run ./PKG` use the built binaries.
+//   - It runs with `set -e`: the first command that fails stops it, and the
+//     test names that README line. It must run to its last line within
+//     readmeScriptWait (else the test names the line it was running).
+//   - Then, with the block's background jobs still running, the entry's
+//     script check runs. Then the jobs are stopped, the last started first
+//     (as a user would: an instance before the NATS server it uses): bash
+//     sends each SIGTERM and waits for it; each must have run until then
+//     and stop with status 0 (or by the signal). Whatever is left of the
+//     block's process group is then killed.
+func (r *readmeRun) runScript(t *testing.T, b *readmeBlock) {
+	t.Helper()
+	c := readmeCases[b.k]
+	dir := t.TempDir()
+	body := r.builtBinaries(strings.Join(b.lines, "\n"))
+
+	addrs := map[string]string{readmeHTTPAddr: "", readmeNATSAddr: ""}
+	for _, a := range loopbackRE.FindAllString(body, -1) {
+		if !strings.HasSuffix(a, ":0") {
+			addrs[a] = ""
+		}
+	}
+	var ls []net.Listener
+	for a := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		addrs[a] = l.Addr().String()
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	body = loopbackRE.ReplaceAllStringFunc(body, func(a string) string { return cmp.Or(addrs[a], a) })
+
+	// Line 1 is the test's, then the block's lines, one for one: the
+	// block's line n is the script's line n+1.
+	script := `set -e; trap 'echo "` + scriptFailed + ` $LINENO $?"' ERR; exec 9>.readme-trace; BASH_XTRACEFD=9; PS4='+$LINENO '; set -x` + "\n" +
+		body + "\n" +
+		"set +ex; trap - ERR; env -0 >.readme-env; echo '" + scriptEnd + "'\n" +
+		`trap 'jobs -l; for p in $(jobs -p | tac); do kill -TERM $p; wait $p; echo "` + scriptJob + ` $p $?"; done; exit 0' TERM` + "\n" +
+		"while :; do sleep 0.2; done\n" // not wait: it would forget the jobs that ended (jobs -l reports them)
+	env := append(r.baseEnv(), "TOKENLINE_HTTP="+addrs[readmeHTTPAddr], "TOKENLINE_NATS_LISTEN="+addrs[readmeNATSAddr],
+		"TOKENLINE_SERVER=http://"+addrs[readmeHTTPAddr])
+	readmeLine := func(scriptLine string) string {
+		var n int
+		if _, err := fmt.Sscan(scriptLine, &n); err != nil || n < 2 || n-2 >= len(b.lines) {
+			return fmt.Sprintf("README.md:%d (the block's end)", b.line)
+		}
+		return fmt.Sprintf("README.md:%d `%s`", b.line+n-2, strings.TrimSpace(b.lines[n-2]))
+	}
+
+	// From a file: `bash -c` forgets jobs that ended before `jobs -l` runs.
+	if err := os.WriteFile(filepath.Join(dir, ".readme-block.sh"), []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := startProcess("exec bash .readme-block.sh", dir, env)
+	if err != nil {
+		t.Fatalf("README.md:%d: %v", b.line, err)
+	}
+	pgid := p.cmd.Process.Pid
+	ended := false
+	t0 := time.Now()
+	var ran, checked time.Duration
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM) // bash's trap stops the jobs
+		select {
+		case <-p.exited:
+		case <-time.After(readmeStopWait):
+			t.Errorf("README.md:%d: the block's jobs did not stop in %s after SIGTERM:\n%s", b.line, readmeStopWait, p.out.tail(30))
+		}
+		_ = syscall.Kill(-pgid, syscall.SIGKILL) // anything left of the block
+		<-p.exited
+		if !ended {
+			return
+		}
+		t.Logf("README.md:%d block run as a script: to its end %s, checks %s, its jobs stopped %s", b.line,
+			ran.Round(time.Millisecond), checked.Round(time.Millisecond), (time.Since(t0) - ran - checked).Round(time.Millisecond))
+		end, _, _ := p.out.waitFor(0, 0, func(l string) bool { return l == scriptEnd })
+		_, _, _ = p.out.waitFor(0, readmeStopWait, func(string) bool { return false }) // until the jobs closed the output
+		cmds := map[string]string{}
+		all := p.out.all()
+		for i, l := range all[end+1:] {
+			if m := jobsRE.FindStringSubmatch(l); m != nil {
+				cmds[m[1]] = m[3]
+				if m[2] != "Running" && m[2] != "Done" {
+					t.Errorf("README.md:%d: the block's background job `%s` ended (%s) before the block's checks were done. Output until then:\n%s",
+						b.line, m[3], m[2], strings.Join(all[max(0, end+1+i-40):end+1+i], "\n"))
+				}
+			}
+			if f := strings.Fields(strings.TrimPrefix(l, scriptJob)); strings.HasPrefix(l, scriptJob) && len(f) == 2 && f[1] != "0" && f[1] != "143" {
+				t.Errorf("README.md:%d: the block's background job `%s` exited %s on SIGTERM, want 0 (stopped cleanly):\n%s", b.line, cmds[f[0]], f[1], p.out.tail(30))
+			}
+		}
+	}()
+
+	// Wait for the block's last line (or a failed line, or bash's exit).
+	deadline := time.Now().Add(readmeScriptWait)
+	var last string
+	for last == "" {
+		if _, l, ok := p.out.waitFor(0, 200*time.Millisecond, func(l string) bool {
+			return l == scriptEnd || strings.HasPrefix(l, scriptFailed)
+		}); ok {
+			last = l
+			break
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("README.md:%d: the block's script exited (%v) before its end:\n%s", b.line, p.err, p.out.tail(40))
+		default:
+		}
+		if time.Now().After(deadline) {
+			running := "?"
+			if tr, err := os.ReadFile(filepath.Join(dir, ".readme-trace")); err == nil {
+				lines := strings.Split(strings.TrimSpace(string(tr)), "\n")
+				for i := len(lines) - 1; i >= 0 && running == "?"; i-- {
+					if m := traceRE.FindStringSubmatch(lines[i]); m != nil {
+						running = m[1]
+					}
+				}
+			}
+			t.Fatalf("README.md:%d: the block did not run to its end in %s; it was running %s. Output:\n%s",
+				b.line, readmeScriptWait, readmeLine(running), p.out.tail(40))
+		}
+	}
+	if f := strings.Fields(strings.TrimPrefix(last, scriptFailed)); strings.HasPrefix(last, scriptFailed) && len(f) == 2 {
+		t.Fatalf("%s failed (exit status %s); the block stops there (set -e). Output:\n%s", readmeLine(f[0]), f[1], p.out.tail(40))
+	}
+	ended = true
+	ran = time.Since(t0)
+
+	s := &readmeScript{line: b.line, dir: dir, addrs: addrs, env: map[string]string{}, log: p.out}
+	i, _, _ := p.out.waitFor(0, 0, func(l string) bool { return l == scriptEnd })
+	s.out = p.out.all()[:i]
+	e, err := os.ReadFile(filepath.Join(dir, ".readme-env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(e), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			s.env[k] = v
+		}
+	}
+	before := t.Failed()
+	c.script(t, s)
+	checked = time.Since(t0) - ran
+	if !before && t.Failed() {
+		t.Logf("(the failure above is the block at README.md:%d, run as a script)", b.line)
+	}
+}
+
+// checkSharedSandbox: the block prints the sandbox's stats, both instances
+// become ready, and a connection created and authorised on the first is
+// handed out by the second (one NATS, one vault key).
+func checkSharedSandbox(t *testing.T, s *readmeScript) {
+	stats := false
+	for _, l := range s.out {
+		var st map[string]any
+		if json.Unmarshal([]byte(l), &st) == nil {
+			if _, ok := st["refresh_token_reuse"]; ok {
+				stats = true
+			}
+		}
+	}
+	if !stats {
+		t.Errorf("the block printed no sandbox stats with refresh_token_reuse:\n%s", s.tail())
+	}
+	token := s.env["TOKENLINE_API_TOKEN"]
+	if token == "" {
+		t.Fatal("the block exported no TOKENLINE_API_TOKEN")
+	}
+	a, b := "http://"+s.addr(t, "127.0.0.1:8080"), "http://"+s.addr(t, "127.0.0.1:8081")
+	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	call := func(method, u, body string) (int, []byte, error) {
+		req, _ := http.NewRequest(method, u, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		out, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, out, err
+	}
+	// until polls u until it answers 200, at most readmeCommandWait.
+	until := func(what, u string) []byte {
+		t.Helper()
+		var code int
+		var out []byte
+		var err error
+		for deadline := time.Now().Add(readmeCommandWait); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if code, out, err = call(http.MethodGet, u, ""); err == nil && code == http.StatusOK {
+				return out
+			}
+		}
+		t.Fatalf("%s: GET %s did not answer 200 in %s: status %d, error %v:\n%s\nThe block's output:\n%s",
+			what, u, readmeCommandWait, code, err, out, s.tail())
+		return nil
+	}
+	until("instance a ready", a+"/readyz")
+	until("instance b ready", b+"/readyz")
+
+	code, out, err := call(http.MethodPost, a+"/v1/connections", `{"provider":"sandbox","scopes":["users:read"]}`)
+	var conn struct{ ID string }
+	if err == nil {
+		err = json.Unmarshal(out, &conn)
+	}
+	if code != http.StatusCreated || err != nil || !domain.ValidConnectionID(conn.ID) {
+		t.Fatalf("create on instance a: status %d, error %v:\n%s", code, err, out)
+	}
+	code, out, err = call(http.MethodPost, a+"/v1/connections/"+conn.ID+"/authorize", "")
+	var auth struct {
+		URL string `json:"authorize_url"`
+	}
+	if err == nil {
+		err = json.Unmarshal(out, &auth)
+	}
+	if code != http.StatusOK || err != nil || !strings.HasPrefix(auth.URL, "http://"+s.addr(t, "127.0.0.1:9096")+"/sandbox/") {
+		t.Fatalf("authorize on instance a: want the shared sandbox's authorize_url: status %d, error %v:\n%s", code, err, out)
+	}
+	// --consent approve: the sandbox redirects to a's callback at once.
+	resp, err := noFollow.Get(auth.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode/100 != 3 || !strings.HasPrefix(loc, a+"/oauth/callback?code=") {
+		t.Fatalf("the sandbox (consent approve): status %d, Location %q; want a redirect to instance a's callback with a code", resp.StatusCode, loc)
+	}
+	if resp, err = noFollow.Get(loc); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("instance a's callback: status %d, want 303", resp.StatusCode)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(until("the token through instance b", b+"/v1/connections/"+conn.ID+"/token"), &tok); err != nil || tok.AccessToken == "" {
+		t.Errorf("instance b's token answer has no access_token (%v)", err)
+	}
+}
