@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/tokenline/tokenline/adapters/secretfile"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -118,19 +118,9 @@ func loadOrCreateSeed(path string) (string, error) {
 }
 
 func readSeed(path string) (string, error) {
-	fi, err := os.Stat(path)
+	data, err := secretfile.Read(path, "natsserver: identity file")
 	if err != nil {
-		return "", fmt.Errorf("natsserver: identity file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("natsserver: identity file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("natsserver: identity file %s has mode %04o and is accessible to group or others; run: chmod 600 %s", path, perm, path)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("natsserver: identity file: %w", err)
+		return "", err
 	}
 	defer clear(data)
 	pub, err := seedPublicKey(data)
@@ -173,33 +163,8 @@ func createSeed(path string) error {
 	text := append(bytes.Clone(seed), '\n')
 	clear(seed)
 	defer clear(text)
-
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".nkey-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("natsserver: create identity file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	err = tmp.Chmod(0o600)
-	if err == nil {
-		_, err = tmp.Write(text)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("natsserver: write identity file: %w", err)
-	}
-	// Link fails if path exists: exactly one of several racing creators wins.
-	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("natsserver: create identity file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil { // make the new name durable
-		_ = d.Sync()
-		d.Close()
+	if err := secretfile.Create(path, text, "identity file"); err != nil {
+		return fmt.Errorf("natsserver: %w", err)
 	}
 	return nil
 }

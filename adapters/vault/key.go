@@ -9,9 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/tokenline/tokenline/adapters/secretfile"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -50,19 +49,9 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 
 // readKeyFile checks the file's type and permissions and parses it.
 func readKeyFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
+	data, err := secretfile.Read(path, "vault: key file")
 	if err != nil {
-		return nil, fmt.Errorf("vault: key file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("vault: key file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("vault: key file %s has mode %04o and is accessible to group or others; run: chmod 600 %s", path, perm, path)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("vault: key file: %w", err)
+		return nil, err
 	}
 	defer clear(data)
 	key, err := parseKeyFile(data)
@@ -103,42 +92,13 @@ func isHex(b []byte) bool {
 // createKeyFile writes a new random key to path unless a file appeared there
 // meanwhile (then that one wins).
 func createKeyFile(path string) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("vault: create key file directory: %w", err)
-	}
 	key := make([]byte, KeySize)
 	rand.Read(key) // never fails (crypto/rand, Go 1.24+)
 	text := []byte(hex.EncodeToString(key) + "\n")
 	clear(key)
 	defer clear(text)
-
-	tmp, err := os.CreateTemp(dir, ".vault-key-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("vault: create key file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("vault: create key file: %w", err)
-	}
-	_, err = tmp.Write(text)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("vault: write key file: %w", err)
-	}
-	// Link fails if path exists: exactly one of several racing creators wins.
-	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("vault: create key file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil { // make the new name durable
-		_ = d.Sync()
-		d.Close()
+	if err := secretfile.Create(path, text, "vault key file"); err != nil {
+		return fmt.Errorf("vault: %w", err)
 	}
 	return nil
 }

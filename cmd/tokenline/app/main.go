@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/tokenline/tokenline/adapters/secretfile"
 	"io"
 	"log/slog"
 	"net"
@@ -354,17 +355,7 @@ func (m *Main) loadAPIToken() error {
 // readAPITokenFile reads the API token file, refusing one that is not a
 // regular file or that group or others may access (as the vault key file).
 func readAPITokenFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("api token file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("api token file %s has mode %04o and is accessible to group or others; run: chmod 600 %s", path, perm, path)
-	}
-	return os.ReadFile(path)
+	return secretfile.Read(path, "api token file")
 }
 
 // APIToken returns the bearer token of the /v1 API.
