@@ -234,7 +234,10 @@ func scrub(msg, list string) string {
 			} else {
 				secrets = append(secrets, u.User.Username())
 			}
-		} else if at := strings.LastIndex(p, "@"); at >= 0 {
+		}
+		// The user information as written, too: an error may quote it
+		// undecoded (a password with %-escapes).
+		if at := strings.LastIndex(p, "@"); at >= 0 {
 			userinfo := p[:at]
 			if i := strings.Index(userinfo, "://"); i >= 0 {
 				userinfo = userinfo[i+3:]

@@ -13,8 +13,8 @@ func FuzzRedactURLs(f *testing.F) {
 	f.Add("", "tok3n-only", "[::1]:4222/%zz", "")
 	f.Add("u", "p@ss-word", "h:1,nats://v:w0rdword@h2:2", "tls://x")
 	f.Fuzz(func(t *testing.T, user, pass, host, other string) {
-		if len(pass) < 6 || strings.ContainsAny(pass, "@,/ ") || strings.Contains(host+other+user, pass) || strings.Contains("redacted", pass) ||
-			strings.Contains(host, "@") { // an @ in the host would make it part of the user information
+		if len(pass) < 6 || strings.ContainsAny(pass, "@,/ ?#") || strings.Contains(host+other+user, pass) || strings.Contains("redacted", pass) ||
+			strings.Contains(host, "@") || strings.ContainsAny(user, ":@/?#") { // an @ in the host, a : in the user: the password would be another string
 
 			return
 		}
