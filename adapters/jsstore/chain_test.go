@@ -246,3 +246,31 @@ func TestStreamShapeGuarded(t *testing.T) {
 	}
 	var _ jetstream.StreamConfig = cfg
 }
+
+// The buckets are guarded too: a KV bucket given an age limit (its history
+// silently dropped) and an object store with one are reported by name.
+func TestBucketShapeGuarded(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := open(t, srv.Connect(t))
+	js := st.JetStream()
+	if _, err := js.CreateKeyValue(ctxT(t), jetstream.KeyValueConfig{Bucket: "guarded_kv"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateObjectStore(ctxT(t), jetstream.ObjectStoreConfig{Bucket: "guarded_obj"}); err != nil {
+		t.Fatal(err)
+	}
+	buckets := map[string]time.Duration{"guarded_kv": 0, "OBJ_guarded_obj": 0}
+	if err := st.CheckShape(ctxT(t), buckets); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.UpdateKeyValue(ctxT(t), jetstream.KeyValueConfig{Bucket: "guarded_kv", TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.UpdateObjectStore(ctxT(t), jetstream.ObjectStoreConfig{Bucket: "guarded_obj", TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	err := st.CheckShape(ctxT(t), buckets)
+	if !errors.Is(err, jsstore.ErrShape) || !strings.Contains(err.Error(), "bucket guarded_kv: max_age is 1m0s") || !strings.Contains(err.Error(), "bucket OBJ_guarded_obj: max_age is 1m0s") {
+		t.Fatalf("bucket shape check: %v", err)
+	}
+}

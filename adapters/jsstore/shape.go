@@ -95,8 +95,9 @@ func shapeError(stream string, problems []string) error {
 
 // CheckShape reads the event stream's and the checkpoint stream's
 // configuration and compares them with what tokenline requires, and, for
-// each bucket named, its stream's replicas and age limit (buckets: name ->
-// required max age, 0 for none). It returns nil, an error wrapping
+// each bucket named, its stream's replicas and age limit (buckets: KV bucket
+// name, or "OBJ_<name>" for an object store -> required max age, 0 for
+// none). It returns nil, an error wrapping
 // ErrShape that says what differs, or the error reading the configuration.
 func (s *Store) CheckShape(ctx context.Context, buckets map[string]time.Duration) error {
 	var errs []error
@@ -120,7 +121,11 @@ func (s *Store) CheckShape(ctx context.Context, buckets map[string]time.Duration
 	}
 	slices.Sort(names)
 	for _, b := range names {
-		st, err := s.js.Stream(ctx, "KV_"+b)
+		stream := "KV_" + b
+		if strings.HasPrefix(b, "OBJ_") { // an object store, named by its stream
+			stream = b
+		}
+		st, err := s.js.Stream(ctx, stream)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("jsstore: bucket %s: %w", b, err))
 			continue

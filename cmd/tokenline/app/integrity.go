@@ -127,7 +127,12 @@ func (m *Main) startIntegrity(ctx context.Context) error {
 func (m *Main) checkShape(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err := m.Store.CheckShape(cctx, map[string]time.Duration{vault.DefaultBucket: 0})
+	err := m.Store.CheckShape(cctx, map[string]time.Duration{
+		vault.DefaultBucket:              0,
+		vault.DefaultAttemptsBucket:      m.attemptsTTL(),
+		jsstore.PositionsBucket:          0,
+		"OBJ_" + jsstore.SnapshotsBucket: 0,
+	})
 	if err != nil && !errors.Is(err, jsstore.ErrShape) {
 		if ctx.Err() != nil {
 			return

@@ -199,7 +199,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	m.Proj = newProjections(m)
-	if m.Attempts, err = vault.OpenAttempts(ctx, m.Store.JetStream(), key, m.Config.AuthorisationTTL+time.Hour, m.Config.Replicas); err != nil {
+	if m.Attempts, err = vault.OpenAttempts(ctx, m.Store.JetStream(), key, m.attemptsTTL(), m.Config.Replicas); err != nil {
 		return err
 	}
 	endpoints := map[string]domain.TokenEndpoint{}
@@ -357,6 +357,10 @@ func (m *Main) loadAPIToken() error {
 func readAPITokenFile(path string) ([]byte, error) {
 	return secretfile.Read(path, "api token file")
 }
+
+// attemptsTTL is how long the attempts bucket keeps an entry: a little
+// more than an attempt lives.
+func (m *Main) attemptsTTL() time.Duration { return m.Config.AuthorisationTTL + time.Hour }
 
 // APIToken returns the bearer token of the /v1 API.
 func (m *Main) APIToken() string { return m.apiToken }
