@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -39,6 +40,10 @@ type streamFacts struct {
 	LatencyP50 time.Duration `json:"refresh_latency_p50_ns"`
 	LatencyP99 time.Duration `json:"refresh_latency_p99_ns"`
 	LatencyMax time.Duration `json:"refresh_latency_max_ns"`
+	// DiedHolding maps a connection whose refresh lease was recovered as
+	// lost (terminal lease_expired: rotated_tokens_lost) to the instance
+	// that held that lease (its refresh.started actor, "instance/" trimmed).
+	DiedHolding map[string]string `json:"-"`
 	// FirstAt and LastAt are the times of the phase's first and last event.
 	FirstAt   time.Time `json:"first_event_at,omitzero"`
 	LastAt    time.Time `json:"last_event_at,omitzero"`
@@ -56,10 +61,12 @@ func analyse(evs []scanEvent, bounds []uint64, lastSeq uint64) []streamFacts {
 	}
 	for i := range out {
 		out[i].TerminalCodes = map[string]int{}
+		out[i].DiedHolding = map[string]string{}
 	}
 	type open struct {
 		started time.Time
 		seq     uint64
+		actor   string
 	}
 	opens := map[string]*open{}
 	doubled := map[[2]any]bool{} // (phase, connection) counted once
@@ -92,7 +99,7 @@ func analyse(evs []scanEvent, bounds []uint64, lastSeq uint64) []streamFacts {
 				doubled[[2]any{p, conn}] = true
 				f.DoubleStarted++
 			}
-			opens[conn] = &open{started: e.Time, seq: e.Seq}
+			opens[conn] = &open{started: e.Time, seq: e.Seq, actor: strings.TrimPrefix(e.Actor, "instance/")}
 		case "refresh.succeeded":
 			f.Succeeded++
 			if o := opens[conn]; o != nil {
@@ -115,6 +122,9 @@ func analyse(evs []scanEvent, bounds []uint64, lastSeq uint64) []streamFacts {
 			}
 			if d.ErrorCode == "lease_expired" {
 				f.LeaseExpired++
+				if o := opens[conn]; d.Terminal && o != nil {
+					f.DiedHolding[strings.TrimPrefix(conn, "tokenline.conn.")] = o.actor
+				}
 			}
 			if opens[conn] == nil {
 				f.Orphans++

@@ -141,3 +141,33 @@ func TestAnalyseEmptyWindow(t *testing.T) {
 		t.Fatalf("%+v", got)
 	}
 }
+
+// A connection lost as rotated_tokens_lost in phase a is excused only when
+// the killed instance held its lease; a loss whose lease another instance
+// held, or another reason, stays a violation.
+func TestKilledHolderExcused(t *testing.T) {
+	evs := []scanEvent{
+		ev(1, "c1", "refresh.started", "e1", 0, ""),
+		ev(2, "c2", "refresh.started", "e2", 0, ""),
+		ev(3, "c1", "refresh.failed", "e3", time.Second, `{"terminal":true,"error_code":"lease_expired"}`),
+		ev(4, "c2", "refresh.failed", "e4", time.Second, `{"terminal":true,"error_code":"lease_expired"}`),
+	}
+	evs[0].Actor, evs[1].Actor = "instance/t1", "instance/t2"
+	facts := analyse(evs, []uint64{1}, 4)
+	if facts[0].DiedHolding["c1"] != "t1" || facts[0].DiedHolding["c2"] != "t2" {
+		t.Fatalf("DiedHolding = %v", facts[0].DiedHolding)
+	}
+	p := phaseReport{Name: "a", Target: "t1", Stream: facts[0], Lost: 3,
+		LostReasons: map[string]int{"rotated_tokens_lost": 2, "refresh_retries_exhausted": 1},
+		lostIDs:     map[string]string{"c1": "rotated_tokens_lost", "c2": "rotated_tokens_lost", "c3": "refresh_retries_exhausted"}}
+	p.excuseKilledHolder()
+	if p.DiedWithKilled != 1 || p.Lost != 2 || p.LostReasons["rotated_tokens_lost"] != 1 {
+		t.Fatalf("after excusing: died %d, lost %d %v", p.DiedWithKilled, p.Lost, p.LostReasons)
+	}
+	q := phaseReport{Name: "b", Target: "t1", Stream: facts[0], Lost: 1, LostReasons: map[string]int{"rotated_tokens_lost": 1},
+		lostIDs: map[string]string{"c1": "rotated_tokens_lost"}}
+	q.excuseKilledHolder()
+	if q.DiedWithKilled != 0 || q.Lost != 1 {
+		t.Fatal("a loss in a phase that killed no tokenline instance was excused")
+	}
+}
