@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -21,7 +20,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
-	"github.com/tokenline/tokenline/adapters/natsserver"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
@@ -49,7 +47,8 @@ var tailTypeWidth = func() int {
 }()
 
 func newEventsTailCommand() *cobra.Command {
-	var natsURL, creds, connection string
+	var natsConn readerNATS
+	var connection string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "tail",
@@ -66,8 +65,6 @@ func newEventsTailCommand() *cobra.Command {
 			"--creds takes a .creds file (user JWT and seed) or a file holding a user nkey seed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			natsURL = cmp.Or(natsURL, strings.TrimSpace(os.Getenv(envClientNATSURL)), DefaultNATSURL)
-			creds = cmp.Or(creds, strings.TrimSpace(os.Getenv(envNATSCreds)))
 			subject := events.SubjectAll
 			if connection != "" {
 				if !domain.ValidConnectionID(connection) {
@@ -77,9 +74,9 @@ func newEventsTailCommand() *cobra.Command {
 			}
 			ctx, stop := commandContext(cmd)
 			defer stop()
-			nc, err := natsserver.Connect(ctx, natsURL, natsserver.ConnectOptions{CredsFile: creds, Name: "tokenline-cli/events-tail"})
+			nc, err := natsConn.connect(ctx, "tokenline-cli/events-tail")
 			if err != nil {
-				return fmt.Errorf("%w (set --nats-url or %s to tokenline's NATS, and --creds to the reader nkey seed file)", err, envClientNATSURL)
+				return err
 			}
 			defer nc.Close()
 
@@ -162,8 +159,7 @@ func newEventsTailCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&connection, "connection", "", "only this connection's events")
-	fs.StringVar(&natsURL, "nats-url", "", "NATS URL, or a comma-separated list (env "+envClientNATSURL+", default "+DefaultNATSURL+")")
-	fs.StringVar(&creds, "creds", "", "NATS credentials: a .creds file or a user nkey seed file such as <data dir>/nats-reader.nk (env "+envNATSCreds+")")
+	natsConn.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print each CloudEvent as one JSON line")
 	return cmd
 }

@@ -5,25 +5,22 @@ package app
 // only, so a NATS identity that may read them suffices.
 
 import (
-	"cmp"
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
-	"github.com/tokenline/tokenline/adapters/natsserver"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
 
 func newVerifyCommand() *cobra.Command {
-	var natsURL, creds, connection, stream, publicKey string
+	var natsConn readerNATS
+	var connection, stream, publicKey string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -37,8 +34,6 @@ func newVerifyCommand() *cobra.Command {
 		Example: "  tokenline verify --public-key \"$(curl -s -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/v1/signing-key | jq -r .key)\"",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			natsURL = cmp.Or(natsURL, strings.TrimSpace(os.Getenv(envClientNATSURL)), DefaultNATSURL)
-			creds = cmp.Or(creds, strings.TrimSpace(os.Getenv(envNATSCreds)))
 			if connection != "" && !domain.ValidConnectionID(connection) {
 				return fmt.Errorf("--connection %q: a connection id is a lowercase UUID", connection)
 			}
@@ -51,9 +46,9 @@ func newVerifyCommand() *cobra.Command {
 			}
 			ctx, stop := commandContext(cmd)
 			defer stop()
-			nc, err := natsserver.Connect(ctx, natsURL, natsserver.ConnectOptions{CredsFile: creds, Name: "tokenline-cli/verify"})
+			nc, err := natsConn.connect(ctx, "tokenline-cli/verify")
 			if err != nil {
-				return fmt.Errorf("%w (set --nats-url or %s to tokenline's NATS)", err, envClientNATSURL)
+				return err
 			}
 			defer nc.Close()
 			st, err := jsstore.OpenReader(ctx, nc, jsstore.Config{Stream: stream})
@@ -84,8 +79,7 @@ func newVerifyCommand() *cobra.Command {
 	fs.StringVar(&connection, "connection", "", "only this connection's events (and its checkpointed heads)")
 	fs.StringVar(&publicKey, "public-key", "", "the checkpoint signing key, \"ed25519:<base64>\" (GET /v1/signing-key)")
 	fs.StringVar(&stream, "stream", jsstore.DefaultStream, "the event stream's name")
-	fs.StringVar(&natsURL, "nats-url", "", "NATS URL, or a comma-separated list (env "+envClientNATSURL+", default "+DefaultNATSURL+")")
-	fs.StringVar(&creds, "creds", "", "NATS credentials file (env "+envNATSCreds+")")
+	natsConn.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
