@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -20,10 +21,11 @@ import (
 
 // instance is one `tokenline serve` process.
 type instance struct {
-	name string
-	base string // http://127.0.0.1:port
-	proc *proc
-	api  *client.Client
+	name    string
+	dataDir string
+	base    string // http://127.0.0.1:port
+	proc    *proc
+	api     *client.Client
 }
 
 // fleet is the tokenline instances and the front (the one public URL every
@@ -43,6 +45,14 @@ type fleetConfig struct {
 	issuer, clientID, secret string
 	refreshLease, gateMargin time.Duration
 	publicPort               int
+	// natsListen (with natsURL empty) runs each instance on its embedded
+	// NATS server, listening there (the scale run: one instance).
+	natsListen string
+	// logLevel is tokenline's --log-level (default warn).
+	logLevel string
+	// defaults leaves --refresh-lease and --gate-expiry-margin at
+	// tokenline's own defaults (the production configuration).
+	defaults bool
 }
 
 // newFleet registers the instances with sup and starts the front; start the
@@ -62,17 +72,23 @@ func newFleet(sup *supervisor, cfg fleetConfig) (*fleet, error) {
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
 		in := &instance{name: name, base: "http://" + addr}
-		in.proc = sup.add(&proc{
-			name: name, path: cfg.bin,
-			args: []string{"serve", "--http", addr, "--data-dir", dir, "--replicas", "3", "--instance", name,
-				"--provider", "custom", "--provider-name", "sandbox", "--issuer", cfg.issuer, "--client-id", cfg.clientID,
-				"--public-url", f.publicURL, "--refresh-lease", cfg.refreshLease.String(),
-				"--gate-expiry-margin", cfg.gateMargin.String(), "--log-level", "warn"},
-			// Secrets travel in the environment, not in argv (ps shows argv).
-			env: []string{"TOKENLINE_NATS_URL=" + cfg.natsURL, "TOKENLINE_VAULT_KEY=" + vaultKey,
-				"TOKENLINE_API_TOKEN=" + f.apiToken, "TOKENLINE_CLIENT_SECRET=" + cfg.secret},
-			logPath: filepath.Join(cfg.root, "logs", name+".log"),
-		})
+		args := []string{"serve", "--http", addr, "--data-dir", dir, "--instance", name,
+			"--provider", "custom", "--provider-name", "sandbox", "--issuer", cfg.issuer, "--client-id", cfg.clientID,
+			"--public-url", f.publicURL, "--log-level", cmp.Or(cfg.logLevel, "warn")}
+		if !cfg.defaults {
+			args = append(args, "--refresh-lease", cfg.refreshLease.String(), "--gate-expiry-margin", cfg.gateMargin.String())
+		}
+		// Secrets travel in the environment, not in argv (ps shows argv).
+		env := []string{"TOKENLINE_VAULT_KEY=" + vaultKey, "TOKENLINE_API_TOKEN=" + f.apiToken, "TOKENLINE_CLIENT_SECRET=" + cfg.secret}
+		if cfg.natsURL != "" {
+			args = append(args, "--replicas", "3")
+			env = append(env, "TOKENLINE_NATS_URL="+cfg.natsURL)
+		} else {
+			args = append(args, "--nats-listen", cfg.natsListen)
+		}
+		in.dataDir = dir
+		in.proc = sup.add(&proc{name: name, path: cfg.bin, args: args, env: env,
+			logPath: filepath.Join(cfg.root, "logs", name+".log")})
 		// No retries: every request is one attempt, bounded at 10 s.
 		in.api, err = client.New(in.base, f.apiToken, client.WithTimeout(10*time.Second))
 		if err != nil {

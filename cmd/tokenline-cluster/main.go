@@ -131,6 +131,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "scale" {
+		return runScale(args[1:], stdout, stderr)
+	}
 	opt, err := parseFlags(args, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
@@ -223,7 +226,7 @@ func (r *runner) cleanup(keep bool) {
 }
 
 // build compiles nats-server and tokenline into dir.
-func build(ctx context.Context, dir string) (natsBin, tlBin string, err error) {
+func build(ctx context.Context, dir string, withNATS bool) (natsBin, tlBin string, err error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", "", fmt.Errorf("go env GOMOD: %w", err)
@@ -239,10 +242,11 @@ func build(ctx context.Context, dir string) (natsBin, tlBin string, err error) {
 		return "", "", fmt.Errorf("%s is not the tokenline module: run the scenario from the tokenline repository", root)
 	}
 	natsBin, tlBin = filepath.Join(dir, "nats-server"), filepath.Join(dir, "tokenline")
-	for _, b := range [][]string{
-		{"build", "-o", natsBin, "github.com/nats-io/nats-server/v2"},
-		{"build", "-o", tlBin, "./cmd/tokenline"},
-	} {
+	builds := [][]string{{"build", "-o", tlBin, "./cmd/tokenline"}}
+	if withNATS {
+		builds = append(builds, []string{"build", "-o", natsBin, "github.com/nats-io/nats-server/v2"})
+	}
+	for _, b := range builds {
 		cmd := exec.CommandContext(ctx, "go", b...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -345,7 +349,7 @@ func (r *runner) scenario(ctx context.Context) (*report, error) {
 		}
 	}
 	r.logf("run directory %s; building nats-server and tokenline (the module in the current directory)", r.root)
-	natsBin, tlBin, err := build(ctx, filepath.Join(r.root, "bin"))
+	natsBin, tlBin, err := build(ctx, filepath.Join(r.root, "bin"), true)
 	if err != nil {
 		return nil, err
 	}

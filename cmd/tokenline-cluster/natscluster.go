@@ -216,40 +216,57 @@ type scanEvent struct {
 // pull consumer, from sequence 1 to the last sequence at the start of the
 // scan, bounded by timeout.
 func scanStream(ctx context.Context, nc *nats.Conn, timeout time.Duration) ([]scanEvent, streamInfo, error) {
+	var out []scanEvent
+	info, err := eachEvent(ctx, nc, timeout, true, func(e scanEvent) { out = append(out, e) })
+	return out, info, err
+}
+
+// eachEvent is scanStream that hands each event to fn instead of keeping
+// them all (the scale run reads millions). canDelete says whether the user
+// may delete consumers (the scenario's reader may; tokenline's reader
+// identity may not, and its consumer then goes away a minute after the scan).
+func eachEvent(ctx context.Context, nc *nats.Conn, timeout time.Duration, canDelete bool, fn func(scanEvent)) (streamInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, streamInfo{}, err
+		return streamInfo{}, err
 	}
 	info, err := streamState(ctx, js, streamName)
 	if err != nil {
-		return nil, info, fmt.Errorf("stream info: %w", err)
+		return info, fmt.Errorf("stream info: %w", err)
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-	_ = js.DeleteConsumer(cctx, streamName, readerConsumer)
+	name := readerConsumer
+	if canDelete {
+		_ = js.DeleteConsumer(cctx, streamName, readerConsumer)
+	} else {
+		name += "-" + randomHex(4)
+	}
 	cons, err := js.CreateOrUpdateConsumer(cctx, streamName, jetstream.ConsumerConfig{
-		Name: readerConsumer, AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+		Name: name, AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 		MemoryStorage: true, Replicas: 1, InactiveThreshold: time.Minute,
 	})
 	ccancel()
 	if err != nil {
-		return nil, info, fmt.Errorf("create consumer %s: %w", readerConsumer, err)
+		return info, fmt.Errorf("create consumer %s: %w", name, err)
 	}
 	defer func() {
+		if !canDelete {
+			return
+		}
 		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Second)
 		_ = js.DeleteConsumer(dctx, streamName, readerConsumer)
 		dcancel()
 	}()
-	var out []scanEvent
 	var last uint64
 	for last < info.LastSeq {
 		if ctx.Err() != nil {
-			return out, info, fmt.Errorf("scan stopped at sequence %d of %d: %w", last, info.LastSeq, ctx.Err())
+			return info, fmt.Errorf("scan stopped at sequence %d of %d: %w", last, info.LastSeq, ctx.Err())
 		}
 		batch, err := cons.Fetch(2000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			return out, info, err
+			return info, err
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -272,15 +289,15 @@ func scanStream(ctx context.Context, nc *nats.Conn, timeout time.Duration) ([]sc
 				Data  json.RawMessage `json:"data"`
 			}
 			_ = json.Unmarshal(m.Data(), &env)
-			out = append(out, scanEvent{Seq: last, Subject: m.Subject(), ID: env.ID,
+			fn(scanEvent{Seq: last, Subject: m.Subject(), ID: env.ID,
 				Type: strings.TrimPrefix(env.Type, "tokenline."), Actor: env.Actor, Time: env.Time, Data: env.Data})
 		}
 		if err := batch.Error(); err != nil && n == 0 {
-			return out, info, err
+			return info, err
 		}
 		if n == 0 {
 			break // nothing more within FetchMaxWait: the rest is missing
 		}
 	}
-	return out, info, nil
+	return info, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -75,6 +76,8 @@ type sandboxConfig struct {
 	redirectURI  string
 	accessTTL    time.Duration
 	refreshTTL   time.Duration
+	// maxGrants and maxCodes raise the sandbox's caps (0: its defaults).
+	maxGrants, maxCodes int
 }
 
 // startSandbox starts the provider: `tokenline sandbox` as its own process,
@@ -91,7 +94,7 @@ func startSandbox(ctx context.Context, sup *supervisor, cfg sandboxConfig) (*san
 		sb, err := sandbox.New(sandbox.Config{
 			ClientID: cfg.clientID, ClientSecret: cfg.clientSecret, RedirectURIs: []string{cfg.redirectURI},
 			AccessTokenLifetime: cfg.accessTTL, RefreshTokenLifetime: cfg.refreshTTL, Consent: sandbox.ConsentApprove,
-			AdminToken: run.adminToken, Logger: slog.New(slog.DiscardHandler),
+			AdminToken: run.adminToken, Logger: slog.New(slog.DiscardHandler), MaxGrants: cfg.maxGrants, MaxCodes: cfg.maxCodes,
 		})
 		if err != nil {
 			return nil, err
@@ -116,7 +119,9 @@ func startSandbox(ctx context.Context, sup *supervisor, cfg sandboxConfig) (*san
 			name: "sandbox", path: cfg.bin,
 			args: []string{"sandbox", "--http", addr, "--client-id", cfg.clientID, "--redirect-uri", cfg.redirectURI,
 				"--access-ttl", cfg.accessTTL.String(), "--refresh-ttl", cfg.refreshTTL.String(),
-				"--consent", "approve", "--data-dir", dir},
+				"--consent", "approve", "--data-dir", dir,
+				"--max-grants", fmt.Sprint(cmp.Or(cfg.maxGrants, sandbox.DefaultMaxGrants)),
+				"--max-codes", fmt.Sprint(cmp.Or(cfg.maxCodes, sandbox.DefaultMaxCodes))},
 			env:     []string{"TOKENLINE_SANDBOX_CLIENT_SECRET=" + cfg.clientSecret, "TOKENLINE_API_TOKEN=" + run.adminToken},
 			logPath: filepath.Join(cfg.root, "logs", "sandbox.log"),
 		})

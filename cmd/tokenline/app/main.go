@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/tokenline/tokenline/adapters/secretfile"
 	"io"
 	"log/slog"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -27,12 +27,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tokenline/tokenline/adapters/httpapi"
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/natsserver"
 	"github.com/tokenline/tokenline/adapters/provider"
 	"github.com/tokenline/tokenline/adapters/sandbox"
+	"github.com/tokenline/tokenline/adapters/secretfile"
 	"github.com/tokenline/tokenline/adapters/vault"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/domain/lifecycle"
@@ -229,6 +231,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return m.Proj.Runner.Lag(ctx)
 		},
 	}); err != nil {
+		return err
+	}
+	// The Go runtime and process collectors: heap (go_gc_heap_live_bytes is
+	// the heap the last GC found live, i.e. in use after GC), CPU, RSS.
+	if err := m.registry.Register(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)}))); err != nil {
+		return err
+	}
+	if err := m.registry.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
 		return err
 	}
 	if err := m.registerProviderMetrics(m.registry); err != nil {
