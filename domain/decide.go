@@ -78,6 +78,21 @@ type FailRefresh struct {
 	MaxAttempts int
 }
 
+// ExpireWithoutRefresh ends an active connection whose grant has no
+// refresh token once its access token has expired (at Now): there is
+// nothing to present to the token endpoint, so no refresh is started. It
+// gives refresh.failed, terminal, error code no_refresh_token, reason
+// refresh_not_granted (transition refresh.failed.not_granted, from active).
+// It is refused while the connection holds a refresh token, an access
+// token without expiry, or one that has not expired yet.
+type ExpireWithoutRefresh struct {
+	Now time.Time
+}
+
+// ErrorCodeNoRefreshToken is the error code of the refresh.failed that
+// ExpireWithoutRefresh decides.
+const ErrorCodeNoRefreshToken = "no_refresh_token"
+
 // ExtendLease moves the end of the refresh lease the caller holds to
 // LeaseUntil (later than the current end).
 type ExtendLease struct {
@@ -131,6 +146,7 @@ func (StartRefresh) command()          {}
 func (SucceedRefresh) command()        {}
 func (FailRefresh) command()           {}
 func (ExtendLease) command()           {}
+func (ExpireWithoutRefresh) command()  {}
 func (RecoverLease) command()          {}
 func (RejectAccess) command()          {}
 func (InvalidateTokens) command()      {}
@@ -313,6 +329,18 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 			ev.Class = "terminal"
 		}
 		return ev, nil
+	case ExpireWithoutRefresh:
+		if c.State == StateActive {
+			switch exp := c.Tokens.AccessTokenExpiresAt; {
+			case !c.TokensHeld || c.Tokens.RefreshTokenFP != "":
+				return nil, fmt.Errorf("%w: the connection holds a refresh token", ErrInvalidCommand)
+			case exp.IsZero():
+				return nil, fmt.Errorf("%w: the access token does not expire", ErrInvalidCommand)
+			case m.Now.Before(exp):
+				return nil, fmt.Errorf("%w: the access token expires at %s", ErrInvalidCommand, exp.Format(time.RFC3339))
+			}
+		}
+		return RefreshFailed{Terminal: true, Class: "terminal", ErrorCode: ErrorCodeNoRefreshToken, Attempt: c.TransientFailures + 1, Reason: ReasonRefreshNotGranted}, nil
 	case ExtendLease:
 		if m.LeaseUntil.IsZero() || (c.State == StateRefreshing && !m.LeaseUntil.After(c.LeaseUntil)) {
 			return nil, fmt.Errorf("%w: a lease extension must end after the current lease", ErrInvalidCommand)
@@ -335,6 +363,12 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 		// issued means a refresh cannot restore access.
 		if m.HTTPStatus == 401 && c.State == StateActive && c.RecoveringFromRejection &&
 			m.AccessTokenFP != "" && m.AccessTokenFP == c.Tokens.AccessTokenFP {
+			ev.Terminal, ev.Reason = true, ReasonAccessTokenRejected
+		}
+		// Nor can it for a grant without a refresh token: a 401 against its
+		// token (named, or not named) ends it.
+		if m.HTTPStatus == 401 && c.State == StateActive && c.TokensHeld && c.Tokens.RefreshTokenFP == "" &&
+			(m.AccessTokenFP == "" || m.AccessTokenFP == c.Tokens.AccessTokenFP) {
 			ev.Terminal, ev.Reason = true, ReasonAccessTokenRejected
 		}
 		return ev, nil

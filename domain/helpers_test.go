@@ -28,6 +28,7 @@ var documented = map[string]map[domain.State]domain.State{
 	domain.TransRefreshSucceeded:       {F: A},
 	domain.TransRefreshFailedTransient: {F: A},
 	domain.TransRefreshFailedTerminal:  {F: U},
+	domain.TransRefreshNotGranted:      {A: U},
 	domain.TransRefreshLeaseExtended:   {F: F},
 	domain.TransAccessRejected:         {A: A, F: F},
 	domain.TransAccessRejectedTerminal: {A: U},
@@ -194,6 +195,8 @@ func (h *hist) payloadFor(trans string) domain.Payload {
 		return h.refreshTransient()
 	case domain.TransRefreshFailedTerminal:
 		return h.refreshTerminal()
+	case domain.TransRefreshNotGranted:
+		return domain.RefreshFailed{Terminal: true, Class: "terminal", ErrorCode: domain.ErrorCodeNoRefreshToken, Attempt: 1, Reason: domain.ReasonRefreshNotGranted}
 	case domain.TransRefreshLeaseExtended:
 		return domain.RefreshLeaseExtended{LeaseUntil: h.now.Add(45 * time.Second)}
 	case domain.TransAccessRejected:
@@ -256,6 +259,13 @@ var scenarios = []scenario{
 		return h
 	}},
 	{"authorised", A, toActive},
+	{"authorised-without-refresh-token", A, func(tb testing.TB) *hist {
+		h := newHist()
+		h.must(tb, created())
+		h.must(tb, h.startAuth("att-1"))
+		h.must(tb, domain.AuthorisationCompleted{AttemptID: "att-1", Tokens: domain.Tokens{AccessToken: "at-0", Expiry: h.now.Add(time.Hour)}.Info()})
+		return h
+	}},
 	{"after-refreshes", A, func(tb testing.TB) *hist {
 		h := toActive(tb)
 		h.must(tb, h.startRefresh(domain.TriggerSchedule))

@@ -33,7 +33,8 @@ var commandWeights = []struct {
 	{"update", 5},
 	{"create", 3},
 	{"delete", 2},
-	{"reject-access", 18},
+	{"expire-without-refresh", 4},
+	{"reject-access", 14},
 }
 
 func drawKind(t *rapid.T) string {
@@ -132,6 +133,9 @@ func drawCommand(t *rapid.T, c *domain.Connection, now time.Time) domain.Command
 			Scope:         rapid.SampledFrom([]string{"", "expenses:write"}).Draw(t, "reject-scope"),
 			AccessTokenFP: rapid.SampledFrom([]string{c.Tokens.AccessTokenFP, domain.Fingerprint("other"), "", c.Tokens.AccessTokenFP}).Draw(t, "reject-fp"),
 		}
+	case "expire-without-refresh":
+		d := rapid.SampledFrom([]time.Duration{-time.Minute, 30 * time.Minute, 2 * time.Hour, 3 * time.Hour}).Draw(t, "expire-at")
+		return domain.ExpireWithoutRefresh{Now: now.Add(d)}
 	case "invalidate":
 		return domain.InvalidateTokens{ProviderRevoked: rapid.Bool().Draw(t, "revoked")}
 	case "update":

@@ -56,6 +56,7 @@ const (
 	ReasonAuthorisationExpired    Reason = "authorisation_expired"
 	ReasonRefreshRetriesExhausted Reason = "refresh_retries_exhausted"
 	ReasonRotatedTokensLost       Reason = "rotated_tokens_lost"
+	ReasonRefreshNotGranted       Reason = "refresh_not_granted"
 	ReasonConnectionDeleted       Reason = "connection_deleted"
 )
 
@@ -78,11 +79,12 @@ var Reasons = []ReasonInfo{
 	{ReasonUnsupportedGrantType, "The token endpoint answered unsupported_grant_type.", "The provider no longer accepts this kind of access"},
 	{ReasonInvalidScope, "The token endpoint answered invalid_scope: the granted scopes are no longer allowed.", "The permissions granted are no longer valid"},
 	{ReasonTokenEndpointRejected, "The token endpoint refused the refresh with another 4xx, an unknown error code, or an error body served with 200.", "The provider refused to renew access"},
-	{ReasonAccessTokenRejected, "An API call was rejected with 401 invalid_token and a refresh could not restore access.", "The provider rejected this connection's access"},
+	{ReasonAccessTokenRejected, "An API call was rejected with 401 invalid_token and a refresh could not restore access (or the grant has no refresh token to try).", "The provider rejected this connection's access"},
 	{ReasonAuthorisationDenied, "The user (or the provider) refused the authorisation request.", "Authorisation was declined"},
 	{ReasonAuthorisationExpired, "An authorisation attempt was abandoned and expired.", "The connection attempt expired before it was completed"},
 	{ReasonRefreshRetriesExhausted, "Transient refresh failures (network, 5xx, 429) exceeded the retry bound.", "The provider could not be reached to renew access"},
 	{ReasonRotatedTokensLost, "A refresher that had sent the refresh request (so the provider may have replaced the refresh token) died before it stored the new tokens; the old refresh token is never presented again.", "Access was renewed but could not be saved"},
+	{ReasonRefreshNotGranted, "The access token expired and the provider had issued no refresh token to renew it (some grant one only for a scope such as offline_access, some never); no refresh was attempted. The user must reconnect; the operator may need to add the scope the provider needs for offline access to the connection's scopes first.", "Access ended because the provider did not grant offline access; reconnect (the integration may need to request the scope it needs, such as offline_access)"},
 	{ReasonConnectionDeleted, "The connection was deleted; its history is kept.", "This connection was deleted"},
 }
 

@@ -24,6 +24,10 @@ const (
 	TransRefreshSucceeded       = string(EventRefreshSucceeded)
 	TransRefreshFailedTransient = string(EventRefreshFailed) + ".transient"
 	TransRefreshFailedTerminal  = string(EventRefreshFailed) + ".terminal"
+	// TransRefreshNotGranted: the access token of a grant without a
+	// refresh token expired (reason refresh_not_granted). No refresh was
+	// started, so it leaves active, not refreshing.
+	TransRefreshNotGranted      = string(EventRefreshFailed) + ".not_granted"
 	TransRefreshLeaseExtended   = string(EventRefreshLeaseExtended)
 	TransAccessRejected         = string(EventAccessRejected)
 	TransAccessRejectedTerminal = string(EventAccessRejected) + ".terminal"
@@ -60,6 +64,7 @@ var Transitions = func() []fsm.EventDesc {
 		{Name: TransRefreshSucceeded, Src: s(StateRefreshing), Dst: string(StateActive)},
 		{Name: TransRefreshFailedTransient, Src: s(StateRefreshing), Dst: string(StateActive)},
 		{Name: TransRefreshFailedTerminal, Src: s(StateRefreshing), Dst: string(StateUnauthenticated)},
+		{Name: TransRefreshNotGranted, Src: s(StateActive), Dst: string(StateUnauthenticated)},
 		{Name: TransAccessRejectedTerminal, Src: s(StateActive), Dst: string(StateUnauthenticated)},
 		{Name: TransConnectionDeleted, Src: s(States...), Dst: string(StateUnauthenticated)},
 	}
@@ -127,6 +132,9 @@ func check(from State, trans string) (State, error) {
 func TransitionName(p Payload) string {
 	switch d := p.(type) {
 	case RefreshFailed:
+		if d.Terminal && d.Reason == ReasonRefreshNotGranted {
+			return TransRefreshNotGranted
+		}
 		if d.Terminal {
 			return TransRefreshFailedTerminal
 		}

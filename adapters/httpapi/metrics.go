@@ -25,7 +25,7 @@ const (
 )
 
 // schedulerJobs are the scheduler's job kinds (lifecycle.Config.ObserveLateness).
-var schedulerJobs = []string{"refresh", "recover", "expire", "invalidate"}
+var schedulerJobs = []string{"refresh", "recover", "expire", "invalidate", "lapse"}
 
 // DefaultNearExpiry is the window of tokenline_tokens_near_expiry. The
 // lifecycle refreshes at least lifetime/5 (clamped to [1 s, 5 min], less 10 %

@@ -36,7 +36,7 @@ func TestSchedulerLatenessHistogram(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]uint64{"refresh": 2, "recover": 0, "expire": 1, "invalidate": 0}
+	want := map[string]uint64{"refresh": 2, "recover": 0, "expire": 1, "invalidate": 0, "lapse": 0}
 	if len(got) != len(want) {
 		t.Fatalf("series %v, want %v", got, want)
 	}

@@ -100,12 +100,6 @@ func MalformedResponse() *domain.Failure {
 	return &domain.Failure{Code: "malformed_response", Detail: "token endpoint returned an unusable response"}
 }
 
-// NoRefreshTokenFailure is adapters/provider's terminal failure of a code
-// exchange whose response carries no refresh token.
-func NoRefreshTokenFailure() *domain.Failure {
-	return &domain.Failure{Terminal: true, Code: "no_refresh_token", Detail: "the provider issued no refresh token"}
-}
-
 // noStoredRefreshToken is adapters/provider's answer to Refresh(""),
 // made without any request.
 func noStoredRefreshToken() *domain.Failure {

@@ -212,9 +212,10 @@ func (s *TokenEndpoint) RotateClientSecret(secret string) {
 }
 
 // SetIssueRefreshTokens chooses whether token responses carry a refresh
-// token (default true). Without one, Exchange fails with
-// NoRefreshTokenFailure (as adapters/provider does) and Refresh keeps the
-// presented refresh token (rotated false) instead of rotating.
+// token (default true). Without one, Exchange grants tokens without a
+// refresh token (as providers that issue one only for some scopes do;
+// adapters/provider accepts them) and Refresh keeps the presented refresh
+// token (rotated false) instead of rotating.
 func (s *TokenEndpoint) SetIssueRefreshTokens(on bool) {
 	s.mu.Lock()
 	s.noRefresh = !on
@@ -465,11 +466,10 @@ func (s *TokenEndpoint) Exchange(ctx context.Context, code, verifier string, sco
 	s.grants = append(s.grants, g)
 	c.grant = g
 	s.issueAccessLocked(g, now)
-	if s.noRefresh {
-		return domain.Tokens{}, NoRefreshTokenFailure()
+	if !s.noRefresh {
+		g.refresh = "mem_rt_" + randomToken()
+		s.byRefresh[g.refresh] = g
 	}
-	g.refresh = "mem_rt_" + randomToken()
-	s.byRefresh[g.refresh] = g
 	return s.tokensLocked(g, scopes), nil
 }
 

@@ -456,29 +456,41 @@ func validExtraParam(name string) bool {
 }
 
 // AssumedLifetime is the access-token lifetime assumed when a token response
-// has no expires_in (Pleo's tokens live about 15 minutes): without it the
-// token would never be refreshed ahead of time, or be refreshed endlessly.
+// has no expires_in but a refresh token (Pleo's tokens live about 15
+// minutes): without it the token would never be refreshed ahead of time, or
+// be refreshed endlessly. A response with neither expires_in nor a refresh
+// token describes an access token that does not expire (as many providers
+// issue them): its Expiry stays zero, and nothing is refreshed.
 const AssumedLifetime = 15 * time.Minute
 
-func (p *Provider) toTokens(t *oauth2.Token, scopes []string) domain.Tokens {
+// toTokens converts a token response. refreshToken is the refresh token the
+// grant holds after it: the response's, or the one it kept (RFC 6749 §6).
+func (p *Provider) toTokens(t *oauth2.Token, scopes []string, refreshToken string) domain.Tokens {
 	now := time.Now
 	if p.cfg.Now != nil {
 		now = p.cfg.Now
 	}
-	expiry := now().Add(AssumedLifetime)
-	if t.ExpiresIn > 0 {
+	var expiry time.Time
+	switch {
+	case t.ExpiresIn > 0:
 		expiry = now().Add(time.Duration(t.ExpiresIn) * time.Second)
-	} else if !t.Expiry.IsZero() {
+	case !t.Expiry.IsZero():
 		expiry = t.Expiry
+	case refreshToken != "":
+		expiry = now().Add(AssumedLifetime)
 	}
-	out := domain.Tokens{AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, TokenType: t.TokenType, Expiry: expiry.UTC(), Scopes: scopes}
+	out := domain.Tokens{AccessToken: t.AccessToken, RefreshToken: refreshToken, TokenType: t.TokenType, Expiry: expiry.UTC(), Scopes: scopes}
 	if s, ok := t.Extra("scope").(string); ok && s != "" {
 		out.Scopes = strings.Fields(s)
 	}
 	return out
 }
 
-// Exchange trades an authorisation code for tokens.
+// Exchange trades an authorisation code for tokens. A response without a
+// refresh token is a grant all the same: providers issue one only for some
+// scopes (OpenID Connect's offline_access) or never. Its access token is
+// used until it expires (or, without expires_in, until the API rejects
+// it); see domain.ReasonRefreshNotGranted.
 func (p *Provider) Exchange(ctx context.Context, code, verifier string, scopes []string) (domain.Tokens, error) {
 	c, ok := p.config()
 	if !ok {
@@ -491,10 +503,7 @@ func (p *Provider) Exchange(ctx context.Context, code, verifier string, scopes [
 	if err != nil {
 		return domain.Tokens{}, Classify(err)
 	}
-	if t.RefreshToken == "" {
-		return domain.Tokens{}, &domain.Failure{Terminal: true, Code: "no_refresh_token", Detail: "the provider issued no refresh token"}
-	}
-	return p.toTokens(t, scopes), nil
+	return p.toTokens(t, scopes, t.RefreshToken), nil
 }
 
 // Refresh uses refreshToken once. On success it returns the new token set;
@@ -515,8 +524,7 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string, scopes []st
 	if err != nil {
 		return domain.Tokens{}, false, Classify(err)
 	}
-	out := p.toTokens(tok, scopes)
-	out.RefreshToken = cmp.Or(out.RefreshToken, refreshToken)
+	out := p.toTokens(tok, scopes, cmp.Or(tok.RefreshToken, refreshToken))
 	return out, out.RefreshToken != refreshToken, nil
 }
 

@@ -381,3 +381,45 @@ func TestDiscoveryErrorListsEveryURL(t *testing.T) {
 		}
 	}
 }
+
+// Token responses without a refresh token are grants: with expires_in the
+// access token expires then; with neither expires_in nor a refresh token it
+// does not expire (zero Expiry). expires_in is assumed only when a refresh
+// token will renew the access token.
+func TestExchangeWithoutRefreshToken(t *testing.T) {
+	for _, tc := range []struct {
+		name, body   string
+		refresh      string
+		expiresAfter time.Duration // 0: no expiry
+	}{
+		{"expiring, no refresh token", `{"access_token":"at","token_type":"bearer","expires_in":60}`, "", time.Minute},
+		{"non-expiring, no refresh token", `{"access_token":"at","token_type":"bearer"}`, "", 0},
+		{"no expires_in, refresh token", `{"access_token":"at","token_type":"bearer","refresh_token":"rt"}`, "rt", provider.AssumedLifetime},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tokenServer(t, 200, tc.body, nil)
+			before := time.Now()
+			toks, err := p.Exchange(ctxT(t), "code", "verifier", nil)
+			if err != nil || toks.AccessToken != "at" || toks.RefreshToken != tc.refresh {
+				t.Fatalf("exchange: %v, access %q refresh %q", err, toks.AccessToken, toks.RefreshToken)
+			}
+			switch {
+			case tc.expiresAfter == 0 && !toks.Expiry.IsZero():
+				t.Fatalf("expiry %v, want none", toks.Expiry)
+			case tc.expiresAfter != 0 && (toks.Expiry.Before(before.Add(tc.expiresAfter)) || toks.Expiry.After(time.Now().Add(tc.expiresAfter))):
+				t.Fatalf("expiry %v, want about now + %v", toks.Expiry, tc.expiresAfter)
+			}
+		})
+	}
+}
+
+// A refresh response without refresh_token and without expires_in: the
+// kept refresh token renews the access token, so its lifetime is assumed
+// (it is not taken for a non-expiring token).
+func TestRefreshWithoutRefreshTokenOrExpiry(t *testing.T) {
+	p := tokenServer(t, 200, `{"access_token":"new-access","token_type":"bearer"}`, nil)
+	toks, rotated, err := p.Refresh(ctxT(t), "old-refresh", nil)
+	if err != nil || rotated || toks.RefreshToken != "old-refresh" || toks.Expiry.IsZero() {
+		t.Fatalf("rotated=%v err=%v expiry=%v", rotated, err, toks.Expiry)
+	}
+}

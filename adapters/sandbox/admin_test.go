@@ -231,6 +231,8 @@ func TestAdminRequiresToken(t *testing.T) {
 		{http.MethodPost, "/sandbox/admin/expire-refresh-tokens", ""},
 		{http.MethodPost, "/sandbox/admin/faults", `{"status":503,"count":5}`},
 		{http.MethodPost, "/sandbox/admin/consent", `{"mode":"deny"}`},
+		{http.MethodPost, "/sandbox/admin/grant-mode", `{"refresh_token":"never"}`},
+		{http.MethodGet, "/sandbox/admin/grant-mode", ""},
 		{http.MethodGet, "/sandbox/admin/stats", ""},
 		{http.MethodPost, "/sandbox/admin/reset-stats", ""},
 		{http.MethodGet, "/sandbox/admin/revoke-grants", ""}, // wrong method: still 401
@@ -270,8 +272,8 @@ func TestAdminRequiresToken(t *testing.T) {
 	if _, err := e.refresh(tok.RefreshToken); err != nil {
 		t.Fatalf("refresh after refused admin calls: %v", err)
 	}
-	if _, err := e.tryGrant(); err != nil {
-		t.Fatalf("grant after refused admin calls (consent/faults changed?): %v", err)
+	if tok, err := e.tryGrant(); err != nil || tok.RefreshToken == "" {
+		t.Fatalf("grant after refused admin calls (consent/faults/grant mode changed?): %v", err)
 	}
 
 	// With the token, from any address, the scheme in any case.

@@ -17,7 +17,9 @@
 //   - Client authentication by client_secret_basic or client_secret_post;
 //     or, with Config.PublicClient, a public client (none): no secret,
 //     client_id in the form body.
-//   - A refresh token with every code exchange, without an offline scope.
+//   - A refresh token with every code exchange, without an offline scope
+//     (by default: see "Grant modes" for providers that issue one only for
+//     offline_access, never, or keep the first one).
 //   - Rotation on every refresh: the response carries a new access token
 //     and a new refresh token, and every earlier token of the grant is
 //     invalid at once.
@@ -88,6 +90,8 @@
 //	POST /sandbox/admin/expire-refresh-tokens  every active refresh token expires now -> {"expired": N}
 //	POST /sandbox/admin/faults                 {"status":503,"count":3} or {"status":429,"count":2,"retry_after":1}
 //	POST /sandbox/admin/consent                {"mode":"approve"|"deny"|"prompt"}
+//	POST /sandbox/admin/grant-mode             {"refresh_token":"always"|"never"|"keep"|"scope:offline_access","access_ttl":"0s"}
+//	GET  /sandbox/admin/grant-mode             the grant mode in force
 //	GET  /sandbox/admin/stats                  counters, see Stats
 //	POST /sandbox/admin/reset-stats            zero the counters
 //
@@ -100,6 +104,36 @@
 // header in seconds. The faults body may also name the error code
 // ({"status":400,"count":1,"error":"invalid_grant"}). Bad JSON, unknown
 // fields, a status outside 400-599 or a count outside 1-10000 get 400.
+//
+// # Grant modes
+//
+// Real providers differ in what a token response carries; the grant mode
+// (Config.RefreshTokens and Config.NonExpiringAccessTokens, changed at run
+// time by POST /sandbox/admin/grant-mode) reproduces each case for tokens
+// issued from then on:
+//
+//   - refresh_token "always" (default): a refresh token with every code
+//     exchange, a new one with every refresh (rotation).
+//   - "never": no refresh token at all (the grant is its access token).
+//   - "scope:<scope>": a refresh token only for grants that were granted
+//     the scope, e.g. "scope:offline_access" as OpenID providers do. The
+//     client may always request offline_access (it is granted only when
+//     requested); other scopes must be registered ones.
+//   - "keep": a refresh token with the code exchange; refresh responses
+//     omit refresh_token and the presented one stays valid (RFC 6749
+//     section 6: the client keeps using it).
+//   - access_ttl: the access-token lifetime, a Go duration from 1s to
+//     8760h, or "0s" for access tokens without expiry (no expires_in; valid
+//     until revoked; /sandbox/api/me reports an expires_at a century
+//     ahead).
+//
+// A refresh of a grant the mode gives no new refresh token keeps the
+// presented one valid, as "keep" does. Fields left out keep their value;
+// the answer is the mode in force ({"refresh_token":"never","access_ttl":
+// "0s"}). An empty object, unknown fields, an unknown mode, a scope the
+// client may not request, or a lifetime out of range get 400 and change
+// nothing. Stats.RefreshTokensWithheld and Stats.RefreshTokensKept count
+// the responses the mode shaped.
 //
 // # Limits
 //

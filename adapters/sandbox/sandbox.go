@@ -138,6 +138,20 @@ type Config struct {
 	// client. ClientSecret is then ignored. For testing public-client
 	// support (RFC 8252, OAuth 2.1).
 	PublicClient bool
+	// RefreshTokens chooses which token responses carry a refresh token:
+	// RefreshTokensAlways (the default: every one, rotated on refresh),
+	// RefreshTokensNever, RefreshTokensKeep (the code exchange only;
+	// refresh responses omit it and the old one stays valid) or
+	// "scope:<scope>" (only grants with that scope, e.g.
+	// "scope:offline_access"; the client may always request
+	// OfflineAccessScope). Changed at run time by POST
+	// /sandbox/admin/grant-mode (mode_refresh.go).
+	RefreshTokens string
+	// NonExpiringAccessTokens issues access tokens without expiry: token
+	// responses have no expires_in and the token is valid until revoked.
+	// POST /sandbox/admin/grant-mode {"access_ttl":"0s"} does the same at
+	// run time.
+	NonExpiringAccessTokens bool
 	// MetadataIssuer, if set, is the issuer the RFC 8414 metadata document
 	// claims instead of the real one (the endpoints stay right): a
 	// misconfigured or impersonating server, for testing that clients
@@ -185,6 +199,7 @@ type Server struct {
 	issuer  string
 	consent string
 	fault   faultPlan
+	grant   grantMode // mode_refresh.go
 }
 
 // faultPlan is the pending fault set by POST /sandbox/admin/faults.
@@ -284,6 +299,9 @@ func New(cfg Config) (*Server, error) {
 		public:         cfg.PublicClient,
 		metadataIssuer: cfg.MetadataIssuer,
 	}
+	if err := s.initialGrantMode(cfg); err != nil {
+		return nil, err
+	}
 	s.store = newStore(s.newClient(cfg.ClientSecret), storeHooks{
 		grantRevoked: func(string) { s.stats.revocation() },
 		refreshReuse: func(string) {
@@ -331,7 +349,7 @@ func (s *Server) newClient(secret string) *fosite.DefaultClient {
 		RedirectURIs:  slices.Clone(s.redirectURIs),
 		GrantTypes:    []string{"authorization_code", "refresh_token"},
 		ResponseTypes: []string{"code"},
-		Scopes:        slices.Clone(s.scopes),
+		Scopes:        requestableScopes(s.scopes),
 		Public:        s.public,
 	}
 }
@@ -352,6 +370,8 @@ func (s *Server) newClient(secret string) *fosite.DefaultClient {
 //	POST /sandbox/admin/expire-refresh-tokens      admin token
 //	POST /sandbox/admin/faults                     admin token
 //	POST /sandbox/admin/consent                    admin token
+//	GET  /sandbox/admin/grant-mode                 admin token
+//	POST /sandbox/admin/grant-mode                 admin token
 //	GET  /sandbox/admin/stats                      admin token
 //	POST /sandbox/admin/reset-stats                admin token
 //
@@ -422,6 +442,8 @@ func (s *Server) routes() http.Handler {
 		"POST /sandbox/admin/expire-refresh-tokens": s.handleAdminExpireRefreshTokens,
 		"POST /sandbox/admin/faults":                s.handleAdminFaults,
 		"POST /sandbox/admin/consent":               s.handleAdminConsent,
+		"GET /sandbox/admin/grant-mode":             s.handleAdminGetGrantMode,
+		"POST /sandbox/admin/grant-mode":            s.handleAdminGrantMode,
 		"GET /sandbox/admin/stats":                  s.handleAdminStats,
 		"POST /sandbox/admin/reset-stats":           s.handleAdminResetStats,
 	})

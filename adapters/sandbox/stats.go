@@ -44,6 +44,13 @@ type Stats struct {
 	// authorisation codes or grants was reached (Config.MaxCodes,
 	// Config.MaxGrants).
 	AuthorizationsRefusedFull int64 `json:"authorizations_refused_full"`
+	// RefreshTokensWithheld counts code exchanges answered without a
+	// refresh token by the grant mode (never, or scope:<scope> without
+	// the scope); RefreshTokensKept counts refreshes answered without a
+	// new one, the presented one staying valid (keep, or scope:<scope>
+	// without the scope). See POST /sandbox/admin/grant-mode.
+	RefreshTokensWithheld int64 `json:"refresh_tokens_withheld"`
+	RefreshTokensKept     int64 `json:"refresh_tokens_kept"`
 
 	// Held is what the sandbox holds in memory right now, after evicting
 	// what has expired. It is state, not a counter: reset-stats leaves it.

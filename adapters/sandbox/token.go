@@ -43,6 +43,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.tokenMu.Lock()
+	mode := s.grantMode() // which refresh tokens, which lifetime (mode_refresh.go)
 	ar, err := s.provider.NewAccessRequest(ctx, r, newSession())
 	var resp fosite.AccessResponder
 	if err == nil {
@@ -50,9 +51,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		// live 0.5 s and report expires_in 0 (which clients read as "no
 		// expiry"). Pin the expiry to exactly now + lifetime instead.
 		now := s.now().UTC()
-		ar.GetSession().SetExpiresAt(fosite.AccessToken, now.Add(s.atLifetime))
+		ar.GetSession().SetExpiresAt(fosite.AccessToken, mode.accessExpiry(now, s.atLifetime))
 		ar.GetSession().SetExpiresAt(fosite.RefreshToken, now.Add(s.rtLifetime))
 		resp, err = s.provider.NewAccessResponse(ctx, ar)
+		if err == nil {
+			s.applyGrantMode(ctx, r, ar, resp, mode)
+		}
 	}
 	s.tokenMu.Unlock()
 
@@ -60,7 +64,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.tokenFailed(w, r, grantType, ar, err)
 		return
 	}
-	resp.SetExpiresIn(s.atLifetime)
+	mode.setExpiresIn(resp, s.atLifetime)
 	s.stats.success()
 	s.log.Info("token request succeeded", "grant_type", grantType)
 	s.provider.WriteAccessResponse(ctx, w, ar, resp)

@@ -114,7 +114,18 @@ func (s *Service) HandleCallback(ctx context.Context, state, code, errCode, errD
 	}
 	_ = s.cfg.Gate.SetToken(c.ID, info.AccessTokenFP, toks.AccessToken)
 	res.State = c.State
-	s.log.Info("authorisation completed", "connection_id", c.ID, "attempt_id", at.AttemptID, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt)
+	s.log.Info("authorisation completed", "connection_id", c.ID, "attempt_id", at.AttemptID, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt, "refresh_token", info.RefreshTokenFP != "")
+	switch {
+	case info.RefreshTokenFP != "":
+	case info.AccessTokenExpiresAt.IsZero():
+		s.log.Info("the provider issued no refresh token and an access token without expiry: it is used until the provider rejects it", "connection_id", c.ID)
+	default:
+		// Not an error: some providers grant offline access only for a
+		// scope (offline_access). The connection ends at expires_at with
+		// refresh_not_granted (norefresh.go).
+		s.log.Warn("the provider issued no refresh token: the connection ends when its access token expires; request the scope it needs for offline access (e.g. offline_access) to keep it",
+			"connection_id", c.ID, "expires_at", info.AccessTokenExpiresAt, "scopes", c.Scopes)
+	}
 	return res, nil
 }
 

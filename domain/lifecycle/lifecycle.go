@@ -96,7 +96,7 @@ type Config struct {
 	// queued); default 250 ms.
 	Tick time.Duration
 	// ObserveLateness, if set, is told of every job the scheduler starts
-	// (refresh, recover, expire, invalidate) and how long after its
+	// (refresh, recover, expire, invalidate, lapse) and how long after its
 	// planned time it started. It must be fast.
 	ObserveLateness func(job string, late time.Duration)
 }

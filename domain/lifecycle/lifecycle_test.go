@@ -58,7 +58,7 @@ func TestSchedulerQueue(t *testing.T) {
 	active := func(id string, seq uint64, life time.Duration) {
 		ev(id, seq, t0, domain.ConnectionCreated{Provider: "p"})
 		ev(id, seq+1, t0, domain.AuthorisationStarted{AttemptID: "a", ExpiresAt: t0.Add(10 * time.Minute)})
-		ev(id, seq+2, t0, domain.AuthorisationCompleted{AttemptID: "a", Tokens: domain.TokenInfo{AccessTokenExpiresAt: t0.Add(life)}})
+		ev(id, seq+2, t0, domain.AuthorisationCompleted{AttemptID: "a", Tokens: domain.TokenInfo{AccessTokenExpiresAt: t0.Add(life), RefreshTokenFP: "sha256:000000000001"}})
 	}
 	active("late", 1, 15*time.Minute)
 	active("soon", 10, 5*time.Minute)

@@ -57,6 +57,9 @@ func (s *Service) refresh(ctx context.Context, id, trigger string) (domain.Conne
 	if c.State != domain.StateActive || !c.TokensHeld || c.Deleted {
 		return c, ErrNotDue
 	}
+	if c.Tokens.RefreshTokenFP == "" {
+		return c, s.refreshWithoutToken(ctx, &c) // nothing to present (norefresh.go)
+	}
 	if trigger == domain.TriggerSchedule && !s.due(&c, s.clock.Now()) {
 		return c, ErrNotDue
 	}

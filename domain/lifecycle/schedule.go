@@ -17,6 +17,7 @@ type schedEntry struct {
 	seq        uint64
 	state      domain.State
 	tokensHeld bool
+	noRefresh  bool      // the grant has no refresh token (norefresh.go)
 	issuedAt   time.Time // when the current tokens were stored
 	expiresAt  time.Time
 	retryAt    time.Time
@@ -68,6 +69,10 @@ func (s *Service) plan(id string, en *schedEntry) {
 	}
 	switch en.state {
 	case domain.StateActive:
+		if en.tokensHeld && en.noRefresh {
+			planWithoutRefresh(en)
+			break
+		}
 		if en.tokensHeld {
 			en.job = "refresh"
 			if !en.retryAt.IsZero() {
@@ -115,6 +120,7 @@ func (s *Service) Observe(before, after *domain.Connection) {
 		s.sched[after.ID] = en
 	}
 	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, after.State, after.TokensHeld, after.Deleted
+	en.noRefresh = after.Tokens.RefreshTokenFP == ""
 	en.issuedAt, en.expiresAt = issuedAt(after), after.Tokens.AccessTokenExpiresAt
 	en.retryAt, en.leaseUntil, en.attemptExp = after.RetryAt, after.LeaseUntil, after.AttemptExpiresAt
 	s.plan(after.ID, en)
@@ -174,7 +180,7 @@ func refreshDue(now, retryAt, dueAt time.Time) bool {
 
 type job struct {
 	id   string
-	kind string // "refresh", "recover", "expire", "invalidate"
+	kind string // "refresh", "recover", "expire", "invalidate", "lapse"
 }
 
 // taken is a job the dispatcher took off the queue.
@@ -316,6 +322,8 @@ func (s *Service) runJob(ctx context.Context, j job) (err error) {
 		err = s.Refresh(ctx, j.id, domain.TriggerSchedule)
 	case "recover":
 		err = s.recoverLease(ctx, j.id)
+	case "lapse":
+		err = s.lapse(ctx, j.id)
 	case "expire":
 		_, _, err = s.transact(ctx, j.id, nil, func(c *domain.Connection) (domain.Command, error) {
 			if c.State != domain.StateReauthorising || s.clock.Now().Before(c.AttemptExpiresAt) {

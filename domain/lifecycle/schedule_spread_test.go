@@ -27,7 +27,7 @@ func spreadService(t0 time.Time, concurrency int, job time.Duration) *Service {
 // for life.
 func activeConn(id string, version uint64, issued time.Time, life time.Duration) *domain.Connection {
 	return &domain.Connection{ID: id, Version: version, State: domain.StateActive, Since: issued, TokensHeld: true,
-		Tokens: domain.TokenInfo{AccessTokenExpiresAt: issued.Add(life)}}
+		Tokens: domain.TokenInfo{AccessTokenExpiresAt: issued.Add(life), RefreshTokenFP: "sha256:000000000001"}}
 }
 
 // perSecond counts the queued refreshes per second of due time.
