@@ -125,6 +125,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := m.Config.ValidateLifetimes(specs); err != nil {
+		return err
+	}
 	m.providerSpecs = specs
 	if m.Logger == nil {
 		m.Logger = m.logger()
@@ -211,7 +214,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Instance: m.Config.Instance, Logger: m.Logger, Clock: m.Clock,
 		MaxAttempts: m.Config.MaxAttempts, BackoffBase: m.Config.BackoffBase,
 		Lease: m.Config.RefreshLease, Tick: m.Config.Tick, Concurrency: m.Config.Concurrency,
-		AuthorisationTTL: m.Config.AuthorisationTTL,
+		AuthorisationTTL: m.Config.AuthorisationTTL, Margin: m.Config.Timing().Lead,
 		// m.Metrics is set below, before the scheduler runs.
 		ObserveLateness: func(job string, late time.Duration) { m.Metrics.ObserveLateness(job, late) },
 	}); err != nil {
