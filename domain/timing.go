@@ -13,7 +13,7 @@ import (
 //
 //	margin(L) = min(MaxGateMargin, L/10)
 //	need(L)   = margin(L) + RefreshLatency + RefreshLatency/2   (latency plus 50 % slack)
-//	lead(L)   = max(clamp(L/5, 1 s, 5 min), need(L)/0.9)        (0.9: the scheduler's jitter is ±10 %)
+//	lead(L)   = max(min(clamp(L/5, 1 s, 5 min), L/2), need(L)/0.9)   (0.9: the scheduler's jitter is ±10 %)
 //
 // The scheduler starts a refresh lead(L)·jitter ≥ need(L) before expiry, so
 // the fresh token lands at least margin + slack before the gate would stop
@@ -70,11 +70,15 @@ func (t TokenTiming) Need(lifetime time.Duration) time.Duration {
 }
 
 // Lead is how long before expiry a token of lifetime L is refreshed
-// (before the scheduler's ±10 % jitter): L/5 clamped to [1 s, 5 min], but
-// never less than Need/0.9, so that even the earliest jitter leaves Need.
+// (before the scheduler's ±10 % jitter): L/5 clamped to [1 s, 5 min] (and
+// to L/2 for lifetimes under 2 s), but never less than Need/0.9, so that
+// even the earliest jitter leaves Need.
 func (t TokenTiming) Lead(lifetime time.Duration) time.Duration {
 	base := min(max(lifetime/5, time.Second), 5*time.Minute)
-	floor := time.Duration(float64(t.Need(lifetime)) / 0.9)
+	if lifetime > 0 {
+		base = min(base, lifetime/2)
+	}
+	floor := t.Need(lifetime)*10/9 + time.Microsecond // rounding: 0.9·floor ≥ Need
 	return max(base, floor)
 }
 

@@ -483,6 +483,9 @@ func (g *Gate) Wait(ctx context.Context, connectionID string, check func(context
 	return tok, err
 }
 
+// Waiters is how many Wait calls are waiting now.
+func (g *Gate) Waiters() int64 { return g.waiting.Load() }
+
 // maxWaitRounds bounds the changes one Wait follows (a refresh is two or
 // three: refresh.started, the token, refresh.completed).
 const maxWaitRounds = 64

@@ -17,6 +17,13 @@ import (
 // set.
 func (s *Server) status(c domain.Connection) apitypes.ConnectionStatus {
 	st := apitypes.StatusOf(&c)
+	if st.ActionBy == domain.ActorOperator {
+		if at, ok := s.secretSetAt.Load(c.Provider); ok && at.(time.Time).After(c.Since) {
+			// The operator installed a new client secret since: the
+			// user's reconnect is the fix now.
+			st.ActionBy, st.OperatorText = domain.ActorUser, ""
+		}
+	}
 	if st.ReauthoriseURL != "" {
 		st.ReauthoriseURL = s.cfg.BaseURL + st.ReauthoriseURL
 	}
@@ -219,6 +226,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if body.ActionBy == domain.ActorNone || body.State == domain.StateReauthorising {
 		body.ActionBy = domain.ActorUser
 	}
+	if body.ActionBy == domain.ActorOperator && serr == nil {
+		body.ActionBy = s.status(c).ActionBy // the operator may have installed a new secret since
+	}
 	if ri, ok := body.Reason.Info(); ok {
 		body.ReasonText = ri.UserText
 	}
@@ -287,5 +297,6 @@ func (s *Server) handleClientSecret(w http.ResponseWriter, r *http.Request) {
 		s.writeServiceError(w, r, err)
 		return
 	}
+	s.secretSetAt.Store(name, time.Now())
 	w.WriteHeader(http.StatusNoContent)
 }

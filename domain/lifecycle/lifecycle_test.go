@@ -25,7 +25,7 @@ func TestBackoffIsExponentialJitteredBoundedAndHonoursRetryAfter(t *testing.T) {
 
 func TestDefaultMargin(t *testing.T) {
 	floor5s := 1250 * time.Millisecond
-	floor5s = time.Duration(float64(floor5s) / 0.9)
+	floor5s = floor5s*10/9 + time.Microsecond
 	for life, want := range map[time.Duration]time.Duration{
 		15 * time.Minute: 3 * time.Minute, // Pleo's access tokens
 		time.Hour:        5 * time.Minute, // capped
