@@ -224,7 +224,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.cancel = cancel
 	m.registry = prometheus.NewRegistry()
 	if m.Metrics, err = httpapi.NewMetrics(m.registry, httpapi.MetricsConfig{
-		Status: httpapi.StatusFromProjection{Status: m.Proj.Status},
+		Status: httpapi.StatusFromProjection{Status: m.Proj.Status}, Timing: m.Config.Timing(),
 		ProjectionLag: func(ctx context.Context) (uint64, error) {
 			if m.Proj.Runner == nil {
 				return 0, errors.New("projections not started")
