@@ -185,7 +185,8 @@
       row("Created", new Date(c.created_at).toLocaleString());
       row("Granted scopes", (c.granted_scopes || []).join(" "));
       row("Access token expires", c.access_token_expires_at ? new Date(c.access_token_expires_at).toLocaleString() : "");
-      row("Needs you to reconnect", c.needs_reauthorisation ? "yes" : "no");
+      row("Needs you to reconnect", c.action_by === "operator" ? "not yet: the operator must act first" : (c.needs_reauthorisation ? "yes" : "no"));
+      if (c.action_by === "operator") row("Operator must", c.operator_text);
       row("Version (stream sequence)", c.version);
       kids.push(dl);
     }
