@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
@@ -234,7 +235,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if body.ActionBy == domain.ActorOperator {
 		body.Error = apitypes.GateErrorOperatorAction
-		body.Message = "the operator must act: " + domain.OperatorText(body.Reason)
+		text := domain.OperatorText(body.Reason)
+		if serr == nil {
+			text = strings.ReplaceAll(text, "{name}", c.Provider)
+		}
+		body.Message = "the operator must act: " + text
 	} else {
 		body.Error = apitypes.GateErrorReauthorisation
 		body.Message = "the user must reconnect this connection"

@@ -105,11 +105,11 @@ func TestOperatorActionRequired(t *testing.T) {
 	var ge apitypes.GateErrorBody
 	e.expect(resp, body, http.StatusConflict, &ge)
 	if ge.Error != apitypes.GateErrorOperatorAction || ge.ActionBy != domain.ActorOperator || ge.Reason != domain.ReasonInvalidClient ||
-		ge.ReauthoriseURL != "" || !strings.Contains(ge.Message, "client-secret") || resp.Header.Get("Retry-After") != "" {
+		ge.ReauthoriseURL != "" || !strings.Contains(ge.Message, "PUT /v1/providers/sandbox/client-secret") || resp.Header.Get("Retry-After") != "" {
 		t.Fatalf("invalid_client: %s", body)
 	}
 	st := e.get(c.ID)
-	if st.ActionBy != domain.ActorOperator || !strings.Contains(st.OperatorText, "client-secret") {
+	if st.ActionBy != domain.ActorOperator || !strings.Contains(st.OperatorText, "PUT /v1/providers/sandbox/client-secret") {
 		t.Fatalf("status after invalid_client: action_by %q operator_text %q", st.ActionBy, st.OperatorText)
 	}
 	resp, body = e.request("PUT", "/v1/providers/sandbox/client-secret", map[string]string{"client_secret": rot.ClientSecret})

@@ -160,7 +160,8 @@ func StatusOf(c *domain.Connection) ConnectionStatus {
 		s.ReasonText = info.UserText
 	}
 	if c.State == domain.StateUnauthenticated && !c.Deleted {
-		s.ActionBy, s.OperatorText = domain.ActionBy(c.Reason), domain.OperatorText(c.Reason)
+		s.ActionBy = domain.ActionBy(c.Reason)
+		s.OperatorText = strings.ReplaceAll(domain.OperatorText(c.Reason), "{name}", c.Provider)
 	}
 	if c.TokensHeld {
 		s.AccessTokenFP = c.Tokens.AccessTokenFP
