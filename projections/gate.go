@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"context"
 	"errors"
 	"hash/maphash"
 	"sync"
@@ -10,14 +11,20 @@ import (
 	"github.com/tokenline/tokenline/domain"
 )
 
-// DefaultExpiryMargin is how long before its recorded expiry an access token
-// stops being handed out (as golang.org/x/oauth2 does with its expiry delta).
-const DefaultExpiryMargin = 10 * time.Second
+// DefaultExpiryMargin caps how long before its recorded expiry an access
+// token stops being handed out (as golang.org/x/oauth2 does with its expiry
+// delta). A token of lifetime L is refused min(margin, L/10) before its
+// expiry (domain.TokenTiming.GateMargin), so that short-lived tokens are
+// handed out for most of their life.
+const DefaultExpiryMargin = domain.DefaultMaxGateMargin
 
 // GateOptions configures a Gate.
 type GateOptions struct {
-	// ExpiryMargin: a token is refused this long before its recorded expiry.
-	// Default DefaultExpiryMargin; it must stay well above ClockResolution.
+	// ExpiryMargin caps the gate margin: a token of lifetime L is refused
+	// min(ExpiryMargin, L/10) before its recorded expiry
+	// (domain.TokenTiming.GateMargin; the lifetime is counted from when the
+	// connection's tokens were stored). Default DefaultExpiryMargin; the
+	// margin of the shortest lifetime must stay well above ClockResolution.
 	ExpiryMargin time.Duration
 	// Now replaces the coarse process clock (tests). It is called on every
 	// Check, so it makes Check slower.
@@ -76,7 +83,16 @@ type Gate struct {
 
 	mu      sync.Mutex // serialises writers
 	maxSeen uint64     // highest connection version observed (mu)
+	// changed holds, per connection someone waits on (Wait), one channel
+	// closed at the connection's next change: a broadcast to every waiter,
+	// at most one channel per connection (mu).
+	changed map[string]chan struct{}
+	waiting atomic.Int64 // Wait calls waiting now (bounded by maxWaiters)
 }
+
+// MaxWaiters bounds the Wait calls waiting at once on one gate; beyond it
+// Wait answers the refusal at once.
+const MaxWaiters = 10000
 
 var _ domain.GateWriter = (*Gate)(nil)
 
@@ -124,6 +140,7 @@ type gateState struct {
 	reason    domain.Reason
 	fp        string // fingerprint of the connection's access token
 	expiresAt int64  // its recorded expiry (Unix ns) or noExpiry
+	issuedAt  int64  // when the tokens were stored (Unix ns; lifetime = expiresAt − issuedAt)
 	version   uint64 // the connection's version
 
 	closed      bool // CloseAfter was called and no newer version arrived since
@@ -153,7 +170,7 @@ func NewGate(opts GateOptions) *Gate {
 	if opts.Now == nil {
 		startCoarseClock()
 	}
-	g := &Gate{seed: maphash.MakeSeed(), margin: int64(opts.ExpiryMargin), now: opts.Now}
+	g := &Gate{seed: maphash.MakeSeed(), margin: int64(opts.ExpiryMargin), now: opts.Now, changed: map[string]chan struct{}{}}
 	g.tab.Store(&gateTable{mask: 63, slots: make([]gateSlot, 64)})
 	return g
 }
@@ -256,12 +273,15 @@ func (g *Gate) Observe(_, after *domain.Connection) {
 	}
 	g.update(after.ID, true, func(s *gateState) bool {
 		g.maxSeen = max(g.maxSeen, after.Version) // g.mu is held
-		fp, exp := "", noExpiry
+		fp, exp, iss := "", noExpiry, int64(0)
 		if after.TokensHeld {
 			fp, exp = after.Tokens.AccessTokenFP, unixNanos(after.Tokens)
+			if at := domain.TokensIssuedAt(after); !at.IsZero() {
+				iss = at.UnixNano()
+			}
 		}
 		next := *s
-		next.state, next.reason, next.fp, next.expiresAt, next.version = after.State, after.Reason, fp, exp, after.Version
+		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = after.State, after.Reason, fp, exp, iss, after.Version
 		if next.closed && after.Version > next.closedAt {
 			next.closed, next.closedAt, next.closeReason = false, 0, domain.ReasonNone
 		}
@@ -347,7 +367,7 @@ func (g *Gate) derive(s *gateState) *gateView {
 	case s.state == domain.StateActive && s.fp != "" && s.loadedFP == s.fp:
 		v.token, v.expires = s.loaded, s.expiresAt
 		if s.expiresAt != noExpiry {
-			v.expires = s.expiresAt - g.margin
+			v.expires = s.expiresAt - int64(g.marginFor(s))
 		}
 		e.Detail = domain.DetailTokenExpired
 	case s.state == domain.StateActive:
@@ -363,6 +383,17 @@ func (g *Gate) derive(s *gateState) *gateView {
 	}
 	s.err = e
 	return v
+}
+
+// marginFor is the gate margin of the connection's current token: the
+// rule of domain.TokenTiming for its lifetime, capped by the configured
+// margin (an unknown lifetime gets the cap).
+func (g *Gate) marginFor(s *gateState) time.Duration {
+	var life time.Duration
+	if s.issuedAt > 0 && s.issuedAt < s.expiresAt {
+		life = time.Duration(s.expiresAt - s.issuedAt)
+	}
+	return domain.TokenTiming{MaxGateMargin: time.Duration(g.margin)}.GateMargin(life)
 }
 
 // update applies f to a copy of the connection's state under the writers'
@@ -391,5 +422,75 @@ func (g *Gate) update(id string, create bool, f func(s *gateState) bool) {
 	} else {
 		g.reserve(1).insert(h, v)
 	}
+	if ch, ok := g.changed[id]; ok {
+		close(ch) // wake every waiter of this connection
+		delete(g.changed, id)
+	}
 	g.mu.Unlock()
+}
+
+// next returns a channel closed at the connection's next change (the
+// writers' lock: a slow path, never taken by Check).
+func (g *Gate) next(id string) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch, ok := g.changed[id]
+	if !ok {
+		ch = make(chan struct{})
+		g.changed[id] = ch
+	}
+	return ch
+}
+
+// Await is Check that waits while ctx lasts for a refusal that time cures
+// (domain.(*GateError).RetryLater: a refresh due or in flight, a token not
+// loaded yet): see Wait.
+func (g *Gate) Await(ctx context.Context, connectionID string) (string, error) {
+	return g.Wait(ctx, connectionID, func(context.Context) (string, error) { return g.Check(connectionID) })
+}
+
+// Wait calls check (a gate check, possibly with a slow path such as
+// loading a token another instance refreshed) and, while it refuses the
+// connection with a refusal that time cures, waits for the connection's
+// next change in the gate and calls it again, until it hands out a token,
+// refuses for good (a person must act), or ctx ends; then it returns
+// check's last answer. It is not on the fast path: an open gate answers
+// from the first check; a waiter costs one shared channel per connection
+// (closed by the next change, whoever waits on it) and no polling. At most
+// MaxWaiters calls wait at once; beyond that Wait answers the refusal at
+// once.
+func (g *Gate) Wait(ctx context.Context, connectionID string, check func(context.Context) (string, error)) (string, error) {
+	tok, err := check(ctx)
+	if err == nil || !retryLater(err) || ctx.Err() != nil {
+		return tok, err
+	}
+	if g.waiting.Add(1) > MaxWaiters {
+		g.waiting.Add(-1)
+		return tok, err
+	}
+	defer g.waiting.Add(-1)
+	for range maxWaitRounds {
+		ch := g.next(connectionID) // before the check: no change is missed
+		if tok, err = check(ctx); err == nil || !retryLater(err) {
+			return tok, err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return tok, err
+		}
+	}
+	return tok, err
+}
+
+// Waiters is how many Wait calls are waiting now.
+func (g *Gate) Waiters() int64 { return g.waiting.Load() }
+
+// maxWaitRounds bounds the changes one Wait follows (a refresh is two or
+// three: refresh.started, the token, refresh.completed).
+const maxWaitRounds = 64
+
+func retryLater(err error) bool {
+	var ge *domain.GateError
+	return errors.As(err, &ge) && ge.RetryLater()
 }

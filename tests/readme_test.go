@@ -165,7 +165,7 @@ var readmeCases = []readmeCase{
 	// ## HTTP API
 	{prefix: `curl -s -H "Authorization: Bearer $T" -H "Content-Type: application/json" -d '{"provider"`, check: checkCreateJSON},
 	{prefix: `curl -s -H "Authorization: Bearer $T" -X POST $S/v1/connections/$ID/authorize`, check: checkAuthorizeJSON},
-	{prefix: `curl -s -H "Authorization: Bearer $T" $S/v1/connections/$ID/token`, apiError: "connection_unauthenticated", check: checkTokenBeforeConsent},
+	{prefix: `curl -s -H "Authorization: Bearer $T" $S/v1/connections/$ID/token`, apiError: "reauthorisation_required", check: checkTokenBeforeConsent},
 	{prefix: `curl -s -H "Authorization: Bearer $T" -H "Content-Type: application/json" -d '{"status":401`, check: checkRejectionReported},
 	{prefix: `curl -s -H "Authorization: Bearer $T" "$S/v1/connections/$ID/events?format=jsonl"`,
 		check: checkAuditJSONL("connection.created", "authorisation.started", "authorisation.completed", "access.rejected", "refresh.started", "refresh.succeeded")},
@@ -1041,7 +1041,13 @@ func readmeGoIntegration(ctx context.Context, id, providerAPI string) (*http.Res
 		ConnectionID: id,
 	}).Client()
 	resp, err := client.Get(providerAPI + "/v1/...") // the provider's API
-	if errors.Is(err, domain.ErrUnauthenticated) {
+	var refused *roundtrip.RefusedError
+	switch {
+	case errors.Is(err, roundtrip.ErrRetryLater):
+		// a refresh is late: retry shortly
+	case errors.As(err, &refused) && refused.ActionBy == domain.ActorOperator:
+		// tell the operator: PUT /v1/providers/{name}/client-secret, or check the client registration
+	case errors.Is(err, domain.ErrUnauthenticated):
 		// ask the user to reconnect: POST /v1/connections/{id}/authorize
 	}
 	return resp, err

@@ -213,7 +213,7 @@ func TestTokenRefusedWhileUnauthenticated(t *testing.T) {
 	resp, body := e.request("GET", "/v1/connections/"+c.ID+"/token", nil)
 	var ge apitypes.GateErrorBody
 	e.expect(resp, body, http.StatusConflict, &ge)
-	if ge.Error != "connection_unauthenticated" || ge.State != domain.StateUnauthenticated || ge.Reason != domain.ReasonNeverAuthorised || ge.Detail == "" {
+	if ge.Error != apitypes.GateErrorReauthorisation || ge.ActionBy != domain.ActorUser || ge.State != domain.StateUnauthenticated || ge.Reason != domain.ReasonNeverAuthorised || ge.Detail == "" {
 		t.Fatalf("gate answer %s", body)
 	}
 	if ge.ReauthoriseURL == "" || ge.ReasonText == "" {

@@ -135,7 +135,9 @@ func TestBrowserRendersStates(t *testing.T) {
 		`data-type="tokens.invalidated"`,
 		`Renewal refused: The provider rejected this connection's access (invalid_grant, HTTP 400) → unauthenticated`,
 		`class="reconnect-button"`,
-		`id="notice" class="notice" role="status">The provider did not grant access`,
+		// ?authorisation=denied on a connection whose reason is not a
+		// refusal: the notice says what happened, not "declined".
+		`id="notice" class="notice" role="status">You approved access, but completing the connection failed`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("connection page lacks %q", want)

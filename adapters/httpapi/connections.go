@@ -2,7 +2,11 @@ package httpapi
 
 import (
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/domain"
@@ -14,6 +18,13 @@ import (
 // set.
 func (s *Server) status(c domain.Connection) apitypes.ConnectionStatus {
 	st := apitypes.StatusOf(&c)
+	if st.ActionBy == domain.ActorOperator {
+		if at, ok := s.secretSetAt.Load(c.Provider); ok && at.(time.Time).After(c.Since) {
+			// The operator installed a new client secret since: the
+			// user's reconnect is the fix now.
+			st.ActionBy, st.OperatorText = domain.ActorUser, ""
+		}
+	}
 	if st.ReauthoriseURL != "" {
 		st.ReauthoriseURL = s.cfg.BaseURL + st.ReauthoriseURL
 	}
@@ -115,10 +126,44 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apitypes.AuthorizeResponse{AuthorizeURL: u})
 }
 
+// Bounds of GET /v1/connections/{id}/token?wait=.
+const (
+	// DefaultTokenWait is how long a token request waits for a refresh that
+	// is due or in flight when it gives no wait.
+	DefaultTokenWait = 2 * time.Second
+	// MaxTokenWait is the longest wait a token request may ask for.
+	MaxTokenWait = 10 * time.Second
+)
+
+// tokenWait reads ?wait=: a Go duration ("1.5s", "500ms") or whole
+// seconds ("2"), 0 to MaxTokenWait; absent: DefaultTokenWait.
+func tokenWait(r *http.Request) (time.Duration, bool) {
+	q := r.URL.Query()
+	if !q.Has("wait") {
+		return DefaultTokenWait, true
+	}
+	v := q.Get("wait")
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 0 || n > int(MaxTokenWait/time.Second) {
+			return 0, false
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > MaxTokenWait {
+		return 0, false
+	}
+	return d, true
+}
+
 // handleToken asks the gate first: it is the authority on whether the
-// connection may be used now. The status is read only to explain a refusal
-// (and to tell an unknown or deleted connection from a closed gate), so a
-// status projection that lags a moment behind never refuses a usable token.
+// connection may be used now. While a refresh is due or in flight it waits
+// for it (?wait=, default DefaultTokenWait), then answers 503
+// refresh_in_progress with Retry-After; 409 only when a person must act
+// (reauthorisation_required: the user; operator_action_required: the
+// operator). The status is read only to explain a refusal (and to tell an
+// unknown or deleted connection from a closed gate), so a status projection
+// that lags a moment behind never refuses a usable token.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
@@ -129,7 +174,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	tok, exp, err := s.cfg.Connections.Token(r.Context(), id)
+	wait, ok := tokenWait(r)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "invalid_query", "wait must be a duration from 0s to "+MaxTokenWait.String()+" (e.g. 2s, 500ms) or whole seconds")
+		return
+	}
+	tok, exp, err := s.cfg.Connections.TokenWait(r.Context(), id, wait)
 	if err == nil {
 		if exp.IsZero() {
 			if c, serr := s.cfg.Status.Connection(r.Context(), id); serr == nil && c.TokensHeld {
@@ -154,22 +204,49 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.ObserveGateDenial(ge.Detail)
-	body := apitypes.GateErrorBody{
-		Error: "connection_unauthenticated", State: ge.State, Reason: ge.Reason, Detail: ge.Detail,
-		Message: "the connection cannot be used now",
-	}
+	body := apitypes.GateErrorBody{State: ge.State, Reason: ge.Reason, Detail: ge.Detail}
 	if serr == nil && (body.State == "" || ge.Detail == domain.DetailUnknownConnection) {
 		body.State, body.Reason = c.State, c.Reason
 	}
+	retry := ge.RetryLater()
+	if ge.Detail == domain.DetailUnknownConnection { // the gate has not seen it yet: the status says
+		retry = body.State == domain.StateActive || body.State == domain.StateRefreshing
+	}
+	if retry {
+		secs := 1
+		if serr == nil && !c.RetryAt.IsZero() { // a transient failure: the refresh is retried then
+			secs = max(secs, min(int(math.Ceil(time.Until(c.RetryAt).Seconds())), 300))
+		}
+		body.Error, body.RetryAfter = apitypes.GateErrorRefreshInProgress, secs
+		body.Message = "a refresh of this connection's access token is due or in flight; retry after " + strconv.Itoa(secs) + " s (nobody needs to act)"
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	body.ActionBy = domain.ActionBy(body.Reason)
+	if body.ActionBy == domain.ActorNone || body.State == domain.StateReauthorising {
+		body.ActionBy = domain.ActorUser
+	}
+	if body.ActionBy == domain.ActorOperator && serr == nil {
+		body.ActionBy = s.status(c).ActionBy // the operator may have installed a new secret since
+	}
 	if ri, ok := body.Reason.Info(); ok {
 		body.ReasonText = ri.UserText
-		body.Message = "the connection cannot be used now: " + ri.UserText
 	}
-	if body.State == domain.StateUnauthenticated || body.State == domain.StateReauthorising {
+	if body.ActionBy == domain.ActorOperator {
+		body.Error = apitypes.GateErrorOperatorAction
+		text := domain.OperatorText(body.Reason)
+		if serr == nil {
+			text = strings.ReplaceAll(text, "{name}", c.Provider)
+		}
+		body.Message = "the operator must act: " + text
+	} else {
+		body.Error = apitypes.GateErrorReauthorisation
+		body.Message = "the user must reconnect this connection"
+		if body.ReasonText != "" {
+			body.Message += ": " + body.ReasonText
+		}
 		body.ReauthoriseURL = s.cfg.BaseURL + apitypes.ReauthorisePath(id)
-	}
-	if ge.Detail == "refreshing" {
-		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, http.StatusConflict, body)
 }
@@ -225,5 +302,6 @@ func (s *Server) handleClientSecret(w http.ResponseWriter, r *http.Request) {
 		s.writeServiceError(w, r, err)
 		return
 	}
+	s.secretSetAt.Store(name, time.Now())
 	w.WriteHeader(http.StatusNoContent)
 }

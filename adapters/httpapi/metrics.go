@@ -27,10 +27,9 @@ const (
 // schedulerJobs are the scheduler's job kinds (lifecycle.Config.ObserveLateness).
 var schedulerJobs = []string{"refresh", "recover", "expire", "invalidate", "lapse"}
 
-// DefaultNearExpiry is the window of tokenline_tokens_near_expiry. The
-// lifecycle refreshes at least lifetime/5 (clamped to [1 s, 5 min], less 10 %
-// jitter) before expiry, so an active token with less than this left was not
-// refreshed in time.
+// DefaultNearExpiry is kept for callers that set MetricsConfig.NearExpiry
+// to the old fixed window; the window is relative to each token's lifetime
+// now (see MetricsConfig.Timing).
 const DefaultNearExpiry = 2 * time.Minute
 
 // gateDetails are the GateError.Detail words; anything else is "other".
@@ -45,8 +44,18 @@ type MetricsConfig struct {
 	// behind (projections.Runner.Lag); nil: tokenline_projection_lag is not
 	// exported.
 	ProjectionLag func(ctx context.Context) (uint64, error)
-	// NearExpiry is the window of tokenline_tokens_near_expiry; default
-	// DefaultNearExpiry.
+	// Timing is the token-timing rule the lifecycle and the gate follow
+	// (domain.TokenTiming; the zero value is its defaults). An active
+	// connection counts in tokenline_tokens_near_expiry when its access
+	// token, of lifetime L (from when it was stored to its expiry), has less
+	// than Timing.Need(L) left (gate margin + 1.5 × refresh latency: 2 s
+	// for 5 s tokens, 3.25 s for 30 s, 10.75 s for 15 min and longer), or
+	// has expired: every refresh is planned to start earlier than that, so
+	// an active token inside the window is one whose refresh is late (not
+	// started, or failed transiently), and the gate is about to refuse it.
+	// A healthy connection is never counted, whatever its lifetime.
+	Timing domain.TokenTiming
+	// NearExpiry, if set, replaces that window with a fixed one.
 	NearExpiry time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -109,9 +118,6 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 	}
 	for _, j := range schedulerJobs {
 		m.lateness.WithLabelValues(j)
-	}
-	if cfg.NearExpiry <= 0 {
-		cfg.NearExpiry = DefaultNearExpiry
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -205,7 +211,7 @@ func newGauges(cfg MetricsConfig) *gauges {
 	return &gauges{
 		cfg:         cfg,
 		connections: prometheus.NewDesc(MetricConnections, "Connections that are not deleted, by state.", []string{"state"}, nil),
-		near:        prometheus.NewDesc(MetricNearExpiry, "Active connections whose access token expires within the near-expiry window (or has expired).", nil, nil),
+		near:        prometheus.NewDesc(MetricNearExpiry, "Active connections whose access token has less left than its refresh needs (gate margin + 1.5 x refresh latency for its lifetime), or has expired: refreshes that are late.", nil, nil),
 		lag:         prometheus.NewDesc(MetricProjectionLag, "Stream messages the projections have not applied yet.", nil, nil),
 	}
 }
@@ -240,13 +246,13 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	}
 	count := map[domain.State]int{}
 	near := 0
-	limit := g.cfg.Now().Add(g.cfg.NearExpiry)
+	now := g.cfg.Now()
 	for _, c := range cs {
 		if c.Deleted {
 			continue
 		}
 		count[c.State]++
-		if c.State == domain.StateActive && c.TokensHeld && !c.Tokens.AccessTokenExpiresAt.IsZero() && c.Tokens.AccessTokenExpiresAt.Before(limit) {
+		if c.State == domain.StateActive && c.TokensHeld && g.nearExpiry(&c, now) {
 			near++
 		}
 	}
@@ -254,4 +260,18 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(g.connections, prometheus.GaugeValue, float64(count[st]), string(st))
 	}
 	ch <- prometheus.MustNewConstMetric(g.near, prometheus.GaugeValue, float64(near))
+}
+
+// nearExpiry reports whether an active connection's access token is inside
+// its near-expiry window at now (MetricsConfig.Timing).
+func (g *gauges) nearExpiry(c *domain.Connection, now time.Time) bool {
+	exp := c.Tokens.AccessTokenExpiresAt
+	if exp.IsZero() {
+		return false // no expiry: never near it
+	}
+	window := g.cfg.NearExpiry
+	if window <= 0 {
+		window = g.cfg.Timing.Need(exp.Sub(domain.TokensIssuedAt(c)))
+	}
+	return exp.Sub(now) < window
 }

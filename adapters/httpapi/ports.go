@@ -49,6 +49,9 @@ type ConnectionService interface {
 	// Token returns the access token and its expiry if the gate is open, or
 	// an error wrapping *domain.GateError.
 	Token(ctx context.Context, id string) (string, time.Time, error)
+	// TokenWait is Token that waits up to wait while a refresh is due or
+	// in flight ((*domain.GateError).RetryLater) instead of refusing.
+	TokenWait(ctx context.Context, id string, wait time.Duration) (string, time.Time, error)
 	// ReportRejection records that an API call with the connection's token
 	// was rejected (401/403) and returns the connection afterwards.
 	ReportRejection(ctx context.Context, id string, r lifecycle.Rejection) (domain.Connection, error)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,6 +94,11 @@ type Server struct {
 	// web UI's sessions (session.go).
 	loginCodes *secretSet
 	sessions   *secretSet
+
+	// secretSetAt: provider name → when this instance last installed its
+	// client secret (PUT .../client-secret); status tells the user to
+	// reconnect an operator-action connection only after it.
+	secretSetAt sync.Map
 }
 
 // New returns a Server. It never fails: a metrics registration error is

@@ -4,8 +4,14 @@
 // gate (projections.Gate).
 //
 // For every request the Transport asks the gate whether the connection may be
-// used now. If not, it fails with the gate's *domain.GateError
-// (errors.Is(err, domain.ErrUnauthenticated)) without touching the network.
+// used now. While a refresh is due or in flight it waits for it (Wait,
+// default DefaultWait). If the connection still may not be used, it fails
+// without touching the network with a *RefusedError that says which kind of
+// refusal it is: errors.Is(err, ErrRetryLater) (nobody needs to act: retry
+// shortly) or errors.Is(err, ErrActionRequired) (a person must act; ActionBy
+// says who: the user must reconnect, or the operator must fix the client
+// secret or registration). It also wraps the gate's *domain.GateError
+// (errors.Is(err, domain.ErrUnauthenticated)).
 // Otherwise it sends a clone of the request with "Authorization: Bearer
 // <token>" (the caller's request is not modified). When the API rejects the
 // token, the Transport reports the rejection to tokenline synchronously,
@@ -21,6 +27,7 @@
 package roundtrip
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -48,6 +55,14 @@ type TokenSource interface {
 	Check(ctx context.Context, connectionID string) (string, error)
 }
 
+// Awaiter is a TokenSource that can wait for a refresh due or in flight:
+// Await is Check that waits while ctx lasts when the refusal is one time
+// cures ((*domain.GateError).RetryLater). *lifecycle.Service implements
+// it, and so does FromGate of a *projections.Gate.
+type Awaiter interface {
+	Await(ctx context.Context, connectionID string) (string, error)
+}
+
 // FromGate adapts a gate whose check needs no context (a
 // *projections.Gate: in memory, no I/O) to a TokenSource.
 func FromGate(g interface {
@@ -63,6 +78,74 @@ type gateSource struct {
 }
 
 func (s gateSource) Check(_ context.Context, id string) (string, error) { return s.g.Check(id) }
+
+// Await waits with the gate's Await when it has one.
+func (s gateSource) Await(ctx context.Context, id string) (string, error) {
+	if a, ok := s.g.(Awaiter); ok {
+		return a.Await(ctx, id)
+	}
+	return s.g.Check(id)
+}
+
+// DefaultWait is how long RoundTrip waits for a refresh that is due or in
+// flight before it fails with ErrRetryLater.
+const DefaultWait = 2 * time.Second
+
+// The kinds of refusal a *RefusedError is (errors.Is).
+var (
+	// ErrRetryLater: a refresh is due or in flight and did not land within
+	// the wait; nobody needs to act: retry shortly.
+	ErrRetryLater = errors.New("roundtrip: a refresh of the access token is due or in flight; retry later")
+	// ErrActionRequired: a person must act before the connection can be
+	// used again (RefusedError.ActionBy says who).
+	ErrActionRequired = errors.New("roundtrip: a person must act before the connection can be used")
+)
+
+// RefusedError is RoundTrip's error when the gate refuses the connection.
+type RefusedError struct {
+	ConnectionID string
+	// RetryLater: waiting cures it (errors.Is(err, ErrRetryLater)).
+	RetryLater bool
+	// ActionBy is who must act when RetryLater is false: domain.ActorUser
+	// (reconnect) or domain.ActorOperator (client secret or registration);
+	// domain.ActorNone for a connection the gate does not know.
+	ActionBy domain.Actor
+	// Gate is the gate's refusal.
+	Gate *domain.GateError
+}
+
+func (e *RefusedError) Error() string {
+	switch {
+	case e.RetryLater:
+		return "roundtrip: refresh in progress, retry later: " + e.Gate.Error()
+	case e.ActionBy == domain.ActorOperator:
+		return "roundtrip: operator action required (client secret or registration): " + e.Gate.Error()
+	case e.ActionBy == domain.ActorUser:
+		return "roundtrip: reauthorisation required (the user must reconnect): " + e.Gate.Error()
+	}
+	return "roundtrip: " + e.Gate.Error()
+}
+
+// Unwrap gives the kind (ErrRetryLater or ErrActionRequired) and the gate's
+// *domain.GateError.
+func (e *RefusedError) Unwrap() []error {
+	switch {
+	case e.RetryLater:
+		return []error{ErrRetryLater, e.Gate}
+	case e.ActionBy != domain.ActorNone:
+		return []error{ErrActionRequired, e.Gate}
+	}
+	return []error{e.Gate}
+}
+
+// refused types a gate refusal (other errors pass unchanged).
+func refused(id string, err error) error {
+	var ge *domain.GateError
+	if !errors.As(err, &ge) {
+		return err
+	}
+	return &RefusedError{ConnectionID: id, RetryLater: ge.RetryLater(), ActionBy: ge.ActionBy(), Gate: ge}
+}
 
 // ReportTimeout bounds a synchronous report. The report runs detached from
 // the request's cancellation (a caller that gave up must not stop tokenline
@@ -83,6 +166,10 @@ type Transport struct {
 	// Logger receives report failures (default slog.Default()); no token is
 	// ever logged.
 	Logger *slog.Logger
+	// Wait bounds how long a request waits for a refresh that is due or in
+	// flight (with a TokenSource that is an Awaiter); 0: DefaultWait;
+	// negative: do not wait. The request's context bounds it too.
+	Wait time.Duration
 	// Hosts are the hosts (host or host:port, as in URL.Host) that receive
 	// the token. When empty, the host of the first request is pinned. A
 	// request to any other host (a cross-host redirect, a presigned URL) is
@@ -128,8 +215,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	token, err := t.Gate.Check(req.Context(), t.ConnectionID)
 	if err != nil {
+		token, err = t.await(req.Context(), err)
+	}
+	if err != nil {
 		closeBody() // a RoundTripper closes the body even when it fails
-		return nil, err
+		return nil, refused(t.ConnectionID, err)
 	}
 	r2 := req.Clone(req.Context())
 	r2.Header.Set("Authorization", "Bearer "+token)
@@ -148,6 +238,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return resp, nil
+}
+
+// await waits, after Check refused with err, for a refresh due or in flight.
+func (t *Transport) await(ctx context.Context, err error) (string, error) {
+	var ge *domain.GateError
+	a, ok := t.Gate.(Awaiter)
+	if !ok || t.Wait < 0 || !errors.As(err, &ge) || !ge.RetryLater() {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(t.Wait, DefaultWait))
+	defer cancel()
+	return a.Await(ctx, t.ConnectionID)
 }
 
 func (t *Transport) base() http.RoundTripper {
@@ -170,7 +272,7 @@ func (t *Transport) Client() *http.Client { return &http.Client{Transport: t} }
 // ForConnection returns a Transport for another connection (same base,
 // gate, reporter, logger and hosts; a pinned host is not carried over).
 func (t *Transport) ForConnection(connectionID string) *Transport {
-	return &Transport{Base: t.Base, Gate: t.Gate, Reporter: t.Reporter, ConnectionID: connectionID, Logger: t.Logger, Hosts: t.Hosts}
+	return &Transport{Base: t.Base, Gate: t.Gate, Reporter: t.Reporter, ConnectionID: connectionID, Logger: t.Logger, Hosts: t.Hosts, Wait: t.Wait}
 }
 
 // ShouldReport says whether a response with this status and these

@@ -173,6 +173,16 @@ func (p *poller) one(ctx context.Context, in *instance, id, what string) {
 		p.st.Unreachable++
 	case err != nil:
 		p.st.Transport++
+	case resp.StatusCode == http.StatusServiceUnavailable && what == "token" && strings.Contains(string(body), `"refresh_in_progress"`):
+		// The gate's refusal that time cures (a refresh that did not land
+		// within /token's wait): counted with the gate's refusals, not as a
+		// server error.
+		p.st.Gate409++
+		var g struct {
+			Detail string `json:"detail"`
+		}
+		_ = json.Unmarshal(body, &g)
+		p.st.GateDetails[g.Detail]++
 	case resp.StatusCode >= 500:
 		p.st.Server5xx++
 		p.st.Statuses5xx[fmt.Sprintf("%s %d", what, resp.StatusCode)]++

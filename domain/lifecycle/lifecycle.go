@@ -84,8 +84,9 @@ type Config struct {
 	// between transient failures; defaults 1 s and 5 min.
 	BackoffBase, BackoffMax time.Duration
 	// Margin returns how long before expiry a token of the given lifetime is
-	// refreshed; default lifetime/5 clamped to [1 s, 5 min] (3 min for Pleo's
-	// 15-minute tokens), with ±10 % jitter.
+	// refreshed, before ±10 % jitter; default DefaultMargin (the rule of
+	// domain.TokenTiming with its defaults: 3 min for Pleo's 15-minute
+	// tokens). cmd/tokenline passes the configured TokenTiming's Lead.
 	Margin func(lifetime time.Duration) time.Duration
 	// Concurrency bounds refreshes in flight on this instance; default 16.
 	// With the duration of a refresh it makes the scheduler's capacity,
@@ -157,9 +158,11 @@ func positiveOr[T int | time.Duration](v, def T) T {
 	return v
 }
 
-// DefaultMargin is lifetime/5 clamped to [1 s, 5 min].
+// DefaultMargin is domain.TokenTiming{}.Lead: lifetime/5 clamped to
+// [1 s, 5 min], but never less than the default gate margin and refresh
+// latency need (docs/transitions.md, "Token lifetimes").
 func DefaultMargin(lifetime time.Duration) time.Duration {
-	return min(max(lifetime/5, time.Second), 5*time.Minute)
+	return domain.TokenTiming{}.Lead(lifetime)
 }
 
 // Errors of the callback. None of them carries the state value.

@@ -24,10 +24,16 @@ func TestBackoffIsExponentialJitteredBoundedAndHonoursRetryAfter(t *testing.T) {
 }
 
 func TestDefaultMargin(t *testing.T) {
+	floor5s := 1250 * time.Millisecond
+	floor5s = floor5s*10/9 + time.Microsecond
 	for life, want := range map[time.Duration]time.Duration{
 		15 * time.Minute: 3 * time.Minute, // Pleo's access tokens
 		time.Hour:        5 * time.Minute, // capped
-		2 * time.Second:  time.Second,     // floor
+		24 * time.Hour:   5 * time.Minute, // capped
+		// 20 s: L/5 = 4 s is above the floor (2 s margin + 0.75 s latency and slack)/0.9
+		20 * time.Second: 4 * time.Second,
+		// 5 s: the floor (0.5 s margin + 0.75 s)/0.9 wins over L/5 = 1 s
+		5 * time.Second: floor5s,
 	} {
 		if got := DefaultMargin(life); got != want {
 			t.Errorf("DefaultMargin(%v) = %v, want %v", life, got, want)

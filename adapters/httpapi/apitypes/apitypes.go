@@ -66,6 +66,14 @@ type ConnectionStatus struct {
 	// ReasonText explains Reason in plain words for the person who must
 	// reconnect (domain.Reasons); empty without a reason.
 	ReasonText string `json:"reason_text"`
+	// ActionBy says who must act to make an unauthenticated connection
+	// usable again (domain.ActionBy): "user" (reconnect) or "operator"
+	// (invalid_client, unauthorized_client, unsupported_grant_type: install
+	// the client's new secret or fix its registration; reconnecting does
+	// not help until then), with OperatorText saying what to do. Absent
+	// when nobody needs to act.
+	ActionBy     domain.Actor `json:"action_by,omitempty"`
+	OperatorText string       `json:"operator_text,omitempty"`
 	// Since is when the connection entered its state.
 	Since     time.Time `json:"since"`
 	CreatedAt time.Time `json:"created_at"`
@@ -150,6 +158,10 @@ func StatusOf(c *domain.Connection) ConnectionStatus {
 	}
 	if info, ok := c.Reason.Info(); ok {
 		s.ReasonText = info.UserText
+	}
+	if c.State == domain.StateUnauthenticated && !c.Deleted {
+		s.ActionBy = domain.ActionBy(c.Reason)
+		s.OperatorText = strings.ReplaceAll(domain.OperatorText(c.Reason), "{name}", c.Provider)
 	}
 	if c.TokensHeld {
 		s.AccessTokenFP = c.Tokens.AccessTokenFP

@@ -75,11 +75,18 @@ type ErrorBody struct {
 	Message string `json:"message"`
 }
 
-// GateErrorBody is the answer to a token request while the gate is closed
-// (409).
+// GateErrorBody is the answer to a token request while the gate is closed:
+// 503 refresh_in_progress (retry after RetryAfter seconds, nobody needs to
+// act) or 409 when a person must act: reauthorisation_required (the user
+// must reconnect) or operator_action_required (the operator must fix the
+// client secret or registration).
 type GateErrorBody struct {
-	Error   string `json:"error"` // "connection_unauthenticated"
+	Error   string `json:"error"` // GateErrorRefreshInProgress, GateErrorReauthorisation or GateErrorOperatorAction
 	Message string `json:"message"`
+	// ActionBy is who must act ("user" or "operator"); empty on a 503.
+	ActionBy domain.Actor `json:"action_by,omitempty"`
+	// RetryAfter (503 only) is the Retry-After header's seconds.
+	RetryAfter int `json:"retry_after,omitempty"`
 	// State and Reason are the connection's; Detail is the gate's word
 	// ("unauthenticated", "token_expired", "refreshing", ...).
 	State          domain.State  `json:"state"`
@@ -88,6 +95,13 @@ type GateErrorBody struct {
 	Detail         string        `json:"detail"`
 	ReauthoriseURL string        `json:"reauthorise_url,omitempty"`
 }
+
+// The error words of GateErrorBody.
+const (
+	GateErrorRefreshInProgress = "refresh_in_progress"
+	GateErrorReauthorisation   = "reauthorisation_required"
+	GateErrorOperatorAction    = "operator_action_required"
+)
 
 // HealthResponse is the answer of /healthz and /readyz.
 type HealthResponse struct {

@@ -26,10 +26,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+	"github.com/tokenline/tokenline/domain"
 )
 
 // DefaultTimeout bounds one request/response exchange (not the streams).
@@ -93,9 +95,34 @@ type APIError struct {
 	// Method and Path are the request's (the path without its query).
 	Method string
 	Path   string
-	// Gate is the body of a 409 answered by Token while the connection's
-	// gate is closed (nil otherwise).
+	// Gate is the body of Token's refusal (nil otherwise): a 503
+	// refresh_in_progress (RetryLater) or a 409 a person must act on
+	// (ActionBy).
 	Gate *apitypes.GateErrorBody
+	// RetryAfter is the answer's Retry-After (0 when absent).
+	RetryAfter time.Duration
+}
+
+// RetryLater reports a refusal that waiting cures: Token answered 503
+// refresh_in_progress (retry after RetryAfter; nobody needs to act).
+func (e *APIError) RetryLater() bool {
+	return e.Gate != nil && e.Code == apitypes.GateErrorRefreshInProgress
+}
+
+// ActionBy is who must act on Token's 409: domain.ActorUser (reconnect:
+// reauthorisation_required) or domain.ActorOperator (client secret or
+// registration: operator_action_required); ActorNone for any other error.
+func (e *APIError) ActionBy() domain.Actor {
+	if e.Gate == nil || e.Status != http.StatusConflict {
+		return domain.ActorNone
+	}
+	switch e.Code {
+	case apitypes.GateErrorOperatorAction:
+		return domain.ActorOperator
+	case apitypes.GateErrorReauthorisation:
+		return domain.ActorUser
+	}
+	return domain.ActorNone
 }
 
 // Error reads "message (HTTP status code)".
@@ -247,8 +274,14 @@ func readAPIError(resp *http.Response, method, path string) error {
 		e.Code, e.Message = body.Error, body.Message
 	}
 	var gate apitypes.GateErrorBody
-	if resp.StatusCode == http.StatusConflict && e.Code == "connection_unauthenticated" && json.Unmarshal(b, &gate) == nil {
-		e.Gate = &gate
+	switch e.Code {
+	case apitypes.GateErrorRefreshInProgress, apitypes.GateErrorReauthorisation, apitypes.GateErrorOperatorAction:
+		if (resp.StatusCode == http.StatusConflict || resp.StatusCode == http.StatusServiceUnavailable) && json.Unmarshal(b, &gate) == nil {
+			e.Gate = &gate
+		}
+	}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 && secs <= 3600 {
+		e.RetryAfter = time.Duration(secs) * time.Second
 	}
 	if e.Message == "" && e.Code == "" {
 		// Not the API's error shape (a proxy, or not tokenline at all): keep

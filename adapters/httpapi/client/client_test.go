@@ -98,8 +98,8 @@ func TestClientAgainstServer(t *testing.T) {
 
 	t.Run("closed gate", func(t *testing.T) {
 		_, err := c.Token(ctx, id)
-		ae := apiError(t, err, http.StatusConflict, "connection_unauthenticated")
-		if ae.Gate == nil || ae.Gate.State != domain.StateUnauthenticated || ae.Gate.Reason != domain.ReasonNeverAuthorised ||
+		ae := apiError(t, err, http.StatusConflict, apitypes.GateErrorReauthorisation)
+		if ae.Gate == nil || ae.ActionBy() != domain.ActorUser || ae.RetryLater() || ae.Gate.State != domain.StateUnauthenticated || ae.Gate.Reason != domain.ReasonNeverAuthorised ||
 			ae.Gate.ReauthoriseURL != m.BaseURL+apitypes.ReauthorisePath(id) {
 			t.Fatalf("gate: %+v", ae.Gate)
 		}

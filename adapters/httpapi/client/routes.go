@@ -92,11 +92,23 @@ func (c *Client) Authorize(ctx context.Context, id string, opts ...CallOption) (
 }
 
 // Token returns the connection's access token if it may be used now (GET
-// /v1/connections/{id}/token). While the gate is closed the error is an
-// *APIError with status 409 whose Gate says why.
+// /v1/connections/{id}/token), the server waiting up to its default (2 s)
+// for a refresh that is due or in flight. Otherwise the error is an
+// *APIError whose Gate says why: RetryLater (503 refresh_in_progress,
+// retry after RetryAfter) or ActionBy (409: the user must reconnect, or
+// the operator must fix the client secret or registration).
 func (c *Client) Token(ctx context.Context, id string) (apitypes.TokenResponse, error) {
 	var tr apitypes.TokenResponse
 	err := c.do(ctx, http.MethodGet, apitypes.Path(apitypes.RouteToken, id), nil, &tr, "token answer", nil)
+	return tr, err
+}
+
+// TokenWait is Token with the server's wait set (?wait=; 0: answer at once;
+// at most 10 s).
+func (c *Client) TokenWait(ctx context.Context, id string, wait time.Duration) (apitypes.TokenResponse, error) {
+	var tr apitypes.TokenResponse
+	path := apitypes.Path(apitypes.RouteToken, id) + "?wait=" + url.QueryEscape(wait.String())
+	err := c.do(ctx, http.MethodGet, path, nil, &tr, "token answer", nil)
 	return tr, err
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
 	"github.com/tokenline/tokenline/adapters/httpapi/client"
+	"github.com/tokenline/tokenline/domain"
 )
 
 func newConnectionsCommand() *cobra.Command {
@@ -107,6 +108,12 @@ func printStatus(w io.Writer, c apitypes.ConnectionStatus, now time.Time) error 
 	row("State", string(c.State))
 	if c.Reason != "" {
 		row("Reason", string(c.Reason)+withText(reasonText(c.Reason, c.ReasonText)))
+	}
+	switch c.ActionBy {
+	case domain.ActorOperator:
+		row("Action by", "operator: "+c.OperatorText)
+	case domain.ActorUser:
+		row("Action by", "user: reconnect (tokenline connections authorize "+c.ID+")")
 	}
 	row("Since", fmtTime(c.Since)+" ("+fmtRelative(c.Since, now)+")")
 	if !c.CreatedAt.IsZero() {

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/projections"
 )
 
 // Config is everything `tokenline serve` can be told. Every flag is also an
@@ -60,6 +63,10 @@ type Config struct {
 	SnapshotEvery    int
 	AuthorisationTTL time.Duration
 	GateExpiryMargin time.Duration
+	// RefreshLatency is the expected time from a refresh's planned start to
+	// the fresh token in the gate; with GateExpiryMargin it sets the refresh
+	// lead time (domain.TokenTiming, docs/transitions.md "Token lifetimes").
+	RefreshLatency time.Duration
 }
 
 // DefaultConfig is the embedded default: local JetStream, sandbox provider.
@@ -83,7 +90,8 @@ func DefaultConfig() Config {
 		Concurrency:        16,
 		SnapshotEvery:      10000,
 		AuthorisationTTL:   10 * time.Minute,
-		GateExpiryMargin:   10 * time.Second,
+		GateExpiryMargin:   domain.DefaultMaxGateMargin,
+		RefreshLatency:     domain.DefaultRefreshLatency,
 		MetricsAuth:        true,
 		CheckpointInterval: 30 * time.Second,
 	}
@@ -128,7 +136,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.Tick, "tick", c.Tick, "longest the scheduler sleeps between looks at its queue (it also wakes at the next due time)")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "refreshes in flight per instance; with the measured refresh duration it sets how many refreshes a second the scheduler plans before it spreads them earlier")
 	fs.IntVar(&c.SnapshotEvery, "snapshot-every", c.SnapshotEvery, "events between projection snapshots")
-	fs.DurationVar(&c.GateExpiryMargin, "gate-expiry-margin", c.GateExpiryMargin, "stop handing out an access token this long before it expires")
+	fs.DurationVar(&c.GateExpiryMargin, "gate-expiry-margin", c.GateExpiryMargin, "at most this long before it expires an access token stops being handed out (a token living L stops min(this, L/10) before; docs/transitions.md, Token lifetimes)")
+	fs.DurationVar(&c.RefreshLatency, "refresh-latency", c.RefreshLatency, "expected time a refresh takes, start to fresh token; refreshes start at least gate margin + 1.5 × this before expiry (docs/transitions.md, Token lifetimes)")
 	fs.DurationVar(&c.AuthorisationTTL, "authorisation-ttl", c.AuthorisationTTL, "how long an authorisation attempt (state) lives")
 }
 
@@ -164,7 +173,43 @@ func (c *Config) Validate() error {
 	if c.CheckpointInterval < time.Second || c.CheckpointInterval > 24*time.Hour {
 		return fmt.Errorf("--checkpoint-interval must be between 1s and 24h")
 	}
+	if c.GateExpiryMargin < 10*projections.ClockResolution || c.GateExpiryMargin > time.Hour {
+		return fmt.Errorf("--gate-expiry-margin must be between %s and 1h", 10*projections.ClockResolution)
+	}
+	if c.RefreshLatency < time.Millisecond || c.RefreshLatency > 10*time.Minute {
+		return fmt.Errorf("--refresh-latency must be between 1ms and 10m")
+	}
 	return c.validateProviderFlags()
+}
+
+// Timing is the token-timing rule these settings make: the gate margin
+// and the refresh lead time for every lifetime.
+func (c *Config) Timing() domain.TokenTiming {
+	return domain.TokenTiming{MaxGateMargin: c.GateExpiryMargin, RefreshLatency: c.RefreshLatency}
+}
+
+// knownAccessTTL is the access-token lifetime of a preset provider whose
+// lifetime is documented (Pleo: 15 minutes); the sandbox's is
+// --sandbox-access-ttl.
+var knownAccessTTL = map[string]time.Duration{"pleo": 15 * time.Minute, "pleo-staging": 15 * time.Minute}
+
+// ValidateLifetimes checks the token-timing rule (domain.TokenTiming) for
+// every provider whose access-token lifetime is known: the sandbox's
+// (--sandbox-access-ttl) and the presets'. A provider whose lifetime is
+// only learnt from its token responses is not checked here; tokens shorter
+// than Timing().MinLifetime() get a refresh lead of at most their whole life.
+func (c *Config) ValidateLifetimes(specs []ProviderSpec) error {
+	t := c.Timing()
+	for _, s := range specs {
+		life, flag := knownAccessTTL[s.Preset], ""
+		if s.Preset == "sandbox" {
+			life, flag = c.SandboxAccessTTL, "--sandbox-access-ttl "+c.SandboxAccessTTL.String()+", "
+		}
+		if err := t.Check(life); err != nil {
+			return fmt.Errorf("provider %s (%s--gate-expiry-margin %s, --refresh-latency %s): %w", s.Name, flag, c.GateExpiryMargin, c.RefreshLatency, err)
+		}
+	}
+	return nil
 }
 
 // validateProviderFlags checks the single-provider flags (ProviderSpecs

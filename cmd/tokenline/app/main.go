@@ -127,6 +127,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := m.Config.ValidateLifetimes(specs); err != nil {
+		return err
+	}
 	m.providerSpecs = specs
 	if m.Logger == nil {
 		m.Logger = m.logger()
@@ -213,7 +216,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Instance: m.Config.Instance, Logger: m.Logger, Clock: m.Clock,
 		MaxAttempts: m.Config.MaxAttempts, BackoffBase: m.Config.BackoffBase,
 		Lease: m.Config.RefreshLease, Tick: m.Config.Tick, Concurrency: m.Config.Concurrency,
-		AuthorisationTTL: m.Config.AuthorisationTTL,
+		AuthorisationTTL: m.Config.AuthorisationTTL, Margin: m.Config.Timing().Lead,
 		// m.Metrics is set below, before the scheduler runs.
 		ObserveLateness: func(job string, late time.Duration) { m.Metrics.ObserveLateness(job, late) },
 	}); err != nil {
@@ -223,7 +226,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.cancel = cancel
 	m.registry = prometheus.NewRegistry()
 	if m.Metrics, err = httpapi.NewMetrics(m.registry, httpapi.MetricsConfig{
-		Status: httpapi.StatusFromProjection{Status: m.Proj.Status},
+		Status: httpapi.StatusFromProjection{Status: m.Proj.Status}, Timing: m.Config.Timing(),
 		ProjectionLag: func(ctx context.Context) (uint64, error) {
 			if m.Proj.Runner == nil {
 				return 0, errors.New("projections not started")

@@ -95,9 +95,30 @@
       }
       case "unauthenticated":
         if (c.reason === "never_authorised") return c.reason_text + " — connect to start.";
+        if (c.action_by === "operator") {
+          // Reconnecting does not help until the operator fixed the client.
+          return (c.reason_text || "Not connected") + " on " + when(c.since) + " — the operator must act: " + c.operator_text;
+        }
         return (c.reason_text || "Not connected") + " on " + when(c.since) + " — reconnect to restore.";
     }
     return c.state;
+  }
+
+  // deniedNotice explains an authorisation attempt that ended without a
+  // grant: declined by the user or the provider, abandoned, or approved but
+  // the code exchange failed (for the client's credentials: the operator's
+  // to fix, not the user's).
+  function deniedNotice(c) {
+    switch (c.reason) {
+      case "authorisation_denied":
+        return "The provider did not grant access (the request was declined). You can try again with Reconnect.";
+      case "authorisation_expired":
+        return "The connection attempt expired before it was completed. You can try again with Reconnect.";
+    }
+    if (c.action_by === "operator") {
+      return "You approved access, but the provider refused tokenline's own client credentials when it completed the connection (" + c.reason + "). This is not something you can fix by reconnecting: the operator must act. " + c.operator_text;
+    }
+    return "You approved access, but completing the connection failed: " + (c.reason_text || c.reason) + " (" + c.reason + "). You can try again with Reconnect.";
   }
 
   function tokenLine(c) {
@@ -123,7 +144,7 @@
   function actions(c, detailed) {
     const box = el("div", { class: "actions" });
     if (c.deleted) return box;
-    if (c.needs_reauthorisation) {
+    if (c.needs_reauthorisation && c.action_by !== "operator") {
       const first = c.reason === "never_authorised";
       const b = el("button", { type: "button", class: first ? "connect-button" : "reconnect-button", "data-id": c.id, text: first ? "Connect" : "Reconnect" });
       b.addEventListener("click", () => startAuthorisation(c.id, b));
@@ -164,7 +185,8 @@
       row("Created", new Date(c.created_at).toLocaleString());
       row("Granted scopes", (c.granted_scopes || []).join(" "));
       row("Access token expires", c.access_token_expires_at ? new Date(c.access_token_expires_at).toLocaleString() : "");
-      row("Needs you to reconnect", c.needs_reauthorisation ? "yes" : "no");
+      row("Needs you to reconnect", c.action_by === "operator" ? "not yet: the operator must act first" : (c.needs_reauthorisation ? "yes" : "no"));
+      if (c.action_by === "operator") row("Operator must", c.operator_text);
       row("Version (stream sequence)", c.version);
       kids.push(dl);
     }
@@ -403,9 +425,13 @@
       refresh = () => refreshConnectionPage(id);
       const params = new URLSearchParams(window.location.search);
       if (params.get("authorisation") === "denied") {
-        const n = document.getElementById("notice");
-        n.textContent = "The provider did not grant access (the request was declined). You can try again with Reconnect.";
-        n.hidden = false;
+        // The attempt ended without a grant: say why, from the connection's
+        // reason (the user may have approved, and the code exchange failed).
+        api("GET", "/v1/connections/" + id).then((c) => {
+          const n = document.getElementById("notice");
+          n.textContent = deniedNotice(c);
+          n.hidden = false;
+        }).catch(() => {});
       }
     } else {
       return;
