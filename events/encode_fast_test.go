@@ -14,7 +14,7 @@ import (
 // own (escaping, nil against empty, sorted keys, zones, nanoseconds).
 func fastEncoderCases() []domain.Payload {
 	at := time.Date(2026, 12, 2, 5, 1, 2, 345678900, time.UTC)
-	zoned := time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", -(3*3600 + 30*60)))
+	zoned := time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", -(3*3600+30*60)))
 	odd := "a<b>&\"q\"\\ \b\f\n\r\t\x00\x1f\x7f é \u2028 \u2029 \xff\xfe 日本"
 	ti := domain.TokenInfo{AccessTokenFP: "sha256:0123456789ab", RefreshTokenFP: "sha256:ba9876543210", AccessTokenExpiresAt: at, Scopes: []string{"users:read", "expenses:write"}}
 	return []domain.Payload{
