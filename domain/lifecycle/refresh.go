@@ -50,14 +50,23 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 // refresh is Refresh returning the connection as this instance last saw it
 // (after the outcome it recorded, when it got that far).
 func (s *Service) refresh(ctx context.Context, id, trigger string) (domain.Connection, error) {
-	c, err := s.cfg.Store.Load(ctx, id)
+	return s.refreshFrom(ctx, id, trigger, false)
+}
+
+// refreshFrom is refresh deciding against the store's cached aggregate
+// unless verify (loadToDecide). Whatever the cached aggregate makes it
+// refuse (not due, or a conflict taking the lock: it was stale) is decided
+// again, once, against the connection read from the stream.
+func (s *Service) refreshFrom(ctx context.Context, id, trigger string, verify bool) (domain.Connection, error) {
+	c, cached, err := s.loadToDecide(ctx, id, verify)
 	if err != nil {
 		return c, err
 	}
-	if c.State != domain.StateActive || !c.TokensHeld || c.Deleted {
-		return c, ErrNotDue
-	}
-	if trigger == domain.TriggerSchedule && !s.due(&c, s.clock.Now()) {
+	if c.State != domain.StateActive || !c.TokensHeld || c.Deleted ||
+		trigger == domain.TriggerSchedule && !s.due(&c, s.clock.Now()) {
+		if cached {
+			return s.refreshFrom(ctx, id, trigger, true)
+		}
 		return c, ErrNotDue
 	}
 	p, err := s.provider(c.Provider)
@@ -78,6 +87,9 @@ func (s *Service) refresh(ctx context.Context, id, trigger string) (domain.Conne
 	r := refreshRun{s: s, c: &c, p: p, lease: lease, trigger: trigger, caller: ctx}
 	work := context.WithoutCancel(ctx)
 	if err := r.lock(work, s.event(id, pl)); err != nil {
+		if cached && errors.Is(err, domain.ErrConflict) && ctx.Err() == nil {
+			return s.refreshFrom(ctx, id, trigger, true) // decided against a stale cache
+		}
 		return c, err // ErrConflict: another instance holds or just used the lock
 	}
 	err = r.run(work, toks, verr)
