@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 )
 
@@ -21,12 +22,19 @@ func p50(d []time.Duration) time.Duration {
 
 // BenchmarkRefreshCycle measures one full refresh through tokenline (load,
 // append refresh.started with OCC, vault read, token request, vault write,
-// append refresh.succeeded) against a bare golang.org/x/oauth2 refresh on the
-// same sandbox, interleaved, and prints the p50 overhead per refresh.
+// append refresh.succeeded, the status projection, gate and scheduler
+// following) against a bare golang.org/x/oauth2 refresh of another grant
+// on the same sandbox token endpoint, with the production logging (info,
+// JSON) and scheduler tick. The two alternate, each going first every
+// other time, so that both see the same machine; it prints the p50 of
+// each and the difference (tokenline's overhead per refresh).
 //
-//	go test -run '^$' -bench RefreshCycle -benchtime 500x ./tests/
+//	go test -run '^$' -bench RefreshCycle -benchtime 1000x ./tests/
 func BenchmarkRefreshCycle(b *testing.B) {
-	in := startB(b)
+	in := startTB(b, func(c *app.Config) {
+		c.LogLevel, c.LogFormat = "info", "json" // the defaults: production logging
+		c.Tick = 250 * time.Millisecond
+	})
 	id, err := in.Lifecycle.Create(context.Background(), "sandbox", []string{"users:read"}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -47,28 +55,45 @@ func BenchmarkRefreshCycle(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var tl, bare []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	tlRefresh := func() time.Duration {
 		t0 := time.Now()
 		if err := in.Lifecycle.Refresh(context.Background(), id.ID, domain.TriggerManual); err != nil {
 			b.Fatal(err)
 		}
-		t1 := time.Now()
+		return time.Since(t0)
+	}
+	bareRefresh := func() time.Duration {
+		t0 := time.Now()
 		nt, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
 		if err != nil {
 			b.Fatal(err)
 		}
-		t2 := time.Now()
+		d := time.Since(t0)
 		tok = nt
-		tl, bare = append(tl, t1.Sub(t0)), append(bare, t2.Sub(t1))
+		return d
+	}
+	// Warm both paths (connections, caches) before timing.
+	for range 20 {
+		tlRefresh()
+		bareRefresh()
+	}
+	var tl, bare []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 {
+			tl = append(tl, tlRefresh())
+			bare = append(bare, bareRefresh())
+		} else {
+			bare = append(bare, bareRefresh())
+			tl = append(tl, tlRefresh())
+		}
 	}
 	b.StopTimer()
 	pt, pb := p50(tl), p50(bare)
 	b.ReportMetric(float64(pt.Microseconds())/1000, "tokenline-p50-ms")
 	b.ReportMetric(float64(pb.Microseconds())/1000, "bare-p50-ms")
 	b.ReportMetric(float64((pt-pb).Microseconds())/1000, "overhead-p50-ms")
-	fmt.Printf("refresh cycle (n=%d): tokenline p50 %v, bare x/oauth2 p50 %v, overhead p50 %v (target <= 2ms)\n", len(tl), pt, pb, pt-pb)
+	fmt.Printf("refresh cycle (n=%d, log level info, JSON): tokenline p50 %v, bare x/oauth2 p50 %v, overhead %v (target <= 0.3ms)\n", len(tl), pt, pb, pt-pb)
 }
 
 func startB(b *testing.B) *instance {
