@@ -114,7 +114,7 @@ type benchSide struct {
 
 type benchEnv struct {
 	raw, tl *benchSide
-	tx      *benchSide // tl's subjects, written by whole transitions
+	tx      *benchSide     // tl's subjects, written by whole transitions
 	cursor  map[[3]any]int // (side, writers, writer) -> next index into its subjects
 }
 
@@ -333,8 +333,8 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 
 // wireProduction gives the store what cmd/tokenline/app gives it in
 // production, so that every timed append pays for it: the append hook feeds
-// the status projection, whose observers are the gate and the lifecycle's
-// scheduler, and a projections Runner follows the stream (confirming each
+// the status projection, whose observers are the gate, the store's own
+// staleness check (Saw) and the lifecycle's scheduler, and a projections Runner follows the stream (confirming each
 // event a second time) with snapshots and positions on JetStream.
 func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Status) {
 	b.Helper()
@@ -348,6 +348,7 @@ func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Stat
 		b.Fatal(err)
 	}
 	status.OnChange(gate.Observe)
+	status.OnChange(func(_, after *domain.Connection) { store.Saw(after.ID, after.Version) })
 	status.OnChange(svc.Observe)
 	store.OnAppend(func(e domain.Event) { _, _ = status.Apply(e) })
 	ctx := context.Background()

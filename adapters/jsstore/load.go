@@ -109,6 +109,23 @@ func (s *Store) putInDoubt(connectionID string) {
 	s.mu.Unlock()
 }
 
+// Saw tells the store that the stream holds a connection's events up to
+// version: a projection that follows the stream applied them (wired to
+// projections.Status.OnChange). A cached entry behind it is put in doubt,
+// so that the next LoadForAppend reads what it lacks from the stream
+// instead of deciding against it and conflicting (another instance
+// appended). It is cheap when the entry is current (this instance's own
+// appends), as it must be under the projection's lock.
+func (s *Store) Saw(connectionID string, version uint64) {
+	s.mu.RLock()
+	c, ok := s.cache[connectionID]
+	behind := ok && c.Version < version
+	s.mu.RUnlock()
+	if behind {
+		s.putInDoubt(connectionID)
+	}
+}
+
 // put caches a copy of c, read from the stream as the stream's leader has
 // it, unless the cache holds a newer one; a full cache drops an arbitrary
 // entry first. Either way the entry is no longer in doubt.

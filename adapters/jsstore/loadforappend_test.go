@@ -68,6 +68,33 @@ func TestLoadForAppendTrustsTheCacheUntilAConflict(t *testing.T) {
 	expectHistory(t, a, id, 3)
 }
 
+// Saw, fed by the status projection that follows the stream, puts an
+// entry behind the stream in doubt: the next LoadForAppend reads the
+// stream instead of conflicting. An entry at or past the version stays.
+func TestSawPutsAStaleEntryInDoubt(t *testing.T) {
+	srv := natstest.Start(t, "")
+	a, b := open(t, srv.Connect(t)), open(t, srv.Connect(t))
+	ctx := ctxT(t)
+	id := uuid.NewString()
+	first := decideAppend(t, a, id, domain.Create{Provider: "sandbox", Scopes: []string{"users:read"}})
+	a.Saw(id, first.Seq)
+	if _, cached, err := a.LoadForAppend(ctx, id); err != nil || !cached {
+		t.Fatalf("current entry: cached %v %v, want it trusted", cached, err)
+	}
+	second, err := b.Append(ctx, id, first.Seq, ev(domain.ConnectionUpdated{Config: map[string]string{"by": "b"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Saw(id, second.Seq)
+	c, cached, err := a.LoadForAppend(ctx, id)
+	if err != nil || cached || c.Version != second.Seq {
+		t.Fatalf("after Saw(%d): %+v cached %v %v, want it read from the stream", second.Seq, c, cached, err)
+	}
+	if _, cached, _ := a.LoadForAppend(ctx, id); !cached {
+		t.Fatal("the entry read from the stream is not trusted again")
+	}
+}
+
 // twoInstances is two lifecycles, each on its own store (own NATS
 // connection and aggregate cache) on one stream, sharing a vault, an
 // attempts store and a token endpoint as two tokenline processes do.
