@@ -65,10 +65,15 @@ func (s *Service) refreshFrom(ctx context.Context, id, trigger string, verify bo
 	if err != nil {
 		return c, err
 	}
-	if c.State != domain.StateActive || !c.TokensHeld || c.Deleted ||
-		trigger == domain.TriggerSchedule && !s.due(&c, s.clock.Now()) {
+	if c.State != domain.StateActive || !c.TokensHeld || c.Deleted {
 		if cached {
-			return s.refreshFrom(ctx, id, trigger, true)
+			return s.refreshFrom(ctx, id, trigger, true) // the cache may be stale
+		}
+		return c, ErrNotDue
+	}
+	if trigger == domain.TriggerSchedule && !s.due(&c, s.clock.Now()) {
+		if cached {
+			return s.refreshFrom(ctx, id, trigger, true) // the cache may be stale
 		}
 		return c, ErrNotDue
 	}
