@@ -61,3 +61,54 @@ func TestTableUsesOnlyTheFourStates(t *testing.T) {
 		}
 	}
 }
+
+// check answers from a table derived at init by asking looplab/fsm; a
+// fresh machine, asked again now, must agree with it on every pair: every
+// state (and two that are not states) against every transition name (and
+// names that are not transitions).
+func TestCheckedTableAgreesWithFSM(t *testing.T) {
+	states := append([]State{"", "no_such_state"}, States...)
+	names := append(TransitionNames(), "", "refresh.failed", "connection.created", "no.such.event")
+	for _, st := range states {
+		for _, name := range names {
+			fTo, fErr := askFSM(st, name)
+			cTo, cErr := check(st, name)
+			if (fErr == nil) != (cErr == nil) || fTo != cTo {
+				t.Errorf("(%s, %q): fresh looplab machine = %s, %v; check = %s, %v", st, name, fTo, fErr, cTo, cErr)
+			}
+		}
+	}
+}
+
+// A check of an allowed pair does not allocate (it ran a fresh looplab
+// machine per Decide before).
+func TestCheckDoesNotAllocate(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := check(StateActive, TransRefreshStarted); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := check(StateRefreshing, TransRefreshSucceeded); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("check allocates %.1f times per call", n)
+	}
+}
+
+func BenchmarkCheck(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := check(StateRefreshing, TransRefreshSucceeded); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCheckFreshFSM(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := askFSM(StateRefreshing, TransRefreshSucceeded); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -152,6 +152,21 @@ func Encode(e domain.Event) ([]byte, error) {
 	if e.ID == "" || !domain.ValidConnectionID(e.ConnectionID) {
 		return nil, errors.New("events: encode: event id and a valid connection id are required")
 	}
+	b, err := appendEnvelope(make([]byte, 0, 1024), &e, t, v)
+	if err != nil {
+		// A payload or a time the fast encoder leaves to encoding/json.
+		return encodeReflect(e, t, v)
+	}
+	if len(b) > MaxEventSize {
+		// Decode refuses it: storing it would write a message no reader can read.
+		return nil, fmt.Errorf("events: encode %s: event is %d bytes, more than %d: %w", t, len(b), MaxEventSize, domain.ErrInvalidCommand)
+	}
+	return b, nil
+}
+
+// encodeReflect is Encode by encoding/json (reflection): what the fast
+// encoder (encode_fast.go) must match byte for byte, and its fallback.
+func encodeReflect(e domain.Event, t domain.EventType, v int) ([]byte, error) {
 	data, err := json.Marshal(e.Payload)
 	if err != nil {
 		return nil, fmt.Errorf("events: encode %s: %w", t, err)

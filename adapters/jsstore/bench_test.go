@@ -47,6 +47,25 @@ import (
 //	go test -run '^$' -bench Append -benchtime 3s ./adapters/jsstore/
 func BenchmarkAppend(b *testing.B) {
 	env := newBenchEnv(b, 10_000)
+	compareWithRaw(b, "append", env, env.tl)
+}
+
+// BenchmarkTransition is BenchmarkAppend for a whole state transition as
+// the use cases make it (lifecycle's transact and refresh): load the
+// aggregate to decide against (Store.LoadForAppend, what they call),
+// domain.Decide the command (StartRefresh, then SucceedRefresh), append the
+// event with the production hooks; against the same raw OCC publish, in
+// the same run, alternating chunks as BenchmarkAppend does.
+//
+//	go test -run '^$' -bench Transition -benchtime 3s ./adapters/jsstore/
+func BenchmarkTransition(b *testing.B) {
+	env := newBenchEnv(b, 10_000)
+	compareWithRaw(b, "transition", env, env.tx)
+}
+
+// compareWithRaw runs side against the raw publish with 1 and 8 writers
+// in alternating chunks and prints both rates and their ratio.
+func compareWithRaw(b *testing.B, what string, env *benchEnv, side *benchSide) {
 	type result struct{ raw, tl float64 }
 	results := map[int]result{}
 	writerCounts := []int{1, 8}
@@ -54,7 +73,7 @@ func BenchmarkAppend(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			const chunk = 1000
 			var took [2]time.Duration // raw, tokenline
-			sides := [2]*benchSide{env.raw, env.tl}
+			sides := [2]*benchSide{env.raw, side}
 			for round, done := 0, 0; done < b.N; round++ {
 				n := min(chunk, b.N-done)
 				for k := range 2 {
@@ -79,7 +98,7 @@ func BenchmarkAppend(b *testing.B) {
 		if writers > 1 {
 			w = "writers"
 		}
-		fmt.Printf("append %d %s: raw %.0f/s tokenline %.0f/s ratio %.2f\n", writers, w, r.raw, r.tl, r.tl/r.raw)
+		fmt.Printf("%s %d %s: raw %.0f/s tokenline %.0f/s ratio %.2f\n", what, writers, w, r.raw, r.tl, r.tl/r.raw)
 	}
 }
 
@@ -95,6 +114,7 @@ type benchSide struct {
 
 type benchEnv struct {
 	raw, tl *benchSide
+	tx      *benchSide     // tl's subjects, written by whole transitions
 	cursor  map[[3]any]int // (side, writers, writer) -> next index into its subjects
 }
 
@@ -156,6 +176,31 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		}
 		tl.seq[i] = out.Seq
 		tl.step[i]++
+		return nil
+	}
+
+	// tokenline, whole transitions: load, decide, append.
+	env.tx = &benchSide{name: "tokenline-transition", ids: tl.ids, seq: tl.seq, step: tl.step}
+	tx := env.tx
+	tx.append = func(ctx context.Context, i int) error {
+		c, _, err := store.LoadForAppend(ctx, tx.ids[i])
+		if err != nil {
+			return err
+		}
+		var cmd domain.Command = domain.StartRefresh{LeaseUntil: time.Now().Add(30 * time.Second), Trigger: domain.TriggerSchedule, RefreshTokenFP: c.Tokens.RefreshTokenFP}
+		if c.State == domain.StateRefreshing {
+			cmd = domain.SucceedRefresh{Tokens: info, Rotated: true}
+		}
+		p, err := domain.Decide(&c, cmd)
+		if err != nil {
+			return err
+		}
+		out, err := store.Append(ctx, tx.ids[i], c.Version, domain.Event{Payload: p})
+		if err != nil {
+			return err
+		}
+		tx.seq[i] = out.Seq
+		tx.step[i]++
 		return nil
 	}
 
@@ -288,8 +333,8 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 
 // wireProduction gives the store what cmd/tokenline/app gives it in
 // production, so that every timed append pays for it: the append hook feeds
-// the status projection, whose observers are the gate and the lifecycle's
-// scheduler, and a projections Runner follows the stream (confirming each
+// the status projection, whose observers are the gate, the store's own
+// staleness check (Saw) and the lifecycle's scheduler, and a projections Runner follows the stream (confirming each
 // event a second time) with snapshots and positions on JetStream.
 func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Status) {
 	b.Helper()
@@ -303,6 +348,7 @@ func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Stat
 		b.Fatal(err)
 	}
 	status.OnChange(gate.Observe)
+	status.OnChange(func(_, after *domain.Connection) { store.Saw(after.ID, after.Version) })
 	status.OnChange(svc.Observe)
 	store.OnAppend(func(e domain.Event) { _, _ = status.Apply(e) })
 	ctx := context.Background()

@@ -63,17 +63,83 @@ func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connectio
 	return c, nil
 }
 
-// put caches a copy of c unless the cache holds a newer one; a full cache
-// drops an arbitrary entry first.
+// LoadForAppend returns the aggregate a caller decides its next append
+// against. When the cache holds the connection, and no failed append put
+// the entry in doubt since it was last read from the stream, it is returned
+// as it is, without a request (cached true): it may be stale, and the
+// append decided against it then fails with domain.ErrConflict, which puts
+// the entry in doubt, so that the caller's next LoadForAppend (or Load)
+// reads what it lacks from the stream. A caller must therefore take only a
+// successful append as proof that the aggregate was current: a conflict, or
+// a decision not to append because of what the cached aggregate says, is
+// answered by loading again with Load (lifecycle's transact and refresh do
+// both). Otherwise it is Load (cached false).
+//
+// A cache entry is never ahead of the stream: it is read from the stream
+// or advanced by appends the stream acknowledged, in order; a stream that
+// was recreated shorter makes the next append conflict, and Load then
+// starts over.
+func (s *Store) LoadForAppend(ctx context.Context, connectionID string) (c domain.Connection, cached bool, err error) {
+	s.mu.RLock()
+	e, ok := s.cache[connectionID]
+	if ok {
+		if _, doubt := s.doubt[connectionID]; !doubt {
+			c, cached = e.Clone(), true
+		}
+	}
+	s.mu.RUnlock()
+	if cached {
+		return c, true, nil
+	}
+	c, err = s.Load(ctx, connectionID)
+	return c, false, err
+}
+
+// putInDoubt marks a connection's cache entry as possibly behind the
+// stream (an append to it failed): LoadForAppend does not trust it until
+// Load has read the stream again.
+func (s *Store) putInDoubt(connectionID string) {
+	s.mu.Lock()
+	if _, ok := s.cache[connectionID]; ok {
+		if s.doubt == nil {
+			s.doubt = map[string]struct{}{}
+		}
+		s.doubt[connectionID] = struct{}{}
+	}
+	s.mu.Unlock()
+}
+
+// Saw tells the store that the stream holds a connection's events up to
+// version: a projection that follows the stream applied them (wired to
+// projections.Status.OnChange). A cached entry behind it is put in doubt,
+// so that the next LoadForAppend reads what it lacks from the stream
+// instead of deciding against it and conflicting (another instance
+// appended). It is cheap when the entry is current (this instance's own
+// appends), as it must be under the projection's lock.
+func (s *Store) Saw(connectionID string, version uint64) {
+	s.mu.RLock()
+	c, ok := s.cache[connectionID]
+	behind := ok && c.Version < version
+	s.mu.RUnlock()
+	if behind {
+		s.putInDoubt(connectionID)
+	}
+}
+
+// put caches a copy of c, read from the stream as the stream's leader has
+// it, unless the cache holds a newer one; a full cache drops an arbitrary
+// entry first. Either way the entry is no longer in doubt.
 func (s *Store) put(connectionID string, c *domain.Connection) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.doubt, connectionID)
 	if cur, ok := s.cache[connectionID]; ok && cur.Version >= c.Version {
 		return
 	}
 	if _, ok := s.cache[connectionID]; !ok && len(s.cache) >= s.cfg.CacheSize {
 		for id := range s.cache {
 			delete(s.cache, id)
+			delete(s.doubt, id)
 			break
 		}
 	}

@@ -29,6 +29,8 @@
 // single request for the subject's last message to the stream's leader (a
 // follower may be behind); only the missing tail is read (by batched direct
 // get, what a lagging replica lacks from the leader), never the stream.
+// LoadForAppend, for a caller about to append, skips that request when the
+// cache holds the connection: the append's expected sequence checks it.
 //
 // Every request has its own per-try timeout and is tried again across a
 // leader election (adapters/jsreq), instead of one request to a node that is
@@ -97,6 +99,9 @@ type Store struct {
 
 	mu    sync.RWMutex
 	cache map[string]*domain.Connection
+	// doubt holds the connections whose cache entry an append failed
+	// against: the stream may be ahead of it (LoadForAppend).
+	doubt map[string]struct{}
 
 	hookMu sync.RWMutex
 	hooks  []func(domain.Event)
@@ -166,7 +171,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{nc: nc, js: js, stream: st, checkpoints: cp, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}, nil
+	return &Store{nc: nc, js: js, stream: st, checkpoints: cp, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection), doubt: map[string]struct{}{}}, nil
 }
 
 // ensureStream creates a stream, or updates it to want unless someone
@@ -272,6 +277,9 @@ func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq
 	if err == nil {
 		e.Seq = ack.Sequence
 	} else if e.Seq, err = s.publishError(ctx, connectionID, e.ID, err); err != nil {
+		// A conflict, or no answer (it may have landed): the stream may
+		// be ahead of the cache.
+		s.putInDoubt(connectionID)
 		return domain.Event{}, err
 	}
 	s.applyAppended(connectionID, expectedLastSeq, e)
@@ -308,7 +316,10 @@ func (s *Store) applyAppended(connectionID string, expected uint64, e domain.Eve
 	case ok && c.Version == expected:
 		// Readers copy the cached aggregate under s.mu and never keep the
 		// pointer, so it is updated in place rather than cloned; Apply
-		// leaves it unchanged when it refuses the event.
+		// leaves it unchanged when it refuses the event. The stream took
+		// the event after the entry's version: the entry was current, and
+		// is again.
+		delete(s.doubt, connectionID)
 		if err := c.Apply(e); err != nil {
 			delete(s.cache, connectionID)
 		}
@@ -318,6 +329,7 @@ func (s *Store) applyAppended(connectionID string, expected uint64, e domain.Eve
 		}
 	case ok:
 		delete(s.cache, connectionID)
+		delete(s.doubt, connectionID)
 	}
 	s.mu.Unlock()
 	s.hookMu.RLock()

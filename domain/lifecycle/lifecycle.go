@@ -200,10 +200,33 @@ func fixed(cmd domain.Command) commandFunc {
 	return func(*domain.Connection) (domain.Command, error) { return cmd, nil }
 }
 
+// appendLoader is an event store that can hand out, without a request, the
+// aggregate it holds for a connection a caller is about to decide an
+// append against (adapters/jsstore). cached reports that it did: the
+// aggregate may then be stale, and only a successful append proves it was
+// not. A conflict, or a refusal that the aggregate's state caused, is
+// answered by loading again with Load (loadToDecide with verify).
+type appendLoader interface {
+	LoadForAppend(ctx context.Context, id string) (c domain.Connection, cached bool, err error)
+}
+
+// loadToDecide loads the connection that the caller decides its next
+// append against: from the store's cache when the store has one and
+// verify is false (cached true), else with Load.
+func (s *Service) loadToDecide(ctx context.Context, id string, verify bool) (domain.Connection, bool, error) {
+	if l, ok := s.cfg.Store.(appendLoader); ok && !verify {
+		return l.LoadForAppend(ctx, id)
+	}
+	c, err := s.cfg.Store.Load(ctx, id)
+	return c, false, err
+}
+
 // transact decides cmd against the connection and appends the event,
 // retrying on conflict a few times with the connection loaded again (the
 // command is decided again each time). c is the connection as the caller
-// already holds it (nil: load it first). With closeTerminal, a decision that
+// already holds it (nil: load it first, from the store's cache if it has
+// one: loadToDecide; a refusal decided against a cached aggregate is not
+// final, the connection is loaded from the stream and decided again). With closeTerminal, a decision that
 // makes the connection unauthenticated closes the gate before the append
 // (and reopens it if the append fails), so that no API call slips through
 // after tokenline decided the connection is dead. On success c, if given,
@@ -214,21 +237,26 @@ func (s *Service) transact(ctx context.Context, id string, c *domain.Connection,
 		cur = *c
 	}
 	loaded := c != nil
+	cached, verify := false, false
 	var lastErr error
 	for try := 0; try < 4; try++ {
 		if !loaded {
 			var err error
-			if cur, err = s.cfg.Store.Load(ctx, id); err != nil && !errors.Is(err, domain.ErrNotFound) {
+			if cur, cached, err = s.loadToDecide(ctx, id, verify); err != nil && !errors.Is(err, domain.ErrNotFound) {
 				return cur, domain.Event{}, err
 			}
 		}
-		loaded = false
+		loaded, verify = false, true // a second try reads the stream
+		var p domain.Payload
 		command, err := cmd(&cur)
-		if err != nil {
-			return cur, domain.Event{}, err
+		if err == nil {
+			p, err = domain.Decide(&cur, command)
 		}
-		p, err := domain.Decide(&cur, command)
 		if err != nil {
+			if cached {
+				lastErr = err
+				continue // refused by what the cache says: ask the stream first
+			}
 			return cur, domain.Event{}, err
 		}
 		reason, terminal := domain.Reason(""), false

@@ -13,12 +13,15 @@ import (
 var ErrNotDue = errors.New("lifecycle: refresh not due")
 
 // Refresh refreshes one connection now if it is active (and, for the
-// schedule trigger, due). It reads the vault, then takes the refresh lock
-// by appending refresh.started against the version it loaded first; losing
-// that race returns an error wrapping domain.ErrConflict and sends no token
-// request. The refresh token is read before the lock: the version check
-// guarantees that no other refresher stored tokens meanwhile (a refresher
-// appends refresh.started before it writes the vault), and the fingerprint
+// schedule trigger, due). It takes the refresh lock by appending
+// refresh.started against the version it loaded (from the store's cache
+// when it has one: a conflict or a refusal caused by a stale cache is
+// decided once more against the stream), and reads the vault meanwhile;
+// losing the race returns an error wrapping domain.ErrConflict and sends no
+// token request. The refresh token read is used only under the lock: the
+// version check guarantees that no other refresher stored tokens since the
+// version (a refresher appends refresh.started before it writes the vault,
+// and the lock keeps everyone else out after it), and the fingerprint
 // check adopts a vault that is ahead of the events, so a replaced refresh
 // token is never presented.
 //
@@ -50,26 +53,37 @@ func (s *Service) Refresh(ctx context.Context, id, trigger string) error {
 // refresh is Refresh returning the connection as this instance last saw it
 // (after the outcome it recorded, when it got that far).
 func (s *Service) refresh(ctx context.Context, id, trigger string) (domain.Connection, error) {
-	c, err := s.cfg.Store.Load(ctx, id)
+	return s.refreshFrom(ctx, id, trigger, false)
+}
+
+// refreshFrom is refresh deciding against the store's cached aggregate
+// unless verify (loadToDecide). Whatever the cached aggregate makes it
+// refuse (not due, or a conflict taking the lock: it was stale) is decided
+// again, once, against the connection read from the stream.
+func (s *Service) refreshFrom(ctx context.Context, id, trigger string, verify bool) (domain.Connection, error) {
+	c, cached, err := s.loadToDecide(ctx, id, verify)
 	if err != nil {
 		return c, err
 	}
 	if c.State != domain.StateActive || !c.TokensHeld || c.Deleted {
+		if cached {
+			return s.refreshFrom(ctx, id, trigger, true) // the cache may be stale
+		}
 		return c, ErrNotDue
 	}
 	if c.Tokens.RefreshTokenFP == "" {
 		return c, s.refreshWithoutToken(ctx, &c) // nothing to present (norefresh.go)
 	}
 	if trigger == domain.TriggerSchedule && !s.due(&c, s.clock.Now()) {
+		if cached {
+			return s.refreshFrom(ctx, id, trigger, true) // the cache may be stale
+		}
 		return c, ErrNotDue
 	}
 	p, err := s.provider(c.Provider)
 	if err != nil {
 		return c, err
 	}
-	vctx, vcancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	toks, verr := s.cfg.Vault.Get(vctx, id)
-	vcancel()
 	if err := ctx.Err(); err != nil {
 		return c, err // shutting down before anything was appended or sent
 	}
@@ -80,11 +94,33 @@ func (s *Service) refresh(ctx context.Context, id, trigger string) (domain.Conne
 	}
 	r := refreshRun{s: s, c: &c, p: p, lease: lease, trigger: trigger, caller: ctx}
 	work := context.WithoutCancel(ctx)
+	// The vault is read while the lock is taken (one round trip instead
+	// of two), and what it read is used only once the lock is this
+	// refresher's: between the version the lock was decided against (no
+	// lease held) and the end of this refresh, no one else writes tokens.
+	vault := make(chan vaultRead, 1)
+	go func() {
+		vctx, vcancel := context.WithTimeout(work, s.cfg.StoreTimeout)
+		toks, err := s.cfg.Vault.Get(vctx, id)
+		vcancel()
+		vault <- vaultRead{toks, err}
+	}()
 	if err := r.lock(work, s.event(id, pl)); err != nil {
+		<-vault // the read ends with the call (it is unused)
+		if cached && errors.Is(err, domain.ErrConflict) && ctx.Err() == nil {
+			return s.refreshFrom(ctx, id, trigger, true) // decided against a stale cache
+		}
 		return c, err // ErrConflict: another instance holds or just used the lock
 	}
-	err = r.run(work, toks, verr)
+	v := <-vault
+	err = r.run(work, v.toks, v.err)
 	return c, err
+}
+
+// vaultRead is what refresh's vault read found.
+type vaultRead struct {
+	toks domain.Tokens
+	err  error
 }
 
 // lock appends refresh.started. An append that fails without an answer

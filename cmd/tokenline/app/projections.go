@@ -29,6 +29,13 @@ func newProjections(m *Main) *Projections {
 	// (and so the gate) before Append returns (read-your-own-writes).
 	p.Status.OnChange(p.Gate.Observe)
 	m.Store.OnAppend(func(e domain.Event) { _, _ = p.Status.Apply(e) })
+	// Another instance's events make the store's cached aggregate stale:
+	// the next decision reads the stream rather than conflicting.
+	p.Status.OnChange(func(_, after *domain.Connection) {
+		if after != nil {
+			m.Store.Saw(after.ID, after.Version)
+		}
+	})
 	return p
 }
 
