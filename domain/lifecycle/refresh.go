@@ -72,6 +72,9 @@ func (s *Service) refreshFrom(ctx context.Context, id, trigger string, verify bo
 		return c, ErrNotDue
 	}
 	if c.Tokens.RefreshTokenFP == "" {
+		if cached {
+			return s.refreshFrom(ctx, id, trigger, true) // ending a grant: decide on the stream
+		}
 		return c, s.refreshWithoutToken(ctx, &c) // nothing to present (norefresh.go)
 	}
 	if trigger == domain.TriggerSchedule && !s.due(&c, s.clock.Now()) {
