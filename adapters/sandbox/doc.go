@@ -88,6 +88,7 @@
 //	POST /sandbox/admin/expire-refresh-tokens  every active refresh token expires now -> {"expired": N}
 //	POST /sandbox/admin/faults                 {"status":503,"count":3} or {"status":429,"count":2,"retry_after":1}
 //	POST /sandbox/admin/consent                {"mode":"approve"|"deny"|"prompt"}
+//	POST /sandbox/admin/api-mode               {"dead_token":"401"|"403_empty"|"403_bearer"|"200_error_body"|"400_error_body"}
 //	GET  /sandbox/admin/stats                  counters, see Stats
 //	POST /sandbox/admin/reset-stats            zero the counters
 //
@@ -100,6 +101,19 @@
 // header in seconds. The faults body may also name the error code
 // ({"status":400,"count":1,"error":"invalid_grant"}). Bad JSON, unknown
 // fields, a status outside 400-599 or a count outside 1-10000 get 400.
+//
+// api-mode (mode_api.go; initial value Config.DeadTokenAnswer) changes how
+// GET /sandbox/api/me answers a dead token, reproducing the ways providers
+// signal it: "401" (the default above), "403_empty" (403 with the body {}
+// and no challenge), "403_bearer" (403 with WWW-Authenticate: Bearer
+// error="invalid_token"), "200_error_body" (200 with
+// {"ok":false,"error":"invalid_auth"}) and "400_error_body" (400 with
+// {"error":{"code":"invalid_access_token","message":"..."}}). A live token
+// is answered 200 in every mode.
+//
+// Introspection (mode_introspect.go) takes the client's credentials in
+// HTTP Basic only; a Bearer-authenticated request gets 401 invalid_client.
+// A revoked grant's tokens introspect as {"active":false}.
 //
 // # Limits
 //
