@@ -16,9 +16,10 @@ import (
 // RoundTripper apply the same rules.
 
 // MaxRejectionBody is how many bytes of a rejected answer's body the rules
-// read. A body rule never matches a longer body (a JSON document cut short
-// cannot be read).
-const MaxRejectionBody = 64 << 10
+// read (error bodies are small; 16 KiB also fits, escaped, in an API
+// request). A body rule never matches a longer body (a JSON document cut
+// short cannot be read).
+const MaxRejectionBody = 16 << 10
 
 // Limits of DetectionRules (Validate).
 const (
