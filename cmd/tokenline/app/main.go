@@ -64,6 +64,7 @@ type Main struct {
 	// doubling to a minute). Tests shorten it.
 	DiscoveryRetry time.Duration
 	providerSpecs  []ProviderSpec
+	probeCounter   *prometheus.CounterVec // providers_detect.go
 	Lifecycle      *lifecycle.Service
 	Attempts       *vault.Attempts
 	Proj           *Projections
@@ -206,6 +207,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	for name, p := range m.Providers {
 		endpoints[name] = p
 	}
+	detection, probers, err := m.detectionConfig() // providers_detect.go
+	if err != nil {
+		return err
+	}
 	if m.Lifecycle, err = lifecycle.New(lifecycle.Config{
 		Store: m.Store, Vault: m.Vault, Gate: m.Proj.Gate, Providers: endpoints, Attempts: m.Attempts,
 		Instance: m.Config.Instance, Logger: m.Logger, Clock: m.Clock,
@@ -214,6 +219,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AuthorisationTTL: m.Config.AuthorisationTTL,
 		// m.Metrics is set below, before the scheduler runs.
 		ObserveLateness: func(job string, late time.Duration) { m.Metrics.ObserveLateness(job, late) },
+		Detection:       detection, Probers: probers, ObserveProbe: m.probeObserver(),
 	}); err != nil {
 		return err
 	}
@@ -232,6 +238,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if err := m.registerProviderMetrics(m.registry); err != nil {
+		return err
+	}
+	if err := m.registerProbeMetric(m.registry); err != nil {
 		return err
 	}
 	if err := m.startIntegrity(runCtx); err != nil {
