@@ -65,6 +65,7 @@ type Main struct {
 	DiscoveryRetry time.Duration
 	providerSpecs  []ProviderSpec
 	probeCounter   *prometheus.CounterVec // providers_detect.go
+	probeOwner     func(string) bool      // providers_detect.go (--probe-shard)
 	Lifecycle      *lifecycle.Service
 	Attempts       *vault.Attempts
 	Proj           *Projections
@@ -219,7 +220,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AuthorisationTTL: m.Config.AuthorisationTTL,
 		// m.Metrics is set below, before the scheduler runs.
 		ObserveLateness: func(job string, late time.Duration) { m.Metrics.ObserveLateness(job, late) },
-		Detection:       detection, Probers: probers, ObserveProbe: m.probeObserver(),
+		Detection:       detection, Probers: probers, ObserveProbe: m.probeObserver(), ProbeOwner: m.probeOwner,
 	}); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -100,6 +101,11 @@ func (s ProviderSpec) checkDetection() error {
 // detectionConfig returns the lifecycle's detection rules and probers per
 // provider, and registers tokenline_probes_total on reg.
 func (m *Main) detectionConfig() (map[string]domain.DetectionRules, map[string]domain.Prober, error) {
+	owner, err := probeOwner(m.Config.ProbeShard)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.probeOwner = owner
 	rules := map[string]domain.DetectionRules{}
 	probers := map[string]domain.Prober{}
 	for _, s := range m.providerSpecs {
@@ -151,4 +157,18 @@ func (m *Main) registerProbeMetric(reg prometheus.Registerer) error {
 		return nil
 	}
 	return reg.Register(m.probeCounter)
+}
+
+// probeOwner parses --probe-shard: nil (every connection) when empty.
+func probeOwner(shard string) (func(string) bool, error) {
+	if shard == "" {
+		return nil, nil
+	}
+	i, n, ok := strings.Cut(shard, "/")
+	index, err1 := strconv.Atoi(i)
+	count, err2 := strconv.Atoi(n)
+	if !ok || err1 != nil || err2 != nil || count < 1 || count > 1000 || index < 0 || index >= count {
+		return nil, fmt.Errorf("--probe-shard %q: want INDEX/COUNT with 0 <= INDEX < COUNT <= 1000, e.g. 0/3", shard)
+	}
+	return lifecycle.ShardOwner(index, count), nil
 }
