@@ -36,6 +36,10 @@ const (
 // DefaultProbeConcurrency bounds the probes in flight on one instance.
 const DefaultProbeConcurrency = 4
 
+// probeExpirySkip: a connection whose access token expires within this is
+// not probed.
+const probeExpirySkip = 5 * time.Second
+
 // probeTimeout bounds one probe's request.
 const probeTimeout = 10 * time.Second
 
@@ -213,8 +217,11 @@ func (s *Service) probeOne(ctx context.Context, id string) (outcome string) {
 	if err != nil {
 		return ProbeSkipped
 	}
-	if t.RefreshToken == "" && !t.Expiry.IsZero() && !s.now().Before(t.Expiry) {
-		return ProbeSkipped // nothing left to probe: the expiry path handles it
+	if !t.Expiry.IsZero() && !s.now().Before(t.Expiry.Add(-probeExpirySkip)) {
+		// The access token is expired or about to: a GET would be
+		// rejected for that alone, and the refresh that is due tells
+		// whether the grant lives.
+		return ProbeSkipped
 	}
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	ans, err := p.Probe(pctx, t)
