@@ -295,3 +295,53 @@ func probeCount(t testing.TB, in *instance, provider, outcome string) float64 {
 func hasSuffix(h []string, tail ...string) bool {
 	return len(h) >= len(tail) && slices.Equal(h[len(h)-len(tail):], tail)
 }
+
+// Two instances split the probes (--probe-shard 0/2 and 1/2): each probes
+// its share, and together they find every revoked grant with no API
+// traffic. (That the shares are disjoint is TestProbeShard's.)
+func TestProbeShardsAcrossInstances(t *testing.T) {
+	const n = 8
+	pa := filepath.Join(t.TempDir(), "a.yaml")
+	if err := os.WriteFile(pa, []byte("providers:\n  - preset: sandbox\n    probe: {introspection: true, every: 1s}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, func(c *app.Config) { c.ProvidersFile, c.ProbeShard, c.Instance = pa, "0/2", "a" })
+	t.Setenv("TL_TEST_SANDBOX_SECRET", a.Sandbox.ClientSecret())
+	pb := filepath.Join(t.TempDir(), "b.yaml")
+	doc := fmt.Sprintf(`providers:
+  - name: sandbox
+    authorization_url: %[1]s/sandbox/oauth/authorize
+    token_url: %[1]s/sandbox/oauth/token
+    introspection_url: %[1]s/sandbox/oauth/token/introspect
+    client_id: %[2]s
+    client_secret_env: TL_TEST_SANDBOX_SECRET
+    probe: {introspection: true, every: 1s}
+`, a.BaseURL, a.Sandbox.ClientID())
+	if err := os.WriteFile(pb, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := start(t, func(c *app.Config) {
+		c.ProvidersFile, c.ProbeShard, c.Instance = pb, "1/2", "b"
+		c.NATSURL, c.NATSCreds, c.VaultKeyFile = a.NATSURL(), a.NATSCredsFile(), sharedKey(t, a)
+	})
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i], _ = connected(t, a)
+	}
+	eventually(t, 20*time.Second, "both instances probing", func() bool {
+		return probeCount(t, a, "sandbox", lifecycle.ProbeAlive) >= 2 && probeCount(t, b, "sandbox", lifecycle.ProbeAlive) >= 2
+	})
+	admin(t, a, "revoke-grants", nil, nil)
+	eventually(t, 30*time.Second, "every revoked grant found", func() bool {
+		for _, id := range ids {
+			if load(t, a, id).State != domain.StateUnauthenticated {
+				return false
+			}
+		}
+		return true
+	})
+	da, db := probeCount(t, a, "sandbox", lifecycle.ProbeDead), probeCount(t, b, "sandbox", lifecycle.ProbeDead)
+	if da+db != n || da == 0 || db == 0 {
+		t.Fatalf("dead grants found: %v by a, %v by b; want %d in all, some by each", da, db, n)
+	}
+}
