@@ -33,8 +33,14 @@ const (
 	ProbeStale   = "stale"   // the tokens changed while probing: the answer is about old ones
 )
 
-// DefaultProbeConcurrency bounds the probes in flight on one instance.
-const DefaultProbeConcurrency = 4
+// DefaultProbeConcurrency bounds the probes in flight on one instance:
+// with probes of 50 ms an instance probes up to 160 connections a second
+// (48,000 connections every 5 minutes).
+const DefaultProbeConcurrency = 8
+
+// probeBatch bounds the probes one look at the connections starts (the
+// rest wait for the next look, a tick later).
+const probeBatch = 1024
 
 // probeExpirySkip: a connection whose access token expires within this is
 // not probed.
@@ -160,7 +166,7 @@ func (s *Service) runProbes(ctx context.Context) {
 			if en.next.IsZero() {
 				en.next = firstProbe(id, now, p.Every())
 			}
-			if !now.Before(en.next) && len(due) < cap(sem) {
+			if !now.Before(en.next) && len(due) < probeBatch {
 				en.running = true
 				due = append(due, id)
 			}
@@ -195,10 +201,6 @@ func (s *Service) probeDone(id string, now time.Time) {
 		}
 	}
 }
-
-// ProbeNow probes one connection at once (tests, operators) and returns
-// the outcome.
-func (s *Service) ProbeNow(ctx context.Context, id string) string { return s.probeOne(ctx, id) }
 
 // probeOne probes one connection, reports a dead grant and counts the
 // outcome.
