@@ -107,15 +107,11 @@ func (s *Service) judge(provider string, r Rejection) (domain.Verdict, string) {
 }
 
 // DetectionRules returns the detection rules of a connection's provider
-// (the default rules for an unknown connection). The RoundTripper judges
-// answers with them (roundtrip.RulesSource).
+// (the default rules for a connection this instance has not seen). The
+// RoundTripper judges answers with them (roundtrip.RulesSource); it is a
+// map look-up.
 func (s *Service) DetectionRules(connectionID string) domain.DetectionRules {
-	p, ok := s.providerOf(connectionID)
-	if !ok {
-		if c, err := s.cfg.Store.Load(context.Background(), connectionID); err == nil {
-			p = c.Provider
-		}
-	}
+	p, _ := s.providerOf(connectionID) // known to every connection the gate has seen
 	return s.cfg.Detection[p]
 }
 
