@@ -148,6 +148,16 @@ func (d DetectionRule) matches(body []byte) bool {
 	if len(body) == 0 || len(body) > MaxRejectionBody {
 		return false
 	}
+	// Fast refusal without decoding: a value that JSON writes as is must
+	// appear in the body (a successful answer rarely holds the error word),
+	// unless the body escapes characters as \uXXXX.
+	if !bytes.Contains(body, []byte(`\u`)) {
+		for _, want := range d.Body {
+			if plainJSON(want) && !bytes.Contains(body, []byte(want)) {
+				return false
+			}
+		}
+	}
 	var doc any
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -157,6 +167,17 @@ func (d DetectionRule) matches(body []byte) bool {
 	for path, want := range d.Body {
 		v, ok := lookupJSON(doc, path)
 		if !ok || v != want {
+			return false
+		}
+	}
+	return true
+}
+
+// plainJSON reports whether JSON writes v unescaped (printable ASCII
+// without '"', '\\' or '/').
+func plainJSON(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '/' {
 			return false
 		}
 	}

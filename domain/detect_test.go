@@ -45,6 +45,7 @@ func TestDetectionRulesJudge(t *testing.T) {
 		{"200 invalid_auth", slack, 200, nil, `{"ok":false,"error":"invalid_auth"}`, domain.VerdictDead, "invalid_token"},
 		{"200 token_revoked", slack, 200, nil, `{"error":"token_revoked","ok":false,"x":[1]}`, domain.VerdictDead, "invalid_token"},
 		{"200 ok as string", slack, 200, nil, `{"ok":"false","error":"invalid_auth"}`, domain.VerdictDead, "invalid_token"},
+		{"200 escaped value", slack, 200, nil, `{"ok":false,"error":"invalid\u005fauth"}`, domain.VerdictDead, "invalid_token"},
 		{"200 other error", slack, 200, nil, `{"ok":false,"error":"ratelimited"}`, domain.VerdictNone, ""},
 		{"200 field missing", slack, 200, nil, `{"error":"invalid_auth"}`, domain.VerdictNone, ""},
 		{"200 not json", slack, 200, nil, `ok=false&error=invalid_auth`, domain.VerdictNone, ""},

@@ -60,7 +60,7 @@ type probeEntry struct {
 
 // probeSet is the prober's state.
 type probeSet struct {
-	mu    sync.Mutex
+	mu    sync.RWMutex // read: providerOf, on every RoundTripper answer
 	conns map[string]*probeEntry
 }
 
@@ -91,8 +91,8 @@ func (s *Service) observeProbe(after *domain.Connection) {
 
 // providerOf returns a connection's provider as the prober saw it.
 func (s *Service) providerOf(id string) (string, bool) {
-	s.probes.mu.Lock()
-	defer s.probes.mu.Unlock()
+	s.probes.mu.RLock()
+	defer s.probes.mu.RUnlock()
 	if en, ok := s.probes.conns[id]; ok {
 		return en.provider, true
 	}
