@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -29,22 +28,12 @@ type ResponseReporter interface {
 	ReportResponse(ctx context.Context, connectionID string, status int, wwwAuthenticate string, body []byte, accessTokenFP string) error
 }
 
-// ShouldReport says whether a response with this status and these
-// WWW-Authenticate values is reported under the default rules: a dead
-// token (a 401 unless its Bearer challenge names another error, or any
-// status with Bearer error="invalid_token") or a Bearer
-// error="insufficient_scope" (recorded only).
-func ShouldReport(status int, wwwAuthenticate []string) bool {
-	v, _ := domain.DetectionRules{}.Judge(status, wwwAuthenticate, nil)
-	return v != domain.VerdictNone
-}
-
 // judge applies the connection's rules to the answer and reports a dead
 // token or an insufficient scope synchronously. When a body rule names the
 // status, it reads at most domain.MaxRejectionBody bytes of the body (not
 // at all when Content-Length says it is longer) and puts them back in front
 // of the rest: the caller reads the full body intact.
-func (t *Transport) judge(req *http.Request, resp *http.Response, token string) {
+func (t *Transport) judge(req *http.Request, resp *http.Response, token, joinedWWW string) {
 	if t.Reporter == nil {
 		return
 	}
@@ -60,14 +49,13 @@ func (t *Transport) judge(req *http.Request, resp *http.Response, token string) 
 	if v, _ := rules.Judge(resp.StatusCode, www, body); v == domain.VerdictNone {
 		return
 	}
-	joined := strings.Join(www, ", ")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), ReportTimeout)
 	defer cancel()
 	var err error
 	if rr, ok := t.Reporter.(ResponseReporter); ok {
-		err = rr.ReportResponse(ctx, t.ConnectionID, resp.StatusCode, joined, body, domain.Fingerprint(token))
+		err = rr.ReportResponse(ctx, t.ConnectionID, resp.StatusCode, joinedWWW, body, domain.Fingerprint(token))
 	} else {
-		err = t.Reporter.ReportRejection(ctx, t.ConnectionID, resp.StatusCode, joined, domain.Fingerprint(token))
+		err = t.Reporter.ReportRejection(ctx, t.ConnectionID, resp.StatusCode, joinedWWW, domain.Fingerprint(token))
 	}
 	if err != nil {
 		t.logger().Warn("roundtrip: reporting a rejected access token failed",

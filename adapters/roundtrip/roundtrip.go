@@ -33,8 +33,11 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokenline/tokenline/domain"
 )
 
 // Reporter receives rejections of access tokens by a provider's API.
@@ -141,7 +144,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.judge(req, resp, token) // judge.go: the connection's detection rules
+	t.judge(req, resp, token, strings.Join(resp.Header.Values("WWW-Authenticate"), ", ")) // judge.go: the connection's detection rules
 	return resp, nil
 }
 
@@ -166,4 +169,13 @@ func (t *Transport) Client() *http.Client { return &http.Client{Transport: t} }
 // gate, reporter, logger and hosts; a pinned host is not carried over).
 func (t *Transport) ForConnection(connectionID string) *Transport {
 	return &Transport{Base: t.Base, Gate: t.Gate, Reporter: t.Reporter, ConnectionID: connectionID, Logger: t.Logger, Hosts: t.Hosts}
+}
+
+// ShouldReport says whether a response with this status and these
+// WWW-Authenticate values rejects the access token (see the package
+// documentation). The header is parsed by domain.ParseChallenges.
+func ShouldReport(status int, wwwAuthenticate []string) bool {
+	// The default detection rules: a dead token, or insufficient_scope.
+	v, _ := domain.DetectionRules{}.Judge(status, wwwAuthenticate, nil)
+	return v != domain.VerdictNone
 }
