@@ -116,7 +116,10 @@ type RecoverLease struct {
 }
 
 // RejectAccess reports that an API call using the access token with
-// fingerprint AccessTokenFP was rejected with HTTPStatus (401 or 403).
+// fingerprint AccessTokenFP was rejected with HTTPStatus: 401 or 403, or
+// any status that a provider's DetectionRules mark as dead (ErrorCode is
+// then "invalid_token"). A dead answer is ErrorCode "invalid_token", or a
+// 401 without an error code.
 type RejectAccess struct {
 	HTTPStatus    int
 	ErrorCode     string
@@ -355,19 +358,22 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 		}
 		return RefreshFailed{Terminal: true, Class: "terminal", ErrorCode: "lease_expired", Attempt: c.TransientFailures + 1, Reason: ReasonRotatedTokensLost}, nil
 	case RejectAccess:
-		if m.HTTPStatus != 401 && m.HTTPStatus != 403 {
-			return nil, fmt.Errorf("%w: only 401 and 403 rejections are reported", ErrInvalidCommand)
+		// A provider's detection rule may mark another status as dead
+		// (DetectionRules); its error code is then invalid_token.
+		dead := m.ErrorCode == "invalid_token" || (m.HTTPStatus == 401 && m.ErrorCode == "")
+		if m.HTTPStatus != 401 && m.HTTPStatus != 403 && (!dead || m.HTTPStatus < 100 || m.HTTPStatus > 599) {
+			return nil, fmt.Errorf("%w: only 401 and 403 rejections are reported, or a dead token's answer (invalid_token) with another status", ErrInvalidCommand)
 		}
 		ev := AccessRejected{HTTPStatus: m.HTTPStatus, ErrorCode: m.ErrorCode, Scope: m.Scope, AccessTokenFP: m.AccessTokenFP}
-		// A 401 against the token that a rejection-triggered refresh just
-		// issued means a refresh cannot restore access.
-		if m.HTTPStatus == 401 && c.State == StateActive && c.RecoveringFromRejection &&
+		// A dead-token answer against the token that a rejection-triggered
+		// refresh just issued means a refresh cannot restore access.
+		if dead && c.State == StateActive && c.RecoveringFromRejection &&
 			m.AccessTokenFP != "" && m.AccessTokenFP == c.Tokens.AccessTokenFP {
 			ev.Terminal, ev.Reason = true, ReasonAccessTokenRejected
 		}
-		// Nor can it for a grant without a refresh token: a 401 against its
-		// token (named, or not named) ends it.
-		if m.HTTPStatus == 401 && c.State == StateActive && c.TokensHeld && c.Tokens.RefreshTokenFP == "" &&
+		// Nor can it for a grant without a refresh token: a dead-token
+		// answer against its token (named, or not named) ends it.
+		if dead && c.State == StateActive && c.TokensHeld && c.Tokens.RefreshTokenFP == "" &&
 			(m.AccessTokenFP == "" || m.AccessTokenFP == c.Tokens.AccessTokenFP) {
 			ev.Terminal, ev.Reason = true, ReasonAccessTokenRejected
 		}

@@ -102,10 +102,15 @@ func TestRejectAccessWithoutRefreshToken(t *testing.T) {
 		{"401 token not named", 401, func(*hist) string { return "" }, true},
 		{"401 another token", 401, func(*hist) string { return domain.Fingerprint("old") }, false},
 		{"403", 403, func(h *hist) string { return h.c.Tokens.AccessTokenFP }, false},
+		{"403 invalid_token (a dead answer)", 403, func(h *hist) string { return h.c.Tokens.AccessTokenFP }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := withoutRefresh(t, time.Time{})
-			p := h.mustExec(t, domain.RejectAccess{HTTPStatus: tc.status, ErrorCode: "invalid_token", AccessTokenFP: tc.fp(h)})
+			code := "invalid_token"
+			if tc.name == "403" {
+				code = "insufficient_scope"
+			}
+			p := h.mustExec(t, domain.RejectAccess{HTTPStatus: tc.status, ErrorCode: code, AccessTokenFP: tc.fp(h)})
 			ar := p.(domain.AccessRejected)
 			if ar.Terminal != tc.terminal {
 				t.Fatalf("terminal %v, want %v", ar.Terminal, tc.terminal)

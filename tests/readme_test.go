@@ -167,6 +167,7 @@ var readmeCases = []readmeCase{
 	{prefix: `curl -s -H "Authorization: Bearer $T" -X POST $S/v1/connections/$ID/authorize`, check: checkAuthorizeJSON},
 	{prefix: `curl -s -H "Authorization: Bearer $T" $S/v1/connections/$ID/token`, apiError: "reauthorisation_required", check: checkTokenBeforeConsent},
 	{prefix: `curl -s -H "Authorization: Bearer $T" -H "Content-Type: application/json" -d '{"status":401`, check: checkRejectionReported},
+	{prefix: `curl -s -H "Authorization: Bearer $T" -H "Content-Type: application/json" -d '{"status":403`, check: checkRejectionRecorded},
 	{prefix: `curl -s -H "Authorization: Bearer $T" "$S/v1/connections/$ID/events?format=jsonl"`,
 		check: checkAuditJSONL("connection.created", "authorisation.started", "authorisation.completed", "access.rejected", "refresh.started", "refresh.succeeded")},
 	{prefix: `curl -s -H "Authorization: Bearer $T" "$S/v1/connections/$ID/state?at=`, check: checkStateAtJSON},
@@ -740,6 +741,17 @@ func checkRejectionReported(t *testing.T, r *readmeRun, out string) {
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil || st.State != "active" || st.LastRefresh == nil || !st.LastRefresh.OK {
 		t.Errorf("rejection report: want the connection active after one good refresh (%v):\n%s", err, out)
+	}
+}
+
+func checkRejectionRecorded(t *testing.T, r *readmeRun, out string) {
+	// A 403 {} without a 403 rule (the sandbox preset has none): recorded
+	// only, the connection stays active.
+	var st struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.State != "active" {
+		t.Errorf("403 report: want the connection active (%v):\n%s", err, out)
 	}
 }
 

@@ -256,16 +256,21 @@ func (s *Server) handleRejection(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if req.Status != http.StatusUnauthorized && req.Status != http.StatusForbidden {
-		writeError(w, http.StatusBadRequest, "invalid_command", "status must be 401 or 403")
+	if req.Status < 100 || req.Status > 599 {
+		writeError(w, http.StatusBadRequest, "invalid_command", "status must be an HTTP status: 401, 403, or one the provider's detection rules name")
 		return
 	}
 	if len(req.WWWAuthenticate) > 2048 || len(req.AccessTokenFP) > 128 {
 		writeError(w, http.StatusBadRequest, "invalid_command", "www_authenticate or access_token_fp is too long")
 		return
 	}
+	body, msg := rejectionBody(req) // rejection_body.go
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, "invalid_command", msg)
+		return
+	}
 	c, err := s.cfg.Connections.ReportRejection(r.Context(), id, lifecycle.Rejection{
-		Status: req.Status, WWWAuthenticate: req.WWWAuthenticate, AccessTokenFP: req.AccessTokenFP,
+		Status: req.Status, WWWAuthenticate: req.WWWAuthenticate, Body: body, AccessTokenFP: req.AccessTokenFP,
 	})
 	s.writeStatus(w, r, c, err)
 }

@@ -16,14 +16,21 @@
 // <token>" (the caller's request is not modified). When the API rejects the
 // token, the Transport reports the rejection to tokenline synchronously,
 // before the response goes back to the caller, with the fingerprint of the
-// token it used, so that tokenline can refresh or close the connection:
+// token it used, so that tokenline can refresh or close the connection.
+// The connection's detection rules (domain.DetectionRules, see judge.go)
+// decide what is reported:
 //
-//   - 401 whose WWW-Authenticate Bearer challenge has error="invalid_token",
-//     or has no error parameter at all (including a 401 without the header);
-//   - 403 whose Bearer challenge has error="insufficient_scope" (reported, but
-//     a 403 is never terminal: the token is valid, the grant is too narrow).
+//   - a dead token: a 401 whose WWW-Authenticate Bearer challenge has
+//     error="invalid_token" or no error parameter at all (including a 401
+//     without the header), any status with Bearer error="invalid_token",
+//     and what the provider's rules add (a 403, or a 200 or 400 whose JSON
+//     body matches);
+//   - any answer whose Bearer challenge has error="insufficient_scope"
+//     (reported, but never terminal: the token is valid, the grant is too
+//     narrow).
 //
-// The response itself is returned to the caller unchanged in every case.
+// The response itself is returned to the caller unchanged in every case
+// (a body a rule had to read is put back intact).
 package roundtrip
 
 import (
@@ -227,16 +234,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.Reporter != nil && ShouldReport(resp.StatusCode, resp.Header.Values("WWW-Authenticate")) {
-		www := strings.Join(resp.Header.Values("WWW-Authenticate"), ", ")
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), ReportTimeout)
-		rerr := t.Reporter.ReportRejection(ctx, t.ConnectionID, resp.StatusCode, www, domain.Fingerprint(token))
-		cancel()
-		if rerr != nil {
-			t.logger().Warn("roundtrip: reporting a rejected access token failed",
-				"connection_id", t.ConnectionID, "status", resp.StatusCode, "error", rerr.Error())
-		}
-	}
+	t.judge(req, resp, token, strings.Join(resp.Header.Values("WWW-Authenticate"), ", ")) // judge.go: the connection's detection rules
 	return resp, nil
 }
 
@@ -279,28 +277,7 @@ func (t *Transport) ForConnection(connectionID string) *Transport {
 // WWW-Authenticate values rejects the access token (see the package
 // documentation). The header is parsed by domain.ParseChallenges.
 func ShouldReport(status int, wwwAuthenticate []string) bool {
-	switch status {
-	case http.StatusUnauthorized:
-		params, ok := bearerParams(wwwAuthenticate)
-		if !ok {
-			return true // no Bearer challenge: nothing says the token is fine
-		}
-		code, has := params["error"]
-		return !has || code == "invalid_token"
-	case http.StatusForbidden:
-		params, ok := bearerParams(wwwAuthenticate)
-		return ok && params["error"] == "insufficient_scope"
-	}
-	return false
-}
-
-// bearerParams returns the parameters of the first Bearer challenge; ok is
-// false when there is none.
-func bearerParams(wwwAuthenticate []string) (params map[string]string, ok bool) {
-	for _, c := range domain.ParseChallenges(wwwAuthenticate...) {
-		if c.Scheme == "bearer" {
-			return c.Params, true
-		}
-	}
-	return nil, false
+	// The default detection rules: a dead token, or insufficient_scope.
+	v, _ := domain.DetectionRules{}.Judge(status, wwwAuthenticate, nil)
+	return v != domain.VerdictNone
 }

@@ -279,18 +279,19 @@ func TestShouldReport(t *testing.T) {
 		{401, []string{`Basic realm="x"`, `bearer ERROR="invalid_token"`}, true},
 		{401, []string{`Basic realm="x", Bearer realm="api", error=invalid_token`}, true},
 		{401, []string{`Bearer error="invalid_request"`}, false},
-		{401, []string{`Bearer error=""`}, false},
+		{401, []string{`Bearer error=""`}, true}, // an empty error is no error
 		// A comma and "error=" inside a quoted-string are not a parameter
 		// (the lifecycle's old parser read invalid_token here).
-		{401, []string{`Bearer error="insufficient_scope", error_description="x,error=invalid_token"`}, false},
+		{401, []string{`Bearer error="insufficient_scope", error_description="x,error=invalid_token"`}, true}, // insufficient_scope: recorded only
 		{403, []string{`Bearer error="insufficient_scope", error_description="x,error=invalid_token"`}, true},
 		{403, []string{`Basic realm="x", Bearer realm="api", error=insufficient_scope, scope="a:b c:d"`}, true},
-		{403, []string{`Bearer error="invalid_token", error_description="x,error=insufficient_scope"`}, false},
+		{403, []string{`Bearer error="invalid_token", error_description="x,error=insufficient_scope"`}, true}, // invalid_token is dead whatever the status
 		{403, []string{`Bearer error="insufficient_scope"`}, true},
 		{403, []string{`Bearer realm="api"`}, false},
 		{403, nil, false},
 		{500, nil, false},
-		{200, []string{`Bearer error="invalid_token"`}, false},
+		{200, []string{`Bearer error="invalid_token"`}, true},
+		{400, []string{`Bearer error="invalid_request"`}, false},
 	} {
 		if got := roundtrip.ShouldReport(c.status, c.www); got != c.want {
 			t.Errorf("ShouldReport(%d, %q) = %v, want %v", c.status, c.www, got, c.want)

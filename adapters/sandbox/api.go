@@ -103,8 +103,7 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 	// refresh token would be accepted as a bearer token.
 	use, ar, err := s.provider.IntrospectToken(r.Context(), token, fosite.AccessToken, newSession())
 	if err != nil || use != fosite.AccessToken {
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeJSONError(w, http.StatusUnauthorized, "invalid_token", "The access token is invalid, expired or revoked.")
+		s.writeDeadToken(w) // mode_api.go
 		return
 	}
 	granted := ar.GetGrantedScopes()

@@ -92,6 +92,7 @@
 //	POST /sandbox/admin/consent                {"mode":"approve"|"deny"|"prompt"}
 //	POST /sandbox/admin/grant-mode             {"refresh_token":"always"|"never"|"keep"|"scope:offline_access","access_ttl":"0s"}
 //	GET  /sandbox/admin/grant-mode             the grant mode in force
+//	POST /sandbox/admin/api-mode               {"dead_token":"401"|"403_empty"|"403_bearer"|"200_error_body"|"400_error_body"}
 //	GET  /sandbox/admin/stats                  counters, see Stats
 //	POST /sandbox/admin/reset-stats            zero the counters
 //
@@ -134,6 +135,18 @@
 // client may not request, or a lifetime out of range get 400 and change
 // nothing. Stats.RefreshTokensWithheld and Stats.RefreshTokensKept count
 // the responses the mode shaped.
+// api-mode (mode_api.go; initial value Config.DeadTokenAnswer) changes how
+// GET /sandbox/api/me answers a dead token, reproducing the ways providers
+// signal it: "401" (the default above), "403_empty" (403 with the body {}
+// and no challenge), "403_bearer" (403 with WWW-Authenticate: Bearer
+// error="invalid_token"), "200_error_body" (200 with
+// {"ok":false,"error":"invalid_auth"}) and "400_error_body" (400 with
+// {"error":{"code":"invalid_access_token","message":"..."}}). A live token
+// is answered 200 in every mode.
+//
+// Introspection (mode_introspect.go) takes the client's credentials in
+// HTTP Basic only; a Bearer-authenticated request gets 401 invalid_client.
+// A revoked grant's tokens introspect as {"active":false}.
 //
 // # Limits
 //

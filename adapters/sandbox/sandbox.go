@@ -158,6 +158,11 @@ type Config struct {
 	// refuse metadata whose issuer is not the one they asked for (RFC 8414
 	// section 3.3).
 	MetadataIssuer string
+	// DeadTokenAnswer is how the API answers a dead access token
+	// (mode_api.go): DeadToken401 (default), DeadToken403Empty,
+	// DeadToken403Bearer, DeadToken200Error or DeadToken400Error. POST
+	// /sandbox/admin/api-mode changes it at run time.
+	DeadTokenAnswer string
 	// Logger receives one record per token-endpoint request, admin action
 	// and detected refresh-token reuse. Tokens, secrets, authorisation codes
 	// and PKCE verifiers are never logged. Default: discard.
@@ -200,6 +205,8 @@ type Server struct {
 	consent string
 	fault   faultPlan
 	grant   grantMode // mode_refresh.go
+
+	deadToken string // mode_api.go
 }
 
 // faultPlan is the pending fault set by POST /sandbox/admin/faults.
@@ -267,6 +274,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxCodes < 1 || cfg.MaxGrants < 1 {
 		return nil, errors.New("sandbox: MaxCodes and MaxGrants must be at least 1")
 	}
+	if err := checkDeadTokenMode(cfg.DeadTokenAnswer); err != nil {
+		return nil, err
+	}
 	cfg.Consent = cmp.Or(cfg.Consent, ConsentPrompt)
 	if !validConsent(cfg.Consent) {
 		return nil, fmt.Errorf("sandbox: consent mode %q is not one of approve, deny, prompt", cfg.Consent)
@@ -294,6 +304,7 @@ func New(cfg Config) (*Server, error) {
 		stats:        newCounters(),
 		secret:       cfg.ClientSecret,
 		consent:      cfg.Consent,
+		deadToken:    cfg.DeadTokenAnswer,
 		adminToken:   cfg.AdminToken,
 
 		public:         cfg.PublicClient,
@@ -432,7 +443,7 @@ func (s *Server) routes() http.Handler {
 		"POST /sandbox/oauth/authorize":                       s.handleAuthorize,
 		"POST /sandbox/oauth/token":                           s.handleToken,
 		"POST /sandbox/oauth/revoke":                          s.handleRevoke,
-		"POST /sandbox/oauth/token/introspect":                s.handleIntrospect,
+		"POST /sandbox/oauth/token/introspect":                requireClientCredentials(s.handleIntrospect),
 		"GET /sandbox/.well-known/oauth-authorization-server": s.handleMetadata,
 		"GET /sandbox/api/me":                                 s.handleMe,
 	})
@@ -444,6 +455,7 @@ func (s *Server) routes() http.Handler {
 		"POST /sandbox/admin/consent":               s.handleAdminConsent,
 		"GET /sandbox/admin/grant-mode":             s.handleAdminGetGrantMode,
 		"POST /sandbox/admin/grant-mode":            s.handleAdminGrantMode,
+		"POST /sandbox/admin/api-mode":              s.handleAdminAPIMode,
 		"GET /sandbox/admin/stats":                  s.handleAdminStats,
 		"POST /sandbox/admin/reset-stats":           s.handleAdminResetStats,
 	})

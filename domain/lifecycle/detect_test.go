@@ -294,3 +294,61 @@ func TestTokenAndCheck(t *testing.T) {
 		t.Fatalf("expired: %v", err)
 	}
 }
+
+// The provider's detection rules decide: with a 403 rule a 403 {} is a
+// dead token (one refresh, like a 401); with a body rule a 200 error body
+// is; without rules a 403 {} is recorded only and a 200 is refused.
+func TestReportRejectionDetectionRules(t *testing.T) {
+	rules := domain.DetectionRules{Rules: []domain.DetectionRule{
+		{Status: 403},
+		{Status: 200, Body: map[string]string{"ok": "false", "error": "invalid_auth"}},
+	}}
+	withRules := func(c *lifecycle.Config, _ *memory.TokenEndpointConfig) {
+		c.Detection = map[string]domain.DetectionRules{provider: rules}
+	}
+	for _, c := range []struct {
+		name   string
+		rules  bool
+		r      lifecycle.Rejection
+		dead   bool
+		refuse bool
+	}{
+		{"403 {} with rule", true, lifecycle.Rejection{Status: 403, Body: []byte(`{}`)}, true, false},
+		{"403 insufficient_scope with rule", true, lifecycle.Rejection{Status: 403, WWWAuthenticate: `Bearer error="insufficient_scope"`}, false, false},
+		{"200 invalid_auth with rule", true, lifecycle.Rejection{Status: 200, Body: []byte(`{"ok":false,"error":"invalid_auth"}`)}, true, false},
+		{"200 ok with rule", true, lifecycle.Rejection{Status: 200, Body: []byte(`{"ok":true}`)}, false, true},
+		{"403 {} default", false, lifecycle.Rejection{Status: 403, Body: []byte(`{}`)}, false, false},
+		{"403 invalid_token default", false, lifecycle.Rejection{Status: 403, WWWAuthenticate: `Bearer error="invalid_token"`}, true, false},
+		{"400 invalid_token default", false, lifecycle.Rejection{Status: 400, WWWAuthenticate: `Bearer error="invalid_token"`}, true, false},
+		{"200 invalid_auth default", false, lifecycle.Rejection{Status: 200, Body: []byte(`{"ok":false,"error":"invalid_auth"}`)}, false, true},
+		{"body too long", true, lifecycle.Rejection{Status: 403, Body: make([]byte, domain.MaxRejectionBody+1)}, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var opts []envOption
+			if c.rules {
+				opts = append(opts, withRules)
+			}
+			e, id, n := activeEnv(t, opts...)
+			_, err := e.svc.ReportRejection(e.ctx, id, c.r)
+			switch {
+			case c.refuse:
+				if !errors.Is(err, domain.ErrInvalidCommand) || e.events(id) != n {
+					t.Fatalf("not refused: %v, %d events", err, e.events(id)-n)
+				}
+				return
+			case err != nil:
+				t.Fatal(err)
+			case c.dead:
+				e.expectTypes(id, n, domain.EventAccessRejected, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
+				if ar := find[domain.AccessRejected](e, id); ar.HTTPStatus != c.r.Status || ar.ErrorCode != "invalid_token" {
+					t.Fatalf("access.rejected %+v", ar)
+				}
+			default:
+				e.expectTypes(id, n, domain.EventAccessRejected)
+				if e.tep.Requests(memory.RequestRefresh) != 0 {
+					t.Fatal("refreshed")
+				}
+			}
+		})
+	}
+}

@@ -100,6 +100,22 @@ type Config struct {
 	// (refresh, recover, expire, invalidate, lapse) and how long after its
 	// planned time it started. It must be fast.
 	ObserveLateness func(job string, late time.Duration)
+
+	// Detection are the detection rules per provider name (detect.go);
+	// a provider without an entry has the default rules.
+	Detection map[string]domain.DetectionRules
+	// Probers are the probes per provider name (probe.go); a provider
+	// without one is not probed.
+	Probers map[string]domain.Prober
+	// ProbeConcurrency bounds the probes in flight on this instance;
+	// default DefaultProbeConcurrency.
+	ProbeConcurrency int
+	// ProbeOwner says whether this instance probes a connection (default:
+	// every connection; ShardOwner splits them between instances).
+	ProbeOwner func(connectionID string) bool
+	// ObserveProbe, if set, is told the outcome of every probe. It must be
+	// fast.
+	ObserveProbe func(provider, outcome string)
 }
 
 // Service is the lifecycle. It is safe for concurrent use.
@@ -117,6 +133,7 @@ type Service struct {
 	inflight map[string]bool
 	spread   *spreader
 	attempts *attemptLimiter
+	probes   probeSet
 }
 
 // New returns a Service.

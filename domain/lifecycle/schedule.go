@@ -112,6 +112,7 @@ func (s *Service) Observe(before, after *domain.Connection) {
 	if after == nil || after.ID == "" {
 		return
 	}
+	s.observeProbe(after)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	en, ok := s.sched[after.ID]
@@ -250,6 +251,8 @@ func (s *Service) take(now time.Time) (t taken, wait time.Duration, ok bool) {
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.runProbes(ctx) }() // probe.go; returns at once without probers
 	for {
 		select {
 		case s.sem <- struct{}{}:

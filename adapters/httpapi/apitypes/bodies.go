@@ -22,15 +22,24 @@ type UpdateRequest struct {
 }
 
 // RejectionRequest is the body of POST /v1/connections/{id}/rejections:
-// an API call made with the connection's token was rejected.
+// an API call made with the connection's token was rejected (or answered
+// with an error body). The provider's detection rules judge it.
 type RejectionRequest struct {
-	// Status is the HTTP status of the rejected call: 401 or 403.
+	// Status is the HTTP status of the rejected call: 401 or 403, or any
+	// status the provider's detection rules name (e.g. 200 or 400 with an
+	// error body).
 	Status int `json:"status"`
 	// WWWAuthenticate is the response's WWW-Authenticate header.
 	WWWAuthenticate string `json:"www_authenticate"`
 	// AccessTokenFP is the fingerprint of the token the call used
 	// (optional; default: the current token).
 	AccessTokenFP string `json:"access_token_fp"`
+	// Body is the rejected answer's body as text (optional), for the
+	// provider's body rules; BodyBase64 is the same in base64 (RFC 4648,
+	// standard alphabet) for a body that is not UTF-8. At most one of them,
+	// at most 16 KiB (domain.MaxRejectionBody) once decoded.
+	Body       string `json:"body,omitempty"`
+	BodyBase64 string `json:"body_base64,omitempty"`
 }
 
 // TokenResponse is the answer of GET /v1/connections/{id}/token.

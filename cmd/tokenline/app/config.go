@@ -67,6 +67,10 @@ type Config struct {
 	// the fresh token in the gate; with GateExpiryMargin it sets the refresh
 	// lead time (domain.TokenTiming, docs/transitions.md "Token lifetimes").
 	RefreshLatency time.Duration
+
+	// ProbeShard is this instance's share of the probes, "INDEX/COUNT"
+	// (providers_detect.go); empty: every connection.
+	ProbeShard string
 }
 
 // DefaultConfig is the embedded default: local JetStream, sandbox provider.
@@ -134,6 +138,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.BackoffBase, "backoff-base", c.BackoffBase, "first backoff after a transient refresh failure")
 	fs.DurationVar(&c.RefreshLease, "refresh-lease", c.RefreshLease, "refresh lock lease: a live refresher extends it at half; another instance recovers it this long after its end")
 	fs.DurationVar(&c.Tick, "tick", c.Tick, "longest the scheduler sleeps between looks at its queue (it also wakes at the next due time)")
+	fs.StringVar(&c.ProbeShard, "probe-shard", c.ProbeShard, "this instance's share of the probes (providers file, probe:) as INDEX/COUNT, e.g. 0/3 on the first of three instances; default: it probes every connection")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "refreshes in flight per instance; with the measured refresh duration it sets how many refreshes a second the scheduler plans before it spreads them earlier")
 	fs.IntVar(&c.SnapshotEvery, "snapshot-every", c.SnapshotEvery, "events between projection snapshots")
 	fs.DurationVar(&c.GateExpiryMargin, "gate-expiry-margin", c.GateExpiryMargin, "at most this long before it expires an access token stops being handed out (a token living L stops min(this, L/10) before; docs/transitions.md, Token lifetimes)")

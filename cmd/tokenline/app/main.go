@@ -66,6 +66,8 @@ type Main struct {
 	// doubling to a minute). Tests shorten it.
 	DiscoveryRetry time.Duration
 	providerSpecs  []ProviderSpec
+	probeCounter   *prometheus.CounterVec // providers_detect.go
+	probeOwner     func(string) bool      // providers_detect.go (--probe-shard)
 	Lifecycle      *lifecycle.Service
 	Attempts       *vault.Attempts
 	Proj           *Projections
@@ -211,6 +213,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	for name, p := range m.Providers {
 		endpoints[name] = p
 	}
+	detection, probers, err := m.detectionConfig() // providers_detect.go
+	if err != nil {
+		return err
+	}
 	if m.Lifecycle, err = lifecycle.New(lifecycle.Config{
 		Store: m.Store, Vault: m.Vault, Gate: m.Proj.Gate, Providers: endpoints, Attempts: m.Attempts,
 		Instance: m.Config.Instance, Logger: m.Logger, Clock: m.Clock,
@@ -219,6 +225,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AuthorisationTTL: m.Config.AuthorisationTTL, Margin: m.Config.Timing().Lead,
 		// m.Metrics is set below, before the scheduler runs.
 		ObserveLateness: func(job string, late time.Duration) { m.Metrics.ObserveLateness(job, late) },
+		Detection:       detection, Probers: probers, ObserveProbe: m.probeObserver(), ProbeOwner: m.probeOwner,
 	}); err != nil {
 		return err
 	}
@@ -246,6 +253,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if err := m.registerProviderMetrics(m.registry); err != nil {
+		return err
+	}
+	if err := m.registerProbeMetric(m.registry); err != nil {
 		return err
 	}
 	if err := m.startIntegrity(runCtx); err != nil {

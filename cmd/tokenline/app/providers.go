@@ -35,6 +35,8 @@ import (
 //	    client_auth: client_secret_post
 //	    scopes: [openid, offline_access]
 //	    authorize_params: {prompt: consent}
+//	    detection: [{status: 403}]        # providers_detect.go
+//	    probe: {introspection: true, every: 5m}
 //
 // Secrets are never written inline: client_secret is refused.
 
@@ -55,6 +57,9 @@ type ProviderSpec struct {
 	ClientAuth       string            `yaml:"client_auth"`
 	Scopes           []string          `yaml:"scopes"`
 	AuthorizeParams  map[string]string `yaml:"authorize_params"`
+	// Detection and Probe: providers_detect.go.
+	Detection []DetectionRuleSpec `yaml:"detection"`
+	Probe     *ProbeSpec          `yaml:"probe"`
 
 	// secret is the resolved client secret (never printed).
 	secret string
@@ -213,6 +218,9 @@ func (s *ProviderSpec) check(lookupEnv func(string) (string, bool), fromFile boo
 		}) {
 			return fmt.Errorf("%s: parameter name %q: use letters, digits and ._~:-", field("authorize_params"), k)
 		}
+	}
+	if err := s.checkDetection(); err != nil {
+		return err
 	}
 	if s.Preset == "sandbox" {
 		if s.ClientID != "" || s.ClientSecret != "" || s.ClientSecretEnv != "" || s.ClientSecretFile != "" || s.ClientAuth != "" {
