@@ -170,7 +170,7 @@ type Manager struct {
 	// stopping: the last deliverer stopped per subscription, which a new
 	// one waits for.
 	stopping map[string]*deliverer
-	closed  bool
+	closed   bool
 
 	ctx    context.Context
 	cancel context.CancelFunc

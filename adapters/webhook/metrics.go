@@ -97,5 +97,5 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 
 type atomicManager struct{ p atomic.Pointer[Manager] }
 
-func (a *atomicManager) Load() *Manager    { return a.p.Load() }
+func (a *atomicManager) Load() *Manager   { return a.p.Load() }
 func (a *atomicManager) Store(m *Manager) { a.p.Store(m) }
