@@ -148,8 +148,8 @@ func LogStreamConfig(c Config) jetstream.StreamConfig {
 
 // Errors of the commands.
 var (
-	ErrNotFound = errors.New("webhook: no such webhook subscription")
-	ErrInvalid  = errors.New("webhook: invalid request")
+	ErrNotFound = fmt.Errorf("webhook: no such webhook subscription (%w)", domain.ErrNotFound)
+	ErrInvalid  = fmt.Errorf("webhook: invalid request (%w)", domain.ErrInvalidCommand)
 )
 
 // Manager owns the subscriptions of one instance: it follows their events

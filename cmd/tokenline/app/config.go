@@ -60,6 +60,9 @@ type Config struct {
 	SnapshotEvery    int
 	AuthorisationTTL time.Duration
 	GateExpiryMargin time.Duration
+
+	// Webhooks configures webhook delivery (webhooks.go).
+	Webhooks WebhooksConfig
 }
 
 // DefaultConfig is the embedded default: local JetStream, sandbox provider.
@@ -86,6 +89,7 @@ func DefaultConfig() Config {
 		GateExpiryMargin:   10 * time.Second,
 		MetricsAuth:        true,
 		CheckpointInterval: 30 * time.Second,
+		Webhooks:           defaultWebhooksConfig(),
 	}
 }
 
@@ -130,6 +134,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.SnapshotEvery, "snapshot-every", c.SnapshotEvery, "events between projection snapshots")
 	fs.DurationVar(&c.GateExpiryMargin, "gate-expiry-margin", c.GateExpiryMargin, "stop handing out an access token this long before it expires")
 	fs.DurationVar(&c.AuthorisationTTL, "authorisation-ttl", c.AuthorisationTTL, "how long an authorisation attempt (state) lives")
+	c.Webhooks.bindFlags(fs)
 }
 
 // ApplyEnv sets every flag not given on the command line from
