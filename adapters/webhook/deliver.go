@@ -28,8 +28,12 @@ const connSubjectPrefix = "tokenline.conn."
 
 // item is one event of the connections' stream held by a deliverer.
 type item struct {
-	msg  jetstream.Msg
-	seq  uint64
+	msg jetstream.Msg
+	seq uint64
+	// prev is the stream sequence of the connection's previous event (the
+	// Nats-Expected-Last-Subject-Sequence the store appended it with; 0:
+	// the first, or not known).
+	prev uint64
 	id   string
 	typ  domain.EventType
 	conn string
@@ -41,6 +45,8 @@ type item struct {
 type connQueue struct {
 	items   []*item
 	running bool
+	// busy: items[0] is being delivered (nothing goes before it).
+	busy bool
 }
 
 // deliverer delivers one subscription from its durable consumer. The
@@ -61,6 +67,13 @@ type deliverer struct {
 	providers map[string]string
 	it        jetstream.MessagesContext
 
+	// acked are the sequences this deliverer acknowledged above ackFloor
+	// (the consumer's: every event up to it is acknowledged).
+	acked    map[uint64]struct{}
+	ackFloor uint64
+	// wake is signalled when a connection's queue gets an earlier event.
+	wake chan struct{}
+
 	keys      atomic.Pointer[[][]byte]
 	keysStale atomic.Bool
 	gotAny    atomic.Bool
@@ -78,6 +91,7 @@ type deliverer struct {
 func newDeliverer(m *Manager, w domain.Webhook, after chan struct{}) *deliverer {
 	ctx, cancel := context.WithCancel(m.ctx)
 	d := &deliverer{m: m, id: w.ID, ctx: ctx, cancel: cancel, w: w, conns: map[string]*connQueue{}, providers: map[string]string{},
+		acked: map[uint64]struct{}{}, wake: make(chan struct{}, 1),
 		sem: make(chan struct{}, m.cfg.Concurrency), runDone: make(chan struct{}), after: after, stopped: make(chan struct{})}
 	d.keysStale.Store(true)
 	return d
@@ -221,7 +235,8 @@ func (d *deliverer) parse(msg jetstream.Msg) *item {
 		_ = msg.Term()
 		return nil
 	}
-	return &item{msg: msg, seq: meta.Sequence.Stream, id: h.ID, typ: domain.EventType(strings.TrimPrefix(h.Type, "tokenline.")),
+	prev, _ := strconv.ParseUint(msg.Headers().Get(jetstream.ExpectedLastSubjSeqHeader), 10, 64)
+	return &item{msg: msg, seq: meta.Sequence.Stream, prev: prev, id: h.ID, typ: domain.EventType(strings.TrimPrefix(h.Type, "tokenline.")),
 		conn: strings.TrimPrefix(msg.Subject(), connSubjectPrefix)}
 }
 
@@ -233,6 +248,7 @@ func (d *deliverer) dispatch(msg jetstream.Msg) {
 	d.mu.Lock()
 	w := d.w
 	if !w.Matches(it.typ, w.Provider, it.conn) { // the provider is checked when delivering
+		d.ackedLocked(it.seq)
 		d.mu.Unlock()
 		_ = msg.Ack()
 		d.m.cfg.Metrics.outcome(w.ID, "filtered")
@@ -243,7 +259,20 @@ func (d *deliverer) dispatch(msg jetstream.Msg) {
 		q = &connQueue{}
 		d.conns[it.conn] = q
 	}
-	q.items = append(q.items, it)
+	// In stream order: a re-delivered earlier event (given back by an
+	// instance that stopped, or after a server restart) goes before the
+	// later ones it arrived after, unless one is already being sent.
+	at := len(q.items)
+	for at > 0 && q.items[at-1].seq > it.seq && !(at-1 == 0 && q.busy) {
+		at--
+	}
+	q.items = slices.Insert(q.items, at, it)
+	if at < len(q.items)-1 {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
 	start := !q.running
 	q.running = true
 	if start {
@@ -270,17 +299,94 @@ func (d *deliverer) drain(conn string, q *connQueue) {
 		}
 		it := q.items[0]
 		d.mu.Unlock()
-		if !d.deliver(it) {
-			d.mu.Lock()
+		if !d.ready(q, it) {
+			continue // stopping, or an earlier event took the head
+		}
+		ok := d.deliver(it)
+		d.mu.Lock()
+		q.busy = false
+		if !ok {
 			q.running = false
 			d.mu.Unlock()
 			return
 		}
-		d.mu.Lock()
-		q.items[0] = nil
-		q.items = q.items[1:]
+		d.ackedLocked(it.seq)
+		q.items = slices.DeleteFunc(q.items, func(x *item) bool { return x == it })
 		d.mu.Unlock()
 	}
+}
+
+// ackedLocked records that seq is acknowledged.
+func (d *deliverer) ackedLocked(seq uint64) {
+	if seq > d.ackFloor {
+		d.acked[seq] = struct{}{}
+	}
+}
+
+// doneLocked reports whether the event at seq is acknowledged (or before
+// the subscription's start).
+func (d *deliverer) doneLocked(seq uint64) bool {
+	if seq == 0 || seq < d.w.StartSeq || seq <= d.ackFloor {
+		return true
+	}
+	_, ok := d.acked[seq]
+	return ok
+}
+
+// ready waits until it may be sent: the connection's previous event is
+// acknowledged. The previous event may be pending elsewhere: held by an
+// instance that died, or by this one before a NATS restart; the server
+// re-delivers it (to this instance, the pinned one) after the ack wait,
+// and dispatch puts it at the head of the queue. Meanwhile the consumer's
+// ack floor is read now and then. It marks the head busy and returns true,
+// or returns false when the deliverer stops or the head changed.
+func (d *deliverer) ready(q *connQueue, it *item) bool {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		d.mu.Lock()
+		if q.items[0] != it {
+			d.mu.Unlock()
+			return false
+		}
+		if d.doneLocked(it.prev) {
+			q.busy = true
+			d.mu.Unlock()
+			return true
+		}
+		d.mu.Unlock()
+		if d.refreshAckFloor() {
+			continue
+		}
+		select {
+		case <-d.ctx.Done():
+			return false
+		case <-d.wake:
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// refreshAckFloor reads the consumer's ack floor; it reports a change.
+func (d *deliverer) refreshAckFloor() bool {
+	ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+	defer cancel()
+	c, err := d.m.js.Consumer(ctx, d.m.cfg.EventStream, ConsumerPrefix+d.id)
+	if err != nil {
+		return false
+	}
+	floor := c.CachedInfo().AckFloor.Stream
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if floor <= d.ackFloor {
+		return false
+	}
+	d.ackFloor = floor
+	for s := range d.acked {
+		if s <= floor {
+			delete(d.acked, s)
+		}
+	}
+	return true
 }
 
 // deliver sends one event until it is delivered or dead-lettered (true:

@@ -117,7 +117,9 @@ func (r *receiver) checkOrder(t testing.TB, conns []string, n int) {
 }
 
 type env struct {
-	srv *natstest.Server
+	mu   sync.Mutex
+	last map[string]uint64 // connection -> last sequence
+	srv  *natstest.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	key []byte
@@ -134,7 +136,7 @@ func newEnv(t testing.TB) *env {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TOKENLINE", Subjects: []string{"tokenline.conn.*"}, Storage: jetstream.FileStorage}); err != nil {
 		t.Fatal(err)
 	}
-	return &env{srv: s, nc: nc, js: js, key: make([]byte, 32)}
+	return &env{srv: s, nc: nc, js: js, key: make([]byte, 32), last: map[string]uint64{}}
 }
 
 // publish appends n events of a connection, numbered from 0.
@@ -147,7 +149,14 @@ func (e *env) publish(t testing.TB, conn string, from, n int) {
 		}
 		b := fmt.Appendf(nil, `{"specversion":"1.0","id":%q,"source":"/tokenline","type":%q,"subject":%q,"time":"2026-12-02T00:00:00Z","datacontenttype":"application/json","schemaversion":1,"data":{"n":%d}}`,
 			uuid.NewString(), typ, conn, i)
-		if _, err := e.js.Publish(context.Background(), "tokenline.conn."+conn, b); err != nil {
+		// As the store appends: with the subject's expected last sequence.
+		e.mu.Lock()
+		ack, err := e.js.Publish(context.Background(), "tokenline.conn."+conn, b, jetstream.WithExpectLastSequencePerSubject(e.last[conn]))
+		if err == nil {
+			e.last[conn] = ack.Sequence
+		}
+		e.mu.Unlock()
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,262 @@
+package tests
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+	"github.com/tokenline/tokenline/adapters/httpapi/client"
+	"github.com/tokenline/tokenline/adapters/webhook"
+	"github.com/tokenline/tokenline/cmd/tokenline/app"
+	"github.com/tokenline/tokenline/domain"
+)
+
+// hookReceiver is a webhook receiver on loopback: it verifies each
+// signature (Standard Webhooks) and de-duplicates on webhook-id, recording
+// each connection's event types in the order they first arrived.
+type hookReceiver struct {
+	srv    *httptest.Server
+	secret atomic.Pointer[string]
+	// fail, if set, answers 500 to a connection's events.
+	fail atomic.Pointer[string]
+
+	mu       sync.Mutex
+	seen     map[string]bool
+	types    map[string][]string
+	receipts int
+	bad      int
+	distinct atomic.Int64
+}
+
+func newHookReceiver(t testing.TB) *hookReceiver {
+	r := &hookReceiver{seen: map[string]bool{}, types: map[string][]string{}}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		var ev struct{ ID, Type, Subject string }
+		_ = json.Unmarshal(b, &ev)
+		if f := r.fail.Load(); f != nil && *f == ev.Subject {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		err := webhook.Verify(*r.secret.Load(), req.Header.Get("webhook-id"), req.Header.Get("webhook-timestamp"),
+			req.Header.Get("webhook-signature"), b, time.Now(), 5*time.Minute)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.receipts++
+		if err != nil || req.Header.Get("webhook-id") != ev.ID {
+			r.bad++
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if !r.seen[ev.ID] {
+			r.seen[ev.ID] = true
+			r.types[ev.Subject] = append(r.types[ev.Subject], strings.TrimPrefix(ev.Type, "tokenline."))
+			r.distinct.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// streamTypes is history without its ":terminal" marks.
+func streamTypes(t testing.TB, in *instance, id string) []string {
+	h := history(t, in, id)
+	for i := range h {
+		h[i] = strings.TrimSuffix(h[i], ":terminal")
+	}
+	return h
+}
+
+func (r *hookReceiver) got(conn string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.types[conn])
+}
+
+// hooksOn lets tokenline deliver to the loopback receiver, quickly.
+func hooksOn(c *app.Config) {
+	c.Webhooks.AllowHTTP, c.Webhooks.AllowPrivate = true, true
+	c.Webhooks.BackoffBase, c.Webhooks.BackoffMax = 10*time.Millisecond, 100*time.Millisecond
+	c.Webhooks.MaxAttempts = 10000
+	c.Webhooks.AckWait = 2 * time.Second
+}
+
+func apiClient(t testing.TB, in *instance) *client.Client {
+	c, err := client.New(in.BaseURL, in.APIToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func subscribeHook(t testing.TB, in *instance, r *hookReceiver, req apitypes.WebhookCreateRequest) apitypes.Webhook {
+	t.Helper()
+	req.URL = r.srv.URL + "/hook"
+	w, err := apiClient(t, in).CreateWebhook(ctxT(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(w.Secret, "whsec_") || w.SecretFingerprint != webhook.Fingerprint(w.Secret) {
+		t.Fatalf("created webhook: %+v", w)
+	}
+	r.secret.Store(&w.Secret)
+	return w
+}
+
+// Every event of a connection's life arrives once, in order, signed; a
+// connection whose receiver answers 500 does not hold back another's.
+func TestWebhooksDeliverAConnectionsLife(t *testing.T) {
+	in := start(t, hooksOn)
+	r := newHookReceiver(t)
+	hk := subscribeHook(t, in, r, apitypes.WebhookCreateRequest{})
+
+	blocked := create(t, in, nil)
+	r.fail.Store(&blocked)
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	if err := refreshNow(t, in, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Lifecycle.Delete(ctxT(t), id); err != nil {
+		t.Fatal(err)
+	}
+	want := streamTypes(t, in, id)
+	eventually(t, 20*time.Second, "the connection's whole life at the receiver", func() bool { return len(r.got(id)) >= len(want) })
+	if got := r.got(id); !slices.Equal(got, want) {
+		t.Fatalf("receiver got %v, the stream has %v", got, want)
+	}
+	if got := r.got(blocked); len(got) != 0 {
+		t.Fatalf("the failing connection's events were accepted: %v", got)
+	}
+	r.fail.Store(nil)
+	eventually(t, 20*time.Second, "the held connection's events after the receiver recovers", func() bool {
+		return slices.Equal(r.got(blocked), streamTypes(t, in, blocked))
+	})
+	r.mu.Lock()
+	bad := r.bad
+	r.mu.Unlock()
+	if bad != 0 {
+		t.Fatalf("%d deliveries failed verification", bad)
+	}
+	// The delivery log and the metrics show it.
+	d, err := apiClient(t, in).WebhookDeliveries(ctxT(t), hk.ID)
+	if err != nil || len(d.Attempts) == 0 {
+		t.Fatalf("deliveries: %+v %v", d, err)
+	}
+	outcomes := map[string]bool{}
+	for _, a := range d.Attempts {
+		outcomes[a.Outcome] = true
+	}
+	if !outcomes["delivered"] || !outcomes["failed"] {
+		t.Fatalf("log outcomes %v", outcomes)
+	}
+	// Pause, resume, rotate, delete through the API.
+	c := apiClient(t, in)
+	if w, err := c.PauseWebhook(ctxT(t), hk.ID); err != nil || w.State != "paused" {
+		t.Fatalf("pause: %+v %v", w, err)
+	}
+	if w, err := c.ResumeWebhook(ctxT(t), hk.ID); err != nil || w.State != "active" {
+		t.Fatalf("resume: %+v %v", w, err)
+	}
+	w, err := c.RotateWebhookSecret(ctxT(t), hk.ID)
+	if err != nil || w.Secret == "" || w.Secret == hk.Secret {
+		t.Fatalf("rotate: %v", err)
+	}
+	if _, err := c.CreateWebhook(ctxT(t), apitypes.WebhookCreateRequest{URL: "ftp://x"}); err == nil {
+		t.Fatal("a bad URL was accepted")
+	}
+	if err := c.DeleteWebhook(ctxT(t), hk.ID); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := c.ListWebhooks(ctxT(t)); len(l) != 0 {
+		t.Fatalf("after delete: %+v", l)
+	}
+}
+
+// Stopping tokenline in the middle of deliveries and starting it again on
+// the same data directory loses nothing and keeps each connection's order.
+func TestWebhooksSurviveARestart(t *testing.T) {
+	dir := t.TempDir()
+	mod := func(c *app.Config) { hooksOn(c); c.DataDir = dir }
+	first := start(t, mod)
+	r := newHookReceiver(t)
+	subscribeHook(t, first, r, apitypes.WebhookCreateRequest{})
+	var ids []string
+	for range 4 {
+		id := create(t, first, nil)
+		authorise(t, first, id)
+		ids = append(ids, id)
+	}
+	first.Close() // events may still be held: they go back to the consumer
+	second := start(t, mod)
+	for _, id := range ids {
+		// The restarted sandbox forgot the grants: the refresh fails
+		// (invalid_grant) and appends its events all the same.
+		_ = refreshNow(t, second, id)
+	}
+	for _, id := range ids {
+		want := streamTypes(t, second, id)
+		eventually(t, 20*time.Second, "every event after the restart", func() bool { return len(r.got(id)) >= len(want) })
+		if got := r.got(id); !slices.Equal(got, want) {
+			t.Fatalf("%s: receiver got %v, the stream has %v", id, got, want)
+		}
+	}
+}
+
+// Two instances share each subscription's consumer: every event is
+// delivered once (one request per event).
+func TestWebhooksTwoInstancesDeliverOnce(t *testing.T) {
+	a := start(t, hooksOn)
+	b := start(t, func(c *app.Config) {
+		hooksOn(c)
+		c.NATSURL = a.NATSURL()
+		c.NATSCreds = a.NATSCredsFile()
+		c.VaultKeyFile = sharedKey(t, a)
+		c.Provider, c.ProviderName = "custom", "sandbox"
+		c.ClientID, c.ClientSecret = a.Sandbox.ClientID(), a.Sandbox.ClientSecret()
+		c.AuthURL, c.TokenURL = a.BaseURL+"/sandbox/oauth/authorize", a.BaseURL+"/sandbox/oauth/token"
+	})
+	r := newHookReceiver(t)
+	hk := subscribeHook(t, a, r, apitypes.WebhookCreateRequest{EventTypes: []string{"connection.created", "authorisation.completed", "refresh.succeeded"}})
+	eventually(t, 10*time.Second, "b to see the subscription", func() bool {
+		_, err := b.Webhooks.Get(hk.ID)
+		return err == nil
+	})
+	var ids []string
+	for i := range 6 {
+		in := a
+		if i%2 == 1 {
+			in = b
+		}
+		id := create(t, in, nil)
+		authorise(t, a, id)
+		if err := refreshNow(t, in, id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	want := []string{"connection.created", "authorisation.completed", "refresh.succeeded"}
+	for _, id := range ids {
+		eventually(t, 20*time.Second, "the filtered events", func() bool { return len(r.got(id)) >= len(want) })
+		if got := r.got(id); !slices.Equal(got, want) {
+			t.Fatalf("%s: got %v, want %v", id, got, want)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.receipts != len(ids)*len(want) || r.bad != 0 {
+		t.Fatalf("%d requests (%d bad) for %d events: some were delivered twice", r.receipts, r.bad, len(ids)*len(want))
+	}
+	if w, _ := a.Webhooks.Get(hk.ID); w.State != domain.WebhookActive {
+		t.Fatalf("state %s", w.State)
+	}
+}
