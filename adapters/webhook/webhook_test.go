@@ -120,9 +120,9 @@ type env struct {
 	mu   sync.Mutex
 	last map[string]uint64 // connection -> last sequence
 	srv  *natstest.Server
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	key []byte
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	key  []byte
 }
 
 func newEnv(t testing.TB) *env {
