@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -259,4 +260,54 @@ func TestWebhooksTwoInstancesDeliverOnce(t *testing.T) {
 	if w, _ := a.Webhooks.Get(hk.ID); w.State != domain.WebhookActive {
 		t.Fatalf("state %s", w.State)
 	}
+}
+
+// The UI's Webhooks page: the login page without a session, the page and
+// its script with one.
+func TestWebhooksUIPage(t *testing.T) {
+	in := start(t, hooksOn)
+	resp, err := http.Get(in.BaseURL + "/ui/webhooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "Sign in") {
+		t.Fatalf("without a session: %d\n%s", resp.StatusCode, b)
+	}
+	link, _ := in.LoginLink()
+	jar := &cookieJar{}
+	c := &http.Client{Jar: jar}
+	resp, err = c.Get(link + "&next=/ui/webhooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `data-page="webhooks"`) || !strings.Contains(string(b), "/ui/static/webhooks.js") {
+		t.Fatalf("with a session: %d\n%s", resp.StatusCode, b)
+	}
+	resp, err = c.Get(in.BaseURL + "/ui/static/webhooks.js")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("script: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+// cookieJar keeps the session cookie (one host).
+type cookieJar struct {
+	mu sync.Mutex
+	cs []*http.Cookie
+}
+
+func (j *cookieJar) SetCookies(_ *url.URL, cs []*http.Cookie) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.cs = append(j.cs, cs...)
+}
+
+func (j *cookieJar) Cookies(*url.URL) []*http.Cookie {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.cs)
 }

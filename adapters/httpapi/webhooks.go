@@ -178,3 +178,13 @@ func (s *Server) handleWebhookReplay(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, res)
 }
+
+// handleUIWebhooks is the web UI's Webhooks page (ui/webhooks.html,
+// ui/static/webhooks.js): list, create, pause, resume, rotate, delete, and
+// each subscription's deliveries.
+func (s *Server) handleUIWebhooks(w http.ResponseWriter, r *http.Request) {
+	if !s.uiSession(w, r) {
+		return
+	}
+	s.renderPage(w, http.StatusOK, "webhooks.html", pageData{Title: "Webhooks", Page: "webhooks"})
+}
