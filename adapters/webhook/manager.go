@@ -411,6 +411,11 @@ func mustHex(s string) []byte { b, _ := hex.DecodeString(s); return b }
 // returns it with its secret (shown this once; only its fingerprint is
 // recorded).
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (domain.Webhook, string, error) {
+	return m.create(ctx, req, 0)
+}
+
+// create is Create delivering from startSeq (0: from now).
+func (m *Manager) create(ctx context.Context, req CreateRequest, startSeq uint64) (domain.Webhook, string, error) {
 	if err := m.cfg.Safety.CheckURL(req.URL); err != nil {
 		return domain.Webhook{}, "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -428,13 +433,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (domain.Webhook
 	if err != nil {
 		return domain.Webhook{}, "", fmt.Errorf("webhook: create: %w", err)
 	}
+	if startSeq == 0 {
+		startSeq = info.State.LastSeq + 1
+	}
 	id := newID()
 	secret := NewSecret()
 	if err := m.secrets.put(ctx, id, secretRecord{Current: secret}); err != nil {
 		return domain.Webhook{}, "", err
 	}
 	e := domain.WebhookEvent{Type: domain.WebhookCreated, WebhookID: id, URL: req.URL, EventTypes: types,
-		Provider: req.Provider, Connection: req.Connection, StartSeq: info.State.LastSeq + 1,
+		Provider: req.Provider, Connection: req.Connection, StartSeq: startSeq,
 		SecretFingerprint: Fingerprint(secret), Actor: req.Actor}
 	w, err := m.append(ctx, domain.Webhook{ID: id}, e)
 	return w, secret, err
