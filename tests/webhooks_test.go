@@ -1,15 +1,20 @@
 package tests
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +33,8 @@ type hookReceiver struct {
 	secret atomic.Pointer[string]
 	// fail, if set, answers 500 to a connection's events.
 	fail atomic.Pointer[string]
+	// slow makes each answer take 20 ms.
+	slow atomic.Bool
 
 	mu       sync.Mutex
 	seen     map[string]bool
@@ -40,6 +47,9 @@ type hookReceiver struct {
 func newHookReceiver(t testing.TB) *hookReceiver {
 	r := &hookReceiver{seen: map[string]bool{}, types: map[string][]string{}}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.slow.Load() {
+			time.Sleep(20 * time.Millisecond)
+		}
 		b, _ := io.ReadAll(req.Body)
 		var ev struct{ ID, Type, Subject string }
 		_ = json.Unmarshal(b, &ev)
@@ -310,4 +320,108 @@ func (j *cookieJar) Cookies(*url.URL) []*http.Cookie {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return slices.Clone(j.cs)
+}
+
+// kill -9 of a real `tokenline serve` in the middle of deliveries, then a
+// restart on the same data directory: every event still arrives, in order
+// per connection (the events the dead process held are re-delivered after
+// the ack wait, before their connections' later events).
+func TestWebhooksKill9MidDelivery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	args := []string{"--webhooks-allow-http", "--webhooks-allow-private", "--webhooks-ack-wait", "2s",
+		"--webhooks-backoff-base", "10ms", "--webhooks-backoff-max", "200ms"}
+	p := startProcArgs(t, bin, dir, args...)
+	r := newHookReceiver(t)
+	r.slow.Store(true)
+	ctx := ctxT(t)
+	api := p.api(t)
+	hk, err := api.CreateWebhook(ctx, apitypes.WebhookCreateRequest{URL: r.srv.URL + "/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.secret.Store(&hk.Secret)
+	var ids []string
+	for range 20 {
+		c, err := api.CreateConnection(ctx, apitypes.CreateRequest{Provider: "sandbox", Scopes: []string{"users:read"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.Authorize(ctx, c.ID); err != nil { // a second event per connection
+			t.Fatal(err)
+		}
+		ids = append(ids, c.ID)
+	}
+	eventually(t, 20*time.Second, "some deliveries", func() bool { return r.distinct.Load() >= 5 })
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	r.slow.Store(false)
+	q := startProcArgs(t, bin, dir, args...)
+	api = q.api(t)
+	for _, id := range ids {
+		evs, err := api.Events(ctx, id, client.EventQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, e := range evs {
+			want = append(want, strings.TrimPrefix(e.Type, "tokenline."))
+		}
+		eventually(t, 30*time.Second, "every event after the crash", func() bool { return len(r.got(id)) >= len(want) })
+		if got := r.got(id); !slices.Equal(got, want) {
+			t.Fatalf("%s: receiver got %v, the stream has %v", id, got, want)
+		}
+	}
+}
+
+// startProcArgs is startProc (crash_test.go) with extra serve flags.
+func startProcArgs(t *testing.T, bin, dir string, extra ...string) *serveProc {
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", dir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--sandbox-consent", "approve", "--log-level", "error"}, extra...)
+	cmd := exec.Command(bin, args...)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProc{cmd: cmd}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan string, 32)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(30 * time.Second)
+	for p.baseURL == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("serve exited before it was ready")
+			}
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "UI:" {
+				p.baseURL = strings.TrimSuffix(f[1], "/ui/")
+			}
+		case <-deadline:
+			t.Fatal("serve did not print its UI address in 30s")
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	b, err := os.ReadFile(filepath.Join(dir, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.token = strings.TrimSpace(string(b))
+	return p
 }
