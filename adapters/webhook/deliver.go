@@ -142,7 +142,14 @@ func (d *deliverer) run() {
 		cons, err := d.m.js.CreateOrUpdateConsumer(cctx, d.m.cfg.EventStream, d.consumerConfig())
 		cancel()
 		if err == nil {
-			it, err = cons.Messages(jetstream.PullPriorityGroup(PriorityGroup), jetstream.PullMaxMessages(min(256, d.m.cfg.MaxPending)))
+			// Pull requests expire well within PinnedTTL, so the pin stays
+			// with a live instance even when there is nothing to deliver:
+			// the pin moves only when an instance stops (another that got
+			// it meanwhile would wait, for a connection's next event, on
+			// an acknowledgement it cannot see).
+			expiry := min(5*time.Second, max(d.m.cfg.PinnedTTL/3, time.Second))
+			it, err = cons.Messages(jetstream.PullPriorityGroup(PriorityGroup), jetstream.PullMaxMessages(min(256, d.m.cfg.MaxPending)),
+				jetstream.PullExpiry(expiry))
 		}
 		if err == nil {
 			break
