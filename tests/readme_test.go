@@ -103,6 +103,8 @@ const (
 // not assign fails the test.
 var readmeVars = []struct{ name, from string }{
 	{"ID", "the id the block's create answered (curl ... $S/v1/connections, tokenline connections create), as a user pasting the block sets it"},
+	{"WH", "the webhook id `tokenline webhooks create` printed"},
+	{"SECRET", "the whsec_ secret `tokenline webhooks create` printed once"},
 }
 
 // readmeTimes are the example times the README's commands carry: a user
@@ -212,6 +214,50 @@ var readmeCases = []readmeCase{
 	{prefix: "nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk consumer add ", needs: "nats"},
 	{prefix: "nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk consumer next ", needs: "nats"},
 	{prefix: "nats --server nats://127.0.0.1:4222 --nkey ./tokenline-data/nats-reader.nk sub ", needs: "nats", blocks: true, follow: followCreate},
+	// ## Webhooks
+	{prefix: "tokenline webhooks create ", check: func(t *testing.T, r *readmeRun, out string) {
+		id := regexp.MustCompile(`(?m)^ID:\s+(wh_[0-9a-f]{16})$`).FindStringSubmatch(out)
+		sec := regexp.MustCompile(`(?m)^Secret:\s+(whsec_\S+)`).FindStringSubmatch(out)
+		if id == nil || sec == nil || !regexp.MustCompile(`(?m)^State:\s+active$`).MatchString(out) {
+			t.Fatalf("webhooks create: want the ID, State active and the secret:\n%s", out)
+		}
+		r.vars["WH"], r.vars["SECRET"] = id[1], sec[1]
+	}},
+	{prefix: "tokenline webhooks list", check: func(t *testing.T, r *readmeRun, out string) {
+		if !strings.HasPrefix(out, "ID ") || !strings.Contains(out, r.vars["WH"]) || strings.Contains(out, "whsec_") {
+			t.Errorf("the list lacks the header or webhook %s, or shows a secret:\n%s", r.vars["WH"], out)
+		}
+	}},
+	{prefix: "tokenline webhooks deliveries ", check: func(t *testing.T, r *readmeRun, out string) {
+		if !strings.Contains(out, "TIME") || !strings.Contains(out, "OUTCOME") {
+			t.Errorf("deliveries: want the attempts table:\n%s", out)
+		}
+	}},
+	{prefix: "tokenline webhooks replay ", check: func(t *testing.T, r *readmeRun, out string) {
+		if !strings.HasPrefix(out, "Replayed ") {
+			t.Errorf("replay: %s", out)
+		}
+	}},
+	{prefix: "tokenline webhooks rotate-secret ", check: func(t *testing.T, r *readmeRun, out string) {
+		if !strings.Contains(out, "Secret:") || strings.Contains(out, r.vars["SECRET"]) {
+			t.Errorf("rotate-secret: want a new secret:\n%s", out)
+		}
+	}},
+	{prefix: "tokenline webhooks pause ", check: func(t *testing.T, r *readmeRun, out string) {
+		if !regexp.MustCompile(`(?m)^State:\s+paused$`).MatchString(out) {
+			t.Errorf("pause:\n%s", out)
+		}
+	}},
+	{prefix: "tokenline webhooks resume ", check: func(t *testing.T, r *readmeRun, out string) {
+		if !regexp.MustCompile(`(?m)^State:\s+active$`).MatchString(out) {
+			t.Errorf("resume:\n%s", out)
+		}
+	}},
+	{prefix: "TOKENLINE_WEBHOOK_SECRET=$SECRET go run ./examples/webhook-receiver ", blocks: true, check: func(t *testing.T, r *readmeRun, first string) {
+		if !strings.HasPrefix(first, "webhook receiver listening on http://127.0.0.1:") {
+			t.Errorf("first line %q", first)
+		}
+	}},
 	{prefix: "go run ./examples/consumer ", blocks: true, check: func(t *testing.T, r *readmeRun, first string) {
 		// A new durable consumer starts at the stream's first event: the
 		// first create's.

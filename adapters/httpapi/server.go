@@ -78,6 +78,8 @@ type Config struct {
 	Providers []string
 	// ProviderDirectory, if non-nil, serves GET /v1/providers (providers.go).
 	ProviderDirectory ProviderDirectory
+	// Webhooks, if non-nil, serves /v1/webhooks (webhooks.go; 501 without).
+	Webhooks WebhookService
 }
 
 // Server is tokenline's HTTP server: the /v1 API, the OAuth callback, the
@@ -177,6 +179,7 @@ func (s *Server) routes() http.Handler {
 	route(v1, apitypes.RouteClientSecret, map[string]http.HandlerFunc{"PUT": s.handleClientSecret})
 	route(v1, apitypes.RouteLoginLinks, map[string]http.HandlerFunc{"POST": s.handleLoginLink})
 	route(v1, apitypes.RouteSigningKey, map[string]http.HandlerFunc{"GET": s.handleSigningKey})
+	s.webhookRoutes(v1)
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

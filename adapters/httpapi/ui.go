@@ -120,6 +120,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	route(mux, "/ui/login", map[string]http.HandlerFunc{"GET": s.handleLogin})
 	route(mux, "/ui/logout", map[string]http.HandlerFunc{"POST": s.handleLogout})
 	route(mux, "/ui/connections/{id}", map[string]http.HandlerFunc{"GET": s.handleUIConnection})
+	route(mux, "/ui/webhooks", map[string]http.HandlerFunc{"GET": s.handleUIWebhooks}) // webhooks.go
 	static, _ := fs.Sub(uiFS, "ui/static")
 	files := http.StripPrefix("/ui/static/", http.FileServerFS(static))
 	mux.Handle("GET /ui/static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

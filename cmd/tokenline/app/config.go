@@ -71,6 +71,9 @@ type Config struct {
 	// ProbeShard is this instance's share of the probes, "INDEX/COUNT"
 	// (providers_detect.go); empty: every connection.
 	ProbeShard string
+
+	// Webhooks configures webhook delivery (webhooks.go).
+	Webhooks WebhooksConfig
 }
 
 // DefaultConfig is the embedded default: local JetStream, sandbox provider.
@@ -98,6 +101,7 @@ func DefaultConfig() Config {
 		RefreshLatency:     domain.DefaultRefreshLatency,
 		MetricsAuth:        true,
 		CheckpointInterval: 30 * time.Second,
+		Webhooks:           defaultWebhooksConfig(),
 	}
 }
 
@@ -144,6 +148,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.GateExpiryMargin, "gate-expiry-margin", c.GateExpiryMargin, "at most this long before it expires an access token stops being handed out (a token living L stops min(this, L/10) before; docs/transitions.md, Token lifetimes)")
 	fs.DurationVar(&c.RefreshLatency, "refresh-latency", c.RefreshLatency, "expected time a refresh takes, start to fresh token; refreshes start at least gate margin + 1.5 × this before expiry (docs/transitions.md, Token lifetimes)")
 	fs.DurationVar(&c.AuthorisationTTL, "authorisation-ttl", c.AuthorisationTTL, "how long an authorisation attempt (state) lives")
+	c.Webhooks.bindFlags(fs)
 }
 
 // ApplyEnv sets every flag not given on the command line from

@@ -36,6 +36,7 @@ import (
 	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/adapters/secretfile"
 	"github.com/tokenline/tokenline/adapters/vault"
+	"github.com/tokenline/tokenline/adapters/webhook"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/domain/lifecycle"
 )
@@ -76,6 +77,9 @@ type Main struct {
 	Metrics   *httpapi.Metrics
 	registry  *prometheus.Registry
 	integrity *integrity
+
+	// Webhooks delivers events to HTTP receivers (webhooks.go).
+	Webhooks *webhook.Manager
 
 	HTTPListener net.Listener
 	HTTPServer   *http.Server
@@ -269,6 +273,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("projections")
+	// --- webhooks (issue 12, webhooks.go) ---
+	if err := m.openWebhooks(ctx, key); err != nil {
+		return err
+	}
+	phase("webhooks")
+	// --- end webhooks ---
 	m.keepDiscovering(runCtx)
 	schedCtx, schedCancel := context.WithCancel(runCtx)
 	m.schedCancel = schedCancel
@@ -473,6 +483,9 @@ func (m *Main) Close() error {
 			m.HTTPListener.Close()
 		}
 		m.StopScheduler()
+		if m.Webhooks != nil { // webhooks: give held events back before NATS goes
+			m.Webhooks.Close()
+		}
 		if m.cancel != nil {
 			m.cancel()
 		}
@@ -513,6 +526,8 @@ func (m *Main) handler() http.Handler {
 		Gatherer:          m.registry,
 	}
 	cfg.Ready = append(cfg.Ready, m.providerChecks()...)
+	cfg.Ready = append(cfg.Ready, m.webhooksReady()) // webhooks
+	cfg.Webhooks = webhookService{m.Webhooks}        // webhooks
 	for _, s := range m.providerSpecs {
 		cfg.Providers = append(cfg.Providers, s.Name)
 	}

@@ -34,6 +34,7 @@ func NewRootCommand(ctx context.Context, stdout, stderr io.Writer) *cobra.Comman
 		newEventsCommand(),
 		newUICommand(),
 		newVerifyCommand(),
+		newWebhooksCommand(), // client_webhooks.go
 	)
 	return root
 }

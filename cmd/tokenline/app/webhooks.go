@@ -1,0 +1,188 @@
+package app
+
+// Webhooks (issue 12): the serve flags, opening adapters/webhook and the
+// HTTP API's WebhookService on it. main.go calls openWebhooks, closes it
+// and hands webhookService to the server; everything else is here.
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tokenline/tokenline/adapters/httpapi"
+	"github.com/tokenline/tokenline/adapters/httpapi/apitypes"
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/vault"
+	"github.com/tokenline/tokenline/adapters/webhook"
+	"github.com/tokenline/tokenline/domain"
+)
+
+// WebhooksConfig is the webhook part of `tokenline serve`.
+type WebhooksConfig struct {
+	// AllowHTTP accepts http:// subscription URLs (development).
+	AllowHTTP bool
+	// AllowPrivate accepts loopback and private target addresses.
+	AllowPrivate bool
+	// Timeout bounds one delivery attempt.
+	Timeout time.Duration
+	// MaxAttempts bounds the attempts of one event before its dead letter.
+	MaxAttempts int
+	// BackoffBase and BackoffMax shape the retries.
+	BackoffBase, BackoffMax time.Duration
+	// AckWait is how long an event held by an instance that died waits
+	// before another instance re-delivers it.
+	AckWait time.Duration
+}
+
+func defaultWebhooksConfig() WebhooksConfig {
+	return WebhooksConfig{Timeout: 10 * time.Second, MaxAttempts: 12, BackoffBase: time.Second, BackoffMax: 10 * time.Minute, AckWait: 30 * time.Second}
+}
+
+func (c *WebhooksConfig) bindFlags(fs *pflag.FlagSet) {
+	if c.Timeout == 0 && c.MaxAttempts == 0 {
+		*c = defaultWebhooksConfig()
+	}
+	fs.BoolVar(&c.AllowHTTP, "webhooks-allow-http", c.AllowHTTP, "accept plain http:// webhook URLs (development; default https only)")
+	fs.BoolVar(&c.AllowPrivate, "webhooks-allow-private", c.AllowPrivate, "deliver webhooks to loopback and private addresses (checked on the address dialled; default refused)")
+	fs.DurationVar(&c.Timeout, "webhooks-timeout", c.Timeout, "timeout of one webhook delivery attempt")
+	fs.IntVar(&c.MaxAttempts, "webhooks-max-attempts", c.MaxAttempts, "attempts of one event before it is dead-lettered")
+	fs.DurationVar(&c.BackoffBase, "webhooks-backoff-base", c.BackoffBase, "wait after a webhook's first failed attempt (doubling, with jitter)")
+	fs.DurationVar(&c.BackoffMax, "webhooks-backoff-max", c.BackoffMax, "longest wait between webhook attempts (a Retry-After answer may ask for up to an hour)")
+	fs.DurationVar(&c.AckWait, "webhooks-ack-wait", c.AckWait, "how long an event held by an instance that died waits before another instance delivers it")
+}
+
+// openWebhooks opens the webhook manager (after the store, before the HTTP
+// server): the streams, the secrets bucket, the subscriptions and their
+// deliverers.
+func (m *Main) openWebhooks(ctx context.Context, vaultKey []byte) error {
+	key, err := vault.DeriveKey(vaultKey, "tokenline webhook secrets v1")
+	if err != nil {
+		return err
+	}
+	c := m.Config.Webhooks
+	if c.Timeout == 0 && c.MaxAttempts == 0 {
+		c = defaultWebhooksConfig()
+	}
+	metrics, err := webhook.NewMetrics(m.registry)
+	if err != nil {
+		return err
+	}
+	m.Webhooks, err = webhook.Open(ctx, m.Store.JetStream(), webhook.Config{
+		EventStream: m.Store.StreamName(), Replicas: m.Config.Replicas, SecretsKey: key,
+		Safety:  webhook.Safety{AllowHTTP: c.AllowHTTP, AllowPrivate: c.AllowPrivate},
+		Timeout: c.Timeout, MaxAttempts: c.MaxAttempts, BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax,
+		AckWait: c.AckWait, Instance: m.Config.Instance, Logger: m.Logger.With("component", "webhooks"),
+		Metrics: metrics, UserAgent: "tokenline-webhooks/" + Version,
+		Provider: func(ctx context.Context, id string) (string, error) {
+			if c, ok := m.Proj.Status.Confirmed(id); ok && c.Provider != "" {
+				return c.Provider, nil
+			}
+			c, err := m.Store.Load(ctx, id)
+			return c.Provider, err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	metrics.Watch(m.Webhooks)
+	return nil
+}
+
+// webhooksReady is the /readyz check "webhooks": the two streams shaped as
+// required.
+func (m *Main) webhooksReady() httpapi.Check {
+	return httpapi.Check{Name: "webhooks", Probe: httpapi.ReadinessFunc(func(ctx context.Context) error {
+		return m.Webhooks.CheckShape(ctx, jsstore.ShapeProblems)
+	})}
+}
+
+// webhookService is the API's WebhookService on the manager.
+type webhookService struct{ m *webhook.Manager }
+
+var _ httpapi.WebhookService = webhookService{}
+
+func webhookView(w domain.Webhook, secret string) apitypes.Webhook {
+	types := make([]string, 0, len(w.EventTypes))
+	for _, t := range w.EventTypes {
+		types = append(types, "tokenline."+string(t))
+	}
+	return apitypes.Webhook{ID: w.ID, URL: w.URL, EventTypes: types, Provider: w.Provider, Connection: w.Connection,
+		State: string(w.State), Reason: w.Reason, SecretFingerprint: w.SecretFingerprint, CreatedAt: w.CreatedAt,
+		UpdatedAt: w.UpdatedAt, Secret: secret}
+}
+
+func (s webhookService) CreateWebhook(ctx context.Context, req apitypes.WebhookCreateRequest, actor string) (apitypes.Webhook, error) {
+	w, secret, err := s.m.Create(ctx, webhook.CreateRequest{URL: req.URL, EventTypes: req.EventTypes, Provider: req.Provider, Connection: req.Connection, Actor: actor})
+	return webhookView(w, secret), err
+}
+
+func (s webhookService) ListWebhooks(context.Context) ([]apitypes.Webhook, error) {
+	var out []apitypes.Webhook
+	for _, w := range s.m.List() {
+		out = append(out, webhookView(w, ""))
+	}
+	return out, nil
+}
+
+func (s webhookService) GetWebhook(_ context.Context, id string) (apitypes.Webhook, error) {
+	w, err := s.m.Get(id)
+	return webhookView(w, ""), err
+}
+
+func (s webhookService) PauseWebhook(ctx context.Context, id, actor string) (apitypes.Webhook, error) {
+	w, err := s.m.Pause(ctx, id, actor)
+	return webhookView(w, ""), err
+}
+
+func (s webhookService) ResumeWebhook(ctx context.Context, id, actor string) (apitypes.Webhook, error) {
+	w, err := s.m.Resume(ctx, id, actor)
+	return webhookView(w, ""), err
+}
+
+func (s webhookService) DeleteWebhook(ctx context.Context, id, actor string) error {
+	_, err := s.m.Delete(ctx, id, actor)
+	return err
+}
+
+func (s webhookService) RotateWebhookSecret(ctx context.Context, id, actor string) (apitypes.Webhook, error) {
+	w, secret, err := s.m.RotateSecret(ctx, id, actor)
+	return webhookView(w, secret), err
+}
+
+func (s webhookService) WebhookDeliveries(ctx context.Context, id string) (apitypes.WebhookDeliveries, error) {
+	out := apitypes.WebhookDeliveries{Webhook: id, Attempts: []apitypes.WebhookAttempt{}, DeadLetters: []apitypes.WebhookDeadLetter{}}
+	log, err := s.m.Log(ctx, id)
+	if err != nil {
+		return out, err
+	}
+	for _, a := range log {
+		out.Attempts = append(out.Attempts, apitypes.WebhookAttempt{Time: a.Time, EventID: a.EventID, EventType: a.EventType,
+			Connection: a.Connection, StreamSeq: a.StreamSeq, Attempt: a.Attempt, Outcome: a.Outcome, Status: a.Status,
+			Error: a.Error, LatencyMS: a.LatencyMS, NextRetry: a.NextRetry, Instance: a.Instance})
+	}
+	dead, err := s.m.DeadLetters(ctx, id, 100)
+	if err != nil {
+		return out, err
+	}
+	for _, d := range dead {
+		out.DeadLetters = append(out.DeadLetters, apitypes.WebhookDeadLetter{EventID: d.EventID, EventType: d.EventType,
+			Connection: d.Connection, StreamSeq: d.StreamSeq, Attempts: d.Attempts, LastStatus: d.LastStatus,
+			LastError: d.LastError, FirstFailed: d.FirstFailed, Time: d.Time})
+	}
+	if w, _ := s.m.Get(id); w.State == domain.WebhookActive {
+		if n, err := s.m.Lag(ctx, id); err == nil {
+			out.Lag = &n
+		}
+	}
+	return out, nil
+}
+
+func (s webhookService) ReplayWebhook(ctx context.Context, id string, from, to time.Time) (apitypes.WebhookReplayResponse, error) {
+	r, err := s.m.Replay(ctx, id, from, to)
+	if errors.Is(err, context.Canceled) {
+		return apitypes.WebhookReplayResponse{}, err
+	}
+	return apitypes.WebhookReplayResponse{Matched: r.Matched, Delivered: r.Delivered, Failed: r.Failed}, err
+}
