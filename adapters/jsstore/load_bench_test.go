@@ -33,15 +33,17 @@ import (
 //   - cached: Load of a connection the store has cached (one direct get of
 //     the subject's last message to check it is current), against that
 //     direct get alone (jetstream's GetLastMsgForSubject).
+//
 //   - cold: Load by a store that has never seen the connection (the
 //     subject's last sequence, then its events by batched direct get,
 //     decoded and folded), against GetLastMsgForSubject. Target: <= 3x.
+//
 //   - audit: the audit query of the connection (projections.AuditEvents,
 //     as GET /v1/connections/{id}/events runs it), against a raw ordered
 //     consumer filtered on the subject reading the same messages without
 //     decoding them. Target: <= 1.2x.
 //
-//	go test -run '^$' -bench Load -benchtime 400x ./adapters/jsstore/
+//     go test -run '^$' -bench Load -benchtime 400x ./adapters/jsstore/
 func BenchmarkLoad(b *testing.B) {
 	const loadPerConn = 50
 	total := 1_000_000
