@@ -1,0 +1,163 @@
+package jsstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tokenline/tokenline/events"
+)
+
+// The read behind `tokenline verify`: every message of the stream up to a
+// sequence, in order, as the link check takes it (events.LinkRecord). It is
+// Read's pipeline with the decode replaced by events.ParseLink, which hashes
+// the message and reads only its link, type and terminal flag; a message
+// ParseLink does not read (not in the canonical form, not an event) is
+// decoded in full, as Read would. Reading and parsing overlap: one
+// goroutine takes messages off the consumer, ReadWorkers parse chunks of
+// them, and fn is called from the calling goroutine in stream order.
+
+type linkChunk struct {
+	msgs []jetstream.Msg
+	recs []events.LinkRecord
+	done chan struct{}
+}
+
+const linkChunkSize = 512
+
+var linkChunkPool = sync.Pool{New: func() any {
+	return &linkChunk{msgs: make([]jetstream.Msg, 0, linkChunkSize), recs: make([]events.LinkRecord, 0, linkChunkSize)}
+}}
+
+// readLinks calls fn for every message with a stream sequence in [1, to]
+// (to > 0: a sequence the stream has), in order, and returns the last
+// sequence it delivered. fn must not keep the record.
+func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRecord)) (uint64, error) {
+	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return 0, fmt.Errorf("jsstore: read consumer: %w", err)
+	}
+	defer s.dropConsumer(cons)
+	it, err := cons.Messages(jetstream.PullMaxMessages(8192))
+	if err != nil {
+		return 0, fmt.Errorf("jsstore: read: %w", err)
+	}
+	defer it.Stop()
+	stopIt := context.AfterFunc(ctx, it.Stop)
+	defer stopIt()
+
+	workers := max(ReadWorkers, 1)
+	work := make(chan *linkChunk, 4*workers)
+	order := make(chan *linkChunk, 8*workers)
+	quit := make(chan struct{})
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Add(workers)
+	for range workers {
+		go func() {
+			defer wg.Done()
+			var dec events.Decoder
+			for c := range work {
+				for i := range c.recs {
+					parseLink(&c.recs[i], c.msgs[i], &dec)
+				}
+				close(c.done)
+			}
+		}()
+	}
+	newChunk := func() *linkChunk {
+		c := linkChunkPool.Get().(*linkChunk)
+		c.msgs, c.recs, c.done = c.msgs[:0], c.recs[:0], make(chan struct{})
+		return c
+	}
+	go func() { // reader
+		defer close(order)
+		defer close(work)
+		c := newChunk()
+		send := func() bool {
+			select {
+			case order <- c:
+			case <-quit:
+				return false
+			}
+			work <- c
+			c = newChunk()
+			return true
+		}
+		for {
+			m, err := it.Next()
+			if err != nil {
+				readErr = err
+				if len(c.msgs) > 0 {
+					send()
+				}
+				return
+			}
+			rec := events.LinkRecord{Record: events.Record{Subject: m.Subject()}}
+			if seq, ts, ok := ackInfo(m.Reply()); ok {
+				rec.Record.Seq, rec.Record.Stored = seq, time.Unix(0, ts)
+			} else if md, err := m.Metadata(); err == nil {
+				rec.Record.Seq, rec.Record.Stored = md.Sequence.Stream, md.Timestamp
+			} else {
+				rec.Record.Err = fmt.Errorf("jsstore: message metadata: %w", err)
+				m = nil
+			}
+			rec.Seq = rec.Record.Seq
+			c.msgs = append(c.msgs, m)
+			c.recs = append(c.recs, rec)
+			if rec.Seq >= to || len(c.msgs) == linkChunkSize {
+				if !send() || rec.Seq >= to {
+					return
+				}
+			}
+		}
+	}()
+
+	var last uint64
+	for c := range order {
+		<-c.done
+		for i := range c.recs {
+			if c.recs[i].Seq > to {
+				break
+			}
+			fn(&c.recs[i])
+			last = c.recs[i].Seq
+		}
+		clear(c.msgs)
+		clear(c.recs)
+		linkChunkPool.Put(c)
+		if last >= to {
+			close(quit)
+			it.Stop()
+			for c := range order { // let the reader and the workers finish
+				<-c.done
+			}
+			break
+		}
+	}
+	wg.Wait()
+	if last >= to {
+		return last, nil
+	}
+	if ctx.Err() != nil {
+		return last, ctx.Err()
+	}
+	return last, fmt.Errorf("jsstore: read: %w", readErr)
+}
+
+// parseLink completes a record (Seq, and Record's Seq, Subject and Stored
+// set): the message's link, or its whole decode.
+func parseLink(r *events.LinkRecord, m jetstream.Msg, dec *events.Decoder) {
+	if m == nil || r.Record.Err != nil {
+		return
+	}
+	data := m.Data()
+	if events.ParseLink(data, &r.Info) && subjectIs(r.Record.Subject, string(r.Info.Subject)) {
+		r.Light = true
+		return
+	}
+	decodeData(&r.Record, data, dec)
+}
