@@ -34,26 +34,20 @@ var linkChunkPool = sync.Pool{New: func() any {
 
 // readLinks calls fn for every message with a stream sequence in [1, to]
 // (to > 0: a sequence the stream has), in order, and returns the last
-// sequence it delivered. fn must not keep the record.
+// sequence it delivered. fn must not keep the record. The consumer's
+// messages are taken in its callback (Consume), which gathers them into
+// chunks for the workers: no goroutine in between.
 func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRecord)) (uint64, error) {
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return 0, fmt.Errorf("jsstore: read consumer: %w", err)
 	}
 	defer s.dropConsumer(cons)
-	it, err := cons.Messages(jetstream.PullMaxMessages(8192))
-	if err != nil {
-		return 0, fmt.Errorf("jsstore: read: %w", err)
-	}
-	defer it.Stop()
-	stopIt := context.AfterFunc(ctx, it.Stop)
-	defer stopIt()
 
 	workers := max(ReadWorkers, 1)
 	work := make(chan *linkChunk, 4*workers)
 	order := make(chan *linkChunk, 8*workers)
 	quit := make(chan struct{})
-	var readErr error
 	var wg sync.WaitGroup
 	wg.Add(workers)
 	for range workers {
@@ -73,52 +67,75 @@ func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRe
 		c.msgs, c.recs, c.done = c.msgs[:0], c.recs[:0], make(chan struct{})
 		return c
 	}
-	go func() { // reader
-		defer close(order)
-		defer close(work)
-		c := newChunk()
-		send := func() bool {
-			select {
-			case order <- c:
-			case <-quit:
-				return false
-			}
-			work <- c
-			c = newChunk()
-			return true
+	var mu sync.Mutex // the callback's state, and stopped
+	stopped := false
+	c := newChunk()
+	send := func() bool {
+		select {
+		case order <- c:
+		case <-quit:
+			return false
 		}
-		for {
-			m, err := it.Next()
-			if err != nil {
-				readErr = err
-				if len(c.msgs) > 0 {
-					send()
-				}
-				return
-			}
-			rec := events.LinkRecord{Record: events.Record{Subject: m.Subject()}}
-			if seq, ts, ok := ackInfo(m.Reply()); ok {
-				rec.Record.Seq, rec.Record.Stored = seq, time.Unix(0, ts)
-			} else if md, err := m.Metadata(); err == nil {
-				rec.Record.Seq, rec.Record.Stored = md.Sequence.Stream, md.Timestamp
-			} else {
-				rec.Record.Err = fmt.Errorf("jsstore: message metadata: %w", err)
-				m = nil
-			}
-			rec.Seq = rec.Record.Seq
-			c.msgs = append(c.msgs, m)
-			c.recs = append(c.recs, rec)
-			if rec.Seq >= to || len(c.msgs) == linkChunkSize {
-				if !send() || rec.Seq >= to {
-					return
-				}
+		select {
+		case work <- c:
+		case <-quit:
+			return false
+		}
+		c = newChunk()
+		return true
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		rec := events.LinkRecord{Record: events.Record{Subject: m.Subject()}}
+		if seq, ts, ok := ackInfo(m.Reply()); ok {
+			rec.Record.Seq, rec.Record.Stored = seq, time.Unix(0, ts)
+		} else if md, err := m.Metadata(); err == nil {
+			rec.Record.Seq, rec.Record.Stored = md.Sequence.Stream, md.Timestamp
+		} else {
+			rec.Record.Err = fmt.Errorf("jsstore: message metadata: %w", err)
+			m = nil
+		}
+		rec.Seq = rec.Record.Seq
+		c.msgs = append(c.msgs, m)
+		c.recs = append(c.recs, rec)
+		if rec.Seq >= to || len(c.msgs) == linkChunkSize {
+			if !send() || rec.Seq >= to {
+				stopped = true
 			}
 		}
+	}, jetstream.PullMaxMessages(8192))
+	if err != nil {
+		close(work)
+		wg.Wait()
+		return 0, fmt.Errorf("jsstore: read: %w", err)
+	}
+	defer func() {
+		close(quit)
+		cc.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		close(work)
+		wg.Wait()
 	}()
 
 	var last uint64
-	for c := range order {
-		<-c.done
+	for last < to {
+		var c *linkChunk
+		select {
+		case c = <-order:
+		case <-ctx.Done():
+			return last, ctx.Err()
+		}
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return last, ctx.Err()
+		}
 		for i := range c.recs {
 			if c.recs[i].Seq > to {
 				break
@@ -129,23 +146,8 @@ func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRe
 		clear(c.msgs)
 		clear(c.recs)
 		linkChunkPool.Put(c)
-		if last >= to {
-			close(quit)
-			it.Stop()
-			for c := range order { // let the reader and the workers finish
-				<-c.done
-			}
-			break
-		}
 	}
-	wg.Wait()
-	if last >= to {
-		return last, nil
-	}
-	if ctx.Err() != nil {
-		return last, ctx.Err()
-	}
-	return last, fmt.Errorf("jsstore: read: %w", readErr)
+	return last, nil
 }
 
 // parseLink completes a record (Seq, and Record's Seq, Subject and Stored
