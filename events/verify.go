@@ -236,9 +236,11 @@ func (v *Verifier) Link(r *LinkRecord) {
 		d.Terminal = r.Info.Terminal
 		p = d
 	}
-	id := string(r.Info.Subject)
-	if c := v.conns[id]; c != nil && c.ID != "" {
+	var id string
+	if c := v.conns[string(r.Info.Subject)]; c != nil && c.ID != "" {
 		id = c.ID // one copy of the id per connection
+	} else {
+		id = string(r.Info.Subject)
 	}
 	v.fold(domain.Event{ConnectionID: id, Seq: r.Seq, Payload: p, Link: r.Info.Link})
 }
