@@ -176,6 +176,13 @@ func publishInterleaved(b *testing.B, js jetstream.JetStream, conns, perConn int
 	for i := range ids {
 		ids[i] = uuid.NewString()
 	}
+	wait := func() {
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			b.Fatal("publish timed out")
+		}
+	}
 	for n := range perConn {
 		for i, id := range ids {
 			var p domain.Payload = domain.ConnectionUpdated{Config: map[string]string{"team": "finance", "round": strconv.Itoa(n)}}
@@ -195,13 +202,12 @@ func publishInterleaved(b *testing.B, js jetstream.JetStream, conns, perConn int
 			if _, err := js.PublishMsgAsync(m); err != nil {
 				b.Fatal(err)
 			}
-		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-ctx.Done():
-			b.Fatal("publish timed out")
+			if (n*conns+i)%2000 == 1999 { // within the client's limit on outstanding publishes
+				wait()
+			}
 		}
 	}
+	wait()
 	fmt.Printf("setup: published %d messages (%d connections of %d events) in %s\n", conns*perConn, conns, perConn, time.Since(start).Round(time.Millisecond))
 	return ids
 }
