@@ -1,8 +1,17 @@
 package events
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
+	"encoding/json"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -52,14 +61,31 @@ func parseHashBytes(s []byte) ([32]byte, bool) {
 	if len(s) != len(HashPrefix)+64 || string(s[:len(HashPrefix)]) != HashPrefix {
 		return h, false
 	}
-	for _, c := range s[len(HashPrefix):] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return h, false
+	s = s[len(HashPrefix):]
+	var bad byte
+	for i := range h {
+		hi, lo := hexDigit[s[2*i]], hexDigit[s[2*i+1]]
+		bad |= hi | lo
+		h[i] = hi<<4 | lo&0x0f
+	}
+	return h, bad&0xf0 == 0
+}
+
+// hexDigit maps a lowercase hex digit to its value and every other byte to
+// 0xff.
+var hexDigit = func() (t [256]byte) {
+	for c := range t {
+		switch {
+		case '0' <= c && c <= '9':
+			t[c] = byte(c - '0')
+		case 'a' <= c && c <= 'f':
+			t[c] = byte(c - 'a' + 10)
+		default:
+			t[c] = 0xff
 		}
 	}
-	_, err := hex.Decode(h[:], s[len(HashPrefix):])
-	return h, err == nil
-}
+	return t
+}()
 
 // prevHash is the prevhash attribute Encode writes for a link.
 func prevHash(l domain.ChainLink) string {
@@ -74,4 +100,302 @@ func prevHash(l domain.ChainLink) string {
 // Link.Hash to HashOf of the encoded bytes).
 func Chain(e *domain.Event, head domain.ChainHead) {
 	e.Link = domain.ChainLink{Prev: head.Hash, Chained: true}
+}
+
+// LinkInfo is what the chain check needs of a stored event, read from its
+// message bytes by ParseLink without decoding the event: `tokenline verify`
+// checks every link of a stream with it, where the whole decode (the
+// payload's strings, maps and times) would cost most of the time.
+type LinkInfo struct {
+	// Type is the event's type.
+	Type domain.EventType
+	// Subject is the connection id (the envelope's subject attribute),
+	// a slice of the message bytes: valid while they are.
+	Subject []byte
+	// Link is the event's link: its prevhash and the hash of the message.
+	Link domain.ChainLink
+	// Terminal is the terminal flag of refresh.failed and access.rejected
+	// (the transition they take depends on it).
+	Terminal bool
+}
+
+// ParseLink reads the link of a message in the canonical form Encode writes
+// (the form the fast decoder reads: no escapes, the current schema version
+// of its type) and hashes it. It checks the envelope as the decoder does
+// (the spec version, a non-empty id, a valid connection id and time) and
+// that the payload is an object of its type's fields holding well-formed
+// values, but does not decode those values. ok is false for anything else:
+// the caller then decodes the message in full (Decoder.Decode), which
+// decides whether it is an event at all. So a message ParseLink accepts is
+// one Decode accepts, except one whose payload has a well-formed value of
+// the wrong kind in a known field (a number where a string belongs), which
+// no tokenline writes: verify then checks its link as an event's.
+func ParseLink(b []byte, l *LinkInfo) bool {
+	if len(b) > MaxEventSize {
+		return false
+	}
+	p := parser{b: b}
+	var (
+		spec, typ, id []byte
+		version       int
+		haveData      bool
+		timeOK        bool
+	)
+	*l = LinkInfo{}
+	ok := p.object(func(key []byte) bool {
+		switch string(key) {
+		case "specversion":
+			var ok bool
+			spec, ok = p.rawStr()
+			return ok
+		case "id":
+			var ok bool
+			id, ok = p.rawStr()
+			return ok
+		case "source", "datacontenttype", "actor":
+			return p.skipStr()
+		case "type":
+			var ok bool
+			typ, ok = p.rawStr()
+			return ok
+		case "subject":
+			var ok bool
+			l.Subject, ok = p.rawStr()
+			return ok
+		case "time":
+			t, ok := p.time()
+			if y := t.UTC().Year(); ok && !t.IsZero() && y >= 0 && y <= 9999 {
+				timeOK = true
+			}
+			return ok
+		case "schemaversion":
+			var ok bool
+			version, ok = p.int()
+			return ok
+		case "prevhash":
+			raw, ok := p.rawStr()
+			if ok {
+				l.Link.Prev, ok = parseHashBytes(raw)
+				l.Link.Chained = true
+			}
+			return ok
+		case "data":
+			if !bytes.HasPrefix(typ, []byte(TypePrefix)) {
+				return false
+			}
+			l.Type = domain.EventType(typ[len(TypePrefix):])
+			if dec, ok := fastTypes[l.Type]; !ok || version != dec.version {
+				return false
+			}
+			haveData = p.skimPayload(l.Type, &l.Terminal)
+			return haveData
+		}
+		return false
+	}, 11)
+	if !ok || !p.end() || !haveData || !timeOK || string(spec) != SpecVersion || len(id) == 0 || len(id) > 128 ||
+		!domain.ValidConnectionID(string(l.Subject)) {
+		*l = LinkInfo{}
+		return false
+	}
+	l.Link.Hash = HashOf(b)
+	return true
+}
+
+// skimPayload checks that the payload is an object of its type's fields
+// holding values Decode accepts for them (by their Go kind: strings, a
+// non-negative int, a bool, a time, a list of strings, a map of strings, the
+// token information), and what validPayload checks (a provider, a valid
+// reason); it reads the terminal flag and decodes nothing else.
+func (p *parser) skimPayload(t domain.EventType, terminal *bool) bool {
+	kinds, ok := linkKinds[t]
+	if !ok {
+		return false
+	}
+	var provider, reason []byte
+	hasReason := false
+	ok = p.object(func(key []byte) bool {
+		k, known := kinds[string(key)]
+		if !known {
+			return false
+		}
+		switch string(key) {
+		case "terminal":
+			var ok bool
+			*terminal, ok = p.bool()
+			return ok
+		case "provider":
+			if p.null() {
+				return true
+			}
+			var ok bool
+			provider, ok = p.rawStr()
+			return ok
+		case "reason":
+			hasReason = true
+			if p.null() {
+				return true
+			}
+			var ok bool
+			reason, ok = p.rawStr()
+			return ok
+		}
+		return p.skim(k)
+	}, len(kinds))
+	if !ok {
+		return false
+	}
+	switch t {
+	case domain.EventConnectionCreated:
+		return len(provider) > 0
+	case domain.EventAuthorisationFailed:
+		return hasReason && domain.Reason(reason).Valid()
+	case domain.EventRefreshFailed, domain.EventAccessRejected:
+		return !*terminal || hasReason && domain.Reason(reason).Valid()
+	}
+	return true
+}
+
+// fieldKind is the Go kind of a payload field, as skim checks its value.
+type fieldKind uint8
+
+const (
+	kindString fieldKind = iota
+	kindInt
+	kindBool
+	kindTime
+	kindStrings
+	kindStringMap
+	kindTokens
+)
+
+// linkKinds holds, for each event type the fast decoder reads, the kind of
+// each of its payload's fields (by JSON name), from the payload's Go type; a
+// type with a field of another kind is left out (ParseLink then declines its
+// events, which are decoded in full).
+var linkKinds, tokenKinds = func() (map[domain.EventType]map[string]fieldKind, map[string]fieldKind) {
+	unmarshaler := reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler := reflect.TypeFor[encoding.TextUnmarshaler]()
+	var kindsOf func(t reflect.Type) (map[string]fieldKind, bool)
+	kindOf := func(t reflect.Type) (fieldKind, bool) {
+		switch {
+		case t == reflect.TypeFor[time.Time]():
+			return kindTime, true
+		case t == reflect.TypeFor[domain.TokenInfo]():
+			return kindTokens, true
+		case reflect.PointerTo(t).Implements(unmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler):
+			return 0, false
+		}
+		switch t.Kind() {
+		case reflect.String:
+			return kindString, true
+		case reflect.Int:
+			return kindInt, true
+		case reflect.Bool:
+			return kindBool, true
+		case reflect.Slice:
+			if t.Elem().Kind() == reflect.String && !reflect.PointerTo(t.Elem()).Implements(unmarshaler) && !reflect.PointerTo(t.Elem()).Implements(textUnmarshaler) {
+				return kindStrings, true
+			}
+		case reflect.Map:
+			if t.Key() == reflect.TypeFor[string]() && t.Elem() == reflect.TypeFor[string]() {
+				return kindStringMap, true
+			}
+		}
+		return 0, false
+	}
+	kindsOf = func(t reflect.Type) (map[string]fieldKind, bool) {
+		out := map[string]fieldKind{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			if f.Anonymous {
+				return nil, false
+			}
+			k, ok := kindOf(f.Type)
+			if !ok {
+				return nil, false
+			}
+			out[cmp.Or(name, f.Name)] = k
+		}
+		return out, true
+	}
+	tokens, tokensOK := kindsOf(reflect.TypeFor[domain.TokenInfo]())
+	out := map[domain.EventType]map[string]fieldKind{}
+	for t, p := range stubs {
+		if _, fast := fastTypes[t]; !fast {
+			continue
+		}
+		k, ok := kindsOf(reflect.TypeOf(p))
+		if !ok || (slices.Contains(slices.Collect(maps.Values(k)), kindTokens) && !tokensOK) {
+			continue
+		}
+		out[t] = k
+	}
+	return out, tokens
+}()
+
+// skim checks one value of the given kind without keeping it; null is the
+// zero value of every kind, as encoding/json reads it.
+func (p *parser) skim(k fieldKind) bool {
+	if p.null() {
+		return true
+	}
+	switch k {
+	case kindString:
+		return p.skipStr()
+	case kindInt:
+		_, ok := p.int()
+		return ok
+	case kindBool:
+		_, ok := p.bool()
+		return ok
+	case kindTime:
+		_, ok := p.time()
+		return ok
+	case kindStrings:
+		if !p.next('[') {
+			return false
+		}
+		if p.next(']') {
+			return true
+		}
+		for {
+			if !p.skim(kindString) {
+				return false
+			}
+			if p.next(']') {
+				return true
+			}
+			if !p.next(',') {
+				return false
+			}
+		}
+	case kindStringMap:
+		if !p.next('{') {
+			return false
+		}
+		if p.next('}') {
+			return true
+		}
+		for {
+			if !p.skipStr() || !p.next(':') || !p.skim(kindString) {
+				return false
+			}
+			if p.next('}') {
+				return true
+			}
+			if !p.next(',') {
+				return false
+			}
+		}
+	case kindTokens:
+		return p.object(func(key []byte) bool {
+			k, ok := tokenKinds[string(key)]
+			return ok && k != kindTokens && p.skim(k)
+		}, len(tokenKinds))
+	}
+	return false
 }

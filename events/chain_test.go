@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -74,10 +75,14 @@ func checkpoint(t *testing.T, key ed25519.PrivateKey, number uint64, prev [32]by
 	return b, h
 }
 
+// run verifies ms twice, from the decoded events (Verifier.Event) and from
+// their links (Verifier.Link, as `tokenline verify` reads the stream), and
+// panics unless both give the same report.
 func run(pub ed25519.PublicKey, only string, cps [][]byte, ms []stored, last uint64) events.VerifyReport {
-	v := events.NewVerifier(pub, only)
+	v, vl := events.NewVerifier(pub, only), events.NewVerifier(pub, only)
 	for _, c := range cps {
 		v.Checkpoint(c)
+		vl.Checkpoint(c)
 	}
 	var dec events.Decoder
 	for _, m := range ms {
@@ -85,8 +90,17 @@ func run(pub ed25519.PublicKey, only string, cps [][]byte, ms []stored, last uin
 		rec.Event, rec.Err = dec.Decode(m.data)
 		rec.Event.Seq = m.seq
 		v.Event(&rec)
+		lr := events.LinkRecord{Seq: m.seq}
+		if lr.Light = events.ParseLink(m.data, &lr.Info) && string(lr.Info.Subject) == m.conn; !lr.Light {
+			lr.Record = rec
+		}
+		vl.Link(&lr)
 	}
-	return v.Finish(last)
+	rep, lrep := v.Finish(last), vl.Finish(last)
+	if !reflect.DeepEqual(rep, lrep) {
+		panic(fmt.Sprintf("the link check disagrees with the verifier on decoded events:\n%+v\n%+v", lrep, rep))
+	}
+	return rep
 }
 
 func newKey(t *testing.T) ed25519.PrivateKey {

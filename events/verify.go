@@ -183,6 +183,70 @@ func (v *Verifier) Event(rec *Record) {
 	if v.only != "" && e.ConnectionID != v.only {
 		return
 	}
+	v.fold(e)
+}
+
+// LinkRecord is one message of the event stream as the link check reads
+// it (Verifier.Link): its link (ParseLink), or, for a message ParseLink
+// does not read, the record of its whole decode.
+type LinkRecord struct {
+	Seq uint64
+	// Light reports that Info holds the message's link; otherwise Record
+	// is the decoded message (Seq, Subject, Event or Err set).
+	Light  bool
+	Info   LinkInfo
+	Record Record
+}
+
+// stubs are the payloads Link folds: Apply's decision depends on an
+// event's type (and terminal flag), never on the other fields.
+var stubs = map[domain.EventType]domain.Payload{
+	domain.EventConnectionCreated: domain.ConnectionCreated{}, domain.EventAuthorisationStarted: domain.AuthorisationStarted{},
+	domain.EventAuthorisationCompleted: domain.AuthorisationCompleted{}, domain.EventAuthorisationFailed: domain.AuthorisationFailed{},
+	domain.EventRefreshStarted: domain.RefreshStarted{}, domain.EventRefreshSucceeded: domain.RefreshSucceeded{},
+	domain.EventRefreshFailed: domain.RefreshFailed{}, domain.EventAccessRejected: domain.AccessRejected{},
+	domain.EventTokensInvalidated: domain.TokensInvalidated{}, domain.EventConnectionUpdated: domain.ConnectionUpdated{},
+	domain.EventConnectionDeleted: domain.ConnectionDeleted{}, domain.EventRefreshLeaseExtended: domain.RefreshLeaseExtended{},
+}
+
+// Link takes the next message of the event stream, as Event does, from its
+// link: the connection is folded with domain.Connection.Apply on an event
+// that carries the message's link, type and terminal flag and otherwise
+// empty fields, which Apply accepts or refuses exactly as it would the
+// decoded event (its decision reads nothing else), so the report is the one
+// Event gives.
+func (v *Verifier) Link(r *LinkRecord) {
+	if !r.Light {
+		v.Event(&r.Record)
+		return
+	}
+	p, ok := stubs[r.Info.Type]
+	if !ok {
+		v.Event(&Record{Seq: r.Seq, Subject: SubjectPrefix + string(r.Info.Subject), Err: fmt.Errorf("%w: unknown event type %s", ErrMalformed, r.Info.Type)})
+		return
+	}
+	if v.only != "" && string(r.Info.Subject) != v.only {
+		return
+	}
+	switch d := p.(type) {
+	case domain.RefreshFailed:
+		d.Terminal = r.Info.Terminal
+		p = d
+	case domain.AccessRejected:
+		d.Terminal = r.Info.Terminal
+		p = d
+	}
+	var id string
+	if c := v.conns[string(r.Info.Subject)]; c != nil && c.ID != "" {
+		id = c.ID // one copy of the id per connection
+	} else {
+		id = string(r.Info.Subject)
+	}
+	v.fold(domain.Event{ConnectionID: id, Seq: r.Seq, Payload: p, Link: r.Info.Link})
+}
+
+// fold applies one decoded event (or its link) to its connection.
+func (v *Verifier) fold(e domain.Event) {
 	v.r.Events++
 	c := v.conns[e.ConnectionID]
 	if c == nil {

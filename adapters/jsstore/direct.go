@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,6 +43,18 @@ func (s *Store) lastSeq(ctx context.Context, subject string) (uint64, error) {
 // did not answer in time, is read from the leader one message at a time.
 // A follower being behind never fails the caller.
 func (s *Store) subjectRange(ctx context.Context, subject string, from, upTo uint64, fn func(seq uint64, data []byte) error) error {
+	return s.subjectMsgs(ctx, subject, from, upTo, func(m *rangeMsg) error { return fn(m.seq, m.data) })
+}
+
+// rangeMsg is one message subjectMsgs delivers: valid only during the call.
+type rangeMsg struct {
+	seq    uint64
+	data   []byte
+	stored func() time.Time // when the server stored it (parsed on demand)
+}
+
+// subjectMsgs is subjectRange with the time each message was stored.
+func (s *Store) subjectMsgs(ctx context.Context, subject string, from, upTo uint64, fn func(*rangeMsg) error) error {
 	next, err := from, error(nil)
 	if directRanges {
 		next, err = s.directRange(ctx, subject, from, upTo, fn)
@@ -67,7 +80,7 @@ func (s *Store) subjectRange(ctx context.Context, subject string, from, upTo uin
 		if m.Sequence > upTo {
 			return nil
 		}
-		if err := fn(m.Sequence, m.Data); err != nil {
+		if err := fn(&rangeMsg{seq: m.Sequence, data: m.Data, stored: func() time.Time { return m.Time }}); err != nil {
 			return err
 		}
 		next = m.Sequence + 1
@@ -84,7 +97,7 @@ func (e fnError) Error() string { return e.err.Error() }
 // sequence it still needs (upTo+1 when it delivered everything), and why it
 // stopped early: the replica that answered had nothing more up to upTo (no
 // error), or an error.
-func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint64, fn func(seq uint64, data []byte) error) (uint64, error) {
+func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint64, fn func(*rangeMsg) error) (uint64, error) {
 	inbox := s.nc.NewRespInbox()
 	sub, err := s.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -114,12 +127,18 @@ func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint
 // directBatch reads the responses to one batched direct get, within its
 // own per-try timeout. more reports whether the replica has more messages
 // on the subject up to upTo than this batch carried.
-func (s *Store) directBatch(ctx context.Context, sub *nats.Subscription, subject string, next *uint64, upTo uint64, fn func(seq uint64, data []byte) error) (more bool, err error) {
+func (s *Store) directBatch(ctx context.Context, sub *nats.Subscription, subject string, next *uint64, upTo uint64, fn func(*rangeMsg) error) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, jsreq.TryTimeout)
 	defer cancel()
 	got := 0
+	var rm rangeMsg
+	var m *nats.Msg
+	rm.stored = func() time.Time {
+		t, _ := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+		return t
+	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err = sub.NextMsgWithContext(ctx)
 		if err != nil {
 			return false, fmt.Errorf("jsstore: direct get %s: %w", subject, err)
 		}
@@ -143,7 +162,8 @@ func (s *Store) directBatch(ctx context.Context, sub *nats.Subscription, subject
 			// not asked for.
 			return false, nil
 		}
-		if err := fn(seq, m.Data); err != nil {
+		rm.seq, rm.data = seq, m.Data
+		if err := fn(&rm); err != nil {
 			return false, fnError{err}
 		}
 		got++

@@ -12,16 +12,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenline/tokenline/adapters/jsreq"
-	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
 
 // Reading the stream: Info, Read (a bounded, parallel-decoding read) and
 // Follow (a live subscription). Together they are the event source the
-// projections read (projections.Source). Every read uses an ordered
-// (ephemeral, unacknowledged) consumer, so it has no side effect on the
-// stream, and deletes that consumer when it ends instead of leaving it to
-// expire on the server.
+// projections read (projections.Source). A read of one connection's
+// subject uses batched direct gets (readSubject), which create nothing on
+// the server; every other read uses an ordered (ephemeral, unacknowledged)
+// consumer, so it has no side effect on the stream, and deletes that
+// consumer however it ends instead of leaving it to expire on the server
+// (which allows a bounded number of consumers per stream).
 
 // LastSeq returns the stream's last sequence (0 when empty).
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
@@ -72,10 +73,14 @@ func getChunk() *chunk {
 // same order, to fn's loop, which waits for each chunk to be decoded. fn
 // must not keep the pointer it is given. fn returning an error stops the
 // read with that error. A record that does not decode is delivered with
-// Err set.
+// Err set. A range of one connection (r.ConnectionID) is read by direct
+// gets and decoded on the calling goroutine (readSubject).
 //
 // It returns the last sequence it delivered (0 if none).
 func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record) error) (uint64, error) {
+	if r.ConnectionID != "" {
+		return s.readSubject(ctx, r, fn)
+	}
 	to := r.To
 	if to == 0 {
 		last, err := s.LastSeq(ctx)
@@ -89,20 +94,6 @@ func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record
 	if !r.StartTime.IsZero() {
 		t := r.StartTime
 		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t}
-	}
-	if r.ConnectionID != "" {
-		if !domain.ValidConnectionID(r.ConnectionID) {
-			return 0, fmt.Errorf("jsstore: invalid connection id %q", r.ConnectionID)
-		}
-		subj := events.Subject(r.ConnectionID)
-		cfg.FilterSubjects = []string{subj}
-		last, err := s.lastSeq(ctx, subj)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return 0, nil
-		} else if err != nil {
-			return 0, fmt.Errorf("jsstore: read: %w", err)
-		}
-		to = min(to, last)
 	}
 	if from > to {
 		return 0, nil
@@ -118,11 +109,13 @@ func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record
 	if err != nil {
 		return 0, fmt.Errorf("jsstore: read consumer: %w", err)
 	}
+	// Messages creates the server's consumer: deleted however the read
+	// ends, even if Messages itself fails after creating it.
+	defer s.dropConsumer(cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(5000))
 	if err != nil {
 		return 0, fmt.Errorf("jsstore: read: %w", err)
 	}
-	defer s.dropConsumer(cons)
 	defer it.Stop()
 	stopIt := context.AfterFunc(ctx, it.Stop)
 	defer stopIt()
@@ -294,7 +287,13 @@ func decodeInto(r *events.Record, m jetstream.Msg, dec *events.Decoder) {
 	if m == nil || r.Err != nil {
 		return
 	}
-	e, err := dec.Decode(m.Data())
+	decodeData(r, m.Data(), dec)
+}
+
+// decodeData completes a record (Seq, Stored and Subject set) with the event
+// data decodes to.
+func decodeData(r *events.Record, data []byte, dec *events.Decoder) {
+	e, err := dec.Decode(data)
 	if err != nil {
 		r.Err = err
 		return

@@ -57,11 +57,19 @@ func (s *Store) Verify(ctx context.Context, v *events.Verifier, connectionID str
 			return events.VerifyReport{}, fmt.Errorf("jsstore: invalid connection id %q", connectionID)
 		}
 	}
-	if last > 0 {
+	switch {
+	case last == 0:
+	case connectionID != "":
 		if _, err := s.Read(ctx, events.Range{To: last, ConnectionID: connectionID}, func(r *events.Record) error {
 			v.Event(r)
 			return nil
 		}); err != nil {
+			return events.VerifyReport{}, err
+		}
+	default:
+		// The whole stream: the link check on the message bytes
+		// (readLinks), without decoding the events.
+		if _, err := s.readLinks(ctx, last, v.Link); err != nil {
 			return events.VerifyReport{}, err
 		}
 	}
