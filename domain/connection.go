@@ -178,6 +178,12 @@ func (c *Connection) Apply(e Event) error {
 	case TokensInvalidated:
 		c.TokensHeld = false
 		c.Tokens = TokenInfo{}
+		if prev.State == StateActive || prev.State == StateRefreshing {
+			// Destroyed ahead of connection.deleted: no longer usable.
+			c.Reason = cmp.Or(d.Reason, ReasonConnectionDeleted)
+			c.LeaseUntil, c.LeaseID, c.RefreshTrigger = time.Time{}, "", ""
+			c.TransientFailures, c.RetryAt = 0, time.Time{}
+		}
 	case ConnectionUpdated:
 		if d.Scopes != nil {
 			c.Scopes = slices.Clone(d.Scopes)

@@ -109,9 +109,13 @@ type RejectAccess struct {
 	AccessTokenFP string
 }
 
-// InvalidateTokens records that the stored tokens were destroyed.
+// InvalidateTokens records that the stored tokens were destroyed. Reason,
+// if set, is why (connection_deleted: the tokens of a connection being
+// deleted are destroyed first, whatever its state, which makes it
+// unauthenticated); empty, the connection's own reason.
 type InvalidateTokens struct {
 	ProviderRevoked bool
+	Reason          Reason
 }
 
 // Update changes configuration and/or scopes. Nil leaves a field as is.
@@ -339,7 +343,7 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 		}
 		return ev, nil
 	case InvalidateTokens:
-		r := c.Reason
+		r := cmp.Or(m.Reason, c.Reason)
 		return TokensInvalidated{Reason: r, AccessTokenFP: c.Tokens.AccessTokenFP, RefreshTokenFP: c.Tokens.RefreshTokenFP, ProviderRevoked: m.ProviderRevoked}, nil
 	case Update:
 		if m.Scopes == nil && m.Config == nil {

@@ -29,6 +29,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
@@ -116,6 +117,8 @@ type Service struct {
 	inflight map[string]bool
 	spread   *spreader
 	attempts *attemptLimiter
+
+	tokenLocks [64]sync.Mutex // lockTokens
 }
 
 // New returns a Service.
@@ -287,14 +290,100 @@ func (s *Service) Update(ctx context.Context, id string, scopes []string, config
 	return c, err
 }
 
-// Delete closes the gate, deletes the connection and destroys its tokens
-// (revoking them at the provider, best effort). History stays.
+// Delete destroys a connection's tokens and deletes it, once: the gate
+// closes, the tokens are revoked at the provider (best effort) and removed
+// from the vault, tokens.invalidated (reason connection_deleted) is
+// appended, then connection.deleted, after which nothing follows. History
+// stays. A connection already deleted gives domain.ErrDeleted, so of
+// concurrent deletes exactly one succeeds.
+//
+// On this instance the destruction of a connection's tokens is serialised
+// (Delete, a terminal failure's invalidation, the scheduler's, abandoned
+// tokens: lockTokens) and decided on a fresh load, so a token is revoked
+// once. A refresh in flight holds the tokens: Delete waits for its outcome
+// (at most until its lease could be recovered) and then destroys the
+// tokens it stored.
 func (s *Service) Delete(ctx context.Context, id string) error {
-	c, _, err := s.transact(ctx, id, nil, fixed(domain.Delete{}), true)
-	if err != nil {
-		return err
+	defer s.lockTokens(id)()
+	// One event, sent again as it is after an append without an answer
+	// (the store reports a resend of its last event as the success it
+	// was), so that a delete whose append landed is not answered
+	// ErrDeleted by its own retry.
+	ev := s.event(id, domain.ConnectionDeleted{})
+	var err error
+	var took destroyed
+	for try := 1; try <= 8; try++ {
+		var c domain.Connection
+		if c, err = s.awaitRefresh(ctx, id); err != nil {
+			return err
+		}
+		if _, err = domain.Decide(&c, domain.Delete{}); err != nil {
+			return err // ErrDeleted: another delete got there first
+		}
+		s.cfg.Gate.CloseAfter(id, domain.ReasonConnectionDeleted, c.Version)
+		if c.TokensHeld {
+			// A refresh may have started since the load, or tokens be
+			// stored by a reauthorisation: then the tokens.invalidated
+			// append conflicts and the tokens now stored are destroyed
+			// on the next try.
+			if err = s.invalidateLocked(ctx, &c, domain.ReasonConnectionDeleted, &took); err != nil && !errors.Is(err, errTokensChanged) {
+				return err
+			}
+			if err != nil || c.TokensHeld {
+				continue
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		_, err = s.cfg.Store.Append(actx, id, c.Version, ev)
+		cancel()
+		switch {
+		case err == nil:
+			s.log.Info("connection deleted", "connection_id", id)
+			return nil
+		case ctx.Err() != nil || permanent(err):
+			return err
+		case errors.Is(err, domain.ErrConflict):
+			ev = s.event(id, domain.ConnectionDeleted{})
+		default:
+			s.sleep(ctx, retryDelay(try))
+		}
 	}
-	return s.invalidate(ctx, &c)
+	return err
+}
+
+// awaitRefresh loads the connection, waiting while a refresh holds its
+// lease: until the refresher records its outcome, or at most until the
+// lease could be recovered (LeaseGrace after its end; a dead refresher's
+// tokens are then destroyed as they are).
+func (s *Service) awaitRefresh(ctx context.Context, id string) (domain.Connection, error) {
+	var deadline time.Time
+	for attempt := 1; ; attempt++ {
+		c, err := s.cfg.Store.Load(ctx, id)
+		if err != nil || c.Deleted || c.State != domain.StateRefreshing {
+			return c, err
+		}
+		now := s.clock.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(s.cfg.Lease + s.cfg.LeaseGrace)
+		}
+		if !now.Before(c.LeaseUntil.Add(s.cfg.LeaseGrace)) || !now.Before(deadline) {
+			return c, nil
+		}
+		if !s.sleep(ctx, min(10*time.Millisecond<<min(attempt-1, 5), 250*time.Millisecond)) {
+			return c, ctx.Err()
+		}
+	}
+}
+
+// lockTokens serialises, on this instance, everything that destroys a
+// connection's stored tokens; it returns the unlock. Connections share 64
+// mutexes by hash of their id.
+func (s *Service) lockTokens(id string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	mu := &s.tokenLocks[h.Sum32()%uint32(len(s.tokenLocks))]
+	mu.Lock()
+	return mu.Unlock
 }
 
 // backoff returns the delay before transient attempt n+1: exponential from
