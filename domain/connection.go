@@ -44,7 +44,12 @@ type Connection struct {
 	// a later one by it.
 	LeaseID           string
 	RefreshTrigger    string    // trigger of the refresh in flight
-	TransientFailures int       // consecutive transient refresh failures
+	TransientFailures int       // consecutive transient refresh failures (the provider's; see ProviderWaits)
+	// ProviderWaits counts consecutive refresh failures because the
+	// provider could not be reached or discovered yet (error code
+	// provider_unavailable). They do not count toward the retry bound
+	// (the provider did not refuse anything) but lengthen the backoff.
+	ProviderWaits int
 	RetryAt           time.Time // earliest next refresh after a transient failure
 	LastRefreshAt     time.Time
 	LastRefreshOK     bool
@@ -138,7 +143,7 @@ func (c *Connection) Apply(e Event) error {
 		c.Reason = ReasonNone
 		c.AttemptID, c.AttemptExpiresAt = "", time.Time{}
 		c.Tokens, c.TokensHeld = d.Tokens, true
-		c.TransientFailures, c.RetryAt = 0, time.Time{} // the last refresh (and its error) stays history
+		c.TransientFailures, c.ProviderWaits, c.RetryAt = 0, 0, time.Time{} // the last refresh (and its error) stays history
 		c.RecoveringFromRejection = false
 	case AuthorisationFailed:
 		c.Reason = d.Reason
@@ -157,16 +162,20 @@ func (c *Connection) Apply(e Event) error {
 			tok.Scopes = c.Tokens.Scopes
 		}
 		c.Tokens, c.TokensHeld = tok, true
-		c.TransientFailures, c.RetryAt = 0, time.Time{}
+		c.TransientFailures, c.ProviderWaits, c.RetryAt = 0, 0, time.Time{}
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, true, ""
 		c.RefreshTokenKept = !d.Rotated
 	case RefreshFailed:
 		c.LeaseUntil, c.RefreshTrigger, c.LeaseID = time.Time{}, "", ""
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, false, d.ErrorCode
-		if d.Terminal {
+		switch {
+		case d.Terminal:
 			c.Reason = d.Reason
-			c.TransientFailures, c.RetryAt = 0, time.Time{}
-		} else {
+			c.TransientFailures, c.ProviderWaits, c.RetryAt = 0, 0, time.Time{}
+		case d.ErrorCode == CodeProviderUnavailable:
+			c.ProviderWaits++
+			c.RetryAt = d.RetryAt
+		default:
 			c.TransientFailures++
 			c.RetryAt = d.RetryAt
 		}

@@ -307,7 +307,7 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 			ev.Reason = ReasonAccessTokenRejected
 		case m.Terminal:
 			ev.Reason = ReasonForErrorCode(m.ErrorCode)
-		case m.MaxAttempts > 0 && attempt >= m.MaxAttempts:
+		case m.MaxAttempts > 0 && attempt >= m.MaxAttempts && m.ErrorCode != CodeProviderUnavailable:
 			ev.Terminal, ev.Reason = true, ReasonRefreshRetriesExhausted
 		default:
 			ev.RetryAt = m.RetryAt

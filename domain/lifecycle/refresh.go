@@ -365,14 +365,26 @@ func (r *refreshRun) succeeded(ctx context.Context, toks domain.Tokens, rotated 
 // failed records a failed attempt; a terminal one then destroys the tokens.
 func (r *refreshRun) failed(ctx context.Context, f *domain.Failure) error {
 	s, id := r.s, r.c.ID
-	retryAt := s.now().Add(s.backoff(r.c.TransientFailures+1, f.RetryAfter))
+	retryAt := s.now().Add(s.backoff(r.c.TransientFailures+r.c.ProviderWaits+1, f.RetryAfter))
+	if f.Code == domain.CodeProviderUnavailable {
+		// Waiting for the provider: bounded in how often (the backoff
+		// grows with every wait), not in how long; at most a minute
+		// apart so that the connection follows soon once it is back.
+		retryAt = s.now().Add(min(s.backoff(r.c.TransientFailures+r.c.ProviderWaits+1, f.RetryAfter), max(time.Minute, f.RetryAfter)))
+	}
 	pl, err := r.outcome(ctx, domain.FailRefresh{Terminal: f.Terminal, ErrorCode: f.Code, HTTPStatus: f.Status, RetryAt: retryAt, MaxAttempts: s.cfg.MaxAttempts})
 	if err != nil {
 		return fmt.Errorf("lifecycle: record refresh failure of %s: %w", id, err)
 	}
 	rf := pl.(domain.RefreshFailed)
-	s.log.Warn("refresh failed", "connection_id", id, "class", rf.Class, "error_code", rf.ErrorCode,
-		"http_status", rf.HTTPStatus, "attempt", rf.Attempt, "terminal", rf.Terminal, "reason", string(rf.Reason), "retry_at", rf.RetryAt)
+	attrs := []any{"connection_id", id, "class", rf.Class, "error_code", rf.ErrorCode,
+		"http_status", rf.HTTPStatus, "attempt", rf.Attempt, "terminal", rf.Terminal}
+	if rf.Terminal {
+		attrs = append(attrs, "reason", string(rf.Reason)) // no retry: no retry_at
+	} else {
+		attrs = append(attrs, "retry_at", rf.RetryAt)
+	}
+	s.log.Warn("refresh failed", attrs...)
 	if !rf.Terminal {
 		return f
 	}
