@@ -164,6 +164,9 @@ func (c *Config) Validate() error {
 	if c.CheckpointInterval < time.Second || c.CheckpointInterval > 24*time.Hour {
 		return fmt.Errorf("--checkpoint-interval must be between 1s and 24h")
 	}
+	if err := c.validateValues(); err != nil { // config_validate.go
+		return err
+	}
 	return c.validateProviderFlags()
 }
 
