@@ -44,12 +44,8 @@ type Connection struct {
 	// a later one by it.
 	LeaseID           string
 	RefreshTrigger    string    // trigger of the refresh in flight
-	TransientFailures int       // consecutive transient refresh failures (the provider's; see ProviderWaits)
-	// ProviderWaits counts consecutive refresh failures because the
-	// provider could not be reached or discovered yet (error code
-	// provider_unavailable). They do not count toward the retry bound
-	// (the provider did not refuse anything) but lengthen the backoff.
-	ProviderWaits int
+	TransientFailures int       // consecutive transient refresh failures: the provider's, counted toward the retry bound
+	ProviderWaits     int       // consecutive provider_unavailable failures (not reached or discovered yet): lengthen the backoff only
 	RetryAt           time.Time // earliest next refresh after a transient failure
 	LastRefreshAt     time.Time
 	LastRefreshOK     bool
