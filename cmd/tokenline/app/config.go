@@ -155,6 +155,9 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir is required")
 	}
+	if err := c.validateValues(); err != nil { // config_validate.go
+		return err
+	}
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		return fmt.Errorf("--replicas must be 1, 3 or 5")
 	}
@@ -163,9 +166,6 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointInterval < time.Second || c.CheckpointInterval > 24*time.Hour {
 		return fmt.Errorf("--checkpoint-interval must be between 1s and 24h")
-	}
-	if err := c.validateValues(); err != nil { // config_validate.go
-		return err
 	}
 	return c.validateProviderFlags()
 }
