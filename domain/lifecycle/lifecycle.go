@@ -29,7 +29,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
@@ -118,7 +117,7 @@ type Service struct {
 	spread   *spreader
 	attempts *attemptLimiter
 
-	tokenLocks [64]sync.Mutex // lockTokens
+	tokenLocks tokenLocks // lockTokens
 }
 
 // New returns a Service.
@@ -297,12 +296,13 @@ func (s *Service) Update(ctx context.Context, id string, scopes []string, config
 // stays. A connection already deleted gives domain.ErrDeleted, so of
 // concurrent deletes exactly one succeeds.
 //
-// On this instance the destruction of a connection's tokens is serialised
-// (Delete, a terminal failure's invalidation, the scheduler's, abandoned
-// tokens: lockTokens) and decided on a fresh load, so a token is revoked
-// once. A refresh in flight holds the tokens: Delete waits for its outcome
-// (at most until its lease could be recovered) and then destroys the
-// tokens it stored.
+// The tokens leave the vault once (TokenVault.Take, across instances) and
+// whoever took them revokes them, so a token is revoked at most once; on
+// this instance the destruction of a connection's tokens is also
+// serialised (Delete, a terminal failure's invalidation, the scheduler's,
+// abandoned tokens: lockTokens). A refresh in flight holds the tokens:
+// Delete waits for its outcome (at most until its lease could be
+// recovered) and then destroys the tokens it stored.
 func (s *Service) Delete(ctx context.Context, id string) error {
 	defer s.lockTokens(id)()
 	// One event, sent again as it is after an append without an answer
@@ -375,15 +375,43 @@ func (s *Service) awaitRefresh(ctx context.Context, id string) (domain.Connectio
 	}
 }
 
-// lockTokens serialises, on this instance, everything that destroys a
-// connection's stored tokens; it returns the unlock. Connections share 64
-// mutexes by hash of their id.
+// lockTokens serialises, on this instance, everything that destroys one
+// connection's stored tokens; it returns the unlock. Other connections are
+// not held up.
 func (s *Service) lockTokens(id string) func() {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	mu := &s.tokenLocks[h.Sum32()%uint32(len(s.tokenLocks))]
-	mu.Lock()
-	return mu.Unlock
+	l := &s.tokenLocks
+	l.mu.Lock()
+	if l.held == nil {
+		l.held = map[string]*tokenLock{}
+	}
+	e := l.held[id]
+	if e == nil {
+		e = &tokenLock{}
+		l.held[id] = e
+	}
+	e.users++
+	l.mu.Unlock()
+	e.Lock()
+	return func() {
+		e.Unlock()
+		l.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(l.held, id)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// tokenLocks holds one mutex per connection while someone holds or waits
+// for it (lockTokens).
+type tokenLocks struct {
+	mu   sync.Mutex
+	held map[string]*tokenLock
+}
+
+type tokenLock struct {
+	sync.Mutex
+	users int // holders and waiters (tokenLocks.mu)
 }
 
 // backoff returns the delay before transient attempt n+1: exponential from
