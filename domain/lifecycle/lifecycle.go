@@ -333,20 +333,28 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 				continue
 			}
 		}
-		actx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-		_, err = s.cfg.Store.Append(actx, id, c.Version, ev)
-		cancel()
-		switch {
-		case err == nil:
-			s.log.Info("connection deleted", "connection_id", id)
-			return nil
-		case ctx.Err() != nil || permanent(err):
-			return err
-		case errors.Is(err, domain.ErrConflict):
-			ev = s.event(id, domain.ConnectionDeleted{})
-		default:
-			s.sleep(ctx, retryDelay(try))
+		// An append without an answer may have landed: the same event is
+		// sent again at the same version until the store answers.
+		for resend := 1; ; resend++ {
+			actx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+			_, err = s.cfg.Store.Append(actx, id, c.Version, ev)
+			cancel()
+			if err == nil {
+				s.log.Info("connection deleted", "connection_id", id)
+				return nil
+			}
+			if errors.Is(err, domain.ErrConflict) || permanent(err) || ctx.Err() != nil || resend >= 8 {
+				break
+			}
+			s.log.Warn("appending connection.deleted got no answer; sending it again", "connection_id", id, "attempt", resend, "error", err.Error())
+			if !s.sleep(ctx, retryDelay(resend)) {
+				return ctx.Err()
+			}
 		}
+		if !errors.Is(err, domain.ErrConflict) {
+			return err
+		}
+		ev = s.event(id, domain.ConnectionDeleted{}) // decided again on the new version
 	}
 	return err
 }

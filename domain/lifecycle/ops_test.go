@@ -2,12 +2,15 @@ package lifecycle_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tokenline/tokenline/adapters/memory"
 	"github.com/tokenline/tokenline/domain"
@@ -105,5 +108,55 @@ func TestProviderUnavailableIsWaitedForNotCounted(t *testing.T) {
 	}
 	if l := failed[8]; l["class"] != "transient" || l["reason"] != string(domain.ReasonRefreshRetriesExhausted) {
 		t.Errorf("retries exhausted line %v", l)
+	}
+}
+
+// lostAnswer is an event store whose first connection.deleted append lands
+// but answers an error, as a JetStream publish whose acknowledgement timed
+// out.
+type lostAnswer struct {
+	domain.EventStore
+	lose atomic.Bool
+}
+
+func (l *lostAnswer) Append(ctx context.Context, id string, version uint64, e domain.Event) (domain.Event, error) {
+	got, err := l.EventStore.Append(ctx, id, version, e)
+	if _, ok := e.Payload.(domain.ConnectionDeleted); ok && err == nil && l.lose.CompareAndSwap(true, false) {
+		return domain.Event{}, errors.New("nats: timeout")
+	}
+	return got, err
+}
+
+// A delete whose connection.deleted landed but whose answer was lost sends
+// the same event again, which the store reports as stored: the delete
+// succeeds (204), it is not answered 410 by its own retry, and the event is
+// stored once.
+func TestDeleteWhoseAnswerWasLostSucceeds(t *testing.T) {
+	e, id, n := activeEnv(t)
+	cfg := e.config()
+	lossy := &lostAnswer{EventStore: e.store}
+	lossy.lose.Store(true)
+	cfg.Store = lossy
+	other := e.newInstance(cfg)
+	done := make(chan error, 1)
+	go func() { done <- other.svc.Delete(e.ctx, id) }()
+	if err := e.clock.BlockUntil(e.ctx, 1); err != nil { // the retry's backoff
+		t.Fatal(err)
+	}
+	e.clock.Advance(5 * time.Second)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Delete: %v, want success", err)
+		}
+	case <-e.ctx.Done():
+		t.Fatal("Delete did not end")
+	}
+	if lossy.lose.Load() {
+		t.Fatal("the answer was never lost")
+	}
+	e.expectTypes(id, n, domain.EventTokensInvalidated, domain.EventConnectionDeleted)
+	if err := other.svc.Delete(e.ctx, id); !errors.Is(err, domain.ErrDeleted) {
+		t.Fatalf("second delete: %v", err)
 	}
 }
