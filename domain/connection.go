@@ -44,7 +44,8 @@ type Connection struct {
 	// a later one by it.
 	LeaseID           string
 	RefreshTrigger    string    // trigger of the refresh in flight
-	TransientFailures int       // consecutive transient refresh failures
+	TransientFailures int       // consecutive transient refresh failures: the provider's, counted toward the retry bound
+	ProviderWaits     int       // consecutive provider_unavailable failures (not reached or discovered yet): lengthen the backoff only
 	RetryAt           time.Time // earliest next refresh after a transient failure
 	LastRefreshAt     time.Time
 	LastRefreshOK     bool
@@ -138,7 +139,7 @@ func (c *Connection) Apply(e Event) error {
 		c.Reason = ReasonNone
 		c.AttemptID, c.AttemptExpiresAt = "", time.Time{}
 		c.Tokens, c.TokensHeld = d.Tokens, true
-		c.TransientFailures, c.RetryAt = 0, time.Time{} // the last refresh (and its error) stays history
+		c.TransientFailures, c.ProviderWaits, c.RetryAt = 0, 0, time.Time{} // the last refresh (and its error) stays history
 		c.RecoveringFromRejection = false
 	case AuthorisationFailed:
 		c.Reason = d.Reason
@@ -157,16 +158,20 @@ func (c *Connection) Apply(e Event) error {
 			tok.Scopes = c.Tokens.Scopes
 		}
 		c.Tokens, c.TokensHeld = tok, true
-		c.TransientFailures, c.RetryAt = 0, time.Time{}
+		c.TransientFailures, c.ProviderWaits, c.RetryAt = 0, 0, time.Time{}
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, true, ""
 		c.RefreshTokenKept = !d.Rotated
 	case RefreshFailed:
 		c.LeaseUntil, c.RefreshTrigger, c.LeaseID = time.Time{}, "", ""
 		c.LastRefreshAt, c.LastRefreshOK, c.LastErrorCode = e.Time, false, d.ErrorCode
-		if d.Terminal {
+		switch {
+		case d.Terminal:
 			c.Reason = d.Reason
-			c.TransientFailures, c.RetryAt = 0, time.Time{}
-		} else {
+			c.TransientFailures, c.ProviderWaits, c.RetryAt = 0, 0, time.Time{}
+		case d.ErrorCode == CodeProviderUnavailable:
+			c.ProviderWaits++
+			c.RetryAt = d.RetryAt
+		default:
 			c.TransientFailures++
 			c.RetryAt = d.RetryAt
 		}
@@ -178,6 +183,12 @@ func (c *Connection) Apply(e Event) error {
 	case TokensInvalidated:
 		c.TokensHeld = false
 		c.Tokens = TokenInfo{}
+		if prev.State == StateActive || prev.State == StateRefreshing {
+			// Destroyed ahead of connection.deleted: no longer usable.
+			c.Reason = cmp.Or(d.Reason, ReasonConnectionDeleted)
+			c.LeaseUntil, c.LeaseID, c.RefreshTrigger = time.Time{}, "", ""
+			c.TransientFailures, c.RetryAt = 0, time.Time{}
+		}
 	case ConnectionUpdated:
 		if d.Scopes != nil {
 			c.Scopes = slices.Clone(d.Scopes)

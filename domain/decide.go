@@ -127,9 +127,13 @@ type RejectAccess struct {
 	AccessTokenFP string
 }
 
-// InvalidateTokens records that the stored tokens were destroyed.
+// InvalidateTokens records that the stored tokens were destroyed. Reason,
+// if set, is why (connection_deleted: the tokens of a connection being
+// deleted are destroyed first, whatever its state, which makes it
+// unauthenticated); empty, the connection's own reason.
 type InvalidateTokens struct {
 	ProviderRevoked bool
+	Reason          Reason
 }
 
 // Update changes configuration and/or scopes. Nil leaves a field as is.
@@ -322,7 +326,7 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 			ev.Reason = ReasonAccessTokenRejected
 		case m.Terminal:
 			ev.Reason = ReasonForErrorCode(m.ErrorCode)
-		case m.MaxAttempts > 0 && attempt >= m.MaxAttempts:
+		case m.MaxAttempts > 0 && attempt >= m.MaxAttempts && m.ErrorCode != CodeProviderUnavailable:
 			ev.Terminal, ev.Reason = true, ReasonRefreshRetriesExhausted
 		default:
 			ev.RetryAt = m.RetryAt
@@ -379,7 +383,7 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 		}
 		return ev, nil
 	case InvalidateTokens:
-		r := c.Reason
+		r := cmp.Or(m.Reason, c.Reason)
 		return TokensInvalidated{Reason: r, AccessTokenFP: c.Tokens.AccessTokenFP, RefreshTokenFP: c.Tokens.RefreshTokenFP, ProviderRevoked: m.ProviderRevoked}, nil
 	case Update:
 		if m.Scopes == nil && m.Config == nil {

@@ -590,9 +590,6 @@ func TestRequiredCommandFields(t *testing.T) {
 func TestInvalidateTokens(t *testing.T) {
 	h := toActive(t)
 	tok := h.c.Tokens
-	if _, err := h.exec(t, domain.InvalidateTokens{}); !errors.Is(err, domain.ErrInvalidTransition) {
-		t.Fatalf("InvalidateTokens on active: %v, want ErrInvalidTransition", err)
-	}
 	h.mustExec(t, domain.StartRefresh{LeaseUntil: h.now.Add(time.Minute)})
 	h.mustExec(t, domain.FailRefresh{Terminal: true, ErrorCode: "invalid_client"})
 	p := h.mustExec(t, domain.InvalidateTokens{ProviderRevoked: true})
@@ -602,6 +599,34 @@ func TestInvalidateTokens(t *testing.T) {
 	}
 	if h.c.TokensHeld || !reflect.DeepEqual(h.c.Tokens, domain.TokenInfo{}) || h.c.State != U || h.c.Reason != domain.ReasonInvalidClient {
 		t.Fatalf("after invalidation: %+v", h.c)
+	}
+}
+
+// A connection being deleted has its tokens destroyed first, whatever its
+// state: tokens.invalidated (reason connection_deleted) makes an active or
+// refreshing connection unauthenticated, then connection.deleted, after
+// which nothing is accepted.
+func TestInvalidateTokensBeforeDelete(t *testing.T) {
+	for _, refreshing := range []bool{false, true} {
+		h := toActive(t)
+		tok := h.c.Tokens
+		if refreshing {
+			h.mustExec(t, domain.StartRefresh{LeaseUntil: h.now.Add(time.Minute)})
+		}
+		p := h.mustExec(t, domain.InvalidateTokens{ProviderRevoked: true, Reason: domain.ReasonConnectionDeleted})
+		want := domain.TokensInvalidated{Reason: domain.ReasonConnectionDeleted, AccessTokenFP: tok.AccessTokenFP, RefreshTokenFP: tok.RefreshTokenFP, ProviderRevoked: true}
+		if p != want {
+			t.Fatalf("event %+v, want %+v", p, want)
+		}
+		if h.c.TokensHeld || h.c.State != U || h.c.Reason != domain.ReasonConnectionDeleted || !h.c.LeaseUntil.IsZero() || h.c.LeaseID != "" {
+			t.Fatalf("after invalidation (refreshing %v): %+v", refreshing, h.c)
+		}
+		h.mustExec(t, domain.Delete{})
+		for _, cmd := range []domain.Command{domain.InvalidateTokens{}, domain.InvalidateTokens{Reason: domain.ReasonConnectionDeleted}, domain.Delete{}} {
+			if _, err := h.exec(t, cmd); !errors.Is(err, domain.ErrDeleted) {
+				t.Fatalf("%T after connection.deleted: %v, want ErrDeleted", cmd, err)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,12 @@ import (
 	"time"
 )
 
+// CodeProviderUnavailable is the failure code of a token request that was
+// not sent because the provider could not be reached or discovered yet.
+// Such failures are transient and do not count toward the retry bound:
+// the connection waits for the provider (with backoff).
+const CodeProviderUnavailable = "provider_unavailable"
+
 // Failure is a classified token-endpoint failure. It never holds a token or
 // the response body.
 type Failure struct {

@@ -32,7 +32,7 @@ var documented = map[string]map[domain.State]domain.State{
 	domain.TransRefreshLeaseExtended:   {F: F},
 	domain.TransAccessRejected:         {A: A, F: F},
 	domain.TransAccessRejectedTerminal: {A: U},
-	domain.TransTokensInvalidated:      {U: U, R: R},
+	domain.TransTokensInvalidated:      {A: U, F: U, U: U, R: R},
 	domain.TransConnectionUpdated:      {A: A, F: F, U: U, R: R},
 	domain.TransConnectionDeleted:      {A: U, F: U, U: U, R: U},
 }

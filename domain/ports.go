@@ -47,6 +47,12 @@ type TokenVault interface {
 	Get(ctx context.Context, connectionID string) (Tokens, error)
 	// Delete destroys the connection's tokens; deleting nothing is not an error.
 	Delete(ctx context.Context, connectionID string) error
+	// Take returns the connection's tokens and destroys them, once across
+	// every instance: of concurrent Takes one gets them and the others an
+	// error wrapping ErrNoTokens. Tokens Put meanwhile are not destroyed
+	// unseen: Take returns the ones it destroyed. Whoever takes tokens is
+	// the one to revoke them.
+	Take(ctx context.Context, connectionID string) (Tokens, error)
 }
 
 // Attempt is an open authorisation attempt. Verifier is the PKCE verifier:

@@ -73,6 +73,8 @@ var Transitions = func() []fsm.EventDesc {
 	t = append(t, selfLoops(TransAccessRejected, StateActive, StateRefreshing)...)
 	t = append(t, selfLoops(TransRefreshLeaseExtended, StateRefreshing)...)
 	t = append(t, selfLoops(TransTokensInvalidated, StateUnauthenticated, StateReauthorising)...)
+	// A connection being deleted has its tokens destroyed first, in any state.
+	t = append(t, fsm.EventDesc{Name: TransTokensInvalidated, Src: s(StateActive, StateRefreshing), Dst: string(StateUnauthenticated)})
 	t = append(t, selfLoops(TransConnectionUpdated, States...)...)
 	return t
 }()

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -29,6 +30,8 @@ type AuditQuery struct {
 	// (clock skew) but not for back-dated ones. Zero reads the whole stream
 	// (or the whole connection).
 	StoredSlack time.Duration
+	// Logger receives the skipped-record warnings (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // errStopScan ends a read early without an error.
@@ -70,7 +73,7 @@ func AuditEvents(ctx context.Context, src Source, q AuditQuery, fn func(e domain
 			return errStopScan
 		}
 		if rec.Err != nil {
-			slog.Warn("audit: skipped a record", "seq", rec.Seq, "subject", rec.Subject, "error", rec.Err.Error())
+			cmp.Or(q.Logger, slog.Default()).Warn("audit: skipped a record", "seq", rec.Seq, "subject", rec.Subject, "error", rec.Err.Error())
 			return nil
 		}
 		e := rec.Event

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -121,6 +122,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 // after the first event aborts the response, so that a client cannot take a
 // cut-off stream for the whole history (a cut-off array does not parse).
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, q projections.AuditQuery, jsonl bool) {
+	q.Logger = cmp.Or(q.Logger, s.log)
 	rc := http.NewResponseController(w)
 	ct, open, sep, end := batchContentType+"; charset=utf-8", "[", ",\n", "]\n"
 	if jsonl {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,8 +77,9 @@ func (s *Server) writeServiceError(w http.ResponseWriter, r *http.Request, err e
 }
 
 // decodeJSON reads one JSON object from the body into v: unknown fields,
-// trailing data, a wrong content type and bodies over 64 KiB are refused
-// with the right 4xx (written to w; ok is false).
+// trailing data, a body that is JSON but not an object ([], null, a
+// string, a number), a wrong content type and bodies over 64 KiB are
+// refused with the right 4xx (written to w; ok is false).
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -86,7 +88,12 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 			return false
 		}
 	}
-	dec := json.NewDecoder(r.Body)
+	body := bufio.NewReader(r.Body)
+	if kind := jsonKind(body); kind != "" {
+		writeError(w, http.StatusBadRequest, "invalid_json", "the body must be a JSON object ({...}), not "+kind)
+		return false
+	}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
@@ -115,6 +122,37 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
 	}
 	return false
+}
+
+// jsonKind peeks at the first value of a JSON body (after whitespace) and
+// names it when it is not an object: "an array", "null", "a string", "a
+// number", "a boolean". It returns "" for an object, and for an empty,
+// unreadable or invalid body (the decoder then says what is wrong).
+func jsonKind(b *bufio.Reader) string {
+	for {
+		c, err := b.ReadByte()
+		if err != nil {
+			return ""
+		}
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		}
+		_ = b.UnreadByte()
+		switch {
+		case c == '[':
+			return "an array"
+		case c == 'n':
+			return "null"
+		case c == '"':
+			return "a string"
+		case c == 't' || c == 'f':
+			return "a boolean"
+		case c == '-' || (c >= '0' && c <= '9'):
+			return "a number"
+		}
+		return ""
+	}
 }
 
 // connectionID returns the {id} path value if it is a canonical UUID;

@@ -87,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 		}, []string{"type"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRefreshes,
-			Help: "Refresh attempts that ended, by outcome (success, failure) and failure class (none, transient, terminal).",
+			Help: "Refresh attempts that ended, by outcome (success, failure) and the refresh.failed event's class (none, transient, terminal; a transient failure that exhausted the retry bound is transient).",
 		}, []string{"outcome", "class"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricRefreshDuration,
@@ -169,9 +169,16 @@ func (m *Metrics) ObserveEvent(e domain.Event) {
 	case domain.RefreshSucceeded:
 		m.refreshes.WithLabelValues("success", "none").Inc()
 	case domain.RefreshFailed:
-		class := "transient"
-		if d.Terminal {
-			class = "terminal"
+		// The event's class: the failure's own, so a transient failure
+		// that exhausted the retry bound (terminal true) counts as
+		// transient, as the event says. Events without a class (older
+		// ones) fall back to terminal.
+		class := d.Class
+		if class != "transient" && class != "terminal" {
+			class = "transient"
+			if d.Terminal {
+				class = "terminal"
+			}
 		}
 		m.refreshes.WithLabelValues("failure", class).Inc()
 	}

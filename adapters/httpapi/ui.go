@@ -71,14 +71,6 @@ type pageData struct {
 	Problem      callbackProblem
 }
 
-// DefaultProvider is the provider preselected in the create form.
-func (d pageData) DefaultProvider() string {
-	if len(d.Providers) > 0 {
-		return d.Providers[0]
-	}
-	return ""
-}
-
 // ReasonsJSON maps every reason to its plain-words text, for the UI's
 // audit timeline.
 func (pageData) ReasonsJSON() string {

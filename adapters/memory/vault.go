@@ -93,6 +93,26 @@ func (v *Vault) Get(ctx context.Context, connectionID string) (domain.Tokens, er
 	return copyTokens(t), nil
 }
 
+// Take implements domain.TokenVault: get and delete in one step. It fails
+// as Delete does (FailDeletes), keeping the tokens.
+func (v *Vault) Take(ctx context.Context, connectionID string) (domain.Tokens, error) {
+	v.deletes.Add(1)
+	if err := checkID("take", connectionID); err != nil {
+		return domain.Tokens{}, err
+	}
+	if err := v.fail(ctx, &v.failDeletes); err != nil {
+		return domain.Tokens{}, fmt.Errorf("memory: vault: take tokens of connection %s: %w", connectionID, err)
+	}
+	v.mu.Lock()
+	t, ok := v.tokens[connectionID]
+	delete(v.tokens, connectionID)
+	v.mu.Unlock()
+	if !ok {
+		return domain.Tokens{}, fmt.Errorf("%w %s", domain.ErrNoTokens, connectionID)
+	}
+	return copyTokens(t), nil
+}
+
 // Delete implements domain.TokenVault; deleting nothing is not an error.
 func (v *Vault) Delete(ctx context.Context, connectionID string) error {
 	v.deletes.Add(1)

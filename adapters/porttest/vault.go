@@ -23,6 +23,7 @@ func TokenVault(t *testing.T, open OpenTokenVault) {
 		{"RoundTrip", tvRoundTrip},
 		{"PutReplacesEverything", tvReplace},
 		{"DeleteAndErrNoTokens", tvDelete},
+		{"TakeOnce", tvTake},
 		{"ConnectionsIsolated", tvIsolation},
 		{"RefusesEmptySet", tvEmpty},
 		{"InvalidIDs", tvInvalid},
@@ -131,6 +132,45 @@ func tvDelete(t *testing.T, open OpenTokenVault) {
 	again := tokens(2)
 	mustPut(t, v, id, again)
 	expectTokens(t, v, id, again, "put after delete not stored")
+}
+
+// Take returns the tokens and destroys them; of concurrent Takes from two
+// instances exactly one gets them.
+func tvTake(t *testing.T, open OpenTokenVault) {
+	a, b := open(t)
+	id := NewConnectionID()
+	if _, err := a.Take(ctxT(t), id); !errors.Is(err, domain.ErrNoTokens) {
+		t.Fatalf("take of nothing: %v, want ErrNoTokens", err)
+	}
+	want := tokens(1)
+	mustPut(t, a, id, want)
+	got, err := b.Take(ctxT(t), id)
+	if err != nil || !sameTokens(got, want) {
+		t.Fatalf("take: %v (tokens match: %v)", err, sameTokens(got, want))
+	}
+	expectNoTokens(t, a, id, "get after take")
+	if _, err := a.Take(ctxT(t), id); !errors.Is(err, domain.ErrNoTokens) {
+		t.Fatalf("second take: %v, want ErrNoTokens", err)
+	}
+	for round := range 10 {
+		mustPut(t, a, id, tokens(round))
+		errs := make(chan error, 2)
+		for _, v := range []domain.TokenVault{a, b} {
+			go func() { _, err := v.Take(ctxT(t), id); errs <- err }()
+		}
+		won := 0
+		for range 2 {
+			switch err := <-errs; {
+			case err == nil:
+				won++
+			case !errors.Is(err, domain.ErrNoTokens):
+				t.Fatalf("round %d: take: %v", round, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d takes got the tokens, want 1", round, won)
+		}
+	}
 }
 
 func tvIsolation(t *testing.T, open OpenTokenVault) {

@@ -187,6 +187,8 @@ type Server struct {
 	stats    *counters
 	handler  http.Handler
 
+	revocations revocationRequests // mode_revocations.go
+
 	// tokenMu serialises every operation that reads and then changes
 	// token state (token endpoint, RFC 7009 revocation, admin actions), so
 	// that a refresh is atomic: of two requests presenting the same refresh

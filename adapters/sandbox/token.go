@@ -112,6 +112,7 @@ func writeFault(w http.ResponseWriter, f faultPlan) {
 // RFC requires.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	s.revocations.note(r)
 	s.tokenMu.Lock()
 	err := s.provider.NewRevocationRequest(ctx, r)
 	s.tokenMu.Unlock()

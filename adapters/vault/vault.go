@@ -180,6 +180,11 @@ func (v *Vault) Get(ctx context.Context, connectionID string) (domain.Tokens, er
 	if err != nil {
 		return domain.Tokens{}, fmt.Errorf("vault: get tokens of connection %s: %w", connectionID, err)
 	}
+	return v.decode(connectionID, entry)
+}
+
+// decode opens a stored token record.
+func (v *Vault) decode(connectionID string, entry *jsreq.Msg) (domain.Tokens, error) {
 	plain, err := v.open(v.bucket, connectionID, entry.Data, entry.Time)
 	if err != nil {
 		return domain.Tokens{}, err
@@ -210,6 +215,45 @@ func (v *Vault) Delete(ctx context.Context, connectionID string) error {
 		return fmt.Errorf("vault: delete tokens of connection %s: %w", connectionID, err)
 	}
 	return nil
+}
+
+// Take returns the connection's tokens and purges them, once: the purge is
+// conditional on the revision read (KV last-revision check), so of
+// concurrent Takes one succeeds and tokens Put in between are read and
+// taken instead. Unreadable tokens are purged and their error returned.
+func (v *Vault) Take(ctx context.Context, connectionID string) (domain.Tokens, error) {
+	if err := validateID(connectionID); err != nil {
+		return domain.Tokens{}, err
+	}
+	for try := 0; ; try++ {
+		entry, err := latest(ctx, v.js, v.bucket, v.replicas, connectionID)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return domain.Tokens{}, fmt.Errorf("%w %s", domain.ErrNoTokens, connectionID)
+		}
+		if err != nil {
+			return domain.Tokens{}, fmt.Errorf("vault: take tokens of connection %s: %w", connectionID, err)
+		}
+		t, oerr := v.decode(connectionID, entry)
+		err = jsreq.Do(ctx, func(ctx context.Context) error {
+			return v.kv.Purge(ctx, connectionID, jetstream.LastRevision(entry.Sequence))
+		})
+		switch {
+		case err == nil && oerr != nil:
+			return domain.Tokens{}, oerr
+		case err == nil:
+			return t, nil
+		case wrongRevision(err) && try < 8:
+			continue // changed since it was read (or taken by another instance): read again
+		}
+		return domain.Tokens{}, fmt.Errorf("vault: take tokens of connection %s: %w", connectionID, err)
+	}
+}
+
+// wrongRevision reports whether a conditional write failed because the key
+// changed since the revision it named.
+func wrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // seal encrypts plain for key in bucket (format 2):

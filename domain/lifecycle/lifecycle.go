@@ -134,6 +134,8 @@ type Service struct {
 	spread   *spreader
 	attempts *attemptLimiter
 	probes   probeSet
+
+	tokenLocks tokenLocks // lockTokens
 }
 
 // New returns a Service.
@@ -335,14 +337,137 @@ func (s *Service) Update(ctx context.Context, id string, scopes []string, config
 	return c, err
 }
 
-// Delete closes the gate, deletes the connection and destroys its tokens
-// (revoking them at the provider, best effort). History stays.
+// Delete destroys a connection's tokens and deletes it, once: the gate
+// closes, the tokens are revoked at the provider (best effort) and removed
+// from the vault, tokens.invalidated (reason connection_deleted) is
+// appended, then connection.deleted, after which nothing follows. History
+// stays. A connection already deleted gives domain.ErrDeleted, so of
+// concurrent deletes exactly one succeeds.
+//
+// The tokens leave the vault once (TokenVault.Take, across instances) and
+// whoever took them revokes them, so a token is revoked at most once; on
+// this instance the destruction of a connection's tokens is also
+// serialised (Delete, a terminal failure's invalidation, the scheduler's,
+// abandoned tokens: lockTokens). A refresh in flight holds the tokens:
+// Delete waits for its outcome (at most until its lease could be
+// recovered) and then destroys the tokens it stored.
 func (s *Service) Delete(ctx context.Context, id string) error {
-	c, _, err := s.transact(ctx, id, nil, fixed(domain.Delete{}), true)
-	if err != nil {
-		return err
+	defer s.lockTokens(id)()
+	// One event, sent again as it is after an append without an answer
+	// (the store reports a resend of its last event as the success it
+	// was), so that a delete whose append landed is not answered
+	// ErrDeleted by its own retry.
+	ev := s.event(id, domain.ConnectionDeleted{})
+	var err error
+	var took destroyed
+	for try := 1; try <= 8; try++ {
+		var c domain.Connection
+		if c, err = s.awaitRefresh(ctx, id); err != nil {
+			return err
+		}
+		if _, err = domain.Decide(&c, domain.Delete{}); err != nil {
+			return err // ErrDeleted: another delete got there first
+		}
+		s.cfg.Gate.CloseAfter(id, domain.ReasonConnectionDeleted, c.Version)
+		if c.TokensHeld {
+			// A refresh may have started since the load, or tokens be
+			// stored by a reauthorisation: then the tokens.invalidated
+			// append conflicts and the tokens now stored are destroyed
+			// on the next try.
+			if err = s.invalidateLocked(ctx, &c, domain.ReasonConnectionDeleted, &took); err != nil && !errors.Is(err, errTokensChanged) {
+				return err
+			}
+			if err != nil || c.TokensHeld {
+				continue
+			}
+		}
+		// An append without an answer may have landed: the same event is
+		// sent again at the same version until the store answers.
+		for resend := 1; ; resend++ {
+			actx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+			_, err = s.cfg.Store.Append(actx, id, c.Version, ev)
+			cancel()
+			if err == nil {
+				s.log.Info("connection deleted", "connection_id", id)
+				return nil
+			}
+			if errors.Is(err, domain.ErrConflict) || permanent(err) || ctx.Err() != nil || resend >= 8 {
+				break
+			}
+			s.log.Warn("appending connection.deleted got no answer; sending it again", "connection_id", id, "attempt", resend, "error", err.Error())
+			if !s.sleep(ctx, retryDelay(resend)) {
+				return ctx.Err()
+			}
+		}
+		if !errors.Is(err, domain.ErrConflict) {
+			return err
+		}
+		ev = s.event(id, domain.ConnectionDeleted{}) // decided again on the new version
 	}
-	return s.invalidate(ctx, &c)
+	return err
+}
+
+// awaitRefresh loads the connection, waiting while a refresh holds its
+// lease: until the refresher records its outcome, or at most until the
+// lease could be recovered (LeaseGrace after its end; a dead refresher's
+// tokens are then destroyed as they are).
+func (s *Service) awaitRefresh(ctx context.Context, id string) (domain.Connection, error) {
+	var deadline time.Time
+	for attempt := 1; ; attempt++ {
+		c, err := s.cfg.Store.Load(ctx, id)
+		if err != nil || c.Deleted || c.State != domain.StateRefreshing {
+			return c, err
+		}
+		now := s.clock.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(s.cfg.Lease + s.cfg.LeaseGrace)
+		}
+		if !now.Before(c.LeaseUntil.Add(s.cfg.LeaseGrace)) || !now.Before(deadline) {
+			return c, nil
+		}
+		if !s.sleep(ctx, min(10*time.Millisecond<<min(attempt-1, 5), 250*time.Millisecond)) {
+			return c, ctx.Err()
+		}
+	}
+}
+
+// lockTokens serialises, on this instance, everything that destroys one
+// connection's stored tokens; it returns the unlock. Other connections are
+// not held up.
+func (s *Service) lockTokens(id string) func() {
+	l := &s.tokenLocks
+	l.mu.Lock()
+	if l.held == nil {
+		l.held = map[string]*tokenLock{}
+	}
+	e := l.held[id]
+	if e == nil {
+		e = &tokenLock{}
+		l.held[id] = e
+	}
+	e.users++
+	l.mu.Unlock()
+	e.Lock()
+	return func() {
+		e.Unlock()
+		l.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(l.held, id)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// tokenLocks holds one mutex per connection while someone holds or waits
+// for it (lockTokens).
+type tokenLocks struct {
+	mu   sync.Mutex
+	held map[string]*tokenLock
+}
+
+type tokenLock struct {
+	sync.Mutex
+	users int // holders and waiters (tokenLocks.mu)
 }
 
 // backoff returns the delay before transient attempt n+1: exponential from

@@ -167,8 +167,8 @@ func TestDeleteWithTokens(t *testing.T) {
 	if l, a := e.store.Loads(), e.store.Appends(); l != 1 || a != 2 {
 		t.Errorf("delete: %d loads, %d appends; want 1 and 2", l, a)
 	}
-	e.expectTypes(id, n, domain.EventConnectionDeleted, domain.EventTokensInvalidated)
-	ti := last[domain.TokensInvalidated](e, id)
+	e.expectTypes(id, n, domain.EventTokensInvalidated, domain.EventConnectionDeleted)
+	ti := find[domain.TokensInvalidated](e, id)
 	if ti.Reason != domain.ReasonConnectionDeleted || !ti.ProviderRevoked || ti.RefreshTokenFP != domain.Fingerprint(toks.RefreshToken) {
 		t.Fatalf("tokens.invalidated %+v", ti)
 	}
@@ -216,26 +216,76 @@ func TestDeleteWithoutTokens(t *testing.T) {
 	}
 }
 
-// The gate is closed before connection.deleted is appended, and opened again
-// when the append fails.
-func TestDeleteClosesTheGateFirstAndReopensItWhenTheAppendFails(t *testing.T) {
-	e := newEnv(t)
-	id := e.active()
-	tok := e.expectOpen(e.instance, id)
-	seen := refusedWhileAppending[domain.ConnectionDeleted](e, id, domain.ReasonConnectionDeleted)
+// The gate is closed before the tokens are destroyed, and stays closed when
+// recording it fails (the tokens were revoked); deleting again finishes the
+// delete, tokens.invalidated first.
+func TestDeleteClosesTheGateFirstAndKeepsItClosedWhenTheAppendFails(t *testing.T) {
+	e, id, n := activeEnv(t)
+	e.expectOpen(e.instance, id)
+	seen := refusedWhileAppending[domain.TokensInvalidated](e, id, domain.ReasonConnectionDeleted)
 	appendErr := errors.New("stream unreachable")
 	e.store.FailAppends(1, appendErr)
 	if err := e.svc.Delete(e.ctx, id); !errors.Is(err, appendErr) {
 		t.Fatalf("Delete: %v", err)
 	}
-	if got := e.expectOpen(e.instance, id); got != tok {
-		t.Fatal("gate not reopened with the token")
-	}
+	expectClosed(t, e.instance, id, domain.ReasonConnectionDeleted)
 	if err := e.svc.Delete(e.ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	if !seen.Load() {
-		t.Fatal("the gate was open while connection.deleted was appended")
+		t.Fatal("the gate was open while tokens.invalidated was appended")
+	}
+	e.expectTypes(id, n, domain.EventTokensInvalidated, domain.EventConnectionDeleted)
+	if r := e.tep.Requests(memory.RequestRevoke); r != 2 {
+		t.Fatalf("%d revocation requests, want 2 (refresh and access token, once)", r)
+	}
+}
+
+// A delete that failed to take the tokens out of the vault revokes
+// nothing; deleting again does it all, each token revoked once.
+func TestDeleteRetriedAfterAVaultFailureRevokesOnce(t *testing.T) {
+	e, id, n := activeEnv(t)
+	e.vault.FailDeletes(1, errors.New("vault unreachable"))
+	if err := e.svc.Delete(e.ctx, id); err == nil {
+		t.Fatal("Delete hid the vault failure")
+	}
+	if e.events(id) != n || e.tep.Requests(memory.RequestRevoke) != 0 {
+		t.Fatalf("after the failed delete: %v, %d revocations", e.typesSince(id, n), e.tep.Requests(memory.RequestRevoke))
+	}
+	expectClosed(t, e.instance, id, domain.ReasonConnectionDeleted)
+	if err := e.svc.Delete(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.expectTypes(id, n, domain.EventTokensInvalidated, domain.EventConnectionDeleted)
+	if e.vault.Has(id) || e.tep.Requests(memory.RequestRevoke) != 2 || e.tep.LiveGrants() != 0 {
+		t.Fatalf("vault %v, %d revocations, %d live grants", e.vault.Has(id), e.tep.Requests(memory.RequestRevoke), e.tep.LiveGrants())
+	}
+}
+
+// Concurrent deletes of one connection on one instance: exactly one
+// succeeds, the others get ErrDeleted; each token is revoked once.
+func TestConcurrentDeletesSucceedOnce(t *testing.T) {
+	e, id, n := activeEnv(t)
+	const k = 8
+	errs := make(chan error, k)
+	for range k {
+		go func() { errs <- e.svc.Delete(e.ctx, id) }()
+	}
+	ok := 0
+	for range k {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case !errors.Is(err, domain.ErrDeleted):
+			t.Fatalf("Delete: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d deletes succeeded, want 1", ok)
+	}
+	e.expectTypes(id, n, domain.EventTokensInvalidated, domain.EventConnectionDeleted)
+	if r := e.tep.Requests(memory.RequestRevoke); r != 2 {
+		t.Fatalf("%d revocation requests, want 2", r)
 	}
 }
 
@@ -249,7 +299,7 @@ func TestInvalidationWhenRevocationFails(t *testing.T) {
 	if err := e.svc.Delete(e.ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if ti := last[domain.TokensInvalidated](e, id); ti.ProviderRevoked {
+	if ti := find[domain.TokensInvalidated](e, id); ti.ProviderRevoked {
 		t.Fatalf("tokens.invalidated %+v", ti)
 	}
 	if e.vault.Has(id) || e.tep.LiveGrants() != 1 || e.tep.Requests(memory.RequestRevoke) != 1 {
@@ -263,7 +313,7 @@ func TestInvalidationWithoutRevocationEndpoint(t *testing.T) {
 	if err := e.svc.Delete(e.ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if ti := last[domain.TokensInvalidated](e, id); ti.ProviderRevoked {
+	if ti := find[domain.TokensInvalidated](e, id); ti.ProviderRevoked {
 		t.Fatalf("tokens.invalidated %+v", ti)
 	}
 	if e.vault.Has(id) || e.tep.Requests(memory.RequestRevoke) != 0 {
@@ -284,8 +334,8 @@ func TestInvalidationAlreadyRecordedByAnotherInstance(t *testing.T) {
 	if err := e.svc.Delete(e.ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	e.expectTypes(id, n, domain.EventConnectionDeleted, domain.EventTokensInvalidated)
-	if h := e.history(id); h[len(h)-1].Actor != "instance/other" {
+	e.expectTypes(id, n, domain.EventTokensInvalidated, domain.EventConnectionDeleted)
+	if h := e.history(id); h[len(h)-2].Actor != "instance/other" || h[len(h)-1].Actor != "instance/test" {
 		t.Fatal("the invalidation was recorded twice or by the wrong writer")
 	}
 }
@@ -307,7 +357,7 @@ func TestProviderNoLongerConfigured(t *testing.T) {
 	if err := other.svc.Delete(e.ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if ti := last[domain.TokensInvalidated](e, id); ti.ProviderRevoked || e.vault.Has(id) {
+	if ti := find[domain.TokensInvalidated](e, id); ti.ProviderRevoked || e.vault.Has(id) {
 		t.Fatalf("tokens.invalidated %+v", ti)
 	}
 	if _, err := other.svc.StartAuthorisation(e.ctx, e.create()); !errors.Is(err, lifecycle.ErrNoProvider) {

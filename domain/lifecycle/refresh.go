@@ -407,14 +407,26 @@ func (r *refreshRun) succeeded(ctx context.Context, toks domain.Tokens, rotated 
 // failed records a failed attempt; a terminal one then destroys the tokens.
 func (r *refreshRun) failed(ctx context.Context, f *domain.Failure) error {
 	s, id := r.s, r.c.ID
-	retryAt := s.now().Add(s.backoff(r.c.TransientFailures+1, f.RetryAfter))
+	retryAt := s.now().Add(s.backoff(r.c.TransientFailures+r.c.ProviderWaits+1, f.RetryAfter))
+	if f.Code == domain.CodeProviderUnavailable {
+		// Waiting for the provider: bounded in how often (the backoff
+		// grows with every wait), not in how long; at most a minute
+		// apart so that the connection follows soon once it is back.
+		retryAt = s.now().Add(min(s.backoff(r.c.TransientFailures+r.c.ProviderWaits+1, f.RetryAfter), max(time.Minute, f.RetryAfter)))
+	}
 	pl, err := r.outcome(ctx, domain.FailRefresh{Terminal: f.Terminal, ErrorCode: f.Code, HTTPStatus: f.Status, RetryAt: retryAt, MaxAttempts: s.cfg.MaxAttempts})
 	if err != nil {
 		return fmt.Errorf("lifecycle: record refresh failure of %s: %w", id, err)
 	}
 	rf := pl.(domain.RefreshFailed)
-	s.log.Warn("refresh failed", "connection_id", id, "class", rf.Class, "error_code", rf.ErrorCode,
-		"http_status", rf.HTTPStatus, "attempt", rf.Attempt, "terminal", rf.Terminal, "reason", string(rf.Reason), "retry_at", rf.RetryAt)
+	attrs := []any{"connection_id", id, "class", rf.Class, "error_code", rf.ErrorCode,
+		"http_status", rf.HTTPStatus, "attempt", rf.Attempt, "terminal", rf.Terminal}
+	if rf.Terminal {
+		attrs = append(attrs, "reason", string(rf.Reason)) // no retry: no retry_at
+	} else {
+		attrs = append(attrs, "retry_at", rf.RetryAt)
+	}
+	s.log.Warn("refresh failed", attrs...)
 	if !rf.Terminal {
 		return f
 	}
@@ -507,17 +519,31 @@ func (s *Service) recoverLease(ctx context.Context, id string) error {
 
 // abandonTokens handles tokens this instance stored but could not record:
 // if the connection is gone or unauthenticated they must not linger in the
-// vault, so they are revoked (best effort) and deleted.
+// vault, so they are revoked (best effort) and deleted, unless whoever
+// made it so destroyed them already (the vault no longer holds them).
 func (s *Service) abandonTokens(ctx context.Context, id string, toks domain.Tokens) {
+	defer s.lockTokens(id)()
 	c, err := s.cfg.Store.Load(ctx, id)
 	if err != nil || (!c.Deleted && c.State != domain.StateUnauthenticated) {
 		return // still usable: a later refresh adopts them
 	}
+	held, err := s.cfg.Vault.Get(ctx, id)
+	if err != nil || domain.Fingerprint(held.RefreshToken) != domain.Fingerprint(toks.RefreshToken) {
+		return // destroyed already, or replaced by a reauthorisation
+	}
+	taken, err := s.cfg.Vault.Take(ctx, id)
+	if err != nil {
+		return // taken (and revoked) by whoever destroyed them meanwhile
+	}
+	if domain.Fingerprint(taken.RefreshToken) != domain.Fingerprint(toks.RefreshToken) {
+		// A reauthorisation stored its tokens in between: put them back.
+		if err := s.cfg.Vault.Put(ctx, id, taken); err != nil {
+			s.log.Error("restoring tokens taken by mistake failed", "connection_id", id, "error", err.Error())
+		}
+		return
+	}
 	if p, err := s.provider(c.Provider); err == nil {
 		_ = p.Revoke(ctx, toks.RefreshToken, "refresh_token")
-	}
-	if err := s.cfg.Vault.Delete(ctx, id); err != nil {
-		s.log.Error("deleting abandoned tokens failed", "connection_id", id, "error", err.Error())
 	}
 }
 
@@ -536,18 +562,49 @@ func (e *TerminalError) Error() string {
 func (e *TerminalError) Unwrap() error { return domain.ErrUnauthenticated }
 
 // invalidate destroys the stored tokens of a connection the caller holds
-// (c, updated on success): revoke at the provider (RFC 7009, best effort),
-// delete from the vault, append tokens.invalidated. Only an
+// (c, updated on success): take them out of the vault, revoke them at the
+// provider (RFC 7009, best effort), append tokens.invalidated. Only an
 // unauthenticated (or deleted) connection's tokens are destroyed: once a
 // reauthorisation has started, the vault is about to hold (or holds) the
 // new grant, which replaces the old tokens there anyway.
+//
+// The use cases that may destroy the same tokens at once on this instance
+// (a terminal failure, the scheduler, Delete, abandoned tokens) do it under
+// lockTokens, and the tokens leave the vault before they are revoked: the
+// first revokes them, the others find the vault empty and only record
+// tokens.invalidated if nobody did (their append conflicts otherwise).
 func (s *Service) invalidate(ctx context.Context, c *domain.Connection) error {
-	if !c.TokensHeld || c.State != domain.StateUnauthenticated {
+	defer s.lockTokens(c.ID)()
+	return s.invalidateLocked(ctx, c, "", nil)
+}
+
+// destroyed is what an invalidation took out of the vault (fingerprints)
+// and whether it revoked it, kept by Delete across its tries so that
+// tokens it destroyed are recorded as revoked on a later try.
+type destroyed struct {
+	accessFP, refreshFP string
+	revoked             bool
+}
+
+// invalidateLocked is invalidate with lockTokens held. With a reason
+// (connection_deleted) the tokens are destroyed whatever the state.
+func (s *Service) invalidateLocked(ctx context.Context, c *domain.Connection, reason domain.Reason, prior *destroyed) error {
+	if !c.TokensHeld || (reason == "" && c.State != domain.StateUnauthenticated) {
 		return nil
 	}
 	id := c.ID
 	revoked := false
-	if toks, err := s.cfg.Vault.Get(ctx, id); err == nil {
+	held := c.Tokens
+	// Take: the tokens leave the vault once, whoever else (this instance
+	// or another) is destroying them at the same time; the taker revokes.
+	toks, gerr := s.cfg.Vault.Take(ctx, id)
+	if gerr != nil && !errors.Is(gerr, domain.ErrNoTokens) {
+		return gerr
+	}
+	if gerr != nil && prior != nil && prior.accessFP == held.AccessTokenFP && prior.refreshFP == held.RefreshTokenFP {
+		revoked = prior.revoked // destroyed by an earlier try of this delete
+	}
+	if gerr == nil {
 		if p, err := s.provider(c.Provider); err == nil {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			var rerr error
@@ -570,15 +627,19 @@ func (s *Service) invalidate(ctx context.Context, c *domain.Connection) error {
 				s.log.Warn("revocation at provider failed (best effort)", "connection_id", id, "error", rerr.Error())
 			}
 		}
-	}
-	if err := s.cfg.Vault.Delete(ctx, id); err != nil {
-		return err
+		if prior != nil {
+			info := toks.Info()
+			*prior = destroyed{accessFP: info.AccessTokenFP, refreshFP: info.RefreshTokenFP, revoked: revoked}
+		}
 	}
 	_, _, err := s.transact(ctx, id, c, func(c *domain.Connection) (domain.Command, error) {
-		if !c.TokensHeld || c.State != domain.StateUnauthenticated {
+		if !c.TokensHeld || (reason == "" && c.State != domain.StateUnauthenticated) {
 			return nil, errAlreadyInvalidated
 		}
-		return domain.InvalidateTokens{ProviderRevoked: revoked}, nil
+		if c.Tokens.AccessTokenFP != held.AccessTokenFP || c.Tokens.RefreshTokenFP != held.RefreshTokenFP {
+			return nil, errTokensChanged // stored meanwhile (a refresh, a reauthorisation): not the ones destroyed
+		}
+		return domain.InvalidateTokens{ProviderRevoked: revoked, Reason: reason}, nil
 	}, false)
 	if errors.Is(err, errAlreadyInvalidated) {
 		return nil
@@ -590,6 +651,10 @@ func (s *Service) invalidate(ctx context.Context, c *domain.Connection) error {
 }
 
 var errAlreadyInvalidated = errors.New("lifecycle: tokens already invalidated")
+
+// errTokensChanged: other tokens were recorded while the ones invalidate
+// took were destroyed; they are not recorded as invalidated.
+var errTokensChanged = fmt.Errorf("%w: the connection's tokens changed", domain.ErrConflict)
 
 // errNotRevoked: the grant was deliberately not revoked (replacedMaybe).
 var errNotRevoked = errors.New("lifecycle: refresh token not presented")

@@ -430,29 +430,36 @@ func TestRefreshFailureAfterTheLeaseWasRecovered(t *testing.T) {
 	e.expectOpen(e.instance, id)
 }
 
-// The connection was deleted while the token request was in flight (and
-// the deletion could not revoke the grant): the rotated tokens the refresh
-// stored are abandoned, so they are revoked and deleted.
-func TestRefreshAbandonsTokensOfADeletedConnection(t *testing.T) {
+// A delete while the token request is in flight waits for the refresh to
+// record its outcome, then destroys the tokens it stored: each token is
+// revoked once, tokens.invalidated before connection.deleted.
+func TestDeleteWaitsForARefreshInFlight(t *testing.T) {
 	e, id, n := activeEnv(t)
 	hold, done := e.startHeld(id)
-	e.tep.FailNext(memory.RequestRevoke, memory.Unavailable(0))
-	if err := e.svc.Delete(e.ctx, id); err != nil {
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.svc.Delete(e.ctx, id) }()
+	if err := e.clock.BlockUntil(e.ctx, 1); err != nil { // Delete waits on the clock
 		t.Fatal(err)
 	}
-	if e.tep.LiveGrants() != 1 {
-		t.Fatal("the deletion's revocation should have failed")
+	if got := e.events(id); got != n+1 {
+		t.Fatalf("Delete did not wait for the refresh: %v", e.typesSince(id, n))
 	}
 	hold.Release()
-	if err := e.result(done); !errors.Is(err, domain.ErrConflict) {
-		t.Fatalf("%v", err)
+	if err := e.result(done); err != nil {
+		t.Fatal(err)
 	}
-	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventConnectionDeleted, domain.EventTokensInvalidated)
-	if e.vault.Has(id) {
-		t.Fatal("abandoned tokens left in the vault")
+	e.clock.Advance(time.Second)
+	select {
+	case err := <-deleted:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-e.ctx.Done():
+		t.Fatal("Delete did not end")
 	}
-	if e.tep.LiveGrants() != 0 {
-		t.Fatal("abandoned tokens not revoked")
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshSucceeded, domain.EventTokensInvalidated, domain.EventConnectionDeleted)
+	if e.vault.Has(id) || e.tep.LiveGrants() != 0 || e.tep.Requests(memory.RequestRevoke) != 2 {
+		t.Fatalf("vault %v, live grants %d, revocations %d (want the refreshed tokens revoked once)", e.vault.Has(id), e.tep.LiveGrants(), e.tep.Requests(memory.RequestRevoke))
 	}
 	expectClosed(t, e.instance, id, domain.ReasonConnectionDeleted)
 }

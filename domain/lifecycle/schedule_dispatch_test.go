@@ -1,7 +1,6 @@
 package lifecycle_test
 
 import (
-	"errors"
 	"runtime"
 	"slices"
 	"sync"
@@ -104,13 +103,12 @@ func TestEarliestDueJobTakesTheNextFreeSlot(t *testing.T) {
 	if err := hold.WaitHeld(e.ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	// Meanwhile another connection is deleted and its vault delete fails:
-	// the scheduler is to finish that invalidation.
+	// Meanwhile another instance records a terminal failure of another
+	// connection and dies before invalidating its tokens: the scheduler is
+	// to finish that invalidation.
 	s := e.active()
-	e.vault.FailDeletes(1, errors.New("vault unreachable"))
-	if err := e.svc.Delete(e.ctx, s); err == nil {
-		t.Fatal("Delete hid the vault failure")
-	}
+	e.appendRaw(s, domain.RefreshStarted{Attempt: 1, LeaseUntil: e.clock.Now().Add(time.Minute), Trigger: domain.TriggerSchedule})
+	e.appendRaw(s, domain.RefreshFailed{Terminal: true, Class: "terminal", ErrorCode: "invalid_grant", Attempt: 1, Reason: domain.ReasonInvalidGrant})
 	hold.Release()
 	e.waitFor(q, "q's refresh", hasType(domain.EventRefreshSucceeded))
 	e.waitFor(s, "s's invalidation", hasType(domain.EventTokensInvalidated))

@@ -229,27 +229,32 @@ func TestSchedulerExpiresAnAbandonedAuthorisation(t *testing.T) {
 }
 
 // An invalidation interrupted after the terminal event (the vault delete
-// failed) is finished by the scheduler.
+// failed) is finished by the scheduler, and the tokens are revoked once.
 func TestSchedulerFinishesAnInterruptedInvalidation(t *testing.T) {
 	e, id, n := activeEnv(t)
 	e.vault.FailDeletes(1, errors.New("vault unreachable"))
-	if err := e.svc.Delete(e.ctx, id); err == nil {
-		t.Fatal("Delete hid the vault failure")
+	e.tep.FailNext(memory.RequestRefresh, memory.InvalidGrant())
+	var te *lifecycle.TerminalError
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.As(err, &te) {
+		t.Fatalf("Refresh: %v", err)
 	}
-	if c := e.load(id); !c.Deleted || !c.TokensHeld || !e.vault.Has(id) {
-		t.Fatalf("deleted %v tokens held %v", c.Deleted, c.TokensHeld)
+	if c := e.load(id); c.State != domain.StateUnauthenticated || !c.TokensHeld || !e.vault.Has(id) {
+		t.Fatalf("%s, tokens held %v", c.State, c.TokensHeld)
 	}
-	expectClosed(t, e.instance, id, domain.ReasonConnectionDeleted)
+	expectClosed(t, e.instance, id, domain.ReasonInvalidGrant)
 	stop := e.run()
 	e.tick(time.Second)
 	e.waitFor(id, "tokens.invalidated", hasType(domain.EventTokensInvalidated))
 	stop()
-	e.expectTypes(id, n, domain.EventConnectionDeleted, domain.EventTokensInvalidated)
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshFailed, domain.EventTokensInvalidated)
 	if e.vault.Has(id) || e.load(id).TokensHeld {
 		t.Fatal("tokens left")
 	}
-	if ti := last[domain.TokensInvalidated](e, id); ti.Reason != domain.ReasonConnectionDeleted {
+	if ti := last[domain.TokensInvalidated](e, id); ti.Reason != domain.ReasonInvalidGrant {
 		t.Fatalf("tokens.invalidated %+v", ti)
+	}
+	if r := e.tep.Requests(memory.RequestRevoke); r != 2 {
+		t.Fatalf("%d revocation requests, want 2", r)
 	}
 }
 

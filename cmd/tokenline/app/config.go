@@ -174,6 +174,9 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir is required")
 	}
+	if err := c.validateValues(); err != nil { // config_validate.go
+		return err
+	}
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		return fmt.Errorf("--replicas must be 1, 3 or 5")
 	}

@@ -150,8 +150,25 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		_, _ = rand.Read(b)
 		m.Config.Instance = hex.EncodeToString(b)
 	}
+	// Everything a flag names is read (or created where the flag says)
+	// before the embedded NATS starts: a bad value starts nothing. The
+	// data dir is written only once the flags were accepted.
+	var key []byte
+	if os.Getenv(vault.EnvKey) != "" || m.Config.VaultKeyFile != "" {
+		if key, err = m.vaultKey(); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
+	}
+	if key == nil {
+		if key, err = m.vaultKey(); err != nil {
+			return err
+		}
+	}
+	if err := m.loadAPIToken(); err != nil {
+		return err
 	}
 	t0 := time.Now()
 	phase := func(name string) {
@@ -185,19 +202,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("store")
-	key, err := m.vaultKey()
-	if err != nil {
-		return err
-	}
 	if m.Vault, err = vault.Open(ctx, m.Store.JetStream(), vault.Config{Key: key, Replicas: m.Config.Replicas}); err != nil {
 		return err
 	}
 	// Snapshots and positions are authenticated with a key derived from
 	// the vault key: every instance sharing the vault trusts them.
 	if m.checkpointKey, err = vault.DeriveKey(key, "tokenline checkpoints v1"); err != nil {
-		return err
-	}
-	if err := m.loadAPIToken(); err != nil {
 		return err
 	}
 	// Listen first: the sandbox and the redirect URL need the real address.
@@ -287,7 +297,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 
 	// No WriteTimeout: the audit export streams JSON Lines for as long as it
 	// takes. Bodies are capped at 64 KiB and must arrive within ReadTimeout.
-	m.HTTPServer = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	m.HTTPServer = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)} // its errors as JSON lines too
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()

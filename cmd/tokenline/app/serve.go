@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/tokenline/tokenline/adapters/natsserver"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -80,6 +81,11 @@ func newServeCommand(ctx context.Context) *cobra.Command {
 				return err
 			}
 			m.Config.ClientSecret = cmp.Or(m.Config.ClientSecret, os.Getenv("TOKENLINE_CLIENT_SECRET"))
+			// Every log line is the configured format (JSON by default):
+			// also what goes through slog.Default or the standard log
+			// package (a library's, net/http's).
+			m.Logger = m.logger()
+			slog.SetDefault(m.Logger)
 			if err := m.Run(ctx); err != nil {
 				return err
 			}
