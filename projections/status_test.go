@@ -150,7 +150,7 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	st.mu.RLock()
 	ent := st.conns[id]
 	st.mu.RUnlock()
-	if ent.confirmed != nil || len(ent.ahead) != 0 {
+	if ent.ah != nil || len(ent.ahead()) != 0 {
 		t.Fatal("events still ahead after the stream caught up")
 	}
 }
