@@ -62,7 +62,8 @@ type Status struct {
 	quiet    bool
 	ahead    int // events held ahead of the stream, all connections
 	maxAhead int
-	shared   sharedValues // scope lists and configs, one copy of each
+	shared   sharedValues      // scope lists and configs, one copy of each
+	before   domain.Connection // what observers are told a change started from (look)
 
 	chainBreaks atomic.Int64
 }
@@ -168,33 +169,48 @@ func (s *Status) announce() {
 	}
 }
 
-// look returns a copy of what readers see of a connection (s.mu held).
-func (s *Status) look(id string) (domain.Connection, bool) {
-	if ent := s.conns[id]; ent != nil && ent.c.Exists() {
-		return ent.c, true // Apply replaces slices and maps, never writes into them
-	}
-	return domain.Connection{}, false
+// seen is what readers saw of a connection before a change.
+type seen struct {
+	known   bool
+	version uint64
+	events  int
 }
 
-// notify tells the observers of a change of id from before (s.mu held). It
+// look records what readers see of id before a change (s.mu held): its
+// version and number of events, and, when observers will be told (not
+// quiet), a copy of the aggregate in s.before, which is reused so that a
+// change allocates nothing for it.
+func (s *Status) look(id string, quiet bool) seen {
+	ent := s.conns[id]
+	if ent == nil || !ent.c.Exists() {
+		return seen{}
+	}
+	if !quiet && len(s.observers) > 0 {
+		s.before = ent.c // Apply replaces slices and maps, never writes into them
+	}
+	return seen{true, ent.c.Version, ent.c.Events}
+}
+
+// notify tells the observers of a change of id from was (s.mu held). It
 // reports whether what readers see changed: every change moves the version
 // or the number of events applied.
-func (s *Status) notify(id string, before domain.Connection, known bool, quiet bool) bool {
+func (s *Status) notify(id string, was seen, quiet bool) bool {
 	ent := s.conns[id]
 	if ent == nil || !ent.c.Exists() {
 		return false
 	}
-	if known && before.Version == ent.c.Version && before.Events == ent.c.Events {
+	if was.known && was.version == ent.c.Version && was.events == ent.c.Events {
 		return false
 	}
-	if !quiet {
+	if !quiet && len(s.observers) > 0 {
 		var b *domain.Connection
-		if known {
-			b = &before
+		if was.known {
+			b = &s.before
 		}
 		for _, fn := range s.observers {
 			fn(b, &ent.c)
 		}
+		s.before = domain.Connection{}
 	}
 	return true
 }
@@ -209,14 +225,14 @@ func (s *Status) notify(id string, before domain.Connection, known bool, quiet b
 func (s *Status) Apply(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before, known := s.look(e.ConnectionID)
+	was := s.look(e.ConnectionID, false)
 	var err error
 	if s.followed {
 		err = s.applyAheadLocked(e)
 	} else {
 		err = s.applyLocked(e)
 	}
-	changed := s.notify(e.ConnectionID, before, known, false)
+	changed := s.notify(e.ConnectionID, was, false)
 	return changed && err == nil, err
 }
 
@@ -224,9 +240,9 @@ func (s *Status) Apply(e domain.Event) (bool, error) {
 func (s *Status) applyStream(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before, known := s.look(e.ConnectionID)
+	was := s.look(e.ConnectionID, s.quiet)
 	err := s.applyLocked(e)
-	changed := s.notify(e.ConnectionID, before, known, s.quiet)
+	changed := s.notify(e.ConnectionID, was, s.quiet)
 	return changed && err == nil, err
 }
 
@@ -432,9 +448,9 @@ func rehome(c *domain.Connection, id string) {
 func (s *Status) skip(connectionID string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before, known := s.look(connectionID)
+	was := s.look(connectionID, s.quiet)
 	s.skipLocked(connectionID, seq)
-	s.notify(connectionID, before, known, s.quiet)
+	s.notify(connectionID, was, s.quiet)
 }
 
 func (s *Status) skipLocked(connectionID string, seq uint64) {
