@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -540,4 +541,41 @@ func BenchmarkDecodeApply(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkSnapshot writes and reads a snapshot of 100k connections
+// (TOKENLINE_BENCH_CONNS overrides) with the fields a real one has set,
+// and prints its size and the time of each.
+//
+//	go test -run '^$' -bench '^BenchmarkSnapshot$' -benchtime 5x ./projections/
+func BenchmarkSnapshot(b *testing.B) {
+	n := benchConnsFromEnv(benchConns)
+	conns := make([]*domain.Connection, n)
+	for i := range conns {
+		c := sampleConnection(i)
+		c.ID, c.LeaseID = uuid.NewString(), ""
+		conns[i] = c
+	}
+	h := snapshotHeader{Projection: "status", Stream: "TOKENLINE", StreamCreated: time.Unix(1700000000, 0).UTC(), Position: uint64(n + 5)}
+	var buf bytes.Buffer
+	var write, read time.Duration
+	b.ResetTimer()
+	for range b.N {
+		buf.Reset()
+		s := time.Now()
+		if err := writeSnapshot(&buf, h, conns); err != nil {
+			b.Fatal(err)
+		}
+		write += time.Since(s)
+		s = time.Now()
+		if _, st, err := readSnapshot(bytes.NewReader(buf.Bytes())); err != nil || len(st.conns) != n {
+			b.Fatal(err)
+		}
+		read += time.Since(s)
+	}
+	b.ReportMetric(float64(buf.Len())/float64(n), "B/conn-on-disk")
+	b.ReportMetric(float64(read.Milliseconds())/float64(b.N), "read-ms")
+	b.ReportMetric(float64(write.Milliseconds())/float64(b.N), "write-ms")
+	fmt.Printf("snapshot of %d connections: %.1f MB (%d B/conn), written in %v, read in %v\n",
+		n, float64(buf.Len())/1e6, buf.Len()/n, (write / time.Duration(b.N)).Round(time.Millisecond), (read / time.Duration(b.N)).Round(time.Millisecond))
 }

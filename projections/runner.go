@@ -238,15 +238,17 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		records := 0
 		if info.LastSeq > r.pos.Load() {
 			if _, err := r.src.Read(ctx, events.Range{From: r.pos.Load() + 1, To: info.LastSeq}, func(rec *events.Record) error {
 				r.handle(rec, false)
+				records++
 				return nil
 			}); err != nil {
 				return err
 			}
 		}
-		r.cfg.Status.announce()
+		r.cfg.Status.announceAfter(records)
 		r.ready.Store(true)
 		close(r.readyCh)
 	}

@@ -155,11 +155,20 @@ func (s *Status) follow() {
 
 // announce ends the catch-up: every observer is told of every connection
 // (before == nil), and stream records notify from now on.
-func (s *Status) announce() {
+func (s *Status) announce() { s.announceAfter(-1) }
+
+// announceAfter is announce at the end of a catch-up that applied records
+// stream records (negative: unknown). The entries are compacted first
+// unless the catch-up applied fewer records than half the connections (a
+// restored snapshot is compact already, and a short tail leaves little
+// garbage among the entries).
+func (s *Status) announceAfter(records int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.quiet = false
-	s.compact()
+	if records < 0 || records >= len(s.conns)/2 {
+		s.compact()
+	}
 	for _, ent := range s.conns {
 		if ent.c.Exists() {
 			for _, fn := range s.observers {
