@@ -252,17 +252,18 @@ func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) er
 	// The connections are encoded first, block by block, so that the
 	// tables are complete before they are written.
 	t := &snapshotTables{syms: map[string]uint64{}, lists: map[string]uint64{}, maps: map[string]uint64{}}
-	var blocks [][]byte
+	type block struct{ strs, fields []byte }
+	var blocks []block
+	fieldsCap, strsCap := 256<<10, 128<<10 // grown to the first block's sizes
 	for start := 0; start < len(conns); start += connectionsPerBlock {
 		part := conns[start:min(start+connectionsPerBlock, len(conns))]
-		var fields, strs []byte
+		fields, strs := make([]byte, 0, fieldsCap), make([]byte, 0, strsCap)
 		fields = binary.AppendUvarint(fields, uint64(len(part)))
 		for _, c := range part {
 			fields, strs = t.appendConnection(fields, strs, c)
 		}
-		blk := binary.AppendUvarint(make([]byte, 0, len(strs)+len(fields)+10), uint64(len(strs)))
-		blk = append(append(blk, strs...), fields...)
-		blocks = append(blocks, blk)
+		fieldsCap, strsCap = max(fieldsCap, len(fields)), max(strsCap, len(strs))
+		blocks = append(blocks, block{strs, fields})
 	}
 	// Symbols, lists and maps, in blocks of bounded size.
 	var body []byte
@@ -318,10 +319,15 @@ func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) er
 		return err
 	}
 	for i, blk := range blocks {
-		if err := writeBlock(bw, 'C', blk); err != nil {
+		n := binary.AppendUvarint(nil, uint64(len(blk.strs)))
+		bw.WriteByte('C')
+		bw.Write(binary.AppendUvarint(nil, uint64(len(n)+len(blk.strs)+len(blk.fields))))
+		bw.Write(n)
+		bw.Write(blk.strs)
+		if _, err := bw.Write(blk.fields); err != nil {
 			return err
 		}
-		blocks[i] = nil
+		blocks[i] = block{}
 	}
 	if err := writeBlock(bw, 'E', nil); err != nil {
 		return err
