@@ -3,9 +3,9 @@ package projections
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
-	"reflect"
 	"testing"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
