@@ -1,12 +1,15 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -233,66 +236,132 @@ func BenchmarkGateCheck(b *testing.B) {
 	}
 }
 
-// BenchmarkMemoryPerConnection measures the heap held by Status and Gate
-// (with a token loaded) for 100k connections with ten events each, decoded
-// from their wire form as in production.
+// benchConnsFromEnv is TOKENLINE_BENCH_CONNS (a quick run) or def.
+func benchConnsFromEnv(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("TOKENLINE_BENCH_CONNS")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// realisticLives returns the events of conns connections as a production
+// stream holds them: several providers with their own scopes and config,
+// tokens with fingerprints and expiries, refreshes, the occasional 403 and
+// transient failure; each connection's life ends active or refreshing with
+// an access token valid for an hour from about now.
+func realisticLives(conns, per int, rng *rand.Rand) [][]domain.Event {
+	lives := make([][]domain.Event, conns)
+	for i := range lives {
+		// Each event advances 1..3000 s: start far enough back for the
+		// last token to be recent.
+		start := time.Now().Add(-time.Duration(per) * 1500 * time.Second)
+		lives[i] = lifeEvents(uuid.NewString(), per, rng, start)
+	}
+	return lives
+}
+
+// heapFigures returns the heap in use and the live heap after two
+// collections.
+func heapFigures() (inuse, live uint64) {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse, ms.HeapAlloc
+}
+
+// BenchmarkMemoryPerConnection measures the heap in use after GC
+// (MemStats.HeapInuse, spans holding live objects, which is what the
+// process keeps; the live heap HeapAlloc is printed too) of Status and Gate
+// for 100k connections (TOKENLINE_BENCH_CONNS overrides) with ten events
+// each, decoded from their wire form in stream order (interleaved across
+// connections) as the Runner does, with the gate seeded at the end of the
+// catch-up and every active connection's access token loaded.
+//
+//	go test -run '^$' -bench MemoryPerConnection -benchtime 1x ./projections/
 func BenchmarkMemoryPerConnection(b *testing.B) {
+	n := benchConnsFromEnv(benchConns)
 	for range b.N {
 		rng := rand.New(rand.NewPCG(2, 2))
-		now := time.Now().Add(-time.Hour)
-		heap := func() uint64 {
-			var ms runtime.MemStats
-			runtime.GC()
-			runtime.GC()
-			runtime.ReadMemStats(&ms)
-			return ms.HeapAlloc
+		lives := realisticLives(n, 10, rng)
+		// The wire form, step by step in stream order, in a few large
+		// buffers that stay allocated through the measure (they are in the
+		// baseline and do not fragment the small size classes).
+		type step struct {
+			buf []byte
+			off []int
 		}
-		before := heap()
+		steps := make([]step, 10)
+		for j := range steps {
+			steps[j].off = make([]int, 0, n+1)
+			for _, l := range lives {
+				steps[j].off = append(steps[j].off, len(steps[j].buf))
+				w, _ := events.Encode(l[j])
+				steps[j].buf = append(steps[j].buf, w...)
+			}
+			steps[j].off = append(steps[j].off, len(steps[j].buf))
+		}
+		ids, secrets := make([]string, n), make([]string, n)
+		for i, l := range lives {
+			ids[i] = strings.Clone(l[0].ConnectionID)
+			gen := 0
+			for _, e := range l {
+				switch e.Payload.(type) {
+				case domain.AuthorisationCompleted, domain.RefreshSucceeded:
+					gen++
+				}
+			}
+			secrets[i] = accessToken(ids[i], gen) // what the vault hands the gate
+		}
+		lives = nil
+		inuse0, live0 := heapFigures()
 		st := NewStatus()
+		st.follow() // as under a Runner: the stream path, quiet during the catch-up
 		var dec events.Decoder
 		var seq uint64
-		type tok struct{ id, fp, tok string }
-		last := make([]tok, 0, benchConns)
-		for range benchConns {
-			id := uuid.NewString()
-			evs := lifeEvents(id, 10, rng, now)
-			for _, e := range evs {
+		for _, sp := range steps {
+			for i := range n {
 				seq++
-				e.Seq = seq
-				wire, _ := events.Encode(e)
-				d, err := dec.Decode(wire)
+				d, err := dec.Decode(sp.buf[sp.off[i]:sp.off[i+1]])
 				if err != nil {
 					b.Fatal(err)
 				}
 				d.Seq = seq
-				if _, err := st.Apply(d); err != nil {
+				if _, err := st.applyStream(d); err != nil {
 					b.Fatal(err)
 				}
 			}
-			c, _ := st.Connection(id)
-			if c.State == domain.StateActive || c.State == domain.StateRefreshing {
-				t := tokens(id, 0, now).AccessToken // a realistic token length
-				last = append(last, tok{id, domain.Fingerprint(t), t})
-			}
 		}
-		mid := heap()
+		st.announce() // the end of the catch-up (no observer yet: compacts only)
+		inuse1, live1 := heapFigures()
 		g := NewGate(GateOptions{})
 		st.OnChange(g.Observe)
 		st.announce() // the start-up seeding of the gate
-		for _, t := range last {
-			_ = g.SetToken(t.id, t.fp, t.tok)
+		for i, id := range ids {
+			c, _ := st.Connection(id)
+			if c.State == domain.StateActive || c.State == domain.StateRefreshing {
+				if err := g.SetToken(id, c.Tokens.AccessTokenFP, secrets[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
-		last = nil
-		after := heap()
-		statusPer := float64(mid-before) / benchConns
-		gatePer := float64(after-mid) / benchConns
-		b.ReportMetric(statusPer+gatePer, "B/conn")
-		b.ReportMetric(statusPer, "status-B/conn")
-		b.ReportMetric(gatePer, "gate-B/conn")
-		fmt.Printf("memory for %d connections: status %.0f B/conn, gate %.0f B/conn, total %.0f B/conn (target ≤ 2048)\n",
-			benchConns, statusPer, gatePer, statusPer+gatePer)
+		secrets = nil
+		inuse2, live2 := heapFigures()
+		per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
+		statusIn, gateIn := per(inuse1, inuse0), per(inuse2, inuse1)
+		statusLive, gateLive := per(live1, live0), per(live2, live1)
+		b.ReportMetric(statusIn+gateIn, "inuse-B/conn")
+		b.ReportMetric(statusLive+gateLive, "live-B/conn")
+		b.ReportMetric(statusIn, "status-inuse-B/conn")
+		b.ReportMetric(gateIn, "gate-inuse-B/conn")
+		fmt.Printf("memory for %d connections, heap in use after GC: status %.0f B/conn, gate %.0f B/conn, total %.0f B/conn (target ≤ 2048); "+
+			"live heap: status %.0f, gate %.0f, total %.0f B/conn\n",
+			n, statusIn, gateIn, statusIn+gateIn, statusLive, gateLive, statusLive+gateLive)
 		runtime.KeepAlive(st)
 		runtime.KeepAlive(g)
+		runtime.KeepAlive(ids)
+		runtime.KeepAlive(steps)
+		_ = secrets
 	}
 }
 
@@ -382,9 +451,14 @@ func rawRead(b *testing.B, st *jsstore.Store, n int) time.Duration {
 	return time.Since(start)
 }
 
-// BenchmarkRebuild compares a full rebuild of the projections (Status from
-// every event, then the Gate derived from it) with a raw ordered-consumer
-// read of the same stream.
+// BenchmarkRebuild times the rebuild of the projections as production
+// does it when there is no usable snapshot: a Runner without checkpoints
+// started on the stream (restore, catch-up through Status.applyStream,
+// decoding on every core, the gate seeded at the end of the catch-up)
+// until it is ready, interleaved with its baseline, a raw ordered-consumer
+// read of the same stream. It prints both, best of two, and the ratio.
+//
+//	go test -run '^$' -bench Rebuild -benchtime 1x ./projections/ -rebuild.events=1000000
 func BenchmarkRebuild(b *testing.B) {
 	n := *rebuildEvents
 	conns := *rebuildConns
@@ -403,25 +477,33 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		var raw, rebuild time.Duration = 1 << 62, 1 << 62
-		var skipped int64
 		var connsBuilt int
 		for range 2 { // best of two, alternating, on a shared machine
 			raw = min(raw, rawRead(b, st, n))
 			runtime.GC()
 			start := time.Now()
-			status, pos, sk, err := build(context.Background(), st, discardLogger())
-			if err != nil || pos != uint64(n) {
-				b.Fatalf("build: %v at %d", err, pos)
-			}
+			status := NewStatus()
 			g := NewGate(GateOptions{})
 			status.OnChange(g.Observe)
-			status.announce() // the start-up seeding of the gate
+			r, err := NewRunner(RunnerConfig{Source: st, Status: status, Logger: discardLogger()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			if err := r.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := r.WaitReady(ctx); err != nil {
+				b.Fatal(err)
+			}
 			rebuild = min(rebuild, time.Since(start))
-			skipped, connsBuilt = sk, len(status.List())
+			connsBuilt = len(status.List())
+			r.Close(ctx)
+			cancel()
 			runtime.GC()
 		}
-		if skipped != 0 || connsBuilt != conns {
-			b.Fatalf("rebuild skipped %d, built %d connections of %d", skipped, connsBuilt, conns)
+		if connsBuilt != conns {
+			b.Fatalf("rebuild built %d connections of %d", connsBuilt, conns)
 		}
 		rawRate := float64(n) / raw.Seconds()
 		rebuildRate := float64(n) / rebuild.Seconds()
@@ -429,7 +511,86 @@ func BenchmarkRebuild(b *testing.B) {
 		b.ReportMetric(rebuildRate, "rebuild-events/s")
 		b.ReportMetric(rebuildRate/rawRate, "rebuild/raw")
 		fmt.Printf("rebuild of %d events (%d connections), GOMAXPROCS=%d: raw ordered-consumer read %v (%.0f events/s), "+
-			"rebuild through status+gate %v (%.0f events/s), ratio %.2f (target ≥ 0.60)\n",
+			"Runner catch-up into status+gate %v (%.0f events/s), ratio %.2f (target ≥ 0.60)\n",
 			n, conns, runtime.GOMAXPROCS(0), raw.Round(time.Millisecond), rawRate, rebuild.Round(time.Millisecond), rebuildRate, rebuildRate/rawRate)
 	}
+}
+
+// BenchmarkDecodeApply measures the CPU side of a rebuild per event, the
+// part tokenline owns: decoding a stored message with an events.Decoder
+// and folding it into Status through the Runner's path (applyStream), in
+// stream order over 10k connections; allocations per event are reported.
+//
+//	go test -run '^$' -bench DecodeApply -benchmem ./projections/
+func BenchmarkDecodeApply(b *testing.B) {
+	const conns, per = 10_000, 10
+	rng := rand.New(rand.NewPCG(4, 4))
+	lives := realisticLives(conns, per, rng)
+	wire := make([][]byte, 0, conns*per)
+	for step := range per {
+		for _, l := range lives {
+			w, err := events.Encode(l[step])
+			if err != nil {
+				b.Fatal(err)
+			}
+			wire = append(wire, w)
+		}
+	}
+	lives = nil
+	b.ReportAllocs()
+	b.ResetTimer()
+	var st *Status
+	var dec events.Decoder
+	for i := range b.N {
+		k := i % len(wire)
+		if k == 0 {
+			st = NewStatus()
+			st.follow()
+		}
+		e, err := dec.Decode(wire[k])
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.Seq = uint64(k + 1)
+		if _, err := st.applyStream(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshot writes and reads a snapshot of 100k connections
+// (TOKENLINE_BENCH_CONNS overrides) with the fields a real one has set,
+// and prints its size and the time of each.
+//
+//	go test -run '^$' -bench '^BenchmarkSnapshot$' -benchtime 5x ./projections/
+func BenchmarkSnapshot(b *testing.B) {
+	n := benchConnsFromEnv(benchConns)
+	conns := make([]*domain.Connection, n)
+	for i := range conns {
+		c := sampleConnection(i)
+		c.ID, c.LeaseID = uuid.NewString(), ""
+		conns[i] = c
+	}
+	h := snapshotHeader{Projection: "status", Stream: "TOKENLINE", StreamCreated: time.Unix(1700000000, 0).UTC(), Position: uint64(n + 5)}
+	var buf bytes.Buffer
+	var write, read time.Duration
+	b.ResetTimer()
+	for range b.N {
+		buf.Reset()
+		s := time.Now()
+		if err := writeSnapshot(&buf, h, conns); err != nil {
+			b.Fatal(err)
+		}
+		write += time.Since(s)
+		s = time.Now()
+		if _, st, err := readSnapshot(bytes.NewReader(buf.Bytes())); err != nil || len(st.conns) != n {
+			b.Fatal(err)
+		}
+		read += time.Since(s)
+	}
+	b.ReportMetric(float64(buf.Len())/float64(n), "B/conn-on-disk")
+	b.ReportMetric(float64(read.Milliseconds())/float64(b.N), "read-ms")
+	b.ReportMetric(float64(write.Milliseconds())/float64(b.N), "write-ms")
+	fmt.Printf("snapshot of %d connections: %.1f MB (%d B/conn), written in %v, read in %v\n",
+		n, float64(buf.Len())/1e6, buf.Len()/n, (write / time.Duration(b.N)).Round(time.Millisecond), (read / time.Duration(b.N)).Round(time.Millisecond))
 }

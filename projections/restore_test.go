@@ -2,7 +2,10 @@ package projections
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
@@ -56,6 +59,19 @@ func TestRunnerRebuildsFromUntrustedCheckpoints(t *testing.T) {
 	r = startRunner(t, RunnerConfig{Source: src, Checkpoints: other})
 	if n := src.read.Load(); n != int64(last) || !reflect.DeepEqual(r.Status().List(), built.List()) {
 		t.Fatalf("with a snapshot under another key: read %d records, want all %d", n, last)
+	}
+	r.Close(ctxT(t))
+
+	// An authentic snapshot in the format of earlier versions (JSON Lines):
+	// not read, rebuilt from the stream.
+	oldJSON := fmt.Sprintf(`{"format":"tokenline.projection.status/1","projection":"status","stream":"TOKENLINE","position":%d,"connections":0}`+"\n", last)
+	if err := cp.PutSnapshot(ctxT(t), "status", map[string]string{"position": strconv.FormatUint(last, 10), "format": "tokenline.projection.status/1"}, strings.NewReader(oldJSON)); err != nil {
+		t.Fatal(err)
+	}
+	src = &countingSource{Source: st}
+	r = startRunner(t, RunnerConfig{Source: src, Checkpoints: cp})
+	if n := src.read.Load(); n != int64(last) || !reflect.DeepEqual(r.Status().List(), built.List()) {
+		t.Fatalf("with a JSON Lines snapshot: read %d records, want all %d", n, last)
 	}
 	r.Close(ctxT(t))
 

@@ -188,6 +188,7 @@ func (r *Runner) restore(ctx context.Context) error {
 		}
 		return nil
 	}
+	began := time.Now()
 	h, st, err := readSnapshot(rc)
 	if err == nil {
 		_, err = io.Copy(io.Discard, rc) // reaching EOF verifies the integrity
@@ -207,6 +208,8 @@ func (r *Runner) restore(ctx context.Context) error {
 	r.cfg.Status.replace(st)
 	r.pos.Store(h.Position)
 	r.snapPos = h.Position
+	r.log.Info("projection restored from its snapshot", "position", h.Position, "connections", h.Connections,
+		"took", time.Since(began).Round(time.Millisecond).String())
 	return nil
 }
 
@@ -238,15 +241,20 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		records, began := 0, time.Now()
 		if info.LastSeq > r.pos.Load() {
 			if _, err := r.src.Read(ctx, events.Range{From: r.pos.Load() + 1, To: info.LastSeq}, func(rec *events.Record) error {
 				r.handle(rec, false)
+				records++
 				return nil
 			}); err != nil {
 				return err
 			}
 		}
-		r.cfg.Status.announce()
+		read := time.Since(began)
+		r.cfg.Status.announceAfter(records)
+		r.log.Info("projection caught up", "records", records, "position", r.pos.Load(),
+			"read", read.Round(time.Millisecond).String(), "seed", (time.Since(began) - read).Round(time.Millisecond).String())
 		r.ready.Store(true)
 		close(r.readyCh)
 	}

@@ -2,44 +2,80 @@ package projections
 
 import (
 	"bufio"
-	"cmp"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"reflect"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tokenline/tokenline/domain"
 )
 
-// snapshotFormat names the snapshot layout: JSON Lines, a snapshotHeader
-// line and then one domain.Connection per line (encoding/json field names).
-const snapshotFormat = "tokenline.projection.status/1"
+// snapshotFormat names the snapshot layout (the object's "format"
+// metadata). Version 2 is a compact binary encoding written and read by
+// hand (encoding/binary varints); version 1 was JSON Lines, which a
+// reader of version 2 refuses like any malformed snapshot: the Runner
+// then rebuilds from the stream.
+//
+// The layout: snapshotMagic, then blocks, each a kind byte, a uvarint
+// length and that many bytes:
+//
+//	'H' header     (once, first): projection, stream, stream created, position,
+//	               connections, schema, written at
+//	'S' symbols    count, then strings: appended to the symbol table
+//	'L' lists      count, then each: n, n symbol refs: appended to the list table
+//	'M' maps       count, then each: n, n (key, value) symbol refs: the map table
+//	'C' connections a uvarint length and that many bytes of the connections'
+//	               own strings (ids, fingerprints), then count, then each
+//	               connection's fields (appendConnection)
+//	'E' end        (empty): the snapshot is complete
+//
+// Strings are a uvarint length and bytes; a reference to a symbol, list or
+// map is its index + 1 (0: the empty string, nil list, nil map); a time is
+// a uvarint, 0 for the zero time or nanoseconds + 1, then a varint of Unix
+// seconds (read back in UTC). Values that repeat across connections
+// (provider, states, reasons, scopes, configs, codes) are written once.
+const snapshotFormat = "tokenline.projection.status/2"
+
+// snapshotMagic starts a version-2 snapshot.
+const snapshotMagic = "TLSNAP\x00\x02"
+
+// maxSnapshotBlock bounds a block's length: a reader allocates at most
+// this much for a length it has not read the bytes of.
+const maxSnapshotBlock = 16 << 20
+
+// connectionsPerBlock is how many connections a writer puts in one block.
+const connectionsPerBlock = 1024
+
+// minConnectionBytes is the least a connection's fields take in a block:
+// a count is checked against the bytes left before anything is allocated
+// for it.
+const minConnectionBytes = 60
 
 type snapshotHeader struct {
-	Format     string `json:"format"`
-	Projection string `json:"projection"`
-	Stream     string `json:"stream"`
+	Projection string
+	Stream     string
 	// StreamCreated identifies the stream: a stream deleted and created
 	// again under the same name makes the snapshot worthless.
-	StreamCreated time.Time `json:"stream_created"`
-	Position      uint64    `json:"position"`
-	Connections   int       `json:"connections"`
+	StreamCreated time.Time
+	Position      uint64
+	Connections   int
 	// Schema fingerprints the Go shape of domain.Connection: a snapshot
 	// written by a build whose aggregate had other fields is not trusted.
-	Schema    string    `json:"schema"`
-	WrittenAt time.Time `json:"written_at"`
+	Schema    string
+	WrittenAt time.Time
 }
 
 // connectionSchema fingerprints the fields of domain.Connection (names and
 // types, recursively through structs of the domain package).
+// TestSnapshotCoversConnection fails when a field is added that
+// appendConnection does not write.
 var connectionSchema = func() string {
 	var b strings.Builder
 	var walk func(t reflect.Type)
@@ -60,86 +96,546 @@ var connectionSchema = func() string {
 	return strconv.FormatUint(h.Sum64(), 16)
 }()
 
+// snapshotTables numbers the repeated values of the connections a writer
+// encodes.
+type snapshotTables struct {
+	syms    map[string]uint64
+	symList []string
+	lists   map[string]uint64
+	listVal [][]string
+	maps    map[string]uint64
+	mapVal  []map[string]string
+	key     []byte
+	keys    []string
+}
+
+func (t *snapshotTables) sym(s string) uint64 {
+	if s == "" {
+		return 0
+	}
+	if i, ok := t.syms[s]; ok {
+		return i
+	}
+	t.symList = append(t.symList, s)
+	t.syms[s] = uint64(len(t.symList))
+	return uint64(len(t.symList))
+}
+
+func (t *snapshotTables) list(v []string) uint64 {
+	if v == nil {
+		return 0
+	}
+	t.key = t.key[:0]
+	for _, s := range v {
+		t.key = binary.AppendUvarint(t.key, t.sym(s))
+	}
+	if i, ok := t.lists[string(t.key)]; ok {
+		return i
+	}
+	t.listVal = append(t.listVal, v)
+	t.lists[string(t.key)] = uint64(len(t.listVal))
+	return uint64(len(t.listVal))
+}
+
+func (t *snapshotTables) config(m map[string]string) uint64 {
+	if m == nil {
+		return 0
+	}
+	t.keys = slices.AppendSeq(t.keys[:0], maps.Keys(m))
+	slices.Sort(t.keys)
+	t.key = t.key[:0]
+	for _, k := range t.keys {
+		t.key = binary.AppendUvarint(t.key, t.sym(k))
+		t.key = binary.AppendUvarint(t.key, t.sym(m[k]))
+	}
+	if i, ok := t.maps[string(t.key)]; ok {
+		return i
+	}
+	t.mapVal = append(t.mapVal, m)
+	t.maps[string(t.key)] = uint64(len(t.mapVal))
+	return uint64(len(t.mapVal))
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(t.Nanosecond())+1)
+	return binary.AppendVarint(b, t.Unix())
+}
+
+// Flags of a connection.
+const (
+	flagDeleted = 1 << iota
+	flagTokensHeld
+	flagLastRefreshOK
+	flagRefreshTokenKept
+	flagRecoveringFromRejection
+	flagChained
+)
+
+// appendConnection writes c's fields to b and its own strings to strs.
+func (t *snapshotTables) appendConnection(b, strs []byte, c *domain.Connection) ([]byte, []byte) {
+	own := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		strs = append(strs, s...)
+	}
+	u := func(v uint64) { b = binary.AppendUvarint(b, v) }
+	i := func(v int) { b = binary.AppendVarint(b, int64(v)) }
+	own(c.ID)
+	u(t.sym(c.Provider))
+	u(t.list(c.Scopes))
+	u(t.config(c.Config))
+	u(t.sym(string(c.State)))
+	u(t.sym(string(c.Reason)))
+	b = appendTime(b, c.Since)
+	u(c.Version)
+	i(c.Events)
+	b = appendTime(b, c.Created)
+	var f uint64
+	for bit, on := range []bool{c.Deleted, c.TokensHeld, c.LastRefreshOK, c.RefreshTokenKept, c.RecoveringFromRejection, c.Head.Chained} {
+		if on {
+			f |= 1 << bit
+		}
+	}
+	u(f)
+	own(c.Tokens.AccessTokenFP)
+	own(c.Tokens.RefreshTokenFP)
+	b = appendTime(b, c.Tokens.AccessTokenExpiresAt)
+	u(t.list(c.Tokens.Scopes))
+	own(c.AttemptID)
+	b = appendTime(b, c.AttemptExpiresAt)
+	b = appendTime(b, c.LeaseUntil)
+	own(c.LeaseID)
+	u(t.sym(c.RefreshTrigger))
+	i(c.TransientFailures)
+	b = appendTime(b, c.RetryAt)
+	b = appendTime(b, c.LastRefreshAt)
+	u(t.sym(c.LastErrorCode))
+	u(c.Head.Seq)
+	b = append(b, c.Head.Hash[:]...)
+	i(c.ChainBreaks)
+	return b, strs
+}
+
+func writeBlock(w *bufio.Writer, kind byte, body []byte) error {
+	w.WriteByte(kind)
+	var n [binary.MaxVarintLen64]byte
+	w.Write(n[:binary.PutUvarint(n[:], uint64(len(body)))])
+	_, err := w.Write(body)
+	return err
+}
+
+func appendHeader(b []byte, h snapshotHeader) []byte {
+	b = appendStr(b, h.Projection)
+	b = appendStr(b, h.Stream)
+	b = appendTime(b, h.StreamCreated)
+	b = binary.AppendUvarint(b, h.Position)
+	b = binary.AppendUvarint(b, uint64(h.Connections))
+	b = appendStr(b, h.Schema)
+	return appendTime(b, h.WrittenAt)
+}
+
 // writeSnapshot encodes conns as a snapshot into w.
 func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
-	enc := json.NewEncoder(bw)
-	h.Format, h.Schema, h.Connections = snapshotFormat, connectionSchema, len(conns)
-	if err := enc.Encode(h); err != nil {
+	h.Schema, h.Connections = connectionSchema, len(conns)
+	bw.WriteString(snapshotMagic)
+	if err := writeBlock(bw, 'H', appendHeader(nil, h)); err != nil {
 		return err
 	}
-	for _, c := range conns {
-		if err := enc.Encode(c); err != nil {
+	// The connections are encoded first, block by block, so that the
+	// tables are complete before they are written.
+	t := &snapshotTables{syms: map[string]uint64{}, lists: map[string]uint64{}, maps: map[string]uint64{}}
+	type block struct{ strs, fields []byte }
+	var blocks []block
+	fieldsCap, strsCap := 256<<10, 128<<10 // grown to the first block's sizes
+	for start := 0; start < len(conns); start += connectionsPerBlock {
+		part := conns[start:min(start+connectionsPerBlock, len(conns))]
+		fields, strs := make([]byte, 0, fieldsCap), make([]byte, 0, strsCap)
+		fields = binary.AppendUvarint(fields, uint64(len(part)))
+		for _, c := range part {
+			fields, strs = t.appendConnection(fields, strs, c)
+		}
+		fieldsCap, strsCap = max(fieldsCap, len(fields)), max(strsCap, len(strs))
+		blocks = append(blocks, block{strs, fields})
+	}
+	// Symbols, lists and maps, in blocks of bounded size.
+	var body []byte
+	n := 0
+	flush := func(kind byte) error {
+		if n == 0 {
+			return nil
+		}
+		blk := append(binary.AppendUvarint(nil, uint64(n)), body...)
+		body, n = body[:0], 0
+		return writeBlock(bw, kind, blk)
+	}
+	for _, s := range t.symList {
+		body = appendStr(body, s)
+		if n++; len(body) > 1<<20 {
+			if err := flush('S'); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush('S'); err != nil {
+		return err
+	}
+	for _, l := range t.listVal {
+		body = binary.AppendUvarint(body, uint64(len(l)))
+		for _, s := range l {
+			body = binary.AppendUvarint(body, t.syms[s])
+		}
+		if n++; len(body) > 1<<20 {
+			if err := flush('L'); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush('L'); err != nil {
+		return err
+	}
+	for _, m := range t.mapVal {
+		t.keys = slices.AppendSeq(t.keys[:0], maps.Keys(m))
+		slices.Sort(t.keys)
+		body = binary.AppendUvarint(body, uint64(len(m)))
+		for _, k := range t.keys {
+			body = binary.AppendUvarint(body, t.syms[k])
+			body = binary.AppendUvarint(body, t.syms[m[k]])
+		}
+		if n++; len(body) > 1<<20 {
+			if err := flush('M'); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush('M'); err != nil {
+		return err
+	}
+	for i, blk := range blocks {
+		n := binary.AppendUvarint(nil, uint64(len(blk.strs)))
+		bw.WriteByte('C')
+		bw.Write(binary.AppendUvarint(nil, uint64(len(n)+len(blk.strs)+len(blk.fields))))
+		bw.Write(n)
+		bw.Write(blk.strs)
+		if _, err := bw.Write(blk.fields); err != nil {
 			return err
 		}
+		blocks[i] = block{}
+	}
+	if err := writeBlock(bw, 'E', nil); err != nil {
+		return err
 	}
 	return bw.Flush()
 }
 
 var errSnapshotUnusable = errors.New("projections: snapshot unusable")
 
-// readSnapshot decodes a snapshot into a fresh Status. The lines are
-// decoded on every core (JSON decoding is most of a cold start), then
-// inserted in order. Whatever r yields is treated as untrusted input (the
-// caller uses the result only once r reached EOF and its authentication
-// passed): a malformed snapshot is an error wrapping errSnapshotUnusable,
-// and memory grows with the bytes read, never with what the header
-// claims.
-func readSnapshot(r io.Reader) (snapshotHeader, *Status, error) {
-	sc := bufio.NewScanner(bufio.NewReaderSize(r, 1<<20))
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	var h snapshotHeader
-	if !sc.Scan() {
-		return h, nil, fmt.Errorf("%w: header: %v", errSnapshotUnusable, cmp.Or(sc.Err(), io.ErrUnexpectedEOF))
+// snapCursor reads a block. Every read checks the bytes left; a failed
+// read sets bad and returns zero values.
+type snapCursor struct {
+	b   []byte
+	bad bool
+}
+
+func (c *snapCursor) uvarint() uint64 {
+	v, n := binary.Uvarint(c.b)
+	if n <= 0 {
+		c.bad = true
+		c.b = nil
+		return 0
 	}
-	if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
-		return h, nil, fmt.Errorf("%w: header: %v", errSnapshotUnusable, err)
+	c.b = c.b[n:]
+	return v
+}
+
+func (c *snapCursor) varint() int64 {
+	v, n := binary.Varint(c.b)
+	if n <= 0 {
+		c.bad = true
+		c.b = nil
+		return 0
 	}
-	if h.Format != snapshotFormat || h.Schema != connectionSchema {
-		return h, nil, fmt.Errorf("%w: format %q schema %q (this build writes %q %q)", errSnapshotUnusable, h.Format, h.Schema, snapshotFormat, connectionSchema)
+	c.b = c.b[n:]
+	return v
+}
+
+func (c *snapCursor) int() int {
+	v := c.varint()
+	if int64(int(v)) != v {
+		c.bad = true
+		return 0
 	}
-	if h.Connections < 0 || h.Connections > 1<<26 {
-		return h, nil, fmt.Errorf("%w: %d connections", errSnapshotUnusable, h.Connections)
+	return int(v)
+}
+
+// count reads a count of items of at least per bytes each.
+func (c *snapCursor) count(per int) int {
+	v := c.uvarint()
+	if v > uint64(len(c.b)/per) {
+		c.bad = true
+		return 0
 	}
-	// The header is not trusted until the whole snapshot is (its MAC is
-	// checked at EOF): the count it claims bounds the loop, not the
-	// allocation, which grows with the lines actually present.
-	lines := make([][]byte, 0, min(h.Connections, 1<<14))
-	for len(lines) < h.Connections && sc.Scan() {
-		lines = append(lines, slices.Clone(sc.Bytes()))
+	return int(v)
+}
+
+func (c *snapCursor) bytes(n uint64) []byte {
+	if n > uint64(len(c.b)) {
+		c.bad = true
+		c.b = nil
+		return nil
 	}
-	if len(lines) != h.Connections {
-		return h, nil, fmt.Errorf("%w: %d of %d connections present (%v)", errSnapshotUnusable, len(lines), h.Connections, sc.Err())
+	v := c.b[:n]
+	c.b = c.b[n:]
+	return v
+}
+
+func (c *snapCursor) str() string { return string(c.bytes(c.uvarint())) }
+
+func (c *snapCursor) time() time.Time {
+	ns := c.uvarint()
+	if ns == 0 {
+		return time.Time{}
 	}
-	ents := make([]statusEntry, len(lines))
-	workers := max(runtime.GOMAXPROCS(0), 1)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(lines); i += workers {
-				if err := json.Unmarshal(lines[i], &ents[i].c); err != nil {
-					errs[w] = fmt.Errorf("%w: connection %d: %v", errSnapshotUnusable, i, err)
-					return
-				}
-				lines[i] = nil
-			}
-		}()
+	sec := c.varint()
+	if ns > 1e9 || c.bad {
+		c.bad = true
+		return time.Time{}
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return h, nil, err
+	return time.Unix(sec, int64(ns-1)).UTC()
+}
+
+// snapshotReader holds what a reader has decoded so far.
+type snapshotReader struct {
+	r      *bufio.Reader
+	buf    []byte
+	syms   []string
+	lists  [][]string
+	maps   []map[string]string
+	shared sharedValues
+}
+
+// block reads the next block: its kind and body (valid until the next).
+func (sr *snapshotReader) block() (byte, []byte, error) {
+	kind, err := sr.r.ReadByte()
+	if err != nil {
+		return 0, nil, err
 	}
-	st := NewStatus()
-	st.conns = make(map[string]*statusEntry, len(ents))
-	for i := range ents {
-		ent := &ents[i]
-		if ent.c.ID == "" || st.conns[ent.c.ID] != nil || ent.c.Version > h.Position {
-			return h, nil, fmt.Errorf("%w: connection %d is invalid", errSnapshotUnusable, i)
+	n, err := binary.ReadUvarint(sr.r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if n > maxSnapshotBlock {
+		return 0, nil, fmt.Errorf("a block of %d bytes", n)
+	}
+	// Grows with the bytes actually read, not with the length claimed.
+	sr.buf = sr.buf[:0]
+	for uint64(len(sr.buf)) < n {
+		k := min(n-uint64(len(sr.buf)), 1<<20)
+		sr.buf = slices.Grow(sr.buf, int(k))
+		m, err := io.ReadFull(sr.r, sr.buf[len(sr.buf):len(sr.buf)+int(k)])
+		sr.buf = sr.buf[:len(sr.buf)+m]
+		if err != nil {
+			return 0, nil, err
 		}
-		st.conns[ent.c.ID] = ent
+	}
+	return kind, sr.buf, nil
+}
+
+func (sr *snapshotReader) sym(c *snapCursor) string {
+	i := c.uvarint()
+	if i == 0 {
+		return ""
+	}
+	if i > uint64(len(sr.syms)) {
+		c.bad = true
+		return ""
+	}
+	return sr.syms[i-1]
+}
+
+func (sr *snapshotReader) list(c *snapCursor) []string {
+	i := c.uvarint()
+	if i == 0 {
+		return nil
+	}
+	if i > uint64(len(sr.lists)) {
+		c.bad = true
+		return nil
+	}
+	return sr.lists[i-1]
+}
+
+func (sr *snapshotReader) config(c *snapCursor) map[string]string {
+	i := c.uvarint()
+	if i == 0 {
+		return nil
+	}
+	if i > uint64(len(sr.maps)) {
+		c.bad = true
+		return nil
+	}
+	return sr.maps[i-1]
+}
+
+// connection reads one connection's fields; own holds its own strings.
+func (sr *snapshotReader) connection(c *snapCursor, own *string, x *domain.Connection) {
+	str := func() string {
+		n := c.uvarint()
+		if n > uint64(len(*own)) {
+			c.bad = true
+			return ""
+		}
+		s := (*own)[:n]
+		*own = (*own)[n:]
+		return s
+	}
+	x.ID = str()
+	x.Provider = sr.sym(c)
+	x.Scopes = sr.list(c)
+	x.Config = sr.config(c)
+	x.State = domain.State(sr.sym(c))
+	x.Reason = domain.Reason(sr.sym(c))
+	x.Since = c.time()
+	x.Version = c.uvarint()
+	x.Events = c.int()
+	x.Created = c.time()
+	f := c.uvarint()
+	x.Deleted, x.TokensHeld, x.LastRefreshOK = f&flagDeleted != 0, f&flagTokensHeld != 0, f&flagLastRefreshOK != 0
+	x.RefreshTokenKept, x.RecoveringFromRejection, x.Head.Chained = f&flagRefreshTokenKept != 0, f&flagRecoveringFromRejection != 0, f&flagChained != 0
+	x.Tokens.AccessTokenFP = str()
+	x.Tokens.RefreshTokenFP = str()
+	x.Tokens.AccessTokenExpiresAt = c.time()
+	x.Tokens.Scopes = sr.list(c)
+	x.AttemptID = str()
+	x.AttemptExpiresAt = c.time()
+	x.LeaseUntil = c.time()
+	x.LeaseID = str()
+	x.RefreshTrigger = sr.sym(c)
+	x.TransientFailures = c.int()
+	x.RetryAt = c.time()
+	x.LastRefreshAt = c.time()
+	x.LastErrorCode = sr.sym(c)
+	x.Head.Seq = c.uvarint()
+	copy(x.Head.Hash[:], c.bytes(32))
+	x.ChainBreaks = c.int()
+}
+
+// readSnapshot decodes a snapshot into a fresh Status. Whatever r yields
+// is treated as untrusted input (the caller uses the result only once r
+// reached EOF and its authentication passed): a malformed snapshot,
+// including one in an older format, is an error wrapping
+// errSnapshotUnusable, and memory grows with the bytes read, never with
+// a length or count the snapshot claims. readSnapshot reads r to its end.
+func readSnapshot(r io.Reader) (snapshotHeader, *Status, error) {
+	var h snapshotHeader
+	st, err := decodeSnapshot(r, &h)
+	if err != nil {
+		return h, nil, fmt.Errorf("%w: %v", errSnapshotUnusable, err)
 	}
 	return h, st, nil
+}
+
+func decodeSnapshot(r io.Reader, h *snapshotHeader) (*Status, error) {
+	sr := &snapshotReader{r: bufio.NewReaderSize(r, 1<<20)}
+	var magic [len(snapshotMagic)]byte
+	if _, err := io.ReadFull(sr.r, magic[:]); err != nil {
+		return nil, fmt.Errorf("magic: %w", err)
+	}
+	if string(magic[:]) != snapshotMagic {
+		return nil, fmt.Errorf("not a %s snapshot (an older format?)", snapshotFormat)
+	}
+	kind, body, err := sr.block()
+	if err != nil || kind != 'H' {
+		return nil, fmt.Errorf("header: kind %q: %v", kind, err)
+	}
+	c := snapCursor{b: body}
+	h.Projection, h.Stream, h.StreamCreated = c.str(), c.str(), c.time()
+	h.Position = c.uvarint()
+	n := c.uvarint()
+	h.Schema, h.WrittenAt = c.str(), c.time()
+	if c.bad || len(c.b) != 0 || n > 1<<26 {
+		return nil, errors.New("header malformed")
+	}
+	h.Connections = int(n)
+	if h.Schema != connectionSchema {
+		return nil, fmt.Errorf("schema %q (this build writes %q)", h.Schema, connectionSchema)
+	}
+	st := NewStatus()
+	st.conns = make(map[string]*statusEntry, min(h.Connections, 1<<16))
+	for {
+		kind, body, err := sr.block()
+		if err != nil {
+			return nil, fmt.Errorf("block: %v", cmpErr(err))
+		}
+		c := snapCursor{b: body}
+		switch kind {
+		case 'S':
+			for range c.count(1) {
+				sr.syms = append(sr.syms, c.str())
+			}
+		case 'L':
+			for range c.count(1) {
+				l := make([]string, c.count(1))
+				for i := range l {
+					l[i] = sr.sym(&c)
+				}
+				sr.lists = append(sr.lists, sr.shared.list(l))
+			}
+		case 'M':
+			for range c.count(1) {
+				k := c.count(2)
+				m := make(map[string]string, k)
+				for range k {
+					key := sr.sym(&c)
+					m[key] = sr.sym(&c)
+				}
+				sr.maps = append(sr.maps, sr.shared.config(m))
+			}
+		case 'C':
+			// The connections' own strings share one allocation per block.
+			own := string(c.bytes(c.uvarint()))
+			for range c.count(minConnectionBytes) {
+				ent := &statusEntry{}
+				sr.connection(&c, &own, &ent.c)
+				if c.bad {
+					break
+				}
+				if ent.c.ID == "" || st.conns[ent.c.ID] != nil || ent.c.Version > h.Position || len(st.conns) == h.Connections {
+					return nil, fmt.Errorf("connection %d is invalid", len(st.conns))
+				}
+				st.conns[ent.c.ID] = ent
+			}
+			if len(own) != 0 {
+				c.bad = true
+			}
+		case 'E':
+			if len(st.conns) != h.Connections {
+				return nil, fmt.Errorf("%d of %d connections present", len(st.conns), h.Connections)
+			}
+			if _, err := sr.r.ReadByte(); err != io.EOF {
+				return nil, fmt.Errorf("data after the end (%v)", err)
+			}
+			st.shared = sr.shared
+			return st, nil
+		default:
+			return nil, fmt.Errorf("unknown block kind %q", kind)
+		}
+		if c.bad || len(c.b) != 0 {
+			return nil, fmt.Errorf("block %q malformed", kind)
+		}
+	}
+}
+
+func cmpErr(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }

@@ -2,9 +2,12 @@ package projections
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -59,6 +62,8 @@ type Status struct {
 	quiet    bool
 	ahead    int // events held ahead of the stream, all connections
 	maxAhead int
+	shared   sharedValues      // scope lists and configs, one copy of each
+	before   domain.Connection // what observers are told a change started from (look)
 
 	chainBreaks atomic.Int64
 }
@@ -71,21 +76,35 @@ const MaxAhead = 10000
 // ahead of the stream: the event reaches readers when the stream delivers it.
 var ErrAheadFull = errors.New("projections: too many events ahead of the stream")
 
+// statusEntry is one connection: 512 bytes (a size class) while no event
+// is held ahead of the stream, which is nearly always.
 type statusEntry struct {
 	c   domain.Connection // what readers see
 	gen uint64            // entries with an older gen belong to a snapshot: copy first
-	// confirmed is the state from the stream while events are ahead of it
-	// (nil: c is confirmed); ahead are those events, by sequence.
-	confirmed *domain.Connection
-	ahead     []domain.Event
+	ah  *aheadState       // nil: c is confirmed
+}
+
+// aheadState is the state from the stream while events this instance
+// appended are ahead of it, and those events, by sequence.
+type aheadState struct {
+	confirmed domain.Connection
+	events    []domain.Event
 }
 
 // base returns the confirmed state.
 func (e *statusEntry) base() *domain.Connection {
-	if e.confirmed != nil {
-		return e.confirmed
+	if e.ah != nil {
+		return &e.ah.confirmed
 	}
 	return &e.c
+}
+
+// ahead returns the events held ahead of the stream.
+func (e *statusEntry) ahead() []domain.Event {
+	if e.ah == nil {
+		return nil
+	}
+	return e.ah.events
 }
 
 // NewStatus returns an empty status projection.
@@ -136,10 +155,20 @@ func (s *Status) follow() {
 
 // announce ends the catch-up: every observer is told of every connection
 // (before == nil), and stream records notify from now on.
-func (s *Status) announce() {
+func (s *Status) announce() { s.announceAfter(-1) }
+
+// announceAfter is announce at the end of a catch-up that applied records
+// stream records (negative: unknown). The entries are compacted first
+// unless the catch-up applied fewer records than half the connections (a
+// restored snapshot is compact already, and a short tail leaves little
+// garbage among the entries).
+func (s *Status) announceAfter(records int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.quiet = false
+	if records < 0 || records >= len(s.conns)/2 {
+		s.compact()
+	}
 	for _, ent := range s.conns {
 		if ent.c.Exists() {
 			for _, fn := range s.observers {
@@ -149,33 +178,48 @@ func (s *Status) announce() {
 	}
 }
 
-// look returns a copy of what readers see of a connection (s.mu held).
-func (s *Status) look(id string) (domain.Connection, bool) {
-	if ent := s.conns[id]; ent != nil && ent.c.Exists() {
-		return ent.c, true // Apply replaces slices and maps, never writes into them
-	}
-	return domain.Connection{}, false
+// seen is what readers saw of a connection before a change.
+type seen struct {
+	known   bool
+	version uint64
+	events  int
 }
 
-// notify tells the observers of a change of id from before (s.mu held). It
+// look records what readers see of id before a change (s.mu held): its
+// version and number of events, and, when observers will be told (not
+// quiet), a copy of the aggregate in s.before, which is reused so that a
+// change allocates nothing for it.
+func (s *Status) look(id string, quiet bool) seen {
+	ent := s.conns[id]
+	if ent == nil || !ent.c.Exists() {
+		return seen{}
+	}
+	if !quiet && len(s.observers) > 0 {
+		s.before = ent.c // Apply replaces slices and maps, never writes into them
+	}
+	return seen{true, ent.c.Version, ent.c.Events}
+}
+
+// notify tells the observers of a change of id from was (s.mu held). It
 // reports whether what readers see changed: every change moves the version
 // or the number of events applied.
-func (s *Status) notify(id string, before domain.Connection, known bool, quiet bool) bool {
+func (s *Status) notify(id string, was seen, quiet bool) bool {
 	ent := s.conns[id]
 	if ent == nil || !ent.c.Exists() {
 		return false
 	}
-	if known && before.Version == ent.c.Version && before.Events == ent.c.Events {
+	if was.known && was.version == ent.c.Version && was.events == ent.c.Events {
 		return false
 	}
-	if !quiet {
+	if !quiet && len(s.observers) > 0 {
 		var b *domain.Connection
-		if known {
-			b = &before
+		if was.known {
+			b = &s.before
 		}
 		for _, fn := range s.observers {
 			fn(b, &ent.c)
 		}
+		s.before = domain.Connection{}
 	}
 	return true
 }
@@ -190,14 +234,14 @@ func (s *Status) notify(id string, before domain.Connection, known bool, quiet b
 func (s *Status) Apply(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before, known := s.look(e.ConnectionID)
+	was := s.look(e.ConnectionID, false)
 	var err error
 	if s.followed {
 		err = s.applyAheadLocked(e)
 	} else {
 		err = s.applyLocked(e)
 	}
-	changed := s.notify(e.ConnectionID, before, known, false)
+	changed := s.notify(e.ConnectionID, was, false)
 	return changed && err == nil, err
 }
 
@@ -205,9 +249,9 @@ func (s *Status) Apply(e domain.Event) (bool, error) {
 func (s *Status) applyStream(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before, known := s.look(e.ConnectionID)
+	was := s.look(e.ConnectionID, s.quiet)
 	err := s.applyLocked(e)
-	changed := s.notify(e.ConnectionID, before, known, s.quiet)
+	changed := s.notify(e.ConnectionID, was, s.quiet)
 	return changed && err == nil, err
 }
 
@@ -223,7 +267,7 @@ func (s *Status) applyLocked(e domain.Event) error {
 			return fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
 		}
 		ent = &statusEntry{gen: s.gen}
-		if err := ent.c.Apply(e); err != nil {
+		if err := s.applyTo(&ent.c, e); err != nil {
 			return err
 		}
 		s.conns[e.ConnectionID] = ent
@@ -233,16 +277,16 @@ func (s *Status) applyLocked(e domain.Event) error {
 		return nil
 	}
 	ent = s.own(e.ConnectionID, ent)
-	if ent.confirmed == nil {
-		if err := ent.c.Apply(e); err != nil {
+	if ent.ah == nil {
+		if err := s.applyTo(&ent.c, e); err != nil {
 			s.refused(&ent.c, e.Seq, err)
 			return err
 		}
 		return nil
 	}
-	err := ent.confirmed.Apply(e)
+	err := s.applyTo(&ent.ah.confirmed, e)
 	if err != nil {
-		s.refused(ent.confirmed, e.Seq, err)
+		s.refused(&ent.ah.confirmed, e.Seq, err)
 	}
 	s.confirm(ent, e.Seq)
 	return err
@@ -267,29 +311,48 @@ func (s *Status) ChainBreaks() int64 { return s.chainBreaks.Load() }
 // may lack another instance's earlier event the stream has not delivered:
 // its chain link is this instance's own (it is not read from the stream,
 // so it cannot be forged) and is checked when the stream delivers it.
-func applyOwn(c *domain.Connection, e domain.Event) error {
+func (s *Status) applyOwn(c *domain.Connection, e domain.Event) error {
 	if e.Link.Chained {
 		e.Link.Prev = c.Head.Hash
 	}
-	return c.Apply(e)
+	return s.applyTo(c, e)
+}
+
+// applyTo folds e into c and then shares the scope lists and config the
+// event gave it with every other connection holding equal ones (s.mu
+// held). Sharing is safe because Apply replaces slices and maps and never
+// writes into them, and every reader gets a deep copy (Clone).
+func (s *Status) applyTo(c *domain.Connection, e domain.Event) error {
+	if err := c.Apply(e); err != nil {
+		return err
+	}
+	switch e.Payload.(type) {
+	case domain.ConnectionCreated, domain.ConnectionUpdated:
+		c.Scopes = s.shared.list(c.Scopes)
+		c.Config = s.shared.config(c.Config)
+	case domain.AuthorisationCompleted, domain.RefreshSucceeded:
+		c.Tokens.Scopes = s.shared.list(c.Tokens.Scopes)
+	}
+	return nil
 }
 
 // confirm drops the events ahead that the confirmed state reached (seq) and
 // folds the rest on top of it again.
 func (s *Status) confirm(ent *statusEntry, seq uint64) {
+	ah := ent.ah
 	i := 0
-	for i < len(ent.ahead) && ent.ahead[i].Seq <= seq {
+	for i < len(ah.events) && ah.events[i].Seq <= seq {
 		i++
 	}
 	s.ahead -= i
-	ent.ahead = ent.ahead[i:]
-	if len(ent.ahead) == 0 {
-		ent.c, ent.confirmed, ent.ahead = *ent.confirmed, nil, nil
+	ah.events = ah.events[i:]
+	if len(ah.events) == 0 {
+		ent.c, ent.ah = ah.confirmed, nil
 		return
 	}
-	c := ent.confirmed.Clone()
-	for _, a := range ent.ahead {
-		_ = applyOwn(&c, a) // one refused now waits for the events before it
+	c := ah.confirmed // Apply replaces slices and maps, never writes into them
+	for _, a := range ah.events {
+		_ = s.applyOwn(&c, a) // one refused now waits for the events before it
 	}
 	ent.c = c
 }
@@ -305,7 +368,7 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 		if e.Seq <= ent.base().Version {
 			return nil
 		}
-		if slices.ContainsFunc(ent.ahead, func(a domain.Event) bool { return a.Seq == e.Seq }) {
+		if slices.ContainsFunc(ent.ahead(), func(a domain.Event) bool { return a.Seq == e.Seq }) {
 			return nil
 		}
 	}
@@ -317,26 +380,26 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 			// Not known yet (still catching up): the stream will bring it.
 			return fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
 		}
-		ent = &statusEntry{gen: s.gen, confirmed: &domain.Connection{}}
+		ent = &statusEntry{gen: s.gen, ah: &aheadState{}}
 		s.conns[e.ConnectionID] = ent
 	} else {
 		ent = s.own(e.ConnectionID, ent)
 	}
-	if ent.confirmed == nil {
-		cc := ent.c // Apply replaces slices and maps, never writes into them
-		ent.confirmed = &cc
+	if ent.ah == nil {
+		ent.ah = &aheadState{confirmed: ent.c} // Apply replaces slices and maps, never writes into them
 	}
-	at := len(ent.ahead)
-	for at > 0 && ent.ahead[at-1].Seq > e.Seq {
+	ah := ent.ah
+	at := len(ah.events)
+	for at > 0 && ah.events[at-1].Seq > e.Seq {
 		at--
 	}
-	ent.ahead = slices.Insert(ent.ahead, at, e)
+	ah.events = slices.Insert(ah.events, at, e)
 	s.ahead++
-	if at == len(ent.ahead)-1 {
+	if at == len(ah.events)-1 {
 		// Refused: kept ahead, the events before it have not arrived.
-		return applyOwn(&ent.c, e)
+		return s.applyOwn(&ent.c, e)
 	}
-	s.confirm(ent, ent.confirmed.Version) // an earlier event arrived late: fold again
+	s.confirm(ent, ah.confirmed.Version) // an earlier event arrived late: fold again
 	return nil
 }
 
@@ -345,13 +408,48 @@ func (s *Status) own(id string, ent *statusEntry) *statusEntry {
 	if ent.gen == s.gen {
 		return ent
 	}
-	n := &statusEntry{c: ent.c.Clone(), gen: s.gen, ahead: slices.Clone(ent.ahead)}
-	if ent.confirmed != nil {
-		cc := ent.confirmed.Clone()
-		n.confirmed = &cc
+	// A shallow copy: Apply replaces slices and maps, never writes into
+	// them, so the snapshot's copy cannot change through the new one.
+	n := &statusEntry{c: ent.c, gen: s.gen}
+	if ent.ah != nil {
+		n.ah = &aheadState{confirmed: ent.ah.confirmed, events: slices.Clone(ent.ah.events)}
 	}
 	s.conns[id] = n
 	return n
+}
+
+// compact allocates every connection's entry and unique strings afresh,
+// one after the other (s.mu held). Folding a stream leaves the live
+// aggregates scattered among the garbage of the events that built them
+// (superseded fingerprints, decoded payloads), so the heap in use stays
+// well above the live heap; after this pass the old spans hold nothing
+// and are returned. The catch-up calls it once, before the observers are
+// seeded (announce). Shared strings (providers, scopes, reasons, codes)
+// stay shared.
+func (s *Status) compact() {
+	conns := make(map[string]*statusEntry, len(s.conns))
+	for key, ent := range s.conns {
+		n := &statusEntry{c: ent.c, gen: s.gen}
+		id := strings.Clone(key)
+		rehome(&n.c, id)
+		if ent.ah != nil {
+			n.ah = &aheadState{confirmed: ent.ah.confirmed, events: slices.Clone(ent.ah.events)}
+			rehome(&n.ah.confirmed, id)
+		}
+		conns[id] = n
+	}
+	s.conns = conns
+}
+
+// rehome gives c fresh copies of its unique strings, id as its ID.
+func rehome(c *domain.Connection, id string) {
+	if c.ID != "" {
+		c.ID = id
+	}
+	c.Tokens.AccessTokenFP = strings.Clone(c.Tokens.AccessTokenFP)
+	c.Tokens.RefreshTokenFP = strings.Clone(c.Tokens.RefreshTokenFP)
+	c.AttemptID = strings.Clone(c.AttemptID)
+	c.LeaseID = strings.Clone(c.LeaseID)
 }
 
 // skip records that the message at seq on a connection's subject could not
@@ -359,9 +457,9 @@ func (s *Status) own(id string, ent *statusEntry) *statusEntry {
 func (s *Status) skip(connectionID string, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before, known := s.look(connectionID)
+	was := s.look(connectionID, s.quiet)
 	s.skipLocked(connectionID, seq)
-	s.notify(connectionID, before, known, s.quiet)
+	s.notify(connectionID, was, s.quiet)
 }
 
 func (s *Status) skipLocked(connectionID string, seq uint64) {
@@ -371,7 +469,7 @@ func (s *Status) skipLocked(connectionID string, seq uint64) {
 	}
 	ent = s.own(connectionID, ent)
 	ent.base().Version = seq
-	if ent.confirmed != nil {
+	if ent.ah != nil {
 		s.confirm(ent, seq)
 	}
 }
@@ -454,31 +552,100 @@ func (s *Status) replace(o *Status) {
 		ent.gen = s.gen
 	}
 	for id, old := range s.conns {
-		for _, a := range old.ahead {
+		for _, a := range old.ahead() {
 			ent := conns[id]
 			if ent == nil {
 				if _, ok := a.Payload.(domain.ConnectionCreated); !ok {
 					continue
 				}
-				ent = &statusEntry{gen: s.gen, confirmed: &domain.Connection{}}
+				ent = &statusEntry{gen: s.gen, ah: &aheadState{}}
 				conns[id] = ent
 			}
 			if a.Seq <= ent.base().Version {
 				continue
 			}
-			if ent.confirmed == nil {
-				cc := ent.c
-				ent.confirmed = &cc
+			if ent.ah == nil {
+				ent.ah = &aheadState{confirmed: ent.c}
 			}
-			ent.ahead = append(ent.ahead, a)
+			ent.ah.events = append(ent.ah.events, a)
 		}
-		if ent := conns[id]; ent != nil && ent.confirmed != nil {
-			s.confirm(ent, ent.confirmed.Version)
+		if ent := conns[id]; ent != nil && ent.ah != nil {
+			s.confirm(ent, ent.ah.confirmed.Version)
 		}
 	}
 	s.conns = conns
+	s.shared = o.shared
 	s.ahead = 0
 	for _, ent := range conns {
-		s.ahead += len(ent.ahead)
+		s.ahead += len(ent.ahead())
 	}
+}
+
+// sharedValues keeps one copy of each distinct scope list and config map
+// the connections hold (most connections of a provider have the same), at
+// most maxShared of each; the values are never written into.
+type sharedValues struct {
+	lists   map[string][]string
+	configs map[string]map[string]string
+	key     []byte
+	keys    []string
+}
+
+const maxShared = 1 << 16
+
+func (sv *sharedValues) appendStr(s string) {
+	sv.key = binary.AppendUvarint(sv.key, uint64(len(s)))
+	sv.key = append(sv.key, s...)
+}
+
+// list returns the shared copy of v (nil stays nil).
+func (sv *sharedValues) list(v []string) []string {
+	if v == nil {
+		return nil
+	}
+	sv.key = sv.key[:0]
+	for _, s := range v {
+		sv.appendStr(s)
+	}
+	if w, ok := sv.lists[string(sv.key)]; ok {
+		return w
+	}
+	if len(sv.lists) >= maxShared {
+		return v
+	}
+	if sv.lists == nil {
+		sv.lists = map[string][]string{}
+	}
+	w := slices.Clip(slices.Clone(v))
+	sv.lists[string(sv.key)] = w
+	return w
+}
+
+// config returns the shared copy of m (nil stays nil).
+func (sv *sharedValues) config(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	sv.keys = sv.keys[:0]
+	for k := range m {
+		sv.keys = append(sv.keys, k)
+	}
+	slices.Sort(sv.keys)
+	sv.key = sv.key[:0]
+	for _, k := range sv.keys {
+		sv.appendStr(k)
+		sv.appendStr(m[k])
+	}
+	if w, ok := sv.configs[string(sv.key)]; ok {
+		return w
+	}
+	if len(sv.configs) >= maxShared {
+		return m
+	}
+	if sv.configs == nil {
+		sv.configs = map[string]map[string]string{}
+	}
+	w := maps.Clone(m)
+	sv.configs[string(sv.key)] = w
+	return w
 }

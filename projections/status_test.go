@@ -128,6 +128,11 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	if snap := st.capture(); snap[0].Version != h.evs[2].Seq {
 		t.Fatalf("confirmed state holds an event ahead of the stream: v%d", snap[0].Version)
 	}
+	// The end of a catch-up compacts the entries: what is held ahead stays.
+	st.announce()
+	if s, _ := st.Connection(id); s.State != domain.StateRefreshing || st.conns[id].ah == nil {
+		t.Fatalf("after compaction: %s", s.State)
+	}
 	// own3 (after own2, which the hook has not delivered yet either) is
 	// refused by what is known and waits.
 	st.Apply(own3)
@@ -150,7 +155,7 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	st.mu.RLock()
 	ent := st.conns[id]
 	st.mu.RUnlock()
-	if ent.confirmed != nil || len(ent.ahead) != 0 {
+	if ent.ah != nil || len(ent.ahead()) != 0 {
 		t.Fatal("events still ahead after the stream caught up")
 	}
 }
@@ -197,5 +202,42 @@ func TestStatusAheadIsBounded(t *testing.T) {
 	st.applyStream(h.evs[5])
 	if c, _ := st.Connection(id); !reflect.DeepEqual(c, h.conn) || st.ahead != 0 {
 		t.Fatalf("status differs from the in-order fold (%d ahead)", st.ahead)
+	}
+}
+
+// Equal scope lists and configs are held once across connections, and
+// compaction keeps every aggregate as it was; readers get copies they may
+// modify without touching the status.
+func TestStatusSharesRepeatedValues(t *testing.T) {
+	st := NewStatus()
+	var ids []string
+	for i := range 3 {
+		id := uuid.NewString()
+		h := newHistory(id, uint64(i))
+		h.exec(t, domain.Create{Provider: "pleo", Scopes: []string{"users:read", "expenses:read"}, Config: map[string]string{"team": "x"}})
+		h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+		h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+		for _, e := range h.evs {
+			if _, err := st.Apply(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids = append(ids, id)
+	}
+	a, b := st.conns[ids[0]].c, st.conns[ids[2]].c
+	if &a.Scopes[0] != &b.Scopes[0] || &a.Tokens.Scopes[0] != &b.Tokens.Scopes[0] || reflect.ValueOf(a.Config).UnsafePointer() != reflect.ValueOf(b.Config).UnsafePointer() {
+		t.Fatal("equal scopes and configs are not shared")
+	}
+	before := st.List()
+	st.announce()
+	if after := st.List(); !reflect.DeepEqual(before, after) {
+		t.Fatalf("compaction changed the aggregates:\n%+v\n%+v", before, after)
+	}
+	c, _ := st.Connection(ids[0])
+	c.Scopes[0], c.Config["team"], c.Tokens.Scopes[0] = "mutated", "mutated", "mutated"
+	for _, id := range ids {
+		if c, _ := st.Connection(id); c.Scopes[0] != "users:read" || c.Config["team"] != "x" || c.Tokens.Scopes[0] != "expenses:read" {
+			t.Fatalf("a reader's copy aliases the status: %+v", c)
+		}
 	}
 }

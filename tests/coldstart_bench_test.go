@@ -1,59 +1,116 @@
 package tests
 
 import (
+	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
-	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenline/tokenline/adapters/jsstore"
+	"github.com/tokenline/tokenline/adapters/natsserver"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
 
-var coldEvents = flag.Int("coldstart.events", 100_000, "events in the data dir for BenchmarkColdStart (1000000 for the full measure)")
+// envInt reads a positive integer from the environment, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
 
-// lifeOf returns n valid events of one connection: created, authorised, then
-// refresh cycles.
-func lifeOf(id string, n int, t time.Time) []domain.Event {
-	ev := func(p domain.Payload) domain.Event {
-		t = t.Add(time.Second)
-		return domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: t, Actor: "instance/bench", Payload: p}
-	}
-	tok := func(i int) domain.TokenInfo {
-		return domain.Tokens{AccessToken: fmt.Sprintf("at-%s-%d", id, i), RefreshToken: fmt.Sprintf("rt-%s-%d", id, i), Expiry: t.Add(15 * time.Minute), Scopes: []string{"users:read"}}.Info()
-	}
-	out := []domain.Event{
-		ev(domain.ConnectionCreated{Provider: "sandbox", Scopes: []string{"users:read"}, Config: map[string]string{"team": "finance"}}),
-		ev(domain.AuthorisationStarted{AttemptID: "a", Scopes: []string{"users:read"}, ExpiresAt: t.Add(10 * time.Minute)}),
-		ev(domain.AuthorisationCompleted{AttemptID: "a", Tokens: tok(0)}),
-	}
-	for i := 1; len(out) < n; i++ {
-		out = append(out, ev(domain.RefreshStarted{Attempt: 1, LeaseUntil: t.Add(30 * time.Second), Trigger: "schedule"}))
-		if len(out) < n {
-			out = append(out, ev(domain.RefreshSucceeded{Attempt: 1, Tokens: tok(i), Rotated: true}))
+// coldLife returns n events of one connection as production writes them
+// (hash-chained, encoded): created, authorised, then refresh cycles every
+// 45 minutes with one-hour tokens, ending active with its last token issued
+// between 1 and 10 minutes before the run, so that it expires 50 to 59
+// minutes after it and the scheduler has nothing due while the starts are
+// measured. An
+// odd count ends with a non-terminal 403 (active stays active).
+func coldLife(id string, n int, rng *rand.Rand) [][]byte {
+	provider := []string{"sandbox", "sandbox", "sandbox", "pleo-eu"}[rng.IntN(4)]
+	scopes := [][]string{{"users:read"}, {"users:read", "expenses:read"}, {"expenses:read", "expenses:write", "users:read"}}[rng.IntN(3)]
+	cycles := max(n-3, 0) / 2
+	t := time.Now().Add(-time.Duration(1+rng.IntN(9))*time.Minute - time.Duration(cycles)*45*time.Minute - 2*time.Minute).UTC()
+	var prev [32]byte
+	out := make([][]byte, 0, n)
+	gen := 0
+	add := func(p domain.Payload, step time.Duration) {
+		t = t.Add(step)
+		e := domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: t, Actor: "instance/a1b2c3d4", Payload: p,
+			Link: domain.ChainLink{Chained: true, Prev: prev}}
+		b, err := events.Encode(e)
+		if err != nil {
+			panic(err)
 		}
+		prev = events.HashOf(b)
+		out = append(out, b)
+	}
+	tok := func() domain.TokenInfo {
+		gen++
+		return domain.Tokens{AccessToken: fmt.Sprintf("at-%s-%d", id, gen), RefreshToken: fmt.Sprintf("rt-%s-%d", id, gen),
+			Expiry: t.Add(time.Hour), Scopes: scopes}.Info()
+	}
+	attempt := uuid.NewString()
+	add(domain.ConnectionCreated{Provider: provider, Scopes: scopes, Config: map[string]string{"team": []string{"finance", "ops", "sales"}[rng.IntN(3)]}}, 0)
+	add(domain.AuthorisationStarted{AttemptID: attempt, Scopes: scopes, ExpiresAt: t.Add(10 * time.Minute)}, time.Second)
+	add(domain.AuthorisationCompleted{AttemptID: attempt, Tokens: tok()}, 40*time.Second)
+	for len(out)+2 <= n {
+		add(domain.RefreshStarted{Attempt: 1, LeaseUntil: t.Add(45*time.Minute + 30*time.Second), Trigger: domain.TriggerSchedule}, 45*time.Minute)
+		add(domain.RefreshSucceeded{Attempt: 1, Tokens: tok(), Rotated: true}, 400*time.Millisecond)
+	}
+	if len(out) < n {
+		add(domain.AccessRejected{HTTPStatus: 403, ErrorCode: "insufficient_scope", Scope: "admin:write"}, time.Second)
 	}
 	return out[:n]
 }
 
+// writeSnapshot makes m's status projection write its snapshot now, with
+// time to spare (Close allows it 5 s, which a loaded machine may need more
+// than for 100k connections).
+func writeSnapshot(b *testing.B, m *app.Main) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := m.Proj.Runner.Snapshot(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkColdStart measures `tokenline serve` (Main.Run: embedded NATS,
 // store, vault, projections restored from their snapshot and position, the
-// tail replayed, HTTP up) on a data dir holding many events, against a start
-// whose snapshot was removed (full replay), in the same run.
+// tail replayed, the gate and the scheduler seeded, HTTP up) on a data dir
+// holding 1M events of 100k active connections, interleaved in the same run
+// with its baseline, a bare restart of the embedded nats-server on the same
+// data dir (until the stream answers), and with a start whose snapshot
+// pointer was deleted (a full replay). It prints each figure (the median
+// of the rounds), the ratios to the baseline, the start-up phases and the
+// heap in use after GC once started.
 //
-//	go test -run '^$' -bench ColdStart -benchtime 1x ./tests/ -coldstart.events=1000000
+//	go test -run '^$' -bench ColdStart -benchtime 1x -timeout 60m ./tests/
+//
+// TOKENLINE_COLDSTART_EVENTS, TOKENLINE_COLDSTART_CONNS and
+// TOKENLINE_COLDSTART_ROUNDS (default 1000000, 100000 and 3) change the
+// size for a quick run, for example 100000 and 10000.
 func BenchmarkColdStart(b *testing.B) {
-	n := *coldEvents
-	conns := max(n/10, 1)
+	n := envInt("TOKENLINE_COLDSTART_EVENTS", 1_000_000)
+	conns := min(envInt("TOKENLINE_COLDSTART_CONNS", 100_000), n)
+	rounds := envInt("TOKENLINE_COLDSTART_ROUNDS", 3)
+	per := n / conns
+	n = per * conns
 	dir := b.TempDir()
+	ctx := context.Background()
 	mk := func() *app.Main {
 		m := app.NewMain()
 		m.Config.DataDir, m.Config.NATSListen, m.Config.HTTPAddr = dir, "127.0.0.1:0", "127.0.0.1:0"
@@ -62,78 +119,147 @@ func BenchmarkColdStart(b *testing.B) {
 		return m
 	}
 	m := mk()
-	ctx := context.Background()
 	if err := m.Run(ctx); err != nil {
 		b.Fatal(err)
 	}
+	// The lives are published step by step: a connection's token, as
+	// published so far, may be long expired, and the scheduler would
+	// refresh it and break the chain of the events still to come.
+	m.StopScheduler()
 	js, _ := jetstream.New(m.Conn, jetstream.WithPublishAsyncMaxPending(20000))
-	t0 := time.Now().Add(-48 * time.Hour)
-	lives := make([][]domain.Event, conns)
+	rng := rand.New(rand.NewPCG(7, 7))
+	lives := make([][][]byte, conns)
+	ids := make([]string, conns)
 	for i := range lives {
-		lives[i] = lifeOf(uuid.NewString(), n/conns, t0)
+		ids[i] = uuid.NewString()
+		lives[i] = coldLife(ids[i], per, rng)
 	}
 	start := time.Now()
-	for step := 0; step < n/conns; step++ {
+	for step := range per {
 		for i := range lives {
-			data, err := events.Encode(lives[i][step])
-			if err != nil {
+			if _, err := js.PublishAsync(events.Subject(ids[i]), lives[i][step], jetstream.WithStallWait(time.Minute)); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := js.PublishAsync(events.Subject(lives[i][step].ConnectionID), data, jetstream.WithStallWait(time.Minute)); err != nil {
-				b.Fatal(err)
-			}
+			lives[i][step] = nil
 		}
 	}
-	<-js.PublishAsyncComplete()
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(10 * time.Minute):
+		b.Fatal("publish did not complete")
+	}
 	lives = nil
 	fmt.Printf("populated %d events across %d connections in %v\n", n, conns, time.Since(start).Round(time.Millisecond))
 	// Let the projections catch up, then stop: Close writes the snapshot.
-	eventually(b, 5*time.Minute, "projections caught up", func() bool {
+	eventually(b, 10*time.Minute, "projections caught up", func() bool {
 		lag, err := m.Proj.Runner.Lag(ctx)
 		return err == nil && lag == 0
 	})
+	writeSnapshot(b, m)
 	m.Close()
 
-	measure := func() (time.Duration, int) {
+	// bare restarts the embedded nats-server on the data dir and waits
+	// until the stream answers; with dropSnapshot it then deletes the
+	// status projection's snapshot pointer (not timed).
+	bare := func(dropSnapshot bool) time.Duration {
+		s := time.Now()
+		srv, err := natsserver.Start(ctx, natsserver.Config{DataDir: dir, Listen: "127.0.0.1:0"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		nc, err := srv.Connect()
+		if err != nil {
+			b.Fatal(err)
+		}
+		js, _ := jetstream.New(nc)
+		st, err := js.Stream(ctx, natsserver.DefaultStream)
+		if err != nil || st.CachedInfo().State.Msgs < uint64(n) {
+			b.Fatalf("bare restart: stream %v", err)
+		}
+		d := time.Since(s)
+		kv, err := js.KeyValue(ctx, jsstore.PositionsBucket)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := kv.Get(ctx, "snapshot.status"); err != nil {
+			b.Fatalf("no snapshot to start from: %v", err)
+		}
+		if dropSnapshot {
+			if err := kv.Delete(ctx, "snapshot.status"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		nc.Close()
+		srv.Shutdown()
+		return d
+	}
+	var phases, fullPhases []app.Phase
+	var inuse int64
+	tokenline := func(wantSnapshot bool) time.Duration {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		base := ms.HeapInuse
 		m := mk()
+		var logs bytes.Buffer
+		m.Config.LogLevel, m.Config.LogFormat, m.LogOutput = "info", "text", &logs
 		s := time.Now()
 		if err := m.Run(ctx); err != nil {
 			b.Fatal(err)
 		}
 		d := time.Since(s)
-		fmt.Printf("  start-up phases: %v\n", m.Startup)
-		got := len(m.Proj.Status.List())
-		m.Close()
-		return d, got
-	}
-	b.ResetTimer()
-	var warm time.Duration
-	for i := 0; i < b.N; i++ {
-		d, got := measure()
-		if got != conns {
+		for line := range strings.Lines(logs.String()) {
+			if strings.Contains(line, "msg=\"projection restored") || strings.Contains(line, "msg=\"projection caught up") {
+				fmt.Print("  ", line)
+			}
+		}
+		if wantSnapshot {
+			phases = m.Startup
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			inuse = int64(ms.HeapInuse) - int64(base)
+		} else {
+			fullPhases = m.Startup
+		}
+		if got := len(m.Proj.Status.List()); got != conns {
 			b.Fatalf("status has %d connections, want %d", got, conns)
 		}
-		warm += d
+		if !wantSnapshot {
+			writeSnapshot(b, m) // for the next start from a snapshot
+		}
+		m.Close()
+		return d
+	}
+	var tBare, tSnap, tFull []time.Duration
+	b.ResetTimer()
+	for range rounds {
+		tBare = append(tBare, bare(false))
+		tSnap = append(tSnap, tokenline(true))
+		tBare = append(tBare, bare(true))
+		tFull = append(tFull, tokenline(false)) // Close writes a snapshot again
 	}
 	b.StopTimer()
-	warm /= time.Duration(b.N)
-	// The same data dir without a snapshot: a full replay.
-	m2 := mk()
-	if err := m2.Run(ctx); err != nil {
-		b.Fatal(err)
+	med := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2]
 	}
-	objs, err := m2.Store.JetStream().ObjectStore(ctx, "tokenline_snapshots")
-	if err == nil {
-		_ = objs.Delete(ctx, "status")
-	}
-	m2.Close()
-	// Closing writes a new snapshot; remove it again without starting projections.
-	_ = os.RemoveAll(filepath.Join(dir, "jetstream", "$G", "streams", "OBJ_tokenline_snapshots"))
-	full, got := measure()
-	if got != conns {
-		b.Fatalf("full replay: %d connections, want %d", got, conns)
-	}
-	b.ReportMetric(float64(warm.Milliseconds()), "coldstart-ms")
-	b.ReportMetric(float64(full.Milliseconds()), "fullreplay-ms")
-	fmt.Printf("cold start with %d events: %v from snapshot+position, %v by full replay (target < 2s)\n", n, warm.Round(time.Millisecond), full.Round(time.Millisecond))
+	mb, ms, mf := med(tBare), med(tSnap), med(tFull)
+	b.ReportMetric(float64(ms.Milliseconds()), "snapshot-start-ms")
+	b.ReportMetric(float64(mf.Milliseconds()), "replay-start-ms")
+	b.ReportMetric(float64(mb.Milliseconds()), "bare-nats-ms")
+	b.ReportMetric(float64(ms)/float64(mb), "snapshot/bare")
+	b.ReportMetric(float64(mf)/float64(mb), "replay/bare")
+	b.ReportMetric(float64(inuse)/float64(conns), "heap-inuse-B/conn")
+	fmt.Printf("cold start, %d events of %d connections, median of %d rounds, interleaved:\n"+
+		"  bare nats-server restart on the same store: %v (all %v)\n"+
+		"  tokenline from snapshot+position:           %v (all %v), %.2fx the bare restart (target <= 1.3)\n"+
+		"  tokenline by full replay (no snapshot):     %v (all %v), %.2fx the bare restart (target <= 3)\n"+
+		"  start-up phases (last snapshot start): %v\n"+
+		"  start-up phases (last full replay):    %v\n"+
+		"  heap in use after GC once started from the snapshot (the embedded nats-server's included): %.0f B/conn\n",
+		n, conns, rounds, mb.Round(time.Millisecond), tBare, ms.Round(time.Millisecond), tSnap, float64(ms)/float64(mb),
+		mf.Round(time.Millisecond), tFull, float64(mf)/float64(mb), phases, fullPhases, float64(inuse)/float64(conns))
 }
