@@ -91,3 +91,18 @@ func TestParseLinkAgreesWithDecode(t *testing.T) {
 	}
 	t.Logf("%d of 20000 corrupted messages still read (and decoded alike)", read)
 }
+
+// FuzzParseLink: whatever bytes the stream holds, ParseLink never panics,
+// and what it reads Decode accepts with the same type, connection, link and
+// terminal flag (verify checks links on the bytes ParseLink reads).
+func FuzzParseLink(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*/*.json")
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		agree(t, "fuzzed message", b)
+	})
+}
