@@ -38,6 +38,12 @@ import (
 //     subject's last sequence, then its events by batched direct get,
 //     decoded and folded), against GetLastMsgForSubject. Target: <= 3x.
 //
+//   - seeded: Load by a store that has not cached the connection, seeded as
+//     production seeds it (Config.Seed: the status projection's confirmed
+//     aggregate, which the projection folded from the stream), against
+//     GetLastMsgForSubject: the cold Load of a running instance, which
+//     reads the events only when the projection is behind. Target: <= 3x.
+//
 //   - audit: the audit query of the connection (projections.AuditEvents,
 //     as GET /v1/connections/{id}/events runs it), against a raw ordered
 //     consumer filtered on the subject reading the same messages without
@@ -97,6 +103,32 @@ func BenchmarkLoad(b *testing.B) {
 		pair, i := [2]string{target, other}, 0
 		interleave(b, "cold Load", "GetLastMsgForSubject", func() {
 			c, err := cold.Load(ctx, pair[i%2])
+			if err != nil || c.Events != loadPerConn {
+				b.Fatalf("%v %d", err, c.Events)
+			}
+			i++
+		}, func() { lastMsg(pair[i%2]) })
+	})
+	b.Run("seeded", func(b *testing.B) {
+		// The projection's aggregates, as Status.Confirmed returns them.
+		confirmed := map[string]domain.Connection{}
+		for _, id := range []string{target, other} {
+			c, err := st.Load(ctx, id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			confirmed[id] = c
+		}
+		seeded, err := jsstore.Open(ctx, nc, jsstore.Config{CacheSize: 1, Seed: func(id string) (domain.Connection, bool) {
+			c, ok := confirmed[id]
+			return c.Clone(), ok
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		pair, i := [2]string{target, other}, 0
+		interleave(b, "seeded cold Load", "GetLastMsgForSubject", func() {
+			c, err := seeded.Load(ctx, pair[i%2])
 			if err != nil || c.Events != loadPerConn {
 				b.Fatalf("%v %d", err, c.Events)
 			}
