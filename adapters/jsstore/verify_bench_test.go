@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
@@ -24,11 +25,28 @@ import (
 // interleaved with it, the rate of a raw ordered consumer reading the same
 // messages and of the store's Read with the full decode.
 //
+// With TOKENLINE_NATS_SERVER naming a nats-server binary, the server runs as
+// a process of its own, as `tokenline verify` meets it (serve's embedded
+// server, or a cluster); otherwise in the benchmark's process, where the
+// server's work and verify's share one process's CPU figure.
+//
 //	go test -run '^$' -bench Verify -benchtime 3x ./adapters/jsstore/
+//	go build -o /tmp/nats-server github.com/nats-io/nats-server/v2
+//	TOKENLINE_NATS_SERVER=/tmp/nats-server go test -run '^$' -bench Verify -benchtime 3x ./adapters/jsstore/
 func BenchmarkVerify(b *testing.B) {
 	const verifyConns, verifyPerConn = 2000, 100
-	srv := natstest.Start(b, "")
-	nc := srv.Connect(b)
+	var nc *nats.Conn
+	where := "in this process"
+	if p := natstest.StartProcess(b); p != nil {
+		var err error
+		if nc, err = nats.Connect(p.URL); err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		where = "a process of its own"
+	} else {
+		nc = natstest.Start(b, "").Connect(b)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	st, err := jsstore.Open(ctx, nc, jsstore.Config{})
@@ -144,9 +162,10 @@ func BenchmarkVerify(b *testing.B) {
 	b.ReportMetric(rawRate, "raw-msgs/s")
 	b.ReportMetric(readRate, "read-decode-events/s")
 	perEvent := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(total*b.N) / 1e3 }
+	fmt.Printf("verify: nats-server in %s\n", where)
 	fmt.Printf("verify: %d events of %d connections: %.0f events/s; raw ordered consumer %.0f msgs/s (verify at %.2fx of it); Read with decode %.0f events/s (%d rounds)\n",
 		total, verifyConns, rate, rawRate, rate/rawRate, readRate, b.N)
-	fmt.Printf("verify: CPU (this process, the embedded server included) per event: verify %.2f µs, raw consumer %.2f µs, Read with decode %.2f µs\n",
+	fmt.Printf("verify: CPU of this process (with the server when it runs here) per event: verify %.2f µs, raw consumer %.2f µs, Read with decode %.2f µs\n",
 		perEvent(verifyCPU), perEvent(rawCPU), perEvent(readCPU))
 }
 

@@ -98,3 +98,23 @@ func ProcessURLs(ps []*Process) string {
 	}
 	return strings.Join(urls, ",")
 }
+
+// StartProcess starts one standalone JetStream nats-server process (no
+// auth, 127.0.0.1, a fresh store) from the binary named by EnvServerBinary,
+// killed at the end of the test; nil when the variable is unset. Benchmarks
+// of client programs use it to measure them as they run in production: the
+// server in a process of its own, not sharing the benchmark's.
+func StartProcess(t testing.TB) *Process {
+	t.Helper()
+	bin := os.Getenv(EnvServerBinary)
+	if bin == "" {
+		return nil
+	}
+	port := freePort(t)
+	p := &Process{Name: "nats", URL: fmt.Sprintf("nats://127.0.0.1:%d", port), bin: bin, args: []string{
+		"-n", "nats", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", t.TempDir(),
+	}}
+	p.Start(t)
+	t.Cleanup(p.Kill)
+	return p
+}
