@@ -50,6 +50,8 @@ type fleetConfig struct {
 	natsListen string
 	// logLevel is tokenline's --log-level (default warn).
 	logLevel string
+	// replicas is --replicas with natsURL (default 3).
+	replicas int
 	// defaults leaves --refresh-lease and --gate-expiry-margin at
 	// tokenline's own defaults (the production configuration).
 	defaults bool
@@ -81,7 +83,7 @@ func newFleet(sup *supervisor, cfg fleetConfig) (*fleet, error) {
 		// Secrets travel in the environment, not in argv (ps shows argv).
 		env := []string{"TOKENLINE_VAULT_KEY=" + vaultKey, "TOKENLINE_API_TOKEN=" + f.apiToken, "TOKENLINE_CLIENT_SECRET=" + cfg.secret}
 		if cfg.natsURL != "" {
-			args = append(args, "--replicas", "3")
+			args = append(args, "--replicas", fmt.Sprint(cmp.Or(cfg.replicas, 3)))
 			env = append(env, "TOKENLINE_NATS_URL="+cfg.natsURL)
 		} else {
 			args = append(args, "--nats-listen", cfg.natsListen)

@@ -49,6 +49,7 @@ type scaleOptions struct {
 	pollRate       int
 	baselineGrants int
 	logLevel       string
+	nats           string
 	timeout        time.Duration
 	keep           bool
 	json           bool
@@ -63,6 +64,7 @@ func scaleFlagSet(o *scaleOptions) *pflag.FlagSet {
 	fs.IntVar(&o.pollRate, "poll-rate", 50, "GET /token requests per second during the window, on random connections")
 	fs.IntVar(&o.baselineGrants, "baseline-grants", 64, "grants the bare x/oauth2 baseline refreshes in turn")
 	fs.StringVar(&o.logLevel, "log-level", "info", "tokenline --log-level (info is the production level)")
+	fs.StringVar(&o.nats, "nats", "embedded", "embedded (serve's own NATS server, the default deployment) or process (a nats-server process of its own: serve's CPU, RSS and heap are then tokenline's alone)")
 	fs.DurationVar(&o.timeout, "timeout", 90*time.Minute, "bound on the whole run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (data dir, logs)")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on stdout")
@@ -95,6 +97,8 @@ func parseScaleFlags(args []string, stderr io.Writer) (scaleOptions, error) {
 		return o, errors.New("--window must be between 10s and 24h")
 	case o.pollRate < 0 || o.pollRate > 5000:
 		return o, errors.New("--poll-rate must be between 0 and 5000")
+	case o.nats != "embedded" && o.nats != "process":
+		return o, errors.New("--nats must be embedded or process")
 	case o.baselineGrants < 1 || o.baselineGrants > 10000:
 		return o, errors.New("--baseline-grants must be between 1 and 10000")
 	}
@@ -107,6 +111,7 @@ type scaleReport struct {
 	SetupFailed int     `json:"setup_failed"`
 	AccessTTL   string  `json:"access_ttl"`
 	Window      string  `json:"window"`
+	NATS        string  `json:"nats"`
 	SetupSecs   float64 `json:"setup_seconds"`
 	SetupRate   float64 `json:"setup_per_second"`
 
@@ -206,9 +211,20 @@ func (r *runner) scale(ctx context.Context, o scaleOptions) (*scaleReport, error
 		}
 	}
 	r.logf("run directory %s; building tokenline", r.root)
-	_, tlBin, err := build(ctx, filepath.Join(r.root, "bin"), false)
+	natsBin, tlBin, err := build(ctx, filepath.Join(r.root, "bin"), o.nats == "process")
 	if err != nil {
 		return nil, err
+	}
+	var natsURL, readerURL string
+	if o.nats == "process" {
+		r.logf("starting nats-server (a process of its own)")
+		if r.nats, err = newNATSCluster(r.root, natsBin, 1, r.sup); err != nil {
+			return nil, err
+		}
+		if err := r.nats.startAll(ctx); err != nil {
+			return nil, err
+		}
+		natsURL, readerURL = r.nats.url(userTokenline, r.nats.tokenlinePW), r.nats.url(userReader, r.nats.readerPW)
 	}
 	ports, err := freePorts(2)
 	if err != nil {
@@ -223,8 +239,8 @@ func (r *runner) scale(ctx context.Context, o scaleOptions) (*scaleReport, error
 		maxGrants: o.connections + o.baselineGrants + 100, maxCodes: o.connections + o.baselineGrants + 100}); err != nil {
 		return nil, err
 	}
-	r.logf("starting tokenline serve (embedded NATS, production defaults, --log-level %s)", o.logLevel)
-	if r.fleet, err = newFleet(r.sup, fleetConfig{bin: tlBin, root: r.root, n: 1, natsListen: natsListen,
+	r.logf("starting tokenline serve (NATS %s, production defaults, --log-level %s)", o.nats, o.logLevel)
+	if r.fleet, err = newFleet(r.sup, fleetConfig{bin: tlBin, root: r.root, n: 1, natsListen: natsListen, natsURL: natsURL, replicas: 1,
 		issuer: r.sb.issuer(), clientID: clientID, secret: secret, publicPort: ports[0], logLevel: o.logLevel,
 		defaults: true}); err != nil {
 		return nil, err
@@ -240,7 +256,7 @@ func (r *runner) scale(ctx context.Context, o scaleOptions) (*scaleReport, error
 	if err != nil {
 		return nil, err
 	}
-	rep := &scaleReport{AccessTTL: o.accessTTL.String(), Window: o.window.String(), Lost: map[string]int{},
+	rep := &scaleReport{AccessTTL: o.accessTTL.String(), Window: o.window.String(), NATS: o.nats, Lost: map[string]int{},
 		RefusedWhy: map[string]int64{}}
 	r.logf("creating and authorising %d connections", o.connections)
 	setupStart := time.Now()
@@ -321,15 +337,20 @@ func (r *runner) scale(ctx context.Context, o scaleOptions) (*scaleReport, error
 	}
 
 	r.logf("reading the stream")
-	nc, err := nats.Connect("nats://"+natsListen, nats.Name("scale-reader"), nats.Timeout(5*time.Second),
-		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
-		readerSeed(filepath.Join(in.dataDir, "nats-reader.nk")))
+	var nc *nats.Conn
+	if readerURL != "" {
+		nc, err = connectNATS(readerURL, "scale-reader")
+	} else {
+		nc, err = nats.Connect("nats://"+natsListen, nats.Name("scale-reader"), nats.Timeout(5*time.Second),
+			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
+			readerSeed(filepath.Join(in.dataDir, "nats-reader.nk")))
+	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to the embedded NATS as the reader: %w", err)
+		return nil, fmt.Errorf("connect to NATS as the reader: %w", err)
 	}
 	defer nc.Close()
 	a := newScaleAnalysis(wStart, wEnd)
-	if _, err := eachEvent(ctx, nc, 10*time.Minute, false, a.add); err != nil {
+	if _, err := eachEvent(ctx, nc, 10*time.Minute, readerURL != "", a.add); err != nil {
 		return nil, fmt.Errorf("scan: %w", err)
 	}
 	a.finish(rep, secs, o)
@@ -337,8 +358,11 @@ func (r *runner) scale(ctx context.Context, o scaleOptions) (*scaleReport, error
 		rep.CPUPerRefresh = (cpu1 - cpu0) * 1000 / float64(rep.Refreshes)
 	}
 
-	r.logf("baseline: %d refreshes with bare x/oauth2 over %d grants", max(rep.Refreshes, 1), o.baselineGrants)
-	if rep.Baseline, err = bareBaseline(ctx, r.sb, clientID, secret, publicURL+"/oauth/callback", o.baselineGrants, max(rep.Refreshes, 1)); err != nil {
+	// The baseline refreshes at tokenline's rate (so that latencies compare
+	// at the same load), for at most 30 s.
+	baseN := max(min(rep.Refreshes, int(rep.RefreshesPerSec*30)), 1)
+	r.logf("baseline: %d refreshes with bare x/oauth2 over %d grants at %.0f/s", baseN, o.baselineGrants, rep.RefreshesPerSec)
+	if rep.Baseline, err = bareBaseline(ctx, r.sb, clientID, secret, publicURL+"/oauth/callback", o.baselineGrants, baseN, rep.RefreshesPerSec); err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
 	rep.judge(o)
@@ -574,9 +598,9 @@ func serverHeap(ctx context.Context, base, apiToken string) (live, inuse float64
 
 // bareBaseline authorises grants at the sandbox with golang.org/x/oauth2
 // alone (PKCE, the same client) and refreshes them in turn, n refreshes
-// with tokenline's default concurrency (16), timing each and this
-// process's CPU.
-func bareBaseline(ctx context.Context, sb *sandboxRun, clientID, secret, redirect string, grants, n int) (baselineReport, error) {
+// paced at rate per second (0: as fast as it goes) with at most tokenline's
+// default concurrency (16) in flight, timing each and this process's CPU.
+func bareBaseline(ctx context.Context, sb *sandboxRun, clientID, secret, redirect string, grants, n int, rate float64) (baselineReport, error) {
 	var meta struct {
 		Auth  string `json:"authorization_endpoint"`
 		Token string `json:"token_endpoint"`
@@ -630,7 +654,14 @@ func bareBaseline(ctx context.Context, sb *sandboxRun, clientID, secret, redirec
 			for g := w; g < grants; g += workers {
 				mine = append(mine, g)
 			}
-			for k := 0; next.Add(1) <= int64(n) && ctx.Err() == nil; k++ {
+			for k := 0; ctx.Err() == nil; k++ {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				if rate > 0 {
+					time.Sleep(time.Until(start.Add(time.Duration(float64(i-1) / rate * float64(time.Second)))))
+				}
 				g := mine[k%len(mine)]
 				t0 := time.Now()
 				tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: toks[g].RefreshToken}).Token()
@@ -669,7 +700,7 @@ func selfCPU() float64 {
 }
 
 func printScale(w io.Writer, r *scaleReport) {
-	fmt.Fprintf(w, "scale run: %d connections, access tokens %s, window %s\n\n", r.Connections, r.AccessTTL, r.Window)
+	fmt.Fprintf(w, "scale run: %d connections, access tokens %s, window %s, NATS %s\n\n", r.Connections, r.AccessTTL, r.Window, r.NATS)
 	fmt.Fprintf(w, "  set-up                      %.0f connections/s (%.1f s, %d failed)\n", r.SetupRate, r.SetupSecs, r.SetupFailed)
 	fmt.Fprintf(w, "  refreshes                   %d in the window, %.1f/s (demand %.1f/s)\n", r.Refreshes, r.RefreshesPerSec, r.DemandPerSec)
 	fmt.Fprintf(w, "  refresh latency             p50 %.1f ms, p90 %.1f ms, p99 %.1f ms (refresh.started -> refresh.succeeded)\n", r.P50ms, r.P90ms, r.P99ms)
@@ -680,7 +711,7 @@ func printScale(w io.Writer, r *scaleReport) {
 	fmt.Fprintf(w, "  /token refused (healthy)    %d of %d %v\n", r.TokenRefused, r.TokenCalls, r.RefusedWhy)
 	fmt.Fprintf(w, "  server CPU                  %.2f cores, %.2f ms per refresh (everything: API, NATS, vault, events)\n", r.CPUCores, r.CPUPerRefresh)
 	fmt.Fprintf(w, "  server RSS (max)            %.0f MiB\n", r.RSSMaxMiB)
-	fmt.Fprintf(w, "  server heap                 live after GC %.1f MiB (%.0f B per connection over the empty server's), in use %.1f MiB (embedded NATS included)\n", r.HeapLiveMiB, r.HeapPerConn, r.HeapInuseMiB)
+	fmt.Fprintf(w, "  server heap                 live after GC %.1f MiB (%.0f B per connection over the empty server's), in use %.1f MiB%s\n", r.HeapLiveMiB, r.HeapPerConn, r.HeapInuseMiB, map[string]string{"embedded": " (embedded NATS included)", "process": ""}[r.NATS])
 	b := r.Baseline
 	fmt.Fprintf(w, "  bare x/oauth2 baseline      %d refreshes in %.1f s (%.0f/s), p50 %.1f ms, p99 %.1f ms, %.2f ms CPU per refresh\n", b.Refreshes, b.Seconds, b.PerSec, b.P50ms, b.P99ms, b.CPUPerRefresh)
 	if b.P50ms > 0 {
