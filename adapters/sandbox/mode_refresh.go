@@ -79,6 +79,18 @@ func requestableScopes(registered []string) []string {
 	return append(slices.Clone(registered), OfflineAccessScope)
 }
 
+// handleDiscovery serves the discovery metadata (metadata, api.go) with
+// scopes_supported listing every scope the client may request: the
+// registered ones and OfflineAccessScope, which the grant mode
+// "scope:offline_access" makes the condition of a refresh token (as an
+// OpenID provider lists it).
+func (s *Server) handleDiscovery(w http.ResponseWriter, r *http.Request) {
+	md := s.metadata(r)
+	md.ScopesSupported = requestableScopes(s.scopes)
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeJSON(w, http.StatusOK, md)
+}
+
 func (s *Server) grantMode() grantMode {
 	s.mu.Lock()
 	defer s.mu.Unlock()

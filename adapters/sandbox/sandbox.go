@@ -382,7 +382,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // document regardless of the request path. It lets the embedding program
 // also serve the metadata at the RFC 8414 well-known location for an issuer
 // with a path, /.well-known/oauth-authorization-server/sandbox.
-func (s *Server) MetadataHandler() http.Handler { return http.HandlerFunc(s.handleMetadata) }
+func (s *Server) MetadataHandler() http.Handler { return http.HandlerFunc(s.handleDiscovery) }
 
 // SetIssuer sets the public base URL of the server the handler is mounted on
 // (scheme, host and port, no path; for example "http://127.0.0.1:8080").
@@ -433,7 +433,7 @@ func (s *Server) routes() http.Handler {
 		"POST /sandbox/oauth/token":                           s.handleToken,
 		"POST /sandbox/oauth/revoke":                          s.handleRevoke,
 		"POST /sandbox/oauth/token/introspect":                s.handleIntrospect,
-		"GET /sandbox/.well-known/oauth-authorization-server": s.handleMetadata,
+		"GET /sandbox/.well-known/oauth-authorization-server": s.handleDiscovery,
 		"GET /sandbox/api/me":                                 s.handleMe,
 	})
 	admin := newMux(map[string]http.HandlerFunc{
