@@ -87,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 		}, []string{"type"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRefreshes,
-			Help: "Refresh attempts that ended, by outcome (success, failure) and failure class (none, transient, terminal).",
+			Help: "Refresh attempts that ended, by outcome (success, failure) and failure class (none, transient, terminal); outcome not_granted (class terminal) counts grants without a refresh token that ended at their access token's expiry with no refresh attempted (refresh_not_granted).",
 		}, []string{"outcome", "class"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricRefreshDuration,
@@ -113,6 +113,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 	m.refreshes.WithLabelValues("success", "none")
 	m.refreshes.WithLabelValues("failure", "transient")
 	m.refreshes.WithLabelValues("failure", "terminal")
+	m.refreshes.WithLabelValues("not_granted", "terminal")
 	for _, d := range gateDetails {
 		m.denials.WithLabelValues(d)
 	}
@@ -173,7 +174,14 @@ func (m *Metrics) ObserveEvent(e domain.Event) {
 		if d.Terminal {
 			class = "terminal"
 		}
-		m.refreshes.WithLabelValues("failure", class).Inc()
+		outcome := "failure"
+		if d.Reason == domain.ReasonRefreshNotGranted {
+			// Not a refresh attempt: no token request was sent (the grant
+			// has no refresh token). Counted apart, so that refresh
+			// failure rates do not count the planned end of such grants.
+			outcome = "not_granted"
+		}
+		m.refreshes.WithLabelValues(outcome, class).Inc()
 	}
 	if timed && took >= 0 {
 		m.duration.Observe(took.Seconds())
