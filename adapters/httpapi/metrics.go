@@ -87,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 		}, []string{"type"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRefreshes,
-			Help: "Refresh attempts that ended, by outcome (success, failure) and failure class (none, transient, terminal); outcome not_granted (class terminal) counts grants without a refresh token that ended at their access token's expiry with no refresh attempted (refresh_not_granted).",
+			Help: "Refresh attempts that ended, by outcome (success, failure) and failure class (none, transient, terminal).",
 		}, []string{"outcome", "class"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricRefreshDuration,
@@ -166,6 +166,15 @@ func (m *Metrics) ObserveEvent(e domain.Event) {
 	m.mu.Unlock()
 
 	m.transitions.WithLabelValues(string(e.Type())).Inc()
+	if rf, ok := e.Payload.(domain.RefreshFailed); ok && rf.Reason == domain.ReasonRefreshNotGranted {
+		// Not a refresh attempt: no token request was sent (the grant has
+		// no refresh token; it ended at its access token's expiry).
+		// Counted apart (outcome not_granted), so that refresh failure
+		// rates do not count the planned end of such grants.
+		m.refreshes.WithLabelValues("not_granted", "terminal").Inc()
+		return
+	}
+
 	switch d := e.Payload.(type) {
 	case domain.RefreshSucceeded:
 		m.refreshes.WithLabelValues("success", "none").Inc()
@@ -174,14 +183,7 @@ func (m *Metrics) ObserveEvent(e domain.Event) {
 		if d.Terminal {
 			class = "terminal"
 		}
-		outcome := "failure"
-		if d.Reason == domain.ReasonRefreshNotGranted {
-			// Not a refresh attempt: no token request was sent (the grant
-			// has no refresh token). Counted apart, so that refresh
-			// failure rates do not count the planned end of such grants.
-			outcome = "not_granted"
-		}
-		m.refreshes.WithLabelValues(outcome, class).Inc()
+		m.refreshes.WithLabelValues("failure", class).Inc()
 	}
 	if timed && took >= 0 {
 		m.duration.Observe(took.Seconds())
