@@ -70,7 +70,11 @@ func TestAuthorisationFailedReasonsAreDocumented(t *testing.T) {
 	}
 	allowed := strings.Split(m[1], ", ")
 	codes := []string{"", "access_denied", "invalid_request", "server_error", "temporarily_unavailable", "invalid_grant", "invalid_client",
-		"unauthorized_client", "unsupported_grant_type", "invalid_scope", "network", "timeout", "http_503", "rate_limited", "malformed_response", "something_else"}
+		"unauthorized_client", "unsupported_grant_type", "invalid_scope", "network", "timeout", "http_503", "rate_limited", "malformed_response", "something_else",
+		// Codes a provider may answer although they are tokenline's own
+		// words or unknown: the reason must still be a documented one.
+		"rotated_tokens_lost", "no_refresh_token", "refresh_not_granted", "weird_code", "authorisation_expired", "connection_deleted",
+		"access_token_rejected", "refresh_retries_exhausted", "INVALID_GRANT", " invalid_client", "invalid_client\x00"}
 	for _, exchange := range []bool{false, true} {
 		for _, code := range codes {
 			for _, expired := range []bool{false, true} {

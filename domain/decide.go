@@ -160,6 +160,22 @@ func (InvalidateTokens) command()      {}
 func (Update) command()                {}
 func (Delete) command()                {}
 
+// exchangeReason is the reason of a code exchange the token endpoint
+// refused with code: the reason of a token-endpoint error for the codes
+// that mean the same at an exchange (invalid_grant, invalid_scope and the
+// operator's invalid_client, unauthorized_client, unsupported_grant_type),
+// token_endpoint_rejected for any other code, empty or unknown. Codes
+// whose reason only a refresh can have (rotated_tokens_lost: tokens the
+// provider rotated were lost) are not taken from the provider's word:
+// authorisation.failed carries only the reasons docs/asyncapi.yaml lists.
+func exchangeReason(code string) Reason {
+	switch r := ReasonForErrorCode(code); r {
+	case ReasonInvalidGrant, ReasonInvalidScope, ReasonInvalidClient, ReasonUnauthorizedClient, ReasonUnsupportedGrantType:
+		return r
+	}
+	return ReasonTokenEndpointRejected
+}
+
 // scopeRE accepts Pleo-style scopes (resource:permission) and plain OAuth
 // scope tokens: printable ASCII without space, quote or backslash.
 var scopeRE = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]{1,128}$`)
@@ -307,7 +323,7 @@ func decide(c *Connection, cmd Command) (Payload, error) {
 		case m.Expired:
 			r = ReasonAuthorisationExpired
 		case m.Exchange:
-			r = ReasonForErrorCode(m.ErrorCode)
+			r = exchangeReason(m.ErrorCode)
 		}
 		return AuthorisationFailed{AttemptID: m.AttemptID, Reason: r, ErrorCode: m.ErrorCode, Description: m.Description}, nil
 	case StartRefresh:

@@ -63,6 +63,22 @@ func (t TokenTiming) GateMargin(lifetime time.Duration) time.Duration {
 	return min(t.maxMargin(), lifetime/10)
 }
 
+// NoRefreshMargin caps the gate margin of an access token nothing will
+// renew (a grant without a refresh token): see GateMarginWithoutRefresh.
+const NoRefreshMargin = time.Second
+
+// GateMarginWithoutRefresh is how long before its expiry an access token
+// of lifetime L that no refresh will replace (its grant has no refresh
+// token) stops being handed out: min(GateMargin(L), NoRefreshMargin). The
+// gate margin of a renewable token leaves room for its refresh to land;
+// with no refresh to wait for, the token is handed out for all of its life
+// but this safety margin (a call in flight, clock skew with the provider),
+// and refused after it as a connection a person must reconnect
+// (refresh_not_granted), never as a refresh in progress.
+func (t TokenTiming) GateMarginWithoutRefresh(lifetime time.Duration) time.Duration {
+	return min(t.GateMargin(lifetime), NoRefreshMargin)
+}
+
 // Need is the least time before expiry at which a refresh must start:
 // the gate margin, the expected latency and half of it again as slack.
 func (t TokenTiming) Need(lifetime time.Duration) time.Duration {

@@ -141,6 +141,7 @@ type gateState struct {
 	fp        string // fingerprint of the connection's access token
 	expiresAt int64  // its recorded expiry (Unix ns) or noExpiry
 	issuedAt  int64  // when the tokens were stored (Unix ns; lifetime = expiresAt − issuedAt)
+	noRefresh bool   // the grant has no refresh token: nothing will renew the access token
 	version   uint64 // the connection's version
 
 	closed      bool // CloseAfter was called and no newer version arrived since
@@ -273,15 +274,16 @@ func (g *Gate) Observe(_, after *domain.Connection) {
 	}
 	g.update(after.ID, true, func(s *gateState) bool {
 		g.maxSeen = max(g.maxSeen, after.Version) // g.mu is held
-		fp, exp, iss := "", noExpiry, int64(0)
+		fp, exp, iss, noRefresh := "", noExpiry, int64(0), false
 		if after.TokensHeld {
-			fp, exp = after.Tokens.AccessTokenFP, unixNanos(after.Tokens)
+			fp, exp, noRefresh = after.Tokens.AccessTokenFP, unixNanos(after.Tokens), after.Tokens.RefreshTokenFP == ""
 			if at := domain.TokensIssuedAt(after); !at.IsZero() {
 				iss = at.UnixNano()
 			}
 		}
 		next := *s
 		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = after.State, after.Reason, fp, exp, iss, after.Version
+		next.noRefresh = noRefresh
 		if next.closed && after.Version > next.closedAt {
 			next.closed, next.closedAt, next.closeReason = false, 0, domain.ReasonNone
 		}
@@ -370,6 +372,15 @@ func (g *Gate) derive(s *gateState) *gateView {
 			v.expires = s.expiresAt - int64(g.marginFor(s))
 		}
 		e.Detail = domain.DetailTokenExpired
+		if s.noRefresh {
+			// Nothing will renew this token (its grant has no refresh
+			// token): once it may no longer be handed out, waiting cures
+			// nothing and the user must reconnect. The lapse job records
+			// refresh.failed (refresh_not_granted) at the expiry itself;
+			// the gate answers so already, as CloseAfter does ahead of a
+			// terminal event.
+			e.State, e.Reason, e.Detail = domain.StateUnauthenticated, domain.ReasonRefreshNotGranted, domain.DetailUnauthenticated
+		}
 	case s.state == domain.StateActive:
 		e.Detail = domain.DetailTokenNotLoaded
 	case s.state == domain.StateRefreshing:
@@ -387,13 +398,18 @@ func (g *Gate) derive(s *gateState) *gateView {
 
 // marginFor is the gate margin of the connection's current token: the
 // rule of domain.TokenTiming for its lifetime, capped by the configured
-// margin (an unknown lifetime gets the cap).
+// margin (an unknown lifetime gets the cap); for a token no refresh will
+// replace, the smaller margin of GateMarginWithoutRefresh.
 func (g *Gate) marginFor(s *gateState) time.Duration {
 	var life time.Duration
 	if s.issuedAt > 0 && s.issuedAt < s.expiresAt {
 		life = time.Duration(s.expiresAt - s.issuedAt)
 	}
-	return domain.TokenTiming{MaxGateMargin: time.Duration(g.margin)}.GateMargin(life)
+	tt := domain.TokenTiming{MaxGateMargin: time.Duration(g.margin)}
+	if s.noRefresh {
+		return tt.GateMarginWithoutRefresh(life)
+	}
+	return tt.GateMargin(life)
 }
 
 // update applies f to a copy of the connection's state under the writers'

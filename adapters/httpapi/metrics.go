@@ -113,6 +113,7 @@ func NewMetrics(reg prometheus.Registerer, cfg MetricsConfig) (*Metrics, error) 
 	m.refreshes.WithLabelValues("success", "none")
 	m.refreshes.WithLabelValues("failure", "transient")
 	m.refreshes.WithLabelValues("failure", "terminal")
+	m.refreshes.WithLabelValues("not_granted", "terminal")
 	for _, d := range gateDetails {
 		m.denials.WithLabelValues(d)
 	}
@@ -165,6 +166,15 @@ func (m *Metrics) ObserveEvent(e domain.Event) {
 	m.mu.Unlock()
 
 	m.transitions.WithLabelValues(string(e.Type())).Inc()
+	if rf, ok := e.Payload.(domain.RefreshFailed); ok && rf.Reason == domain.ReasonRefreshNotGranted {
+		// Not a refresh attempt: no token request was sent (the grant has
+		// no refresh token; it ended at its access token's expiry).
+		// Counted apart (outcome not_granted), so that refresh failure
+		// rates do not count the planned end of such grants.
+		m.refreshes.WithLabelValues("not_granted", "terminal").Inc()
+		return
+	}
+
 	switch d := e.Payload.(type) {
 	case domain.RefreshSucceeded:
 		m.refreshes.WithLabelValues("success", "none").Inc()

@@ -10,7 +10,11 @@
 // refusal it is: errors.Is(err, ErrRetryLater) (nobody needs to act: retry
 // shortly) or errors.Is(err, ErrActionRequired) (a person must act; ActionBy
 // says who: the user must reconnect, or the operator must fix the client
-// secret or registration). It also wraps the gate's *domain.GateError
+// secret or registration). A connection whose access token nothing will
+// renew (its grant has no refresh token) is refused once the token is
+// within min(gate margin, 1 s) of its expiry, at once and as
+// ErrActionRequired (refresh_not_granted): no refresh will come to wait
+// for. It also wraps the gate's *domain.GateError
 // (errors.Is(err, domain.ErrUnauthenticated)).
 // Otherwise it sends a clone of the request with "Authorization: Bearer
 // <token>" (the caller's request is not modified). When the API rejects the

@@ -56,7 +56,7 @@ func (s *Server) metadata(r *http.Request) Metadata {
 		TokenEndpoint:                             iss + "/oauth/token",
 		RevocationEndpoint:                        iss + "/oauth/revoke",
 		IntrospectionEndpoint:                     iss + "/oauth/token/introspect",
-		ScopesSupported:                           slices.Clone(s.scopes),
+		ScopesSupported:                           requestableScopes(s.scopes), // with offline_access (mode_refresh.go)
 		ResponseTypesSupported:                    []string{"code"},
 		ResponseModesSupported:                    []string{"query"},
 		GrantTypesSupported:                       []string{"authorization_code", "refresh_token"},

@@ -612,7 +612,9 @@ func TestMetadata(t *testing.T) {
 	if got := list("grant_types_supported"); !slices.Equal(got, []string{"authorization_code", "refresh_token"}) {
 		t.Fatalf("grant_types_supported = %v", got)
 	}
-	if got := list("scopes_supported"); !slices.Equal(got, testScopes) {
+	// offline_access too: the grant mode scope:offline_access issues refresh
+	// tokens only to grants with it, so a client must learn it exists.
+	if got := list("scopes_supported"); !slices.Equal(got, append(slices.Clone(testScopes), "offline_access")) {
 		t.Fatalf("scopes_supported = %v", got)
 	}
 

@@ -58,12 +58,22 @@ type grantMode struct {
 
 // validRefreshMode checks a refresh-token mode against the scopes the
 // client may request.
-func (s *Server) validRefreshMode(m string) error {
+func (s *Server) validRefreshMode(m string) error { return ValidateRefreshTokens(m, s.scopes) }
+
+// ValidateRefreshTokens checks a refresh-token mode (Config.RefreshTokens,
+// POST /sandbox/admin/grant-mode's refresh_token, the --sandbox-grant-mode
+// and --grant-mode flags) against the registered scopes (nil or empty:
+// DefaultScopes): always, never, keep, or scope:<scope> with
+// offline_access or a registered scope.
+func ValidateRefreshTokens(m string, scopes []string) error {
+	if len(scopes) == 0 {
+		scopes = DefaultScopes
+	}
 	switch m {
 	case RefreshTokensAlways, RefreshTokensNever, RefreshTokensKeep:
 		return nil
 	}
-	if sc, ok := strings.CutPrefix(m, RefreshTokensScopePrefix); ok && (sc == OfflineAccessScope || slices.Contains(s.scopes, sc)) {
+	if sc, ok := strings.CutPrefix(m, RefreshTokensScopePrefix); ok && (sc == OfflineAccessScope || slices.Contains(scopes, sc)) {
 		return nil
 	}
 	shown := m
@@ -72,6 +82,10 @@ func (s *Server) validRefreshMode(m string) error {
 	}
 	return fmt.Errorf("refresh_token %q is not always, never, keep or scope:<scope> with offline_access or a registered scope", shown)
 }
+
+// MaxAccessTTL bounds the access-token lifetime grant-mode (and the
+// commands' flags) accept.
+const MaxAccessTTL = maxAccessTTL
 
 // requestableScopes are the scopes the client may request: the registered
 // ones and OfflineAccessScope.

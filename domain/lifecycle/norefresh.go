@@ -15,7 +15,11 @@ import (
 //   - an access token without expiry is handed out until an API call is
 //     rejected (a 401 ends it at once: domain.RejectAccess) or a probe
 //     finds it dead; the scheduler plans nothing for it.
-//   - an access token with an expiry is handed out until then; at its
+//   - an access token with an expiry is handed out until then, less a
+//     safety margin (domain.TokenTiming.GateMarginWithoutRefresh), after
+//     which the gate refuses it as refresh_not_granted, a refusal waiting
+//     does not cure (the user must reconnect: /token answers 409 at once,
+//     the RoundTripper ErrActionRequired, never "refresh in progress"); at its
 //     expiry the scheduler's "lapse" job records refresh.failed (terminal,
 //     error code no_refresh_token, reason refresh_not_granted; transition
 //     refresh.failed.not_granted) and destroys the tokens. The user must

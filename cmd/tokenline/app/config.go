@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/projections"
 )
@@ -51,9 +52,14 @@ type Config struct {
 	SigningKeyFile     string
 	CheckpointInterval time.Duration
 
+	// SandboxAccessTTL is the sandbox's access-token lifetime; 0: tokens
+	// without expiry (no expires_in).
 	SandboxAccessTTL  time.Duration
 	SandboxRefreshTTL time.Duration
 	SandboxConsent    string
+	// SandboxGrantMode is the sandbox's refresh-token mode
+	// (sandbox.Config.RefreshTokens): always, never, keep or scope:<scope>.
+	SandboxGrantMode string
 
 	MaxAttempts      int
 	BackoffBase      time.Duration
@@ -90,6 +96,7 @@ func DefaultConfig() Config {
 		SandboxAccessTTL:   15 * time.Minute,
 		SandboxRefreshTTL:  60 * 24 * time.Hour,
 		SandboxConsent:     "prompt",
+		SandboxGrantMode:   sandbox.RefreshTokensAlways,
 		MaxAttempts:        5,
 		BackoffBase:        time.Second,
 		RefreshLease:       30 * time.Second,
@@ -135,9 +142,10 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "GET /metrics requires the API token (--metrics-auth=false: open to anyone who reaches --http)")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", c.SigningKeyFile, "checkpoint signing key file (default <data-dir>/signing.key; TOKENLINE_SIGNING_KEY overrides; share it between instances)")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "how often a signed checkpoint of the hash chains is written")
-	fs.DurationVar(&c.SandboxAccessTTL, "sandbox-access-ttl", c.SandboxAccessTTL, "sandbox access token lifetime")
+	fs.DurationVar(&c.SandboxAccessTTL, "sandbox-access-ttl", c.SandboxAccessTTL, "sandbox access token lifetime (1s to 8760h; 0s: access tokens without expiry, no expires_in)")
 	fs.DurationVar(&c.SandboxRefreshTTL, "sandbox-refresh-ttl", c.SandboxRefreshTTL, "sandbox refresh token lifetime")
 	fs.StringVar(&c.SandboxConsent, "sandbox-consent", c.SandboxConsent, "sandbox consent: prompt, approve or deny")
+	fs.StringVar(&c.SandboxGrantMode, "sandbox-grant-mode", c.SandboxGrantMode, "which sandbox token responses carry a refresh token: always (rotated), never, keep (code exchange only, no rotation) or scope:<scope> (only grants with it, e.g. scope:offline_access); changed at run time by POST /sandbox/admin/grant-mode")
 	fs.IntVar(&c.MaxAttempts, "max-attempts", c.MaxAttempts, "transient refresh failures before refresh_retries_exhausted")
 	fs.DurationVar(&c.BackoffBase, "backoff-base", c.BackoffBase, "first backoff after a transient refresh failure")
 	fs.DurationVar(&c.RefreshLease, "refresh-lease", c.RefreshLease, "refresh lock lease: a live refresher extends it at half; another instance recovers it this long after its end")
@@ -192,7 +200,26 @@ func (c *Config) Validate() error {
 	if c.RefreshLatency < time.Millisecond || c.RefreshLatency > 10*time.Minute {
 		return fmt.Errorf("--refresh-latency must be between 1ms and 10m")
 	}
+	if err := validateSandboxGrant("--sandbox-grant-mode", c.SandboxGrantMode, "--sandbox-access-ttl", c.SandboxAccessTTL); err != nil {
+		return err
+	}
 	return c.validateProviderFlags()
+}
+
+// validateSandboxGrant checks a sandbox's refresh-token mode and access-token
+// lifetime flags (serve's --sandbox-*, the sandbox command's) before
+// anything starts.
+func validateSandboxGrant(modeFlag, mode, ttlFlag string, ttl time.Duration) error {
+	if mode == "" { // a Config not made by DefaultConfig: the sandbox's default
+		mode = sandbox.RefreshTokensAlways
+	}
+	if err := sandbox.ValidateRefreshTokens(mode, nil); err != nil {
+		return fmt.Errorf("%s: %w", modeFlag, err)
+	}
+	if ttl != 0 && (ttl < time.Second || ttl > sandbox.MaxAccessTTL) {
+		return fmt.Errorf("%s %s: want 0s (access tokens without expiry) or from 1s to %s", ttlFlag, ttl, sandbox.MaxAccessTTL)
+	}
+	return nil
 }
 
 // Timing is the token-timing rule these settings make: the gate margin

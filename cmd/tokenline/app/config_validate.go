@@ -52,8 +52,8 @@ func (c *Config) validateValues() error {
 		v    time.Duration
 	}{
 		{"--backoff-base", c.BackoffBase}, {"--refresh-lease", c.RefreshLease}, {"--tick", c.Tick},
-		{"--authorisation-ttl", c.AuthorisationTTL}, {"--sandbox-access-ttl", c.SandboxAccessTTL},
-		{"--sandbox-refresh-ttl", c.SandboxRefreshTTL},
+		{"--authorisation-ttl", c.AuthorisationTTL}, {"--sandbox-refresh-ttl", c.SandboxRefreshTTL},
+		// --sandbox-access-ttl: 0s means tokens without expiry (validateSandboxGrant).
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s %s: want a positive duration", d.flag, d.v)

@@ -433,6 +433,7 @@ func (m *Main) openProviders(ctx context.Context) error {
 			sb, err := sandbox.New(sandbox.Config{
 				RedirectURIs: []string{redirect}, AccessTokenLifetime: c.SandboxAccessTTL,
 				RefreshTokenLifetime: c.SandboxRefreshTTL, Consent: c.SandboxConsent,
+				RefreshTokens: c.SandboxGrantMode, NonExpiringAccessTokens: c.SandboxAccessTTL == 0,
 				Logger: m.Logger.With("component", "sandbox"), Now: m.now(),
 				// The admin endpoints take the /v1 API token.
 				AdminToken: m.apiToken,

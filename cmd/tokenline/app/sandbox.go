@@ -50,6 +50,7 @@ type SandboxConfig struct {
 	AccessTTL        time.Duration
 	RefreshTTL       time.Duration
 	Consent          string
+	GrantMode        string // refresh-token mode: always, never, keep or scope:<scope>
 	ClientSecretFile string
 	APITokenFile     string
 	MaxCodes         int
@@ -68,6 +69,7 @@ func DefaultSandboxConfig() SandboxConfig {
 		AccessTTL:  sandbox.DefaultAccessTokenLifetime,
 		RefreshTTL: sandbox.DefaultRefreshTokenLifetime,
 		Consent:    sandbox.ConsentPrompt,
+		GrantMode:  sandbox.RefreshTokensAlways,
 		MaxCodes:   sandbox.DefaultMaxCodes,
 		MaxGrants:  sandbox.DefaultMaxGrants,
 		LogLevel:   "info",
@@ -82,9 +84,10 @@ func (c *SandboxConfig) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the generated client secret and admin token files")
 	fs.StringVar(&c.ClientID, "client-id", c.ClientID, "the one registered OAuth client id")
 	fs.StringArrayVar(&c.RedirectURIs, "redirect-uri", c.RedirectURIs, "registered redirect URI, matched exactly (repeat for each tokenline instance: <its public URL>/oauth/callback)")
-	fs.DurationVar(&c.AccessTTL, "access-ttl", c.AccessTTL, "access token lifetime")
+	fs.DurationVar(&c.AccessTTL, "access-ttl", c.AccessTTL, "access token lifetime (1s to 8760h; 0s: access tokens without expiry, no expires_in)")
 	fs.DurationVar(&c.RefreshTTL, "refresh-ttl", c.RefreshTTL, "refresh token lifetime")
 	fs.StringVar(&c.Consent, "consent", c.Consent, "consent mode: prompt, approve or deny (changed at run time by POST /sandbox/admin/consent)")
+	fs.StringVar(&c.GrantMode, "grant-mode", c.GrantMode, "which token responses carry a refresh token: always (rotated), never, keep (code exchange only, no rotation) or scope:<scope> (only grants with it, e.g. scope:offline_access) (changed at run time by POST /sandbox/admin/grant-mode)")
 	fs.StringVar(&c.ClientSecretFile, "client-secret-file", c.ClientSecretFile, "file holding the client secret ("+EnvSandboxClientSecret+" wins; with neither, <data-dir>/"+SandboxClientSecretFile+", generated 0600 if missing)")
 	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "file holding the admin token for /sandbox/admin/ ("+EnvAPIToken+" wins; with neither, <data-dir>/"+SandboxAdminTokenFile+", generated 0600 if missing)")
 	fs.IntVar(&c.MaxCodes, "max-codes", c.MaxCodes, "authorisation codes held at once (unexpired, used or not); beyond, authorisations are redirected with error=temporarily_unavailable until codes expire (10 min)")
@@ -100,6 +103,9 @@ func (c *SandboxConfig) Validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required")
+	}
+	if err := validateSandboxGrant("--grant-mode", c.GrantMode, "--access-ttl", c.AccessTTL); err != nil {
+		return err
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("--log-format %q: want json or text", c.LogFormat)
@@ -174,6 +180,7 @@ func (s *SandboxMain) Run(_ context.Context) (err error) {
 	if s.Server, err = sandbox.New(sandbox.Config{
 		ClientID: c.ClientID, ClientSecret: secret, RedirectURIs: c.RedirectURIs,
 		AccessTokenLifetime: c.AccessTTL, RefreshTokenLifetime: c.RefreshTTL, Consent: c.Consent,
+		RefreshTokens: c.GrantMode, NonExpiringAccessTokens: c.AccessTTL == 0,
 		AdminToken: adminToken, MaxCodes: c.MaxCodes, MaxGrants: c.MaxGrants,
 		Now: s.Now, Logger: s.logger,
 	}); err != nil {
