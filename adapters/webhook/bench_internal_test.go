@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +35,11 @@ import (
 //     connections, without signing, order or acks: the HTTP ceiling of this
 //     machine, so the reader sees whether the time goes to HTTP or to
 //     tokenline.
+//
+// Besides the rates it prints the process's CPU time per event in each mode
+// (tokenline, the NATS server and the receiver together): on a shared
+// machine that varies less than the rates, and webhooks' CPU against raw
+// plus bare HTTP is what tokenline itself adds.
 //
 // The receiver runs in the process on loopback (keep-alive), counts distinct
 // webhook-ids and does not verify (its CPU would be charged to the sender on
@@ -187,7 +193,7 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 		return time.Since(t0)
 	}
 
-	var hookTime, rawTime, httpTime time.Duration
+	var hookTime, rawTime, httpTime, hookCPU, rawCPU, httpCPU time.Duration
 	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
 	b.ResetTimer()
 	for round := 0; round < b.N; round++ {
@@ -195,13 +201,17 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 		// machine's load falls on all three.
 		var h, r, c time.Duration
 		for k := range 3 {
+			c0 := cpuTime()
 			switch (round + k) % 3 {
 			case 0:
 				h = hook()
+				hookCPU += cpuTime() - c0
 			case 1:
 				r = raw(round)
+				rawCPU += cpuTime() - c0
 			case 2:
 				c = bare()
+				httpCPU += cpuTime() - c0
 			}
 		}
 		hookTime, rawTime, httpTime = hookTime+h, rawTime+r, httpTime+c
@@ -217,6 +227,22 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 	b.ReportMetric(httpRate, "http_req/s")
 	b.ReportMetric(hookRate/rawRate, "ratio")
 	b.ReportMetric(hookRate/httpRate, "of_http")
+	perEvent := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n*b.N) }
+	b.ReportMetric(perEvent(hookCPU), "hook_cpu_us/ev")
+	b.ReportMetric(perEvent(rawCPU), "raw_cpu_us/ev")
+	b.ReportMetric(perEvent(httpCPU), "http_cpu_us/ev")
+	b.Logf("process CPU (tokenline, NATS server and receiver together) per event: webhooks %.0f µs, raw consumer %.0f µs, bare HTTP %.0f µs",
+		perEvent(hookCPU), perEvent(rawCPU), perEvent(httpCPU))
 	b.Logf("webhooks %.0f deliveries/s, raw JetStream consumer %.0f msgs/s, bare HTTP %.0f req/s (concurrency %d): ratio %.2f of raw, %.2f of the HTTP ceiling (%d events over %d connections x %d rounds)",
 		hookRate, rawRate, httpRate, concurrency, hookRate/rawRate, hookRate/httpRate, n, conns, b.N)
+}
+
+// cpuTime is the process's CPU time so far (user and system): on a shared
+// machine the CPU an event costs varies less than the wall-clock rate.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
