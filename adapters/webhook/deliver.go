@@ -74,11 +74,14 @@ type deliverer struct {
 	// wake is signalled when a connection's queue gets an earlier event.
 	wake chan struct{}
 
-	keys      atomic.Pointer[[][]byte]
+	keys      atomic.Pointer[signer]
 	keysStale atomic.Bool
 	gotAny    atomic.Bool
 
-	sem     chan struct{}
+	// jobs feeds the senders: Config.Concurrency goroutines that make the
+	// HTTP attempts for the connections' drains (long-lived, so that the
+	// deep stack of an HTTP request is grown once, not per connection).
+	jobs    chan *sendJob
 	drains  sync.WaitGroup
 	runDone chan struct{}
 	// after is closed when the previous deliverer of the subscription in
@@ -92,7 +95,7 @@ func newDeliverer(m *Manager, w domain.Webhook, after chan struct{}) *deliverer 
 	ctx, cancel := context.WithCancel(m.ctx)
 	d := &deliverer{m: m, id: w.ID, ctx: ctx, cancel: cancel, w: w, conns: map[string]*connQueue{}, providers: map[string]string{},
 		acked: map[uint64]struct{}{}, wake: make(chan struct{}, 1),
-		sem: make(chan struct{}, m.cfg.Concurrency), runDone: make(chan struct{}), after: after, stopped: make(chan struct{})}
+		jobs: make(chan *sendJob), runDone: make(chan struct{}), after: after, stopped: make(chan struct{})}
 	d.keysStale.Store(true)
 	return d
 }
@@ -168,6 +171,10 @@ func (d *deliverer) run() {
 		it.Stop()
 		return
 	}
+	for range d.m.cfg.Concurrency {
+		d.drains.Add(1)
+		go d.sender()
+	}
 	hb, hbDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(hbDone); d.heartbeat(hb) }()
 	// The heartbeat ends before stop gives the events back (a progress
@@ -198,6 +205,28 @@ func (d *deliverer) run() {
 	}
 }
 
+// sendJob is one HTTP attempt a drain hands to a sender.
+type sendJob struct {
+	w   domain.Webhook
+	sg  *signer
+	it  *item
+	res chan result
+}
+
+// sender makes attempts until the deliverer stops; every job it takes gets
+// its result (a stopped context fails the attempt at once).
+func (d *deliverer) sender() {
+	defer d.drains.Done()
+	for {
+		select {
+		case j := <-d.jobs:
+			j.res <- d.m.send(d.ctx, j.w, j.sg, j.it.id, j.it.msg.Data())
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
 // heartbeat tells the server the events held are still being worked on,
 // so that they are not re-delivered while this instance lives.
 func (d *deliverer) heartbeat(done chan struct{}) {
@@ -220,6 +249,10 @@ func (d *deliverer) heartbeat(done chan struct{}) {
 		for _, m := range held {
 			_ = m.InProgress()
 		}
+		// The consumer's ack floor moves up as events are acknowledged:
+		// reading it now and then bounds the acknowledgements remembered
+		// above it.
+		d.refreshAckFloor()
 	}
 }
 
@@ -235,8 +268,8 @@ func (d *deliverer) parse(msg jetstream.Msg) *item {
 		_ = msg.Term()
 		return nil
 	}
-	var h head
-	if err := json.Unmarshal(msg.Data(), &h); err != nil || h.ID == "" {
+	h, ok := scanHead(msg.Data())
+	if !ok {
 		// An event no reader can read (the store refuses to write one):
 		// nothing to deliver.
 		_ = msg.Term()
@@ -414,6 +447,7 @@ func (d *deliverer) deliver(it *item) bool {
 		}
 	}
 	var first time.Time
+	job := &sendJob{it: it, res: make(chan result, 1)}
 	for attempt := 1; ; attempt++ {
 		keys, err := d.signingKeys()
 		if err != nil {
@@ -423,13 +457,13 @@ func (d *deliverer) deliver(it *item) bool {
 			}
 			continue
 		}
+		job.w, job.sg = w, keys
 		select {
-		case d.sem <- struct{}{}:
+		case d.jobs <- job:
 		case <-d.ctx.Done():
 			return false
 		}
-		res := d.m.send(d.ctx, w, keys, it.id, it.msg.Data())
-		<-d.sem
+		res := <-job.res
 		if d.ctx.Err() != nil && !res.ok() {
 			return false
 		}
@@ -521,7 +555,7 @@ func (d *deliverer) provider(conn string) (string, bool) {
 	}
 }
 
-func (d *deliverer) signingKeys() ([][]byte, error) {
+func (d *deliverer) signingKeys() (*signer, error) {
 	if d.keysStale.Load() || d.keys.Load() == nil {
 		d.keysStale.Store(false)
 		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
@@ -535,9 +569,9 @@ func (d *deliverer) signingKeys() ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.keys.Store(&keys)
+		d.keys.Store(newSigner(keys))
 	}
-	return *d.keys.Load(), nil
+	return d.keys.Load(), nil
 }
 
 // stop stops delivering and gives every event held back to the consumer,
@@ -615,13 +649,9 @@ func (r result) ok() bool { return r.status >= 200 && r.status < 300 }
 
 // send makes one signed POST of body (the event's CloudEvents envelope,
 // as stored) to w's URL.
-func (m *Manager) send(ctx context.Context, w domain.Webhook, keys [][]byte, id string, body []byte) result {
+func (m *Manager) send(ctx context.Context, w domain.Webhook, sg *signer, id string, body []byte) result {
 	now := m.cfg.Now()
 	ts := now.Unix()
-	sigs := make([]string, len(keys))
-	for i, k := range keys {
-		sigs[i] = Sign(k, id, ts, body)
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
 		return result{err: "request: " + err.Error()}
@@ -630,7 +660,7 @@ func (m *Manager) send(ctx context.Context, w domain.Webhook, keys [][]byte, id 
 	req.Header.Set("User-Agent", m.cfg.UserAgent)
 	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", strings.Join(sigs, " "))
+	req.Header.Set("webhook-signature", sg.header(id, ts, body))
 	t0 := time.Now()
 	resp, err := m.client.Do(req)
 	if err != nil {
@@ -700,17 +730,11 @@ func (m *Manager) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	return d
 }
 
-// record appends an attempt to the delivery log (asynchronously: the log is
-// for people, a lost line is not a lost event) and counts it.
+// record counts an attempt and queues it for the delivery log (see
+// logwriter.go: never blocking, successes sampled under load).
 func (m *Manager) record(id string, a Attempt) {
 	m.cfg.Metrics.outcome(id, a.Outcome)
-	b, err := json.Marshal(a)
-	if err != nil {
-		return
-	}
-	if _, err := m.js.PublishMsgAsync(&nats.Msg{Subject: LogSubjectPrefix + id, Data: b}); err != nil {
-		m.cfg.Logger.Debug("webhook: delivery log", "error", err.Error())
-	}
+	m.log.add(id, a)
 }
 
 // deadLetter records an event given up on (synchronously: the event is

@@ -163,6 +163,7 @@ type Manager struct {
 	logs    jetstream.Stream
 	secrets *secrets
 	client  *http.Client
+	log     *logWriter
 
 	mu      sync.Mutex
 	subs    map[string]*domain.Webhook
@@ -198,6 +199,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manager, er
 		return nil, err
 	}
 	m.client = cfg.Safety.Client(cfg.Timeout)
+	m.log = newLogWriter(m)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if err := m.start(ctx); err != nil {
 		m.Close()
@@ -379,6 +381,9 @@ func (m *Manager) Close() {
 		m.cancel()
 	}
 	m.wg.Wait()
+	if m.log != nil {
+		m.log.stop()
+	}
 }
 
 // CreateRequest is what a new subscription is made of.
