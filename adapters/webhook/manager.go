@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -252,14 +253,37 @@ func (m *Manager) start(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	ids := make([]string, 0, len(m.subs))
-	for id := range m.subs {
-		ids = append(ids, id)
+	for id, w := range m.subs {
+		if w.State != domain.WebhookDeleted {
+			ids = append(ids, id)
+		}
 	}
 	m.mu.Unlock()
 	slices.Sort(ids)
 	for _, id := range ids {
 		m.reconcile(id)
 	}
+	// The consumers of deleted subscriptions: one listing, not a delete
+	// request per subscription ever deleted.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	m.sweep(sctx)
+	cancel()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(sweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-t.C:
+				sctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+				m.sweep(sctx)
+				cancel()
+			}
+		}
+	}()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -351,6 +375,50 @@ func (m *Manager) reconcile(id string) {
 		dctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
 		_ = m.js.DeleteConsumer(dctx, m.cfg.EventStream, ConsumerPrefix+id)
 		cancel()
+	}
+}
+
+// sweepEvery is how often each instance deletes the delivery consumers of
+// deleted subscriptions that are still there.
+const sweepEvery = time.Minute
+
+// sweep deletes the delivery consumers of subscriptions recorded as
+// deleted. Deleting a subscription deletes its consumer, but a consumer can
+// come back or stay: another instance that had not yet seen the deletion
+// created it (its deliverer starting, or its create request still in flight
+// when it stopped), or the delete request failed. A deleted subscription
+// never becomes active again, so its consumer is an orphan: the sweep, at
+// start and every sweepEvery, removes it. Consumers of subscriptions this
+// instance does not know are left alone (one may have just been created
+// elsewhere).
+func (m *Manager) sweep(ctx context.Context) {
+	names := m.events.ConsumerNames(ctx)
+	var orphans []string
+	for name := range names.Name() {
+		id, ok := strings.CutPrefix(name, ConsumerPrefix)
+		if !ok {
+			continue
+		}
+		m.mu.Lock()
+		w := m.subs[id]
+		dead := w != nil && w.State == domain.WebhookDeleted
+		m.mu.Unlock()
+		if dead {
+			orphans = append(orphans, name)
+		}
+	}
+	if err := names.Err(); err != nil {
+		m.cfg.Logger.Debug("webhook: listing delivery consumers", "error", err.Error())
+	}
+	for _, name := range orphans {
+		err := m.js.DeleteConsumer(ctx, m.cfg.EventStream, name)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			m.cfg.Logger.Warn("webhook: cannot delete the consumer of a deleted subscription", "consumer", name, "error", err.Error())
+			continue
+		}
+		if err == nil {
+			m.cfg.Logger.Info("webhook: deleted the leftover consumer of a deleted subscription", "consumer", name)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -466,5 +467,39 @@ func TestSignMatchesTheSpecVector(t *testing.T) {
 	if err := webhook.Verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
 		"v1,bogus "+got, []byte(`{"test": 2432232314}`), time.Unix(1614265330, 0), 5*time.Minute); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A delete racing another instance: that instance, not having seen the
+// deletion yet, (re)creates the subscription's consumer after the deleting
+// one removed it. The sweep (at start, then every minute) deletes it; a
+// live subscription's consumer stays.
+func TestDeletedSubscriptionsLeftoverConsumerIsSwept(t *testing.T) {
+	e := newEnv(t)
+	r := newReceiver(t)
+	ctx := context.Background()
+	m := e.open(t, nil)
+	live := subscribe(t, m, r, webhook.CreateRequest{})
+	gone := subscribe(t, m, r, webhook.CreateRequest{})
+	if _, err := m.Delete(ctx, gone.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	// As the other instance's late create request would.
+	if _, err := e.js.CreateOrUpdateConsumer(ctx, "TOKENLINE", jetstream.ConsumerConfig{Durable: webhook.ConsumerPrefix + gone.ID,
+		FilterSubject: "tokenline.conn.*", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500; i++ { // the live one's deliverer creates its consumer
+		if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+live.ID); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.open(t, func(c *webhook.Config) { c.Instance = "b" }) // sweeps at start
+	if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+gone.ID); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the deleted subscription's consumer: %v, want it gone", err)
+	}
+	if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+live.ID); err != nil {
+		t.Fatalf("the live subscription's consumer: %v", err)
 	}
 }
