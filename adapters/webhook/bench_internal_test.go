@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -87,7 +88,8 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 		seen = map[string]bool{}
 		got  atomic.Int64
 	)
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var dials atomic.Int64
+	recv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		id := r.Header.Get("webhook-id")
 		mu.Lock()
@@ -98,6 +100,12 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 		mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	recv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	recv.Start()
 	defer recv.Close()
 	reset := func() {
 		mu.Lock()
@@ -215,8 +223,8 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 			}
 		}
 		hookTime, rawTime, httpTime = hookTime+h, rawTime+r, httpTime+c
-		b.Logf("round %d: webhooks %.0f/s, raw consumer %.0f/s, bare HTTP %.0f/s: webhooks/raw %.2f, webhooks/http %.2f",
-			round, rate(h), rate(r), rate(c), rate(h)/rate(r), rate(h)/rate(c))
+		b.Logf("round %d: webhooks %.0f/s, raw consumer %.0f/s, bare HTTP %.0f/s: webhooks/raw %.2f, webhooks/http %.2f (connections the receiver accepted so far: %d, keep-alive)",
+			round, rate(h), rate(r), rate(c), rate(h)/rate(r), rate(h)/rate(c), dials.Load())
 	}
 	b.StopTimer()
 	hookRate := float64(n*b.N) / hookTime.Seconds()

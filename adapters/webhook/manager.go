@@ -200,6 +200,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manager, er
 		return nil, err
 	}
 	m.client = cfg.Safety.Client(cfg.Timeout)
+	if tr, ok := m.client.Transport.(*http.Transport); ok {
+		// Every sender of a subscription keeps its connection: an idle pool
+		// smaller than the senders closes connections that the next
+		// attempts dial again (a TCP and TLS handshake each).
+		tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, cfg.Concurrency)
+		tr.MaxIdleConns = max(tr.MaxIdleConns, 4*cfg.Concurrency)
+	}
 	m.log = newLogWriter(m)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if err := m.start(ctx); err != nil {
