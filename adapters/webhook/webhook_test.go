@@ -242,6 +242,45 @@ func TestFailingConnectionDoesNotBlockOthers(t *testing.T) {
 	r.checkOrder(t, cs, 10)
 }
 
+// More failing connections than workers: a connection whose attempt failed
+// waits for its retry in a goroutine of its own, not in a worker, so the
+// healthy connections' events all go through meanwhile (with the retries a
+// second apart, a worker held by each failing connection would hold them
+// back for the whole test).
+func TestFailingConnectionsDoNotHoldTheWorkers(t *testing.T) {
+	e := newEnv(t)
+	r := newReceiver(t)
+	cs := conns(6)
+	bad := map[string]bool{cs[0]: true, cs[1]: true, cs[2]: true, cs[3]: true}
+	var failing atomic.Bool
+	failing.Store(true)
+	r.setStatus(func(c string) int {
+		if failing.Load() && bad[c] {
+			return http.StatusInternalServerError
+		}
+		return 0
+	})
+	m := e.open(t, func(c *webhook.Config) { c.Concurrency = 2; c.BackoffBase, c.BackoffMax = time.Second, time.Second })
+	subscribe(t, m, r, webhook.CreateRequest{})
+	for i := range 10 {
+		for _, c := range cs {
+			e.publish(t, c, i, 1)
+		}
+	}
+	r.wait(t, 20)
+	r.mu.Lock()
+	for c := range bad {
+		if n := len(r.order[c]); n != 0 {
+			t.Errorf("failing connection %s had %d events accepted", c, n)
+		}
+	}
+	r.mu.Unlock()
+	r.checkOrder(t, cs[4:], 10)
+	failing.Store(false)
+	r.wait(t, 60)
+	r.checkOrder(t, cs, 10)
+}
+
 func TestReceiverDownThenBackLosesNothing(t *testing.T) {
 	e := newEnv(t)
 	r := newReceiver(t)
