@@ -273,7 +273,10 @@ func (m *Manager) start(ctx context.Context) error {
 	// The consumers of deleted subscriptions: one listing, not a delete
 	// request per subscription ever deleted.
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	m.sweep(sctx)
+	if err := m.sweep(sctx); err != nil {
+		m.cfg.Logger.Warn("webhook: cannot list the delivery consumers to delete those of deleted subscriptions (the NATS user needs $JS.API.CONSUMER.NAMES on the event stream)",
+			"error", err.Error())
+	}
 	cancel()
 	m.wg.Add(1)
 	go func() {
@@ -286,7 +289,9 @@ func (m *Manager) start(ctx context.Context) error {
 				return
 			case <-t.C:
 				sctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
-				m.sweep(sctx)
+				if err := m.sweep(sctx); err != nil {
+					m.cfg.Logger.Debug("webhook: listing delivery consumers", "error", err.Error())
+				}
 				cancel()
 			}
 		}
@@ -398,7 +403,7 @@ const sweepEvery = time.Minute
 // start and every sweepEvery, removes it. Consumers of subscriptions this
 // instance does not know are left alone (one may have just been created
 // elsewhere).
-func (m *Manager) sweep(ctx context.Context) {
+func (m *Manager) sweep(ctx context.Context) error {
 	names := m.events.ConsumerNames(ctx)
 	var orphans []string
 	for name := range names.Name() {
@@ -414,19 +419,17 @@ func (m *Manager) sweep(ctx context.Context) {
 			orphans = append(orphans, name)
 		}
 	}
-	if err := names.Err(); err != nil {
-		m.cfg.Logger.Debug("webhook: listing delivery consumers", "error", err.Error())
-	}
 	for _, name := range orphans {
-		err := m.js.DeleteConsumer(ctx, m.cfg.EventStream, name)
-		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			m.cfg.Logger.Warn("webhook: cannot delete the consumer of a deleted subscription", "consumer", name, "error", err.Error())
+		derr := m.js.DeleteConsumer(ctx, m.cfg.EventStream, name)
+		if derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+			m.cfg.Logger.Warn("webhook: cannot delete the consumer of a deleted subscription", "consumer", name, "error", derr.Error())
 			continue
 		}
-		if err == nil {
+		if derr == nil {
 			m.cfg.Logger.Info("webhook: deleted the leftover consumer of a deleted subscription", "consumer", name)
 		}
 	}
+	return names.Err()
 }
 
 // Close stops every deliverer (the events they hold go back to the
