@@ -88,13 +88,15 @@ type deliverer struct {
 	keysStale atomic.Bool
 	gotAny    atomic.Bool
 
-	// runq feeds the workers (Config.Concurrency goroutines) with the
+	// runq feeds the workers (up to Config.Concurrency goroutines) with the
 	// connections that have an event to send; sem bounds the HTTP attempts
 	// in flight (the workers' and the retrying connections').
-	runq    chan *connQueue
-	sem     chan struct{}
-	drains  sync.WaitGroup
-	runDone chan struct{}
+	runq chan *connQueue
+	sem  chan struct{}
+	// workers run, idle of them wait for a connection.
+	workers, idle atomic.Int64
+	drains        sync.WaitGroup
+	runDone       chan struct{}
 	// after is closed when the previous deliverer of the subscription in
 	// this process has given its events back (nil: none); stopped is
 	// closed when this one has.
@@ -182,10 +184,6 @@ func (d *deliverer) run() {
 		it.Stop()
 		return
 	}
-	for range d.m.cfg.Concurrency {
-		d.drains.Add(1)
-		go d.worker()
-	}
 	hb, hbDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(hbDone); d.heartbeat(hb) }()
 	// The heartbeat ends before stop gives the events back (a progress
@@ -217,16 +215,60 @@ func (d *deliverer) run() {
 }
 
 // worker delivers the connections put on runq until the deliverer stops.
+// Workers start as connections come, up to Config.Concurrency, and end
+// after workerIdle without one: an idle subscription holds no goroutine.
 func (d *deliverer) worker() {
 	defer d.drains.Done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
 	for {
+		d.idle.Add(1)
 		select {
 		case q := <-d.runq:
+			d.idle.Add(-1)
 			d.drain(q, true)
+			idle.Reset(workerIdle)
 		case <-d.ctx.Done():
+			d.idle.Add(-1)
+			d.workers.Add(-1)
 			return
+		case <-idle.C:
+			d.idle.Add(-1)
+			d.workers.Add(-1)
+			// A connection queued while this worker was counted (so none
+			// was started for it) is still taken.
+			if len(d.runq) == 0 {
+				return
+			}
+			d.workers.Add(1)
+			idle.Reset(workerIdle)
 		}
 	}
+}
+
+// workerIdle is how long a worker waits for a connection before it ends.
+var workerIdle = 10 * time.Second
+
+// enqueue puts a connection on the run queue and starts a worker if none
+// is idle and fewer than Config.Concurrency run; false: the queue is full.
+func (d *deliverer) enqueue(q *connQueue) bool {
+	select {
+	case d.runq <- q:
+	default:
+		return false
+	}
+	for d.idle.Load() == 0 {
+		n := d.workers.Load()
+		if n >= int64(d.m.cfg.Concurrency) {
+			break
+		}
+		if d.workers.CompareAndSwap(n, n+1) {
+			d.drains.Add(1)
+			go d.worker()
+			break
+		}
+	}
+	return true
 }
 
 // heartbeat tells the server the events held are still being worked on,
@@ -326,9 +368,7 @@ func (d *deliverer) dispatch(msg jetstream.Msg) {
 // schedule gives a connection to the workers (or, should their queue be
 // full, to a goroutine of its own).
 func (d *deliverer) schedule(q *connQueue) {
-	select {
-	case d.runq <- q:
-	default:
+	if !d.enqueue(q) {
 		d.handoff(q)
 	}
 }
@@ -400,12 +440,8 @@ func (d *deliverer) drain(q *connQueue, fast bool) {
 		d.ackedLocked(it.seq)
 		q.items = slices.DeleteFunc(q.items, func(x *item) bool { return x == it })
 		d.mu.Unlock()
-		if !fast {
-			select {
-			case d.runq <- q: // back to the workers
-				return
-			default:
-			}
+		if !fast && d.enqueue(q) { // back to the workers
+			return
 		}
 	}
 }
