@@ -1,13 +1,16 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,17 +20,36 @@ import (
 	"github.com/tokenline/tokenline/adapters/natstest"
 )
 
-// BenchmarkDeliveryVsRawConsumer delivers the same stored events (200
-// connections x 25 events) by webhook to a local receiver and reads them
-// with a raw durable JetStream consumer (explicit acks), alternating, and
-// prints both rates and their ratio. The webhook side runs the production
-// configuration: signing, the pinned consumer, per-connection order, the
-// delivery log. The receiver counts distinct webhook-ids and does not
-// verify (its CPU would be charged to tokenline on the same cores).
+// BenchmarkDeliveryVsRawConsumer delivers the same stored events (500
+// connections x 10 events, interleaved in the stream as a live system
+// appends them) three ways, one after the other in every round, and prints
+// the three rates and their ratios:
+//
+//   - webhooks: a new subscription from the stream's start, in the
+//     production configuration (signing, the pinned durable consumer,
+//     per-connection order, acks after the 2xx, the delivery log), timed
+//     from Create until the receiver has every event;
+//   - raw: a new durable JetStream consumer (explicit acks) reading and
+//     acknowledging the same events: the issue's baseline;
+//   - http: a bare net/http client POSTing the same bodies to the same
+//     receiver with the same concurrency (Config.Concurrency) over keep-alive
+//     connections, without signing, order or acks: the HTTP ceiling of this
+//     machine, so the reader sees whether the time goes to HTTP or to
+//     tokenline.
+//
+// Besides the rates it prints the process's CPU time per event in each mode
+// (tokenline, the NATS server and the receiver together): on a shared
+// machine that varies less than the rates, and webhooks' CPU against raw
+// plus bare HTTP is what tokenline itself adds.
+//
+// The receiver runs in the process on loopback (keep-alive), counts distinct
+// webhook-ids and does not verify (its CPU would be charged to the sender on
+// the same cores). The NATS server runs in the process too: every figure
+// pays for it.
 //
 //	go test -run '^$' -bench DeliveryVsRaw -benchtime 3x ./adapters/webhook/
 func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
-	const conns, perConn = 200, 25
+	const conns, perConn = 500, 10
 	const n = conns * perConn
 	s := natstest.Start(b, "")
 	nc := s.Connect(b)
@@ -44,14 +66,21 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 	for i := range ids {
 		ids[i] = uuid.NewString()
 	}
+	type ev struct {
+		id   string
+		body []byte
+	}
+	evs := make([]ev, 0, n)
 	for j := range perConn {
 		for _, c := range ids {
-			body := fmt.Appendf(nil, `{"specversion":"1.0","id":%q,"source":"/tokenline","type":"tokenline.refresh.succeeded","subject":%q,"time":"2026-12-02T00:00:00Z","datacontenttype":"application/json","schemaversion":1,"data":{"n":%d,"access_token_fp":"sha256:0123456789ab","access_token_expires_at":"2026-12-02T01:00:00Z","scopes":["users:read"]}}`, uuid.NewString(), c, j)
+			id := uuid.NewString()
+			body := fmt.Appendf(nil, `{"specversion":"1.0","id":%q,"source":"/tokenline","type":"tokenline.refresh.succeeded","subject":%q,"time":"2026-12-02T00:00:00Z","datacontenttype":"application/json","schemaversion":1,"data":{"n":%d,"access_token_fp":"sha256:0123456789ab","access_token_expires_at":"2026-12-02T01:00:00Z","scopes":["users:read"]}}`, id, c, j)
 			ack, err := js.Publish(ctx, "tokenline.conn."+c, body, jetstream.WithExpectLastSequencePerSubject(last[c]))
 			if err != nil {
 				b.Fatal(err)
 			}
 			last[c] = ack.Sequence
+			evs = append(evs, ev{id, body})
 		}
 	}
 	var (
@@ -59,7 +88,8 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 		seen = map[string]bool{}
 		got  atomic.Int64
 	)
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var dials atomic.Int64
+	recv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		id := r.Header.Get("webhook-id")
 		mu.Lock()
@@ -70,39 +100,47 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 		mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	recv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	recv.Start()
 	defer recv.Close()
+	reset := func() {
+		mu.Lock()
+		clear(seen)
+		mu.Unlock()
+		got.Store(0)
+	}
 	m, err := Open(ctx, js, Config{SecretsKey: make([]byte, 32), Safety: Safety{AllowHTTP: true, AllowPrivate: true}, Instance: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	concurrency := m.cfg.Concurrency
 
-	var hookTime, rawTime time.Duration
-	b.ResetTimer()
-	for round := 0; round < b.N; round++ {
-		// Webhooks: a new subscription from the stream's start.
-		mu.Lock()
-		clear(seen)
-		mu.Unlock()
-		got.Store(0)
+	hook := func() time.Duration {
+		reset()
 		t0 := time.Now()
 		w, _, err := m.create(ctx, CreateRequest{URL: recv.URL}, 1)
 		if err != nil {
 			b.Fatal(err)
 		}
 		for i := 0; got.Load() < n; i++ {
-			if i > 12000 {
+			if i > 60000 {
 				b.Fatalf("webhooks: %d of %d after 60 s", got.Load(), n)
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(time.Millisecond)
 		}
-		hookTime += time.Since(t0)
+		d := time.Since(t0)
 		if _, err := m.Delete(ctx, w.ID, ""); err != nil {
 			b.Fatal(err)
 		}
-
-		// Raw: a new durable consumer reading the same events.
-		t0 = time.Now()
+		return d
+	}
+	raw := func(round int) time.Duration {
+		t0 := time.Now()
 		name := fmt.Sprintf("raw%d", round)
 		cons, err := js.CreateOrUpdateConsumer(ctx, "TOKENLINE", jetstream.ConsumerConfig{Durable: name, FilterSubject: "tokenline.conn.*",
 			AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096})
@@ -121,14 +159,98 @@ func BenchmarkDeliveryVsRawConsumer(b *testing.B) {
 			_ = msg.Ack()
 		}
 		it.Stop()
-		rawTime += time.Since(t0)
+		d := time.Since(t0)
 		_ = js.DeleteConsumer(ctx, "TOKENLINE", name)
+		return d
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: concurrency, MaxIdleConnsPerHost: concurrency}}
+	defer client.CloseIdleConnections()
+	bare := func() time.Duration {
+		reset()
+		t0 := time.Now()
+		next := make(chan int, n)
+		for i := range n {
+			next <- i
+		}
+		close(next)
+		var wg sync.WaitGroup
+		for range concurrency {
+			wg.Go(func() {
+				for i := range next {
+					req, err := http.NewRequest(http.MethodPost, recv.URL, bytes.NewReader(evs[i].body))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					req.Header.Set("Content-Type", "application/cloudevents+json")
+					req.Header.Set("webhook-id", evs[i].id)
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		}
+		wg.Wait()
+		if got.Load() != n {
+			b.Fatalf("bare HTTP: the receiver got %d of %d", got.Load(), n)
+		}
+		return time.Since(t0)
+	}
+
+	var hookTime, rawTime, httpTime, hookCPU, rawCPU, httpCPU time.Duration
+	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+	b.ResetTimer()
+	for round := 0; round < b.N; round++ {
+		// Interleaved, in a rotating order, so that a change in the shared
+		// machine's load falls on all three.
+		var h, r, c time.Duration
+		for k := range 3 {
+			c0 := cpuTime()
+			switch (round + k) % 3 {
+			case 0:
+				h = hook()
+				hookCPU += cpuTime() - c0
+			case 1:
+				r = raw(round)
+				rawCPU += cpuTime() - c0
+			case 2:
+				c = bare()
+				httpCPU += cpuTime() - c0
+			}
+		}
+		hookTime, rawTime, httpTime = hookTime+h, rawTime+r, httpTime+c
+		b.Logf("round %d: webhooks %.0f/s, raw consumer %.0f/s, bare HTTP %.0f/s: webhooks/raw %.2f, webhooks/http %.2f (connections the receiver accepted so far: %d, keep-alive)",
+			round, rate(h), rate(r), rate(c), rate(h)/rate(r), rate(h)/rate(c), dials.Load())
 	}
 	b.StopTimer()
 	hookRate := float64(n*b.N) / hookTime.Seconds()
 	rawRate := float64(n*b.N) / rawTime.Seconds()
+	httpRate := float64(n*b.N) / httpTime.Seconds()
 	b.ReportMetric(hookRate, "deliveries/s")
 	b.ReportMetric(rawRate, "raw_msgs/s")
+	b.ReportMetric(httpRate, "http_req/s")
 	b.ReportMetric(hookRate/rawRate, "ratio")
-	b.Logf("webhooks %.0f deliveries/s, raw JetStream consumer %.0f msgs/s, ratio %.2f (%d events x %d rounds)", hookRate, rawRate, hookRate/rawRate, n, b.N)
+	b.ReportMetric(hookRate/httpRate, "of_http")
+	perEvent := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n*b.N) }
+	b.ReportMetric(perEvent(hookCPU), "hook_cpu_us/ev")
+	b.ReportMetric(perEvent(rawCPU), "raw_cpu_us/ev")
+	b.ReportMetric(perEvent(httpCPU), "http_cpu_us/ev")
+	b.Logf("process CPU (tokenline, NATS server and receiver together) per event: webhooks %.0f µs, raw consumer %.0f µs, bare HTTP %.0f µs",
+		perEvent(hookCPU), perEvent(rawCPU), perEvent(httpCPU))
+	b.Logf("webhooks %.0f deliveries/s, raw JetStream consumer %.0f msgs/s, bare HTTP %.0f req/s (concurrency %d): ratio %.2f of raw, %.2f of the HTTP ceiling (%d events over %d connections x %d rounds)",
+		hookRate, rawRate, httpRate, concurrency, hookRate/rawRate, hookRate/httpRate, n, conns, b.N)
+}
+
+// cpuTime is the process's CPU time so far (user and system): on a shared
+// machine the CPU an event costs varies less than the wall-clock rate.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

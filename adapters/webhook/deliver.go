@@ -37,12 +37,22 @@ type item struct {
 	id   string
 	typ  domain.EventType
 	conn string
+
+	// The delivery's progress, kept when a worker hands the connection to
+	// a goroutine of its own (see drain).
+	attempt int
+	first   time.Time
+	// wait is the pause before the next attempt; pending, an attempt's
+	// result not yet handled.
+	wait    time.Duration
+	pending *result
 }
 
 // connQueue holds a connection's events in stream order: the first is
 // being delivered, the rest wait for it (per-connection order), while the
 // other connections' queues go on.
 type connQueue struct {
+	conn    string
 	items   []*item
 	running bool
 	// busy: items[0] is being delivered (nothing goes before it).
@@ -74,13 +84,19 @@ type deliverer struct {
 	// wake is signalled when a connection's queue gets an earlier event.
 	wake chan struct{}
 
-	keys      atomic.Pointer[[][]byte]
+	keys      atomic.Pointer[signer]
 	keysStale atomic.Bool
 	gotAny    atomic.Bool
 
-	sem     chan struct{}
-	drains  sync.WaitGroup
-	runDone chan struct{}
+	// runq feeds the workers (up to Config.Concurrency goroutines) with the
+	// connections that have an event to send; sem bounds the HTTP attempts
+	// in flight (the workers' and the retrying connections').
+	runq chan *connQueue
+	sem  chan struct{}
+	// workers run, idle of them wait for a connection.
+	workers, idle atomic.Int64
+	drains        sync.WaitGroup
+	runDone       chan struct{}
 	// after is closed when the previous deliverer of the subscription in
 	// this process has given its events back (nil: none); stopped is
 	// closed when this one has.
@@ -92,7 +108,7 @@ func newDeliverer(m *Manager, w domain.Webhook, after chan struct{}) *deliverer 
 	ctx, cancel := context.WithCancel(m.ctx)
 	d := &deliverer{m: m, id: w.ID, ctx: ctx, cancel: cancel, w: w, conns: map[string]*connQueue{}, providers: map[string]string{},
 		acked: map[uint64]struct{}{}, wake: make(chan struct{}, 1),
-		sem: make(chan struct{}, m.cfg.Concurrency), runDone: make(chan struct{}), after: after, stopped: make(chan struct{})}
+		runq: make(chan *connQueue, m.cfg.MaxPending+1), sem: make(chan struct{}, m.cfg.Concurrency), runDone: make(chan struct{}), after: after, stopped: make(chan struct{})}
 	d.keysStale.Store(true)
 	return d
 }
@@ -198,6 +214,63 @@ func (d *deliverer) run() {
 	}
 }
 
+// worker delivers the connections put on runq until the deliverer stops.
+// Workers start as connections come, up to Config.Concurrency, and end
+// after workerIdle without one: an idle subscription holds no goroutine.
+func (d *deliverer) worker() {
+	defer d.drains.Done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		d.idle.Add(1)
+		select {
+		case q := <-d.runq:
+			d.idle.Add(-1)
+			d.drain(q, true)
+			idle.Reset(workerIdle)
+		case <-d.ctx.Done():
+			d.idle.Add(-1)
+			d.workers.Add(-1)
+			return
+		case <-idle.C:
+			d.idle.Add(-1)
+			d.workers.Add(-1)
+			// A connection queued while this worker was counted (so none
+			// was started for it) is still taken.
+			if len(d.runq) == 0 {
+				return
+			}
+			d.workers.Add(1)
+			idle.Reset(workerIdle)
+		}
+	}
+}
+
+// workerIdle is how long a worker waits for a connection before it ends.
+var workerIdle = 10 * time.Second
+
+// enqueue puts a connection on the run queue and starts a worker if none
+// is idle and fewer than Config.Concurrency run; false: the queue is full.
+func (d *deliverer) enqueue(q *connQueue) bool {
+	select {
+	case d.runq <- q:
+	default:
+		return false
+	}
+	for d.idle.Load() == 0 {
+		n := d.workers.Load()
+		if n >= int64(d.m.cfg.Concurrency) {
+			break
+		}
+		if d.workers.CompareAndSwap(n, n+1) {
+			d.drains.Add(1)
+			go d.worker()
+			break
+		}
+	}
+	return true
+}
+
 // heartbeat tells the server the events held are still being worked on,
 // so that they are not re-delivered while this instance lives.
 func (d *deliverer) heartbeat(done chan struct{}) {
@@ -220,6 +293,10 @@ func (d *deliverer) heartbeat(done chan struct{}) {
 		for _, m := range held {
 			_ = m.InProgress()
 		}
+		// The consumer's ack floor moves up as events are acknowledged:
+		// reading it now and then bounds the acknowledgements remembered
+		// above it.
+		d.refreshAckFloor()
 	}
 }
 
@@ -235,8 +312,8 @@ func (d *deliverer) parse(msg jetstream.Msg) *item {
 		_ = msg.Term()
 		return nil
 	}
-	var h head
-	if err := json.Unmarshal(msg.Data(), &h); err != nil || h.ID == "" {
+	h, ok := scanHead(msg.Data())
+	if !ok {
 		// An event no reader can read (the store refuses to write one):
 		// nothing to deliver.
 		_ = msg.Term()
@@ -263,7 +340,7 @@ func (d *deliverer) dispatch(msg jetstream.Msg) {
 	}
 	q := d.conns[it.conn]
 	if q == nil {
-		q = &connQueue{}
+		q = &connQueue{conn: it.conn}
 		d.conns[it.conn] = q
 	}
 	// In stream order: a re-delivered earlier event (given back by an
@@ -282,44 +359,90 @@ func (d *deliverer) dispatch(msg jetstream.Msg) {
 	}
 	start := !q.running
 	q.running = true
-	if start {
-		d.drains.Add(1)
-	}
 	d.mu.Unlock()
 	if start {
-		go d.drain(it.conn, q)
+		d.schedule(q)
 	}
 }
 
-// drain delivers a connection's events one after the other.
-func (d *deliverer) drain(conn string, q *connQueue) {
-	defer d.drains.Done()
+// schedule gives a connection to the workers (or, should their queue be
+// full, to a goroutine of its own).
+func (d *deliverer) schedule(q *connQueue) {
+	if !d.enqueue(q) {
+		d.handoff(q)
+	}
+}
+
+// handoff drains a connection in a goroutine of its own.
+func (d *deliverer) handoff(q *connQueue) {
+	d.drains.Add(1)
+	go func() {
+		defer d.drains.Done()
+		d.drain(q, false)
+	}()
+}
+
+// outcome is how far deliver got with an event.
+type outcome int
+
+const (
+	delivered outcome = iota // acknowledged (delivered, filtered or dead-lettered)
+	stopped                  // the deliverer stops or the subscription was disabled: the event goes back
+	later                    // (fast only) it has to wait: hand the connection over
+)
+
+// drain delivers a connection's events one after the other; it owns the
+// connection's queue (q.running) until it returns. A worker drains fast:
+// while every event is ready and goes through at its first attempt. At the
+// first wait (a failed attempt and its backoff, an earlier event of the
+// connection not yet acknowledged, a provider or secret to look up) it
+// hands the connection to a goroutine of its own and goes back to the
+// others, so that a failing connection never holds a worker; that goroutine
+// gives the connection back to the workers once an event went through.
+func (d *deliverer) drain(q *connQueue, fast bool) {
 	for {
 		d.mu.Lock()
 		if d.ctx.Err() != nil || len(q.items) == 0 {
 			q.running = false
 			if len(q.items) == 0 {
-				delete(d.conns, conn)
+				delete(d.conns, q.conn)
 			}
 			d.mu.Unlock()
 			return
 		}
 		it := q.items[0]
+		resume := q.busy // a worker handed the head over mid-delivery
+		if fast && !d.doneLocked(it.prev) {
+			d.mu.Unlock()
+			d.handoff(q)
+			return
+		}
+		if fast {
+			q.busy = true
+		}
 		d.mu.Unlock()
-		if !d.ready(q, it) {
+		if !fast && !resume && !d.ready(q, it) {
 			continue // stopping, or an earlier event took the head
 		}
-		ok := d.deliver(it)
-		d.mu.Lock()
-		q.busy = false
-		if !ok {
+		switch d.deliver(it, fast) {
+		case later:
+			d.handoff(q) // q.busy stays: the head is mid-delivery
+			return
+		case stopped:
+			d.mu.Lock()
+			q.busy = false
 			q.running = false
 			d.mu.Unlock()
 			return
 		}
+		d.mu.Lock()
+		q.busy = false
 		d.ackedLocked(it.seq)
 		q.items = slices.DeleteFunc(q.items, func(x *item) bool { return x == it })
 		d.mu.Unlock()
+		if !fast && d.enqueue(q) { // back to the workers
+			return
+		}
 	}
 }
 
@@ -396,52 +519,76 @@ func (d *deliverer) refreshAckFloor() bool {
 	return true
 }
 
-// deliver sends one event until it is delivered or dead-lettered (true:
-// acknowledged) or the deliverer stops (false: it goes back).
-func (d *deliverer) deliver(it *item) bool {
+// deliver sends one event until it is delivered or dead-lettered
+// (delivered: acknowledged) or the deliverer stops (stopped: it goes back).
+// Fast (a worker), it makes at most one attempt and never waits: anything
+// else returns later, with the event's progress kept in it.
+func (d *deliverer) deliver(it *item, fast bool) outcome {
 	d.mu.Lock()
 	w := d.w
 	d.mu.Unlock()
 	if w.Provider != "" {
-		p, ok := d.provider(it.conn)
+		p, ok := d.provider(it.conn, fast)
 		if !ok {
-			return false
+			if fast && d.ctx.Err() == nil {
+				return later
+			}
+			return stopped
 		}
 		if p != w.Provider {
 			_ = it.msg.Ack()
 			d.m.cfg.Metrics.outcome(w.ID, "filtered")
-			return true
+			return delivered
 		}
 	}
-	var first time.Time
-	for attempt := 1; ; attempt++ {
-		keys, err := d.signingKeys()
-		if err != nil {
-			d.m.cfg.Logger.Error("webhook: no signing secret; delivery waits", "webhook", w.ID, "error", err.Error())
-			if !sleep(d.ctx, d.m.cfg.BackoffMax) {
-				return false
+	for {
+		var res result
+		if it.pending != nil {
+			res, it.pending = *it.pending, nil
+		} else {
+			if it.wait > 0 {
+				if fast {
+					return later
+				}
+				if !sleep(d.ctx, it.wait) {
+					return stopped
+				}
+				it.wait = 0
 			}
-			continue
-		}
-		select {
-		case d.sem <- struct{}{}:
-		case <-d.ctx.Done():
-			return false
-		}
-		res := d.m.send(d.ctx, w, keys, it.id, it.msg.Data())
-		<-d.sem
-		if d.ctx.Err() != nil && !res.ok() {
-			return false
+			keys, err := d.signingKeys()
+			if err != nil {
+				if fast {
+					return later
+				}
+				d.m.cfg.Logger.Error("webhook: no signing secret; delivery waits", "webhook", w.ID, "error", err.Error())
+				it.wait = d.m.cfg.BackoffMax
+				continue
+			}
+			select {
+			case d.sem <- struct{}{}:
+			case <-d.ctx.Done():
+				return stopped
+			}
+			res = d.m.send(d.ctx, w, keys, it.id, it.msg.Data())
+			<-d.sem
+			if d.ctx.Err() != nil && !res.ok() {
+				return stopped
+			}
+			it.attempt++
+			if fast && !res.ok() && res.status != http.StatusGone {
+				it.pending = &res // the retrying goroutine records it
+				return later
+			}
 		}
 		a := Attempt{Time: d.m.cfg.Now().UTC(), EventID: it.id, EventType: "tokenline." + string(it.typ), Connection: it.conn,
-			StreamSeq: it.seq, Attempt: attempt, Status: res.status, Error: res.err, LatencyMS: ms(res.latency), Instance: d.m.cfg.Instance}
+			StreamSeq: it.seq, Attempt: it.attempt, Status: res.status, Error: res.err, LatencyMS: ms(res.latency), Instance: d.m.cfg.Instance}
 		d.m.cfg.Metrics.latency(res.latency)
 		switch {
 		case res.ok():
 			_ = it.msg.Ack()
 			a.Outcome = "delivered"
 			d.m.record(w.ID, a)
-			return true
+			return delivered
 		case res.status == http.StatusGone:
 			a.Outcome = "gone"
 			d.m.record(w.ID, a)
@@ -453,29 +600,26 @@ func (d *deliverer) deliver(it *item) bool {
 					d.m.cfg.Logger.Error("webhook: disable", "webhook", w.ID, "error", err.Error())
 				}
 			}()
-			return false
+			return stopped
 		}
-		if first.IsZero() {
-			first = a.Time
+		if it.first.IsZero() {
+			it.first = a.Time
 		}
-		if attempt >= d.m.cfg.MaxAttempts {
+		if it.attempt >= d.m.cfg.MaxAttempts {
 			a.Outcome = "dead_letter"
 			d.m.record(w.ID, a)
 			if !d.m.deadLetter(d.ctx, DeadLetter{Webhook: w.ID, EventID: it.id, EventType: a.EventType, Connection: it.conn,
-				StreamSeq: it.seq, Attempts: attempt, LastStatus: res.status, LastError: res.err, Time: a.Time,
-				Instance: d.m.cfg.Instance, FirstFailed: first}) {
-				return false
+				StreamSeq: it.seq, Attempts: it.attempt, LastStatus: res.status, LastError: res.err, Time: a.Time,
+				Instance: d.m.cfg.Instance, FirstFailed: it.first}) {
+				return stopped
 			}
 			_ = it.msg.Ack()
-			return true
+			return delivered
 		}
-		wait := d.m.backoff(attempt, res.retryAfter)
-		next := a.Time.Add(wait)
+		it.wait = d.m.backoff(it.attempt, res.retryAfter)
+		next := a.Time.Add(it.wait)
 		a.Outcome, a.NextRetry = "failed", &next
 		d.m.record(w.ID, a)
-		if !sleep(d.ctx, wait) {
-			return false
-		}
 	}
 }
 
@@ -493,8 +637,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // provider returns a connection's provider, retrying (with backoff) until
-// it is known or the deliverer stops.
-func (d *deliverer) provider(conn string) (string, bool) {
+// it is known or the deliverer stops (once: one try).
+func (d *deliverer) provider(conn string, once bool) (string, bool) {
 	d.mu.Lock()
 	p, ok := d.providers[conn]
 	d.mu.Unlock()
@@ -506,6 +650,9 @@ func (d *deliverer) provider(conn string) (string, bool) {
 	}
 	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
 		p, err := d.m.cfg.Provider(d.ctx, conn)
+		if err != nil && once {
+			return "", false
+		}
 		if err == nil {
 			d.mu.Lock()
 			if len(d.providers) > 100000 {
@@ -521,7 +668,7 @@ func (d *deliverer) provider(conn string) (string, bool) {
 	}
 }
 
-func (d *deliverer) signingKeys() ([][]byte, error) {
+func (d *deliverer) signingKeys() (*signer, error) {
 	if d.keysStale.Load() || d.keys.Load() == nil {
 		d.keysStale.Store(false)
 		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
@@ -535,9 +682,9 @@ func (d *deliverer) signingKeys() ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		d.keys.Store(&keys)
+		d.keys.Store(newSigner(keys))
 	}
-	return *d.keys.Load(), nil
+	return d.keys.Load(), nil
 }
 
 // stop stops delivering and gives every event held back to the consumer,
@@ -615,13 +762,9 @@ func (r result) ok() bool { return r.status >= 200 && r.status < 300 }
 
 // send makes one signed POST of body (the event's CloudEvents envelope,
 // as stored) to w's URL.
-func (m *Manager) send(ctx context.Context, w domain.Webhook, keys [][]byte, id string, body []byte) result {
+func (m *Manager) send(ctx context.Context, w domain.Webhook, sg *signer, id string, body []byte) result {
 	now := m.cfg.Now()
 	ts := now.Unix()
-	sigs := make([]string, len(keys))
-	for i, k := range keys {
-		sigs[i] = Sign(k, id, ts, body)
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
 		return result{err: "request: " + err.Error()}
@@ -630,7 +773,7 @@ func (m *Manager) send(ctx context.Context, w domain.Webhook, keys [][]byte, id 
 	req.Header.Set("User-Agent", m.cfg.UserAgent)
 	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", strings.Join(sigs, " "))
+	req.Header.Set("webhook-signature", sg.header(id, ts, body))
 	t0 := time.Now()
 	resp, err := m.client.Do(req)
 	if err != nil {
@@ -700,17 +843,11 @@ func (m *Manager) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	return d
 }
 
-// record appends an attempt to the delivery log (asynchronously: the log is
-// for people, a lost line is not a lost event) and counts it.
+// record counts an attempt and queues it for the delivery log (see
+// logwriter.go: never blocking, successes sampled under load).
 func (m *Manager) record(id string, a Attempt) {
 	m.cfg.Metrics.outcome(id, a.Outcome)
-	b, err := json.Marshal(a)
-	if err != nil {
-		return
-	}
-	if _, err := m.js.PublishMsgAsync(&nats.Msg{Subject: LogSubjectPrefix + id, Data: b}); err != nil {
-		m.cfg.Logger.Debug("webhook: delivery log", "error", err.Error())
-	}
+	m.log.add(id, a)
 }
 
 // deadLetter records an event given up on (synchronously: the event is

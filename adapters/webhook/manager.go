@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -163,6 +164,7 @@ type Manager struct {
 	logs    jetstream.Stream
 	secrets *secrets
 	client  *http.Client
+	log     *logWriter
 
 	mu      sync.Mutex
 	subs    map[string]*domain.Webhook
@@ -198,6 +200,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Manager, er
 		return nil, err
 	}
 	m.client = cfg.Safety.Client(cfg.Timeout)
+	if tr, ok := m.client.Transport.(*http.Transport); ok {
+		// Every sender of a subscription keeps its connection: an idle pool
+		// smaller than the senders closes connections that the next
+		// attempts dial again (a TCP and TLS handshake each).
+		tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, cfg.Concurrency)
+		tr.MaxIdleConns = max(tr.MaxIdleConns, 4*cfg.Concurrency)
+	}
+	m.log = newLogWriter(m)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	if err := m.start(ctx); err != nil {
 		m.Close()
@@ -250,14 +260,42 @@ func (m *Manager) start(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	ids := make([]string, 0, len(m.subs))
-	for id := range m.subs {
-		ids = append(ids, id)
+	for id, w := range m.subs {
+		if w.State != domain.WebhookDeleted {
+			ids = append(ids, id)
+		}
 	}
 	m.mu.Unlock()
 	slices.Sort(ids)
 	for _, id := range ids {
 		m.reconcile(id)
 	}
+	// The consumers of deleted subscriptions: one listing, not a delete
+	// request per subscription ever deleted.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := m.sweep(sctx); err != nil {
+		m.cfg.Logger.Warn("webhook: cannot list the delivery consumers to delete those of deleted subscriptions (the NATS user needs $JS.API.CONSUMER.NAMES on the event stream)",
+			"error", err.Error())
+	}
+	cancel()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(sweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-t.C:
+				sctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+				if err := m.sweep(sctx); err != nil {
+					m.cfg.Logger.Debug("webhook: listing delivery consumers", "error", err.Error())
+				}
+				cancel()
+			}
+		}
+	}()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -352,6 +390,48 @@ func (m *Manager) reconcile(id string) {
 	}
 }
 
+// sweepEvery is how often each instance deletes the delivery consumers of
+// deleted subscriptions that are still there.
+const sweepEvery = time.Minute
+
+// sweep deletes the delivery consumers of subscriptions recorded as
+// deleted. Deleting a subscription deletes its consumer, but a consumer can
+// come back or stay: another instance that had not yet seen the deletion
+// created it (its deliverer starting, or its create request still in flight
+// when it stopped), or the delete request failed. A deleted subscription
+// never becomes active again, so its consumer is an orphan: the sweep, at
+// start and every sweepEvery, removes it. Consumers of subscriptions this
+// instance does not know are left alone (one may have just been created
+// elsewhere).
+func (m *Manager) sweep(ctx context.Context) error {
+	names := m.events.ConsumerNames(ctx)
+	var orphans []string
+	for name := range names.Name() {
+		id, ok := strings.CutPrefix(name, ConsumerPrefix)
+		if !ok {
+			continue
+		}
+		m.mu.Lock()
+		w := m.subs[id]
+		dead := w != nil && w.State == domain.WebhookDeleted
+		m.mu.Unlock()
+		if dead {
+			orphans = append(orphans, name)
+		}
+	}
+	for _, name := range orphans {
+		derr := m.js.DeleteConsumer(ctx, m.cfg.EventStream, name)
+		if derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+			m.cfg.Logger.Warn("webhook: cannot delete the consumer of a deleted subscription", "consumer", name, "error", derr.Error())
+			continue
+		}
+		if derr == nil {
+			m.cfg.Logger.Info("webhook: deleted the leftover consumer of a deleted subscription", "consumer", name)
+		}
+	}
+	return names.Err()
+}
+
 // Close stops every deliverer (the events they hold go back to the
 // consumer, in order, for the next instance) and the follower.
 func (m *Manager) Close() {
@@ -379,6 +459,9 @@ func (m *Manager) Close() {
 		m.cancel()
 	}
 	m.wg.Wait()
+	if m.log != nil {
+		m.log.stop()
+	}
 }
 
 // CreateRequest is what a new subscription is made of.

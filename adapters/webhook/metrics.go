@@ -14,6 +14,7 @@ type Metrics struct {
 	deliveries *prometheus.CounterVec
 	deadLetter *prometheus.CounterVec
 	seconds    prometheus.Histogram
+	logSkip    *prometheus.CounterVec
 	lag        *lagCollector
 }
 
@@ -24,6 +25,9 @@ type Metrics struct {
 //     replay_failed);
 //   - tokenline_webhook_dead_letters_total{webhook};
 //   - tokenline_webhook_attempt_seconds: the time of one HTTP attempt;
+//   - tokenline_webhook_log_skipped_total{reason}: attempts not written to
+//     the delivery log: sampled (a success beyond the log's rate), full (its
+//     queue was full), error (the publish failed);
 //   - tokenline_webhook_lag{webhook}: events of the connections' stream the
 //     subscription has not yet acknowledged (read from its consumer at
 //     scrape time), for active subscriptions.
@@ -35,10 +39,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Events given up on after the bounded attempts, by subscription."}, []string{"webhook"}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenline_webhook_attempt_seconds",
 			Help: "Duration of one webhook HTTP attempt.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
+		logSkip: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenline_webhook_log_skipped_total",
+			Help: "Delivery attempts not written to the delivery log (sampled successes, a full queue, errors)."}, []string{"reason"}),
 		lag: &lagCollector{desc: prometheus.NewDesc("tokenline_webhook_lag",
 			"Events not yet acknowledged by the subscription's consumer (pending plus in flight).", []string{"webhook"}, nil)},
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.deadLetter, m.seconds, m.lag} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.deadLetter, m.seconds, m.logSkip, m.lag} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -62,6 +68,12 @@ func (m *Metrics) outcome(webhook, outcome string) {
 func (m *Metrics) dead(webhook string) {
 	if m != nil {
 		m.deadLetter.WithLabelValues(webhook).Inc()
+	}
+}
+
+func (m *Metrics) logSkipped(reason string) {
+	if m != nil {
+		m.logSkip.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -65,6 +65,7 @@ func (m *Manager) Replay(ctx context.Context, id string, from, to time.Time) (Re
 	if err != nil {
 		return res, err
 	}
+	sg := newSigner(keys)
 	filter := connSubjectPrefix + "*"
 	if w.Connection != "" {
 		filter = connSubjectPrefix + w.Connection
@@ -115,7 +116,7 @@ func (m *Manager) Replay(ctx context.Context, id string, from, to time.Time) (Re
 			res.Matched++
 			ok := false
 			for attempt := 1; attempt <= replayAttempts && !ok; attempt++ {
-				r := m.send(ctx, w, keys, h.ID, msg.Data())
+				r := m.send(ctx, w, sg, h.ID, msg.Data())
 				ok = r.ok()
 				a := Attempt{Time: m.cfg.Now().UTC(), EventID: h.ID, EventType: h.Type, Connection: conn, StreamSeq: meta.Sequence.Stream,
 					Attempt: attempt, Status: r.status, Error: r.err, LatencyMS: ms(r.latency), Instance: m.cfg.Instance, Outcome: "replayed"}

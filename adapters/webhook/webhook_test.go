@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -241,6 +242,45 @@ func TestFailingConnectionDoesNotBlockOthers(t *testing.T) {
 	r.checkOrder(t, cs, 10)
 }
 
+// More failing connections than workers: a connection whose attempt failed
+// waits for its retry in a goroutine of its own, not in a worker, so the
+// healthy connections' events all go through meanwhile (with the retries a
+// second apart, a worker held by each failing connection would hold them
+// back for the whole test).
+func TestFailingConnectionsDoNotHoldTheWorkers(t *testing.T) {
+	e := newEnv(t)
+	r := newReceiver(t)
+	cs := conns(6)
+	bad := map[string]bool{cs[0]: true, cs[1]: true, cs[2]: true, cs[3]: true}
+	var failing atomic.Bool
+	failing.Store(true)
+	r.setStatus(func(c string) int {
+		if failing.Load() && bad[c] {
+			return http.StatusInternalServerError
+		}
+		return 0
+	})
+	m := e.open(t, func(c *webhook.Config) { c.Concurrency = 2; c.BackoffBase, c.BackoffMax = time.Second, time.Second })
+	subscribe(t, m, r, webhook.CreateRequest{})
+	for i := range 10 {
+		for _, c := range cs {
+			e.publish(t, c, i, 1)
+		}
+	}
+	r.wait(t, 20)
+	r.mu.Lock()
+	for c := range bad {
+		if n := len(r.order[c]); n != 0 {
+			t.Errorf("failing connection %s had %d events accepted", c, n)
+		}
+	}
+	r.mu.Unlock()
+	r.checkOrder(t, cs[4:], 10)
+	failing.Store(false)
+	r.wait(t, 60)
+	r.checkOrder(t, cs, 10)
+}
+
 func TestReceiverDownThenBackLosesNothing(t *testing.T) {
 	e := newEnv(t)
 	r := newReceiver(t)
@@ -466,5 +506,39 @@ func TestSignMatchesTheSpecVector(t *testing.T) {
 	if err := webhook.Verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
 		"v1,bogus "+got, []byte(`{"test": 2432232314}`), time.Unix(1614265330, 0), 5*time.Minute); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A delete racing another instance: that instance, not having seen the
+// deletion yet, (re)creates the subscription's consumer after the deleting
+// one removed it. The sweep (at start, then every minute) deletes it; a
+// live subscription's consumer stays.
+func TestDeletedSubscriptionsLeftoverConsumerIsSwept(t *testing.T) {
+	e := newEnv(t)
+	r := newReceiver(t)
+	ctx := context.Background()
+	m := e.open(t, nil)
+	live := subscribe(t, m, r, webhook.CreateRequest{})
+	gone := subscribe(t, m, r, webhook.CreateRequest{})
+	if _, err := m.Delete(ctx, gone.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	// As the other instance's late create request would.
+	if _, err := e.js.CreateOrUpdateConsumer(ctx, "TOKENLINE", jetstream.ConsumerConfig{Durable: webhook.ConsumerPrefix + gone.ID,
+		FilterSubject: "tokenline.conn.*", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500; i++ { // the live one's deliverer creates its consumer
+		if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+live.ID); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.open(t, func(c *webhook.Config) { c.Instance = "b" }) // sweeps at start
+	if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+gone.ID); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the deleted subscription's consumer: %v, want it gone", err)
+	}
+	if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+live.ID); err != nil {
+		t.Fatalf("the live subscription's consumer: %v", err)
 	}
 }
