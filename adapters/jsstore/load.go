@@ -73,7 +73,9 @@ func (s *Store) Load(ctx context.Context, connectionID string) (domain.Connectio
 // successful append as proof that the aggregate was current: a conflict, or
 // a decision not to append because of what the cached aggregate says, is
 // answered by loading again with Load (lifecycle's transact and refresh do
-// both). Otherwise it is Load (cached false).
+// both). A connection the cache does not hold is taken, on the same terms,
+// from Config.Seed when that has it (cached true, no request). Otherwise
+// it is Load (cached false).
 //
 // A cache entry is never ahead of the stream: it is read from the stream
 // or advanced by appends the stream acknowledged, in order; a stream that
@@ -90,6 +92,15 @@ func (s *Store) LoadForAppend(ctx context.Context, connectionID string) (c domai
 	s.mu.RUnlock()
 	if cached {
 		return c, true, nil
+	}
+	if !ok && s.cfg.Seed != nil {
+		// A miss: the seed (a projection that follows the stream, never
+		// ahead of it) is trusted as the cache would be, and cached, so
+		// that the appends decided against it advance the entry.
+		if sc, found := s.cfg.Seed(connectionID); found && sc.ID == connectionID {
+			s.put(connectionID, &sc)
+			return sc, true, nil
+		}
 	}
 	c, err = s.Load(ctx, connectionID)
 	return c, false, err

@@ -76,14 +76,23 @@ type Config struct {
 	// across a leader election, each try within 2 s, all of them within the
 	// caller's deadline or, without one, jsreq.NoDeadlineBudget.)
 	RequestTimeout time.Duration
-	// CacheSize bounds the aggregates Load keeps (default 10000); beyond it
-	// an arbitrary entry is dropped.
+	// CacheSize bounds the aggregates Load keeps; beyond it an arbitrary
+	// entry is dropped. Default 10000, or DefaultSeededCacheSize with a
+	// Seed: the seed holds every aggregate already, and LoadForAppend
+	// takes a miss from it without a request, so the cache only needs the
+	// connections being transitioned now (each entry costs ~0.5 KB).
 	CacheSize int
 	// Seed, if set, supplies an aggregate that is correct up to its Version
 	// (a projection that follows the stream) when the cache misses; Load
 	// then reads only the subject's messages after it.
 	Seed func(connectionID string) (domain.Connection, bool)
 }
+
+// DefaultSeededCacheSize is Config.CacheSize's default when Config.Seed is
+// set: room for the connections a busy instance transitions within a few
+// seconds (a refresh touches its connection two or three times within a
+// second), not a second copy of every aggregate.
+const DefaultSeededCacheSize = 1024
 
 // Store implements domain.EventStore on JetStream. It is safe for concurrent
 // use.
@@ -148,6 +157,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10000
+		if cfg.Seed != nil {
+			cfg.CacheSize = DefaultSeededCacheSize
+		}
 	}
 	return cfg
 }
