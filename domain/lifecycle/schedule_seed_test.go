@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +167,70 @@ func BenchmarkSeed(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(conns)), "ns/conn")
 		})
+	}
+}
+
+// placeRef is place as it was before it passed over full runs (skip): the
+// reference TestSpreadSkipPlacesAsScan compares with.
+func (p *spreader) placeRef(id string, due, earliest time.Time) time.Time {
+	if !due.After(earliest) {
+		return due
+	}
+	last := bucketOf(due)
+	first := last - int64(due.Sub(earliest)/spreadBucket)
+	room, capacity := p.perBucket()
+	best, bestLoad := last, p.load[last]
+	for b := last; b >= first; b-- {
+		l := p.load[b]
+		if l < room {
+			best, bestLoad = b, l
+			break
+		}
+		if l < bestLoad {
+			best, bestLoad = b, l
+		}
+	}
+	if best == last || bestLoad >= capacity {
+		return due
+	}
+	return p.phase(id, best, last, earliest, due)
+}
+
+// Passing over full runs of buckets places every refresh where scanning
+// bucket by bucket does, while refreshes are placed, taken (remove),
+// planned again and the capacity changes, across an overloaded window.
+func TestSpreadSkipPlacesAsScan(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0).UTC()
+	rng := rand.New(rand.NewPCG(1, 2))
+	p := newSpreader(2)
+	p.job = 100 * time.Millisecond // 15 refreshes a second, 20 at most
+	var planned []*schedEntry
+	moved := 0
+	for i := range 30000 {
+		id := fmt.Sprintf("c-%d", i)
+		due := t0.Add(time.Duration(rng.IntN(600_000)) * time.Millisecond)
+		earliest := due.Add(-time.Duration(rng.IntN(900_000)) * time.Millisecond)
+		want := p.placeRef(id, due, earliest)
+		if got := p.place(id, due, earliest); !got.Equal(want) {
+			t.Fatalf("step %d: place %v, scan %v (due %v, earliest %v)", i, got, want, due, earliest)
+		}
+		if !want.Equal(due) {
+			moved++
+		}
+		en := &schedEntry{}
+		p.add(en, want)
+		planned = append(planned, en)
+		switch r := rng.IntN(100); {
+		case r < 20: // taken or planned again
+			k := rng.IntN(len(planned))
+			p.remove(planned[k])
+			planned[k] = planned[len(planned)-1]
+			planned = planned[:len(planned)-1]
+		case r == 20: // the measured refresh duration moves
+			p.observe(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+		}
+	}
+	if moved == 0 {
+		t.Fatal("nothing was moved: the window is not overloaded")
 	}
 }
