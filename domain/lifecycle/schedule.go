@@ -110,8 +110,8 @@ func (s *Service) derive(id string, en *schedEntry) {
 // registered with the status projection's change hook
 // (projections.Status.OnChange), which calls it in the order of the changes
 // for this instance's appends and the stream's events alike, and once per
-// connection to seed it at start-up: the latest call is the state to plan
-// for. It must stay fast: it runs under the projection's lock (planning a
+// connection to seed it at start-up (or Seed, with every connection at
+// once): the latest call is the state to plan for. It must stay fast: it runs under the projection's lock (planning a
 // refresh is a few map look-ups, up to one per second of the spreading
 // window when the window is full: BenchmarkObserveBurst).
 func (s *Service) Observe(before, after *domain.Connection) {
