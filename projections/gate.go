@@ -272,7 +272,28 @@ func (g *Gate) Observe(_, after *domain.Connection) {
 	if after == nil || after.ID == "" {
 		return
 	}
-	g.update(after.ID, true, func(s *gateState) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.observeLocked(after)
+}
+
+// Seed is Observe(nil, c) for every connection of conns, in order, under
+// one lock and with the table grown once: the start-up seeding (register
+// it with Observe through Status.OnChangeSeeded).
+func (g *Gate) Seed(conns []*domain.Connection) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reserve(len(conns))
+	for _, c := range conns {
+		if c != nil && c.ID != "" {
+			g.observeLocked(c)
+		}
+	}
+}
+
+// observeLocked is Observe with g.mu held.
+func (g *Gate) observeLocked(after *domain.Connection) {
+	g.updateLocked(after.ID, true, func(s *gateState) bool {
 		g.maxSeen = max(g.maxSeen, after.Version) // g.mu is held
 		fp, exp, iss, noRefresh := "", noExpiry, int64(0), false
 		if after.TokensHeld {
@@ -416,20 +437,24 @@ func (g *Gate) marginFor(s *gateState) time.Duration {
 // lock and publishes the view derived from it. create says whether an
 // unknown connection gets an entry.
 func (g *Gate) update(id string, create bool, f func(s *gateState) bool) {
-	h := g.hash(id)
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.updateLocked(id, create, f)
+}
+
+// updateLocked is update with g.mu held.
+func (g *Gate) updateLocked(id string, create bool, f func(s *gateState) bool) {
+	h := g.hash(id)
 	slot := g.tab.Load().lookup(h, id)
 	next := new(gateState)
 	if slot != nil {
 		*next = *slot.v.Load().st
 	} else if !create {
-		g.mu.Unlock()
 		return
 	} else {
 		next.id = id
 	}
 	if !f(next) {
-		g.mu.Unlock()
 		return
 	}
 	v := g.derive(next)
@@ -442,7 +467,6 @@ func (g *Gate) update(id string, create bool, f func(s *gateState) bool) {
 		close(ch) // wake every waiter of this connection
 		delete(g.changed, id)
 	}
-	g.mu.Unlock()
 }
 
 // next returns a channel closed at the connection's next change (the

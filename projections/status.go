@@ -57,6 +57,7 @@ type Status struct {
 	followed bool // a Runner confirms events; Apply is read-your-own-writes
 
 	observers []func(before, after *domain.Connection)
+	seeders   []func(conns []*domain.Connection) // per observer; nil: seeded by observers' calls
 	// quiet: a Runner is catching up; stream records do not notify (the
 	// catch-up ends with one notification per connection, see OnChange).
 	quiet    bool
@@ -140,8 +141,21 @@ func NewStatus() *Status { return &Status{conns: map[string]*statusEntry{}, maxA
 // Without a Runner every change fires. fn must be fast, must not retain or
 // modify the pointers it is given, and must not call back into the Status.
 func (s *Status) OnChange(fn func(before, after *domain.Connection)) {
+	s.OnChangeSeeded(fn, nil)
+}
+
+// OnChangeSeeded is OnChange for an observer that is seeded at once: at
+// the end of the catch-up, instead of one call of fn per connection, seed
+// is called once with every connection that fn would have been told of
+// (the same pointers, valid only during the call, in the order fn would
+// have been called). seed must leave the observer as those calls would,
+// and must not modify conns; it runs on a goroutine of its own, alongside
+// the other observers' seeding (under the projection's lock, which the
+// announcement holds until every seed returned). nil seed is OnChange.
+func (s *Status) OnChangeSeeded(fn func(before, after *domain.Connection), seed func(conns []*domain.Connection)) {
 	s.mu.Lock()
 	s.observers = append(s.observers, fn)
+	s.seeders = append(s.seeders, seed)
 	s.mu.Unlock()
 }
 
@@ -169,13 +183,28 @@ func (s *Status) announceAfter(records int) {
 	if records < 0 || records >= len(s.conns)/2 {
 		s.compact()
 	}
+	conns := make([]*domain.Connection, 0, len(s.conns))
 	for _, ent := range s.conns {
 		if ent.c.Exists() {
-			for _, fn := range s.observers {
-				fn(nil, &ent.c)
+			conns = append(conns, &ent.c)
+		}
+	}
+	// The observers seeded at once run side by side (they share nothing),
+	// while this goroutine tells the others of each connection.
+	var wg sync.WaitGroup
+	for _, seed := range s.seeders {
+		if seed != nil {
+			wg.Go(func() { seed(conns) })
+		}
+	}
+	for _, c := range conns {
+		for i, fn := range s.observers {
+			if s.seeders[i] == nil {
+				fn(nil, c)
 			}
 		}
 	}
+	wg.Wait()
 }
 
 // seen is what readers saw of a connection before a change.

@@ -70,6 +70,26 @@ func (s *Service) observeProbe(after *domain.Connection) {
 	ps := &s.probes
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	ps.observeLocked(after)
+}
+
+// seedProbes is observeProbe for every connection of conns, in order,
+// under one lock.
+func (s *Service) seedProbes(conns []*domain.Connection) {
+	ps := &s.probes
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if len(ps.conns) == 0 {
+		ps.conns = make(map[string]*probeEntry, len(conns))
+	}
+	for _, c := range conns {
+		if c != nil && c.ID != "" {
+			ps.observeLocked(c)
+		}
+	}
+}
+
+func (ps *probeSet) observeLocked(after *domain.Connection) {
 	if ps.conns == nil {
 		ps.conns = map[string]*probeEntry{}
 	}

@@ -42,6 +42,15 @@ type spreader struct {
 	load        map[int64]int32 // bucket (Unix time / spreadBucket) -> refreshes planned in it
 	concurrency int
 	job         time.Duration // moving average of a refresh's duration
+
+	// skip lets place pass over runs of buckets without room: every
+	// bucket in (skip[b], b] held at least skipRoom refreshes when it was
+	// recorded. Loads only grow between the moments remove takes a bucket
+	// below that, which clear it, so it stays true (a start-up seeding
+	// places a wave without rescanning the buckets it filled).
+	skip     map[int64]int64
+	skipRoom int32
+	visited  []int64
 }
 
 func newSpreader(concurrency int) *spreader {
@@ -84,6 +93,10 @@ func (p *spreader) place(id string, due, earliest time.Time) time.Time {
 	last := bucketOf(due)
 	first := last - int64(due.Sub(earliest)/spreadBucket)
 	room, capacity := p.perBucket()
+	if b, ok := p.roomAt(first, last, room); ok {
+		return p.phase(id, b, last, earliest, due)
+	}
+	// No bucket has room: the least loaded one, by a full scan.
 	best, bestLoad := last, p.load[last]
 	for b := last; b >= first; b-- {
 		l := p.load[b]
@@ -95,7 +108,44 @@ func (p *spreader) place(id string, due, earliest time.Time) time.Time {
 			best, bestLoad = b, l
 		}
 	}
-	if best == last || bestLoad >= capacity {
+	if bestLoad >= capacity {
+		return due
+	}
+	return p.phase(id, best, last, earliest, due)
+}
+
+// roomAt returns the latest bucket in [first, last] with fewer than room
+// refreshes, passing over the runs skip records.
+func (p *spreader) roomAt(first, last int64, room int32) (int64, bool) {
+	if p.skipRoom != room || p.skip == nil {
+		p.skip, p.skipRoom = map[int64]int64{}, room
+	}
+	// The start and the runs passed over point past this scan's run
+	// (every bucket in (b, v] is full): one write for a scan that found
+	// no run, so a busy scheduler pays little for it.
+	p.visited = p.visited[:0]
+	b, steps := last, 0
+	for b >= first && p.load[b] >= room {
+		steps++
+		if s, ok := p.skip[b]; ok && s < b {
+			p.visited = append(p.visited, b)
+			b = s
+		} else {
+			b--
+		}
+	}
+	if steps > 1 {
+		p.skip[last] = b
+		for _, v := range p.visited {
+			p.skip[v] = b
+		}
+	}
+	return b, b >= first
+}
+
+// phase returns the time to refresh at in bucket best (see place).
+func (p *spreader) phase(id string, best, last int64, earliest, due time.Time) time.Time {
+	if best == last {
 		return due
 	}
 	h := fnv.New32a()
@@ -118,6 +168,9 @@ func (p *spreader) remove(en *schedEntry) {
 		return
 	}
 	en.counted = false
+	if p.load[en.bucket] == p.skipRoom && len(p.skip) > 0 {
+		clear(p.skip) // the bucket has room again
+	}
 	if p.load[en.bucket]--; p.load[en.bucket] <= 0 {
 		delete(p.load, en.bucket)
 	}

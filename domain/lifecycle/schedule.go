@@ -61,7 +61,13 @@ func (q *dueQueue) Pop() any {
 // plan derives the entry's next job and when it is due, and queues it
 // (s.mu held).
 func (s *Service) plan(id string, en *schedEntry) {
-	defer s.queue(en)
+	s.derive(id, en)
+	s.queue(en)
+}
+
+// derive sets the entry's job and due time (s.mu held); queue puts it in
+// the due queue accordingly.
+func (s *Service) derive(id string, en *schedEntry) {
 	s.spread.remove(en)
 	en.id, en.job, en.due = id, "", time.Time{}
 	if en.deleted && en.state != domain.StateUnauthenticated {
@@ -104,8 +110,8 @@ func (s *Service) plan(id string, en *schedEntry) {
 // registered with the status projection's change hook
 // (projections.Status.OnChange), which calls it in the order of the changes
 // for this instance's appends and the stream's events alike, and once per
-// connection to seed it at start-up: the latest call is the state to plan
-// for. It must stay fast: it runs under the projection's lock (planning a
+// connection to seed it at start-up (or Seed, with every connection at
+// once): the latest call is the state to plan for. It must stay fast: it runs under the projection's lock (planning a
 // refresh is a few map look-ups, up to one per second of the spreading
 // window when the window is full: BenchmarkObserveBurst).
 func (s *Service) Observe(before, after *domain.Connection) {
@@ -115,6 +121,12 @@ func (s *Service) Observe(before, after *domain.Connection) {
 	s.observeProbe(after)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.plan(after.ID, s.track(after))
+}
+
+// track updates (or creates) the connection's entry from its aggregate
+// (s.mu held); plan derives its job from it.
+func (s *Service) track(after *domain.Connection) *schedEntry {
 	en, ok := s.sched[after.ID]
 	if !ok {
 		en = &schedEntry{idx: -1}
@@ -124,7 +136,61 @@ func (s *Service) Observe(before, after *domain.Connection) {
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
 	en.issuedAt, en.expiresAt = issuedAt(after), after.Tokens.AccessTokenExpiresAt
 	en.retryAt, en.leaseUntil, en.attemptExp = after.RetryAt, after.LeaseUntil, after.AttemptExpiresAt
-	s.plan(after.ID, en)
+	return en
+}
+
+// Seed is Observe(nil, c) for every connection of conns, in order, at
+// once: the start-up seeding (register it with Observe through
+// projections.Status.OnChangeSeeded). It plans exactly what those calls
+// would, taking the locks once; into an empty queue (the usual start) the
+// entries are appended and the heap is built in one pass (heap.Init)
+// instead of one push each, while the prober is seeded alongside.
+func (s *Service) Seed(conns []*domain.Connection) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.seedProbes(conns) }) // the prober's own state, under its own lock
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sched) == 0 {
+		s.sched = make(map[string]*schedEntry, len(conns))
+	}
+	bulk := len(s.dueQ) == 0
+	for _, c := range conns {
+		if c == nil || c.ID == "" {
+			continue
+		}
+		en := s.track(c)
+		if !bulk {
+			s.plan(c.ID, en)
+			continue
+		}
+		s.derive(c.ID, en)
+		if en.job != "" && en.idx < 0 {
+			en.idx = len(s.dueQ)
+			s.dueQ = append(s.dueQ, en)
+		}
+	}
+	if bulk {
+		// A connection given twice may have lost its job since queued.
+		q := s.dueQ[:0]
+		for _, en := range s.dueQ {
+			if en.job == "" {
+				en.idx = -1
+				continue
+			}
+			en.idx = len(q)
+			q = append(q, en)
+		}
+		clear(s.dueQ[len(q):])
+		s.dueQ = q
+	}
+	if bulk && len(s.dueQ) > 0 {
+		heap.Init(&s.dueQ)
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // issuedAt is when the connection's current tokens were stored: the last

@@ -278,7 +278,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	phase("setup")
 	// The scheduler follows the status projection as the gate does: it is
 	// seeded when the catch-up completes, then told of every change.
-	m.Proj.Status.OnChange(m.Lifecycle.Observe)
+	m.Proj.Status.OnChangeSeeded(m.Lifecycle.Observe, m.Lifecycle.Seed)
 	if err := m.Proj.Start(runCtx, m.Metrics.ObserveEvent); err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func newProjections(m *Main) *Projections {
 	// One write path: the gate derives every entry from the status
 	// projection's changes, and this instance's appends reach the status
 	// (and so the gate) before Append returns (read-your-own-writes).
-	p.Status.OnChange(p.Gate.Observe)
+	p.Status.OnChangeSeeded(p.Gate.Observe, p.Gate.Seed)
 	m.Store.OnAppend(func(e domain.Event) { _, _ = p.Status.Apply(e) })
 	// Another instance's events make the store's cached aggregate stale:
 	// the next decision reads the stream rather than conflicting.
