@@ -125,3 +125,52 @@ func TestLoadForAppendTakesAMissFromTheSeedWithinTheBound(t *testing.T) {
 	}
 	expectHistory(t, st, id, 2)
 }
+
+// An append whose store has not cached the connection takes the chain head
+// from the seed when the seed is at the expected version: one message
+// (the publish) and no read; the chain it extends verifies on a fresh load.
+// A seed behind the expected version is not used (the head is read).
+func TestAppendTakesTheHeadFromASeedAtTheExpectedVersion(t *testing.T) {
+	srv := natstest.Start(t, "")
+	ctx := ctxT(t)
+	writer := open(t, srv.Connect(t))
+	id := uuid.NewString()
+	decideAppend(t, writer, id, domain.Create{Provider: "sandbox", Scopes: []string{"users:read"}})
+	seeded, err := writer.Load(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := srv.Connect(t)
+	st, err := jsstore.Open(ctx, nc, jsstore.Config{Actor: "test", Seed: func(string) (domain.Connection, bool) { return seeded.Clone(), true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := nc.Stats().OutMsgs
+	if _, err := st.Append(ctx, id, seeded.Version, ev(domain.ConnectionUpdated{Config: map[string]string{"by": "seeded"}})); err != nil {
+		t.Fatal(err)
+	}
+	if sent := nc.Stats().OutMsgs - before; sent != 1 {
+		t.Fatalf("the append sent %d messages, want 1 (the publish): the head was read, not taken from the seed", sent)
+	}
+	c, err := open(t, srv.Connect(t)).Load(ctx, id)
+	if err != nil || c.ChainBreaks != 0 || c.Events != 2 {
+		t.Fatalf("fresh load: %+v %v, want 2 events and an unbroken chain", c, err)
+	}
+	// The seed is now one event behind: the next append on a store that
+	// has not cached the connection must read the head.
+	nc2 := srv.Connect(t)
+	st2, err := jsstore.Open(ctx, nc2, jsstore.Config{Actor: "test", Seed: func(string) (domain.Connection, bool) { return seeded.Clone(), true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = nc2.Stats().OutMsgs
+	if _, err := st2.Append(ctx, id, c.Version, ev(domain.ConnectionUpdated{Config: map[string]string{"by": "behind"}})); err != nil {
+		t.Fatal(err)
+	}
+	if sent := nc2.Stats().OutMsgs - before; sent < 2 {
+		t.Fatalf("the append sent %d messages: a stale seed's head was used", sent)
+	}
+	if c, err := open(t, srv.Connect(t)).Load(ctx, id); err != nil || c.ChainBreaks != 0 || c.Events != 3 {
+		t.Fatalf("fresh load: %+v %v, want 3 events and an unbroken chain", c, err)
+	}
+}

@@ -240,8 +240,8 @@ func (s *Store) prepare(connectionID string, head domain.ChainHead, e *domain.Ev
 }
 
 // head returns the chain head of a connection at expectedLastSeq: the
-// genesis for a new connection, the cached aggregate's when it is at that
-// sequence, else the head Load finds.
+// genesis for a new connection, the cached aggregate's or the seed's when
+// it is at that sequence (no request), else the head Load finds.
 func (s *Store) head(ctx context.Context, connectionID string, expectedLastSeq uint64) (domain.ChainHead, error) {
 	if expectedLastSeq == 0 {
 		return domain.ChainHead{}, nil
@@ -256,6 +256,14 @@ func (s *Store) head(ctx context.Context, connectionID string, expectedLastSeq u
 	s.mu.RUnlock()
 	if current {
 		return h, nil
+	}
+	// The seed (the status projection, confirmed by the stream) at the
+	// expected version has the head: the hash of the message at that
+	// sequence, whoever folded it. No request.
+	if s.cfg.Seed != nil {
+		if sc, ok := s.cfg.Seed(connectionID); ok && sc.ID == connectionID && sc.Version == expectedLastSeq {
+			return sc.Head, nil
+		}
 	}
 	lc, err := s.Load(ctx, connectionID)
 	if err != nil && !errors.Is(err, domain.ErrNotFound) {
