@@ -65,9 +65,9 @@ func BenchmarkDueJobs(b *testing.B) {
 			id := t.job.id
 			seq := t.seq
 			s.Observe(nil, &domain.Connection{ID: id, Version: seq + 1, State: domain.StateRefreshing, Since: now, TokensHeld: true,
-				LeaseUntil: now.Add(s.cfg.Lease), Tokens: domain.TokenInfo{AccessTokenExpiresAt: now.Add(time.Minute)}})
+				LeaseUntil: now.Add(s.cfg.Lease), Tokens: domain.TokenInfo{RefreshTokenFP: "sha256:9ad50a31977d", AccessTokenExpiresAt: now.Add(time.Minute)}})
 			s.Observe(nil, &domain.Connection{ID: id, Version: seq + 2, State: domain.StateActive, Since: now, TokensHeld: true,
-				LastRefreshAt: now, LastRefreshOK: true, Tokens: domain.TokenInfo{AccessTokenExpiresAt: now.Add(life)}})
+				LastRefreshAt: now, LastRefreshOK: true, Tokens: domain.TokenInfo{RefreshTokenFP: "sha256:9ad50a31977d", AccessTokenExpiresAt: now.Add(life)}})
 			s.mu.Lock()
 			delete(s.inflight, id)
 			s.spread.observe(50 * time.Millisecond)
