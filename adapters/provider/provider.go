@@ -743,7 +743,9 @@ func parseRetryAfter(v string) time.Duration {
 		return 0
 	}
 	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
-		return min(time.Duration(n)*time.Second, time.Hour)
+		// Capped before the multiplication: a huge delay-seconds would
+		// overflow time.Duration into a negative wait.
+		return time.Duration(min(n, int(time.Hour/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return min(max(time.Until(t), 0), time.Hour)
