@@ -142,9 +142,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tokenline-cluster:", err)
 		return 2
 	}
+	return execute("tokenline-cluster", opt.timeout, opt, stdout, stderr, (*runner).scenario, printReport,
+		func(rep *report) int { return len(rep.Violations) })
+}
+
+// execute makes one run (the scenario or the scale run) under a context
+// bounded by timeout and ended by SIGINT or SIGTERM, kills every child and
+// removes the run directory (kept with --keep, or when the run failed),
+// prints the report (JSON with --json) and returns the exit status: 0, 1
+// when the report has violations, 2 when the run could not be made.
+func execute[R any](name string, timeout time.Duration, opt options, stdout, stderr io.Writer,
+	run func(*runner, context.Context) (R, error), print func(io.Writer, R), violations func(R) int) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, opt.timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	r := &runner{opt: opt, sup: &supervisor{}, log: stderr}
@@ -156,9 +167,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			panic(p)
 		}
 	}()
-	rep, err := r.scenario(ctx)
+	rep, err := run(r, ctx)
 	if err != nil {
-		fmt.Fprintln(stderr, "tokenline-cluster:", err)
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 2
 	}
 	failed = false
@@ -167,9 +178,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep)
 	} else {
-		printReport(stdout, rep)
+		print(stdout, rep)
 	}
-	if len(rep.Violations) > 0 {
+	if violations(rep) > 0 {
 		return 1
 	}
 	return 0

@@ -25,7 +25,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -167,36 +166,9 @@ func runScale(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tokenline-cluster scale:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	r := &runner{opt: options{keep: o.keep}, sup: &supervisor{}, log: stderr}
-	failed := true
-	defer func() {
-		p := recover()
-		r.cleanup(failed || p != nil)
-		if p != nil {
-			panic(p)
-		}
-	}()
-	rep, err := r.scale(ctx, o)
-	if err != nil {
-		fmt.Fprintln(stderr, "tokenline-cluster scale:", err)
-		return 2
-	}
-	failed = false
-	if o.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
-	} else {
-		printScale(stdout, rep)
-	}
-	if len(rep.Violations) > 0 {
-		return 1
-	}
-	return 0
+	scale := func(r *runner, ctx context.Context) (*scaleReport, error) { return r.scale(ctx, o) }
+	return execute("tokenline-cluster scale", o.timeout, options{keep: o.keep, json: o.json}, stdout, stderr, scale, printScale,
+		func(rep *scaleReport) int { return len(rep.Violations) })
 }
 
 func (r *runner) scale(ctx context.Context, o scaleOptions) (*scaleReport, error) {
