@@ -6,7 +6,14 @@ package domain
 //
 // It runs for every message `tokenline verify` reads: a table lookup per
 // byte compared with the class the position wants, without branches.
-func ValidConnectionID(id string) bool {
+func ValidConnectionID(id string) bool { return validID(id) }
+
+// ValidConnectionIDBytes is ValidConnectionID of a byte slice, without
+// converting it to a string (which allocates: an id is longer than the
+// compiler's stack buffer for conversions).
+func ValidConnectionIDBytes(id []byte) bool { return validID(id) }
+
+func validID[T string | []byte](id T) bool {
 	if len(id) != 36 {
 		return false
 	}

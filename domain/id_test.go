@@ -35,7 +35,7 @@ func TestValidConnectionID(t *testing.T) {
 		}
 	}
 	for _, id := range bad {
-		if domain.ValidConnectionID(id) {
+		if domain.ValidConnectionID(id) || domain.ValidConnectionIDBytes([]byte(id)) {
 			t.Errorf("ValidConnectionID(%q) = true", id)
 		}
 	}
@@ -48,6 +48,9 @@ func TestValidConnectionID(t *testing.T) {
 			want := strings.IndexByte("0123456789abcdef", byte(c)) >= 0 && base[i] != '-' || c == '-' && base[i] == '-'
 			if got := domain.ValidConnectionID(id); got != want {
 				t.Errorf("ValidConnectionID(%q) = %v, want %v", id, got, want)
+			}
+			if got := domain.ValidConnectionIDBytes([]byte(id)); got != want {
+				t.Errorf("ValidConnectionIDBytes(%q) = %v, want %v", id, got, want)
 			}
 		}
 	}

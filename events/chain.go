@@ -192,7 +192,7 @@ func ParseLink(b []byte, l *LinkInfo) bool {
 		return false
 	}, 11)
 	if !ok || !p.end() || !haveData || !timeOK || string(spec) != SpecVersion || len(id) == 0 || len(id) > 128 ||
-		!domain.ValidConnectionID(string(l.Subject)) {
+		!domain.ValidConnectionIDBytes(l.Subject) {
 		*l = LinkInfo{}
 		return false
 	}

@@ -23,10 +23,10 @@ type Verifier struct {
 	only string // one connection, or all
 
 	conns map[string]*domain.Connection
-	// seen lists every event folded, in order; seenAt indexes seen[:indexed]
-	// by the first 8 bytes of the hash (the last event wins), built only
-	// when a break is explained: most streams have none.
-	seen    []seen
+	// seen lists every event folded, in order; seenAt indexes its first
+	// indexed entries by the first 8 bytes of the hash (the last event
+	// wins), built only when a break is explained: most streams have none.
+	seen    seenList
 	seenAt  map[uint64]int
 	indexed int
 	expect  map[headKey]expectation
@@ -41,6 +41,26 @@ type Verifier struct {
 
 	r VerifyReport
 }
+
+// seenList is an append-only list in blocks of seenBlock: appending
+// never copies what is there.
+type seenList struct {
+	blocks [][]seen
+	n      int
+}
+
+const seenBlock = 4096
+
+func (l *seenList) add(s seen) {
+	if l.n%seenBlock == 0 {
+		l.blocks = append(l.blocks, make([]seen, 0, seenBlock))
+	}
+	b := &l.blocks[len(l.blocks)-1]
+	*b = append(*b, s)
+	l.n++
+}
+
+func (l *seenList) at(i int) seen { return l.blocks[i/seenBlock][i%seenBlock] }
 
 type seen struct {
 	hash     uint64 // short(the event's hash)
@@ -286,7 +306,7 @@ func (v *Verifier) fold(e domain.Event, c *domain.Connection) {
 	default:
 		v.r.Refused++
 	}
-	v.seen = append(v.seen, seen{hash: short(e.Link.Hash), seq: e.Seq, accepted: err == nil})
+	v.seen.add(seen{hash: short(e.Link.Hash), seq: e.Seq, accepted: err == nil})
 	v.check(e.ConnectionID, e.Seq, e.Link.Hash, err == nil)
 }
 
@@ -302,13 +322,13 @@ func (v *Verifier) explain(e domain.Event, head domain.ChainHead) string {
 	if v.seenAt == nil {
 		v.seenAt = map[uint64]int{}
 	}
-	for ; v.indexed < len(v.seen); v.indexed++ {
-		v.seenAt[v.seen[v.indexed].hash] = v.indexed
+	for ; v.indexed < v.seen.n; v.indexed++ {
+		v.seenAt[v.seen.at(v.indexed).hash] = v.indexed
 	}
 	var s seen
 	i, ok := v.seenAt[short(e.Link.Prev)] // used only to explain a break
 	if ok {
-		s = v.seen[i]
+		s = v.seen.at(i)
 	}
 	switch {
 	case !ok:

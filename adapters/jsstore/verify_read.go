@@ -3,6 +3,7 @@ package jsstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -157,9 +158,16 @@ func parseLink(r *events.LinkRecord, m jetstream.Msg, dec *events.Decoder) {
 		return
 	}
 	data := m.Data()
-	if events.ParseLink(data, &r.Info) && subjectIs(r.Record.Subject, string(r.Info.Subject)) {
+	if events.ParseLink(data, &r.Info) && subjectIsBytes(r.Record.Subject, r.Info.Subject) {
 		r.Light = true
 		return
 	}
 	decodeData(&r.Record, data, dec)
+}
+
+// subjectIsBytes is subjectIs for an id in the message bytes, without
+// converting them to a string (a conversion to pass it would allocate).
+func subjectIsBytes(subject string, connectionID []byte) bool {
+	return len(subject) == len(events.SubjectPrefix)+len(connectionID) &&
+		strings.HasPrefix(subject, events.SubjectPrefix) && subject[len(events.SubjectPrefix):] == string(connectionID)
 }
