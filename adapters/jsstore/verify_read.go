@@ -91,7 +91,11 @@ func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRe
 		if stopped {
 			return
 		}
-		rec := events.LinkRecord{Record: events.Record{Subject: m.Subject()}}
+		// The record is written in place: the chunk's records are zero
+		// (new, or cleared before the chunk went back to the pool).
+		c.recs = c.recs[:len(c.recs)+1]
+		rec := &c.recs[len(c.recs)-1]
+		rec.Record.Subject = m.Subject()
 		if seq, ts, ok := ackInfo(m.Reply()); ok {
 			rec.Record.Seq, rec.Record.Stored = seq, time.Unix(0, ts)
 		} else if md, err := m.Metadata(); err == nil {
@@ -100,11 +104,11 @@ func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRe
 			rec.Record.Err = fmt.Errorf("jsstore: message metadata: %w", err)
 			m = nil
 		}
-		rec.Seq = rec.Record.Seq
+		seq := rec.Record.Seq
+		rec.Seq = seq
 		c.msgs = append(c.msgs, m)
-		c.recs = append(c.recs, rec)
-		if rec.Seq >= to || len(c.msgs) == linkChunkSize {
-			if !send() || rec.Seq >= to {
+		if seq >= to || len(c.msgs) == linkChunkSize {
+			if !send() || seq >= to { // the chunk is the workers' now: rec too
 				stopped = true
 			}
 		}
