@@ -35,7 +35,7 @@ func TestValidConnectionID(t *testing.T) {
 		}
 	}
 	for _, id := range bad {
-		if domain.ValidConnectionID(id) {
+		if domain.ValidConnectionID(id) || domain.ValidConnectionIDBytes([]byte(id)) {
 			t.Errorf("ValidConnectionID(%q) = true", id)
 		}
 	}
@@ -43,11 +43,14 @@ func TestValidConnectionID(t *testing.T) {
 	// swaps one lowercase hex digit for another.
 	base := good[0]
 	for i := range base {
-		for _, c := range []byte{'-', 'g', 'A', '.', ' ', '0'} {
-			id := base[:i] + string(c) + base[i+1:]
-			want := strings.IndexByte("0123456789abcdef", c) >= 0 && base[i] != '-' || c == '-' && base[i] == '-'
+		for c := range 256 {
+			id := base[:i] + string([]byte{byte(c)}) + base[i+1:]
+			want := strings.IndexByte("0123456789abcdef", byte(c)) >= 0 && base[i] != '-' || c == '-' && base[i] == '-'
 			if got := domain.ValidConnectionID(id); got != want {
 				t.Errorf("ValidConnectionID(%q) = %v, want %v", id, got, want)
+			}
+			if got := domain.ValidConnectionIDBytes([]byte(id)); got != want {
+				t.Errorf("ValidConnectionIDBytes(%q) = %v, want %v", id, got, want)
 			}
 		}
 	}

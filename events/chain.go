@@ -163,10 +163,8 @@ func ParseLink(b []byte, l *LinkInfo) bool {
 			l.Subject, ok = p.rawStr()
 			return ok
 		case "time":
-			t, ok := p.time()
-			if y := t.UTC().Year(); ok && !t.IsZero() && y >= 0 && y <= 9999 {
-				timeOK = true
-			}
+			var ok bool
+			timeOK, ok = p.validTime()
 			return ok
 		case "schemaversion":
 			var ok bool
@@ -183,17 +181,18 @@ func ParseLink(b []byte, l *LinkInfo) bool {
 			if !bytes.HasPrefix(typ, []byte(TypePrefix)) {
 				return false
 			}
-			l.Type = domain.EventType(typ[len(TypePrefix):])
-			if dec, ok := fastTypes[l.Type]; !ok || version != dec.version {
+			lt, ok := linkTypes[string(typ[len(TypePrefix):])]
+			if !ok || version != lt.version {
 				return false
 			}
-			haveData = p.skimPayload(l.Type, &l.Terminal)
+			l.Type = lt.typ
+			haveData = p.skimPayload(l.Type, lt.kinds, &l.Terminal)
 			return haveData
 		}
 		return false
 	}, 11)
 	if !ok || !p.end() || !haveData || !timeOK || string(spec) != SpecVersion || len(id) == 0 || len(id) > 128 ||
-		!domain.ValidConnectionID(string(l.Subject)) {
+		!domain.ValidConnectionIDBytes(l.Subject) {
 		*l = LinkInfo{}
 		return false
 	}
@@ -206,14 +205,10 @@ func ParseLink(b []byte, l *LinkInfo) bool {
 // non-negative int, a bool, a time, a list of strings, a map of strings, the
 // token information), and what validPayload checks (a provider, a valid
 // reason); it reads the terminal flag and decodes nothing else.
-func (p *parser) skimPayload(t domain.EventType, terminal *bool) bool {
-	kinds, ok := linkKinds[t]
-	if !ok {
-		return false
-	}
+func (p *parser) skimPayload(t domain.EventType, kinds map[string]fieldKind, terminal *bool) bool {
 	var provider, reason []byte
 	hasReason := false
-	ok = p.object(func(key []byte) bool {
+	ok := p.object(func(key []byte) bool {
 		k, known := kinds[string(key)]
 		if !known {
 			return false
@@ -337,6 +332,108 @@ var linkKinds, tokenKinds = func() (map[domain.EventType]map[string]fieldKind, m
 	return out, tokens
 }()
 
+// linkType is what ParseLink knows of an event type it reads: the type
+// (one string for all its events), its current schema version and its
+// payload's fields.
+type linkType struct {
+	typ     domain.EventType
+	version int
+	kinds   map[string]fieldKind
+}
+
+// linkTypes holds linkKinds' types by name, with their versions: one
+// lookup per message, without converting the name to a string.
+var linkTypes = func() map[string]linkType {
+	out := map[string]linkType{}
+	for t, k := range linkKinds {
+		out[string(t)] = linkType{typ: t, version: fastTypes[t].version, kinds: k}
+	}
+	return out
+}()
+
+// validTime reads a time (or null) as time does, without keeping it: ok is
+// time's; set reports a time that is not the zero time and whose year in
+// UTC is in [0, 9999] (what an envelope's time must be). A time in the form
+// Encode writes for UTC is checked by timeZ, without time.Parse.
+func (p *parser) validTime() (set, ok bool) {
+	if p.null() {
+		return false, true
+	}
+	start := p.i
+	s, ok := p.rawStr()
+	if !ok {
+		return false, false
+	}
+	if zero, ok := timeZ(s); ok {
+		return !zero, true
+	}
+	var t time.Time
+	if err := t.UnmarshalJSON(p.b[start:p.i]); err != nil {
+		return false, false
+	}
+	y := t.UTC().Year()
+	return !t.IsZero() && y >= 0 && y <= 9999, true
+}
+
+// timeZ checks s for the form time.Time.MarshalJSON writes for a UTC time,
+// "2006-01-02T15:04:05Z" with an optional fraction of 1 to 9 digits: a date
+// that exists (leap years counted), an hour below 24, a minute and a
+// second below 60. Every string it accepts time.Time.UnmarshalJSON accepts
+// (TestTimeZAgreesWithUnmarshalJSON); ok is false for anything else, which
+// the caller leaves to UnmarshalJSON. zero reports the zero time.
+func timeZ(s []byte) (zero, ok bool) {
+	const n = len("2006-01-02T15:04:05Z")
+	if len(s) < n || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[len(s)-1] != 'Z' {
+		return false, false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18} {
+		if s[i] < '0' || s[i] > '9' {
+			return false, false
+		}
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range s[i : i+n] {
+			v = 10*v + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	hour, minute, sec := num(11, 2), num(14, 2), num(17, 2)
+	if month < 1 || month > 12 || day < 1 || day > daysIn(month, year) || hour > 23 || minute > 59 || sec > 59 {
+		return false, false
+	}
+	frac := s[n-1 : len(s)-1]
+	nonZero := false
+	if len(frac) > 0 {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return false, false
+		}
+		for _, c := range frac[1:] {
+			if c < '0' || c > '9' {
+				return false, false
+			}
+			nonZero = nonZero || c != '0'
+		}
+	}
+	return year == 1 && month == 1 && day == 1 && hour == 0 && minute == 0 && sec == 0 && !nonZero, true
+}
+
+// daysIn is the number of days of a month (1-12) in the proleptic
+// Gregorian calendar, as package time counts them.
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
 // skim checks one value of the given kind without keeping it; null is the
 // zero value of every kind, as encoding/json reads it.
 func (p *parser) skim(k fieldKind) bool {
@@ -353,7 +450,7 @@ func (p *parser) skim(k fieldKind) bool {
 		_, ok := p.bool()
 		return ok
 	case kindTime:
-		_, ok := p.time()
+		_, ok := p.validTime()
 		return ok
 	case kindStrings:
 		if !p.next('[') {

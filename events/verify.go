@@ -22,9 +22,17 @@ type Verifier struct {
 	key  ed25519.PublicKey
 	only string // one connection, or all
 
-	conns  map[string]*domain.Connection
-	seen   map[uint64]seen // every decoded event, by the first 8 bytes of its hash
-	expect map[headKey]expectation
+	conns map[string]*domain.Connection
+	// seen lists every event folded, in order; seenAt indexes its first
+	// indexed entries by the first 8 bytes of the hash (the last event
+	// wins), built only when a break is explained: most streams have none.
+	seen    seenList
+	seenAt  map[uint64]int
+	indexed int
+	expect  map[headKey]expectation
+	// expectSeq holds the sequences expect lists: most events are no head,
+	// and a uint64 key is cheaper to look up than a headKey.
+	expectSeq map[uint64]struct{}
 
 	cpNumber uint64
 	cpPrev   [32]byte
@@ -34,7 +42,28 @@ type Verifier struct {
 	r VerifyReport
 }
 
+// seenList is an append-only list in blocks of seenBlock: appending
+// never copies what is there.
+type seenList struct {
+	blocks [][]seen
+	n      int
+}
+
+const seenBlock = 4096
+
+func (l *seenList) add(s seen) {
+	if l.n%seenBlock == 0 {
+		l.blocks = append(l.blocks, make([]seen, 0, seenBlock))
+	}
+	b := &l.blocks[len(l.blocks)-1]
+	*b = append(*b, s)
+	l.n++
+}
+
+func (l *seenList) at(i int) seen { return l.blocks[i/seenBlock][i%seenBlock] }
+
 type seen struct {
+	hash     uint64 // short(the event's hash)
 	seq      uint64
 	accepted bool
 }
@@ -115,10 +144,10 @@ const MaxBreaks = 100
 func NewVerifier(key ed25519.PublicKey, only string) *Verifier {
 	return &Verifier{
 		key: key, only: only,
-		conns:  map[string]*domain.Connection{},
-		seen:   map[uint64]seen{},
-		expect: map[headKey]expectation{},
-		r:      VerifyReport{KeyPinned: key != nil},
+		conns:     map[string]*domain.Connection{},
+		expect:    map[headKey]expectation{},
+		expectSeq: map[uint64]struct{}{},
+		r:         VerifyReport{KeyPinned: key != nil},
 	}
 }
 
@@ -161,6 +190,7 @@ func (v *Verifier) Checkpoint(body []byte) {
 		}
 		head, _ := ParseHash(hd.Head)
 		v.expect[headKey{hd.Connection, hd.Seq}] = expectation{head: head, checkpoint: c.Number}
+		v.expectSeq[hd.Seq] = struct{}{}
 	}
 }
 
@@ -183,7 +213,7 @@ func (v *Verifier) Event(rec *Record) {
 	if v.only != "" && e.ConnectionID != v.only {
 		return
 	}
-	v.fold(e)
+	v.fold(e, v.conn(e.ConnectionID))
 }
 
 // LinkRecord is one message of the event stream as the link check reads
@@ -236,23 +266,34 @@ func (v *Verifier) Link(r *LinkRecord) {
 		d.Terminal = r.Info.Terminal
 		p = d
 	}
+	c := v.conns[string(r.Info.Subject)]
 	var id string
-	if c := v.conns[string(r.Info.Subject)]; c != nil && c.ID != "" {
+	if c != nil && c.ID != "" {
 		id = c.ID // one copy of the id per connection
 	} else {
 		id = string(r.Info.Subject)
+		if c == nil {
+			c = &domain.Connection{}
+			v.conns[id] = c
+		}
 	}
-	v.fold(domain.Event{ConnectionID: id, Seq: r.Seq, Payload: p, Link: r.Info.Link})
+	v.fold(domain.Event{ConnectionID: id, Seq: r.Seq, Payload: p, Link: r.Info.Link}, c)
 }
 
-// fold applies one decoded event (or its link) to its connection.
-func (v *Verifier) fold(e domain.Event) {
-	v.r.Events++
-	c := v.conns[e.ConnectionID]
+// conn returns the connection id's fold, a new one the first time.
+func (v *Verifier) conn(id string) *domain.Connection {
+	c := v.conns[id]
 	if c == nil {
 		c = &domain.Connection{}
-		v.conns[e.ConnectionID] = c
+		v.conns[id] = c
 	}
+	return c
+}
+
+// fold applies one decoded event (or its link) to its connection c
+// (v.conns[e.ConnectionID]).
+func (v *Verifier) fold(e domain.Event, c *domain.Connection) {
+	v.r.Events++
 	head := c.Head
 	err := c.Apply(e)
 	switch {
@@ -265,7 +306,7 @@ func (v *Verifier) fold(e domain.Event) {
 	default:
 		v.r.Refused++
 	}
-	v.seen[short(e.Link.Hash)] = seen{seq: e.Seq, accepted: err == nil}
+	v.seen.add(seen{hash: short(e.Link.Hash), seq: e.Seq, accepted: err == nil})
 	v.check(e.ConnectionID, e.Seq, e.Link.Hash, err == nil)
 }
 
@@ -278,7 +319,17 @@ func (v *Verifier) explain(e domain.Event, head domain.ChainHead) string {
 	if e.Link.Prev == ([32]byte{}) {
 		return what + ": it claims to be the first event: inserted or reordered"
 	}
-	s, ok := v.seen[short(e.Link.Prev)] // used only to explain a break
+	if v.seenAt == nil {
+		v.seenAt = map[uint64]int{}
+	}
+	for ; v.indexed < v.seen.n; v.indexed++ {
+		v.seenAt[v.seen.at(v.indexed).hash] = v.indexed
+	}
+	var s seen
+	i, ok := v.seenAt[short(e.Link.Prev)] // used only to explain a break
+	if ok {
+		s = v.seen.at(i)
+	}
 	switch {
 	case !ok:
 		return what + ": its prevhash is the hash of no event in the stream: the event before it was altered or removed, or this one was forged"
@@ -293,6 +344,9 @@ func short(h [32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
 // check compares an event with what the checkpoints listed for it.
 func (v *Verifier) check(conn string, seq uint64, hash [32]byte, accepted bool) {
+	if _, ok := v.expectSeq[seq]; !ok {
+		return
+	}
 	k := headKey{conn, seq}
 	x, ok := v.expect[k]
 	if !ok {

@@ -3,6 +3,7 @@ package jsstore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,7 +91,11 @@ func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRe
 		if stopped {
 			return
 		}
-		rec := events.LinkRecord{Record: events.Record{Subject: m.Subject()}}
+		// The record is written in place: the chunk's records are zero
+		// (new, or cleared before the chunk went back to the pool).
+		c.recs = c.recs[:len(c.recs)+1]
+		rec := &c.recs[len(c.recs)-1]
+		rec.Record.Subject = m.Subject()
 		if seq, ts, ok := ackInfo(m.Reply()); ok {
 			rec.Record.Seq, rec.Record.Stored = seq, time.Unix(0, ts)
 		} else if md, err := m.Metadata(); err == nil {
@@ -99,11 +104,11 @@ func (s *Store) readLinks(ctx context.Context, to uint64, fn func(*events.LinkRe
 			rec.Record.Err = fmt.Errorf("jsstore: message metadata: %w", err)
 			m = nil
 		}
-		rec.Seq = rec.Record.Seq
+		seq := rec.Record.Seq
+		rec.Seq = seq
 		c.msgs = append(c.msgs, m)
-		c.recs = append(c.recs, rec)
-		if rec.Seq >= to || len(c.msgs) == linkChunkSize {
-			if !send() || rec.Seq >= to {
+		if seq >= to || len(c.msgs) == linkChunkSize {
+			if !send() || seq >= to { // the chunk is the workers' now: rec too
 				stopped = true
 			}
 		}
@@ -157,9 +162,16 @@ func parseLink(r *events.LinkRecord, m jetstream.Msg, dec *events.Decoder) {
 		return
 	}
 	data := m.Data()
-	if events.ParseLink(data, &r.Info) && subjectIs(r.Record.Subject, string(r.Info.Subject)) {
+	if events.ParseLink(data, &r.Info) && subjectIsBytes(r.Record.Subject, r.Info.Subject) {
 		r.Light = true
 		return
 	}
 	decodeData(&r.Record, data, dec)
+}
+
+// subjectIsBytes is subjectIs for an id in the message bytes, without
+// converting them to a string (a conversion to pass it would allocate).
+func subjectIsBytes(subject string, connectionID []byte) bool {
+	return len(subject) == len(events.SubjectPrefix)+len(connectionID) &&
+		strings.HasPrefix(subject, events.SubjectPrefix) && subject[len(events.SubjectPrefix):] == string(connectionID)
 }
