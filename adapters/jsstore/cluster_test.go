@@ -31,7 +31,9 @@ func TestClusterR3RacingWriters(t *testing.T) {
 		}
 		t.Cleanup(nc.Close)
 		var st *jsstore.Store
-		deadline := time.Now().Add(20 * time.Second)
+		// A loaded machine (CI runs packages in parallel) can take tens of
+		// seconds to form the cluster and elect the streams' leaders.
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			st, err = jsstore.Open(ctxT(t), nc, jsstore.Config{Replicas: 3, Actor: "node"})
 			if err == nil || time.Now().After(deadline) {
