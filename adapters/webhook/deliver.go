@@ -669,7 +669,7 @@ func (d *deliverer) provider(conn string, once bool) (string, bool) {
 }
 
 func (d *deliverer) signingKeys() (*signer, error) {
-	if d.keysStale.Load() || d.keys.Load() == nil {
+	if k := d.keys.Load(); d.keysStale.Load() || k == nil || (!k.until.IsZero() && !d.m.cfg.Now().Before(k.until)) {
 		d.keysStale.Store(false)
 		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
 		r, err := d.m.secrets.get(ctx, d.id)
@@ -678,11 +678,18 @@ func (d *deliverer) signingKeys() (*signer, error) {
 			d.keysStale.Store(true)
 			return nil, err
 		}
-		keys, err := r.keys(d.m.cfg.Now())
+		now := d.m.cfg.Now()
+		keys, err := r.keys(now)
 		if err != nil {
 			return nil, err
 		}
-		d.keys.Store(newSigner(keys))
+		sg := newSigner(keys)
+		if len(keys) > 1 {
+			// The previous secret signs until its grace ends, not until
+			// the subscription next changes.
+			sg.until = r.PreviousUntil
+		}
+		d.keys.Store(sg)
 	}
 	return d.keys.Load(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // signer signs with a subscription's keys (the current secret and, for a
@@ -16,6 +17,9 @@ import (
 // on every delivery otherwise.
 type signer struct {
 	macs []*sync.Pool
+	// until: from then on the keys are out of date (the previous secret's
+	// grace ends); zero: until the subscription changes.
+	until time.Time
 }
 
 func newSigner(keys [][]byte) *signer {
