@@ -48,7 +48,7 @@ func newWebhooksCommand() *cobra.Command {
 		one("get", "Show one subscription", (*client.Client).GetWebhook),
 		one("pause", "Stop delivering (the position is kept: resume delivers what happened meanwhile)", (*client.Client).PauseWebhook),
 		one("resume", "Deliver again (a paused subscription, or one disabled by a 410 Gone)", (*client.Client).ResumeWebhook),
-		one("rotate-secret", "Replace the signing secret; prints the new one once (the old one still signs for 24 h)", (*client.Client).RotateWebhookSecret),
+		one("rotate-secret", "Replace the signing secret; prints the new one once (the old one still signs for the server's --webhooks-secret-grace, default 24 h)", (*client.Client).RotateWebhookSecret),
 		newWebhooksDeleteCommand(o),
 		newWebhooksDeliveriesCommand(o),
 		newWebhooksReplayCommand(o),

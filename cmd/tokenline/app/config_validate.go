@@ -62,6 +62,9 @@ func (c *Config) validateValues() error {
 	if c.GateExpiryMargin < 0 {
 		return fmt.Errorf("--gate-expiry-margin %s: want 0 or more", c.GateExpiryMargin)
 	}
+	if err := c.Webhooks.validate(); err != nil { // webhooks.go
+		return err
+	}
 	switch c.SandboxConsent {
 	case "prompt", "approve", "deny":
 	default:

@@ -7,6 +7,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -34,23 +35,101 @@ type WebhooksConfig struct {
 	// AckWait is how long an event held by an instance that died waits
 	// before another instance re-delivers it.
 	AckWait time.Duration
+	// Concurrency bounds the HTTP requests in flight per subscription.
+	Concurrency int
+	// MaxPending bounds the events of one subscription an instance holds
+	// at once (the consumer's MaxAckPending).
+	MaxPending int
+	// PinnedTTL is how long an instance that stopped pulling keeps a
+	// subscription before another instance takes it over.
+	PinnedTTL time.Duration
+	// SecretGrace is how long the previous secret still signs after a
+	// rotation.
+	SecretGrace time.Duration
 }
 
 func defaultWebhooksConfig() WebhooksConfig {
-	return WebhooksConfig{Timeout: 10 * time.Second, MaxAttempts: 12, BackoffBase: time.Second, BackoffMax: 10 * time.Minute, AckWait: 30 * time.Second}
+	return WebhooksConfig{Timeout: 10 * time.Second, MaxAttempts: 12, BackoffBase: time.Second, BackoffMax: 10 * time.Minute,
+		AckWait: 30 * time.Second, Concurrency: 64, MaxPending: 4096, PinnedTTL: 30 * time.Second, SecretGrace: 24 * time.Hour}
+}
+
+// orDefault is c, or the defaults for a Config not made by DefaultConfig
+// (no webhook setting but the two Allow ones). A zero in any single field
+// is kept, for validate to refuse.
+func (c WebhooksConfig) orDefault() WebhooksConfig {
+	if bare := (WebhooksConfig{AllowHTTP: c.AllowHTTP, AllowPrivate: c.AllowPrivate}); c == bare {
+		d := defaultWebhooksConfig()
+		d.AllowHTTP, d.AllowPrivate = c.AllowHTTP, c.AllowPrivate
+		return d
+	}
+	return c
+}
+
+// Bounds of the webhook flags (validate).
+const (
+	maxWebhookTimeout     = 10 * time.Minute
+	maxWebhookAttempts    = 100000
+	maxWebhookBackoff     = 24 * time.Hour
+	maxWebhookAckWait     = time.Hour
+	maxWebhookConcurrency = 1024
+	maxWebhookPending     = 100000
+	minWebhookPinnedTTL   = 3 * time.Second
+	maxWebhookPinnedTTL   = 10 * time.Minute
+	maxWebhookSecretGrace = 30 * 24 * time.Hour
+)
+
+// validate checks the webhook flags before anything starts (Config.
+// validateValues). A zero that adapters/webhook would silently replace by
+// its default is refused like any other value out of range.
+func (c WebhooksConfig) validate() error {
+	c = c.orDefault()
+	for _, n := range []struct {
+		flag   string
+		v, max int
+	}{
+		{"--webhooks-max-attempts", c.MaxAttempts, maxWebhookAttempts},
+		{"--webhooks-concurrency", c.Concurrency, maxWebhookConcurrency},
+		{"--webhooks-max-pending", c.MaxPending, maxWebhookPending},
+	} {
+		if n.v < 1 || n.v > n.max {
+			return fmt.Errorf("%s %d: want 1 to %d", n.flag, n.v, n.max)
+		}
+	}
+	for _, d := range []struct {
+		flag     string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"--webhooks-timeout", c.Timeout, time.Millisecond, maxWebhookTimeout},
+		{"--webhooks-backoff-base", c.BackoffBase, time.Millisecond, maxWebhookBackoff},
+		{"--webhooks-backoff-max", c.BackoffMax, time.Millisecond, maxWebhookBackoff},
+		{"--webhooks-ack-wait", c.AckWait, time.Second, maxWebhookAckWait},
+		{"--webhooks-pinned-ttl", c.PinnedTTL, minWebhookPinnedTTL, maxWebhookPinnedTTL},
+		{"--webhooks-secret-grace", c.SecretGrace, time.Second, maxWebhookSecretGrace},
+	} {
+		if d.v < d.min || d.v > d.max {
+			return fmt.Errorf("%s %s: want %s to %s", d.flag, d.v, d.min, d.max)
+		}
+	}
+	if c.BackoffBase > c.BackoffMax {
+		return fmt.Errorf("--webhooks-backoff-base %s is longer than --webhooks-backoff-max %s", c.BackoffBase, c.BackoffMax)
+	}
+	return nil
 }
 
 func (c *WebhooksConfig) bindFlags(fs *pflag.FlagSet) {
-	if c.Timeout == 0 && c.MaxAttempts == 0 {
-		*c = defaultWebhooksConfig()
-	}
+	*c = c.orDefault()
 	fs.BoolVar(&c.AllowHTTP, "webhooks-allow-http", c.AllowHTTP, "accept plain http:// webhook URLs (development; default https only)")
 	fs.BoolVar(&c.AllowPrivate, "webhooks-allow-private", c.AllowPrivate, "deliver webhooks to loopback and private addresses (checked on the address dialled; default refused)")
 	fs.DurationVar(&c.Timeout, "webhooks-timeout", c.Timeout, "timeout of one webhook delivery attempt")
 	fs.IntVar(&c.MaxAttempts, "webhooks-max-attempts", c.MaxAttempts, "attempts of one event before it is dead-lettered")
 	fs.DurationVar(&c.BackoffBase, "webhooks-backoff-base", c.BackoffBase, "wait after a webhook's first failed attempt (doubling, with jitter)")
 	fs.DurationVar(&c.BackoffMax, "webhooks-backoff-max", c.BackoffMax, "longest wait between webhook attempts (a Retry-After answer may ask for up to an hour)")
-	fs.DurationVar(&c.AckWait, "webhooks-ack-wait", c.AckWait, "how long an event held by an instance that died waits before another instance delivers it")
+	fs.DurationVar(&c.AckWait, "webhooks-ack-wait", c.AckWait, "how long an event held by an instance that died waits before another instance delivers it (1s to 1h)")
+	fs.IntVar(&c.Concurrency, "webhooks-concurrency", c.Concurrency, "webhook requests in flight per subscription (workers; 1 to 1024)")
+	fs.IntVar(&c.MaxPending, "webhooks-max-pending", c.MaxPending, "events of one subscription an instance holds at once, sending or queued behind their connection's earlier event (1 to 100000)")
+	fs.DurationVar(&c.PinnedTTL, "webhooks-pinned-ttl", c.PinnedTTL, "how long an instance that stopped pulling (crashed, cut off from NATS) keeps delivering a subscription before another instance takes it over (3s to 10m)")
+	fs.DurationVar(&c.SecretGrace, "webhooks-secret-grace", c.SecretGrace, "how long the previous signing secret still signs (a second signature) after a rotation (1s to 720h)")
 }
 
 // openWebhooks opens the webhook manager (after the store, before the HTTP
@@ -61,10 +140,7 @@ func (m *Main) openWebhooks(ctx context.Context, vaultKey []byte) error {
 	if err != nil {
 		return err
 	}
-	c := m.Config.Webhooks
-	if c.Timeout == 0 && c.MaxAttempts == 0 {
-		c = defaultWebhooksConfig()
-	}
+	c := m.Config.Webhooks.orDefault()
 	metrics, err := webhook.NewMetrics(m.registry)
 	if err != nil {
 		return err
@@ -73,7 +149,8 @@ func (m *Main) openWebhooks(ctx context.Context, vaultKey []byte) error {
 		EventStream: m.Store.StreamName(), Replicas: m.Config.Replicas, SecretsKey: key,
 		Safety:  webhook.Safety{AllowHTTP: c.AllowHTTP, AllowPrivate: c.AllowPrivate},
 		Timeout: c.Timeout, MaxAttempts: c.MaxAttempts, BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax,
-		AckWait: c.AckWait, Instance: m.Config.Instance, Logger: m.Logger.With("component", "webhooks"),
+		AckWait: c.AckWait, Concurrency: c.Concurrency, MaxPending: c.MaxPending, PinnedTTL: c.PinnedTTL,
+		SecretGrace: c.SecretGrace, Instance: m.Config.Instance, Logger: m.Logger.With("component", "webhooks"),
 		Metrics: metrics, UserAgent: "tokenline-webhooks/" + Version,
 		Provider: func(ctx context.Context, id string) (string, error) {
 			if c, ok := m.Proj.Status.Confirmed(id); ok && c.Provider != "" {
