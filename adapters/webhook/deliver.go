@@ -87,6 +87,9 @@ type deliverer struct {
 	keys      atomic.Pointer[signer]
 	keysStale atomic.Bool
 	gotAny    atomic.Bool
+	// inactive: stopping because the subscription was paused, disabled or
+	// deleted (every instance stops), not because this instance closes.
+	inactive atomic.Bool
 
 	// runq feeds the workers (up to Config.Concurrency goroutines) with the
 	// connections that have an event to send; sem bounds the HTTP attempts
@@ -728,8 +731,11 @@ func (d *deliverer) doStop() {
 	// redelivery queue (nats-server 2.15 consumer.go, loopAndGatherMsgs),
 	// behind later events of its connection. A consumer info request makes
 	// the server drop the requests nobody listens to (processWaiting), so
-	// the NAKs that follow queue the events in order.
-	if len(held) > 0 {
+	// the NAKs that follow queue the events in order. A subscription that
+	// was paused drops them too: an event stored meanwhile would pin the
+	// consumer to such a request, and the deliverer of a quick resume
+	// would wait the whole PinnedTTL for the pin.
+	if len(held) > 0 || d.inactive.Load() {
 		_ = d.m.js.Conn().FlushTimeout(2 * time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, _ = d.m.js.Consumer(ctx, d.m.cfg.EventStream, ConsumerPrefix+d.id)
@@ -738,7 +744,10 @@ func (d *deliverer) doStop() {
 	for _, h := range held {
 		_ = h.msg.Nak()
 	}
-	if d.gotAny.Load() {
+	// Unpin what this deliverer held; a subscription no instance delivers
+	// any more is unpinned even if this one never got an event (its pull
+	// request may have been pinned without one).
+	if d.gotAny.Load() || d.inactive.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if st, err := d.m.js.Stream(ctx, d.m.cfg.EventStream); err == nil {
 			_ = st.UnpinConsumer(ctx, ConsumerPrefix+d.id, PriorityGroup)

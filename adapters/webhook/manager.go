@@ -376,6 +376,7 @@ func (m *Manager) reconcile(id string) {
 	case d != nil:
 		delete(m.workers, id)
 		m.stopping[id] = d
+		d.inactive.Store(true)
 		stop = d
 	}
 	m.mu.Unlock()
