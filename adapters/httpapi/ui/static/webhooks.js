@@ -58,6 +58,12 @@
     const ul = document.getElementById("webhooks");
     ul.replaceChildren();
     document.getElementById("webhooks-empty").hidden = list.length > 0;
+    if (selected && !list.some((w) => w.id === selected)) {
+      // The subscription whose deliveries were shown is gone (deleted
+      // here or elsewhere): stop showing and asking for its log.
+      selected = "";
+      document.getElementById("deliveries-card").hidden = true;
+    }
     for (const w of list) {
       const base = "/v1/webhooks/" + encodeURIComponent(w.id);
       const filter = [w.provider ? "provider " + w.provider : "", w.connection ? "connection " + w.connection : ""].filter(Boolean).join(", ");
