@@ -29,7 +29,8 @@ const (
 	// (tokenline.webhook.<id>) and dead letters (tokenline.webhook.<id>.dead).
 	DefaultStream = "TOKENLINE_WEBHOOKS"
 	// DefaultLogStream keeps each subscription's recent delivery attempts
-	// (tokenline.webhooklog.<id>, the last LogKeep, at most LogMaxAge old).
+	// (tokenline.webhooklog.<id>, the last Config.LogKeep, at most
+	// Config.LogMaxAge old).
 	DefaultLogStream = "TOKENLINE_WEBHOOK_LOG"
 	// DefaultSecretsBucket holds the sealed signing secrets.
 	DefaultSecretsBucket = "tokenline_webhook_secrets"
@@ -42,9 +43,11 @@ const (
 	ConsumerPrefix = "webhook_"
 	// PriorityGroup is the pinned priority group of the delivery consumers.
 	PriorityGroup = "deliver"
-	// LogKeep is how many attempts the log keeps per subscription.
+	// LogKeep is how many attempts the log keeps per subscription by
+	// default (Config.LogKeep).
 	LogKeep = 200
-	// LogMaxAge bounds how long an attempt stays in the log.
+	// LogMaxAge bounds how long an attempt stays in the log by default
+	// (Config.LogMaxAge).
 	LogMaxAge = 7 * 24 * time.Hour
 )
 
@@ -89,6 +92,12 @@ type Config struct {
 	// SecretGrace is how long the previous secret still signs after a
 	// rotation (default 24 h).
 	SecretGrace time.Duration
+	// LogKeep and LogMaxAge are the delivery log's retention: the last
+	// LogKeep attempts per subscription, none older than LogMaxAge
+	// (defaults: the constants). They shape the log stream, which every
+	// instance updates as it opens and /readyz checks.
+	LogKeep   int
+	LogMaxAge time.Duration
 	// Provider returns a connection's provider, for provider filters.
 	Provider func(ctx context.Context, connectionID string) (string, error)
 	Instance string
@@ -115,6 +124,8 @@ func (c Config) withDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, 64)
 	c.MaxResponse = cmp.Or(c.MaxResponse, 64<<10)
 	c.SecretGrace = cmp.Or(c.SecretGrace, 24*time.Hour)
+	c.LogKeep = cmp.Or(c.LogKeep, LogKeep)
+	c.LogMaxAge = cmp.Or(c.LogMaxAge, LogMaxAge)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	c.UserAgent = cmp.Or(c.UserAgent, "tokenline-webhooks")
 	if c.Now == nil {
@@ -142,7 +153,7 @@ func LogStreamConfig(c Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: c.LogStream, Description: "tokenline webhook delivery attempts (recent)",
 		Subjects: []string{LogSubjectPrefix + "*"}, Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy,
-		Discard: jetstream.DiscardOld, MaxAge: LogMaxAge, MaxMsgs: -1, MaxBytes: -1, MaxMsgsPerSubject: LogKeep,
+		Discard: jetstream.DiscardOld, MaxAge: c.LogMaxAge, MaxMsgs: -1, MaxBytes: -1, MaxMsgsPerSubject: int64(c.LogKeep),
 		Replicas: c.Replicas, AllowDirect: true,
 	}
 }
@@ -681,7 +692,7 @@ func (m *Manager) Log(ctx context.Context, id string) ([]Attempt, error) {
 		return nil, err
 	}
 	out := []Attempt{}
-	err := m.readSubject(ctx, m.logs, LogSubjectPrefix+id, LogKeep, func(msg jetstream.Msg, _ uint64) {
+	err := m.readSubject(ctx, m.logs, LogSubjectPrefix+id, m.cfg.LogKeep, func(msg jetstream.Msg, _ uint64) {
 		var a Attempt
 		if json.Unmarshal(msg.Data(), &a) == nil {
 			out = append(out, a)
