@@ -46,11 +46,16 @@ type WebhooksConfig struct {
 	// SecretGrace is how long the previous secret still signs after a
 	// rotation.
 	SecretGrace time.Duration
+	// LogKeep and LogMaxAge are the delivery log's retention per
+	// subscription.
+	LogKeep   int
+	LogMaxAge time.Duration
 }
 
 func defaultWebhooksConfig() WebhooksConfig {
 	return WebhooksConfig{Timeout: 10 * time.Second, MaxAttempts: 12, BackoffBase: time.Second, BackoffMax: 10 * time.Minute,
-		AckWait: 30 * time.Second, Concurrency: 64, MaxPending: 4096, PinnedTTL: 30 * time.Second, SecretGrace: 24 * time.Hour}
+		AckWait: 30 * time.Second, Concurrency: 64, MaxPending: 4096, PinnedTTL: 30 * time.Second, SecretGrace: 24 * time.Hour,
+		LogKeep: webhook.LogKeep, LogMaxAge: webhook.LogMaxAge}
 }
 
 // orDefault is c, or the defaults for a Config not made by DefaultConfig
@@ -76,6 +81,9 @@ const (
 	minWebhookPinnedTTL   = 3 * time.Second
 	maxWebhookPinnedTTL   = 10 * time.Minute
 	maxWebhookSecretGrace = 30 * 24 * time.Hour
+	maxWebhookLogKeep     = 10000
+	minWebhookLogMaxAge   = time.Hour
+	maxWebhookLogMaxAge   = 365 * 24 * time.Hour
 )
 
 // validate checks the webhook flags before anything starts (Config.
@@ -90,6 +98,7 @@ func (c WebhooksConfig) validate() error {
 		{"--webhooks-max-attempts", c.MaxAttempts, maxWebhookAttempts},
 		{"--webhooks-concurrency", c.Concurrency, maxWebhookConcurrency},
 		{"--webhooks-max-pending", c.MaxPending, maxWebhookPending},
+		{"--webhooks-log-keep", c.LogKeep, maxWebhookLogKeep},
 	} {
 		if n.v < 1 || n.v > n.max {
 			return fmt.Errorf("%s %d: want 1 to %d", n.flag, n.v, n.max)
@@ -106,6 +115,7 @@ func (c WebhooksConfig) validate() error {
 		{"--webhooks-ack-wait", c.AckWait, time.Second, maxWebhookAckWait},
 		{"--webhooks-pinned-ttl", c.PinnedTTL, minWebhookPinnedTTL, maxWebhookPinnedTTL},
 		{"--webhooks-secret-grace", c.SecretGrace, time.Second, maxWebhookSecretGrace},
+		{"--webhooks-log-max-age", c.LogMaxAge, minWebhookLogMaxAge, maxWebhookLogMaxAge},
 	} {
 		if d.v < d.min || d.v > d.max {
 			return fmt.Errorf("%s %s: want %s to %s", d.flag, d.v, d.min, d.max)
@@ -130,6 +140,8 @@ func (c *WebhooksConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxPending, "webhooks-max-pending", c.MaxPending, "events of one subscription an instance holds at once, sending or queued behind their connection's earlier event (1 to 100000)")
 	fs.DurationVar(&c.PinnedTTL, "webhooks-pinned-ttl", c.PinnedTTL, "how long an instance that stopped pulling (crashed, cut off from NATS) keeps delivering a subscription before another instance takes it over (3s to 10m)")
 	fs.DurationVar(&c.SecretGrace, "webhooks-secret-grace", c.SecretGrace, "how long the previous signing secret still signs (a second signature) after a rotation (1s to 720h)")
+	fs.IntVar(&c.LogKeep, "webhooks-log-keep", c.LogKeep, "delivery attempts the log keeps per subscription (the newest; 1 to 10000; every instance the same)")
+	fs.DurationVar(&c.LogMaxAge, "webhooks-log-max-age", c.LogMaxAge, "how long a delivery attempt stays in the log (1h to 8760h; every instance the same)")
 }
 
 // openWebhooks opens the webhook manager (after the store, before the HTTP
@@ -150,7 +162,7 @@ func (m *Main) openWebhooks(ctx context.Context, vaultKey []byte) error {
 		Safety:  webhook.Safety{AllowHTTP: c.AllowHTTP, AllowPrivate: c.AllowPrivate},
 		Timeout: c.Timeout, MaxAttempts: c.MaxAttempts, BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax,
 		AckWait: c.AckWait, Concurrency: c.Concurrency, MaxPending: c.MaxPending, PinnedTTL: c.PinnedTTL,
-		SecretGrace: c.SecretGrace, Instance: m.Config.Instance, Logger: m.Logger.With("component", "webhooks"),
+		SecretGrace: c.SecretGrace, LogKeep: c.LogKeep, LogMaxAge: c.LogMaxAge, Instance: m.Config.Instance, Logger: m.Logger.With("component", "webhooks"),
 		Metrics: metrics, UserAgent: "tokenline-webhooks/" + Version,
 		Provider: func(ctx context.Context, id string) (string, error) {
 			if c, ok := m.Proj.Status.Confirmed(id); ok && c.Provider != "" {

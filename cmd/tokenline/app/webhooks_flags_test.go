@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/porttest"
 	"github.com/tokenline/tokenline/adapters/webhook"
 )
@@ -40,6 +41,9 @@ func TestWebhookFlagsRefused(t *testing.T) {
 		{"--webhooks-pinned-ttl 2s: want 3s to 10m0s", func(c *WebhooksConfig) { c.PinnedTTL = 2 * time.Second }},
 		{"--webhooks-secret-grace 0s: want 1s to 720h0m0s", func(c *WebhooksConfig) { c.SecretGrace = 0 }},
 		{"--webhooks-secret-grace 721h0m0s", func(c *WebhooksConfig) { c.SecretGrace = 721 * time.Hour }},
+		{"--webhooks-log-keep 0: want 1 to 10000", func(c *WebhooksConfig) { c.LogKeep = 0 }},
+		{"--webhooks-log-keep 10001", func(c *WebhooksConfig) { c.LogKeep = 10001 }},
+		{"--webhooks-log-max-age 30m0s: want 1h0m0s to 8760h0m0s", func(c *WebhooksConfig) { c.LogMaxAge = 30 * time.Minute }},
 	}
 	for _, tc := range cases {
 		name, _, _ := strings.Cut(strings.TrimPrefix(tc.flag, "--"), " ")
@@ -103,7 +107,7 @@ func TestWebhookFlagsTakeEffect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"webhooks-concurrency", "webhooks-max-pending", "webhooks-pinned-ttl", "webhooks-secret-grace"} {
+	for _, f := range []string{"webhooks-concurrency", "webhooks-max-pending", "webhooks-pinned-ttl", "webhooks-secret-grace", "webhooks-log-keep", "webhooks-log-max-age"} {
 		if serveCmd.Flags().Lookup(f) == nil {
 			t.Errorf("serve has no --%s", f)
 		}
@@ -120,6 +124,8 @@ func TestWebhookFlagsTakeEffect(t *testing.T) {
 	c.Webhooks.PinnedTTL = 9 * time.Second
 	c.Webhooks.Concurrency = concurrency
 	c.Webhooks.SecretGrace = grace
+	c.Webhooks.LogKeep = 3
+	c.Webhooks.LogMaxAge = 5 * time.Hour
 	m.LogOutput = &porttest.LogBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -188,6 +194,18 @@ func TestWebhookFlagsTakeEffect(t *testing.T) {
 		t.Errorf("consumer: ack wait %s, max ack pending %d, pinned TTL %s; want 7s, 333, 9s", cc.AckWait, cc.MaxAckPending, cc.PinnedTTL)
 	}
 
+	// The delivery log's retention shapes its stream, and /readyz agrees.
+	logs, err := m.Store.JetStream().Stream(ctx, webhook.DefaultLogStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lc := logs.CachedInfo().Config; lc.MaxMsgsPerSubject != 3 || lc.MaxAge != 5*time.Hour {
+		t.Errorf("log stream: max msgs per subject %d, max age %s; want 3, 5h", lc.MaxMsgsPerSubject, lc.MaxAge)
+	}
+	if err := m.Webhooks.CheckShape(ctx, jsstore.ShapeProblems); err != nil {
+		t.Errorf("shape check: %v", err)
+	}
+
 	created := func() string {
 		t.Helper()
 		conn, err := m.Lifecycle.Create(ctx, "sandbox", []string{"users:read"}, nil)
@@ -240,9 +258,18 @@ func TestWebhookFlagsTakeEffect(t *testing.T) {
 	late := created()
 	waitFor("the event after the grace", delivered(late))
 	mu.Lock()
-	defer mu.Unlock()
 	if n := len(strings.Fields(sigs[late])); n != 1 || bad != 0 {
 		t.Errorf("after the grace: %d signatures (%q), %d refused; want only the new secret's", n, sigs[late], bad)
+	}
+	mu.Unlock()
+	// The log keeps the newest 3 of the 10 attempts.
+	var attempts []webhook.Attempt
+	waitFor("the last delivery in the log", func() bool {
+		attempts, err = m.Webhooks.Log(ctx, w.ID)
+		return err == nil && len(attempts) > 0 && attempts[len(attempts)-1].Connection == late
+	})
+	if len(attempts) != 3 {
+		t.Errorf("the log has %d attempts, --webhooks-log-keep is 3", len(attempts))
 	}
 }
 
