@@ -51,7 +51,7 @@ import (
 //
 //	go test -run '^$' -bench Append -benchtime 3s ./adapters/jsstore/
 func BenchmarkAppend(b *testing.B) {
-	env := newBenchEnv(b, 10_000)
+	env := newBenchEnv(b, benchSize(10_000, 200))
 	compareWithRaw(b, "append", env, env.tl)
 }
 
@@ -64,7 +64,7 @@ func BenchmarkAppend(b *testing.B) {
 //
 //	go test -run '^$' -bench Transition -benchtime 3s ./adapters/jsstore/
 func BenchmarkTransition(b *testing.B) {
-	env := newBenchEnv(b, 10_000)
+	env := newBenchEnv(b, benchSize(10_000, 200))
 	compareWithRaw(b, "transition", env, env.tx)
 }
 
