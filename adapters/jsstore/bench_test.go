@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -45,7 +46,9 @@ import (
 // The two sides run in alternating chunks of at most 1000 events (the first
 // side alternating too), so that both see the same stream sizes and the same
 // background load; one op is one raw append plus one tokenline append, and
-// the events/s metrics are per side. The cpu-µs/event metrics are the
+// the events/s metrics are per side. A tokenline chunk ends when the Runner
+// has confirmed its last event, so that the next chunk, the raw side's,
+// does not run while the Runner catches up. The cpu-µs/event metrics are the
 // process's CPU time (user and system: the embedded nats-server's too,
 // alike on both sides) per event during each side's chunks.
 //
@@ -125,6 +128,11 @@ type benchSide struct {
 	step []int    // steady-state events appended per subject
 	// append writes the next event of subject i.
 	append func(ctx context.Context, i int) error
+	// settle, if set, returns once the side's work for the events it
+	// appended up to subject i's last one is done (tokenline: the Runner
+	// has confirmed it); run times it with the chunk, so that the next
+	// chunk, the other side's, does not do it.
+	settle func(ctx context.Context, i int) error
 }
 
 type benchEnv struct {
@@ -203,8 +211,23 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		return nil
 	}
 
+	// The Runner confirms tokenline's events from the stream, in stream
+	// order: once it has the last one appended, it has them all.
+	tl.settle = func(ctx context.Context, i int) error {
+		for {
+			if c, ok := status.Confirmed(tl.ids[i]); ok && c.Version >= tl.seq[i] {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the Runner did not confirm event %d of %s: %w", tl.seq[i], tl.ids[i], ctx.Err())
+			case <-time.After(50 * time.Microsecond):
+			}
+		}
+	}
+
 	// tokenline, whole transitions: load, decide, append.
-	env.tx = &benchSide{name: "tokenline-transition", ids: tl.ids, seq: tl.seq, step: tl.step}
+	env.tx = &benchSide{name: "tokenline-transition", ids: tl.ids, seq: tl.seq, step: tl.step, settle: tl.settle}
 	tx := env.tx
 	tx.append = func(ctx context.Context, i int) error {
 		c, _, err := store.LoadForAppend(ctx, tx.ids[i])
@@ -320,8 +343,10 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
 	cursors := make([]int, writers)
+	last := make([]int, writers) // the subject each writer appended to last
 	for w := range writers {
 		cursors[w] = env.cursor[[3]any{side, writers, w}]
+		last[w] = -1
 	}
 	start := time.Now()
 	for w := range writers {
@@ -339,12 +364,26 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 					errs[w] = err
 					return
 				}
+				last[w] = w + c*writers
 				c = (c + 1) % owned
 			}
 			cursors[w] = c
 		}()
 	}
 	wg.Wait()
+	if side.settle != nil {
+		newest := -1 // the subject whose last event has the highest sequence
+		for _, i := range last {
+			if i >= 0 && (newest < 0 || side.seq[i] > side.seq[newest]) {
+				newest = i
+			}
+		}
+		if newest >= 0 && !slices.ContainsFunc(errs, func(err error) bool { return err != nil }) {
+			if err := side.settle(ctx, newest); err != nil {
+				b.Fatalf("%s: %v", side.name, err)
+			}
+		}
+	}
 	took := time.Since(start)
 	for w := range writers {
 		if errs[w] != nil {
