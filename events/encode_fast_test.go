@@ -135,6 +135,9 @@ func FuzzFastEncoder(f *testing.F) {
 			if werr != nil || gerr != nil || !bytes.Equal(got, want) {
 				t.Fatalf("fast %q %v, encoding/json %q %v", got, gerr, want, werr)
 			}
+			if app, err := AppendEncode([]byte("p"), &e); err != nil || string(app[:1]) != "p" || !bytes.Equal(app[1:], want) {
+				t.Fatalf("AppendEncode %q %v, want \"p\" + %q", app, err, want)
+			}
 		}
 	})
 }
