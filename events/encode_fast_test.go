@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,6 +135,9 @@ func FuzzFastEncoder(f *testing.F) {
 			if werr != nil || gerr != nil || !bytes.Equal(got, want) {
 				t.Fatalf("fast %q %v, encoding/json %q %v", got, gerr, want, werr)
 			}
+			if app, err := AppendEncode([]byte("p"), &e); err != nil || string(app[:1]) != "p" || !bytes.Equal(app[1:], want) {
+				t.Fatalf("AppendEncode %q %v, want \"p\" + %q", app, err, want)
+			}
 		}
 	})
 }
@@ -160,4 +164,35 @@ func BenchmarkEncoders(b *testing.B) {
 			}
 		}
 	})
+}
+
+// AppendEncode appends exactly Encode's bytes after what dst holds, and on
+// a refusal (also one encoding/json makes, after the fast encoder left the
+// event to it) returns dst as it was.
+func TestAppendEncode(t *testing.T) {
+	prefix := []byte("kept|")
+	for i, p := range fastEncoderCases() {
+		e := domain.Event{ID: "4b0f3c1e-8d0e-4c43-9d1b-0d4f6b2f7a10", ConnectionID: "2f9c4a4e-6a55-4c0e-a8a5-7f0b3f1a2c3d", Time: time.Now(), Actor: "instance/api-1", Payload: p}
+		Chain(&e, domain.ChainHead{Hash: [32]byte{9}})
+		want, err := Encode(e)
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		for _, c := range []int{0, 8, 4096} { // reallocating, or not
+			dst := append(make([]byte, 0, len(prefix)+c), prefix...)
+			got, err := AppendEncode(dst, &e)
+			if err != nil || !bytes.Equal(got[:len(prefix)], prefix) || !bytes.Equal(got[len(prefix):], want) {
+				t.Fatalf("case %d, cap +%d: %q %v, want %q + %q", i, c, got, err, prefix, want)
+			}
+		}
+	}
+	big := domain.Event{ID: "x", ConnectionID: "2f9c4a4e-6a55-4c0e-a8a5-7f0b3f1a2c3d", Time: time.Now(),
+		Payload: domain.AuthorisationFailed{AttemptID: "a", Reason: domain.ReasonInvalidGrant, Description: strings.Repeat("d", MaxEventSize)}}
+	far := domain.Event{ID: "x", ConnectionID: big.ConnectionID, Time: time.Now(), Payload: domain.RefreshLeaseExtended{LeaseUntil: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	for _, e := range []domain.Event{big, far, {ID: "x", ConnectionID: "not an id", Payload: domain.ConnectionDeleted{}}, {ID: "x", ConnectionID: big.ConnectionID}} {
+		got, err := AppendEncode(prefix, &e)
+		if err == nil || !bytes.Equal(got, prefix) {
+			t.Errorf("%T: %q %v, want the prefix alone and an error", e.Payload, got, err)
+		}
+	}
 }

@@ -141,25 +141,37 @@ var jsonNull = json.RawMessage("null")
 
 // Encode writes e as a CloudEvents JSON envelope at the current version.
 func Encode(e domain.Event) ([]byte, error) {
+	return AppendEncode(make([]byte, 0, 1024), &e)
+}
+
+// AppendEncode is Encode appending to dst (the store's append path reuses
+// its buffer); it returns dst extended by the bytes Encode returns, or an
+// error and dst's contents unspecified beyond len(dst).
+func AppendEncode(dst []byte, e *domain.Event) ([]byte, error) {
 	if e.Payload == nil {
-		return nil, errors.New("events: encode: event has no payload")
+		return dst, errors.New("events: encode: event has no payload")
 	}
 	t := e.Payload.EventType()
 	v, ok := CurrentVersion[t]
 	if !ok {
-		return nil, fmt.Errorf("events: encode: unknown event type %q", t)
+		return dst, fmt.Errorf("events: encode: unknown event type %q", t)
 	}
 	if e.ID == "" || !domain.ValidConnectionID(e.ConnectionID) {
-		return nil, errors.New("events: encode: event id and a valid connection id are required")
+		return dst, errors.New("events: encode: event id and a valid connection id are required")
 	}
-	b, err := appendEnvelope(make([]byte, 0, 1024), &e, t, v)
+	n := len(dst)
+	b, err := appendEnvelope(dst, e, t, v)
 	if err != nil {
 		// A payload or a time the fast encoder leaves to encoding/json.
-		return encodeReflect(e, t, v)
+		r, err := encodeReflect(*e, t, v)
+		if err != nil {
+			return dst[:n], err
+		}
+		return append(b[:n], r...), nil
 	}
-	if len(b) > MaxEventSize {
+	if len(b)-n > MaxEventSize {
 		// Decode refuses it: storing it would write a message no reader can read.
-		return nil, fmt.Errorf("events: encode %s: event is %d bytes, more than %d: %w", t, len(b), MaxEventSize, domain.ErrInvalidCommand)
+		return b[:n], fmt.Errorf("events: encode %s: event is %d bytes, more than %d: %w", t, len(b)-n, MaxEventSize, domain.ErrInvalidCommand)
 	}
 	return b, nil
 }

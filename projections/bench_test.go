@@ -31,7 +31,7 @@ var (
 	rebuildWorkers = flag.Int("rebuild.workers", 0, "decoding goroutines (default GOMAXPROCS)")
 )
 
-const benchConns = 100_000
+var benchConns = benchSize(100_000, 2_000)
 
 // lifeEvents returns the events of one connection's life in stream order
 // (without sequences): created, authorised, then refresh cycles with the

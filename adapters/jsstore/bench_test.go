@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -26,10 +27,13 @@ import (
 // publish it is built on, against one real nats-server (file store, TCP
 // client connections), with 1 and with 8 concurrent writers.
 //
-// Both sides write to the same TOKENLINE stream, each to its own 10k
-// connection subjects, with the same per-subject optimistic concurrency: every
-// publish carries a fresh Nats-Msg-Id and Nats-Expected-Last-Subject-Sequence,
-// the subject's last sequence tracked client-side. Every connection is first
+// Each side writes to its own stream of the store's configuration (the raw
+// side's has its own name and equally long subjects: in tokenline's stream
+// the projection Runner would fold the raw side's events as well), each to
+// its own 10k connection subjects, with the same per-subject optimistic
+// concurrency: every publish carries a fresh Nats-Msg-Id and
+// Nats-Expected-Last-Subject-Sequence, the subject's last sequence tracked
+// client-side. Every connection is first
 // created and authorised (untimed setup); the timed steady state is the token
 // refresh cycle, refresh.started then refresh.succeeded, which is what
 // tokenline writes most. The raw side publishes pre-encoded bodies of exactly
@@ -42,11 +46,15 @@ import (
 // The two sides run in alternating chunks of at most 1000 events (the first
 // side alternating too), so that both see the same stream sizes and the same
 // background load; one op is one raw append plus one tokenline append, and
-// the events/s metrics are per side.
+// the events/s metrics are per side. A tokenline chunk ends when the Runner
+// has confirmed its last event, so that the next chunk, the raw side's,
+// does not run while the Runner catches up. The cpu-µs/event metrics are the
+// process's CPU time (user and system: the embedded nats-server's too,
+// alike on both sides) per event during each side's chunks.
 //
 //	go test -run '^$' -bench Append -benchtime 3s ./adapters/jsstore/
 func BenchmarkAppend(b *testing.B) {
-	env := newBenchEnv(b, 10_000)
+	env := newBenchEnv(b, benchSize(10_000, 200))
 	compareWithRaw(b, "append", env, env.tl)
 }
 
@@ -59,7 +67,7 @@ func BenchmarkAppend(b *testing.B) {
 //
 //	go test -run '^$' -bench Transition -benchtime 3s ./adapters/jsstore/
 func BenchmarkTransition(b *testing.B) {
-	env := newBenchEnv(b, 10_000)
+	env := newBenchEnv(b, benchSize(10_000, 200))
 	compareWithRaw(b, "transition", env, env.tx)
 }
 
@@ -72,13 +80,15 @@ func compareWithRaw(b *testing.B, what string, env *benchEnv, side *benchSide) {
 	for _, writers := range writerCounts {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			const chunk = 1000
-			var took [2]time.Duration // raw, tokenline
+			var took, cpu [2]time.Duration // raw, tokenline
 			sides := [2]*benchSide{env.raw, side}
 			for round, done := 0, 0; done < b.N; round++ {
 				n := min(chunk, b.N-done)
 				for k := range 2 {
 					k = (k + round) % 2
+					c0 := cpuTime()
 					took[k] += env.run(b, sides[k], writers, n)
+					cpu[k] += cpuTime() - c0
 				}
 				done += n
 			}
@@ -87,6 +97,10 @@ func compareWithRaw(b *testing.B, what string, env *benchEnv, side *benchSide) {
 			b.ReportMetric(r.raw, "raw-events/s")
 			b.ReportMetric(r.tl, "tokenline-events/s")
 			b.ReportMetric(r.tl/r.raw, "tokenline/raw")
+			// The process's CPU per event during each side's chunks (the
+			// embedded nats-server's included, on both sides alike).
+			b.ReportMetric(float64(cpu[0].Microseconds())/float64(b.N), "raw-cpu-µs/event")
+			b.ReportMetric(float64(cpu[1].Microseconds())/float64(b.N), "tokenline-cpu-µs/event")
 		})
 	}
 	for _, writers := range writerCounts {
@@ -102,6 +116,10 @@ func compareWithRaw(b *testing.B, what string, env *benchEnv, side *benchSide) {
 	}
 }
 
+// rawSubjectPrefix is the raw side's subject prefix, as long as
+// events.SubjectPrefix.
+const rawSubjectPrefix = "rawevents.conn."
+
 // benchSide is one way of appending: raw JetStream or tokenline's Store.
 type benchSide struct {
 	name string
@@ -110,6 +128,11 @@ type benchSide struct {
 	step []int    // steady-state events appended per subject
 	// append writes the next event of subject i.
 	append func(ctx context.Context, i int) error
+	// settle, if set, returns once the side's work for the events it
+	// appended up to subject i's last one is done (tokenline: the Runner
+	// has confirmed it); run times it with the chunk, so that the next
+	// chunk, the other side's, does not do it.
+	settle func(ctx context.Context, i int) error
 }
 
 type benchEnv struct {
@@ -141,6 +164,15 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 	wireProduction(b, store, status)
 	js, err := jetstream.New(connect("raw"))
 	if err != nil {
+		b.Fatal(err)
+	}
+	// The raw side's stream: the store's configuration, its own name and
+	// subjects (as long as tokenline's). Not tokenline's stream: there the
+	// Runner and its consumer would fold the raw side's events too, work
+	// done while the raw side runs that a bare publisher does not cause.
+	rawCfg := jsstore.StreamConfig(jsstore.Config{Stream: "RAW"})
+	rawCfg.Subjects = []string{rawSubjectPrefix + "*"}
+	if _, err := js.CreateStream(ctx, rawCfg); err != nil {
 		b.Fatal(err)
 	}
 	env := &benchEnv{cursor: map[[3]any]int{}}
@@ -179,8 +211,23 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		return nil
 	}
 
+	// The Runner confirms tokenline's events from the stream, in stream
+	// order: once it has the last one appended, it has them all.
+	tl.settle = func(ctx context.Context, i int) error {
+		for {
+			if c, ok := status.Confirmed(tl.ids[i]); ok && c.Version >= tl.seq[i] {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the Runner did not confirm event %d of %s: %w", tl.seq[i], tl.ids[i], ctx.Err())
+			case <-time.After(50 * time.Microsecond):
+			}
+		}
+	}
+
 	// tokenline, whole transitions: load, decide, append.
-	env.tx = &benchSide{name: "tokenline-transition", ids: tl.ids, seq: tl.seq, step: tl.step}
+	env.tx = &benchSide{name: "tokenline-transition", ids: tl.ids, seq: tl.seq, step: tl.step, settle: tl.settle}
 	tx := env.tx
 	tx.append = func(ctx context.Context, i int) error {
 		c, _, err := store.LoadForAppend(ctx, tx.ids[i])
@@ -220,7 +267,7 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		}
 	}
 	rawPublish := func(ctx context.Context, i int, body []byte) error {
-		m := &nats.Msg{Subject: events.Subject(raw.ids[i]), Data: body, Header: nats.Header{}}
+		m := &nats.Msg{Subject: rawSubjectPrefix + raw.ids[i], Data: body, Header: nats.Header{}}
 		m.Header[jetstream.MsgIDHeader] = []string{uuid.NewString()}
 		m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(raw.seq[i], 10)}
 		ack, err := js.PublishMsg(ctx, m)
@@ -296,8 +343,10 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
 	cursors := make([]int, writers)
+	last := make([]int, writers) // the subject each writer appended to last
 	for w := range writers {
 		cursors[w] = env.cursor[[3]any{side, writers, w}]
+		last[w] = -1
 	}
 	start := time.Now()
 	for w := range writers {
@@ -315,12 +364,26 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 					errs[w] = err
 					return
 				}
+				last[w] = w + c*writers
 				c = (c + 1) % owned
 			}
 			cursors[w] = c
 		}()
 	}
 	wg.Wait()
+	if side.settle != nil {
+		newest := -1 // the subject whose last event has the highest sequence
+		for _, i := range last {
+			if i >= 0 && (newest < 0 || side.seq[i] > side.seq[newest]) {
+				newest = i
+			}
+		}
+		if newest >= 0 && !slices.ContainsFunc(errs, func(err error) bool { return err != nil }) {
+			if err := side.settle(ctx, newest); err != nil {
+				b.Fatalf("%s: %v", side.name, err)
+			}
+		}
+	}
 	took := time.Since(start)
 	for w := range writers {
 		if errs[w] != nil {

@@ -144,18 +144,25 @@ func (s *Store) put(connectionID string, c *domain.Connection) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.doubt, connectionID)
-	if cur, ok := s.cache[connectionID]; ok && cur.Version >= c.Version {
+	// The entry's memory is reused, the replaced one's or the dropped
+	// one's: no reader keeps a pointer to an entry (they copy under s.mu).
+	slot, ok := s.cache[connectionID]
+	if ok && slot.Version >= c.Version {
 		return
 	}
-	if _, ok := s.cache[connectionID]; !ok && len(s.cache) >= s.cfg.CacheSize {
-		for id := range s.cache {
+	if !ok && len(s.cache) >= s.cfg.CacheSize {
+		for id, old := range s.cache {
 			delete(s.cache, id)
 			delete(s.doubt, id)
+			slot = old
 			break
 		}
 	}
-	cc := c.Clone()
-	s.cache[connectionID] = &cc
+	if slot == nil {
+		slot = new(domain.Connection)
+	}
+	*slot = c.Clone()
+	s.cache[connectionID] = slot
 }
 
 // catchUp applies the subject's messages after c.Version up to last (the

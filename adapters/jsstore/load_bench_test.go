@@ -52,7 +52,7 @@ import (
 //     go test -run '^$' -bench Load -benchtime 400x ./adapters/jsstore/
 func BenchmarkLoad(b *testing.B) {
 	const loadPerConn = 50
-	total := 1_000_000
+	total := benchSize(1_000_000, 2000)
 	if v := os.Getenv("TOKENLINE_BENCH_MESSAGES"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 2*loadPerConn {

@@ -226,18 +226,39 @@ func (s *Store) OnAppend(f func(domain.Event)) {
 }
 
 // prepare fills in what the event leaves empty, links it to the chain head
-// and encodes it; e.Link.Hash is the hash of the returned bytes.
-func (s *Store) prepare(connectionID string, head domain.ChainHead, e *domain.Event) ([]byte, error) {
+// and encodes it into dst[:0]; e.Link.Hash is the hash of the returned
+// bytes.
+func (s *Store) prepare(dst []byte, connectionID string, head domain.ChainHead, e *domain.Event) ([]byte, error) {
 	if err := e.Stamp(connectionID, time.Now, s.cfg.Actor); err != nil {
 		return nil, fmt.Errorf("jsstore: %w", err)
 	}
 	events.Chain(e, head)
-	b, err := events.Encode(*e)
-	if err == nil {
-		e.Link.Hash = events.HashOf(b)
+	b, err := events.AppendEncode(dst[:0], e)
+	if err != nil {
+		return nil, err
 	}
-	return b, err
+	e.Link.Hash = events.HashOf(b)
+	return b, nil
 }
+
+// outMsg is a single-event append's message, kept in outMsgs between
+// appends: the message, its header map and values, and the body's buffer
+// are reused (nats.go has copied them out when the publish returns).
+type outMsg struct {
+	m       nats.Msg
+	id, seq [1]string
+	body    []byte
+}
+
+var outMsgs = sync.Pool{New: func() any {
+	o := &outMsg{body: make([]byte, 0, 1024)}
+	o.m.Header = nats.Header{jetstream.MsgIDHeader: o.id[:], jetstream.ExpectedLastSubjSeqHeader: o.seq[:]}
+	return o
+}}
+
+// maxPooledBody bounds the body buffers outMsgs keeps (events are far
+// smaller; a rare large one is not kept).
+const maxPooledBody = 8 << 10
 
 // head returns the chain head of a connection at expectedLastSeq: the
 // genesis for a new connection, the cached aggregate's or the seed's when
@@ -286,14 +307,23 @@ func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq
 	if err != nil {
 		return domain.Event{}, err
 	}
-	body, err := s.prepare(connectionID, head, &e)
+	o := outMsgs.Get().(*outMsg)
+	body, err := s.prepare(o.body, connectionID, head, &e)
 	if err != nil {
+		outMsgs.Put(o)
 		return domain.Event{}, err
 	}
-	m := &nats.Msg{Subject: events.Subject(connectionID), Data: body, Header: nats.Header{}}
-	m.Header[jetstream.MsgIDHeader] = []string{e.ID}
-	m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expectedLastSeq, 10)}
+	if cap(body) <= maxPooledBody {
+		o.body = body
+	}
+	m := &o.m
+	m.Subject, m.Data = events.Subject(connectionID), body
+	o.id[0], o.seq[0] = e.ID, strconv.FormatUint(expectedLastSeq, 10)
 	ack, err := s.publish(ctx, m)
+	m.Subject, m.Data, o.id[0], o.seq[0] = "", nil, "", ""
+	if len(m.Header) == 2 { // as built (nats.go adds none to a publish without options)
+		outMsgs.Put(o)
+	}
 	if err == nil {
 		e.Seq = ack.Sequence
 	} else if e.Seq, err = s.publishError(ctx, connectionID, e.ID, err); err != nil {

@@ -34,7 +34,7 @@ import (
 //	go build -o /tmp/nats-server github.com/nats-io/nats-server/v2
 //	TOKENLINE_NATS_SERVER=/tmp/nats-server go test -run '^$' -bench Verify -benchtime 3x ./adapters/jsstore/
 func BenchmarkVerify(b *testing.B) {
-	const verifyConns, verifyPerConn = 2000, 100
+	verifyConns, verifyPerConn := benchSize(2000, 50), 100
 	var nc *nats.Conn
 	where := "in this process"
 	if p := natstest.StartProcess(b); p != nil {

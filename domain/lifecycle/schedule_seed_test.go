@@ -145,7 +145,7 @@ func TestSeedPlansAsObserve(t *testing.T) {
 //	go test -run '^$' -bench 'Seed$' ./domain/lifecycle/
 func BenchmarkSeed(b *testing.B) {
 	t0 := time.Now()
-	conns := make([]*domain.Connection, 100_000)
+	conns := make([]*domain.Connection, benchSize(100_000, 5_000))
 	for i := range conns {
 		issued := t0.Add(-time.Minute - time.Duration(i*540/len(conns))*time.Second)
 		conns[i] = activeConn(fmt.Sprintf("%08d-0000-4000-8000-000000000000", i), 10, issued, time.Hour)
