@@ -844,7 +844,7 @@ func (m *Manager) backoff(attempt int, retryAfter time.Duration) time.Duration {
 }
 
 // record counts an attempt and queues it for the delivery log (see
-// logwriter.go: never blocking, successes sampled under load).
+// logwriter.go: never blocking, batched).
 func (m *Manager) record(id string, a Attempt) {
 	m.cfg.Metrics.outcome(id, a.Outcome)
 	m.log.add(id, a)

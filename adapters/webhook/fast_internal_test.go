@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 )
 
 // scanHead reads what encoding/json reads (or refuses what it refuses) on
@@ -45,34 +44,5 @@ func TestSignerMatchesSign(t *testing.T) {
 		if got := s.header("msg_1", 1614265330, body); got != want {
 			t.Fatalf("signer %q, Sign %q", got, want)
 		}
-	}
-}
-
-// The delivery log admits successes at logSuccessRate a second per
-// subscription (a full bucket to start with), each subscription apart.
-func TestLogAdmitsSuccessesAtItsRate(t *testing.T) {
-	w := &logWriter{buckets: map[string]*bucket{}}
-	t0 := time.Unix(1_800_000_000, 0)
-	n := 0
-	for range 2 * logSuccessRate {
-		if w.admit("a", t0) {
-			n++
-		}
-	}
-	if n != logSuccessRate {
-		t.Fatalf("%d successes logged at once, want %d", n, logSuccessRate)
-	}
-	if !w.admit("b", t0) {
-		t.Fatal("another subscription's success refused")
-	}
-	t1 := t0.Add(100 * time.Millisecond) // refills logSuccessRate/10
-	n = 0
-	for range logSuccessRate {
-		if w.admit("a", t1) {
-			n++
-		}
-	}
-	if n != logSuccessRate/10 {
-		t.Fatalf("%d successes logged 100 ms later, want %d", n, logSuccessRate/10)
 	}
 }

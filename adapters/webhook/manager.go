@@ -29,7 +29,8 @@ const (
 	// (tokenline.webhook.<id>) and dead letters (tokenline.webhook.<id>.dead).
 	DefaultStream = "TOKENLINE_WEBHOOKS"
 	// DefaultLogStream keeps each subscription's recent delivery attempts
-	// (tokenline.webhooklog.<id>, the last LogKeep, at most LogMaxAge old).
+	// (tokenline.webhooklog.<id>: the last LogKeep messages, each a batch
+	// of up to 64 attempts, at most LogMaxAge old).
 	DefaultLogStream = "TOKENLINE_WEBHOOK_LOG"
 	// DefaultSecretsBucket holds the sealed signing secrets.
 	DefaultSecretsBucket = "tokenline_webhook_secrets"
@@ -42,7 +43,9 @@ const (
 	ConsumerPrefix = "webhook_"
 	// PriorityGroup is the pinned priority group of the delivery consumers.
 	PriorityGroup = "deliver"
-	// LogKeep is how many attempts the log keeps per subscription.
+	// LogKeep is how many attempts Manager.Log returns (the newest), and how
+	// many log messages the stream keeps per subscription (a message is a
+	// batch of attempts: at least LogKeep attempts are kept).
 	LogKeep = 200
 	// LogMaxAge bounds how long an attempt stays in the log.
 	LogMaxAge = 7 * 24 * time.Hour
@@ -674,18 +677,22 @@ func (m *Manager) History(ctx context.Context, id string) ([]domain.WebhookEvent
 	return out, err
 }
 
-// Log returns the subscription's recent delivery attempts, newest last.
+// Log returns the subscription's recent delivery attempts (the newest
+// LogKeep), newest last.
 func (m *Manager) Log(ctx context.Context, id string) ([]Attempt, error) {
 	if _, err := m.Get(id); err != nil {
 		return nil, err
 	}
 	out := []Attempt{}
 	err := m.readSubject(ctx, m.logs, LogSubjectPrefix+id, LogKeep, func(msg jetstream.Msg, _ uint64) {
-		var a Attempt
-		if json.Unmarshal(msg.Data(), &a) == nil {
-			out = append(out, a)
+		out = append(out, decodeLog(msg.Data())...)
+		if len(out) > 2*LogKeep {
+			out = append(out[:0], out[len(out)-LogKeep:]...)
 		}
 	})
+	if len(out) > LogKeep {
+		out = out[len(out)-LogKeep:]
+	}
 	return out, err
 }
 

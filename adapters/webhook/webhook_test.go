@@ -381,9 +381,23 @@ func TestDeadLetterAfterBoundedAttempts(t *testing.T) {
 	if len(dl) != 2 || dl[0].Attempts != 3 || dl[0].LastStatus != 400 || dl[0].Connection != cs[0] {
 		t.Fatalf("dead letters: %+v", dl)
 	}
-	log, err := m.Log(context.Background(), w.ID)
-	if err != nil || len(log) < 6 {
-		t.Fatalf("log: %d entries, %v", len(log), err)
+	// Every attempt is logged (in batches, written within a fraction of a
+	// second): 3 per event of the failing connection, the last one
+	// dead_letter, and the other connection's 2 deliveries.
+	var log []webhook.Attempt
+	for i := 0; i < 500 && len(log) < 8; i++ {
+		var err error
+		if log, err = m.Log(context.Background(), w.ID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	outcomes := map[string]int{}
+	for _, a := range log {
+		outcomes[a.Outcome]++
+	}
+	if len(log) != 8 || outcomes["failed"] != 4 || outcomes["dead_letter"] != 2 || outcomes["delivered"] != 2 {
+		t.Fatalf("log: %d entries, outcomes %v", len(log), outcomes)
 	}
 }
 
