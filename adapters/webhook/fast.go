@@ -30,9 +30,10 @@ func newSigner(keys [][]byte) *signer {
 // header returns the webhook-signature header: one "v1,<base64>" per key,
 // space-separated, each as Sign computes it.
 func (s *signer) header(id string, ts int64, body []byte) string {
-	var pre [96]byte
-	msg := append(append(append(append(pre[:0], id...), '.'), strconv.AppendInt(nil, ts, 10)...), '.')
-	out := make([]byte, 0, len(s.macs)*48)
+	var pre [128]byte
+	msg := append(strconv.AppendInt(append(append(pre[:0], id...), '.'), ts, 10), '.')
+	var buf [2 * 48]byte
+	out := buf[:0]
 	var sum [sha256.Size]byte
 	for i, p := range s.macs {
 		mac := p.Get().(hash.Hash)

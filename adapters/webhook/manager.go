@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -168,6 +169,9 @@ type Manager struct {
 	secrets *secrets
 	client  *http.Client
 	log     *logWriter
+	// urls caches the subscriptions' URLs parsed (see target).
+	urls     sync.Map
+	urlCount atomic.Int64
 
 	mu      sync.Mutex
 	subs    map[string]*domain.Webhook

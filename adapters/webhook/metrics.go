@@ -65,6 +65,15 @@ func (m *Metrics) outcome(webhook, outcome string) {
 	}
 }
 
+// deliveredCounter is the counter of webhook's deliveries, looked up once
+// per deliverer (nil: no metrics).
+func (m *Metrics) deliveredCounter(webhook string) prometheus.Counter {
+	if m == nil {
+		return nil
+	}
+	return m.deliveries.WithLabelValues(webhook, "delivered")
+}
+
 func (m *Metrics) dead(webhook string) {
 	if m != nil {
 		m.deadLetter.WithLabelValues(webhook).Inc()
