@@ -148,3 +148,34 @@ func sameAttempt(a, b Attempt) bool {
 	a.Time, b.Time = time.Time{}, time.Time{}
 	return ta.Equal(tb) && a.NextRetry == nil && b.NextRetry == nil && a == b
 }
+
+// The log writer's encoder writes what json.Marshal writes, byte for byte,
+// on attempts as delivery records them and on odd ones.
+func TestAppendAttemptsMatchesEncodingJSON(t *testing.T) {
+	next := time.Date(2026, 12, 2, 8, 0, 1, 123456789, time.UTC)
+	odd := time.Date(2026, 12, 2, 8, 0, 0, 0, time.FixedZone("x", 3600+30))
+	year := time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []Attempt{
+		attempt(1),
+		{Time: time.Now(), EventID: "e", EventType: "tokenline.connection.created", Connection: "c", StreamSeq: 1 << 60, Attempt: 12,
+			Outcome: "failed", Status: 503, Error: `HTTP 503 "x" <b> & \ é ` + "\n\x00\u2028", LatencyMS: 1234.567, NextRetry: &next, Instance: "i-1"},
+		{Time: time.Now().In(time.FixedZone("y", -5*3600)), Outcome: "delivered", LatencyMS: 0.001},
+		{Time: odd, LatencyMS: 1e-7},
+		{Time: time.Time{}, LatencyMS: 1e22, NextRetry: &odd},
+		{Time: next, LatencyMS: -0.5, EventID: "ü", Connection: "<c>"},
+		{Time: next, NextRetry: &year, Error: "timeout"},
+	}
+	for i, a := range cases {
+		want, err := json.Marshal([]Attempt{a})
+		if err != nil {
+			want = []byte("[null]")
+		}
+		if got := appendAttempts(nil, []Attempt{a}); string(got) != string(want) {
+			t.Errorf("case %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+	want, _ := json.Marshal(cases[:3])
+	if got := appendAttempts(nil, cases[:3]); string(got) != string(want) {
+		t.Errorf("array:\n got %s\nwant %s", got, want)
+	}
+}
