@@ -78,11 +78,17 @@ func (w *logWriter) run() {
 	timer := time.NewTimer(logFlush)
 	timer.Stop()
 	armed := false
+	// spare: batches written, kept for reuse (their attempts are encoded).
+	var spare [][]Attempt
 	flush := func(webhook string) {
 		b := batches[webhook]
 		delete(batches, webhook)
 		held -= len(b)
 		w.publish(webhook, b)
+		if len(spare) < 16 {
+			clear(b)
+			spare = append(spare, b[:0])
+		}
 	}
 	flushAll := func() {
 		for id := range batches {
@@ -100,7 +106,15 @@ func (w *logWriter) run() {
 				flushAll()
 				return
 			}
-			b := append(batches[l.webhook], l.a)
+			b, ok := batches[l.webhook]
+			if !ok {
+				if n := len(spare); n > 0 {
+					b, spare = spare[n-1], spare[:n-1]
+				} else {
+					b = make([]Attempt, 0, logBatch)
+				}
+			}
+			b = append(b, l.a)
 			batches[l.webhook] = b
 			held++
 			switch {
@@ -124,7 +138,7 @@ func (w *logWriter) publish(webhook string, b []Attempt) {
 	if len(b) == 0 {
 		return
 	}
-	data := appendAttempts(make([]byte, 0, 256*len(b)), b)
+	data := appendAttempts(make([]byte, 0, 384*len(b)), b)
 	if _, err := w.m.js.PublishMsgAsync(&nats.Msg{Subject: LogSubjectPrefix + webhook, Data: data}); err != nil {
 		w.m.cfg.Metrics.logSkippedN("error", len(b))
 		w.m.cfg.Logger.Debug("webhook: delivery log", "error", err.Error())
