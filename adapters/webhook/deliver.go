@@ -84,6 +84,9 @@ type deliverer struct {
 	ackFloor uint64
 	// wake is signalled when a connection's queue gets an earlier event.
 	wake chan struct{}
+	// floorNow asks the heartbeat to read the ack floor now (see
+	// ackedLocked).
+	floorNow chan struct{}
 
 	// delivered counts the successful deliveries (nil: no metrics).
 	delivered prometheus.Counter
@@ -111,7 +114,7 @@ type deliverer struct {
 func newDeliverer(m *Manager, w domain.Webhook, after chan struct{}) *deliverer {
 	ctx, cancel := context.WithCancel(m.ctx)
 	d := &deliverer{m: m, id: w.ID, ctx: ctx, cancel: cancel, w: w, conns: map[string]*connQueue{}, providers: map[string]string{},
-		acked: map[uint64]struct{}{}, wake: make(chan struct{}, 1),
+		acked: map[uint64]struct{}{}, wake: make(chan struct{}, 1), floorNow: make(chan struct{}, 1),
 		runq: make(chan *connQueue, m.cfg.MaxPending+1), sem: make(chan struct{}, m.cfg.Concurrency), runDone: make(chan struct{}), after: after, stopped: make(chan struct{})}
 	d.keysStale.Store(true)
 	d.delivered = m.cfg.Metrics.deliveredCounter(w.ID)
@@ -281,10 +284,21 @@ func (d *deliverer) enqueue(q *connQueue) bool {
 func (d *deliverer) heartbeat(done chan struct{}) {
 	t := time.NewTicker(max(d.m.cfg.AckWait/3, 100*time.Millisecond))
 	defer t.Stop()
+	var early time.Time
 	for {
 		select {
 		case <-done:
 			return
+		case <-d.floorNow:
+			// Many acknowledgements remembered: read the floor now, at
+			// most every ackedEvery (the floor may be held by a failing
+			// connection's event).
+			if !sleepOr(done, ackedEvery-time.Since(early)) {
+				return
+			}
+			early = time.Now()
+			d.refreshAckFloor()
+			continue
 		case <-t.C:
 		}
 		d.mu.Lock()
@@ -451,10 +465,42 @@ func (d *deliverer) drain(q *connQueue, fast bool) {
 	}
 }
 
-// ackedLocked records that seq is acknowledged.
+// ackedLocked records that seq is acknowledged. Past ackedSoft of them
+// remembered, it asks the heartbeat to read the consumer's ack floor, which
+// forgets those below it (otherwise it does every AckWait/3: at thousands
+// of deliveries a second, a map of tens of thousands of sequences).
 func (d *deliverer) ackedLocked(seq uint64) {
 	if seq > d.ackFloor {
 		d.acked[seq] = struct{}{}
+		if len(d.acked) > ackedSoft {
+			select {
+			case d.floorNow <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// ackedSoft is how many acknowledgements above the floor a deliverer
+// remembers before it reads the floor early, at most every ackedEvery
+// (variables for the tests).
+var (
+	ackedSoft  = 8192
+	ackedEvery = time.Second
+)
+
+// sleepOr waits d (nothing if d <= 0); false if done closed first.
+func sleepOr(done chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
