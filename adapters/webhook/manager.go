@@ -30,8 +30,7 @@ const (
 	// (tokenline.webhook.<id>) and dead letters (tokenline.webhook.<id>.dead).
 	DefaultStream = "TOKENLINE_WEBHOOKS"
 	// DefaultLogStream keeps each subscription's recent delivery attempts
-	// (tokenline.webhooklog.<id>: the last LogKeep messages, each a batch
-	// of up to 64 attempts, at most LogMaxAge old).
+	// (tokenline.webhooklog.<id>, the last LogKeep, at most LogMaxAge old).
 	DefaultLogStream = "TOKENLINE_WEBHOOK_LOG"
 	// DefaultSecretsBucket holds the sealed signing secrets.
 	DefaultSecretsBucket = "tokenline_webhook_secrets"
@@ -44,9 +43,7 @@ const (
 	ConsumerPrefix = "webhook_"
 	// PriorityGroup is the pinned priority group of the delivery consumers.
 	PriorityGroup = "deliver"
-	// LogKeep is how many attempts Manager.Log returns (the newest), and how
-	// many log messages the stream keeps per subscription (a message is a
-	// batch of attempts: at least LogKeep attempts are kept).
+	// LogKeep is how many attempts the log keeps per subscription.
 	LogKeep = 200
 	// LogMaxAge bounds how long an attempt stays in the log.
 	LogMaxAge = 7 * 24 * time.Hour
@@ -682,7 +679,9 @@ func (m *Manager) History(ctx context.Context, id string) ([]domain.WebhookEvent
 }
 
 // Log returns the subscription's recent delivery attempts (the newest
-// LogKeep), newest last.
+// LogKeep), newest last. The stream keeps LogKeep messages per
+// subscription, each a batch of up to logBatch attempts (logwriter.go): at
+// least the last LogKeep attempts, at most logBatch times as many.
 func (m *Manager) Log(ctx context.Context, id string) ([]Attempt, error) {
 	if _, err := m.Get(id); err != nil {
 		return nil, err
