@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -83,6 +84,12 @@ type deliverer struct {
 	ackFloor uint64
 	// wake is signalled when a connection's queue gets an earlier event.
 	wake chan struct{}
+	// floorNow asks the heartbeat to read the ack floor now (see
+	// ackedLocked).
+	floorNow chan struct{}
+
+	// delivered counts the successful deliveries (nil: no metrics).
+	delivered prometheus.Counter
 
 	keys      atomic.Pointer[signer]
 	keysStale atomic.Bool
@@ -110,9 +117,10 @@ type deliverer struct {
 func newDeliverer(m *Manager, w domain.Webhook, after chan struct{}) *deliverer {
 	ctx, cancel := context.WithCancel(m.ctx)
 	d := &deliverer{m: m, id: w.ID, ctx: ctx, cancel: cancel, w: w, conns: map[string]*connQueue{}, providers: map[string]string{},
-		acked: map[uint64]struct{}{}, wake: make(chan struct{}, 1),
+		acked: map[uint64]struct{}{}, wake: make(chan struct{}, 1), floorNow: make(chan struct{}, 1),
 		runq: make(chan *connQueue, m.cfg.MaxPending+1), sem: make(chan struct{}, m.cfg.Concurrency), runDone: make(chan struct{}), after: after, stopped: make(chan struct{})}
 	d.keysStale.Store(true)
+	d.delivered = m.cfg.Metrics.deliveredCounter(w.ID)
 	return d
 }
 
@@ -279,10 +287,21 @@ func (d *deliverer) enqueue(q *connQueue) bool {
 func (d *deliverer) heartbeat(done chan struct{}) {
 	t := time.NewTicker(max(d.m.cfg.AckWait/3, 100*time.Millisecond))
 	defer t.Stop()
+	var early time.Time
 	for {
 		select {
 		case <-done:
 			return
+		case <-d.floorNow:
+			// Many acknowledgements remembered: read the floor now, at
+			// most every ackedEvery (the floor may be held by a failing
+			// connection's event).
+			if !sleepOr(done, ackedEvery-time.Since(early)) {
+				return
+			}
+			early = time.Now()
+			d.refreshAckFloor()
+			continue
 		case <-t.C:
 		}
 		d.mu.Lock()
@@ -449,10 +468,42 @@ func (d *deliverer) drain(q *connQueue, fast bool) {
 	}
 }
 
-// ackedLocked records that seq is acknowledged.
+// ackedLocked records that seq is acknowledged. Past ackedSoft of them
+// remembered, it asks the heartbeat to read the consumer's ack floor, which
+// forgets those below it (otherwise it does every AckWait/3: at thousands
+// of deliveries a second, a map of tens of thousands of sequences).
 func (d *deliverer) ackedLocked(seq uint64) {
 	if seq > d.ackFloor {
 		d.acked[seq] = struct{}{}
+		if len(d.acked) > ackedSoft {
+			select {
+			case d.floorNow <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// ackedSoft is how many acknowledgements above the floor a deliverer
+// remembers before it reads the floor early, at most every ackedEvery
+// (variables for the tests).
+var (
+	ackedSoft  = 8192
+	ackedEvery = time.Second
+)
+
+// sleepOr waits d (nothing if d <= 0); false if done closed first.
+func sleepOr(done chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -590,7 +641,10 @@ func (d *deliverer) deliver(it *item, fast bool) outcome {
 		case res.ok():
 			_ = it.msg.Ack()
 			a.Outcome = "delivered"
-			d.m.record(w.ID, a)
+			if d.delivered != nil {
+				d.delivered.Inc()
+			}
+			d.m.log.add(w.ID, a)
 			return delivered
 		case res.status == http.StatusGone:
 			a.Outcome = "gone"
@@ -777,21 +831,34 @@ type result struct {
 func (r result) ok() bool { return r.status >= 200 && r.status < 300 }
 
 // send makes one signed POST of body (the event's CloudEvents envelope,
-// as stored) to w's URL.
+// as stored) to w's URL; a redirect is an answer like any other (not
+// followed: a failed attempt). The request is built directly (the URL parsed
+// once per subscription URL, the headers in canonical form in one
+// allocation): http.NewRequest and Header.Set cost a URL parse and a key
+// canonicalisation per header on every delivery.
 func (m *Manager) send(ctx context.Context, w domain.Webhook, sg *signer, id string, body []byte) result {
-	now := m.cfg.Now()
-	ts := now.Unix()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	u, err := m.target(w.URL)
 	if err != nil {
 		return result{err: "request: " + err.Error()}
 	}
-	req.Header.Set("Content-Type", "application/cloudevents+json")
-	req.Header.Set("User-Agent", m.cfg.UserAgent)
-	req.Header.Set("webhook-id", id)
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", sg.header(id, ts, body))
+	ts := m.cfg.Now().Unix()
+	v := make([]string, 5)
+	v[0], v[1], v[2], v[3], v[4] = "application/cloudevents+json", m.cfg.UserAgent, id, strconv.FormatInt(ts, 10), sg.header(id, ts, body)
+	req := (&http.Request{Method: http.MethodPost, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": v[0:1:1], "User-Agent": v[1:2:2], "Webhook-Id": v[2:3:3],
+			"Webhook-Timestamp": v[3:4:4], "Webhook-Signature": v[4:5:5]},
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+	})
+	// The client's transport directly, the attempt bounded by Timeout in
+	// its context (reading the answer included): http.Client.Do would add
+	// a copy of the headers for redirects (never followed here), a
+	// deadline and its timer per request.
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
+	req = req.WithContext(ctx)
 	t0 := time.Now()
-	resp, err := m.client.Do(req)
+	resp, err := m.client.Transport.RoundTrip(req)
 	if err != nil {
 		return result{err: attemptError(err), latency: time.Since(t0)}
 	}
@@ -803,6 +870,27 @@ func (m *Manager) send(ctx context.Context, w domain.Webhook, sg *signer, id str
 		r.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), m.cfg.Now())
 	}
 	return r
+}
+
+// target returns a subscription URL parsed (cached: the client never
+// modifies a request's URL).
+func (m *Manager) target(raw string) (*url.URL, error) {
+	if u, ok := m.urls.Load(raw); ok {
+		return u.(*url.URL), nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, errors.New("not an absolute http(s) URL")
+	}
+	if m.urlCount.Add(1) > 10000 { // bounded: subscriptions' URLs, rarely changed
+		m.urls.Clear()
+		m.urlCount.Store(1)
+	}
+	m.urls.Store(raw, u)
+	return u, nil
 }
 
 // attemptError says why an attempt failed, without the URL (whose query may
@@ -860,7 +948,7 @@ func (m *Manager) backoff(attempt int, retryAfter time.Duration) time.Duration {
 }
 
 // record counts an attempt and queues it for the delivery log (see
-// logwriter.go: never blocking, successes sampled under load).
+// logwriter.go: never blocking, batched).
 func (m *Manager) record(id string, a Attempt) {
 	m.cfg.Metrics.outcome(id, a.Outcome)
 	m.log.add(id, a)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"hash"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -34,9 +35,10 @@ func newSigner(keys [][]byte) *signer {
 // header returns the webhook-signature header: one "v1,<base64>" per key,
 // space-separated, each as Sign computes it.
 func (s *signer) header(id string, ts int64, body []byte) string {
-	var pre [96]byte
-	msg := append(append(append(append(pre[:0], id...), '.'), strconv.AppendInt(nil, ts, 10)...), '.')
-	out := make([]byte, 0, len(s.macs)*48)
+	var pre [128]byte
+	msg := append(strconv.AppendInt(append(append(pre[:0], id...), '.'), ts, 10), '.')
+	var buf [2 * 48]byte
+	out := buf[:0]
 	var sum [sha256.Size]byte
 	for i, p := range s.macs {
 		mac := p.Get().(hash.Hash)
@@ -76,7 +78,7 @@ func scanTop(b []byte) (h head, ok bool) {
 	i++
 	for n := 0; n < 64; n++ {
 		i = ws(b, i)
-		key, j, plain := str(b, i)
+		key, j, plain := strBytes(b, i)
 		if !plain {
 			return h, false
 		}
@@ -85,19 +87,25 @@ func scanTop(b []byte) (h head, ok bool) {
 			return h, false
 		}
 		i = ws(b, i+1)
-		switch key {
+		switch string(key) { // no allocation: only compared
 		case "id", "type":
-			v, j, plain := str(b, i)
+			vb, j, plain := strBytes(b, i)
 			if !plain {
 				return h, false
 			}
-			if key == "id" {
+			v := string(vb)
+			if string(key) == "id" {
 				h.ID = v
 			} else {
 				h.Type = v
 			}
 			i = j
 		default:
+			// encoding/json matches keys without regard to case ("ID"
+			// sets the id too): such a key goes to it.
+			if !plainKey(key) {
+				return h, false
+			}
 			if i = skip(b, i); i < 0 {
 				return h, false
 			}
@@ -125,20 +133,32 @@ func ws(b []byte, i int) int {
 	return i
 }
 
-// str reads a string without escapes at b[i]; plain is false otherwise.
-func str(b []byte, i int) (s string, end int, plain bool) {
+// plainKey reports whether key is ASCII and neither "id" nor "type" in
+// another case.
+func plainKey(key []byte) bool {
+	for _, c := range key {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return !strings.EqualFold(string(key), "id") && !strings.EqualFold(string(key), "type")
+}
+
+// strBytes reads a string without escapes at b[i] (its bytes, not
+// copied); plain is false otherwise.
+func strBytes(b []byte, i int) (s []byte, end int, plain bool) {
 	if i >= len(b) || b[i] != '"' {
-		return "", i, false
+		return nil, i, false
 	}
 	for j := i + 1; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
-			return string(b[i+1 : j]), j + 1, true
+			return b[i+1 : j], j + 1, true
 		case c == '\\' || c < 0x20:
-			return "", i, false
+			return nil, i, false
 		}
 	}
-	return "", i, false
+	return nil, i, false
 }
 
 // skip passes the value at b[i] (strings with escapes, nested objects and

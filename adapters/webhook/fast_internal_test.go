@@ -22,6 +22,9 @@ func TestScanHeadAgreesWithEncodingJSON(t *testing.T) {
 		`{"id":"e8","type":"t"`,
 		`["id","e9"]`,
 		`{"id":"a","id":"e10","type":"t"}`,
+		`{"id":"e11","tYpe":"t2","type":"t"}`,
+		`{"id":"e12","type":"t","ID":"e13"}`,
+		"{\"id\":\"e14\",\"a\xe0\":1,\"type\":\"t\"}",
 		``,
 	} {
 		got, ok := scanHead([]byte(b))
@@ -48,31 +51,46 @@ func TestSignerMatchesSign(t *testing.T) {
 	}
 }
 
-// The delivery log admits successes at logSuccessRate a second per
-// subscription (a full bucket to start with), each subscription apart.
-func TestLogAdmitsSuccessesAtItsRate(t *testing.T) {
-	w := &logWriter{buckets: map[string]*bucket{}}
-	t0 := time.Unix(1_800_000_000, 0)
-	n := 0
-	for range 2 * logSuccessRate {
-		if w.admit("a", t0) {
-			n++
+// FuzzScanHead: on valid JSON, scanHead reads what encoding/json reads or
+// refuses what it refuses. (On invalid JSON it may read an id where
+// encoding/json refuses, "{"id":"a"}x" for one: it does not validate what it
+// skips, and the store writes only valid JSON.)
+func FuzzScanHead(f *testing.F) {
+	f.Add([]byte(`{"specversion":"1.0","id":"e1","source":"/tokenline","type":"tokenline.refresh.succeeded","data":{"id":"x"}}`))
+	f.Add([]byte(`{"i\u0064":"e6","type":"t"}`))
+	f.Add([]byte(`{"id":"a","id":"e10","type":"t"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return
 		}
-	}
-	if n != logSuccessRate {
-		t.Fatalf("%d successes logged at once, want %d", n, logSuccessRate)
-	}
-	if !w.admit("b", t0) {
-		t.Fatal("another subscription's success refused")
-	}
-	t1 := t0.Add(100 * time.Millisecond) // refills logSuccessRate/10
-	n = 0
-	for range logSuccessRate {
-		if w.admit("a", t1) {
-			n++
+		got, ok := scanHead(b)
+		var want head
+		err := json.Unmarshal(b, &want)
+		wantOK := err == nil && want.ID != ""
+		if ok != wantOK || (ok && got != want) {
+			t.Fatalf("%q: scanHead %+v %v, encoding/json %+v %v", b, got, ok, want, err)
 		}
-	}
-	if n != logSuccessRate/10 {
-		t.Fatalf("%d successes logged 100 ms later, want %d", n, logSuccessRate/10)
-	}
+	})
+}
+
+// FuzzAppendAttempt: the log's encoder writes what json.Marshal writes.
+func FuzzAppendAttempt(f *testing.F) {
+	f.Add("e1", "tokenline.refresh.succeeded", "c", "delivered", "", "i", int64(1_800_000_000_123), 1.5, 204, false)
+	f.Add("é\"<", "t\n", "\u2028", "failed", "HTTP 503 & <x>", "", int64(-62135596800000), 1e-7, 0, true)
+	f.Fuzz(func(t *testing.T, id, typ, conn, outcome, errs, inst string, ms int64, lat float64, status int, retry bool) {
+		tm := time.UnixMilli(ms).UTC()
+		a := Attempt{Time: tm, EventID: id, EventType: typ, Connection: conn, StreamSeq: uint64(ms), Attempt: status / 7,
+			Outcome: outcome, Status: status, Error: errs, LatencyMS: lat, Instance: inst}
+		if retry {
+			n := tm.Add(time.Duration(ms) * time.Microsecond).In(time.FixedZone("z", status%86400))
+			a.NextRetry = &n
+		}
+		want, err := json.Marshal([]Attempt{a})
+		if err != nil {
+			want = []byte("[null]")
+		}
+		if got := appendAttempts(nil, []Attempt{a}); string(got) != string(want) {
+			t.Fatalf("\n got %s\nwant %s", got, want)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"strconv"
 	"sync"
 	"time"
 
@@ -9,27 +10,32 @@ import (
 )
 
 // The delivery log is for people: what was tried, what the receiver
-// answered, when the next retry is. Writing it must not slow delivery down
-// nor hold it up, so:
+// answered, when the next retry is. Every attempt is recorded, and writing
+// the log must not slow delivery down nor hold it up, so:
 //
 //   - record never blocks: attempts go through a bounded queue
-//     (logQueue) to one writer goroutine, which publishes them
-//     asynchronously; when the queue is full an attempt is dropped and
-//     counted (tokenline_webhook_log_skipped_total{reason="full"});
-//   - successful deliveries are logged at most logSuccessRate a second
-//     per subscription (a token bucket, burst as large); the others are
-//     counted (reason "sampled") and, like every attempt, counted in
-//     tokenline_webhook_deliveries_total. Failed attempts, dead letters,
-//     410s and replays are always logged (subject to the queue). The log
-//     keeps the last LogKeep attempts anyway: at thousands of deliveries a
-//     second, logging each success costs a stored JetStream message per
-//     delivery (about a sixth of a delivery's CPU, measured by
-//     BenchmarkDeliveryVsRawConsumer) for lines overwritten within a
-//     fraction of a second.
+//     (logQueue) to one writer goroutine; when the queue is full an
+//     attempt is dropped and counted
+//     (tokenline_webhook_log_skipped_total{reason="full"});
+//   - the writer batches: one log message holds up to logBatch attempts of
+//     one subscription (a JSON array, oldest first), published as soon as
+//     it is full or logFlush after its first attempt, whichever comes
+//     first, asynchronously. At thousands of deliveries a second a stored
+//     message per attempt cost about a sixth of a delivery's CPU
+//     (BenchmarkDeliveryVsRawConsumer); a batch costs one message per
+//     logBatch attempts. The attempts waiting in batches are bounded too
+//     (logQueue in all; beyond it every batch is published at once).
+//
+// The log stream keeps LogKeep messages per subscription; Manager.Log
+// returns the newest LogKeep attempts of them.
 const (
-	logQueue       = 4096
-	logSuccessRate = 50
+	logQueue = 4096
+	logBatch = 64
 )
+
+// logFlush is how long a batch waits for more attempts (a variable for the
+// tests).
+var logFlush = 200 * time.Millisecond
 
 type logLine struct {
 	webhook string
@@ -43,49 +49,16 @@ type logWriter struct {
 	// cmu guards closed: add after stop (a replay outliving Close) drops.
 	cmu    sync.RWMutex
 	closed bool
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
 }
 
 func newLogWriter(m *Manager) *logWriter {
-	w := &logWriter{m: m, ch: make(chan logLine, logQueue), done: make(chan struct{}), buckets: map[string]*bucket{}}
+	w := &logWriter{m: m, ch: make(chan logLine, logQueue), done: make(chan struct{})}
 	go w.run()
 	return w
 }
 
-// admit reports whether a success of webhook may be logged now.
-func (w *logWriter) admit(webhook string, now time.Time) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	b := w.buckets[webhook]
-	if b == nil {
-		if len(w.buckets) > 10000 {
-			clear(w.buckets)
-		}
-		b = &bucket{tokens: logSuccessRate, at: now}
-		w.buckets[webhook] = b
-	}
-	b.tokens = min(logSuccessRate, b.tokens+now.Sub(b.at).Seconds()*logSuccessRate)
-	b.at = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// add queues a line; it never blocks.
+// add queues an attempt; it never blocks.
 func (w *logWriter) add(webhook string, a Attempt) {
-	if a.Outcome == "delivered" && !w.admit(webhook, time.Now()) {
-		w.m.cfg.Metrics.logSkipped("sampled")
-		return
-	}
 	w.cmu.RLock()
 	defer w.cmu.RUnlock()
 	if w.closed {
@@ -100,16 +73,93 @@ func (w *logWriter) add(webhook string, a Attempt) {
 
 func (w *logWriter) run() {
 	defer close(w.done)
-	for l := range w.ch {
-		b, err := json.Marshal(l.a)
-		if err != nil {
-			continue
-		}
-		if _, err := w.m.js.PublishMsgAsync(&nats.Msg{Subject: LogSubjectPrefix + l.webhook, Data: b}); err != nil {
-			w.m.cfg.Metrics.logSkipped("error")
-			w.m.cfg.Logger.Debug("webhook: delivery log", "error", err.Error())
+	batches := map[string][]Attempt{}
+	held := 0
+	timer := time.NewTimer(logFlush)
+	timer.Stop()
+	armed := false
+	// spare: batches written, kept for reuse (their attempts are encoded).
+	var spare [][]Attempt
+	flush := func(webhook string) {
+		b := batches[webhook]
+		delete(batches, webhook)
+		held -= len(b)
+		w.publish(webhook, b)
+		if len(spare) < 16 {
+			clear(b)
+			spare = append(spare, b[:0])
 		}
 	}
+	flushAll := func() {
+		for id := range batches {
+			flush(id)
+		}
+		if armed {
+			timer.Stop()
+			armed = false
+		}
+	}
+	for {
+		select {
+		case l, ok := <-w.ch:
+			if !ok {
+				flushAll()
+				return
+			}
+			b, ok := batches[l.webhook]
+			if !ok {
+				if n := len(spare); n > 0 {
+					b, spare = spare[n-1], spare[:n-1]
+				} else {
+					b = make([]Attempt, 0, logBatch)
+				}
+			}
+			b = append(b, l.a)
+			batches[l.webhook] = b
+			held++
+			switch {
+			case len(b) >= logBatch:
+				flush(l.webhook)
+			case held >= logQueue:
+				flushAll()
+			case !armed:
+				timer.Reset(logFlush)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
+			flushAll()
+		}
+	}
+}
+
+// publish writes one log message: the attempts as a JSON array.
+func (w *logWriter) publish(webhook string, b []Attempt) {
+	if len(b) == 0 {
+		return
+	}
+	data := appendAttempts(make([]byte, 0, 384*len(b)), b)
+	if _, err := w.m.js.PublishMsgAsync(&nats.Msg{Subject: LogSubjectPrefix + webhook, Data: data}); err != nil {
+		w.m.cfg.Metrics.logSkippedN("error", len(b))
+		w.m.cfg.Logger.Debug("webhook: delivery log", "error", err.Error())
+	}
+}
+
+// decodeLog reads a log message: a JSON array of attempts, or (written
+// before the log was batched) a single attempt.
+func decodeLog(data []byte) []Attempt {
+	if i := ws(data, 0); i < len(data) && data[i] == '[' {
+		var b []Attempt
+		if json.Unmarshal(data, &b) != nil {
+			return nil
+		}
+		return b
+	}
+	var a Attempt
+	if json.Unmarshal(data, &a) != nil {
+		return nil
+	}
+	return []Attempt{a}
 }
 
 // stop writes what is queued (the deliverers have stopped) and waits, at
@@ -126,4 +176,79 @@ func (w *logWriter) stop() {
 	case <-w.m.js.PublishAsyncComplete():
 	case <-time.After(2 * time.Second):
 	}
+}
+
+// appendAttempts appends b as a JSON array, byte for byte as
+// json.Marshal writes it (TestAppendAttemptsMatchesEncodingJSON): the log
+// writer encodes every attempt, and encoding/json's reflection was most of
+// its CPU.
+func appendAttempts(out []byte, b []Attempt) []byte {
+	out = append(out, '[')
+	for i, a := range b {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendAttempt(out, a)
+	}
+	return append(out, ']')
+}
+
+func appendAttempt(out []byte, a Attempt) []byte {
+	if !plainTime(a.Time) || (a.NextRetry != nil && !plainTime(*a.NextRetry)) ||
+		a.LatencyMS != a.LatencyMS || (a.LatencyMS != 0 && (abs(a.LatencyMS) < 1e-6 || abs(a.LatencyMS) >= 1e21)) {
+		j, err := json.Marshal(a)
+		if err != nil {
+			return append(out, "null"...)
+		}
+		return append(out, j...)
+	}
+	out = append(out, `{"time":"`...)
+	out = append(a.Time.AppendFormat(out, time.RFC3339Nano), `","event_id":`...)
+	out = appendJSONString(out, a.EventID)
+	out = appendJSONString(append(out, `,"event_type":`...), a.EventType)
+	out = appendJSONString(append(out, `,"connection":`...), a.Connection)
+	out = strconv.AppendUint(append(out, `,"stream_seq":`...), a.StreamSeq, 10)
+	out = strconv.AppendInt(append(out, `,"attempt":`...), int64(a.Attempt), 10)
+	out = appendJSONString(append(out, `,"outcome":`...), a.Outcome)
+	if a.Status != 0 {
+		out = strconv.AppendInt(append(out, `,"status":`...), int64(a.Status), 10)
+	}
+	if a.Error != "" {
+		out = appendJSONString(append(out, `,"error":`...), a.Error)
+	}
+	out = strconv.AppendFloat(append(out, `,"latency_ms":`...), a.LatencyMS, 'f', -1, 64)
+	if a.NextRetry != nil {
+		out = append(a.NextRetry.AppendFormat(append(out, `,"next_retry":"`...), time.RFC3339Nano), '"')
+	}
+	if a.Instance != "" {
+		out = appendJSONString(append(out, `,"instance":`...), a.Instance)
+	}
+	return append(out, '}')
+}
+
+// plainTime: a time encoding/json writes as RFC 3339 with nanoseconds (a
+// year of four digits, a zone offset in whole minutes).
+func plainTime(t time.Time) bool {
+	_, off := t.Zone()
+	return t.Year() >= 0 && t.Year() <= 9999 && off%60 == 0
+}
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}
+
+// appendJSONString appends s quoted as encoding/json does: printable ASCII
+// other than the characters it escapes as is, anything else through
+// encoding/json.
+func appendJSONString(out []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			j, _ := json.Marshal(s)
+			return append(out, j...)
+		}
+	}
+	return append(append(append(out, '"'), s...), '"')
 }

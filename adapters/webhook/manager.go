@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -93,7 +94,9 @@ type Config struct {
 	// rotation (default 24 h).
 	SecretGrace time.Duration
 	// LogKeep and LogMaxAge are the delivery log's retention: the last
-	// LogKeep attempts per subscription, none older than LogMaxAge
+	// LogKeep log messages per subscription (each a batch of 1 to 64
+	// attempts, so at least the last LogKeep attempts; Log answers the
+	// newest LogKeep), none older than LogMaxAge
 	// (defaults: the constants). They shape the log stream, which every
 	// instance updates as it opens and /readyz checks.
 	LogKeep   int
@@ -176,6 +179,9 @@ type Manager struct {
 	secrets *secrets
 	client  *http.Client
 	log     *logWriter
+	// urls caches the subscriptions' URLs parsed (see target).
+	urls     sync.Map
+	urlCount atomic.Int64
 
 	mu      sync.Mutex
 	subs    map[string]*domain.Webhook
@@ -686,18 +692,24 @@ func (m *Manager) History(ctx context.Context, id string) ([]domain.WebhookEvent
 	return out, err
 }
 
-// Log returns the subscription's recent delivery attempts, newest last.
+// Log returns the subscription's recent delivery attempts (the newest
+// LogKeep), newest last. The stream keeps LogKeep messages per
+// subscription, each a batch of up to logBatch attempts (logwriter.go): at
+// least the last LogKeep attempts, at most logBatch times as many.
 func (m *Manager) Log(ctx context.Context, id string) ([]Attempt, error) {
 	if _, err := m.Get(id); err != nil {
 		return nil, err
 	}
 	out := []Attempt{}
 	err := m.readSubject(ctx, m.logs, LogSubjectPrefix+id, m.cfg.LogKeep, func(msg jetstream.Msg, _ uint64) {
-		var a Attempt
-		if json.Unmarshal(msg.Data(), &a) == nil {
-			out = append(out, a)
+		out = append(out, decodeLog(msg.Data())...)
+		if len(out) > 2*m.cfg.LogKeep {
+			out = append(out[:0], out[len(out)-m.cfg.LogKeep:]...)
 		}
 	})
+	if len(out) > m.cfg.LogKeep {
+		out = out[len(out)-m.cfg.LogKeep:]
+	}
 	return out, err
 }
 

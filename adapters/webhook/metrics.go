@@ -26,8 +26,8 @@ type Metrics struct {
 //   - tokenline_webhook_dead_letters_total{webhook};
 //   - tokenline_webhook_attempt_seconds: the time of one HTTP attempt;
 //   - tokenline_webhook_log_skipped_total{reason}: attempts not written to
-//     the delivery log: sampled (a success beyond the log's rate), full (its
-//     queue was full), error (the publish failed);
+//     the delivery log: full (its queue was full), error (the publish of
+//     their batch failed);
 //   - tokenline_webhook_lag{webhook}: events of the connections' stream the
 //     subscription has not yet acknowledged (read from its consumer at
 //     scrape time), for active subscriptions.
@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenline_webhook_attempt_seconds",
 			Help: "Duration of one webhook HTTP attempt.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
 		logSkip: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokenline_webhook_log_skipped_total",
-			Help: "Delivery attempts not written to the delivery log (sampled successes, a full queue, errors)."}, []string{"reason"}),
+			Help: "Delivery attempts not written to the delivery log (a full queue, errors)."}, []string{"reason"}),
 		lag: &lagCollector{desc: prometheus.NewDesc("tokenline_webhook_lag",
 			"Events not yet acknowledged by the subscription's consumer (pending plus in flight).", []string{"webhook"}, nil)},
 	}
@@ -65,15 +65,26 @@ func (m *Metrics) outcome(webhook, outcome string) {
 	}
 }
 
+// deliveredCounter is the counter of webhook's deliveries, looked up once
+// per deliverer (nil: no metrics).
+func (m *Metrics) deliveredCounter(webhook string) prometheus.Counter {
+	if m == nil {
+		return nil
+	}
+	return m.deliveries.WithLabelValues(webhook, "delivered")
+}
+
 func (m *Metrics) dead(webhook string) {
 	if m != nil {
 		m.deadLetter.WithLabelValues(webhook).Inc()
 	}
 }
 
-func (m *Metrics) logSkipped(reason string) {
+func (m *Metrics) logSkipped(reason string) { m.logSkippedN(reason, 1) }
+
+func (m *Metrics) logSkippedN(reason string, n int) {
 	if m != nil {
-		m.logSkip.WithLabelValues(reason).Inc()
+		m.logSkip.WithLabelValues(reason).Add(float64(n))
 	}
 }
 

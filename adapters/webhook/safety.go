@@ -91,14 +91,15 @@ func (s Safety) Client(timeout time.Duration) *http.Client {
 		}
 	}
 	tr := &http.Transport{
-		DialContext:           d.DialContext,
-		Proxy:                 nil,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
+		DialContext:         d.DialContext,
+		Proxy:               nil,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: timeout,
+		// No ResponseHeaderTimeout: the client's Timeout bounds the whole
+		// attempt (a second timer per request otherwise).
 	}
 	return &http.Client{
 		Transport: tr,

@@ -381,9 +381,23 @@ func TestDeadLetterAfterBoundedAttempts(t *testing.T) {
 	if len(dl) != 2 || dl[0].Attempts != 3 || dl[0].LastStatus != 400 || dl[0].Connection != cs[0] {
 		t.Fatalf("dead letters: %+v", dl)
 	}
-	log, err := m.Log(context.Background(), w.ID)
-	if err != nil || len(log) < 6 {
-		t.Fatalf("log: %d entries, %v", len(log), err)
+	// Every attempt is logged (in batches, written within a fraction of a
+	// second): 3 per event of the failing connection, the last one
+	// dead_letter, and the other connection's 2 deliveries.
+	var log []webhook.Attempt
+	for i := 0; i < 500 && len(log) < 8; i++ {
+		var err error
+		if log, err = m.Log(context.Background(), w.ID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	outcomes := map[string]int{}
+	for _, a := range log {
+		outcomes[a.Outcome]++
+	}
+	if len(log) != 8 || outcomes["failed"] != 4 || outcomes["dead_letter"] != 2 || outcomes["delivered"] != 2 {
+		t.Fatalf("log: %d entries, outcomes %v", len(log), outcomes)
 	}
 }
 
@@ -540,5 +554,73 @@ func TestDeletedSubscriptionsLeftoverConsumerIsSwept(t *testing.T) {
 	}
 	if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+live.ID); err != nil {
 		t.Fatalf("the live subscription's consumer: %v", err)
+	}
+}
+
+// Delivery's own requests: a redirect is a failed attempt (its target gets
+// nothing) and an attempt the receiver does not answer ends at Timeout,
+// recorded as "timeout", its connection closed.
+func TestDeliveryNeitherFollowsRedirectsNorOutwaitsTimeout(t *testing.T) {
+	var followed atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		followed.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer target.Close()
+	var hungUp atomic.Int64
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/redirect" {
+			http.Redirect(w, r, target.URL, http.StatusTemporaryRedirect)
+			return
+		}
+		_, _ = io.Copy(io.Discard, r.Body) // then the server sees the client hang up
+		select {                           // never answers within the attempt's Timeout
+		case <-r.Context().Done():
+			hungUp.Add(1)
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer recv.Close()
+	e := newEnv(t)
+	m := e.open(t, func(c *webhook.Config) { c.MaxAttempts = 2; c.Timeout = 200 * time.Millisecond })
+	red, _, err := m.Create(context.Background(), webhook.CreateRequest{URL: recv.URL + "/redirect"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, _, err := m.Create(context.Background(), webhook.CreateRequest{URL: recv.URL + "/slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, conns(1)[0], 0, 1)
+	last := func(id string) webhook.DeadLetter {
+		t.Helper()
+		for i := 0; i < 1000; i++ {
+			dl, err := m.DeadLetters(context.Background(), id, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dl) > 0 {
+				return dl[len(dl)-1]
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("no dead letter for %s", id)
+		return webhook.DeadLetter{}
+	}
+	if dl := last(red.ID); dl.LastStatus != http.StatusTemporaryRedirect || dl.Attempts != 2 {
+		t.Fatalf("redirecting receiver: %+v", dl)
+	}
+	if followed.Load() != 0 {
+		t.Fatalf("the redirect was followed %d times", followed.Load())
+	}
+	if dl := last(slow.ID); dl.LastError != "timeout" || dl.Attempts != 2 {
+		t.Fatalf("silent receiver: %+v", dl)
+	}
+	// Each timed-out attempt closed its connection.
+	for i := 0; i < 500 && hungUp.Load() < 2; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if hungUp.Load() != 2 {
+		t.Fatalf("the receiver saw %d of 2 timed-out attempts hang up", hungUp.Load())
 	}
 }

@@ -140,7 +140,7 @@ func (c *WebhooksConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxPending, "webhooks-max-pending", c.MaxPending, "events of one subscription an instance holds at once, sending or queued behind their connection's earlier event (1 to 100000)")
 	fs.DurationVar(&c.PinnedTTL, "webhooks-pinned-ttl", c.PinnedTTL, "how long an instance that stopped pulling (crashed, cut off from NATS) keeps delivering a subscription before another instance takes it over (3s to 10m)")
 	fs.DurationVar(&c.SecretGrace, "webhooks-secret-grace", c.SecretGrace, "how long the previous signing secret still signs (a second signature) after a rotation (1s to 720h)")
-	fs.IntVar(&c.LogKeep, "webhooks-log-keep", c.LogKeep, "delivery attempts the log keeps per subscription (the newest; 1 to 10000; every instance the same)")
+	fs.IntVar(&c.LogKeep, "webhooks-log-keep", c.LogKeep, "delivery attempts the log answers per subscription (the newest; it keeps this many batches of up to 64; 1 to 10000; every instance the same)")
 	fs.DurationVar(&c.LogMaxAge, "webhooks-log-max-age", c.LogMaxAge, "how long a delivery attempt stays in the log (1h to 8760h; every instance the same)")
 }
 
