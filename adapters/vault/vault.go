@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -92,6 +93,9 @@ type Vault struct {
 	bucket   string
 	replicas int
 	aead     cipher.AEAD
+
+	replyMu sync.Mutex
+	reply   *replySub // Prefetch's answers (prefetch.go); nil until the first
 }
 
 var _ domain.TokenVault = (*Vault)(nil)
@@ -188,7 +192,7 @@ func (v *Vault) Get(ctx context.Context, connectionID string) (domain.Tokens, er
 	}
 	entry, err := latest(ctx, v.js, v.bucket, v.replicas, connectionID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return domain.Tokens{}, fmt.Errorf("%w %s", domain.ErrNoTokens, connectionID)
+		return domain.Tokens{}, noTokens(connectionID)
 	}
 	if err != nil {
 		return domain.Tokens{}, fmt.Errorf("vault: get tokens of connection %s: %w", connectionID, err)
@@ -374,11 +378,24 @@ func latest(ctx context.Context, js jetstream.JetStream, bucket string, replicas
 	if err != nil {
 		return nil, err
 	}
-	switch m.Header.Get(kvOperationHeader) {
-	case "DEL", "PURGE":
+	if isDeletion(m) {
 		return nil, jetstream.ErrKeyNotFound
 	}
 	return m, nil
+}
+
+// isDeletion reports whether a KV message is a delete or purge marker.
+func isDeletion(m *jsreq.Msg) bool {
+	switch m.Header.Get(kvOperationHeader) {
+	case "DEL", "PURGE":
+		return true
+	}
+	return false
+}
+
+// noTokens is Get's error for a connection without a token set.
+func noTokens(connectionID string) error {
+	return fmt.Errorf("%w %s", domain.ErrNoTokens, connectionID)
 }
 
 // kvOperationHeader marks KV delete and purge markers.
