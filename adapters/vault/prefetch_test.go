@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -146,5 +149,52 @@ func TestPrefetchFallsBackToGet(t *testing.T) {
 	_, gerr := w.Get(short, id)
 	if perr == nil || gerr == nil || errors.Is(perr, domain.ErrNoTokens) {
 		t.Fatalf("prefetch from a deleted bucket: %v (Get: %v), want an error other than ErrNoTokens", perr, gerr)
+	}
+}
+
+// Prefetch's answers, token sets sealed or not, come back under the
+// connection's own inbox prefix (tokenline's, which readers may not
+// subscribe to), never under _INBOX.>, which they may.
+func TestPrefetchRepliesUnderTheConnectionsInboxPrefix(t *testing.T) {
+	base := startJetStream(t)
+	nc, err := nats.Connect(base.Conn().ConnectedUrl(), nats.CustomInboxPrefix("_INBOX_tokenline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := Open(context.Background(), js, Config{Key: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sniffer, err := base.Conn().SubscribeSync("_INBOX.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := uuid.NewString()
+	if err := v.Put(ctx, id, domain.Tokens{AccessToken: "at", RefreshToken: "rt"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := base.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if got, err := v.Prefetch(ctx, id)(); err != nil || got.RefreshToken != "rt" {
+			t.Fatalf("prefetch: %q, %v", got.RefreshToken, err)
+		}
+	}
+	if !strings.HasPrefix(v.reply.prefix, "_INBOX_tokenline.") {
+		t.Fatalf("replies under %q", v.reply.prefix)
+	}
+	if err := base.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := sniffer.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("a subscriber to _INBOX.> saw %s", m.Subject)
 	}
 }
