@@ -141,7 +141,7 @@ func Latest(ctx context.Context, js jetstream.JetStream, stream string, replicas
 	if replicas > 1 {
 		return LastMsg(ctx, js, stream, subject)
 	}
-	subj := apiPrefix(js) + "DIRECT.GET." + stream + "." + subject
+	subj := DirectGetSubject(js, stream, subject)
 	nc := js.Conn()
 	var out *Msg
 	err := Do(ctx, func(ctx context.Context) error {
@@ -149,21 +149,35 @@ func Latest(ctx context.Context, js jetstream.JetStream, stream string, replicas
 		if err != nil {
 			return err
 		}
-		if status := resp.Header.Get("Status"); status != "" {
-			if status == "404" {
-				return jetstream.ErrMsgNotFound
-			}
-			return fmt.Errorf("jsreq: direct get on %s: status %s %s", stream, status, resp.Header.Get("Description"))
-		}
-		seq, err := strconv.ParseUint(resp.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil {
-			return fmt.Errorf("jsreq: direct get on %s: bad sequence %q", stream, resp.Header.Get(jetstream.SequenceHeader))
-		}
-		t, _ := time.Parse(time.RFC3339Nano, resp.Header.Get(jetstream.TimeStampHeaer))
-		out = &Msg{Subject: resp.Header.Get(jetstream.SubjectHeader), Sequence: seq, Header: resp.Header, Data: resp.Data, Time: t}
-		return nil
+		out, err = ParseDirectGet(stream, resp)
+		return err
 	})
 	return out, err
+}
+
+// DirectGetSubject is the subject of a direct get of the last message on
+// subject of stream (the request Latest sends for a stream of one
+// replica), for a caller that sends it itself.
+func DirectGetSubject(js jetstream.JetStream, stream, subject string) string {
+	return apiPrefix(js) + "DIRECT.GET." + stream + "." + subject
+}
+
+// ParseDirectGet reads the answer to a direct get as Latest does: the
+// message, an error wrapping jetstream.ErrMsgNotFound (404), or an error
+// for any other status.
+func ParseDirectGet(stream string, resp *nats.Msg) (*Msg, error) {
+	if status := resp.Header.Get("Status"); status != "" {
+		if status == "404" {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, fmt.Errorf("jsreq: direct get on %s: status %s %s", stream, status, resp.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(resp.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("jsreq: direct get on %s: bad sequence %q", stream, resp.Header.Get(jetstream.SequenceHeader))
+	}
+	t, _ := time.Parse(time.RFC3339Nano, resp.Header.Get(jetstream.TimeStampHeaer))
+	return &Msg{Subject: resp.Header.Get(jetstream.SubjectHeader), Sequence: seq, Header: resp.Header, Data: resp.Data, Time: t}, nil
 }
 
 // NextMsg returns the first message on subject of stream with a sequence

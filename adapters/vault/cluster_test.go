@@ -60,7 +60,7 @@ func clusterVaults(t testing.TB) ([]*natstest.Server, []*Vault, []*Attempts) {
 	return nodes, vs, as
 }
 
-// A Get on another node right after a Put never returns the token set the
+// A Get (or Prefetch) on another node right after a Put never returns the token set the
 // Put replaced (on a rotating provider, a refresh token that no longer
 // works), and an attempt put on one node is taken on another right away.
 func TestClusterGetAfterPutOnAnotherNode(t *testing.T) {
@@ -80,6 +80,9 @@ func TestClusterGetAfterPutOnAnotherNode(t *testing.T) {
 		got, err := r.Get(ctx, id)
 		if err != nil || got.RefreshToken != want {
 			t.Fatalf("round %d: get on another node: %q, want %q: %v", i, got.RefreshToken, want, err)
+		}
+		if got, err := r.Prefetch(ctx, id)(); err != nil || got.RefreshToken != want {
+			t.Fatalf("round %d: prefetch on another node: %q, want %q: %v", i, got.RefreshToken, want, err)
 		}
 		key := fmt.Sprintf("%064x", i+1)
 		if err := as[i%3].Put(ctx, key, domain.Attempt{ConnectionID: id, AttemptID: "a", Verifier: "v", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
