@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,10 +44,21 @@ type RunnerConfig struct {
 	// instance appended (metrics count events through it). It must not
 	// block. Observers of the connections' state use Status.OnChange.
 	OnEvent func(domain.Event)
+	// CatchUpGCPercent, if above the garbage collector's current setting
+	// (GOGC, default 100), is the setting while a catch-up of at least
+	// 100,000 records runs (a rebuild without a usable snapshot): the
+	// collector runs less often while the heap is mostly the garbage of
+	// decoded records, for a higher peak heap during that catch-up only.
+	// The previous setting is restored when it ends. 0: unchanged.
+	CatchUpGCPercent int
 	// Logger receives skipped-record warnings (default slog.Default()). The
 	// payload of a record is never logged.
 	Logger *slog.Logger
 }
+
+// longCatchUp is how many records a catch-up must have ahead of it for
+// RunnerConfig.CatchUpGCPercent to apply (tests lower it).
+var longCatchUp uint64 = 100_000
 
 // Runner keeps the Status projection up to date with the stream.
 //
@@ -242,17 +254,20 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 			return err
 		}
 		records, began := 0, time.Now()
+		gcDone := r.catchUpGC(info.LastSeq - min(r.pos.Load(), info.LastSeq))
 		if info.LastSeq > r.pos.Load() {
 			if _, err := r.src.Read(ctx, events.Range{From: r.pos.Load() + 1, To: info.LastSeq}, func(rec *events.Record) error {
 				r.handle(rec, false)
 				records++
 				return nil
 			}); err != nil {
+				gcDone()
 				return err
 			}
 		}
 		read := time.Since(began)
 		r.cfg.Status.announceAfter(records)
+		gcDone()
 		r.log.Info("projection caught up", "records", records, "position", r.pos.Load(),
 			"read", read.Round(time.Millisecond).String(), "seed", (time.Since(began) - read).Round(time.Millisecond).String())
 		r.ready.Store(true)
@@ -278,6 +293,21 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 			r.log.Warn("snapshot failed", "error", err.Error())
 		}
 	}
+}
+
+// catchUpGC applies CatchUpGCPercent to a catch-up of tail records; the
+// function it returns restores the setting.
+func (r *Runner) catchUpGC(tail uint64) (restore func()) {
+	want := r.cfg.CatchUpGCPercent
+	if tail < longCatchUp || want <= 0 {
+		return func() {}
+	}
+	prev := debug.SetGCPercent(want)
+	if prev < 0 || prev >= want {
+		debug.SetGCPercent(prev) // off, or higher already
+		return func() {}
+	}
+	return func() { debug.SetGCPercent(prev) }
 }
 
 // follow subscribes from the next sequence (r.mu not held).

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -529,4 +530,48 @@ func TestOwnWritesBeforeOtherInstancesEventConverge(t *testing.T) {
 		t.Fatalf("status diverged from the stream:\n%+v\n%+v", status.List(), built.List())
 	}
 	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
+}
+
+// gcSource reads the garbage collector's setting while a read runs.
+type gcSource struct {
+	Source
+	during []int
+}
+
+func (g *gcSource) Read(ctx context.Context, r events.Range, fn func(*events.Record) error) (uint64, error) {
+	p := debug.SetGCPercent(-1)
+	debug.SetGCPercent(p)
+	g.during = append(g.during, p)
+	return g.Source.Read(ctx, r, fn)
+}
+
+// A long catch-up runs with RunnerConfig.CatchUpGCPercent and restores the
+// setting when it ends; a short one, or a setting below the current one,
+// leaves it alone.
+func TestRunnerCatchUpGCPercent(t *testing.T) {
+	st := openStore(t, natstest.Start(t, ""), "instance/a")
+	d := newDriver(t, st)
+	for range 3 {
+		d.create()
+	}
+	defer func(n uint64) { longCatchUp = n }(longCatchUp)
+	longCatchUp = 3
+	prev := debug.SetGCPercent(150)
+	defer debug.SetGCPercent(prev)
+	for _, c := range []struct {
+		long    uint64
+		percent int
+		want    int
+	}{{3, 777, 777}, {4, 777, 150}, {3, 120, 150}, {3, 0, 150}} {
+		longCatchUp = c.long
+		src := &gcSource{Source: st}
+		r := startRunner(t, RunnerConfig{Source: src, Checkpoints: nil, Status: NewStatus(), Name: fmt.Sprintf("gc-%d-%d", c.long, c.percent), CatchUpGCPercent: c.percent})
+		if len(src.during) != 1 || src.during[0] != c.want {
+			t.Fatalf("%+v: setting during the catch-up %v", c, src.during)
+		}
+		if p := debug.SetGCPercent(150); p != 150 {
+			t.Fatalf("%+v: setting after the catch-up %d, want it restored (150)", c, p)
+		}
+		r.Close(ctxT(t))
+	}
 }
