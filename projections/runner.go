@@ -45,20 +45,18 @@ type RunnerConfig struct {
 	// block. Observers of the connections' state use Status.OnChange.
 	OnEvent func(domain.Event)
 	// CatchUpGCPercent, if above the garbage collector's current setting
-	// (GOGC, default 100), is the setting while a catch-up of at least
-	// 100,000 records runs (a rebuild without a usable snapshot): the
-	// collector runs less often while the heap is mostly the garbage of
-	// decoded records, for a higher peak heap during that catch-up only.
-	// The previous setting is restored when it ends. 0: unchanged.
+	// (GOGC, default 100), is the setting from Start until the Runner is
+	// ready (the snapshot restored, the tail replayed, the observers
+	// seeded), or stops: the collector runs less often while the heap
+	// grows from nothing to the whole projection, and while a rebuild's
+	// heap is mostly the garbage of decoded records, for a higher peak
+	// heap during that time only. The previous setting is restored then.
+	// 0: unchanged.
 	CatchUpGCPercent int
 	// Logger receives skipped-record warnings (default slog.Default()). The
 	// payload of a record is never logged.
 	Logger *slog.Logger
 }
-
-// longCatchUp is how many records a catch-up must have ahead of it for
-// RunnerConfig.CatchUpGCPercent to apply (tests lower it).
-var longCatchUp uint64 = 100_000
 
 // Runner keeps the Status projection up to date with the stream.
 //
@@ -93,8 +91,11 @@ type Runner struct {
 	lifeMu  sync.Mutex // guards started and cancel
 	started bool
 	cancel  context.CancelFunc
-	runCtx  context.Context // set once by Start, before the run goroutine
-	done    chan struct{}   // closed when the run goroutine ends
+
+	gcRestore func()          // set by startGC, before the run goroutine
+	gcOnce    sync.Once       // gcDone
+	runCtx    context.Context // set once by Start, before the run goroutine
+	done      chan struct{}   // closed when the run goroutine ends
 }
 
 // NewRunner returns a runner for cfg. Status is followed from now on: its
@@ -163,7 +164,9 @@ func (r *Runner) Start(ctx context.Context) error {
 	if r.started {
 		return errors.New("projections: runner already started")
 	}
+	r.startGC()
 	if err := r.restore(ctx); err != nil {
+		r.gcDone()
 		return err
 	}
 	r.runCtx, r.cancel = context.WithCancel(ctx)
@@ -227,6 +230,7 @@ func (r *Runner) restore(ctx context.Context) error {
 
 func (r *Runner) run(ctx context.Context) {
 	defer close(r.done)
+	defer r.gcDone() // stopped before it was ready
 	backoff := 100 * time.Millisecond
 	for {
 		err := r.catchUpAndFollow(ctx)
@@ -254,20 +258,18 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 			return err
 		}
 		records, began := 0, time.Now()
-		gcDone := r.catchUpGC(info.LastSeq - min(r.pos.Load(), info.LastSeq))
 		if info.LastSeq > r.pos.Load() {
 			if _, err := r.src.Read(ctx, events.Range{From: r.pos.Load() + 1, To: info.LastSeq}, func(rec *events.Record) error {
 				r.handle(rec, false)
 				records++
 				return nil
 			}); err != nil {
-				gcDone()
 				return err
 			}
 		}
 		read := time.Since(began)
 		r.cfg.Status.announceAfter(records)
-		gcDone()
+		r.gcDone()
 		r.log.Info("projection caught up", "records", records, "position", r.pos.Load(),
 			"read", read.Round(time.Millisecond).String(), "seed", (time.Since(began) - read).Round(time.Millisecond).String())
 		r.ready.Store(true)
@@ -295,19 +297,27 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 	}
 }
 
-// catchUpGC applies CatchUpGCPercent to a catch-up of tail records; the
-// function it returns restores the setting.
-func (r *Runner) catchUpGC(tail uint64) (restore func()) {
+// startGC applies CatchUpGCPercent until gcDone.
+func (r *Runner) startGC() {
 	want := r.cfg.CatchUpGCPercent
-	if tail < longCatchUp || want <= 0 {
-		return func() {}
+	if want <= 0 {
+		return
 	}
 	prev := debug.SetGCPercent(want)
 	if prev < 0 || prev >= want {
 		debug.SetGCPercent(prev) // off, or higher already
-		return func() {}
+		return
 	}
-	return func() { debug.SetGCPercent(prev) }
+	r.gcRestore = func() { debug.SetGCPercent(prev) }
+}
+
+// gcDone restores the GC setting startGC changed (once).
+func (r *Runner) gcDone() {
+	r.gcOnce.Do(func() {
+		if r.gcRestore != nil {
+			r.gcRestore()
+		}
+	})
 }
 
 // follow subscribes from the next sequence (r.mu not held).
@@ -440,6 +450,7 @@ func (r *Runner) Close(ctx context.Context) error {
 	r.stopFollowing()
 	cancel()
 	<-r.done
+	r.gcDone() // stopped before it was ready
 	if !r.ready.Load() {
 		return nil
 	}

@@ -545,32 +545,25 @@ func (g *gcSource) Read(ctx context.Context, r events.Range, fn func(*events.Rec
 	return g.Source.Read(ctx, r, fn)
 }
 
-// A long catch-up runs with RunnerConfig.CatchUpGCPercent and restores the
-// setting when it ends; a short one, or a setting below the current one,
-// leaves it alone.
+// A Runner starts with RunnerConfig.CatchUpGCPercent (the catch-up reads
+// with it) and restores the setting once it is ready; a setting below the
+// current one, or 0, leaves it alone.
 func TestRunnerCatchUpGCPercent(t *testing.T) {
 	st := openStore(t, natstest.Start(t, ""), "instance/a")
 	d := newDriver(t, st)
 	for range 3 {
 		d.create()
 	}
-	defer func(n uint64) { longCatchUp = n }(longCatchUp)
-	longCatchUp = 3
 	prev := debug.SetGCPercent(150)
 	defer debug.SetGCPercent(prev)
-	for _, c := range []struct {
-		long    uint64
-		percent int
-		want    int
-	}{{3, 777, 777}, {4, 777, 150}, {3, 120, 150}, {3, 0, 150}} {
-		longCatchUp = c.long
+	for _, c := range []struct{ percent, want int }{{777, 777}, {120, 150}, {0, 150}} {
 		src := &gcSource{Source: st}
-		r := startRunner(t, RunnerConfig{Source: src, Checkpoints: nil, Status: NewStatus(), Name: fmt.Sprintf("gc-%d-%d", c.long, c.percent), CatchUpGCPercent: c.percent})
+		r := startRunner(t, RunnerConfig{Source: src, Status: NewStatus(), Name: fmt.Sprintf("gc-%d", c.percent), CatchUpGCPercent: c.percent})
 		if len(src.during) != 1 || src.during[0] != c.want {
 			t.Fatalf("%+v: setting during the catch-up %v", c, src.during)
 		}
 		if p := debug.SetGCPercent(150); p != 150 {
-			t.Fatalf("%+v: setting after the catch-up %d, want it restored (150)", c, p)
+			t.Fatalf("%+v: setting once ready %d, want it restored (150)", c, p)
 		}
 		r.Close(ctxT(t))
 	}

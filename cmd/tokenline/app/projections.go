@@ -53,11 +53,12 @@ func (p *Projections) Start(ctx context.Context, onEvent func(domain.Event)) err
 		// position, so whichever instance wrote the latest serves all.
 		Source: p.m.Store, Checkpoints: cp, Status: p.Status, Name: "status",
 		SnapshotEvery: p.m.Config.SnapshotEvery, Logger: p.m.Logger, OnEvent: onEvent,
-		// A rebuild without a usable snapshot (100k records or more)
-		// collects garbage a quarter as often while it decodes: GC was
-		// about a quarter of its CPU. Peak heap during it may reach five
-		// times the live heap instead of twice; GOGC set higher, or off,
-		// is left alone.
+		// Until ready (snapshot restored, tail replayed, observers seeded)
+		// the collector runs a quarter as often: the heap grows from
+		// nothing to the whole projection, and a rebuild's is mostly the
+		// garbage of decoded records (GC was a quarter of its CPU). Peak
+		// heap during a rebuild may reach five times the live heap instead
+		// of twice; GOGC set higher, or off, is left alone.
 		CatchUpGCPercent: 400,
 	})
 	if err != nil {
