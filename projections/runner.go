@@ -85,6 +85,9 @@ type Runner struct {
 	readyCh chan struct{}
 	snapReq chan struct{}
 
+	restored  bool // a snapshot was restored (set by Start)
+	announced bool // the observers were seeded (the run goroutine's)
+
 	snapMu  sync.Mutex // one snapshot write at a time
 	snapPos uint64     // position of the last snapshot written or restored
 
@@ -223,6 +226,7 @@ func (r *Runner) restore(ctx context.Context) error {
 	r.cfg.Status.replace(st)
 	r.pos.Store(h.Position)
 	r.snapPos = h.Position
+	r.restored = true
 	r.log.Info("projection restored from its snapshot", "position", h.Position, "connections", h.Connections,
 		"took", time.Since(began).Round(time.Millisecond).String())
 	return nil
@@ -258,20 +262,46 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 			return err
 		}
 		records, began := 0, time.Now()
+		// After a snapshot, a tail shorter than half the connections is
+		// replayed while the observers are seeded from the snapshot: a
+		// record applied before the seeding is in the state seeded, one
+		// after it is told to the observers as a change (the seeding and
+		// each record take the projection's lock in turn). Ready waits
+		// for both. A longer tail (or none restored) is replayed quietly
+		// first and the observers seeded at the end, once.
+		var seeded chan struct{}
+		tail := info.LastSeq - min(r.pos.Load(), info.LastSeq)
+		if !r.announced && r.restored && tail > 0 && tail < uint64(r.cfg.Status.size())/2 {
+			r.announced = true
+			seeded = make(chan struct{})
+			go func() {
+				defer close(seeded)
+				r.cfg.Status.announceAfter(0)
+			}()
+		}
 		if info.LastSeq > r.pos.Load() {
 			if _, err := r.src.Read(ctx, events.Range{From: r.pos.Load() + 1, To: info.LastSeq}, func(rec *events.Record) error {
 				r.handle(rec, false)
 				records++
 				return nil
 			}); err != nil {
+				if seeded != nil {
+					<-seeded
+				}
 				return err
 			}
 		}
 		read := time.Since(began)
-		r.cfg.Status.announceAfter(records)
+		if seeded != nil {
+			<-seeded
+		} else if !r.announced {
+			r.announced = true
+			r.cfg.Status.announceAfter(records)
+		}
 		r.gcDone()
 		r.log.Info("projection caught up", "records", records, "position", r.pos.Load(),
-			"read", read.Round(time.Millisecond).String(), "seed", (time.Since(began) - read).Round(time.Millisecond).String())
+			"read", read.Round(time.Millisecond).String(), "seed", (time.Since(began) - read).Round(time.Millisecond).String(),
+			"seeded_during_read", seeded != nil)
 		r.ready.Store(true)
 		close(r.readyCh)
 	}

@@ -568,3 +568,61 @@ func TestRunnerCatchUpGCPercent(t *testing.T) {
 		r.Close(ctxT(t))
 	}
 }
+
+// After a snapshot, a short tail is replayed while the observers are
+// seeded from the snapshot: the gate, the observers seeded at once and
+// the status agree with a rebuild from the stream, and every connection
+// is seeded exactly once.
+func TestShortTailReplayedWhileSeeding(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	cp := checkpoints(t, st)
+	d := newDriver(t, st)
+	ids := populate(t, d, 40, 120, 3)
+	r1 := startRunner(t, RunnerConfig{Source: st, Checkpoints: cp})
+	if err := r1.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(8, 9))
+	for i := range 12 { // 12 records: fewer than half the 40 connections
+		d.step(rng, ids[i%4])
+	}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	g := NewGate(GateOptions{Now: testClock})
+	status := NewStatus()
+	seeded := map[string]int{}
+	told := map[string]uint64{}
+	status.OnChangeSeeded(func(_, after *domain.Connection) { told[after.ID] = after.Version }, func(conns []*domain.Connection) {
+		for _, c := range conns {
+			seeded[c.ID]++
+			told[c.ID] = c.Version
+		}
+	})
+	status.OnChange(g.Observe)
+	r2 := startRunner(t, RunnerConfig{Source: st, Checkpoints: cp, Status: status,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))})
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(out, "records=12") || !strings.Contains(out, "seeded_during_read=true") {
+		t.Fatalf("the tail was not replayed while seeding:\n%s", out)
+	}
+	g2 := NewGate(GateOptions{Now: testClock})
+	built := NewStatus()
+	built.OnChange(g2.Observe)
+	startRunner(t, RunnerConfig{Source: st, Status: built, Name: "rebuilt"}) // no checkpoints: from sequence 1
+	if got, want := r2.Status().List(), built.List(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored+tail status differs from a rebuild")
+	}
+	for _, c := range built.List() {
+		if seeded[c.ID] != 1 || told[c.ID] != c.Version {
+			t.Fatalf("%s: seeded %d times, last told v%d, want once and v%d", c.ID, seeded[c.ID], told[c.ID], c.Version)
+		}
+		_, err1 := g.Check(c.ID)
+		_, err2 := g2.Check(c.ID)
+		if fmt.Sprint(err1) != fmt.Sprint(err2) {
+			t.Fatalf("%s: gate %v, rebuilt gate %v", c.ID, err1, err2)
+		}
+	}
+}
