@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,15 @@ type RunnerConfig struct {
 	// instance appended (metrics count events through it). It must not
 	// block. Observers of the connections' state use Status.OnChange.
 	OnEvent func(domain.Event)
+	// CatchUpGCPercent, if above the garbage collector's current setting
+	// (GOGC, default 100), is the setting from Start until the Runner is
+	// ready (the snapshot restored, the tail replayed, the observers
+	// seeded), or stops: the collector runs less often while the heap
+	// grows from nothing to the whole projection, and while a rebuild's
+	// heap is mostly the garbage of decoded records, for a higher peak
+	// heap during that time only. The previous setting is restored then.
+	// 0: unchanged.
+	CatchUpGCPercent int
 	// Logger receives skipped-record warnings (default slog.Default()). The
 	// payload of a record is never logged.
 	Logger *slog.Logger
@@ -75,14 +85,20 @@ type Runner struct {
 	readyCh chan struct{}
 	snapReq chan struct{}
 
+	restored  bool // a snapshot was restored (set by Start)
+	announced bool // the observers were seeded (the run goroutine's)
+
 	snapMu  sync.Mutex // one snapshot write at a time
 	snapPos uint64     // position of the last snapshot written or restored
 
 	lifeMu  sync.Mutex // guards started and cancel
 	started bool
 	cancel  context.CancelFunc
-	runCtx  context.Context // set once by Start, before the run goroutine
-	done    chan struct{}   // closed when the run goroutine ends
+
+	gcRestore func()          // set by startGC, before the run goroutine
+	gcOnce    sync.Once       // gcDone
+	runCtx    context.Context // set once by Start, before the run goroutine
+	done      chan struct{}   // closed when the run goroutine ends
 }
 
 // NewRunner returns a runner for cfg. Status is followed from now on: its
@@ -151,7 +167,9 @@ func (r *Runner) Start(ctx context.Context) error {
 	if r.started {
 		return errors.New("projections: runner already started")
 	}
+	r.startGC()
 	if err := r.restore(ctx); err != nil {
+		r.gcDone()
 		return err
 	}
 	r.runCtx, r.cancel = context.WithCancel(ctx)
@@ -208,6 +226,7 @@ func (r *Runner) restore(ctx context.Context) error {
 	r.cfg.Status.replace(st)
 	r.pos.Store(h.Position)
 	r.snapPos = h.Position
+	r.restored = true
 	r.log.Info("projection restored from its snapshot", "position", h.Position, "connections", h.Connections,
 		"took", time.Since(began).Round(time.Millisecond).String())
 	return nil
@@ -215,6 +234,7 @@ func (r *Runner) restore(ctx context.Context) error {
 
 func (r *Runner) run(ctx context.Context) {
 	defer close(r.done)
+	defer r.gcDone() // stopped before it was ready
 	backoff := 100 * time.Millisecond
 	for {
 		err := r.catchUpAndFollow(ctx)
@@ -242,19 +262,46 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 			return err
 		}
 		records, began := 0, time.Now()
+		// After a snapshot, a tail shorter than half the connections is
+		// replayed while the observers are seeded from the snapshot: a
+		// record applied before the seeding is in the state seeded, one
+		// after it is told to the observers as a change (the seeding and
+		// each record take the projection's lock in turn). Ready waits
+		// for both. A longer tail (or none restored) is replayed quietly
+		// first and the observers seeded at the end, once.
+		var seeded chan struct{}
+		tail := info.LastSeq - min(r.pos.Load(), info.LastSeq)
+		if !r.announced && r.restored && tail > 0 && tail < uint64(r.cfg.Status.size())/2 {
+			r.announced = true
+			seeded = make(chan struct{})
+			go func() {
+				defer close(seeded)
+				r.cfg.Status.announceAfter(0)
+			}()
+		}
 		if info.LastSeq > r.pos.Load() {
 			if _, err := r.src.Read(ctx, events.Range{From: r.pos.Load() + 1, To: info.LastSeq}, func(rec *events.Record) error {
 				r.handle(rec, false)
 				records++
 				return nil
 			}); err != nil {
+				if seeded != nil {
+					<-seeded
+				}
 				return err
 			}
 		}
 		read := time.Since(began)
-		r.cfg.Status.announceAfter(records)
+		if seeded != nil {
+			<-seeded
+		} else if !r.announced {
+			r.announced = true
+			r.cfg.Status.announceAfter(records)
+		}
+		r.gcDone()
 		r.log.Info("projection caught up", "records", records, "position", r.pos.Load(),
-			"read", read.Round(time.Millisecond).String(), "seed", (time.Since(began) - read).Round(time.Millisecond).String())
+			"read", read.Round(time.Millisecond).String(), "seed", (time.Since(began) - read).Round(time.Millisecond).String(),
+			"seeded_during_read", seeded != nil)
 		r.ready.Store(true)
 		close(r.readyCh)
 	}
@@ -278,6 +325,29 @@ func (r *Runner) catchUpAndFollow(ctx context.Context) error {
 			r.log.Warn("snapshot failed", "error", err.Error())
 		}
 	}
+}
+
+// startGC applies CatchUpGCPercent until gcDone.
+func (r *Runner) startGC() {
+	want := r.cfg.CatchUpGCPercent
+	if want <= 0 {
+		return
+	}
+	prev := debug.SetGCPercent(want)
+	if prev < 0 || prev >= want {
+		debug.SetGCPercent(prev) // off, or higher already
+		return
+	}
+	r.gcRestore = func() { debug.SetGCPercent(prev) }
+}
+
+// gcDone restores the GC setting startGC changed (once).
+func (r *Runner) gcDone() {
+	r.gcOnce.Do(func() {
+		if r.gcRestore != nil {
+			r.gcRestore()
+		}
+	})
 }
 
 // follow subscribes from the next sequence (r.mu not held).
@@ -410,6 +480,7 @@ func (r *Runner) Close(ctx context.Context) error {
 	r.stopFollowing()
 	cancel()
 	<-r.done
+	r.gcDone() // stopped before it was ready
 	if !r.ready.Load() {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -529,4 +530,99 @@ func TestOwnWritesBeforeOtherInstancesEventConverge(t *testing.T) {
 		t.Fatalf("status diverged from the stream:\n%+v\n%+v", status.List(), built.List())
 	}
 	mustGateErr(t, g, id, domain.StateRefreshing, "", domain.DetailRefreshing)
+}
+
+// gcSource reads the garbage collector's setting while a read runs.
+type gcSource struct {
+	Source
+	during []int
+}
+
+func (g *gcSource) Read(ctx context.Context, r events.Range, fn func(*events.Record) error) (uint64, error) {
+	p := debug.SetGCPercent(-1)
+	debug.SetGCPercent(p)
+	g.during = append(g.during, p)
+	return g.Source.Read(ctx, r, fn)
+}
+
+// A Runner starts with RunnerConfig.CatchUpGCPercent (the catch-up reads
+// with it) and restores the setting once it is ready; a setting below the
+// current one, or 0, leaves it alone.
+func TestRunnerCatchUpGCPercent(t *testing.T) {
+	st := openStore(t, natstest.Start(t, ""), "instance/a")
+	d := newDriver(t, st)
+	for range 3 {
+		d.create()
+	}
+	prev := debug.SetGCPercent(150)
+	defer debug.SetGCPercent(prev)
+	for _, c := range []struct{ percent, want int }{{777, 777}, {120, 150}, {0, 150}} {
+		src := &gcSource{Source: st}
+		r := startRunner(t, RunnerConfig{Source: src, Status: NewStatus(), Name: fmt.Sprintf("gc-%d", c.percent), CatchUpGCPercent: c.percent})
+		if len(src.during) != 1 || src.during[0] != c.want {
+			t.Fatalf("%+v: setting during the catch-up %v", c, src.during)
+		}
+		if p := debug.SetGCPercent(150); p != 150 {
+			t.Fatalf("%+v: setting once ready %d, want it restored (150)", c, p)
+		}
+		r.Close(ctxT(t))
+	}
+}
+
+// After a snapshot, a short tail is replayed while the observers are
+// seeded from the snapshot: the gate, the observers seeded at once and
+// the status agree with a rebuild from the stream, and every connection
+// is seeded exactly once.
+func TestShortTailReplayedWhileSeeding(t *testing.T) {
+	srv := natstest.Start(t, "")
+	st := openStore(t, srv, "instance/a")
+	cp := checkpoints(t, st)
+	d := newDriver(t, st)
+	ids := populate(t, d, 40, 120, 3)
+	r1 := startRunner(t, RunnerConfig{Source: st, Checkpoints: cp})
+	if err := r1.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(8, 9))
+	for i := range 12 { // 12 records: fewer than half the 40 connections
+		d.step(rng, ids[i%4])
+	}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	g := NewGate(GateOptions{Now: testClock})
+	status := NewStatus()
+	seeded := map[string]int{}
+	told := map[string]uint64{}
+	status.OnChangeSeeded(func(_, after *domain.Connection) { told[after.ID] = after.Version }, func(conns []*domain.Connection) {
+		for _, c := range conns {
+			seeded[c.ID]++
+			told[c.ID] = c.Version
+		}
+	})
+	status.OnChange(g.Observe)
+	r2 := startRunner(t, RunnerConfig{Source: st, Checkpoints: cp, Status: status,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))})
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(out, "records=12") || !strings.Contains(out, "seeded_during_read=true") {
+		t.Fatalf("the tail was not replayed while seeding:\n%s", out)
+	}
+	g2 := NewGate(GateOptions{Now: testClock})
+	built := NewStatus()
+	built.OnChange(g2.Observe)
+	startRunner(t, RunnerConfig{Source: st, Status: built, Name: "rebuilt"}) // no checkpoints: from sequence 1
+	if got, want := r2.Status().List(), built.List(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored+tail status differs from a rebuild")
+	}
+	for _, c := range built.List() {
+		if seeded[c.ID] != 1 || told[c.ID] != c.Version {
+			t.Fatalf("%s: seeded %d times, last told v%d, want once and v%d", c.ID, seeded[c.ID], told[c.ID], c.Version)
+		}
+		_, err1 := g.Check(c.ID)
+		_, err2 := g2.Check(c.ID)
+		if fmt.Sprint(err1) != fmt.Sprint(err2) {
+			t.Fatalf("%s: gate %v, rebuilt gate %v", c.ID, err1, err2)
+		}
+	}
 }

@@ -9,9 +9,11 @@ import (
 	"io"
 	"maps"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenline/tokenline/domain"
@@ -571,12 +573,38 @@ func decodeSnapshot(r io.Reader, h *snapshotHeader) (*Status, error) {
 	}
 	st := NewStatus()
 	st.conns = make(map[string]*statusEntry, min(h.Connections, 1<<16))
+	// The connection blocks are decoded on snapshotWorkers goroutines
+	// while this one reads (and, through r, authenticates) the next
+	// blocks; their entries are checked and added in block order. The
+	// tables come first (a writer writes them before any connection): one
+	// after a connection block is refused, so the workers read tables that
+	// no longer change.
+	p := newConnPipeline(sr, h.Position)
+	defer p.stop()
+	add := func(b *connBlock) error {
+		if b.err != nil {
+			return b.err
+		}
+		for _, ent := range b.ents {
+			if st.conns[ent.c.ID] != nil || len(st.conns) == h.Connections {
+				return fmt.Errorf("connection %d is invalid", len(st.conns))
+			}
+			st.conns[ent.c.ID] = ent
+		}
+		return nil
+	}
 	for {
 		kind, body, err := sr.block()
 		if err != nil {
 			return nil, fmt.Errorf("block: %v", cmpErr(err))
 		}
 		c := snapCursor{b: body}
+		switch kind {
+		case 'S', 'L', 'M':
+			if p.started {
+				return nil, fmt.Errorf("block %q after the connections", kind)
+			}
+		}
 		switch kind {
 		case 'S':
 			for range c.count(1) {
@@ -601,23 +629,19 @@ func decodeSnapshot(r io.Reader, h *snapshotHeader) (*Status, error) {
 				sr.maps = append(sr.maps, sr.shared.config(m))
 			}
 		case 'C':
-			// The connections' own strings share one allocation per block.
-			own := string(c.bytes(c.uvarint()))
-			for range c.count(minConnectionBytes) {
-				ent := &statusEntry{}
-				sr.connection(&c, &own, &ent.c)
-				if c.bad {
-					break
+			// Decoded by a worker, from a copy: body is reused.
+			for _, b := range p.send(slices.Clone(body)) {
+				if err := add(b); err != nil {
+					return nil, err
 				}
-				if ent.c.ID == "" || st.conns[ent.c.ID] != nil || ent.c.Version > h.Position || len(st.conns) == h.Connections {
-					return nil, fmt.Errorf("connection %d is invalid", len(st.conns))
-				}
-				st.conns[ent.c.ID] = ent
 			}
-			if len(own) != 0 {
-				c.bad = true
-			}
+			c.b = nil
 		case 'E':
+			for _, b := range p.drain() {
+				if err := add(b); err != nil {
+					return nil, err
+				}
+			}
 			if len(st.conns) != h.Connections {
 				return nil, fmt.Errorf("%d of %d connections present", len(st.conns), h.Connections)
 			}
@@ -633,6 +657,109 @@ func decodeSnapshot(r io.Reader, h *snapshotHeader) (*Status, error) {
 			return nil, fmt.Errorf("block %q malformed", kind)
 		}
 	}
+}
+
+// snapshotWorkers is how many goroutines decode a snapshot's connection
+// blocks.
+var snapshotWorkers = max(runtime.GOMAXPROCS(0), 1)
+
+// connBlock is one connection block: its bytes, then its decoded entries
+// or the error that stopped its decoding.
+type connBlock struct {
+	body []byte
+	ents []*statusEntry
+	err  error
+	done chan struct{}
+}
+
+// connPipeline decodes connection blocks on workers; results come back in
+// block order. At most 2*snapshotWorkers blocks are in flight, so the
+// memory it holds grows with the bytes read, never with a count claimed.
+type connPipeline struct {
+	sr      *snapshotReader
+	pos     uint64
+	started bool
+	work    chan *connBlock
+	pending []*connBlock // in block order
+	wg      sync.WaitGroup
+}
+
+func newConnPipeline(sr *snapshotReader, pos uint64) *connPipeline {
+	return &connPipeline{sr: sr, pos: pos}
+}
+
+func (p *connPipeline) start() {
+	p.started = true
+	p.work = make(chan *connBlock, 2*snapshotWorkers)
+	for range snapshotWorkers {
+		p.wg.Go(func() {
+			for b := range p.work {
+				b.ents, b.err = p.sr.connections(b.body, p.pos)
+				b.body = nil
+				close(b.done)
+			}
+		})
+	}
+}
+
+// send queues body for decoding and returns the blocks finished before it
+// that had to be taken to keep the bound (in order).
+func (p *connPipeline) send(body []byte) []*connBlock {
+	if !p.started {
+		p.start()
+	}
+	var out []*connBlock
+	for len(p.pending) >= 2*snapshotWorkers {
+		<-p.pending[0].done
+		out = append(out, p.pending[0])
+		p.pending = p.pending[1:]
+	}
+	b := &connBlock{body: body, done: make(chan struct{})}
+	p.pending = append(p.pending, b)
+	p.work <- b
+	return out
+}
+
+// drain waits for every block queued and returns them in order.
+func (p *connPipeline) drain() []*connBlock {
+	out := p.pending
+	for _, b := range out {
+		<-b.done
+	}
+	p.pending = nil
+	return out
+}
+
+// stop ends the workers (after the blocks queued are decoded).
+func (p *connPipeline) stop() {
+	if p.started {
+		close(p.work)
+		p.wg.Wait()
+	}
+}
+
+// connections decodes a connection block. It only reads sr's tables.
+func (sr *snapshotReader) connections(body []byte, pos uint64) ([]*statusEntry, error) {
+	c := snapCursor{b: body}
+	// The connections' own strings share one allocation per block.
+	own := string(c.bytes(c.uvarint()))
+	n := c.count(minConnectionBytes)
+	ents := make([]*statusEntry, 0, n)
+	for range n {
+		ent := &statusEntry{}
+		sr.connection(&c, &own, &ent.c)
+		if c.bad {
+			break
+		}
+		if ent.c.ID == "" || ent.c.Version > pos {
+			return nil, fmt.Errorf("a connection is invalid")
+		}
+		ents = append(ents, ent)
+	}
+	if c.bad || len(c.b) != 0 || len(own) != 0 {
+		return nil, errors.New("block 'C' malformed")
+	}
+	return ents, nil
 }
 
 func cmpErr(err error) error {

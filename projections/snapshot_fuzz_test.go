@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -207,4 +208,71 @@ func (m *testingMemStats) read() {
 	var s runtime.MemStats
 	runtime.ReadMemStats(&s)
 	m.total = s.TotalAlloc
+}
+
+// snapshotBlocks splits a snapshot into its blocks (kind and body).
+func snapshotBlocks(t testing.TB, snap []byte) (kinds []byte, bodies [][]byte) {
+	t.Helper()
+	b := snap[len(snapshotMagic):]
+	for len(b) > 0 {
+		kind := b[0]
+		n, k := binary.Uvarint(b[1:])
+		if k <= 0 || uint64(len(b)-1-k) < n {
+			t.Fatal("not a snapshot")
+		}
+		kinds, bodies = append(kinds, kind), append(bodies, b[1+k:1+k+int(n)])
+		b = b[1+k+int(n):]
+	}
+	return kinds, bodies
+}
+
+// joinBlocks is the inverse of snapshotBlocks.
+func joinBlocks(kinds []byte, bodies [][]byte) []byte {
+	out := []byte(snapshotMagic)
+	for i, k := range kinds {
+		out = append(append(append(out, k), binary.AppendUvarint(nil, uint64(len(bodies[i])))...), bodies[i]...)
+	}
+	return out
+}
+
+// A snapshot of many connection blocks (more than the decoding workers
+// hold in flight) reads back whole, in parallel; a connection repeated in
+// another block, and a table block after the connections (a writer writes
+// none: the workers read the tables), are refused.
+func TestReadSnapshotManyBlocks(t *testing.T) {
+	n := (4*snapshotWorkers + 3) * connectionsPerBlock
+	good := sampleSnapshot(t, n)
+	_, st, err := readSnapshot(bytes.NewReader(good))
+	if err != nil || len(st.conns) != n {
+		t.Fatalf("%d blocks: %v", n/connectionsPerBlock, err)
+	}
+	for _, i := range []int{0, connectionsPerBlock - 1, connectionsPerBlock, n / 2, n - 1} {
+		want := sampleConnection(i)
+		if got := st.conns[want.ID]; got == nil || !reflect.DeepEqual(got.c, *want) {
+			t.Fatalf("connection %d differs:\n got %+v\nwant %+v", i, got, want)
+		}
+	}
+	kinds, bodies := snapshotBlocks(t, good)
+	first := bytes.IndexByte(kinds, 'C')
+	last := bytes.LastIndexByte(kinds, 'C')
+	if first < 0 || last == first {
+		t.Fatalf("blocks %q", kinds)
+	}
+	// The last connection block again in place of the one before it: the
+	// count stays right, a connection is repeated.
+	dupBodies := slices.Clone(bodies)
+	dupBodies[last-1] = bodies[last]
+	late := slices.Insert(slices.Clone(kinds), first+1, 'S')
+	lateBodies := slices.Insert(slices.Clone(bodies), first+1, binary.AppendUvarint(nil, 0))
+	for name, bad := range map[string][]byte{
+		"a connection repeated in another block": joinBlocks(kinds, dupBodies),
+		"symbols after the connections":          joinBlocks(late, lateBodies),
+	} {
+		if _, _, err := readSnapshot(bytes.NewReader(bad)); !errors.Is(err, errSnapshotUnusable) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if _, _, err := readSnapshot(bytes.NewReader(joinBlocks(kinds, bodies))); err != nil {
+		t.Fatalf("the blocks joined again: %v", err)
+	}
 }

@@ -136,7 +136,11 @@ func NewStatus() *Status { return &Status{conns: map[string]*statusEntry{}, maxA
 //     is complete, just before the Runner becomes ready, fn is called once
 //     for every connection with before == nil and after the state readers
 //     see then. That call seeds an observer: it needs no other start-up
-//     pass.
+//     pass. After a snapshot, a short tail (fewer records than half the
+//     connections) is replayed while the observers are seeded from the
+//     snapshot: records applied before that call are in the state it
+//     gives, those after it fire as changes; the Runner is ready once
+//     both are done.
 //
 // Without a Runner every change fires. fn must be fast, must not retain or
 // modify the pointers it is given, and must not call back into the Status.
@@ -207,6 +211,13 @@ func (s *Status) announceAfter(records int) {
 	wg.Wait()
 }
 
+// size returns how many entries the projection holds.
+func (s *Status) size() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.conns)
+}
+
 // seen is what readers saw of a connection before a change.
 type seen struct {
 	known   bool
@@ -275,9 +286,15 @@ func (s *Status) Apply(e domain.Event) (bool, error) {
 }
 
 // applyStream is the Runner's path: e comes from the stream, in order.
+// While a Runner catches up (quiet) it reports no change, only the error.
 func (s *Status) applyStream(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.quiet {
+		// Catching up: nobody is told, and the Runner does not ask what
+		// changed; one map lookup per record instead of three.
+		return false, s.applyLocked(e)
+	}
 	was := s.look(e.ConnectionID, s.quiet)
 	err := s.applyLocked(e)
 	changed := s.notify(e.ConnectionID, was, s.quiet)

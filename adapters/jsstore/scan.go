@@ -50,6 +50,9 @@ var ReadWorkers = runtime.GOMAXPROCS(0)
 // readChunk is how many messages travel together through the pipeline.
 const readChunk = 256
 
+// readPull is how many messages a read asks the server for at a time.
+const readPull = 8192
+
 type chunk struct {
 	msgs []jetstream.Msg
 	recs []events.Record
@@ -68,9 +71,10 @@ func getChunk() *chunk {
 
 // Read reads the part of the stream r selects, in order, and calls fn for
 // every record from the calling goroutine. Decoding, the expensive part,
-// runs on ReadWorkers goroutines between the goroutine reading messages
-// and fn: the reader hands chunks of messages to the workers and, in the
-// same order, to fn's loop, which waits for each chunk to be decoded. fn
+// runs on ReadWorkers goroutines between the consumer and fn: the
+// consumer's callback gathers the messages into chunks and hands them to
+// the workers and, in the same order, to fn's loop, which waits for each
+// chunk to be decoded. fn
 // must not keep the pointer it is given. fn returning an error stops the
 // read with that error. A record that does not decode is delivered with
 // Err set. A range of one connection (r.ConnectionID) is read by direct
@@ -109,22 +113,14 @@ func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record
 	if err != nil {
 		return 0, fmt.Errorf("jsstore: read consumer: %w", err)
 	}
-	// Messages creates the server's consumer: deleted however the read
-	// ends, even if Messages itself fails after creating it.
+	// Consume creates the server's consumer: deleted however the read
+	// ends, even if Consume itself fails after creating it.
 	defer s.dropConsumer(cons)
-	it, err := cons.Messages(jetstream.PullMaxMessages(5000))
-	if err != nil {
-		return 0, fmt.Errorf("jsstore: read: %w", err)
-	}
-	defer it.Stop()
-	stopIt := context.AfterFunc(ctx, it.Stop)
-	defer stopIt()
 
 	workers := max(ReadWorkers, 1)
 	work := make(chan *chunk, 4*workers)
-	order := make(chan *chunk, 4*workers)
+	order := make(chan *chunk, 8*workers)
 	quit := make(chan struct{})
-	var readErr error
 	var wg sync.WaitGroup
 	wg.Add(workers)
 	for range workers {
@@ -140,60 +136,82 @@ func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record
 			}
 		}()
 	}
-	go func() { // reader
-		defer close(order)
-		defer close(work)
-		c := getChunk()
-		send := func() bool {
-			select {
-			case order <- c:
-			case <-quit:
-				return false
-			}
-			work <- c
-			c = getChunk()
-			return true
+	// The consumer's messages are taken in its callback (Consume), which
+	// gathers them into chunks for the workers: no goroutine in between
+	// and no timer per message (Messages' Next arms one).
+	var mu sync.Mutex // the callback's state, and stopped
+	stopped := false
+	c := getChunk()
+	send := func() bool {
+		select {
+		case order <- c:
+		case <-quit:
+			return false
 		}
-		for {
-			m, err := it.Next()
-			if err != nil {
-				readErr = err
-				if len(c.msgs) > 0 {
-					send()
-				}
-				return
-			}
-			rec := events.Record{Subject: m.Subject()}
-			if seq, ts, ok := ackInfo(m.Reply()); ok {
-				rec.Seq, rec.Stored = seq, time.Unix(0, ts)
-			} else if md, err := m.Metadata(); err == nil {
-				rec.Seq, rec.Stored = md.Sequence.Stream, md.Timestamp
-			} else {
-				rec.Err = fmt.Errorf("jsstore: message metadata: %w", err)
-				m = nil
-			}
-			c.msgs = append(c.msgs, m)
-			c.recs = append(c.recs, rec)
-			if rec.Seq >= to || len(c.msgs) == readChunk {
-				if !send() || rec.Seq >= to {
-					return
-				}
+		select {
+		case work <- c:
+		case <-quit:
+			return false
+		}
+		c = getChunk()
+		return true
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		// The record is written in place: the chunk's records are zero
+		// (new, or cleared before the chunk went back to the pool).
+		c.recs = c.recs[:len(c.recs)+1]
+		rec := &c.recs[len(c.recs)-1]
+		rec.Subject = m.Subject()
+		if seq, ts, ok := ackInfo(m.Reply()); ok {
+			rec.Seq, rec.Stored = seq, time.Unix(0, ts)
+		} else if md, err := m.Metadata(); err == nil {
+			rec.Seq, rec.Stored = md.Sequence.Stream, md.Timestamp
+		} else {
+			rec.Err = fmt.Errorf("jsstore: message metadata: %w", err)
+			m = nil
+		}
+		seq := rec.Seq
+		c.msgs = append(c.msgs, m)
+		if seq >= to || len(c.msgs) == readChunk {
+			if !send() || seq >= to { // the chunk is the workers' now: rec too
+				stopped = true
 			}
 		}
+	}, jetstream.PullMaxMessages(readPull))
+	if err != nil {
+		close(work)
+		wg.Wait()
+		return 0, fmt.Errorf("jsstore: read: %w", err)
+	}
+	defer func() {
+		close(quit)
+		cc.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		close(work)
+		wg.Wait()
 	}()
 
 	var last uint64
-	var fnErr error
-	finish := func() {
-		close(quit)
-		it.Stop()
-		for c := range order { // let the reader and workers finish
-			<-c.done
+	for last < to {
+		var c *chunk
+		select {
+		case c = <-order:
+		case <-ctx.Done():
+			return last, ctx.Err()
 		}
-		wg.Wait()
-	}
-	for c := range order {
-		<-c.done
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return last, ctx.Err()
+		}
+		var fnErr error
 		for i := range c.recs {
 			rec := &c.recs[i]
 			if rec.Seq > to {
@@ -204,20 +222,12 @@ func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record
 			}
 			last = rec.Seq
 		}
-		done := last >= to || fnErr != nil
+		clear(c.msgs)
 		clear(c.recs)
 		chunkPool.Put(c)
-		if done {
-			finish()
+		if fnErr != nil {
 			return last, fnErr
 		}
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return last, ctx.Err()
-	}
-	if last < to && readErr != nil {
-		return last, fmt.Errorf("jsstore: read: %w", readErr)
 	}
 	return last, nil
 }
