@@ -133,24 +133,56 @@ func (v *gateView) is(id string) bool {
 
 // gateState is the gate's record of one connection, immutable once
 // published: what Observe derived from the connection, the CloseAfter
-// flag and the token handed over by SetToken.
+// flag and the token handed over by SetToken. One is kept per connection:
+// 200 bytes (the state in one byte, the flags together; the size class of
+// 208).
 type gateState struct {
 	id        string
-	state     domain.State
 	reason    domain.Reason
 	fp        string // fingerprint of the connection's access token
 	expiresAt int64  // its recorded expiry (Unix ns) or noExpiry
 	issuedAt  int64  // when the tokens were stored (Unix ns; lifetime = expiresAt − issuedAt)
-	noRefresh bool   // the grant has no refresh token: nothing will renew the access token
 	version   uint64 // the connection's version
 
-	closed      bool // CloseAfter was called and no newer version arrived since
 	closedAt    uint64
 	closeReason domain.Reason
 
+	// loadedFP is fp's string itself when they are equal (SetToken,
+	// observeLocked), so that the entry holds one copy.
 	loadedFP, loaded string
 
 	err domain.GateError // derived
+
+	state     gateStateCode
+	noRefresh bool // the grant has no refresh token: nothing will renew the access token
+	closed    bool // CloseAfter was called and no newer version arrived since
+}
+
+// gateStateCode is a connection's state in one byte: 0 for none, else 1 +
+// its index in domain.States.
+type gateStateCode uint8
+
+var (
+	gateActive          = gateStateOf(domain.StateActive)
+	gateRefreshing      = gateStateOf(domain.StateRefreshing)
+	gateUnauthenticated = gateStateOf(domain.StateUnauthenticated)
+	gateReauthorising   = gateStateOf(domain.StateReauthorising)
+)
+
+func gateStateOf(st domain.State) gateStateCode {
+	for i, s := range domain.States {
+		if s == st {
+			return gateStateCode(i + 1)
+		}
+	}
+	return 0
+}
+
+func (c gateStateCode) State() domain.State {
+	if c == 0 || int(c) > len(domain.States) {
+		return ""
+	}
+	return domain.States[c-1]
 }
 
 // noExpiry marks an access token without a known expiry.
@@ -303,8 +335,11 @@ func (g *Gate) observeLocked(after *domain.Connection) {
 			}
 		}
 		next := *s
-		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = after.State, after.Reason, fp, exp, iss, after.Version
+		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = gateStateOf(after.State), after.Reason, fp, exp, iss, after.Version
 		next.noRefresh = noRefresh
+		if next.loadedFP == fp {
+			next.loadedFP = fp // one copy of the string
+		}
 		if next.closed && after.Version > next.closedAt {
 			next.closed, next.closedAt, next.closeReason = false, 0, domain.ReasonNone
 		}
@@ -334,6 +369,9 @@ func (g *Gate) SetToken(connectionID, accessTokenFP, accessToken string) error {
 	g.update(connectionID, true, func(s *gateState) bool {
 		if s.loadedFP == accessTokenFP && s.loaded == accessToken {
 			return false
+		}
+		if accessTokenFP == s.fp {
+			accessTokenFP = s.fp // one copy of the string
 		}
 		s.loadedFP, s.loaded = accessTokenFP, accessToken
 		return true
@@ -379,15 +417,15 @@ func (g *Gate) derive(s *gateState) *gateView {
 	if len(s.id) <= gateInlineID {
 		copy(v.idInline[:], s.id)
 	}
-	if (s.state == domain.StateUnauthenticated || s.state == domain.StateReauthorising) &&
+	if (s.state == gateUnauthenticated || s.state == gateReauthorising) &&
 		s.loadedFP != "" && s.loadedFP == s.fp {
 		s.loadedFP, s.loaded = "", "" // can never be handed out again
 	}
-	e := domain.GateError{ConnectionID: s.id, State: s.state}
+	e := domain.GateError{ConnectionID: s.id, State: s.state.State()}
 	switch {
 	case s.closed:
 		e.State, e.Reason, e.Detail = domain.StateUnauthenticated, s.closeReason, domain.DetailUnauthenticated
-	case s.state == domain.StateActive && s.fp != "" && s.loadedFP == s.fp:
+	case s.state == gateActive && s.fp != "" && s.loadedFP == s.fp:
 		v.token, v.expires = s.loaded, s.expiresAt
 		if s.expiresAt != noExpiry {
 			v.expires = s.expiresAt - int64(g.marginFor(s))
@@ -402,13 +440,13 @@ func (g *Gate) derive(s *gateState) *gateView {
 			// terminal event.
 			e.State, e.Reason, e.Detail = domain.StateUnauthenticated, domain.ReasonRefreshNotGranted, domain.DetailUnauthenticated
 		}
-	case s.state == domain.StateActive:
+	case s.state == gateActive:
 		e.Detail = domain.DetailTokenNotLoaded
-	case s.state == domain.StateRefreshing:
+	case s.state == gateRefreshing:
 		e.Detail = domain.DetailRefreshing
-	case s.state == domain.StateUnauthenticated:
+	case s.state == gateUnauthenticated:
 		e.Reason, e.Detail = s.reason, domain.DetailUnauthenticated
-	case s.state == domain.StateReauthorising:
+	case s.state == gateReauthorising:
 		e.Reason, e.Detail = s.reason, domain.DetailReauthorising
 	default: // only a token or a CloseAfter is known: no connection.created yet
 		e.Detail = domain.DetailUnknownConnection

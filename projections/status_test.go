@@ -130,7 +130,7 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	}
 	// The end of a catch-up compacts the entries: what is held ahead stays.
 	st.announce()
-	if s, _ := st.Connection(id); s.State != domain.StateRefreshing || st.conns[id].ah == nil {
+	if s, _ := st.Connection(id); s.State != domain.StateRefreshing || st.ah(id) == nil {
 		t.Fatalf("after compaction: %s", s.State)
 	}
 	// own3 (after own2, which the hook has not delivered yet either) is
@@ -153,9 +153,9 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 		t.Fatalf("out-of-order result differs from the in-order fold:\n%+v\n%+v", got, h.conn)
 	}
 	st.mu.RLock()
-	ent := st.conns[id]
+	ah, ahead := st.ah(id), len(st.aheads)
 	st.mu.RUnlock()
-	if ent.ah != nil || len(ent.ahead()) != 0 {
+	if ah != nil || ahead != 0 {
 		t.Fatal("events still ahead after the stream caught up")
 	}
 }

@@ -424,6 +424,7 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) nextJob(ctx context.Context) (taken, bool) {
 	for {
 		now := s.clock.Now()
+		s.attempts.maybeSweep(now) // forget authorisation attempts older than their window
 		j, wait, ok := s.take(now)
 		if ok {
 			if f := s.cfg.ObserveLateness; f != nil {
