@@ -403,7 +403,9 @@ func (s *Status) confirm(id string, ent *statusEntry, seq uint64) {
 	s.ahead -= i
 	ah.events = ah.events[i:]
 	if len(ah.events) == 0 {
-		ent.c = ah.confirmed
+		c := ah.confirmed
+		keepStrings(&c, &ent.c)
+		ent.c = c
 		s.setAh(id, nil)
 		return
 	}
@@ -411,7 +413,26 @@ func (s *Status) confirm(id string, ent *statusEntry, seq uint64) {
 	for _, a := range ah.events {
 		_ = s.applyOwn(&c, a) // one refused now waits for the events before it
 	}
+	keepStrings(&c, &ent.c)
 	ent.c = c
+}
+
+// keepStrings makes c, a state folded from the stream's copies of events
+// readers saw already, hold the strings of was, what readers saw, where
+// they are equal: the observers (the gate, the scheduler) hold those, so
+// the connection keeps one copy of each instead of two.
+func keepStrings(c, was *domain.Connection) {
+	for _, f := range [...]struct{ dst, src *string }{
+		{&c.ID, &was.ID},
+		{&c.Tokens.AccessTokenFP, &was.Tokens.AccessTokenFP},
+		{&c.Tokens.RefreshTokenFP, &was.Tokens.RefreshTokenFP},
+		{&c.AttemptID, &was.AttemptID},
+		{&c.LeaseID, &was.LeaseID},
+	} {
+		if *f.dst == *f.src {
+			*f.dst = *f.src
+		}
+	}
 }
 
 // applyAheadLocked takes an event this instance appended, possibly ahead of
