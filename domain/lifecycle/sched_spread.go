@@ -193,8 +193,7 @@ func (s *Service) refreshAt(id string, en *schedEntry) time.Time {
 			earliest = issued.Add(life / 5)
 		}
 		earliest = later(earliest, due.Add(-spreadMax), s.clock.Now())
-		en.spreadIssued, en.spreadExpires = en.issuedAt, en.expiresAt
-		en.spreadDue = nanos(s.spread.place(id, due, earliest))
+		en.spreadDue, en.spreadOld = nanos(s.spread.place(id, due, earliest)), false
 	}
 	s.spread.add(en)
 	return timeOf(en.spreadDue)
@@ -211,7 +210,7 @@ func (s *Service) plannedRefresh(id string, issued, expires time.Time) (time.Tim
 }
 
 func (en *schedEntry) planned(issued, expires time.Time) (time.Time, bool) {
-	if en.spreadDue == 0 || en.spreadIssued != nanos(issued) || en.spreadExpires != nanos(expires) {
+	if en.spreadDue == 0 || en.spreadOld || en.issuedAt != nanos(issued) || en.expiresAt != nanos(expires) {
 		return time.Time{}, false
 	}
 	return timeOf(en.spreadDue), true

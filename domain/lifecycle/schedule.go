@@ -14,7 +14,7 @@ import (
 // schedEntry is what the scheduler knows of a connection: derived from its
 // aggregate (see track), never from events directly. One is kept per
 // connection, so it is laid out to be small: times as Unix nanoseconds (0:
-// none; see nanos), the state and the job as one byte each; 112 bytes (a
+// none; see nanos), the state and the job as one byte each; 96 bytes (a
 // size class) where time.Time fields and strings took 320.
 type schedEntry struct {
 	id  string
@@ -29,11 +29,11 @@ type schedEntry struct {
 	// by due time, at index idx (-1: not queued).
 	due int64
 
-	// The refresh time spreading chose for the tokens issued at
-	// spreadIssued and expiring at spreadExpires (sched_spread.go), kept
-	// while they stay the same; while counted, the entry counts in the
-	// spreading bucket of spreadDue.
-	spreadIssued, spreadExpires, spreadDue int64
+	// The refresh time spreading chose for the tokens the entry holds
+	// (sched_spread.go), kept while they stay the same (spreadOld: they
+	// changed since); while counted, the entry counts in the spreading
+	// bucket of spreadDue.
+	spreadDue int64
 
 	idx        int32
 	state      schedState
@@ -42,6 +42,7 @@ type schedEntry struct {
 	noRefresh  bool // the grant has no refresh token (norefresh.go)
 	deleted    bool
 	counted    bool
+	spreadOld  bool
 }
 
 // nanos is t as Unix nanoseconds, 0 for the zero time (the entries' "none").
@@ -196,7 +197,11 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 	}
 	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, stateCode(after.State), after.TokensHeld, after.Deleted
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
-	en.issuedAt, en.expiresAt = nanos(issuedAt(after)), nanos(after.Tokens.AccessTokenExpiresAt)
+	iss, exp := nanos(issuedAt(after)), nanos(after.Tokens.AccessTokenExpiresAt)
+	if iss != en.issuedAt || exp != en.expiresAt {
+		en.spreadOld = true // planned again for these tokens (refreshAt)
+	}
+	en.issuedAt, en.expiresAt = iss, exp
 	en.retryAt, en.leaseUntil, en.attemptExp = nanos(after.RetryAt), nanos(after.LeaseUntil), nanos(after.AttemptExpiresAt)
 	return en
 }
