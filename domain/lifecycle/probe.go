@@ -50,8 +50,8 @@ const probeExpirySkip = 5 * time.Second
 // probeTimeout bounds one probe's request.
 const probeTimeout = 10 * time.Second
 
-// probeEntry is what the prober knows of a connection: 16 bytes, held by
-// value in the prober's map (one per connection, probed or not).
+// probeEntry is what the prober knows of a connection of a provider with a
+// prober: 16 bytes, held by value in the prober's map.
 type probeEntry struct {
 	next       int64  // Unix ns of the next probe; 0: not planned yet
 	provider   uint16 // index in probeSet.providers
@@ -69,10 +69,9 @@ type probeEntry struct {
 // connection changed since it was pushed (its next differs) is dropped
 // when it comes up.
 type probeSet struct {
-	mu        sync.RWMutex // read: providerOf, on every RoundTripper answer
-	conns     map[string]probeEntry
-	providers []string          // provider names, by index
-	provIdx   map[string]uint16 // the reverse of providers
+	mu        sync.Mutex
+	conns     map[string]probeEntry // the connections of providers with a prober
+	providers names
 	due       probeQueue
 	unplanned []string
 }
@@ -123,21 +122,36 @@ func (s *Service) seedProbes(conns []*domain.Connection) {
 	}
 }
 
-// provider returns the index of a provider name (ps.mu held).
-func (ps *probeSet) provider(name string) uint16 {
-	if i, ok := ps.provIdx[name]; ok {
+// names interns provider names as small indexes (one a connection holds
+// instead of a string).
+type names struct {
+	list []string
+	idx  map[string]uint16
+}
+
+// index returns the index of name (0 beyond 65,535 names, never in
+// practice: providers are configured).
+func (n *names) index(name string) uint16 {
+	if i, ok := n.idx[name]; ok {
 		return i
 	}
-	if len(ps.providers) > 1<<16-1 {
-		return 0 // never in practice: providers are configured
+	if len(n.list) > 1<<16-1 {
+		return 0
 	}
-	if ps.provIdx == nil {
-		ps.provIdx = map[string]uint16{}
+	if n.idx == nil {
+		n.idx = map[string]uint16{}
 	}
-	i := uint16(len(ps.providers))
-	ps.providers = append(ps.providers, name)
-	ps.provIdx[name] = i
+	i := uint16(len(n.list))
+	n.list = append(n.list, name)
+	n.idx[name] = i
 	return i
+}
+
+func (n *names) name(i uint16) string {
+	if int(i) < len(n.list) {
+		return n.list[i]
+	}
+	return ""
 }
 
 func (s *Service) observeProbeLocked(after *domain.Connection) {
@@ -145,18 +159,18 @@ func (s *Service) observeProbeLocked(after *domain.Connection) {
 	if ps.conns == nil {
 		ps.conns = map[string]probeEntry{}
 	}
-	if after.Deleted {
-		delete(ps.conns, after.ID)
+	if after.Deleted || s.cfg.Probers[after.Provider] == nil {
+		delete(ps.conns, after.ID) // nothing to probe (the scheduler knows its provider: providerOf)
 		return
 	}
 	en, known := ps.conns[after.ID]
 	was := known && en.active && en.tokensHeld
-	en.provider = ps.provider(after.Provider)
+	en.provider = ps.providers.index(after.Provider)
 	en.active, en.tokensHeld = after.State == domain.StateActive, after.TokensHeld
 	if !en.active {
 		en.next = 0 // planned afresh when active again
 	}
-	if en.active && en.tokensHeld && !was && !en.running && s.cfg.Probers[after.Provider] != nil {
+	if en.active && en.tokensHeld && !was && !en.running {
 		// It becomes probable: planned at the next tick, or at the time a
 		// probe that ended meanwhile planned.
 		switch {
@@ -170,12 +184,12 @@ func (s *Service) observeProbeLocked(after *domain.Connection) {
 	ps.conns[after.ID] = en
 }
 
-// providerOf returns a connection's provider as the prober saw it.
+// providerOf returns a connection's provider as the scheduler saw it.
 func (s *Service) providerOf(id string) (string, bool) {
-	s.probes.mu.RLock()
-	defer s.probes.mu.RUnlock()
-	if en, ok := s.probes.conns[id]; ok {
-		return s.probes.providers[en.provider], true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if en, ok := s.sched[id]; ok {
+		return s.providers.name(en.provider), true
 	}
 	return "", false
 }
@@ -267,7 +281,7 @@ func (ps *probeSet) take(now time.Time, probers map[string]domain.Prober, owner 
 			continue
 		}
 		en.pending = false
-		if p := probers[ps.providers[en.provider]]; p != nil && en.active && en.tokensHeld && !en.running && en.next == 0 && owner(id) {
+		if p := probers[ps.providers.name(en.provider)]; p != nil && en.active && en.tokensHeld && !en.running && en.next == 0 && owner(id) {
 			en.next = firstProbe(id, now, p.Every()).UnixNano()
 			heap.Push(&ps.due, probeItem{en.next, id})
 		}
@@ -302,7 +316,7 @@ func (s *Service) probeDone(id string, now time.Time) {
 		return
 	}
 	en.running = false
-	if p := s.cfg.Probers[ps.providers[en.provider]]; p != nil {
+	if p := s.cfg.Probers[ps.providers.name(en.provider)]; p != nil {
 		en.next = nextProbe(now, p.Every()).UnixNano()
 		if en.active && en.tokensHeld {
 			heap.Push(&ps.due, probeItem{en.next, id})

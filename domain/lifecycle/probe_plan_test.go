@@ -24,7 +24,8 @@ func (p everyProber) Every() time.Duration { return time.Duration(p) }
 // active, holds no tokens, is running or is not owned is not probed; a
 // connection that stops being active is planned afresh when active again,
 // and one whose probe ended while it was not active is probed at the time
-// that probe planned once active again. Deleted connections leave.
+// that probe planned once active again. Deleted connections leave, and
+// connections of a provider without a prober are not kept.
 func TestProbePlan(t *testing.T) {
 	const every = time.Minute
 	s := &Service{cfg: Config{Probers: map[string]domain.Prober{"p": everyProber(every)}}}
@@ -44,8 +45,8 @@ func TestProbePlan(t *testing.T) {
 	s.observeProbe(conn("bare", "p", domain.StateActive, false))       // no tokens
 	s.observeProbe(conn("notmine", "p", domain.StateActive, true))     // another instance's
 	owner := func(id string) bool { return id != "notmine" }
-	if p, ok := s.providerOf("other"); !ok || p != "q" {
-		t.Fatalf("providerOf(other) = %q, %v", p, ok)
+	if _, ok := ps.conns["other"]; ok {
+		t.Fatal("the prober keeps a connection of a provider without a prober")
 	}
 
 	// Every active connection is probed once within the first interval,
@@ -125,7 +126,7 @@ func TestProbePlan(t *testing.T) {
 	if !seen["c-0"] || !seen["c-1"] || seen["c-2"] {
 		t.Fatalf("probed after the changes: %v (want c-0 and c-1, not c-2)", seen)
 	}
-	if _, ok := s.providerOf("c-2"); ok {
+	if _, ok := ps.conns["c-2"]; ok {
 		t.Fatal("a deleted connection is still known to the prober")
 	}
 }

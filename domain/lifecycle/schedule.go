@@ -36,6 +36,7 @@ type schedEntry struct {
 	spreadDue int64
 
 	idx        int32
+	provider   uint16 // index in Service.providers
 	state      schedState
 	job        jobKind
 	tokensHeld bool
@@ -196,6 +197,7 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 		s.sched[after.ID] = en
 	}
 	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, stateCode(after.State), after.TokensHeld, after.Deleted
+	en.provider = s.providers.index(after.Provider)
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
 	iss, exp := nanos(issuedAt(after)), nanos(after.Tokens.AccessTokenExpiresAt)
 	if iss != en.issuedAt || exp != en.expiresAt {

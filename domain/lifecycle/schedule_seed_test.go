@@ -121,7 +121,7 @@ func TestSeedPlansAsObserve(t *testing.T) {
 				t.Errorf("prober entries: Observe %d, Seed %d", len(one.probes.conns), len(bulk.probes.conns))
 			}
 			for id, a := range one.probes.conns {
-				if b, ok := bulk.probes.conns[id]; !ok || a != b || one.probes.providers[a.provider] != bulk.probes.providers[b.provider] {
+				if b, ok := bulk.probes.conns[id]; !ok || a != b || one.probes.providers.name(a.provider) != bulk.probes.providers.name(b.provider) {
 					t.Errorf("prober entry %s: Observe %+v, Seed %+v", id, a, b)
 				}
 			}
