@@ -128,29 +128,63 @@ func (v *gateView) is(id string) bool {
 	if len(id) <= gateInlineID {
 		return string(v.idInline[:len(id)]) == id
 	}
-	return v.st.id == id
+	return v.st.id() == id
 }
 
 // gateState is the gate's record of one connection, immutable once
 // published: what Observe derived from the connection, the CloseAfter
-// flag and the token handed over by SetToken.
+// flag and the token handed over by SetToken. One is kept per connection:
+// 184 bytes (the id is err's, the state in one byte, the flags together;
+// the size class of 192).
 type gateState struct {
-	id        string
-	state     domain.State
 	reason    domain.Reason
 	fp        string // fingerprint of the connection's access token
 	expiresAt int64  // its recorded expiry (Unix ns) or noExpiry
 	issuedAt  int64  // when the tokens were stored (Unix ns; lifetime = expiresAt − issuedAt)
-	noRefresh bool   // the grant has no refresh token: nothing will renew the access token
 	version   uint64 // the connection's version
 
-	closed      bool // CloseAfter was called and no newer version arrived since
 	closedAt    uint64
 	closeReason domain.Reason
 
+	// loadedFP is fp's string itself when they are equal (SetToken,
+	// observeLocked), so that the entry holds one copy.
 	loadedFP, loaded string
 
-	err domain.GateError // derived
+	err domain.GateError // derived; err.ConnectionID is the connection's id from the start
+
+	state     gateStateCode
+	noRefresh bool // the grant has no refresh token: nothing will renew the access token
+	closed    bool // CloseAfter was called and no newer version arrived since
+}
+
+// id is the connection's id.
+func (s *gateState) id() string { return s.err.ConnectionID }
+
+// gateStateCode is a connection's state in one byte: 0 for none, else 1 +
+// its index in domain.States.
+type gateStateCode uint8
+
+var (
+	gateActive          = gateStateOf(domain.StateActive)
+	gateRefreshing      = gateStateOf(domain.StateRefreshing)
+	gateUnauthenticated = gateStateOf(domain.StateUnauthenticated)
+	gateReauthorising   = gateStateOf(domain.StateReauthorising)
+)
+
+func gateStateOf(st domain.State) gateStateCode {
+	for i, s := range domain.States {
+		if s == st {
+			return gateStateCode(i + 1)
+		}
+	}
+	return 0
+}
+
+func (c gateStateCode) State() domain.State {
+	if c == 0 || int(c) > len(domain.States) {
+		return ""
+	}
+	return domain.States[c-1]
 }
 
 // noExpiry marks an access token without a known expiry.
@@ -303,8 +337,11 @@ func (g *Gate) observeLocked(after *domain.Connection) {
 			}
 		}
 		next := *s
-		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = after.State, after.Reason, fp, exp, iss, after.Version
+		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = gateStateOf(after.State), after.Reason, fp, exp, iss, after.Version
 		next.noRefresh = noRefresh
+		if next.loadedFP == fp {
+			next.loadedFP = fp // one copy of the string
+		}
 		if next.closed && after.Version > next.closedAt {
 			next.closed, next.closedAt, next.closeReason = false, 0, domain.ReasonNone
 		}
@@ -334,6 +371,9 @@ func (g *Gate) SetToken(connectionID, accessTokenFP, accessToken string) error {
 	g.update(connectionID, true, func(s *gateState) bool {
 		if s.loadedFP == accessTokenFP && s.loaded == accessToken {
 			return false
+		}
+		if accessTokenFP == s.fp {
+			accessTokenFP = s.fp // one copy of the string
 		}
 		s.loadedFP, s.loaded = accessTokenFP, accessToken
 		return true
@@ -375,19 +415,20 @@ func (g *Gate) Reopen(connectionID string) {
 
 // derive computes the refusal and the view Check reads from a state.
 func (g *Gate) derive(s *gateState) *gateView {
-	v := &gateView{st: s, err: &s.err, idLen: int32(len(s.id))}
-	if len(s.id) <= gateInlineID {
-		copy(v.idInline[:], s.id)
+	id := s.id()
+	v := &gateView{st: s, err: &s.err, idLen: int32(len(id))}
+	if len(id) <= gateInlineID {
+		copy(v.idInline[:], id)
 	}
-	if (s.state == domain.StateUnauthenticated || s.state == domain.StateReauthorising) &&
+	if (s.state == gateUnauthenticated || s.state == gateReauthorising) &&
 		s.loadedFP != "" && s.loadedFP == s.fp {
 		s.loadedFP, s.loaded = "", "" // can never be handed out again
 	}
-	e := domain.GateError{ConnectionID: s.id, State: s.state}
+	e := domain.GateError{ConnectionID: id, State: s.state.State()}
 	switch {
 	case s.closed:
 		e.State, e.Reason, e.Detail = domain.StateUnauthenticated, s.closeReason, domain.DetailUnauthenticated
-	case s.state == domain.StateActive && s.fp != "" && s.loadedFP == s.fp:
+	case s.state == gateActive && s.fp != "" && s.loadedFP == s.fp:
 		v.token, v.expires = s.loaded, s.expiresAt
 		if s.expiresAt != noExpiry {
 			v.expires = s.expiresAt - int64(g.marginFor(s))
@@ -402,13 +443,13 @@ func (g *Gate) derive(s *gateState) *gateView {
 			// terminal event.
 			e.State, e.Reason, e.Detail = domain.StateUnauthenticated, domain.ReasonRefreshNotGranted, domain.DetailUnauthenticated
 		}
-	case s.state == domain.StateActive:
+	case s.state == gateActive:
 		e.Detail = domain.DetailTokenNotLoaded
-	case s.state == domain.StateRefreshing:
+	case s.state == gateRefreshing:
 		e.Detail = domain.DetailRefreshing
-	case s.state == domain.StateUnauthenticated:
+	case s.state == gateUnauthenticated:
 		e.Reason, e.Detail = s.reason, domain.DetailUnauthenticated
-	case s.state == domain.StateReauthorising:
+	case s.state == gateReauthorising:
 		e.Reason, e.Detail = s.reason, domain.DetailReauthorising
 	default: // only a token or a CloseAfter is known: no connection.created yet
 		e.Detail = domain.DetailUnknownConnection
@@ -452,7 +493,7 @@ func (g *Gate) updateLocked(id string, create bool, f func(s *gateState) bool) {
 	} else if !create {
 		return
 	} else {
-		next.id = id
+		next.err.ConnectionID = id
 	}
 	if !f(next) {
 		return

@@ -65,6 +65,10 @@ type Status struct {
 	maxAhead int
 	shared   sharedValues      // scope lists and configs, one copy of each
 	before   domain.Connection // what observers are told a change started from (look)
+	// aheads holds, per connection with events ahead of the stream (rare,
+	// and brief), the confirmed state and those events: kept beside the
+	// entries so that an entry is exactly a 512-byte size class.
+	aheads map[string]*aheadState
 
 	chainBreaks atomic.Int64
 }
@@ -77,35 +81,57 @@ const MaxAhead = 10000
 // ahead of the stream: the event reaches readers when the stream delivers it.
 var ErrAheadFull = errors.New("projections: too many events ahead of the stream")
 
-// statusEntry is one connection: 512 bytes (a size class) while no event
-// is held ahead of the stream, which is nearly always.
+// statusEntry is one connection: 512 bytes (a size class). While events
+// this instance appended are ahead of the stream, Status.aheads holds the
+// confirmed state beside it (see ah); else c is confirmed.
 type statusEntry struct {
 	c   domain.Connection // what readers see
 	gen uint64            // entries with an older gen belong to a snapshot: copy first
-	ah  *aheadState       // nil: c is confirmed
 }
 
 // aheadState is the state from the stream while events this instance
-// appended are ahead of it, and those events, by sequence.
+// appended are ahead of it, and those events, by sequence. It is shared
+// with a snapshot exactly when its entry is (own copies both).
 type aheadState struct {
 	confirmed domain.Connection
 	events    []domain.Event
 }
 
-// base returns the confirmed state.
-func (e *statusEntry) base() *domain.Connection {
-	if e.ah != nil {
-		return &e.ah.confirmed
-	}
-	return &e.c
-}
-
-// ahead returns the events held ahead of the stream.
-func (e *statusEntry) ahead() []domain.Event {
-	if e.ah == nil {
+// ah returns the connection's events ahead of the stream, or nil (s.mu
+// held).
+func (s *Status) ah(id string) *aheadState {
+	if len(s.aheads) == 0 {
 		return nil
 	}
-	return e.ah.events
+	return s.aheads[id]
+}
+
+// setAh sets (nil: removes) the connection's events ahead (s.mu held).
+func (s *Status) setAh(id string, ah *aheadState) {
+	if ah == nil {
+		delete(s.aheads, id)
+		return
+	}
+	if s.aheads == nil {
+		s.aheads = map[string]*aheadState{}
+	}
+	s.aheads[id] = ah
+}
+
+// base returns the confirmed state of id, whose entry is ent (s.mu held).
+func (s *Status) base(id string, ent *statusEntry) *domain.Connection {
+	if ah := s.ah(id); ah != nil {
+		return &ah.confirmed
+	}
+	return &ent.c
+}
+
+// ahead returns the events of id held ahead of the stream (s.mu held).
+func (s *Status) aheadOf(id string) []domain.Event {
+	if ah := s.ah(id); ah != nil {
+		return ah.events
+	}
+	return nil
 }
 
 // NewStatus returns an empty status projection.
@@ -319,22 +345,23 @@ func (s *Status) applyLocked(e domain.Event) error {
 		s.conns[e.ConnectionID] = ent
 		return nil
 	}
-	if e.Seq <= ent.base().Version {
+	if e.Seq <= s.base(e.ConnectionID, ent).Version {
 		return nil
 	}
 	ent = s.own(e.ConnectionID, ent)
-	if ent.ah == nil {
+	ah := s.ah(e.ConnectionID)
+	if ah == nil {
 		if err := s.applyTo(&ent.c, e); err != nil {
 			s.refused(&ent.c, e.Seq, err)
 			return err
 		}
 		return nil
 	}
-	err := s.applyTo(&ent.ah.confirmed, e)
+	err := s.applyTo(&ah.confirmed, e)
 	if err != nil {
-		s.refused(&ent.ah.confirmed, e.Seq, err)
+		s.refused(&ah.confirmed, e.Seq, err)
 	}
-	s.confirm(ent, e.Seq)
+	s.confirm(e.ConnectionID, ent, e.Seq)
 	return err
 }
 
@@ -384,8 +411,8 @@ func (s *Status) applyTo(c *domain.Connection, e domain.Event) error {
 
 // confirm drops the events ahead that the confirmed state reached (seq) and
 // folds the rest on top of it again.
-func (s *Status) confirm(ent *statusEntry, seq uint64) {
-	ah := ent.ah
+func (s *Status) confirm(id string, ent *statusEntry, seq uint64) {
+	ah := s.ah(id)
 	i := 0
 	for i < len(ah.events) && ah.events[i].Seq <= seq {
 		i++
@@ -393,14 +420,36 @@ func (s *Status) confirm(ent *statusEntry, seq uint64) {
 	s.ahead -= i
 	ah.events = ah.events[i:]
 	if len(ah.events) == 0 {
-		ent.c, ent.ah = ah.confirmed, nil
+		c := ah.confirmed
+		keepStrings(&c, &ent.c)
+		ent.c = c
+		s.setAh(id, nil)
 		return
 	}
 	c := ah.confirmed // Apply replaces slices and maps, never writes into them
 	for _, a := range ah.events {
 		_ = s.applyOwn(&c, a) // one refused now waits for the events before it
 	}
+	keepStrings(&c, &ent.c)
 	ent.c = c
+}
+
+// keepStrings makes c, a state folded from the stream's copies of events
+// readers saw already, hold the strings of was, what readers saw, where
+// they are equal: the observers (the gate, the scheduler) hold those, so
+// the connection keeps one copy of each instead of two.
+func keepStrings(c, was *domain.Connection) {
+	for _, f := range [...]struct{ dst, src *string }{
+		{&c.ID, &was.ID},
+		{&c.Tokens.AccessTokenFP, &was.Tokens.AccessTokenFP},
+		{&c.Tokens.RefreshTokenFP, &was.Tokens.RefreshTokenFP},
+		{&c.AttemptID, &was.AttemptID},
+		{&c.LeaseID, &was.LeaseID},
+	} {
+		if *f.dst == *f.src {
+			*f.dst = *f.src
+		}
+	}
 }
 
 // applyAheadLocked takes an event this instance appended, possibly ahead of
@@ -411,10 +460,10 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 	}
 	ent := s.conns[e.ConnectionID]
 	if ent != nil {
-		if e.Seq <= ent.base().Version {
+		if e.Seq <= s.base(e.ConnectionID, ent).Version {
 			return nil
 		}
-		if slices.ContainsFunc(ent.ahead(), func(a domain.Event) bool { return a.Seq == e.Seq }) {
+		if slices.ContainsFunc(s.aheadOf(e.ConnectionID), func(a domain.Event) bool { return a.Seq == e.Seq }) {
 			return nil
 		}
 	}
@@ -426,15 +475,17 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 			// Not known yet (still catching up): the stream will bring it.
 			return fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
 		}
-		ent = &statusEntry{gen: s.gen, ah: &aheadState{}}
+		ent = &statusEntry{gen: s.gen}
 		s.conns[e.ConnectionID] = ent
+		s.setAh(e.ConnectionID, &aheadState{})
 	} else {
 		ent = s.own(e.ConnectionID, ent)
 	}
-	if ent.ah == nil {
-		ent.ah = &aheadState{confirmed: ent.c} // Apply replaces slices and maps, never writes into them
+	ah := s.ah(e.ConnectionID)
+	if ah == nil {
+		ah = &aheadState{confirmed: ent.c} // Apply replaces slices and maps, never writes into them
+		s.setAh(e.ConnectionID, ah)
 	}
-	ah := ent.ah
 	at := len(ah.events)
 	for at > 0 && ah.events[at-1].Seq > e.Seq {
 		at--
@@ -445,7 +496,7 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 		// Refused: kept ahead, the events before it have not arrived.
 		return s.applyOwn(&ent.c, e)
 	}
-	s.confirm(ent, ah.confirmed.Version) // an earlier event arrived late: fold again
+	s.confirm(e.ConnectionID, ent, ah.confirmed.Version) // an earlier event arrived late: fold again
 	return nil
 }
 
@@ -457,8 +508,8 @@ func (s *Status) own(id string, ent *statusEntry) *statusEntry {
 	// A shallow copy: Apply replaces slices and maps, never writes into
 	// them, so the snapshot's copy cannot change through the new one.
 	n := &statusEntry{c: ent.c, gen: s.gen}
-	if ent.ah != nil {
-		n.ah = &aheadState{confirmed: ent.ah.confirmed, events: slices.Clone(ent.ah.events)}
+	if ah := s.ah(id); ah != nil {
+		s.setAh(id, &aheadState{confirmed: ah.confirmed, events: slices.Clone(ah.events)})
 	}
 	s.conns[id] = n
 	return n
@@ -474,17 +525,22 @@ func (s *Status) own(id string, ent *statusEntry) *statusEntry {
 // stay shared.
 func (s *Status) compact() {
 	conns := make(map[string]*statusEntry, len(s.conns))
+	var aheads map[string]*aheadState
 	for key, ent := range s.conns {
 		n := &statusEntry{c: ent.c, gen: s.gen}
 		id := strings.Clone(key)
 		rehome(&n.c, id)
-		if ent.ah != nil {
-			n.ah = &aheadState{confirmed: ent.ah.confirmed, events: slices.Clone(ent.ah.events)}
-			rehome(&n.ah.confirmed, id)
+		if ah := s.ah(key); ah != nil {
+			nah := &aheadState{confirmed: ah.confirmed, events: slices.Clone(ah.events)}
+			rehome(&nah.confirmed, id)
+			if aheads == nil {
+				aheads = map[string]*aheadState{}
+			}
+			aheads[id] = nah
 		}
 		conns[id] = n
 	}
-	s.conns = conns
+	s.conns, s.aheads = conns, aheads
 }
 
 // rehome gives c fresh copies of its unique strings, id as its ID.
@@ -510,13 +566,13 @@ func (s *Status) skip(connectionID string, seq uint64) {
 
 func (s *Status) skipLocked(connectionID string, seq uint64) {
 	ent := s.conns[connectionID]
-	if ent == nil || seq <= ent.base().Version {
+	if ent == nil || seq <= s.base(connectionID, ent).Version {
 		return
 	}
 	ent = s.own(connectionID, ent)
-	ent.base().Version = seq
-	if ent.ah != nil {
-		s.confirm(ent, seq)
+	s.base(connectionID, ent).Version = seq
+	if s.ah(connectionID) != nil {
+		s.confirm(connectionID, ent, seq)
 	}
 }
 
@@ -542,7 +598,7 @@ func (s *Status) Confirmed(connectionID string) (domain.Connection, bool) {
 	if ent == nil {
 		return domain.Connection{}, false
 	}
-	c := ent.base()
+	c := s.base(connectionID, ent)
 	if !c.Exists() {
 		return domain.Connection{}, false
 	}
@@ -574,8 +630,8 @@ func (s *Status) capture() []*domain.Connection {
 	defer s.mu.Unlock()
 	s.gen++
 	out := make([]*domain.Connection, 0, len(s.conns))
-	for _, ent := range s.conns {
-		if c := ent.base(); c.Exists() {
+	for id, ent := range s.conns {
+		if c := s.base(id, ent); c.Exists() {
 			out = append(out, c)
 		}
 	}
@@ -588,8 +644,8 @@ func (s *Status) capture() []*domain.Connection {
 // stream are carried over when o has not reached them.
 func (s *Status) replace(o *Status) {
 	o.mu.Lock()
-	conns := o.conns
-	o.conns = map[string]*statusEntry{}
+	conns, restored := o.conns, o.aheads // a restored projection holds none ahead
+	o.conns, o.aheads = map[string]*statusEntry{}, nil
 	o.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -597,33 +653,38 @@ func (s *Status) replace(o *Status) {
 	for _, ent := range conns {
 		ent.gen = s.gen
 	}
-	for id, old := range s.conns {
-		for _, a := range old.ahead() {
+	old := s.aheads
+	s.aheads = restored
+	for id, oldAh := range old {
+		for _, a := range oldAh.events {
 			ent := conns[id]
 			if ent == nil {
 				if _, ok := a.Payload.(domain.ConnectionCreated); !ok {
 					continue
 				}
-				ent = &statusEntry{gen: s.gen, ah: &aheadState{}}
+				ent = &statusEntry{gen: s.gen}
 				conns[id] = ent
+				s.setAh(id, &aheadState{})
 			}
-			if a.Seq <= ent.base().Version {
+			if a.Seq <= s.base(id, ent).Version {
 				continue
 			}
-			if ent.ah == nil {
-				ent.ah = &aheadState{confirmed: ent.c}
+			ah := s.ah(id)
+			if ah == nil {
+				ah = &aheadState{confirmed: ent.c}
+				s.setAh(id, ah)
 			}
-			ent.ah.events = append(ent.ah.events, a)
+			ah.events = append(ah.events, a)
 		}
-		if ent := conns[id]; ent != nil && ent.ah != nil {
-			s.confirm(ent, ent.ah.confirmed.Version)
+		if ent, ah := conns[id], s.ah(id); ent != nil && ah != nil {
+			s.confirm(id, ent, ah.confirmed.Version)
 		}
 	}
 	s.conns = conns
 	s.shared = o.shared
 	s.ahead = 0
-	for _, ent := range conns {
-		s.ahead += len(ent.ahead())
+	for _, ah := range s.aheads {
+		s.ahead += len(ah.events)
 	}
 }
 

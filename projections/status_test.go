@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
 
@@ -130,7 +131,7 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 	}
 	// The end of a catch-up compacts the entries: what is held ahead stays.
 	st.announce()
-	if s, _ := st.Connection(id); s.State != domain.StateRefreshing || st.conns[id].ah == nil {
+	if s, _ := st.Connection(id); s.State != domain.StateRefreshing || st.ah(id) == nil {
 		t.Fatalf("after compaction: %s", s.State)
 	}
 	// own3 (after own2, which the hook has not delivered yet either) is
@@ -153,9 +154,9 @@ func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
 		t.Fatalf("out-of-order result differs from the in-order fold:\n%+v\n%+v", got, h.conn)
 	}
 	st.mu.RLock()
-	ent := st.conns[id]
+	ah, ahead := st.ah(id), len(st.aheads)
 	st.mu.RUnlock()
-	if ent.ah != nil || len(ent.ahead()) != 0 {
+	if ah != nil || ahead != 0 {
 		t.Fatal("events still ahead after the stream caught up")
 	}
 }
@@ -239,5 +240,42 @@ func TestStatusSharesRepeatedValues(t *testing.T) {
 		if c, _ := st.Connection(id); c.Scopes[0] != "users:read" || c.Config["team"] != "x" || c.Tokens.Scopes[0] != "expenses:read" {
 			t.Fatalf("a reader's copy aliases the status: %+v", c)
 		}
+	}
+}
+
+// When the stream confirms this instance's events, the connection keeps
+// the strings readers saw (and observers such as the gate hold), not the
+// stream's equal copies: one copy of the access-token fingerprint.
+func TestStatusConfirmKeepsReadersStrings(t *testing.T) {
+	st := NewStatus()
+	st.follow()
+	st.announce()
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	var seen string
+	st.OnChange(func(_, after *domain.Connection) { seen = after.Tokens.AccessTokenFP })
+	for _, e := range h.evs {
+		if _, err := st.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stream's copies: equal strings, other memory.
+	for _, e := range h.evs {
+		if ac, ok := e.Payload.(domain.AuthorisationCompleted); ok {
+			ac.Tokens.AccessTokenFP = strings.Clone(ac.Tokens.AccessTokenFP)
+			e.Payload = ac
+		}
+		if _, err := st.applyStream(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.mu.RLock()
+	got, ahead := st.conns[id].c.Tokens.AccessTokenFP, st.ah(id)
+	st.mu.RUnlock()
+	if ahead != nil || got != seen || unsafe.StringData(got) != unsafe.StringData(seen) {
+		t.Fatalf("confirmed fingerprint %q (ahead %v) is not the string readers saw, %q", got, ahead != nil, seen)
 	}
 }

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,51 +16,93 @@ var ErrTooManyAttempts = errors.New("lifecycle: too many authorisation attempts 
 // attemptLimiter counts the attempts each connection opened in the last
 // window (in memory, per instance). It tracks at most maxConns connections;
 // beyond that the connection with the oldest latest attempt is forgotten.
+// A connection whose latest attempt is older than the window counts for
+// nothing: sweep forgets those, at most every half window, so that the
+// limiter holds the connections authorised lately, not every connection
+// that was ever authorised.
 type attemptLimiter struct {
-	mu       sync.Mutex
-	window   time.Duration
-	perConn  int
-	maxConns int
-	starts   map[string][]time.Time
+	mu        sync.Mutex
+	window    time.Duration
+	perConn   int
+	maxConns  int
+	starts    map[string][]int64 // Unix ns of each attempt in the window, oldest first
+	lastSweep atomic.Int64       // Unix ns of the last sweep
+	sweeping  atomic.Bool
 }
 
 func newAttemptLimiter(window time.Duration, perConn, maxConns int) *attemptLimiter {
-	return &attemptLimiter{window: window, perConn: perConn, maxConns: maxConns, starts: map[string][]time.Time{}}
+	return &attemptLimiter{window: window, perConn: perConn, maxConns: maxConns, starts: map[string][]int64{}}
 }
 
 // allow records an attempt of id at now, or reports how long until one is
 // allowed again.
 func (l *attemptLimiter) allow(id string, now time.Time) (bool, time.Duration) {
+	l.maybeSweep(now)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	at := now.UnixNano()
 	recent := l.starts[id][:0:0]
 	for _, t := range l.starts[id] {
-		if now.Sub(t) < l.window {
+		if time.Duration(at-t) < l.window {
 			recent = append(recent, t)
 		}
 	}
 	if len(recent) >= l.perConn {
 		l.starts[id] = recent
-		return false, recent[0].Add(l.window).Sub(now)
+		return false, time.Duration(recent[0] + int64(l.window) - at)
 	}
 	if _, known := l.starts[id]; !known && len(l.starts) >= l.maxConns {
-		l.evict(now)
+		l.evict(at)
 	}
-	l.starts[id] = append(recent, now)
+	l.starts[id] = append(recent, at)
 	return true, 0
+}
+
+// maybeSweep sweeps, on a goroutine of its own, when half a window passed
+// since the last sweep (the lifecycle calls it from the scheduler's loop
+// too, so that a limiter nobody asks still forgets).
+func (l *attemptLimiter) maybeSweep(now time.Time) {
+	if l == nil {
+		return
+	}
+	at := now.UnixNano()
+	last := l.lastSweep.Load()
+	if last == 0 {
+		l.lastSweep.CompareAndSwap(0, at)
+		return
+	}
+	if time.Duration(at-last) < l.window/2 || !l.sweeping.CompareAndSwap(false, true) {
+		return
+	}
+	l.lastSweep.Store(at)
+	go func() {
+		defer l.sweeping.Store(false)
+		l.sweep(at)
+	}()
+}
+
+// sweep forgets the connections without an attempt in the window at now.
+func (l *attemptLimiter) sweep(at int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, ts := range l.starts {
+		if len(ts) == 0 || time.Duration(at-ts[len(ts)-1]) >= l.window {
+			delete(l.starts, id)
+		}
+	}
 }
 
 // evict forgets connections with no attempt in the window, or failing
 // that the one whose latest attempt is oldest (l.mu held).
-func (l *attemptLimiter) evict(now time.Time) {
-	oldestID, oldest := "", now
+func (l *attemptLimiter) evict(at int64) {
+	oldestID, oldest := "", at
 	for id, ts := range l.starts {
 		last := ts[len(ts)-1]
-		if now.Sub(last) >= l.window {
+		if time.Duration(at-last) >= l.window {
 			delete(l.starts, id)
 			continue
 		}
-		if last.Before(oldest) {
+		if last < oldest {
 			oldestID, oldest = id, last
 		}
 	}

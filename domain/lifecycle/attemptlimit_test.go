@@ -24,3 +24,42 @@ func TestAttemptLimiterForgetsConnectionsBeyondItsCap(t *testing.T) {
 		t.Fatalf("third attempt of d: allowed %v, wait %v", ok, wait)
 	}
 }
+
+// A connection whose attempts are all older than the window is forgotten
+// by the sweep, which runs at most every half window (here from allow),
+// and one with an attempt inside the window is kept, its count intact.
+func TestAttemptLimiterSweepsExpiredConnections(t *testing.T) {
+	l := newAttemptLimiter(time.Minute, 2, 100)
+	t0 := time.Unix(1_700_000_000, 0)
+	l.allow("old", t0)
+	l.allow("recent", t0.Add(50*time.Second))
+	l.allow("recent", t0.Add(55*time.Second))
+	l.sweep(t0.Add(70 * time.Second).UnixNano())
+	if _, ok := l.starts["old"]; ok {
+		t.Fatal("a connection without an attempt in the window was kept")
+	}
+	if ok, wait := l.allow("recent", t0.Add(80*time.Second)); ok || wait != 30*time.Second {
+		t.Fatalf("third attempt within the window: allowed %v, wait %v (want refused, 30s)", ok, wait)
+	}
+	// maybeSweep: the first call starts the clock, a call within half a
+	// window does nothing, one after it sweeps (on its own goroutine).
+	m := newAttemptLimiter(time.Minute, 2, 100)
+	m.allow("a", t0)
+	m.maybeSweep(t0.Add(29 * time.Second))
+	m.mu.Lock()
+	n := len(m.starts)
+	m.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d connections tracked after a sweep inside half a window, want 1", n)
+	}
+	m.maybeSweep(t0.Add(61 * time.Second))
+	for i := 0; i < 1000 && m.sweeping.Load(); i++ {
+		time.Sleep(time.Millisecond)
+	}
+	m.mu.Lock()
+	n = len(m.starts)
+	m.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d connections tracked after the sweep, want 0", n)
+	}
+}

@@ -183,7 +183,7 @@ func (s *Service) expiry(id string) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.sched[id]; ok {
-		return e.expiresAt
+		return timeOf(e.expiresAt)
 	}
 	return time.Time{}
 }

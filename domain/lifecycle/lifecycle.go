@@ -134,6 +134,8 @@ type Service struct {
 	spread   *spreader
 	attempts *attemptLimiter
 	probes   probeSet
+	// providers interns the connections' provider names (schedEntry.provider).
+	providers names
 
 	tokenLocks tokenLocks // lockTokens
 }

@@ -97,8 +97,8 @@ func TestSchedulerQueue(t *testing.T) {
 			s.Observe(nil, &old)
 		}
 	}
-	if en := s.sched["late"]; en.state != domain.StateRefreshing || en.job != "recover" || !en.due.Equal(t0.Add(7*time.Minute+30*time.Second)) {
-		t.Fatalf("entry %s job %q due %v", en.state, en.job, en.due)
+	if en := s.sched["late"]; en.state.State() != domain.StateRefreshing || en.job.String() != "recover" || !timeOf(en.due).Equal(t0.Add(7*time.Minute+30*time.Second)) {
+		t.Fatalf("entry %s job %q due %v", en.state.State(), en.job, timeOf(en.due))
 	}
 	// A lease extension moves the recovery: a live holder is not recovered.
 	ext := history[len(history)-2].Clone() // "late" at refresh.started

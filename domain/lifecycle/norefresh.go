@@ -40,8 +40,8 @@ func withoutRefreshToken(c *domain.Connection) bool {
 // token (s.mu held): the lapse at its access token's expiry, or nothing
 // for a token without one.
 func planWithoutRefresh(en *schedEntry) {
-	if !en.expiresAt.IsZero() {
-		en.job, en.due = "lapse", en.expiresAt
+	if en.expiresAt != 0 {
+		en.job, en.due = jobLapse, en.expiresAt
 	}
 }
 

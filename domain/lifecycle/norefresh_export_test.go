@@ -8,8 +8,8 @@ func PlannedJob(s *Service, id string) (kind string, due time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	en := s.sched[id]
-	if en == nil || en.job == "" || en.idx < 0 {
+	if en == nil || en.job == jobNone || en.idx < 0 {
 		return "", time.Time{}, false
 	}
-	return en.job, en.due, true
+	return en.job.String(), timeOf(en.due), true
 }

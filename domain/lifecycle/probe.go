@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"errors"
 	"hash/fnv"
@@ -49,19 +50,51 @@ const probeExpirySkip = 5 * time.Second
 // probeTimeout bounds one probe's request.
 const probeTimeout = 10 * time.Second
 
-// probeEntry is what the prober knows of a connection.
+// probeEntry is what the prober knows of a connection of a provider with a
+// prober: 16 bytes, held by value in the prober's map.
 type probeEntry struct {
-	provider   string
+	next       int64  // Unix ns of the next probe; 0: not planned yet
+	provider   uint16 // index in probeSet.providers
 	active     bool
 	tokensHeld bool
-	next       time.Time // zero: not planned yet
 	running    bool
+	pending    bool // in probeSet.unplanned
 }
 
-// probeSet is the prober's state.
+// probeSet is the prober's state. The connections of providers with a
+// prober wait for their next probe in a min-heap (due), so that a tick
+// looks at the due ones only: a connection that becomes active (tokens
+// held) waits in unplanned until the next tick plans it (firstProbe); a
+// finished probe plans the next one (nextProbe). An entry of the heap whose
+// connection changed since it was pushed (its next differs) is dropped
+// when it comes up.
 type probeSet struct {
-	mu    sync.RWMutex // read: providerOf, on every RoundTripper answer
-	conns map[string]*probeEntry
+	mu        sync.Mutex
+	conns     map[string]probeEntry // the connections of providers with a prober
+	providers names
+	due       probeQueue
+	unplanned []string
+}
+
+// probeItem is a planned probe in probeSet.due.
+type probeItem struct {
+	next int64
+	id   string
+}
+
+// probeQueue is a min-heap of planned probes by time (container/heap).
+type probeQueue []probeItem
+
+func (q probeQueue) Len() int           { return len(q) }
+func (q probeQueue) Less(i, j int) bool { return q[i].next < q[j].next }
+func (q probeQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *probeQueue) Push(x any)        { *q = append(*q, x.(probeItem)) }
+func (q *probeQueue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	old[len(old)-1] = probeItem{}
+	*q = old[:len(old)-1]
+	return it
 }
 
 // observeProbe feeds the prober with a connection's aggregate (called by
@@ -70,7 +103,7 @@ func (s *Service) observeProbe(after *domain.Connection) {
 	ps := &s.probes
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	ps.observeLocked(after)
+	s.observeProbeLocked(after)
 }
 
 // seedProbes is observeProbe for every connection of conns, in order,
@@ -80,41 +113,83 @@ func (s *Service) seedProbes(conns []*domain.Connection) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if len(ps.conns) == 0 {
-		ps.conns = make(map[string]*probeEntry, len(conns))
+		ps.conns = make(map[string]probeEntry, len(conns))
 	}
 	for _, c := range conns {
 		if c != nil && c.ID != "" {
-			ps.observeLocked(c)
+			s.observeProbeLocked(c)
 		}
 	}
 }
 
-func (ps *probeSet) observeLocked(after *domain.Connection) {
-	if ps.conns == nil {
-		ps.conns = map[string]*probeEntry{}
-	}
-	if after.Deleted {
-		delete(ps.conns, after.ID)
-		return
-	}
-	en, ok := ps.conns[after.ID]
-	if !ok {
-		en = &probeEntry{}
-		ps.conns[after.ID] = en
-	}
-	en.provider = after.Provider
-	en.active, en.tokensHeld = after.State == domain.StateActive, after.TokensHeld
-	if !en.active {
-		en.next = time.Time{} // planned afresh when active again
-	}
+// names interns provider names as small indexes (one a connection holds
+// instead of a string).
+type names struct {
+	list []string
+	idx  map[string]uint16
 }
 
-// providerOf returns a connection's provider as the prober saw it.
+// index returns the index of name (0 beyond 65,535 names, never in
+// practice: providers are configured).
+func (n *names) index(name string) uint16 {
+	if i, ok := n.idx[name]; ok {
+		return i
+	}
+	if len(n.list) > 1<<16-1 {
+		return 0
+	}
+	if n.idx == nil {
+		n.idx = map[string]uint16{}
+	}
+	i := uint16(len(n.list))
+	n.list = append(n.list, name)
+	n.idx[name] = i
+	return i
+}
+
+func (n *names) name(i uint16) string {
+	if int(i) < len(n.list) {
+		return n.list[i]
+	}
+	return ""
+}
+
+func (s *Service) observeProbeLocked(after *domain.Connection) {
+	ps := &s.probes
+	if ps.conns == nil {
+		ps.conns = map[string]probeEntry{}
+	}
+	if after.Deleted || s.cfg.Probers[after.Provider] == nil {
+		delete(ps.conns, after.ID) // nothing to probe (the scheduler knows its provider: providerOf)
+		return
+	}
+	en, known := ps.conns[after.ID]
+	was := known && en.active && en.tokensHeld
+	en.provider = ps.providers.index(after.Provider)
+	en.active, en.tokensHeld = after.State == domain.StateActive, after.TokensHeld
+	if !en.active {
+		en.next = 0 // planned afresh when active again
+	}
+	if en.active && en.tokensHeld && !was && !en.running {
+		// It becomes probable: planned at the next tick, or at the time a
+		// probe that ended meanwhile planned.
+		switch {
+		case en.next != 0:
+			heap.Push(&ps.due, probeItem{en.next, after.ID})
+		case !en.pending:
+			en.pending = true
+			ps.unplanned = append(ps.unplanned, after.ID)
+		}
+	}
+	ps.conns[after.ID] = en
+}
+
+// providerOf returns a connection's provider as the scheduler saw it.
 func (s *Service) providerOf(id string) (string, bool) {
-	s.probes.mu.RLock()
-	defer s.probes.mu.RUnlock()
-	if en, ok := s.probes.conns[id]; ok {
-		return en.provider, true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if en, ok := s.sched[id]; ok {
+		return s.providers.name(en.provider), true
 	}
 	return "", false
 }
@@ -176,22 +251,7 @@ func (s *Service) runProbes(ctx context.Context) {
 		case <-s.clock.After(tick):
 		}
 		now := s.clock.Now()
-		var due []string
-		s.probes.mu.Lock()
-		for id, en := range s.probes.conns {
-			p := s.cfg.Probers[en.provider]
-			if p == nil || !en.active || !en.tokensHeld || en.running || !owner(id) {
-				continue
-			}
-			if en.next.IsZero() {
-				en.next = firstProbe(id, now, p.Every())
-			}
-			if !now.Before(en.next) && len(due) < probeBatch {
-				en.running = true
-				due = append(due, id)
-			}
-		}
-		s.probes.mu.Unlock()
+		due := s.probes.take(now, s.cfg.Probers, owner)
 		for _, id := range due {
 			select {
 			case sem <- struct{}{}:
@@ -210,16 +270,59 @@ func (s *Service) runProbes(ctx context.Context) {
 	}
 }
 
+// take plans the connections that became probable since the last tick
+// and returns the ones due at now, marked running (at most probeBatch).
+func (ps *probeSet) take(now time.Time, probers map[string]domain.Prober, owner func(string) bool) []string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, id := range ps.unplanned {
+		en, ok := ps.conns[id]
+		if !ok || !en.pending {
+			continue
+		}
+		en.pending = false
+		if p := probers[ps.providers.name(en.provider)]; p != nil && en.active && en.tokensHeld && !en.running && en.next == 0 && owner(id) {
+			en.next = firstProbe(id, now, p.Every()).UnixNano()
+			heap.Push(&ps.due, probeItem{en.next, id})
+		}
+		ps.conns[id] = en
+	}
+	clear(ps.unplanned)
+	ps.unplanned = ps.unplanned[:0]
+	if cap(ps.unplanned) > 1024 {
+		ps.unplanned = nil // a seeding's worth: not kept
+	}
+	var due []string
+	for len(ps.due) > 0 && len(due) < probeBatch && ps.due[0].next <= now.UnixNano() {
+		it := heap.Pop(&ps.due).(probeItem)
+		en, ok := ps.conns[it.id]
+		if !ok || en.next != it.next || en.running || !en.active || !en.tokensHeld {
+			continue // changed since planned: dropped (planned again when it becomes probable)
+		}
+		en.running = true
+		ps.conns[it.id] = en
+		due = append(due, it.id)
+	}
+	return due
+}
+
 // probeDone plans a connection's next probe.
 func (s *Service) probeDone(id string, now time.Time) {
-	s.probes.mu.Lock()
-	defer s.probes.mu.Unlock()
-	if en, ok := s.probes.conns[id]; ok {
-		en.running = false
-		if p := s.cfg.Probers[en.provider]; p != nil {
-			en.next = nextProbe(now, p.Every())
+	ps := &s.probes
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	en, ok := ps.conns[id]
+	if !ok {
+		return
+	}
+	en.running = false
+	if p := s.cfg.Probers[ps.providers.name(en.provider)]; p != nil {
+		en.next = nextProbe(now, p.Every()).UnixNano()
+		if en.active && en.tokensHeld {
+			heap.Push(&ps.due, probeItem{en.next, id})
 		}
 	}
+	ps.conns[id] = en
 }
 
 // probeOne probes one connection, reports a dead grant and counts the

@@ -154,12 +154,13 @@ func (p *spreader) phase(id string, best, last int64, earliest, due time.Time) t
 	return later(at, earliest)
 }
 
-func (p *spreader) add(en *schedEntry, at time.Time) {
+// add counts en in the bucket of its planned refresh, en.spreadDue.
+func (p *spreader) add(en *schedEntry) {
 	if p == nil {
 		return
 	}
-	en.bucket, en.counted = bucketOf(at), true
-	p.load[en.bucket]++
+	en.counted = true
+	p.load[bucketOf(timeOf(en.spreadDue))]++
 }
 
 // remove takes en out of its bucket (it runs now, or is planned again).
@@ -168,11 +169,12 @@ func (p *spreader) remove(en *schedEntry) {
 		return
 	}
 	en.counted = false
-	if p.load[en.bucket] == p.skipRoom && len(p.skip) > 0 {
+	bucket := bucketOf(timeOf(en.spreadDue)) // spreadDue does not change while counted
+	if p.load[bucket] == p.skipRoom && len(p.skip) > 0 {
 		clear(p.skip) // the bucket has room again
 	}
-	if p.load[en.bucket]--; p.load[en.bucket] <= 0 {
-		delete(p.load, en.bucket)
+	if p.load[bucket]--; p.load[bucket] <= 0 {
+		delete(p.load, bucket)
 	}
 }
 
@@ -180,21 +182,21 @@ func (p *spreader) remove(en *schedEntry) {
 // once per set of tokens, then kept, so that a connection observed again
 // (another event, a restart of the projection) keeps its place.
 func (s *Service) refreshAt(id string, en *schedEntry) time.Time {
-	due := s.dueAt(id, en.issuedAt, en.expiresAt)
+	issued, expires := timeOf(en.issuedAt), timeOf(en.expiresAt)
+	due := s.dueAt(id, issued, expires)
 	if s.spread == nil {
 		return due
 	}
-	if _, ok := en.planned(en.issuedAt, en.expiresAt); !ok {
+	if _, ok := en.planned(issued, expires); !ok {
 		earliest := due
-		if life := en.expiresAt.Sub(en.issuedAt); life > 0 {
-			earliest = en.issuedAt.Add(life / 5)
+		if life := expires.Sub(issued); life > 0 {
+			earliest = issued.Add(life / 5)
 		}
 		earliest = later(earliest, due.Add(-spreadMax), s.clock.Now())
-		en.spreadIssued, en.spreadExpires = en.issuedAt, en.expiresAt
-		en.spreadDue = s.spread.place(id, due, earliest)
+		en.spreadDue, en.spreadOld = nanos(s.spread.place(id, due, earliest)), false
 	}
-	s.spread.add(en, en.spreadDue)
-	return en.spreadDue
+	s.spread.add(en)
+	return timeOf(en.spreadDue)
 }
 
 // plannedRefresh returns the time planned for the connection's tokens
@@ -208,10 +210,10 @@ func (s *Service) plannedRefresh(id string, issued, expires time.Time) (time.Tim
 }
 
 func (en *schedEntry) planned(issued, expires time.Time) (time.Time, bool) {
-	if en.spreadDue.IsZero() || !en.spreadIssued.Equal(issued) || !en.spreadExpires.Equal(expires) {
+	if en.spreadDue == 0 || en.spreadOld || en.issuedAt != nanos(issued) || en.expiresAt != nanos(expires) {
 		return time.Time{}, false
 	}
-	return en.spreadDue, true
+	return timeOf(en.spreadDue), true
 }
 
 func later(t time.Time, ts ...time.Time) time.Time {

@@ -12,43 +12,107 @@ import (
 )
 
 // schedEntry is what the scheduler knows of a connection: derived from its
-// aggregate (see track), never from events directly.
+// aggregate (see track), never from events directly. One is kept per
+// connection, so it is laid out to be small: times as Unix nanoseconds (0:
+// none; see nanos), the state and the job as one byte each; 96 bytes (a
+// size class) where time.Time fields and strings took 320.
 type schedEntry struct {
-	seq        uint64
-	state      domain.State
-	tokensHeld bool
-	noRefresh  bool      // the grant has no refresh token (norefresh.go)
-	issuedAt   time.Time // when the current tokens were stored
-	expiresAt  time.Time
-	retryAt    time.Time
-	leaseUntil time.Time
-	attemptExp time.Time
-	deleted    bool
+	id  string
+	seq uint64
+	// From the aggregate: when the current tokens were stored, their
+	// expiry, the retry after a transient failure, the refresh lease, the
+	// open authorisation attempt's expiry.
+	issuedAt, expiresAt, retryAt, leaseUntil, attemptExp int64
 
 	// job and due are derived from the fields above whenever they change
 	// (plan); entries with a job wait in the scheduler's queue, a min-heap
 	// by due time, at index idx (-1: not queued).
-	id  string
-	job string
-	due time.Time
-	idx int
+	due int64
 
-	// The refresh time spreading chose for the tokens issued at
-	// spreadIssued and expiring at spreadExpires (sched_spread.go), kept
-	// while they stay the same; bucket is the spreading bucket the entry
-	// counts in while counted.
-	spreadIssued, spreadExpires, spreadDue time.Time
-	bucket                                 int64
-	counted                                bool
+	// The refresh time spreading chose for the tokens the entry holds
+	// (sched_spread.go), kept while they stay the same (spreadOld: they
+	// changed since); while counted, the entry counts in the spreading
+	// bucket of spreadDue.
+	spreadDue int64
+
+	idx        int32
+	provider   uint16 // index in Service.providers
+	state      schedState
+	job        jobKind
+	tokensHeld bool
+	noRefresh  bool // the grant has no refresh token (norefresh.go)
+	deleted    bool
+	counted    bool
+	spreadOld  bool
 }
+
+// nanos is t as Unix nanoseconds, 0 for the zero time (the entries' "none").
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// timeOf is the time of n Unix nanoseconds, the zero time for 0.
+func timeOf(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// schedState is a connection's state in one byte: 0 for none (or one the
+// scheduler does not know), else 1 + its index in domain.States.
+type schedState uint8
+
+var (
+	stActive          = stateCode(domain.StateActive)
+	stRefreshing      = stateCode(domain.StateRefreshing)
+	stUnauthenticated = stateCode(domain.StateUnauthenticated)
+	stReauthorising   = stateCode(domain.StateReauthorising)
+)
+
+func stateCode(st domain.State) schedState {
+	for i, s := range domain.States {
+		if s == st {
+			return schedState(i + 1)
+		}
+	}
+	return 0
+}
+
+func (c schedState) State() domain.State {
+	if c == 0 || int(c) > len(domain.States) {
+		return ""
+	}
+	return domain.States[c-1]
+}
+
+// jobKind is a scheduled job (job.kind) in one byte.
+type jobKind uint8
+
+const (
+	jobNone jobKind = iota
+	jobRefresh
+	jobRecover
+	jobExpire
+	jobInvalidate
+	jobLapse
+)
+
+var jobNames = [...]string{jobNone: "", jobRefresh: "refresh", jobRecover: "recover", jobExpire: "expire",
+	jobInvalidate: "invalidate", jobLapse: "lapse"}
+
+func (k jobKind) String() string { return jobNames[k] }
 
 // dueQueue is a min-heap of entries by due time (container/heap).
 type dueQueue []*schedEntry
 
 func (q dueQueue) Len() int           { return len(q) }
-func (q dueQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
-func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i]; q[i].idx = i; q[j].idx = j }
-func (q *dueQueue) Push(x any)        { en := x.(*schedEntry); en.idx = len(*q); *q = append(*q, en) }
+func (q dueQueue) Less(i, j int) bool { return q[i].due < q[j].due }
+func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i]; q[i].idx = int32(i); q[j].idx = int32(j) }
+func (q *dueQueue) Push(x any)        { en := x.(*schedEntry); en.idx = int32(len(*q)); *q = append(*q, en) }
 func (q *dueQueue) Pop() any {
 	old := *q
 	en := old[len(old)-1]
@@ -69,38 +133,38 @@ func (s *Service) plan(id string, en *schedEntry) {
 // the due queue accordingly.
 func (s *Service) derive(id string, en *schedEntry) {
 	s.spread.remove(en)
-	en.id, en.job, en.due = id, "", time.Time{}
-	if en.deleted && en.state != domain.StateUnauthenticated {
+	en.id, en.job, en.due = id, jobNone, 0
+	if en.deleted && en.state != stUnauthenticated {
 		return
 	}
 	switch en.state {
-	case domain.StateActive:
+	case stActive:
 		if en.tokensHeld && en.noRefresh {
 			planWithoutRefresh(en)
 			break
 		}
 		if en.tokensHeld {
-			en.job = "refresh"
-			if !en.retryAt.IsZero() {
+			en.job = jobRefresh
+			if en.retryAt != 0 {
 				en.due = en.retryAt
 			} else {
-				en.due = s.refreshAt(id, en)
+				en.due = nanos(s.refreshAt(id, en))
 			}
 		}
-	case domain.StateRefreshing:
+	case stRefreshing:
 		// A refresher that died is recovered LeaseGrace after its lease
 		// ended; a live one extends the lease (refresh.lease_extended),
 		// which moves leaseUntil and so this job, before that.
-		if !en.leaseUntil.IsZero() {
-			en.job, en.due = "recover", en.leaseUntil.Add(s.cfg.LeaseGrace)
+		if en.leaseUntil != 0 {
+			en.job, en.due = jobRecover, en.leaseUntil+int64(s.cfg.LeaseGrace)
 		}
-	case domain.StateReauthorising:
-		if !en.attemptExp.IsZero() {
-			en.job, en.due = "expire", en.attemptExp
+	case stReauthorising:
+		if en.attemptExp != 0 {
+			en.job, en.due = jobExpire, en.attemptExp
 		}
-	case domain.StateUnauthenticated:
+	case stUnauthenticated:
 		if en.tokensHeld { // crash between the terminal event and invalidation
-			en.job = "invalidate"
+			en.job = jobInvalidate
 		}
 	}
 }
@@ -132,10 +196,15 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 		en = &schedEntry{idx: -1}
 		s.sched[after.ID] = en
 	}
-	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, after.State, after.TokensHeld, after.Deleted
+	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, stateCode(after.State), after.TokensHeld, after.Deleted
+	en.provider = s.providers.index(after.Provider)
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
-	en.issuedAt, en.expiresAt = issuedAt(after), after.Tokens.AccessTokenExpiresAt
-	en.retryAt, en.leaseUntil, en.attemptExp = after.RetryAt, after.LeaseUntil, after.AttemptExpiresAt
+	iss, exp := nanos(issuedAt(after)), nanos(after.Tokens.AccessTokenExpiresAt)
+	if iss != en.issuedAt || exp != en.expiresAt {
+		en.spreadOld = true // planned again for these tokens (refreshAt)
+	}
+	en.issuedAt, en.expiresAt = iss, exp
+	en.retryAt, en.leaseUntil, en.attemptExp = nanos(after.RetryAt), nanos(after.LeaseUntil), nanos(after.AttemptExpiresAt)
 	return en
 }
 
@@ -165,8 +234,8 @@ func (s *Service) Seed(conns []*domain.Connection) {
 			continue
 		}
 		s.derive(c.ID, en)
-		if en.job != "" && en.idx < 0 {
-			en.idx = len(s.dueQ)
+		if en.job != jobNone && en.idx < 0 {
+			en.idx = int32(len(s.dueQ))
 			s.dueQ = append(s.dueQ, en)
 		}
 	}
@@ -174,11 +243,11 @@ func (s *Service) Seed(conns []*domain.Connection) {
 		// A connection given twice may have lost its job since queued.
 		q := s.dueQ[:0]
 		for _, en := range s.dueQ {
-			if en.job == "" {
+			if en.job == jobNone {
 				en.idx = -1
 				continue
 			}
-			en.idx = len(q)
+			en.idx = int32(len(q))
 			q = append(q, en)
 		}
 		clear(s.dueQ[len(q):])
@@ -262,11 +331,11 @@ type taken struct {
 // be sleeping until a later due time.
 func (s *Service) queue(en *schedEntry) {
 	switch {
-	case en.job == "" && en.idx >= 0:
-		heap.Remove(&s.dueQ, en.idx)
-	case en.job == "":
+	case en.job == jobNone && en.idx >= 0:
+		heap.Remove(&s.dueQ, int(en.idx))
+	case en.job == jobNone:
 	case en.idx >= 0:
-		heap.Fix(&s.dueQ, en.idx)
+		heap.Fix(&s.dueQ, int(en.idx))
 	default:
 		heap.Push(&s.dueQ, en)
 	}
@@ -287,7 +356,7 @@ func (s *Service) take(now time.Time) (t taken, wait time.Duration, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.dueQ) > 0 {
-		if wait = s.dueQ[0].due.Sub(now); wait > 0 {
+		if wait = time.Duration(s.dueQ[0].due - now.UnixNano()); wait > 0 {
 			return taken{}, wait, false
 		}
 		en := heap.Pop(&s.dueQ).(*schedEntry)
@@ -296,10 +365,10 @@ func (s *Service) take(now time.Time) (t taken, wait time.Duration, ok bool) {
 			continue
 		}
 		s.inflight[en.id] = true
-		if en.due.IsZero() {
+		if en.due == 0 {
 			wait = 0 // an invalidation is due when queued: on time
 		}
-		return taken{job{en.id, en.job}, en.seq, -wait}, 0, true
+		return taken{job{en.id, en.job.String()}, en.seq, -wait}, 0, true
 	}
 	return taken{}, 0, false
 }
@@ -349,9 +418,9 @@ func (s *Service) Run(ctx context.Context) {
 				// Queue it again; if nothing changed, no sooner than a
 				// second from now.
 				s.plan(j.id, en)
-				if next := s.clock.Now().Add(time.Second); en.seq == j.seq && en.idx >= 0 && en.due.Before(next) {
+				if next := s.clock.Now().Add(time.Second).UnixNano(); en.seq == j.seq && en.idx >= 0 && en.due < next {
 					en.due = next
-					heap.Fix(&s.dueQ, en.idx)
+					heap.Fix(&s.dueQ, int(en.idx))
 				}
 			}
 		}()
@@ -362,6 +431,7 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) nextJob(ctx context.Context) (taken, bool) {
 	for {
 		now := s.clock.Now()
+		s.attempts.maybeSweep(now) // forget authorisation attempts older than their window
 		j, wait, ok := s.take(now)
 		if ok {
 			if f := s.cfg.ObserveLateness; f != nil {

@@ -71,7 +71,7 @@ func BenchmarkDueJobs(b *testing.B) {
 			s.mu.Lock()
 			delete(s.inflight, id)
 			s.spread.observe(50 * time.Millisecond)
-			if en := s.sched[id]; en == nil || en.idx < 0 || en.job != "refresh" {
+			if en := s.sched[id]; en == nil || en.idx < 0 || en.job != jobRefresh {
 				b.Fatal("not planned again")
 			}
 			s.mu.Unlock()

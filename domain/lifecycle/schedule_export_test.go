@@ -16,10 +16,10 @@ func PlannedRefresh(s *Service, id string) (planned, natural time.Time, ok bool)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	en := s.sched[id]
-	if en == nil || en.job != "refresh" || en.idx < 0 {
+	if en == nil || en.job != jobRefresh || en.idx < 0 {
 		return time.Time{}, time.Time{}, false
 	}
-	return en.due, s.dueAt(id, en.issuedAt, en.expiresAt), true
+	return timeOf(en.due), s.dueAt(id, timeOf(en.issuedAt), timeOf(en.expiresAt)), true
 }
 
 // SetRefreshDuration sets the scheduler's estimate of a refresh's duration
@@ -77,9 +77,9 @@ func RunUnspread(s *Service, ctx context.Context) {
 					delete(s.inflight, j.id)
 					if en := s.sched[j.id]; en != nil && en.idx < 0 {
 						s.plan(j.id, en)
-						if next := s.clock.Now().Add(time.Second); en.idx >= 0 && en.due.Before(next) {
+						if next := s.clock.Now().Add(time.Second).UnixNano(); en.idx >= 0 && en.due < next {
 							en.due = next
-							heap.Fix(&s.dueQ, en.idx)
+							heap.Fix(&s.dueQ, int(en.idx))
 						}
 					}
 					s.mu.Unlock()
@@ -109,11 +109,11 @@ func (s *Service) dueJobsLate(now time.Time) []lateJob {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var jobs []lateJob
-	for len(s.dueQ) > 0 && !now.Before(s.dueQ[0].due) {
+	for len(s.dueQ) > 0 && now.UnixNano() >= s.dueQ[0].due {
 		en := heap.Pop(&s.dueQ).(*schedEntry)
 		s.spread.remove(en)
 		if !s.inflight[en.id] {
-			jobs = append(jobs, lateJob{job{en.id, en.job}, en.due})
+			jobs = append(jobs, lateJob{job{en.id, en.job.String()}, timeOf(en.due)})
 		}
 	}
 	return jobs

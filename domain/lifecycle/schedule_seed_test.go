@@ -58,16 +58,16 @@ func plans(t *testing.T, s *Service) (map[string]string, []string) {
 	jobs := map[string]string{}
 	for id, en := range s.sched {
 		queued := en.idx >= 0
-		if queued != (en.job != "") || queued && s.dueQ[en.idx] != en {
+		if queued != (en.job != jobNone) || queued && s.dueQ[en.idx] != en {
 			t.Fatalf("%s: job %q, queue index %d", id, en.job, en.idx)
 		}
-		jobs[id] = fmt.Sprintf("%s@%s", en.job, en.due.Format(time.RFC3339Nano))
+		jobs[id] = fmt.Sprintf("%s@%s", en.job, timeOf(en.due).Format(time.RFC3339Nano))
 	}
 	q := append(dueQueue(nil), s.dueQ...)
 	var order []string
 	for q.Len() > 0 {
 		en := heap.Pop(&q).(*schedEntry)
-		order = append(order, en.due.Format(time.RFC3339Nano))
+		order = append(order, timeOf(en.due).Format(time.RFC3339Nano))
 	}
 	for _, en := range s.dueQ {
 		en.idx = -1 // Pop reset them; the caller does not use the queue afterwards
@@ -121,7 +121,7 @@ func TestSeedPlansAsObserve(t *testing.T) {
 				t.Errorf("prober entries: Observe %d, Seed %d", len(one.probes.conns), len(bulk.probes.conns))
 			}
 			for id, a := range one.probes.conns {
-				if b := bulk.probes.conns[id]; b == nil || *a != *b {
+				if b, ok := bulk.probes.conns[id]; !ok || a != b || one.probes.providers.name(a.provider) != bulk.probes.providers.name(b.provider) {
 					t.Errorf("prober entry %s: Observe %+v, Seed %+v", id, a, b)
 				}
 			}
@@ -217,8 +217,8 @@ func TestSpreadSkipPlacesAsScan(t *testing.T) {
 		if !want.Equal(due) {
 			moved++
 		}
-		en := &schedEntry{}
-		p.add(en, want)
+		en := &schedEntry{spreadDue: nanos(want)}
+		p.add(en)
 		planned = append(planned, en)
 		switch r := rng.IntN(100); {
 		case r < 20: // taken or planned again

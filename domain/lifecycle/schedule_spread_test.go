@@ -34,7 +34,7 @@ func activeConn(id string, version uint64, issued time.Time, life time.Duration)
 func perSecond(s *Service) map[int64]int {
 	n := map[int64]int{}
 	for _, en := range s.dueQ {
-		n[en.due.Unix()]++
+		n[timeOf(en.due).Unix()]++
 	}
 	return n
 }
@@ -78,28 +78,28 @@ func TestSpreadFlattensABurst(t *testing.T) {
 	}
 	for id, en := range s.sched {
 		natural := s.dueAt(id, t0, t0.Add(life))
-		if en.due.After(natural) || en.due.Before(t0.Add(life/5)) {
-			t.Fatalf("%s planned at +%v, outside [+%v, +%v]", id, en.due.Sub(t0), life/5, natural.Sub(t0))
+		if timeOf(en.due).After(natural) || timeOf(en.due).Before(t0.Add(life/5)) {
+			t.Fatalf("%s planned at +%v, outside [+%v, +%v]", id, timeOf(en.due).Sub(t0), life/5, natural.Sub(t0))
 		}
 		// The refresh is due (for Refresh's own check) at the planned time,
 		// not before.
 		c := activeConn(id, 3, t0, life)
-		if !s.due(c, en.due) || s.due(c, en.due.Add(-time.Millisecond)) {
-			t.Fatalf("%s: due() disagrees with the plan at +%v", id, en.due.Sub(t0))
+		if !s.due(c, timeOf(en.due)) || s.due(c, timeOf(en.due).Add(-time.Millisecond)) {
+			t.Fatalf("%s: due() disagrees with the plan at +%v", id, timeOf(en.due).Sub(t0))
 		}
 	}
 
 	// Observed again (another event, same tokens): each keeps its place.
 	before := map[string]time.Time{}
 	for id, en := range s.sched {
-		before[id] = en.due
+		before[id] = timeOf(en.due)
 	}
 	for id := range s.sched {
 		s.Observe(nil, activeConn(id, 4, t0, life))
 	}
 	for id, en := range s.sched {
-		if !en.due.Equal(before[id]) {
-			t.Fatalf("%s moved from +%v to +%v when observed again", id, before[id].Sub(t0), en.due.Sub(t0))
+		if !timeOf(en.due).Equal(before[id]) {
+			t.Fatalf("%s moved from +%v to +%v when observed again", id, before[id].Sub(t0), timeOf(en.due).Sub(t0))
 		}
 	}
 	if got := busiest(perSecond(s)); got > room {
@@ -124,12 +124,12 @@ func TestSpreadOverloaded(t *testing.T) {
 		for id, en := range s.sched {
 			natural := s.dueAt(id, t0, t0.Add(life))
 			switch {
-			case en.due.Before(t0.Add(life / 5)):
-				t.Fatalf("%d: %s planned at +%v, before a fifth of the lifetime", n, id, en.due.Sub(t0))
-			case en.due.Equal(natural):
+			case timeOf(en.due).Before(t0.Add(life / 5)):
+				t.Fatalf("%d: %s planned at +%v, before a fifth of the lifetime", n, id, timeOf(en.due).Sub(t0))
+			case timeOf(en.due).Equal(natural):
 				kept++
 			default:
-				moved[en.due.Unix()]++
+				moved[timeOf(en.due).Unix()]++
 			}
 		}
 		// The window runs from +6 s to the due times (+23.4 s to +24.6 s):
@@ -158,8 +158,8 @@ func TestSpreadKeepsDueTimesWhenThereIsRoom(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		id := fmt.Sprintf("conn-%03d", i)
 		s.Observe(nil, activeConn(id, 3, t0, 15*time.Minute))
-		if en := s.sched[id]; !en.due.Equal(s.dueAt(id, t0, t0.Add(15*time.Minute))) {
-			t.Fatalf("%s moved to +%v", id, en.due.Sub(t0))
+		if en := s.sched[id]; !timeOf(en.due).Equal(s.dueAt(id, t0, t0.Add(15*time.Minute))) {
+			t.Fatalf("%s moved to +%v", id, timeOf(en.due).Sub(t0))
 		}
 	}
 	total := func() (n int32) {
