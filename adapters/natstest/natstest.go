@@ -103,7 +103,9 @@ func StartCluster(t testing.TB, n int) []*Server {
 		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 		out = append(out, srv)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	// 60 s: on a loaded 2-core machine (CI runs packages side by side) the
+	// meta leader's election alone has taken over 30 s.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ready := true
 		for _, s := range out {
@@ -115,7 +117,7 @@ func StartCluster(t testing.TB, n int) []*Server {
 			return out
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("natstest: cluster did not form in 30s")
+			t.Fatal("natstest: cluster did not form in 60s")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
