@@ -60,7 +60,8 @@
 // The Runner writes a snapshot of Status (a compact binary format, see
 // snapshotFormat: a header with the stream position, tables of the
 // repeated values, then the aggregates in blocks) and then the position to
-// its Checkpoints every RunnerConfig.SnapshotEvery records or
+// its Checkpoints every RunnerConfig.SnapshotEvery records (at least half
+// as many records as connections) or
 // SnapshotInterval and on Close. At start it restores the snapshot and
 // replays only the tail after it.
 package projections

@@ -33,8 +33,11 @@ type RunnerConfig struct {
 	// the state at its own position, whoever wrote it; give each instance its
 	// own name to keep their snapshots apart.
 	Name string
-	// SnapshotEvery writes a snapshot after this many applied records
-	// (default 10000; negative: never on count).
+	// SnapshotEvery writes a snapshot after this many applied records, or
+	// after half as many records as there are connections if that is more
+	// (default 10000; negative: never on count). A snapshot writes every
+	// connection: with many connections, one every SnapshotEvery records
+	// would cost more than replaying the records since the last.
 	SnapshotEvery int
 	// SnapshotInterval writes a snapshot this often when the position moved
 	// (default 1m; negative: never on time).
@@ -67,8 +70,9 @@ type RunnerConfig struct {
 // applying each record to Status in stream order. A record that does not
 // decode, or that the aggregate refuses, is logged (sequence, subject and
 // error, never the payload) and passed over: the Runner never stops on one.
-// Snapshots are written every SnapshotEvery records or SnapshotInterval and
-// on Close: first the snapshot, then its position.
+// Snapshots are written every SnapshotEvery records (at least half the
+// connections' worth) or SnapshotInterval and on Close: first the snapshot,
+// then its position.
 type Runner struct {
 	cfg RunnerConfig
 	src Source
@@ -396,7 +400,10 @@ func (r *Runner) handle(rec *events.Record, live bool) {
 		r.pos.Store(rec.Seq)
 	}
 	r.sinceSnap++
-	if r.cfg.SnapshotEvery > 0 && r.sinceSnap >= r.cfg.SnapshotEvery {
+	// At least half the connections' worth of records between snapshots:
+	// a snapshot writes every connection, and a restart replays a tail
+	// shorter than half of them while it seeds the observers.
+	if r.cfg.SnapshotEvery > 0 && r.sinceSnap >= r.cfg.SnapshotEvery && r.sinceSnap >= r.cfg.Status.size()/2 {
 		r.sinceSnap = 0
 		select {
 		case r.snapReq <- struct{}{}:

@@ -626,3 +626,49 @@ func TestShortTailReplayedWhileSeeding(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotCadenceScalesWithConnections checks that the records between
+// two snapshot requests are SnapshotEvery or half the connections,
+// whichever is more: with many connections a snapshot (every connection
+// written) is not requested every SnapshotEvery records.
+func TestSnapshotCadenceScalesWithConnections(t *testing.T) {
+	const conns, per = 200, 10
+	for _, tc := range []struct{ every, want int }{
+		{10, (conns*per - conns) / (conns / 2)}, // half the connections: every 100
+		{500, (conns*per - conns) / 500},        // SnapshotEvery is more
+	} {
+		rng := rand.New(rand.NewPCG(4, 4))
+		lives := make([][]domain.Event, conns)
+		for i := range lives {
+			lives[i] = lifeEvents(fmt.Sprintf("00000000-0000-4000-8000-%012d", i), per, rng, time.Now().Add(-24*time.Hour))
+		}
+		r, err := NewRunner(RunnerConfig{Source: (*jsstore.Store)(nil), SnapshotEvery: tc.every, SnapshotInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq uint64
+		requests := 0
+		for step := range per {
+			if step == 1 {
+				// Every connection created: count from here, from a
+				// snapshot just taken.
+				r.sinceSnap, requests = 0, 0
+			}
+			for _, l := range lives {
+				seq++
+				e := l[step]
+				e.Seq = seq
+				r.handle(&events.Record{Seq: seq, Subject: events.Subject(e.ConnectionID), Event: e}, false)
+				select {
+				case <-r.snapReq:
+					requests++
+				default:
+				}
+			}
+		}
+		if r.Status().size() != conns || requests != tc.want {
+			t.Fatalf("SnapshotEvery %d, %d connections: %d snapshot requests over %d records, want %d",
+				tc.every, r.Status().size(), requests, conns*per-conns, tc.want)
+		}
+	}
+}

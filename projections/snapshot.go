@@ -245,6 +245,17 @@ func appendHeader(b []byte, h snapshotHeader) []byte {
 }
 
 // writeSnapshot encodes conns as a snapshot into w.
+//
+// The tables must precede the connection blocks, and they are complete
+// only once every connection was numbered: a first pass numbers the
+// connections' shared values (encoding each into a scratch buffer that is
+// reused), the tables are written, and a second pass encodes the
+// connections again, block by block, writing each block before the next is
+// encoded. The second pass finds every value numbered already, so the bytes
+// are those a single pass would write; what the writer holds is the tables
+// and one block's buffers, never the encoding of every connection. conns
+// must not change between the passes (Status.capture hands out entries
+// that no later event writes into).
 func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	h.Schema, h.Connections = connectionSchema, len(conns)
@@ -252,21 +263,10 @@ func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) er
 	if err := writeBlock(bw, 'H', appendHeader(nil, h)); err != nil {
 		return err
 	}
-	// The connections are encoded first, block by block, so that the
-	// tables are complete before they are written.
 	t := &snapshotTables{syms: map[string]uint64{}, lists: map[string]uint64{}, maps: map[string]uint64{}}
-	type block struct{ strs, fields []byte }
-	var blocks []block
-	fieldsCap, strsCap := 256<<10, 128<<10 // grown to the first block's sizes
-	for start := 0; start < len(conns); start += connectionsPerBlock {
-		part := conns[start:min(start+connectionsPerBlock, len(conns))]
-		fields, strs := make([]byte, 0, fieldsCap), make([]byte, 0, strsCap)
-		fields = binary.AppendUvarint(fields, uint64(len(part)))
-		for _, c := range part {
-			fields, strs = t.appendConnection(fields, strs, c)
-		}
-		fieldsCap, strsCap = max(fieldsCap, len(fields)), max(strsCap, len(strs))
-		blocks = append(blocks, block{strs, fields})
+	fields, strs := make([]byte, 0, 4<<10), make([]byte, 0, 2<<10)
+	for _, c := range conns {
+		fields, strs = t.appendConnection(fields[:0], strs[:0], c)
 	}
 	// Symbols, lists and maps, in blocks of bounded size.
 	var body []byte
@@ -321,16 +321,31 @@ func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) er
 	if err := flush('M'); err != nil {
 		return err
 	}
-	for i, blk := range blocks {
-		n := binary.AppendUvarint(nil, uint64(len(blk.strs)))
+	body = nil
+	// The connections, one block at a time, in the buffers of the first
+	// pass (grown to a block's size by the first block).
+	syms, lists, confs := len(t.symList), len(t.listVal), len(t.mapVal)
+	var lenBuf []byte
+	for start := 0; start < len(conns); start += connectionsPerBlock {
+		part := conns[start:min(start+connectionsPerBlock, len(conns))]
+		fields = binary.AppendUvarint(fields[:0], uint64(len(part)))
+		strs = strs[:0]
+		for _, c := range part {
+			fields, strs = t.appendConnection(fields, strs, c)
+		}
+		lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(strs)))
 		bw.WriteByte('C')
-		bw.Write(binary.AppendUvarint(nil, uint64(len(n)+len(blk.strs)+len(blk.fields))))
-		bw.Write(n)
-		bw.Write(blk.strs)
-		if _, err := bw.Write(blk.fields); err != nil {
+		bw.Write(binary.AppendUvarint(nil, uint64(len(lenBuf)+len(strs)+len(fields))))
+		bw.Write(lenBuf)
+		bw.Write(strs)
+		if _, err := bw.Write(fields); err != nil {
 			return err
 		}
-		blocks[i] = block{}
+	}
+	if len(t.symList) != syms || len(t.listVal) != lists || len(t.mapVal) != confs {
+		// A connection changed between the passes: its new value is in
+		// no table written. Refused rather than written unreadable.
+		return errors.New("projections: snapshot: a connection changed while it was written")
 	}
 	if err := writeBlock(bw, 'E', nil); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"runtime"
 	"slices"
@@ -274,5 +275,34 @@ func TestReadSnapshotManyBlocks(t *testing.T) {
 	}
 	if _, _, err := readSnapshot(bytes.NewReader(joinBlocks(kinds, bodies))); err != nil {
 		t.Fatalf("the blocks joined again: %v", err)
+	}
+}
+
+// TestSnapshotWriterMemoryBounded checks that the writer streams the
+// connection blocks: what it allocates does not grow with the number of
+// connections (the encoding of every connection held until the tables were
+// written took some 200 B per connection).
+func TestSnapshotWriterMemoryBounded(t *testing.T) {
+	alloc := func(n int) uint64 {
+		conns := make([]*domain.Connection, n)
+		for i := range conns {
+			conns[i] = sampleConnection(i)
+		}
+		h := snapshotHeader{Projection: "status", Stream: "S", Position: uint64(n + 1)}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		if err := writeSnapshot(io.Discard, h, conns); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	small, large := alloc(2*connectionsPerBlock), alloc(20*connectionsPerBlock)
+	per := (float64(large) - float64(small)) / float64(18*connectionsPerBlock)
+	t.Logf("writer allocations: %d B for %d connections, %d B for %d (%.1f B per further connection)",
+		small, 2*connectionsPerBlock, large, 20*connectionsPerBlock, per)
+	if per > 16 {
+		t.Fatalf("the writer allocates %.1f B per connection: it holds the connections' encoding", per)
 	}
 }

@@ -152,7 +152,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.Tick, "tick", c.Tick, "longest the scheduler sleeps between looks at its queue (it also wakes at the next due time)")
 	fs.StringVar(&c.ProbeShard, "probe-shard", c.ProbeShard, "this instance's share of the probes (providers file, probe:) as INDEX/COUNT, e.g. 0/3 on the first of three instances; default: it probes every connection")
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "refreshes in flight per instance; with the measured refresh duration it sets how many refreshes a second the scheduler plans before it spreads them earlier")
-	fs.IntVar(&c.SnapshotEvery, "snapshot-every", c.SnapshotEvery, "events between projection snapshots")
+	fs.IntVar(&c.SnapshotEvery, "snapshot-every", c.SnapshotEvery, "events between snapshots of the status projection, at least half as many as there are connections (a snapshot writes every connection); also every minute when events arrived, and on shutdown")
 	fs.DurationVar(&c.GateExpiryMargin, "gate-expiry-margin", c.GateExpiryMargin, "at most this long before it expires an access token stops being handed out (a token living L stops min(this, L/10) before; docs/transitions.md, Token lifetimes)")
 	fs.DurationVar(&c.RefreshLatency, "refresh-latency", c.RefreshLatency, "expected time a refresh takes, start to fresh token; refreshes start at least gate margin + 1.5 × this before expiry (docs/transitions.md, Token lifetimes)")
 	fs.DurationVar(&c.AuthorisationTTL, "authorisation-ttl", c.AuthorisationTTL, "how long an authorisation attempt (state) lives")
