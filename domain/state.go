@@ -137,3 +137,26 @@ func ReasonsMarkdown() string {
 	}
 	return b.String()
 }
+
+// StateCode is a State in one byte, for read models that hold one per
+// connection: 0 for none (or a state this build does not know), else 1 +
+// the state's index in States.
+type StateCode uint8
+
+// CodeOf returns st's StateCode (0 for none or an unknown state).
+func CodeOf(st State) StateCode {
+	for i, s := range States {
+		if s == st {
+			return StateCode(i + 1)
+		}
+	}
+	return 0
+}
+
+// State returns the state c stands for ("" for 0 or an unknown code).
+func (c StateCode) State() State {
+	if c == 0 || int(c) > len(States) {
+		return ""
+	}
+	return States[c-1]
+}

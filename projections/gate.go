@@ -160,32 +160,15 @@ type gateState struct {
 // id is the connection's id.
 func (s *gateState) id() string { return s.err.ConnectionID }
 
-// gateStateCode is a connection's state in one byte: 0 for none, else 1 +
-// its index in domain.States.
-type gateStateCode uint8
+// gateStateCode is a connection's state in one byte (domain.StateCode).
+type gateStateCode = domain.StateCode
 
 var (
-	gateActive          = gateStateOf(domain.StateActive)
-	gateRefreshing      = gateStateOf(domain.StateRefreshing)
-	gateUnauthenticated = gateStateOf(domain.StateUnauthenticated)
-	gateReauthorising   = gateStateOf(domain.StateReauthorising)
+	gateActive          = domain.CodeOf(domain.StateActive)
+	gateRefreshing      = domain.CodeOf(domain.StateRefreshing)
+	gateUnauthenticated = domain.CodeOf(domain.StateUnauthenticated)
+	gateReauthorising   = domain.CodeOf(domain.StateReauthorising)
 )
-
-func gateStateOf(st domain.State) gateStateCode {
-	for i, s := range domain.States {
-		if s == st {
-			return gateStateCode(i + 1)
-		}
-	}
-	return 0
-}
-
-func (c gateStateCode) State() domain.State {
-	if c == 0 || int(c) > len(domain.States) {
-		return ""
-	}
-	return domain.States[c-1]
-}
 
 // noExpiry marks an access token without a known expiry.
 const noExpiry = int64(1<<63 - 1)
@@ -337,7 +320,7 @@ func (g *Gate) observeLocked(after *domain.Connection) {
 			}
 		}
 		next := *s
-		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = gateStateOf(after.State), after.Reason, fp, exp, iss, after.Version
+		next.state, next.reason, next.fp, next.expiresAt, next.issuedAt, next.version = domain.CodeOf(after.State), after.Reason, fp, exp, iss, after.Version
 		next.noRefresh = noRefresh
 		if next.loadedFP == fp {
 			next.loadedFP = fp // one copy of the string

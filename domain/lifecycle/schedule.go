@@ -62,32 +62,15 @@ func timeOf(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-// schedState is a connection's state in one byte: 0 for none (or one the
-// scheduler does not know), else 1 + its index in domain.States.
-type schedState uint8
+// schedState is a connection's state in one byte (domain.StateCode).
+type schedState = domain.StateCode
 
 var (
-	stActive          = stateCode(domain.StateActive)
-	stRefreshing      = stateCode(domain.StateRefreshing)
-	stUnauthenticated = stateCode(domain.StateUnauthenticated)
-	stReauthorising   = stateCode(domain.StateReauthorising)
+	stActive          = domain.CodeOf(domain.StateActive)
+	stRefreshing      = domain.CodeOf(domain.StateRefreshing)
+	stUnauthenticated = domain.CodeOf(domain.StateUnauthenticated)
+	stReauthorising   = domain.CodeOf(domain.StateReauthorising)
 )
-
-func stateCode(st domain.State) schedState {
-	for i, s := range domain.States {
-		if s == st {
-			return schedState(i + 1)
-		}
-	}
-	return 0
-}
-
-func (c schedState) State() domain.State {
-	if c == 0 || int(c) > len(domain.States) {
-		return ""
-	}
-	return domain.States[c-1]
-}
 
 // jobKind is a scheduled job (job.kind) in one byte.
 type jobKind uint8
@@ -196,7 +179,7 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 		en = &schedEntry{idx: -1}
 		s.sched[after.ID] = en
 	}
-	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, stateCode(after.State), after.TokensHeld, after.Deleted
+	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, domain.CodeOf(after.State), after.TokensHeld, after.Deleted
 	en.provider = s.providers.index(after.Provider)
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
 	iss, exp := nanos(issuedAt(after)), nanos(after.Tokens.AccessTokenExpiresAt)
