@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // signer signs with a subscription's keys (the current secret and, for a
@@ -90,7 +91,9 @@ func scanTop(b []byte) (h head, ok bool) {
 		switch string(key) { // no allocation: only compared
 		case "id", "type":
 			vb, j, plain := strBytes(b, i)
-			if !plain {
+			// encoding/json replaces invalid UTF-8 with U+FFFD: such a
+			// value goes to it.
+			if !plain || !utf8.Valid(vb) {
 				return h, false
 			}
 			v := string(vb)
