@@ -27,11 +27,24 @@ type Connection struct {
 	Events  int
 	Created time.Time
 	Deleted bool
-
-	// Tokens describes the stored tokens (fingerprints and expiry);
-	// TokensHeld is false once they were invalidated.
-	Tokens     TokenInfo
+	// TokensHeld is false once the stored tokens were invalidated.
 	TokensHeld bool
+	// LastRefreshOK: the latest refresh (LastRefreshAt) succeeded.
+	LastRefreshOK bool
+	// RefreshTokenKept: the latest successful refresh kept the refresh
+	// token (refresh.succeeded with rotated false: the provider does not
+	// rotate), so presenting it again cannot be a reuse.
+	RefreshTokenKept bool
+	// RecoveringFromRejection is set when the latest successful refresh was
+	// made because an API call was rejected: if its token is rejected too, the
+	// connection is unauthenticated (access_token_rejected).
+	RecoveringFromRejection bool
+	// (The flags are kept together: scattered, each took 8 bytes with its
+	// padding; a projection entry holding a Connection is a 512-byte size
+	// class with room for a compact config beside it.)
+
+	// Tokens describes the stored tokens (fingerprints and expiry).
+	Tokens TokenInfo
 
 	// Open authorisation attempt (StateReauthorising).
 	AttemptID        string
@@ -48,16 +61,7 @@ type Connection struct {
 	ProviderWaits     int       // consecutive provider_unavailable failures (not reached or discovered yet): lengthen the backoff only
 	RetryAt           time.Time // earliest next refresh after a transient failure
 	LastRefreshAt     time.Time
-	LastRefreshOK     bool
 	LastErrorCode     string
-	// RefreshTokenKept: the latest successful refresh kept the refresh
-	// token (refresh.succeeded with rotated false: the provider does not
-	// rotate), so presenting it again cannot be a reuse.
-	RefreshTokenKept bool
-	// RecoveringFromRejection is set when the latest successful refresh was
-	// made because an API call was rejected: if its token is rejected too, the
-	// connection is unauthenticated (access_token_rejected).
-	RecoveringFromRejection bool
 
 	// Head is the connection's hash-chain head: the last event that
 	// extended the chain (its stream sequence and hash; Chained once a

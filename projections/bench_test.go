@@ -582,6 +582,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		c.ID, c.LeaseID = uuid.NewString(), ""
 		conns[i] = c
 	}
+	ents := entriesOf(conns)
 	h := snapshotHeader{Projection: "status", Stream: "TOKENLINE", StreamCreated: time.Unix(1700000000, 0).UTC(), Position: uint64(n + 5)}
 	var buf bytes.Buffer
 	var write, read time.Duration
@@ -593,7 +594,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
 		s := time.Now()
-		if err := writeSnapshot(&buf, h, conns); err != nil {
+		if err := writeSnapshot(&buf, h, ents); err != nil {
 			b.Fatal(err)
 		}
 		write += time.Since(s)

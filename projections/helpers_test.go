@@ -207,3 +207,15 @@ func build(ctx context.Context, src Source, log *slog.Logger) (*Status, uint64, 
 	}
 	return st, pos, skipped, nil
 }
+
+// entriesOf returns conns as the status projection holds them: each
+// aggregate without its Config, the config packed beside it.
+func entriesOf(conns []*domain.Connection) []*statusEntry {
+	var sv sharedValues
+	out := make([]*statusEntry, len(conns))
+	for i, c := range conns {
+		out[i] = &statusEntry{c: *c, cfg: sv.config(c.Config)}
+		out[i].c.Config = nil
+	}
+	return out
+}

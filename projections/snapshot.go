@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"maps"
 	"reflect"
 	"runtime"
 	"slices"
@@ -106,9 +105,8 @@ type snapshotTables struct {
 	lists   map[string]uint64
 	listVal [][]string
 	maps    map[string]uint64
-	mapVal  []map[string]string
+	mapVal  []string // packed configs (config.go)
 	key     []byte
-	keys    []string
 }
 
 func (t *snapshotTables) sym(s string) uint64 {
@@ -139,21 +137,20 @@ func (t *snapshotTables) list(v []string) uint64 {
 	return uint64(len(t.listVal))
 }
 
-func (t *snapshotTables) config(m map[string]string) uint64 {
-	if m == nil {
+// config numbers a packed config (its pairs are in key order already).
+func (t *snapshotTables) config(p string) uint64 {
+	if p == "" {
 		return 0
 	}
-	t.keys = slices.AppendSeq(t.keys[:0], maps.Keys(m))
-	slices.Sort(t.keys)
 	t.key = t.key[:0]
-	for _, k := range t.keys {
+	configPairs(p, func(k, v string) {
 		t.key = binary.AppendUvarint(t.key, t.sym(k))
-		t.key = binary.AppendUvarint(t.key, t.sym(m[k]))
-	}
+		t.key = binary.AppendUvarint(t.key, t.sym(v))
+	})
 	if i, ok := t.maps[string(t.key)]; ok {
 		return i
 	}
-	t.mapVal = append(t.mapVal, m)
+	t.mapVal = append(t.mapVal, p)
 	t.maps[string(t.key)] = uint64(len(t.mapVal))
 	return uint64(len(t.mapVal))
 }
@@ -181,8 +178,10 @@ const (
 	flagChained
 )
 
-// appendConnection writes c's fields to b and its own strings to strs.
-func (t *snapshotTables) appendConnection(b, strs []byte, c *domain.Connection) ([]byte, []byte) {
+// appendConnection writes the fields of ent's aggregate and config to b and
+// its own strings to strs.
+func (t *snapshotTables) appendConnection(b, strs []byte, ent *statusEntry) ([]byte, []byte) {
+	c := &ent.c
 	own := func(s string) {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		strs = append(strs, s...)
@@ -192,7 +191,7 @@ func (t *snapshotTables) appendConnection(b, strs []byte, c *domain.Connection) 
 	own(c.ID)
 	u(t.sym(c.Provider))
 	u(t.list(c.Scopes))
-	u(t.config(c.Config))
+	u(t.config(ent.cfg))
 	u(t.sym(string(c.State)))
 	u(t.sym(string(c.Reason)))
 	b = appendTime(b, c.Since)
@@ -256,7 +255,7 @@ func appendHeader(b []byte, h snapshotHeader) []byte {
 // and one block's buffers, never the encoding of every connection. conns
 // must not change between the passes (Status.capture hands out entries
 // that no later event writes into).
-func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) error {
+func writeSnapshot(w io.Writer, h snapshotHeader, conns []*statusEntry) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	h.Schema, h.Connections = connectionSchema, len(conns)
 	bw.WriteString(snapshotMagic)
@@ -304,14 +303,15 @@ func writeSnapshot(w io.Writer, h snapshotHeader, conns []*domain.Connection) er
 	if err := flush('L'); err != nil {
 		return err
 	}
-	for _, m := range t.mapVal {
-		t.keys = slices.AppendSeq(t.keys[:0], maps.Keys(m))
-		slices.Sort(t.keys)
-		body = binary.AppendUvarint(body, uint64(len(m)))
-		for _, k := range t.keys {
-			body = binary.AppendUvarint(body, t.syms[k])
-			body = binary.AppendUvarint(body, t.syms[m[k]])
-		}
+	var pairs []byte
+	for _, p := range t.mapVal {
+		pairs = pairs[:0]
+		k := configPairs(p, func(k, v string) {
+			pairs = binary.AppendUvarint(pairs, t.syms[k])
+			pairs = binary.AppendUvarint(pairs, t.syms[v])
+		})
+		body = binary.AppendUvarint(body, uint64(k))
+		body = append(body, pairs...)
 		if n++; len(body) > 1<<20 {
 			if err := flush('M'); err != nil {
 				return err
@@ -435,7 +435,7 @@ type snapshotReader struct {
 	buf    []byte
 	syms   []string
 	lists  [][]string
-	maps   []map[string]string
+	maps   []string // packed configs
 	shared sharedValues
 }
 
@@ -490,20 +490,22 @@ func (sr *snapshotReader) list(c *snapCursor) []string {
 	return sr.lists[i-1]
 }
 
-func (sr *snapshotReader) config(c *snapCursor) map[string]string {
+func (sr *snapshotReader) config(c *snapCursor) string {
 	i := c.uvarint()
 	if i == 0 {
-		return nil
+		return ""
 	}
 	if i > uint64(len(sr.maps)) {
 		c.bad = true
-		return nil
+		return ""
 	}
 	return sr.maps[i-1]
 }
 
-// connection reads one connection's fields; own holds its own strings.
-func (sr *snapshotReader) connection(c *snapCursor, own *string, x *domain.Connection) {
+// connection reads one connection's fields into ent; own holds its own
+// strings.
+func (sr *snapshotReader) connection(c *snapCursor, own *string, ent *statusEntry) {
+	x := &ent.c
 	str := func() string {
 		n := c.uvarint()
 		if n > uint64(len(*own)) {
@@ -517,7 +519,7 @@ func (sr *snapshotReader) connection(c *snapCursor, own *string, x *domain.Conne
 	x.ID = str()
 	x.Provider = sr.sym(c)
 	x.Scopes = sr.list(c)
-	x.Config = sr.config(c)
+	ent.cfg = sr.config(c)
 	x.State = domain.State(sr.sym(c))
 	x.Reason = domain.Reason(sr.sym(c))
 	x.Since = c.time()
@@ -762,7 +764,7 @@ func (sr *snapshotReader) connections(body []byte, pos uint64) ([]*statusEntry, 
 	ents := make([]*statusEntry, 0, n)
 	for range n {
 		ent := &statusEntry{}
-		sr.connection(&c, &own, &ent.c)
+		sr.connection(&c, &own, ent)
 		if c.bad {
 			break
 		}

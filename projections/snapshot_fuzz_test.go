@@ -11,6 +11,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tokenline/tokenline/domain"
 )
@@ -37,7 +38,7 @@ func sampleSnapshot(t testing.TB, n int) []byte {
 	}
 	var b bytes.Buffer
 	h := snapshotHeader{Projection: "status", Stream: "TOKENLINE", StreamCreated: time.Unix(1700000000, 0).UTC(), Position: uint64(n + 5)}
-	if err := writeSnapshot(&b, h, conns); err != nil {
+	if err := writeSnapshot(&b, h, entriesOf(conns)); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -95,18 +96,18 @@ func TestSnapshotCoversConnection(t *testing.T) {
 	fill(reflect.ValueOf(&c).Elem())
 	c.Version = 3
 	var b bytes.Buffer
-	if err := writeSnapshot(&b, snapshotHeader{Position: 3}, []*domain.Connection{&c, {ID: "empty", Scopes: []string{}, Config: map[string]string{}}}); err != nil {
+	if err := writeSnapshot(&b, snapshotHeader{Position: 3}, entriesOf([]*domain.Connection{&c, {ID: "empty", Scopes: []string{}, Config: map[string]string{}}})); err != nil {
 		t.Fatal(err)
 	}
 	_, st, err := readSnapshot(&b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := st.conns[c.ID].c; !reflect.DeepEqual(got, c) {
+	if got := st.conns[c.ID].connection(); !reflect.DeepEqual(got, c) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, c)
 	}
 	// nil and empty lists and maps stay apart.
-	if e := st.conns["empty"].c; e.Scopes == nil || e.Config == nil || e.Tokens.Scopes != nil {
+	if e := st.conns["empty"].connection(); e.Scopes == nil || e.Config == nil || e.Tokens.Scopes != nil {
 		t.Fatalf("empty values: %#v %#v %#v", e.Scopes, e.Config, e.Tokens.Scopes)
 	}
 }
@@ -162,7 +163,7 @@ func TestReadSnapshotForgedCount(t *testing.T) {
 	}
 	for i := range 2 {
 		want := sampleConnection(i)
-		if got := st.conns[want.ID]; got == nil || !reflect.DeepEqual(got.c, *want) {
+		if got := st.conns[want.ID]; got == nil || !reflect.DeepEqual(got.connection(), *want) {
 			t.Fatalf("connection %d differs:\n got %+v\nwant %+v", i, got, want)
 		}
 	}
@@ -170,6 +171,9 @@ func TestReadSnapshotForgedCount(t *testing.T) {
 	a, b := st.conns[sampleConnection(0).ID].c, st.conns[sampleConnection(1).ID].c
 	if &a.Scopes[0] != &b.Scopes[0] || &a.Scopes[0] != &a.Tokens.Scopes[0] {
 		t.Fatal("equal scope lists are not shared")
+	}
+	if ca, cb := st.conns[sampleConnection(0).ID].cfg, st.conns[sampleConnection(1).ID].cfg; ca == "" || unsafe.StringData(ca) != unsafe.StringData(cb) {
+		t.Fatal("equal configs are not shared")
 	}
 }
 
@@ -249,7 +253,7 @@ func TestReadSnapshotManyBlocks(t *testing.T) {
 	}
 	for _, i := range []int{0, connectionsPerBlock - 1, connectionsPerBlock, n / 2, n - 1} {
 		want := sampleConnection(i)
-		if got := st.conns[want.ID]; got == nil || !reflect.DeepEqual(got.c, *want) {
+		if got := st.conns[want.ID]; got == nil || !reflect.DeepEqual(got.connection(), *want) {
 			t.Fatalf("connection %d differs:\n got %+v\nwant %+v", i, got, want)
 		}
 	}
@@ -288,11 +292,12 @@ func TestSnapshotWriterMemoryBounded(t *testing.T) {
 		for i := range conns {
 			conns[i] = sampleConnection(i)
 		}
+		ents := entriesOf(conns)
 		h := snapshotHeader{Projection: "status", Stream: "S", Position: uint64(n + 1)}
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		if err := writeSnapshot(io.Discard, h, conns); err != nil {
+		if err := writeSnapshot(io.Discard, h, ents); err != nil {
 			t.Fatal(err)
 		}
 		runtime.ReadMemStats(&after)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -81,19 +80,31 @@ const MaxAhead = 10000
 // ahead of the stream: the event reaches readers when the stream delivers it.
 var ErrAheadFull = errors.New("projections: too many events ahead of the stream")
 
-// statusEntry is one connection: 512 bytes (a size class). While events
-// this instance appended are ahead of the stream, Status.aheads holds the
-// confirmed state beside it (see ah); else c is confirmed.
+// statusEntry is one connection: 504 bytes, in the 512-byte size class
+// (TestStatusEntrySize). While events this instance appended are ahead of
+// the stream, Status.aheads holds the confirmed state beside it (see ah);
+// else c is confirmed. c.Config is always nil: cfg holds the config packed
+// (config.go), and readers get it back as a map of their own.
 type statusEntry struct {
-	c   domain.Connection // what readers see
+	c   domain.Connection // what readers see, without its Config
+	cfg string            // c's config, packed (packConfig)
 	gen uint64            // entries with an older gen belong to a snapshot: copy first
+}
+
+// connection returns a deep copy of the entry's aggregate, its config as a
+// map of the caller's own.
+func (ent *statusEntry) connection() domain.Connection {
+	c := ent.c.Clone()
+	c.Config = unpackConfig(ent.cfg)
+	return c
 }
 
 // aheadState is the state from the stream while events this instance
 // appended are ahead of it, and those events, by sequence. It is shared
 // with a snapshot exactly when its entry is (own copies both).
 type aheadState struct {
-	confirmed domain.Connection
+	confirmed domain.Connection // without its Config, as in statusEntry
+	cfg       string            // confirmed's config, packed
 	events    []domain.Event
 }
 
@@ -124,6 +135,15 @@ func (s *Status) base(id string, ent *statusEntry) *domain.Connection {
 		return &ah.confirmed
 	}
 	return &ent.c
+}
+
+// baseEntry returns the confirmed state of id as an entry: ent itself, or a
+// copy of the state held beside it (s.mu held).
+func (s *Status) baseEntry(id string, ent *statusEntry) *statusEntry {
+	if ah := s.ah(id); ah != nil {
+		return &statusEntry{c: ah.confirmed, cfg: ah.cfg, gen: ent.gen}
+	}
+	return ent
 }
 
 // ahead returns the events of id held ahead of the stream (s.mu held).
@@ -170,6 +190,8 @@ func NewStatus() *Status { return &Status{conns: map[string]*statusEntry{}, maxA
 //
 // Without a Runner every change fires. fn must be fast, must not retain or
 // modify the pointers it is given, and must not call back into the Status.
+// The connections fn is given have no Config (the projection holds it
+// packed, see statusEntry): Connection and List give it.
 func (s *Status) OnChange(fn func(before, after *domain.Connection)) {
 	s.OnChangeSeeded(fn, nil)
 }
@@ -339,7 +361,7 @@ func (s *Status) applyLocked(e domain.Event) error {
 			return fmt.Errorf("%w: %s before connection.created", domain.ErrNotFound, e.Type())
 		}
 		ent = &statusEntry{gen: s.gen}
-		if err := s.applyTo(&ent.c, e); err != nil {
+		if err := s.applyTo(&ent.c, &ent.cfg, e); err != nil {
 			return err
 		}
 		s.conns[e.ConnectionID] = ent
@@ -351,13 +373,13 @@ func (s *Status) applyLocked(e domain.Event) error {
 	ent = s.own(e.ConnectionID, ent)
 	ah := s.ah(e.ConnectionID)
 	if ah == nil {
-		if err := s.applyTo(&ent.c, e); err != nil {
+		if err := s.applyTo(&ent.c, &ent.cfg, e); err != nil {
 			s.refused(&ent.c, e.Seq, err)
 			return err
 		}
 		return nil
 	}
-	err := s.applyTo(&ah.confirmed, e)
+	err := s.applyTo(&ah.confirmed, &ah.cfg, e)
 	if err != nil {
 		s.refused(&ah.confirmed, e.Seq, err)
 	}
@@ -384,25 +406,31 @@ func (s *Status) ChainBreaks() int64 { return s.chainBreaks.Load() }
 // may lack another instance's earlier event the stream has not delivered:
 // its chain link is this instance's own (it is not read from the stream,
 // so it cannot be forged) and is checked when the stream delivers it.
-func (s *Status) applyOwn(c *domain.Connection, e domain.Event) error {
+func (s *Status) applyOwn(c *domain.Connection, cfg *string, e domain.Event) error {
 	if e.Link.Chained {
 		e.Link.Prev = c.Head.Hash
 	}
-	return s.applyTo(c, e)
+	return s.applyTo(c, cfg, e)
 }
 
-// applyTo folds e into c and then shares the scope lists and config the
-// event gave it with every other connection holding equal ones (s.mu
-// held). Sharing is safe because Apply replaces slices and maps and never
-// writes into them, and every reader gets a deep copy (Clone).
-func (s *Status) applyTo(c *domain.Connection, e domain.Event) error {
+// applyTo folds e into c, whose config is *cfg (packed; c.Config is nil),
+// and then shares the scope lists and config the event gave it with every
+// other connection holding equal ones (s.mu held). Sharing is safe because
+// Apply replaces slices and maps and never writes into them, and every
+// reader gets a deep copy (Clone, unpackConfig).
+func (s *Status) applyTo(c *domain.Connection, cfg *string, e domain.Event) error {
 	if err := c.Apply(e); err != nil {
 		return err
 	}
 	switch e.Payload.(type) {
 	case domain.ConnectionCreated, domain.ConnectionUpdated:
 		c.Scopes = s.shared.list(c.Scopes)
-		c.Config = s.shared.config(c.Config)
+		if c.Config != nil { // given by the event (an update without config keeps it)
+			*cfg = s.shared.config(c.Config)
+		} else if _, created := e.Payload.(domain.ConnectionCreated); created {
+			*cfg = ""
+		}
+		c.Config = nil
 	case domain.AuthorisationCompleted, domain.RefreshSucceeded:
 		c.Tokens.Scopes = s.shared.list(c.Tokens.Scopes)
 	}
@@ -422,16 +450,16 @@ func (s *Status) confirm(id string, ent *statusEntry, seq uint64) {
 	if len(ah.events) == 0 {
 		c := ah.confirmed
 		keepStrings(&c, &ent.c)
-		ent.c = c
+		ent.c, ent.cfg = c, ah.cfg
 		s.setAh(id, nil)
 		return
 	}
-	c := ah.confirmed // Apply replaces slices and maps, never writes into them
+	c, cfg := ah.confirmed, ah.cfg // Apply replaces slices and maps, never writes into them
 	for _, a := range ah.events {
-		_ = s.applyOwn(&c, a) // one refused now waits for the events before it
+		_ = s.applyOwn(&c, &cfg, a) // one refused now waits for the events before it
 	}
 	keepStrings(&c, &ent.c)
-	ent.c = c
+	ent.c, ent.cfg = c, cfg
 }
 
 // keepStrings makes c, a state folded from the stream's copies of events
@@ -483,7 +511,7 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 	}
 	ah := s.ah(e.ConnectionID)
 	if ah == nil {
-		ah = &aheadState{confirmed: ent.c} // Apply replaces slices and maps, never writes into them
+		ah = &aheadState{confirmed: ent.c, cfg: ent.cfg} // Apply replaces slices and maps, never writes into them
 		s.setAh(e.ConnectionID, ah)
 	}
 	at := len(ah.events)
@@ -494,7 +522,7 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 	s.ahead++
 	if at == len(ah.events)-1 {
 		// Refused: kept ahead, the events before it have not arrived.
-		return s.applyOwn(&ent.c, e)
+		return s.applyOwn(&ent.c, &ent.cfg, e)
 	}
 	s.confirm(e.ConnectionID, ent, ah.confirmed.Version) // an earlier event arrived late: fold again
 	return nil
@@ -507,9 +535,9 @@ func (s *Status) own(id string, ent *statusEntry) *statusEntry {
 	}
 	// A shallow copy: Apply replaces slices and maps, never writes into
 	// them, so the snapshot's copy cannot change through the new one.
-	n := &statusEntry{c: ent.c, gen: s.gen}
+	n := &statusEntry{c: ent.c, cfg: ent.cfg, gen: s.gen}
 	if ah := s.ah(id); ah != nil {
-		s.setAh(id, &aheadState{confirmed: ah.confirmed, events: slices.Clone(ah.events)})
+		s.setAh(id, &aheadState{confirmed: ah.confirmed, cfg: ah.cfg, events: slices.Clone(ah.events)})
 	}
 	s.conns[id] = n
 	return n
@@ -527,11 +555,11 @@ func (s *Status) compact() {
 	conns := make(map[string]*statusEntry, len(s.conns))
 	var aheads map[string]*aheadState
 	for key, ent := range s.conns {
-		n := &statusEntry{c: ent.c, gen: s.gen}
+		n := &statusEntry{c: ent.c, cfg: ent.cfg, gen: s.gen}
 		id := strings.Clone(key)
 		rehome(&n.c, id)
 		if ah := s.ah(key); ah != nil {
-			nah := &aheadState{confirmed: ah.confirmed, events: slices.Clone(ah.events)}
+			nah := &aheadState{confirmed: ah.confirmed, cfg: ah.cfg, events: slices.Clone(ah.events)}
 			rehome(&nah.confirmed, id)
 			if aheads == nil {
 				aheads = map[string]*aheadState{}
@@ -584,7 +612,7 @@ func (s *Status) Connection(connectionID string) (domain.Connection, bool) {
 	if ent == nil || !ent.c.Exists() {
 		return domain.Connection{}, false
 	}
-	return ent.c.Clone(), true
+	return ent.connection(), true
 }
 
 // Confirmed returns the connection as the stream has confirmed it: every
@@ -598,11 +626,18 @@ func (s *Status) Confirmed(connectionID string) (domain.Connection, bool) {
 	if ent == nil {
 		return domain.Connection{}, false
 	}
-	c := s.base(connectionID, ent)
-	if !c.Exists() {
+	if ah := s.ah(connectionID); ah != nil {
+		if !ah.confirmed.Exists() {
+			return domain.Connection{}, false
+		}
+		c := ah.confirmed.Clone()
+		c.Config = unpackConfig(ah.cfg)
+		return c, true
+	}
+	if !ent.c.Exists() {
 		return domain.Connection{}, false
 	}
-	return c.Clone(), true
+	return ent.connection(), true
 }
 
 // List returns a copy of every connection's aggregate (deleted ones
@@ -612,7 +647,7 @@ func (s *Status) List() []domain.Connection {
 	out := make([]domain.Connection, 0, len(s.conns))
 	for _, ent := range s.conns {
 		if ent.c.Exists() {
-			out = append(out, ent.c.Clone())
+			out = append(out, ent.connection())
 		}
 	}
 	s.mu.RUnlock()
@@ -623,16 +658,16 @@ func (s *Status) List() []domain.Connection {
 }
 
 // capture returns the confirmed state of every connection for a snapshot.
-// The returned aggregates are never modified afterwards (see own); the
+// The returned entries are never modified afterwards (see own); the
 // caller must not modify them either.
-func (s *Status) capture() []*domain.Connection {
+func (s *Status) capture() []*statusEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	out := make([]*domain.Connection, 0, len(s.conns))
+	out := make([]*statusEntry, 0, len(s.conns))
 	for id, ent := range s.conns {
-		if c := s.base(id, ent); c.Exists() {
-			out = append(out, c)
+		if b := s.baseEntry(id, ent); b.c.Exists() {
+			out = append(out, b)
 		}
 	}
 	return out
@@ -671,7 +706,7 @@ func (s *Status) replace(o *Status) {
 			}
 			ah := s.ah(id)
 			if ah == nil {
-				ah = &aheadState{confirmed: ent.c}
+				ah = &aheadState{confirmed: ent.c, cfg: ent.cfg}
 				s.setAh(id, ah)
 			}
 			ah.events = append(ah.events, a)
@@ -688,12 +723,12 @@ func (s *Status) replace(o *Status) {
 	}
 }
 
-// sharedValues keeps one copy of each distinct scope list and config map
-// the connections hold (most connections of a provider have the same), at
-// most maxShared of each; the values are never written into.
+// sharedValues keeps one copy of each distinct scope list and packed
+// config the connections hold (most connections of a provider have the
+// same), at most maxShared of each; the values are never written into.
 type sharedValues struct {
 	lists   map[string][]string
-	configs map[string]map[string]string
+	configs map[string]string // packed config: the same string
 	key     []byte
 	keys    []string
 }
@@ -728,31 +763,22 @@ func (sv *sharedValues) list(v []string) []string {
 	return w
 }
 
-// config returns the shared copy of m (nil stays nil).
-func (sv *sharedValues) config(m map[string]string) map[string]string {
+// config returns m packed (packConfig), the shared copy of an equal
+// config when there is one ("" for nil).
+func (sv *sharedValues) config(m map[string]string) string {
 	if m == nil {
-		return nil
+		return ""
 	}
-	sv.keys = sv.keys[:0]
-	for k := range m {
-		sv.keys = append(sv.keys, k)
-	}
-	slices.Sort(sv.keys)
-	sv.key = sv.key[:0]
-	for _, k := range sv.keys {
-		sv.appendStr(k)
-		sv.appendStr(m[k])
-	}
+	sv.key, sv.keys = packConfig(sv.key[:0], sv.keys, m)
 	if w, ok := sv.configs[string(sv.key)]; ok {
 		return w
 	}
-	if len(sv.configs) >= maxShared {
-		return m
+	w := string(sv.key)
+	if len(sv.configs) < maxShared {
+		if sv.configs == nil {
+			sv.configs = map[string]string{}
+		}
+		sv.configs[w] = w
 	}
-	if sv.configs == nil {
-		sv.configs = map[string]map[string]string{}
-	}
-	w := maps.Clone(m)
-	sv.configs[string(sv.key)] = w
 	return w
 }
