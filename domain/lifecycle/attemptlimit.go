@@ -20,6 +20,16 @@ var ErrTooManyAttempts = errors.New("lifecycle: too many authorisation attempts 
 // nothing: sweep forgets those, at most every half window, so that the
 // limiter holds the connections authorised lately, not every connection
 // that was ever authorised.
+//
+// An attempt that completed successfully stops counting (completed): its
+// entry left the attempts store when the callback took it, so it no longer
+// holds anything the limit bounds, and a connection whose only attempt
+// completed is forgotten at once instead of being held for a window (the
+// set-up of every connection, one attempt each, left them all here). The
+// limit still bounds what the store holds: attempts opened and not
+// completed (abandoned, superseded, failed) count for the whole window.
+// Opening attempts faster than that needs a successful authorisation at
+// the provider for each.
 type attemptLimiter struct {
 	mu        sync.Mutex
 	window    time.Duration
@@ -56,6 +66,29 @@ func (l *attemptLimiter) allow(id string, now time.Time) (bool, time.Duration) {
 	}
 	l.starts[id] = append(recent, at)
 	return true, 0
+}
+
+// completed forgets the attempt of id started at startedAt (Unix ns, the
+// time allow was given) once it completed successfully, and id with it
+// when it was the only one. An attempt this limiter does not hold (started
+// on another instance, or before a restart) changes nothing.
+func (l *attemptLimiter) completed(id string, startedAt int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts, ok := l.starts[id]
+	if !ok {
+		return
+	}
+	for i, t := range ts {
+		if t == startedAt {
+			if len(ts) == 1 {
+				delete(l.starts, id)
+			} else {
+				l.starts[id] = append(ts[:i:i], ts[i+1:]...)
+			}
+			return
+		}
+	}
 }
 
 // maybeSweep sweeps, on a goroutine of its own, when half a window passed

@@ -63,3 +63,40 @@ func TestAttemptLimiterSweepsExpiredConnections(t *testing.T) {
 		t.Fatalf("%d connections tracked after the sweep, want 0", n)
 	}
 }
+
+// An attempt that completed successfully stops counting: a connection
+// whose only attempt completed is forgotten at once; the others keep
+// counting for the window, and a start the limiter does not hold changes
+// nothing.
+func TestAttemptLimiterForgetsCompletedAttempts(t *testing.T) {
+	l := newAttemptLimiter(time.Minute, 2, 100)
+	t0 := time.Unix(1_700_000_000, 0)
+	l.allow("one", t0)
+	l.completed("one", t0.UnixNano())
+	if _, ok := l.starts["one"]; ok {
+		t.Fatal("a connection whose only attempt completed is still held")
+	}
+	// Two attempts, the first abandoned, the second completed: the
+	// abandoned one still counts.
+	l.allow("two", t0)
+	l.allow("two", t0.Add(time.Second))
+	if ok, _ := l.allow("two", t0.Add(2*time.Second)); ok {
+		t.Fatal("third attempt within the window allowed")
+	}
+	l.completed("two", t0.Add(time.Second).UnixNano())
+	if got := l.starts["two"]; len(got) != 1 || got[0] != t0.UnixNano() {
+		t.Fatalf("after completion: %v, want the abandoned attempt only", got)
+	}
+	if ok, _ := l.allow("two", t0.Add(3*time.Second)); !ok {
+		t.Fatal("an attempt refused while one counted")
+	}
+	if ok, wait := l.allow("two", t0.Add(4*time.Second)); ok || wait != 56*time.Second {
+		t.Fatalf("limit after completion: allowed %v, wait %v (want refused, 56s)", ok, wait)
+	}
+	// Unknown start (another instance's attempt): nothing forgotten.
+	l.completed("two", t0.Add(30*time.Second).UnixNano())
+	l.completed("never", t0.UnixNano())
+	if got := l.starts["two"]; len(got) != 2 {
+		t.Fatalf("an unknown completion changed the count: %v", got)
+	}
+}

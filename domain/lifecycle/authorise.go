@@ -33,12 +33,14 @@ func (s *Service) StartAuthorisation(ctx context.Context, id string) (string, er
 	if err != nil {
 		return "", err
 	}
-	if ok, wait := s.attempts.allow(id, s.clock.Now()); !ok {
+	now := s.clock.Now()
+	if ok, wait := s.attempts.allow(id, now); !ok {
 		return "", fmt.Errorf("%w (retry in %s)", ErrTooManyAttempts, wait.Round(time.Second))
 	}
 	state, verifier := randomSecret(), randomSecret()
 	attempt := uuid.NewString()
-	expires := s.now().Add(s.cfg.AuthorisationTTL)
+	// The limiter knows the attempt by its start: ExpiresAt - AuthorisationTTL.
+	expires := now.UTC().Add(s.cfg.AuthorisationTTL)
 	if err := s.cfg.Attempts.Put(ctx, stateKey(state), domain.Attempt{ConnectionID: id, AttemptID: attempt, Verifier: verifier, ExpiresAt: expires}); err != nil {
 		return "", err
 	}
@@ -113,6 +115,8 @@ func (s *Service) HandleCallback(ctx context.Context, state, code, errCode, errD
 		return res, err
 	}
 	_ = s.cfg.Gate.SetToken(c.ID, info.AccessTokenFP, toks.AccessToken)
+	// The attempt's entry left the store (Take): it no longer counts.
+	s.attempts.completed(c.ID, at.ExpiresAt.Add(-s.cfg.AuthorisationTTL).UnixNano())
 	res.State = c.State
 	s.log.Info("authorisation completed", "connection_id", c.ID, "attempt_id", at.AttemptID, "access_token_fp", info.AccessTokenFP, "expires_at", info.AccessTokenExpiresAt, "refresh_token", info.RefreshTokenFP != "")
 	switch {

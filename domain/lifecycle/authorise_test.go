@@ -405,3 +405,37 @@ func TestAuthorisationAttemptsPerConnectionAreBounded(t *testing.T) {
 		t.Fatalf("after the TTL: %v", err)
 	}
 }
+
+// An attempt that completed successfully no longer counts toward
+// MaxAuthorisationsPerConnection (its entry left the attempts store at the
+// callback): the limiter forgets the connection whose only attempt
+// completed; an abandoned attempt before it still counts, and so does one
+// that failed at the callback.
+func TestCompletedAuthorisationNoLongerCounts(t *testing.T) {
+	e := newEnv(t)
+	id := e.active() // one attempt, completed
+	if n := lifecycle.AttemptsCounted(e.svc, id); n != 0 {
+		t.Fatalf("%d attempts counted after the only one completed, want 0", n)
+	}
+	id = e.create("read")
+	e.start(id) // abandoned (superseded): its entry stays until it expires
+	e.clock.Advance(time.Second)
+	state, code := e.start(id)
+	if n := lifecycle.AttemptsCounted(e.svc, id); n != 2 {
+		t.Fatalf("%d attempts counted, want 2", n)
+	}
+	if res, err := e.svc.HandleCallback(e.ctx, state, code, "", ""); err != nil || res.State != domain.StateActive {
+		t.Fatalf("HandleCallback: %v %v", res, err)
+	}
+	if n := lifecycle.AttemptsCounted(e.svc, id); n != 1 {
+		t.Fatalf("%d attempts counted after the second completed, want 1 (the abandoned one)", n)
+	}
+	id = e.create("read")
+	state, _ = e.start(id)
+	if _, err := e.svc.HandleCallback(e.ctx, state, "", "access_denied", ""); !errors.Is(err, lifecycle.ErrDenied) {
+		t.Fatalf("denied callback: %v", err)
+	}
+	if n := lifecycle.AttemptsCounted(e.svc, id); n != 1 {
+		t.Fatalf("%d attempts counted after a denied one, want 1", n)
+	}
+}

@@ -78,7 +78,8 @@ type Config struct {
 	// MaxAuthorisationsPerConnection bounds the authorisation attempts one
 	// connection may open within AuthorisationTTL on this instance (each
 	// leaves a sealed entry until it expires); default 10. Beyond it
-	// StartAuthorisation fails with ErrTooManyAttempts.
+	// StartAuthorisation fails with ErrTooManyAttempts. An attempt that
+	// completed successfully no longer counts (its entry is gone).
 	MaxAuthorisationsPerConnection int
 	// BackoffBase and BackoffMax shape the exponential backoff with jitter
 	// between transient failures; defaults 1 s and 5 min.

@@ -118,3 +118,11 @@ func (s *Service) dueJobsLate(now time.Time) []lateJob {
 	}
 	return jobs
 }
+
+// AttemptsCounted returns how many of the connection's authorisation
+// attempts the limiter counts (MaxAuthorisationsPerConnection).
+func AttemptsCounted(s *Service, id string) int {
+	s.attempts.mu.Lock()
+	defer s.attempts.mu.Unlock()
+	return len(s.attempts.starts[id])
+}
