@@ -28,6 +28,10 @@ import (
 //
 // The log stream keeps LogKeep messages per subscription; Manager.Log
 // returns the newest LogKeep attempts of them.
+//
+// The queue (logQueue attempts of some 180 bytes: 0.75 MB) and its
+// goroutine are made by the first attempt recorded: an instance without a
+// subscription never holds them.
 const (
 	logQueue = 4096
 	logBatch = 64
@@ -43,7 +47,10 @@ type logLine struct {
 }
 
 type logWriter struct {
-	m    *Manager
+	m *Manager
+	// once makes ch and done and starts run, at the first add (under cmu
+	// read-locked, so that stop, which write-locks it, sees them).
+	once sync.Once
 	ch   chan logLine
 	done chan struct{}
 	// cmu guards closed: add after stop (a replay outliving Close) drops.
@@ -51,10 +58,11 @@ type logWriter struct {
 	closed bool
 }
 
-func newLogWriter(m *Manager) *logWriter {
-	w := &logWriter{m: m, ch: make(chan logLine, logQueue), done: make(chan struct{})}
+func newLogWriter(m *Manager) *logWriter { return &logWriter{m: m} }
+
+func (w *logWriter) start() {
+	w.ch, w.done = make(chan logLine, logQueue), make(chan struct{})
 	go w.run()
-	return w
 }
 
 // add queues an attempt; it never blocks.
@@ -64,6 +72,7 @@ func (w *logWriter) add(webhook string, a Attempt) {
 	if w.closed {
 		return
 	}
+	w.once.Do(w.start)
 	select {
 	case w.ch <- logLine{webhook, a}:
 	default:
@@ -166,11 +175,17 @@ func decodeLog(data []byte) []Attempt {
 // most 2 s, for the server to store it.
 func (w *logWriter) stop() {
 	w.cmu.Lock()
+	started := w.ch != nil
 	if !w.closed {
 		w.closed = true
-		close(w.ch)
+		if started {
+			close(w.ch)
+		}
 	}
 	w.cmu.Unlock()
+	if !started {
+		return // nothing was recorded
+	}
 	<-w.done
 	select {
 	case <-w.m.js.PublishAsyncComplete():

@@ -179,3 +179,30 @@ func TestAppendAttemptsMatchesEncodingJSON(t *testing.T) {
 		t.Errorf("array:\n got %s\nwant %s", got, want)
 	}
 }
+
+// The writer's queue and goroutine are made by the first attempt: an
+// instance with subscriptions that never delivered (or none) holds
+// neither, and Close without one returns at once. Attempts after Close
+// are dropped.
+func TestLogWriterStartsAtTheFirstAttempt(t *testing.T) {
+	m, _, id := openLogTest(t)
+	if m.log.ch != nil {
+		t.Fatal("the log queue was made before any attempt")
+	}
+	m.log.add(id, attempt(1))
+	if m.log.ch == nil || cap(m.log.ch) != logQueue {
+		t.Fatal("the first attempt did not start the writer")
+	}
+	m.Close()
+	m.log.add(id, attempt(2)) // after Close: dropped
+	if got := logMessages(t, m, id); len(got) != 1 || len(got[0]) != 1 || !sameAttempt(got[0][0], attempt(1)) {
+		t.Fatalf("log messages of %v attempts, want the first only", lens(got))
+	}
+
+	idle, _, _ := openLogTest(t)
+	idle.Close()
+	idle.log.add("x", attempt(1))
+	if idle.log.ch != nil {
+		t.Fatal("an attempt after Close started the writer")
+	}
+}
