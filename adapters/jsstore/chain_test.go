@@ -274,3 +274,38 @@ func TestBucketShapeGuarded(t *testing.T) {
 		t.Fatalf("bucket shape check: %v", err)
 	}
 }
+
+// A checkpoint lists exactly the connections with events since the last
+// one (found from the messages' headers alone), each at its head, sorted;
+// a connection untouched since is not listed.
+func TestCheckpointListsTheConnectionsTouchedSince(t *testing.T) {
+	srv := natstest.Start(t, "")
+	nc := srv.Connect(t)
+	st := open(t, nc)
+	key := signingKey(t)
+	ids := []string{create(t, st), create(t, st), create(t, st), create(t, st)}
+	if n, err := st.WriteCheckpoint(ctxT(t), key, time.Now()); err != nil || n != 1 {
+		t.Fatalf("checkpoint: %d %v", n, err)
+	}
+	if heads := verify(t, nc, key, "").LastCheckpoint.Heads; len(heads) != 4 {
+		t.Fatalf("first checkpoint lists %d connections, want 4", len(heads))
+	}
+	want := map[string]string{}
+	for i, id := range []string{ids[2], ids[0], ids[2]} {
+		e := update(t, st, id, strings.Repeat("x", i+1))
+		want[id] = events.FormatHash(e.Link.Hash)
+	}
+	if n, err := st.WriteCheckpoint(ctxT(t), key, time.Now()); err != nil || n != 1 {
+		t.Fatalf("checkpoint: %d %v", n, err)
+	}
+	rep := verify(t, nc, key, "")
+	heads := rep.LastCheckpoint.Heads
+	if len(rep.Breaks) != 0 || len(heads) != len(want) || heads[0].Connection > heads[1].Connection {
+		t.Fatalf("second checkpoint %+v (breaks %v), want %d connections sorted", heads, rep.Breaks, len(want))
+	}
+	for _, h := range heads {
+		if want[h.Connection] != h.Head {
+			t.Fatalf("head of %s: %s, want %s", h.Connection, h.Head, want[h.Connection])
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,20 +80,10 @@ func (s *Store) WriteCheckpoint(ctx context.Context, key ed25519.PrivateKey, now
 	if err != nil || upto <= prev.UpTo {
 		return 0, err
 	}
-	touched := map[string]struct{}{}
-	if _, err := s.Read(ctx, events.Range{From: prev.UpTo + 1, To: upto}, func(r *events.Record) error {
-		if len(r.Subject) > len(events.SubjectPrefix) {
-			touched[r.Subject[len(events.SubjectPrefix):]] = struct{}{}
-		}
-		return nil
-	}); err != nil {
+	ids, err := s.touched(ctx, prev.UpTo+1, upto)
+	if err != nil {
 		return 0, err
 	}
-	ids := make([]string, 0, len(touched))
-	for id := range touched {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
 	var heads []events.CheckpointHead
 	for _, id := range ids {
 		if !domain.ValidConnectionID(id) {
@@ -135,6 +127,87 @@ func (s *Store) WriteCheckpoint(ctx context.Context, key ed25519.PrivateKey, now
 	}
 	return n, nil
 }
+
+// touched returns, sorted, the connection ids of the subjects of the event
+// stream's messages at sequences from to upto. It asks for the messages'
+// headers only (HeadersOnly): the subject is all it needs, so the events'
+// bodies neither travel nor are decoded. (With Read, every checkpoint
+// decoded the whole interval's events: at 10,000 connections with 30 s
+// tokens some 37,000 every 30 s, most of a checkpoint's CPU and garbage.)
+func (s *Store) touched(ctx context.Context, from, upto uint64) ([]string, error) {
+	if from > upto {
+		return nil, nil
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from, HeadersOnly: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: checkpoint scan consumer: %w", err)
+	}
+	defer s.dropConsumer(cons)
+	var (
+		mu       sync.Mutex
+		finished bool
+		seen     = map[string]struct{}{}
+		done     = make(chan error, 1)
+	)
+	finish := func(err error) { // mu held
+		if !finished {
+			finished = true
+			done <- err
+		}
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if finished {
+			return
+		}
+		seq, _, ok := ackInfo(m.Reply())
+		if !ok {
+			md, err := m.Metadata()
+			if err != nil {
+				finish(fmt.Errorf("jsstore: checkpoint scan: message metadata: %w", err))
+				return
+			}
+			seq = md.Sequence.Stream
+		}
+		if seq > upto {
+			finish(nil)
+			return
+		}
+		if subj := m.Subject(); len(subj) > len(events.SubjectPrefix) {
+			if id := subj[len(events.SubjectPrefix):]; !has(seen, id) {
+				seen[strings.Clone(id)] = struct{}{}
+			}
+		}
+		if seq == upto {
+			finish(nil)
+		}
+	}, jetstream.PullMaxMessages(readPull))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: checkpoint scan: %w", err)
+	}
+	defer cc.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	ids := make([]string, 0, len(seen))
+	for id := range seen {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func has(m map[string]struct{}, k string) bool { _, ok := m[k]; return ok }
 
 // RunCheckpoints writes checkpoints every interval until ctx ends; errors
 // are logged and retried at the next tick.
