@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,13 @@ var (
 
 var benchConns = benchSize(100_000, 2_000)
 
+// benchUniqueConfigs (TOKENLINE_BENCH_CONFIGS=unique) gives every
+// connection a config of its own ({"scenario": "<n>"}, as the scale run
+// does) instead of one config shared by all.
+var benchUniqueConfigs = os.Getenv("TOKENLINE_BENCH_CONFIGS") == "unique"
+
+var uniqueConfigs atomic.Int64
+
 // lifeEvents returns the events of one connection's life in stream order
 // (without sequences): created, authorised, then refresh cycles with the
 // occasional transient failure and 403.
@@ -53,7 +61,12 @@ func lifeEvents(id string, n int, rng *rand.Rand, now time.Time) []domain.Event 
 		}
 		out = append(out, e)
 	}
-	add(domain.Create{Provider: "pleo", Scopes: []string{"expenses:read", "users:read"}, Config: map[string]string{"team": "finance"}})
+	cfg := map[string]string{"team": "finance"}
+	if benchUniqueConfigs {
+		// As the scale run gives them: a config of each connection's own.
+		cfg = map[string]string{"scenario": strconv.Itoa(int(uniqueConfigs.Add(1)))}
+	}
+	add(domain.Create{Provider: "pleo", Scopes: []string{"expenses:read", "users:read"}, Config: cfg})
 	for len(out) < n {
 		switch c.State {
 		case domain.StateUnauthenticated:
