@@ -24,9 +24,11 @@ func TestAppendThenCallsSentBehindTheRequest(t *testing.T) {
 	st := open(t, nc)
 	id := create(t, st)
 	peer := srv.Connect(t)
-	seen := make(chan string, 10)
+	// One channel for both subjects: the peer's reader fills it in the
+	// order the server delivered.
+	msgs := make(chan *nats.Msg, 10)
 	for _, subj := range []string{events.Subject(id), "after.sent"} {
-		if _, err := peer.Subscribe(subj, func(m *nats.Msg) { seen <- m.Subject }); err != nil {
+		if _, err := peer.ChanSubscribe(subj, msgs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -57,8 +59,8 @@ func TestAppendThenCallsSentBehindTheRequest(t *testing.T) {
 	}
 	for _, want := range []string{events.Subject(id), "after.sent"} {
 		select {
-		case got := <-seen:
-			if got != want {
+		case m := <-msgs:
+			if got := m.Subject; got != want {
 				t.Fatalf("the subscriber saw %s, want %s (the event first)", got, want)
 			}
 		case <-time.After(5 * time.Second):
