@@ -104,10 +104,14 @@ func (s *Service) refreshFrom(ctx context.Context, id, trigger string, verify bo
 	// The read's request goes out right behind the lock's (startRead,
 	// called by the store between the append's request and its answer:
 	// appendThen), so that the two round trips overlap.
-	vctx, vcancel := context.WithTimeout(work, s.cfg.StoreTimeout)
 	var read func() (domain.Tokens, error)
+	vcancel := context.CancelFunc(func() {})
 	startRead := func() {
 		if read == nil {
+			// Its own StoreTimeout from when it is sent (a lock tried
+			// again may send it late).
+			var vctx context.Context
+			vctx, vcancel = context.WithTimeout(work, s.cfg.StoreTimeout)
 			read = s.readVault(vctx, id)
 		}
 	}
