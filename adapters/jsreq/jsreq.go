@@ -249,6 +249,10 @@ func get(ctx context.Context, js jetstream.JetStream, stream string, req msgGetR
 	return out, err
 }
 
+// DefaultAPI reports whether js uses the default JetStream API prefix
+// ($JS.API.: no domain, no other prefix).
+func DefaultAPI(js jetstream.JetStream) bool { return apiPrefix(js) == jetstream.DefaultAPIPrefix }
+
 // apiPrefix is the JetStream API prefix js uses ("$JS.API." by default).
 func apiPrefix(js jetstream.JetStream) string {
 	o := js.Options()

@@ -177,12 +177,12 @@ func (s *Store) directBatch(ctx context.Context, sub *nats.Subscription, subject
 // was stored after all, a later one is refused as a wrong last sequence,
 // and the subject's last message (from the leader) carrying m's id is that
 // earlier try's success.
-func (s *Store) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
+func (s *Store) publish(ctx context.Context, m *nats.Msg, sent func()) (*jetstream.PubAck, error) {
 	var ack *jetstream.PubAck
 	tries := 0
 	err := jsreq.Do(ctx, func(ctx context.Context) error {
 		tries++
-		a, err := s.publishOnce(ctx, m)
+		a, err := s.publishOnce(ctx, m, sent)
 		var apiErr *jetstream.APIError
 		if err != nil && tries > 1 && errors.As(err, &apiErr) &&
 			(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -202,9 +202,18 @@ func (s *Store) publish(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, er
 // jsreq.Do tries again) and with the usual acknowledgement read without
 // encoding/json: the same request, the same errors (an API error wrapped
 // as PublishMsg wraps it, jetstream.ErrNoStreamResponse for no responders,
-// jetstream.ErrInvalidJSAck for an acknowledgement that is none).
-func (s *Store) publishOnce(ctx context.Context, m *nats.Msg) (*jetstream.PubAck, error) {
-	resp, err := s.nc.RequestMsgWithContext(ctx, m)
+// jetstream.ErrInvalidJSAck for an acknowledgement that is none). sent, if
+// not nil, is called between the request and the wait for its answer
+// (AppendThen).
+func (s *Store) publishOnce(ctx context.Context, m *nats.Msg, sent func()) (*jetstream.PubAck, error) {
+	p, err := s.replies.Send(m)
+	if sent != nil {
+		sent()
+	}
+	var resp *nats.Msg
+	if err == nil {
+		resp, err = p.Wait(ctx)
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, jetstream.ErrNoStreamResponse
@@ -214,77 +223,12 @@ func (s *Store) publishOnce(ctx context.Context, m *nats.Msg) (*jetstream.PubAck
 	return parsePubAck(resp.Data, s.cfg.Stream)
 }
 
-// parsePubAck reads a publish acknowledgement as jetstream's PublishMsg
-// does. The form the server writes for a stored or de-duplicated message,
-// {"stream":"<name>","seq":<n>} or with ,"duplicate": true, is read
-// directly (with stream's string when the name is that); anything else
-// (an error, a domain, a batch's fields, escapes) is left to encoding/json.
+// parsePubAck is jsreq.ParsePubAck.
 func parsePubAck(data []byte, stream string) (*jetstream.PubAck, error) {
-	if ack, ok := fastPubAck(data, stream); ok {
-		return ack, nil
-	}
-	var r struct {
-		Error *jetstream.APIError `json:"error,omitempty"`
-		*jetstream.PubAck
-	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, jetstream.ErrInvalidJSAck
-	}
-	if r.Error != nil {
-		return nil, fmt.Errorf("nats: %w", r.Error)
-	}
-	if r.PubAck == nil || r.PubAck.Stream == "" {
-		return nil, jetstream.ErrInvalidJSAck
-	}
-	return r.PubAck, nil
+	return jsreq.ParsePubAck(data, stream)
 }
 
-// fastPubAck reads {"stream":"<name>","seq":<n>} and the same with
-// ,"duplicate": true (or without the space) before the brace; false for
-// anything else.
+// fastPubAck is jsreq.FastPubAck.
 func fastPubAck(data []byte, stream string) (*jetstream.PubAck, bool) {
-	const head, seq = `{"stream":"`, `","seq":`
-	if len(data) < len(head) || string(data[:len(head)]) != head {
-		return nil, false
-	}
-	rest := data[len(head):]
-	end := 0
-	for end < len(rest) && rest[end] != '"' {
-		if c := rest[end]; c == '\\' || c < 0x20 || c >= 0x80 {
-			return nil, false // an escape or a byte encoding/json would read otherwise
-		}
-		end++
-	}
-	name := rest[:end]
-	rest = rest[end:]
-	if len(name) == 0 || len(rest) < len(seq) || string(rest[:len(seq)]) != seq {
-		return nil, false
-	}
-	rest = rest[len(seq):]
-	var n uint64
-	digits := 0
-	for digits < len(rest) && '0' <= rest[digits] && rest[digits] <= '9' {
-		if digits == 19 || (digits > 0 && rest[0] == '0') {
-			return nil, false // long enough to overflow, or a leading zero
-		}
-		n = n*10 + uint64(rest[digits]-'0')
-		digits++
-	}
-	if digits == 0 {
-		return nil, false
-	}
-	ack := &jetstream.PubAck{Sequence: n}
-	switch rest = rest[digits:]; string(rest) {
-	case "}":
-	case `,"duplicate": true}`, `,"duplicate":true}`: // the server writes the first
-		ack.Duplicate = true
-	default:
-		return nil, false
-	}
-	if string(name) == stream {
-		ack.Stream = stream
-	} else {
-		ack.Stream = string(name)
-	}
-	return ack, true
+	return jsreq.FastPubAck(data, stream)
 }

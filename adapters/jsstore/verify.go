@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tokenline/tokenline/adapters/jsreq"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
@@ -27,7 +28,7 @@ func OpenReader(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: stream %s: %w", cfg.Stream, err)
 	}
-	s := &Store{nc: nc, js: js, stream: st, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}
+	s := &Store{nc: nc, replies: jsreq.NewReplies(nc), js: js, stream: st, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}
 	cp, err := js.Stream(ctx, CheckpointStreamConfig(cfg).Name)
 	switch {
 	case err == nil:

@@ -17,13 +17,13 @@ import (
 
 // Prefetch starts reading the connection's token set and returns a
 // function that waits for it, with Get's answers. The read's request is
-// sent before Prefetch returns, from the caller's goroutine, so that a
-// request the caller sends next on the same connection (the refresh lock's
-// append) reaches the server with it or after it: the two round trips
-// overlap without a goroutine of the caller's, whose start (it runs only
-// once the caller blocks, behind whatever the caller's requests woke) made
-// the read start tens of microseconds late (BenchmarkRefreshCycle). The
-// answer is opened on the vault's reply subscription's goroutine.
+// sent before Prefetch returns, from the caller's goroutine, so that it
+// overlaps a request the caller has on its way on the same connection (a
+// refresh calls it right behind its lock's append: jsstore.AppendThen)
+// without a goroutine of the caller's, whose start (it runs only once the
+// caller blocks, behind whatever the caller's requests woke) made the read
+// start tens of microseconds late (BenchmarkRefreshCycle). The answer is
+// opened on the vault's reply subscription's goroutine.
 //
 // The function must be called once; it honours ctx. A bucket with more than
 // one replica is read by Get (from its leader) on a goroutine meanwhile; an

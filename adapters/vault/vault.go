@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenline/tokenline/adapters/jsreq"
@@ -96,6 +97,10 @@ type Vault struct {
 
 	replyMu sync.Mutex
 	reply   *replySub // Prefetch's answers (prefetch.go); nil until the first
+
+	// puts sends Put's publishes on the bucket's subject directly (nil:
+	// through kv.Put, for a JetStream API under a domain or prefix).
+	puts *jsreq.Replies
 }
 
 var _ domain.TokenVault = (*Vault)(nil)
@@ -134,7 +139,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Vault, erro
 	if err != nil {
 		return nil, fmt.Errorf("vault: create or update KV bucket %q: %w", cfg.Bucket, err)
 	}
-	return &Vault{kv: kv, js: js, bucket: cfg.Bucket, replicas: cfg.Replicas, aead: aead}, nil
+	v := &Vault{kv: kv, js: js, bucket: cfg.Bucket, replicas: cfg.Replicas, aead: aead}
+	if nc := js.Conn(); nc != nil && jsreq.DefaultAPI(js) {
+		v.puts = jsreq.NewReplies(nc)
+	}
+	return v, nil
 }
 
 // record is the serialised form of domain.Tokens (whose own MarshalJSON is
@@ -170,13 +179,32 @@ func (v *Vault) Put(ctx context.Context, connectionID string, t domain.Tokens) e
 	}
 	value := v.seal(v.bucket, connectionID, plain)
 	clear(plain)
-	if err := jsreq.Do(ctx, func(ctx context.Context) error {
-		_, err := v.kv.Put(ctx, connectionID, value)
-		return err
-	}); err != nil {
+	if err := jsreq.Do(ctx, func(ctx context.Context) error { return v.put(ctx, connectionID, value) }); err != nil {
 		return fmt.Errorf("vault: put tokens of connection %s: %w", connectionID, err)
 	}
 	return nil
+}
+
+// put is kv.Put without jetstream's Publish around the request: the
+// bucket's subject ($KV.<bucket>.<key>, which kv.Put publishes to when the
+// JetStream API has the default prefix and the bucket is no mirror, as
+// Open makes it) published by jsreq.Replies, its acknowledgement read by
+// jsreq.ParsePubAck, with the errors Publish returns. A refresh writes the
+// vault on its critical path (BenchmarkRefreshCycle).
+func (v *Vault) put(ctx context.Context, key string, value []byte) error {
+	if v.puts == nil {
+		_, err := v.kv.Put(ctx, key, value)
+		return err
+	}
+	resp, err := v.puts.Request(ctx, &nats.Msg{Subject: "$KV." + v.bucket + "." + key, Data: value})
+	if errors.Is(err, nats.ErrNoResponders) {
+		return jetstream.ErrNoStreamResponse
+	}
+	if err != nil {
+		return err
+	}
+	_, err = jsreq.ParsePubAck(resp.Data, "KV_"+v.bucket)
+	return err
 }
 
 // Get returns the connection's token set, as the bucket's stream leader has

@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 
@@ -98,5 +99,61 @@ func TestRefreshAdoptsAPrefetchedVaultAheadOfTheEvents(t *testing.T) {
 	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
 	if ok := last[domain.RefreshSucceeded](e, id); ok.Tokens.RefreshTokenFP != domain.Fingerprint(rotated.RefreshToken) {
 		t.Fatalf("refresh.succeeded %+v", ok)
+	}
+}
+
+// sendingStore is the memory event store with adapters/jsstore's
+// AppendThen: sent is called once the append is made (its request would be
+// on its way), unless refuse is set, which fails the append before that.
+type sendingStore struct {
+	*memory.EventStore
+	refuse error
+}
+
+func (s *sendingStore) AppendThen(ctx context.Context, id string, version uint64, e domain.Event, sent func()) (domain.Event, error) {
+	if s.refuse != nil {
+		return domain.Event{}, s.refuse
+	}
+	out, err := s.Append(ctx, id, version, e)
+	sent()
+	return out, err
+}
+
+func sendingEnv(t *testing.T) (*env, *prefetchingVault, *sendingStore, string, int) {
+	t.Helper()
+	var pv *prefetchingVault
+	var ss *sendingStore
+	e, id, n := activeEnv(t, withConfig(func(c *lifecycle.Config) {
+		ss = &sendingStore{EventStore: c.Store.(*memory.EventStore)}
+		pv = &prefetchingVault{Vault: c.Vault.(*memory.Vault), store: ss.EventStore}
+		c.Vault, c.Store = pv, ss
+	}))
+	e.store.ResetCounters()
+	return e, pv, ss, id, n
+}
+
+// With a store that reports when an append's request is on its way, the
+// vault is read from there: behind the lock's request, once, and used.
+// A lock refused before its request went out reads nothing.
+func TestRefreshReadsTheVaultBehindTheLocksRequest(t *testing.T) {
+	e, pv, _, id, n := sendingEnv(t)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); err != nil {
+		t.Fatal(err)
+	}
+	if pv.prefetches.Load() != 1 || pv.waits.Load() != 1 || pv.appendsAtFetch.Load() != 1 {
+		t.Fatalf("%d prefetches (after %d appends), %d waits; want 1 behind the lock, 1", pv.prefetches.Load(), pv.appendsAtFetch.Load(), pv.waits.Load())
+	}
+	e.expectTypes(id, n, domain.EventRefreshStarted, domain.EventRefreshSucceeded)
+	if e.tep.LiveGrants() != 1 || e.tep.Requests(memory.RequestRefresh) != 1 {
+		t.Fatal("the grant was killed (a refresh token other than the vault's presented?)")
+	}
+
+	e, pv, ss, id, _ := sendingEnv(t)
+	ss.refuse = fmt.Errorf("refused: %w", domain.ErrInvalidCommand)
+	if err := e.svc.Refresh(e.ctx, id, domain.TriggerManual); !errors.Is(err, domain.ErrInvalidCommand) {
+		t.Fatalf("%v", err)
+	}
+	if pv.prefetches.Load() != 0 || e.tep.Requests(memory.RequestRefresh) != 0 {
+		t.Fatalf("%d prefetches, %d token requests after a lock that was never sent", pv.prefetches.Load(), e.tep.Requests(memory.RequestRefresh))
 	}
 }

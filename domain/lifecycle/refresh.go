@@ -101,18 +101,31 @@ func (s *Service) refreshFrom(ctx context.Context, id, trigger string, verify bo
 	// of two), and what it read is used only once the lock is this
 	// refresher's: between the version the lock was decided against (no
 	// lease held) and the end of this refresh, no one else writes tokens.
-	// The read's request goes out first (readVault), so that the two
-	// round trips overlap.
-	vctx, vcancel := context.WithTimeout(work, s.cfg.StoreTimeout)
-	read := s.readVault(vctx, id)
-	if err := r.lock(work, s.event(id, pl)); err != nil {
-		_, _ = read() // the read ends with the call (it is unused)
+	// The read's request goes out right behind the lock's (startRead,
+	// called by the store between the append's request and its answer:
+	// appendThen), so that the two round trips overlap.
+	var read func() (domain.Tokens, error)
+	vcancel := context.CancelFunc(func() {})
+	startRead := func() {
+		if read == nil {
+			// Its own StoreTimeout from when it is sent (a lock tried
+			// again may send it late).
+			var vctx context.Context
+			vctx, vcancel = context.WithTimeout(work, s.cfg.StoreTimeout)
+			read = s.readVault(vctx, id)
+		}
+	}
+	if err := r.lock(work, s.event(id, pl), startRead); err != nil {
+		if read != nil {
+			_, _ = read() // the read ends with the call (it is unused)
+		}
 		vcancel()
 		if cached && errors.Is(err, domain.ErrConflict) && ctx.Err() == nil {
 			return s.refreshFrom(ctx, id, trigger, true) // decided against a stale cache
 		}
 		return c, err // ErrConflict: another instance holds or just used the lock
 	}
+	startRead() // no-op unless the store answered before it published
 	toks, verr := read()
 	vcancel()
 	err = r.run(work, toks, verr)
@@ -138,6 +151,8 @@ type prefetcher interface {
 // new goroutine runs only once this one blocks, and then behind whatever
 // this one's next request wakes, which made the read start 50-60 us late
 // and finish well after the lock: BenchmarkRefreshCycle).
+//
+// appendThen calls it between the lock's request and its answer.
 func (s *Service) readVault(ctx context.Context, id string) func() (domain.Tokens, error) {
 	if p, ok := s.cfg.Vault.(prefetcher); ok {
 		return p.Prefetch(ctx, id)
@@ -164,14 +179,17 @@ func (s *Service) readVault(ctx context.Context, id string) func() (domain.Token
 // answers: stored (or found stored: the store reports a resend of the last
 // event as its success), or a conflict, after which the lease on the
 // stream tells whether it is this one.
-func (r *refreshRun) lock(ctx context.Context, ev domain.Event) error {
+//
+// sent is called (by appendThen) once the lock's request is on its way,
+// or before it; it may be called more than once.
+func (r *refreshRun) lock(ctx context.Context, ev domain.Event, sent func()) error {
 	s, id := r.s, r.c.ID
 	version := r.c.Version
 	r.leaseID = ev.ID
 	ambiguous := false
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-		e, err := s.cfg.Store.Append(actx, id, version, ev)
+		e, err := s.appendThen(actx, id, version, ev, sent)
 		cancel()
 		switch {
 		case err == nil:
@@ -199,6 +217,22 @@ func (r *refreshRun) lock(ctx context.Context, ev domain.Event) error {
 		s.log.Warn("taking the refresh lock got no answer; sending it again", "connection_id", id, "attempt", attempt, "error", err.Error())
 		s.sleep(ctx, retryDelay(attempt))
 	}
+}
+
+// sendingStore is an event store that can run a function between an
+// append's request and the wait for its answer (adapters/jsstore).
+type sendingStore interface {
+	AppendThen(ctx context.Context, connectionID string, expectedLastSeq uint64, e domain.Event, sent func()) (domain.Event, error)
+}
+
+// appendThen appends e and calls sent while the append's request is on its
+// way (sendingStore), or else before the append.
+func (s *Service) appendThen(ctx context.Context, id string, version uint64, e domain.Event, sent func()) (domain.Event, error) {
+	if st, ok := s.cfg.Store.(sendingStore); ok {
+		return st.AppendThen(ctx, id, version, e, sent)
+	}
+	sent()
+	return s.cfg.Store.Append(ctx, id, version, e)
 }
 
 // permanent reports whether an append failed for a reason that trying

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -58,6 +59,7 @@ type Main struct {
 
 	NATS      *natsserver.Server // nil with an external NATS
 	Conn      *nats.Conn
+	VaultConn *nats.Conn // the vault's own connection (refresh: its requests beside the appends')
 	Store     *jsstore.Store
 	Vault     *vault.Vault
 	Sandbox   *sandbox.Server // nil unless the sandbox provider runs
@@ -202,7 +204,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("store")
-	if m.Vault, err = vault.Open(ctx, m.Store.JetStream(), vault.Config{Key: key, Replicas: m.Config.Replicas}); err != nil {
+	// The vault has a NATS connection of its own: a refresh reads it while
+	// its lock is appended and writes it right before the outcome, and on
+	// one connection each request waited for the other's (one reader on
+	// each side: the server took the read's work inline before the append;
+	// BenchmarkRefreshCycle, per-step probe).
+	if m.VaultConn, err = m.connectNATS(ctx, "tokenline/"+m.Config.Instance+"/vault"); err != nil {
+		return err
+	}
+	vjs, err := jetstream.New(m.VaultConn)
+	if err != nil {
+		return err
+	}
+	if m.Vault, err = vault.Open(ctx, vjs, vault.Config{Key: key, Replicas: m.Config.Replicas}); err != nil {
 		return err
 	}
 	// Snapshots and positions are authenticated with a key derived from
@@ -316,14 +330,21 @@ func (m *Main) openNATS(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		m.Conn, err = m.NATS.Connect(nats.Name("tokenline/" + m.Config.Instance))
-		return err
 	}
-	m.Conn, err = natsserver.Connect(ctx, m.Config.NATSURL, natsserver.ConnectOptions{
-		CredsFile: m.Config.NATSCreds, TLSCert: m.Config.NATSTLSCert, TLSKey: m.Config.NATSTLSKey, TLSCA: m.Config.NATSTLSCA,
-		Name: "tokenline/" + m.Config.Instance, InboxPrefix: natsserver.InboxPrefix,
-	})
+	m.Conn, err = m.connectNATS(ctx, "tokenline/"+m.Config.Instance)
 	return err
+}
+
+// connectNATS opens a connection named name to the embedded server, or to
+// the configured one with the configured credentials.
+func (m *Main) connectNATS(ctx context.Context, name string) (*nats.Conn, error) {
+	if m.Config.NATSURL == "" {
+		return m.NATS.Connect(nats.Name(name))
+	}
+	return natsserver.Connect(ctx, m.Config.NATSURL, natsserver.ConnectOptions{
+		CredsFile: m.Config.NATSCreds, TLSCert: m.Config.NATSTLSCert, TLSKey: m.Config.NATSTLSKey, TLSCA: m.Config.NATSTLSCA,
+		Name: name, InboxPrefix: natsserver.InboxPrefix,
+	})
 }
 
 // now returns the injected clock's Now, or nil for the default.
@@ -508,6 +529,10 @@ func (m *Main) Close() error {
 		if m.Conn != nil {
 			_ = m.Conn.Drain()
 			m.Conn.Close()
+		}
+		if m.VaultConn != nil {
+			_ = m.VaultConn.Drain()
+			m.VaultConn.Close()
 		}
 		if m.NATS != nil {
 			m.NATS.Shutdown()
