@@ -263,16 +263,28 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(*events.Record)
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: follow: %w", err)
 	}
-	var dec events.Decoder // the handler runs on one goroutine at a time
+	// The handler runs on one goroutine at a time: its decoder and record
+	// are reused from one message to the next (fn does not keep the
+	// pointer), and the sequence and storage time are read from the
+	// message's ack subject without allocating (ackInfo; Metadata, which
+	// allocates, only for a shape it does not know).
+	var (
+		dec events.Decoder
+		rec events.Record
+	)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		rec := events.Record{Subject: m.Subject()}
-		if md, err := m.Metadata(); err != nil {
+		rec = events.Record{Subject: m.Subject()}
+		if seq, ts, ok := ackInfo(m.Reply()); ok {
+			rec.Seq, rec.Stored = seq, time.Unix(0, ts)
+			decodeInto(&rec, m, &dec)
+		} else if md, err := m.Metadata(); err != nil {
 			rec.Err = fmt.Errorf("jsstore: message metadata: %w", err)
 		} else {
 			rec.Seq, rec.Stored = md.Sequence.Stream, md.Timestamp
 			decodeInto(&rec, m, &dec)
 		}
 		fn(&rec)
+		rec = events.Record{} // holds nothing of the message until the next
 	}, jetstream.PullMaxMessages(1000))
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: follow: %w", err)
