@@ -179,6 +179,12 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 		en = &schedEntry{idx: -1}
 		s.sched[after.ID] = en
 	}
+	s.fill(en, after)
+	return en
+}
+
+// fill sets the entry's fields from the connection's aggregate (s.mu held).
+func (s *Service) fill(en *schedEntry, after *domain.Connection) {
 	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, domain.CodeOf(after.State), after.TokensHeld, after.Deleted
 	en.provider = s.providers.index(after.Provider)
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
@@ -188,7 +194,6 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 	}
 	en.issuedAt, en.expiresAt = iss, exp
 	en.retryAt, en.leaseUntil, en.attemptExp = nanos(after.RetryAt), nanos(after.LeaseUntil), nanos(after.AttemptExpiresAt)
-	return en
 }
 
 // Seed is Observe(nil, c) for every connection of conns, in order, at
@@ -203,15 +208,30 @@ func (s *Service) Seed(conns []*domain.Connection) {
 	wg.Go(func() { s.seedProbes(conns) }) // the prober's own state, under its own lock
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The new entries are allocated together (one slab, not one object
+	// each): entries are never removed from s.sched, so the slab lives as
+	// long as they do, as theirs would.
+	var slab []schedEntry
 	if len(s.sched) == 0 {
 		s.sched = make(map[string]*schedEntry, len(conns))
+		slab = make([]schedEntry, len(conns))
 	}
 	bulk := len(s.dueQ) == 0
 	for _, c := range conns {
 		if c == nil || c.ID == "" {
 			continue
 		}
-		en := s.track(c)
+		en, ok := s.sched[c.ID]
+		if !ok {
+			if len(slab) > 0 {
+				en, slab = &slab[0], slab[1:]
+				en.idx = -1
+			} else {
+				en = &schedEntry{idx: -1}
+			}
+			s.sched[c.ID] = en
+		}
+		s.fill(en, c)
 		if !bulk {
 			s.plan(c.ID, en)
 			continue

@@ -1,0 +1,87 @@
+package lifecycle
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tokenline/tokenline/domain"
+)
+
+// coldMix is n connections as BenchmarkColdStart's snapshot holds them
+// (tests/coldstart_bench_test.go, coldLife): UUID ids, three in four of
+// provider "sandbox" (which has a prober here) and the rest "pleo-eu",
+// one-hour tokens issued 1 to 10 minutes before t0 (most refreshed since
+// they became active), with a few refreshing, reauthorising,
+// unauthenticated and deleted ones.
+func coldMix(n int, t0 time.Time) []*domain.Connection {
+	rng := rand.New(rand.NewPCG(11, 100_000))
+	out := make([]*domain.Connection, n)
+	for i := range out {
+		id := strings.Clone(uuid.NewString())
+		provider := []string{"sandbox", "sandbox", "sandbox", "pleo-eu"}[rng.IntN(4)]
+		issued := t0.Add(-time.Duration(1+rng.IntN(9))*time.Minute - time.Duration(rng.IntN(60_000))*time.Millisecond)
+		c := activeConn(id, uint64(3+rng.IntN(12)), issued, time.Hour)
+		c.Provider = provider
+		c.Tokens.AccessTokenFP = "sha256:" + id[:12]
+		c.Tokens.RefreshTokenFP = "sha256:" + id[24:]
+		if rng.IntN(3) > 0 { // refreshed since it became active
+			c.Since = issued.Add(-45 * time.Minute)
+			c.LastRefreshAt, c.LastRefreshOK = issued, true
+		}
+		switch r := rng.IntN(100); {
+		case r < 2:
+			c.State, c.LeaseUntil = domain.StateRefreshing, t0.Add(time.Duration(rng.IntN(60))*time.Second)
+		case r < 4:
+			c.State, c.TokensHeld, c.Tokens = domain.StateReauthorising, false, domain.TokenInfo{}
+			c.AttemptExpiresAt = t0.Add(time.Duration(rng.IntN(600)) * time.Second)
+		case r < 6:
+			c.State, c.Reason = domain.StateUnauthenticated, domain.ReasonInvalidGrant
+			c.TokensHeld = r == 4
+		case r == 6:
+			c.State, c.Reason, c.Deleted = domain.StateUnauthenticated, domain.ReasonConnectionDeleted, true
+		case r == 7:
+			c.RetryAt = t0.Add(time.Duration(rng.IntN(60)) * time.Second)
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// BenchmarkSeedCold seeds the scheduler (and its prober, for "sandbox")
+// with 100k connections of BenchmarkColdStart's mix at once (Seed), as a
+// start from the snapshot does, and reports the CPU per connection and the
+// allocations (allocs/op: per seeding of all of them). "sched" seeds the
+// scheduler alone (Seed without the prober's part), "probes" the prober
+// alone (seedProbes).
+//
+//	go test -run '^$' -bench SeedCold -benchmem ./domain/lifecycle/
+func BenchmarkSeedCold(b *testing.B) {
+	t0 := time.Now()
+	conns := coldMix(benchSize(100_000, 5_000), t0)
+	newService := func() *Service {
+		s := spreadService(t0, 16, spreadInitialJob)
+		s.cfg.Lease, s.cfg.LeaseGrace = 30*time.Second, 30*time.Second
+		s.cfg.Probers = map[string]domain.Prober{"sandbox": everyProber(5 * time.Minute)}
+		return s
+	}
+	for _, part := range []string{"seed", "probes"} {
+		b.Run(part, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s := newService()
+				if part == "probes" {
+					s.seedProbes(conns)
+					continue
+				}
+				s.Seed(conns)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(conns)), "ns/conn")
+			fmt.Printf("lifecycle %s: %d connections\n", part, len(conns))
+		})
+	}
+}
