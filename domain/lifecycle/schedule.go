@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"context"
 	"errors"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -179,14 +178,15 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 		en = &schedEntry{idx: -1}
 		s.sched[after.ID] = en
 	}
-	s.fill(en, after)
+	s.fill(en, after, s.providers.index(after.Provider))
 	return en
 }
 
-// fill sets the entry's fields from the connection's aggregate (s.mu held).
-func (s *Service) fill(en *schedEntry, after *domain.Connection) {
+// fill sets the entry's fields from the connection's aggregate, whose
+// provider is interned as provider (s.mu held).
+func (s *Service) fill(en *schedEntry, after *domain.Connection, provider uint16) {
 	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, domain.CodeOf(after.State), after.TokensHeld, after.Deleted
-	en.provider = s.providers.index(after.Provider)
+	en.provider = provider
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
 	iss, exp := nanos(issuedAt(after)), nanos(after.Tokens.AccessTokenExpiresAt)
 	if iss != en.issuedAt || exp != en.expiresAt {
@@ -217,9 +217,15 @@ func (s *Service) Seed(conns []*domain.Connection) {
 		slab = make([]schedEntry, len(conns))
 	}
 	bulk := len(s.dueQ) == 0
+	var provider string // the previous connection's, interned as index
+	var index uint16
+	looked := false
 	for _, c := range conns {
 		if c == nil || c.ID == "" {
 			continue
+		}
+		if !looked || c.Provider != provider {
+			provider, index, looked = c.Provider, s.providers.index(c.Provider), true
 		}
 		en, ok := s.sched[c.ID]
 		if !ok {
@@ -231,7 +237,7 @@ func (s *Service) Seed(conns []*domain.Connection) {
 			}
 			s.sched[c.ID] = en
 		}
-		s.fill(en, c)
+		s.fill(en, c, index)
 		if !bulk {
 			s.plan(c.ID, en)
 			continue
@@ -277,9 +283,12 @@ func issuedAt(c *domain.Connection) time.Time {
 // jitter is a per-connection factor in [0.9, 1.1), stable for a connection
 // so that instances agree roughly on when it is due.
 func jitter(id string) float64 {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	return 0.9 + float64(h.Sum32()%1000)/5000
+	h := uint32(2166136261) // FNV-1a (hash/fnv's New32a), without its allocation and copy of id
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return 0.9 + float64(h%1000)/5000
 }
 
 func (s *Service) dueAt(id string, issued, expires time.Time) time.Time {

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"testing"
 	"time"
@@ -96,5 +97,17 @@ func TestSeedColdMixAsObserve(t *testing.T) {
 	later := t0.Add(10 * time.Minute) // past every first probe
 	if a, b := po.take(later, one.cfg.Probers, all), pb.take(later, bulk.cfg.Probers, all); !slices.Equal(a, b) || len(a) == 0 {
 		t.Errorf("first probes: Observe %d, Seed %d (or none)", len(a), len(b))
+	}
+}
+
+// jitter hashes the id with FNV-1a as hash/fnv does: the factor, and so
+// every planned refresh, stays what it was.
+func TestJitterIsFNV1a(t *testing.T) {
+	for _, id := range []string{"", "a", "burst-001", "00000000-0000-4000-8000-000000000000", "3f2a9c4e-1b7d-4e8a-9f0c-5d6e7a8b9c0d", "é-ü"} {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(id))
+		if want := 0.9 + float64(h.Sum32()%1000)/5000; jitter(id) != want {
+			t.Errorf("jitter(%q) = %v, want %v", id, jitter(id), want)
+		}
 	}
 }
