@@ -15,7 +15,8 @@ import (
 // coldMix is n connections as BenchmarkColdStart's snapshot holds them
 // (tests/coldstart_bench_test.go): UUID ids, one-hour tokens issued 1 to 10
 // minutes before t0 (most refreshed since they became active), with a few
-// refreshing, reauthorising, unauthenticated and deleted ones.
+// refreshing, reauthorising, unauthenticated and deleted ones, in an order
+// other than their allocation's (as the status projection hands them over).
 func coldMix(n int, t0 time.Time) []*domain.Connection {
 	rng := rand.New(rand.NewPCG(11, 100_000))
 	out := make([]*domain.Connection, n)
@@ -43,6 +44,9 @@ func coldMix(n int, t0 time.Time) []*domain.Connection {
 		}
 		out[i] = c
 	}
+	// In the order of the status projection's map, which is not the order
+	// the connections were allocated in.
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
 }
 
