@@ -74,6 +74,7 @@ type probeSet struct {
 	providers names
 	due       probeQueue
 	unplanned []string
+	seedSink  uint64 // what seeding read ahead (keeps the loads)
 }
 
 // probeItem is a planned probe in probeSet.due.
@@ -123,17 +124,21 @@ func (s *Service) seedProbes(conns []*domain.Connection) {
 	var provider string
 	var probed, looked, interned bool
 	var index uint16
-	for _, c := range conns {
-		if c == nil || c.ID == "" {
-			continue
+	for lo := 0; lo < len(conns); lo += seedBatch {
+		batch := conns[lo:min(lo+seedBatch, len(conns))]
+		ps.seedSink += readAhead(batch)
+		for _, c := range batch {
+			if c == nil || c.ID == "" {
+				continue
+			}
+			if !looked || c.Provider != provider {
+				provider, probed, looked, interned = c.Provider, s.cfg.Probers[c.Provider] != nil, true, false
+			}
+			if probed && !c.Deleted && !interned { // interned when first kept, as observeProbeLocked does
+				index, interned = ps.providers.index(provider), true
+			}
+			s.observeProbeAs(c, probed, index)
 		}
-		if !looked || c.Provider != provider {
-			provider, probed, looked, interned = c.Provider, s.cfg.Probers[c.Provider] != nil, true, false
-		}
-		if probed && !c.Deleted && !interned { // interned when first kept, as observeProbeLocked does
-			index, interned = ps.providers.index(provider), true
-		}
-		s.observeProbeAs(c, probed, index)
 	}
 }
 

@@ -220,32 +220,36 @@ func (s *Service) Seed(conns []*domain.Connection) {
 	var provider string // the previous connection's, interned as index
 	var index uint16
 	looked := false
-	for _, c := range conns {
-		if c == nil || c.ID == "" {
-			continue
-		}
-		if !looked || c.Provider != provider {
-			provider, index, looked = c.Provider, s.providers.index(c.Provider), true
-		}
-		en, ok := s.sched[c.ID]
-		if !ok {
-			if len(slab) > 0 {
-				en, slab = &slab[0], slab[1:]
-				en.idx = -1
-			} else {
-				en = &schedEntry{idx: -1}
+	for lo := 0; lo < len(conns); lo += seedBatch {
+		batch := conns[lo:min(lo+seedBatch, len(conns))]
+		s.seedSink += readAhead(batch)
+		for _, c := range batch {
+			if c == nil || c.ID == "" {
+				continue
 			}
-			s.sched[c.ID] = en
-		}
-		s.fill(en, c, index)
-		if !bulk {
-			s.plan(c.ID, en)
-			continue
-		}
-		s.derive(c.ID, en)
-		if en.job != jobNone && en.idx < 0 {
-			en.idx = int32(len(s.dueQ))
-			s.dueQ = append(s.dueQ, en)
+			if !looked || c.Provider != provider {
+				provider, index, looked = c.Provider, s.providers.index(c.Provider), true
+			}
+			en, ok := s.sched[c.ID]
+			if !ok {
+				if len(slab) > 0 {
+					en, slab = &slab[0], slab[1:]
+					en.idx = -1
+				} else {
+					en = &schedEntry{idx: -1}
+				}
+				s.sched[c.ID] = en
+			}
+			s.fill(en, c, index)
+			if !bulk {
+				s.plan(c.ID, en)
+				continue
+			}
+			s.derive(c.ID, en)
+			if en.job != jobNone && en.idx < 0 {
+				en.idx = int32(len(s.dueQ))
+				s.dueQ = append(s.dueQ, en)
+			}
 		}
 	}
 	if bulk {
@@ -269,6 +273,31 @@ func (s *Service) Seed(conns []*domain.Connection) {
 		default:
 		}
 	}
+}
+
+// seedBatch is how many connections seeding reads ahead (readAhead).
+const seedBatch = 32
+
+// readAhead reads a word of each part of the connections that planning
+// them reads, and of their ids, and returns a sum of no use but to keep the
+// loads. The connections come in no particular order of memory (the status
+// projection's map order), each one a few cache misses: read in a short
+// loop whose loads do not wait for each other, a batch's misses overlap,
+// and it is then planned from cache.
+func readAhead(batch []*domain.Connection) uint64 {
+	var n uint64
+	for _, c := range batch {
+		if c == nil {
+			continue
+		}
+		n += uint64(len(c.ID)) + uint64(len(c.State)) + c.Version + uint64(len(c.Tokens.RefreshTokenFP)) +
+			uint64(c.Tokens.AccessTokenExpiresAt.Nanosecond()) + uint64(c.AttemptExpiresAt.Nanosecond()) +
+			uint64(c.LeaseUntil.Nanosecond()) + uint64(c.LastRefreshAt.Nanosecond())
+		if len(c.ID) > 0 {
+			n += uint64(c.ID[0])
+		}
+	}
+	return n
 }
 
 // issuedAt is when the connection's current tokens were stored: the last
