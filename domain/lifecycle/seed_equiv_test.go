@@ -18,7 +18,8 @@ import (
 // planned, and what the prober's first look then plans. The mix includes a
 // connection seen deleted before any other of its provider,
 // connections given twice (one of them deleted the second time, one moved
-// to a provider without a prober), nil and id-less ones.
+// to a provider without a prober; some twice in one batch of Seed's), nil
+// and id-less ones.
 func TestSeedColdMixAsObserve(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0).UTC()
 	conns := coldMix(3000, t0)
@@ -33,7 +34,16 @@ func TestSeedColdMixAsObserve(t *testing.T) {
 	if conns[31].Provider == "pleo-eu" {
 		moved.Provider = "sandbox"
 	}
-	conns = append(conns, nil, &domain.Connection{}, &again, &moved, conns[41])
+	again2 := again // given twice in the same batch of Seed's
+	again2.Version++
+	again2.Deleted = false
+	fresh := *activeConn("fresh", 3, t0.Add(-time.Minute), time.Hour) // first seen in the last batch, given twice in it
+	fresh.Provider = "sandbox"
+	fresh2 := fresh
+	fresh2.Version++
+	fresh2.State, fresh2.LeaseUntil = domain.StateRefreshing, t0.Add(time.Minute)
+	conns = conns[:len(conns)/seedBatch*seedBatch] // the rest in one batch
+	conns = append(conns, nil, &fresh, &domain.Connection{}, &again, &moved, conns[41], &again2, &fresh2)
 	newService := func() *Service {
 		s := spreadService(t0, 2, 100*time.Millisecond) // spreading moves refreshes
 		s.cfg.Lease, s.cfg.LeaseGrace = 30*time.Second, 30*time.Second
@@ -46,7 +56,7 @@ func TestSeedColdMixAsObserve(t *testing.T) {
 	}
 	bulk.Seed(conns)
 
-	if len(one.sched) != len(bulk.sched) || len(one.sched) < 3000 {
+	if len(one.sched) != len(bulk.sched) || len(one.sched) < 2900 {
 		t.Fatalf("entries: Observe %d, Seed %d", len(one.sched), len(bulk.sched))
 	}
 	kinds := map[jobKind]int{}
@@ -68,6 +78,14 @@ func TestSeedColdMixAsObserve(t *testing.T) {
 	for _, k := range []jobKind{jobNone, jobRefresh, jobRecover, jobExpire, jobInvalidate} {
 		if kinds[k] == 0 {
 			t.Errorf("no %q job in the mix: %v", k, kinds)
+		}
+	}
+	if len(one.dueQ) != len(bulk.dueQ) {
+		t.Errorf("queued: Observe %d, Seed %d", len(one.dueQ), len(bulk.dueQ))
+	}
+	for _, en := range bulk.dueQ {
+		if bulk.sched[en.id] != en {
+			t.Errorf("%s: queued entry is not the connection's", en.id)
 		}
 	}
 	_, orderOne := plans(t, one)
