@@ -46,7 +46,7 @@ func TestSeedColdMixAsObserveGate(t *testing.T) {
 	open := 0
 	for _, c := range append(conns[:3000:3000], &domain.Connection{ID: "unknown"}) {
 		a, b := one.view(c.ID), bulk.view(c.ID)
-		if (a == nil) != (b == nil) || a != nil && (a.st != b.st || a.token != b.token || a.expires != b.expires) {
+		if (a == nil) != (b == nil) || a != nil && (*a.st != *b.st || a.token != b.token || a.expires != b.expires) {
 			t.Fatalf("%s: Observe %+v, Seed %+v", c.ID, a, b)
 		}
 		ta, errA := one.Check(c.ID)
