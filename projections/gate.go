@@ -81,8 +81,9 @@ type Gate struct {
 	now    func() time.Time
 	_      [64]byte // keep the writers' fields off the readers' cache line
 
-	mu      sync.Mutex // serialises writers
-	maxSeen uint64     // highest connection version observed (mu)
+	mu       sync.Mutex // serialises writers
+	maxSeen  uint64     // highest connection version observed (mu)
+	seedSink uint64     // what Seed read ahead (mu; keeps the loads)
 	// changed holds, per connection someone waits on (Wait), one channel
 	// closed at the connection's next change: a broadcast to every waiter,
 	// at most one channel per connection (mu).
@@ -291,26 +292,64 @@ func (g *Gate) Observe(_, after *domain.Connection) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.observeLocked(after)
+	g.observeLocked(g.hash(after.ID), after)
 }
 
 // Seed is Observe(nil, c) for every connection of conns, in order, under
 // one lock and with the table grown once: the start-up seeding (register
 // it with Observe through Status.OnChangeSeeded).
+//
+// The connections come in no particular order of memory (the status
+// projection's map order): each one's struct, id and table slot are a
+// cache miss. Seed takes them in batches and reads that memory for the
+// whole batch first, in short loops whose loads do not wait for each
+// other, so that the misses overlap; then observes the batch from cache.
 func (g *Gate) Seed(conns []*domain.Connection) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.reserve(len(conns))
-	for _, c := range conns {
-		if c != nil && c.ID != "" {
-			g.observeLocked(c)
+	t := g.reserve(len(conns))
+	var hs [seedBatch]uint64 // 0: skipped
+	for lo := 0; lo < len(conns); lo += seedBatch {
+		batch := conns[lo:min(lo+seedBatch, len(conns))]
+		var sink uint64
+		for _, c := range batch {
+			if c != nil {
+				sink += touchConnection(c)
+			}
+		}
+		for i, c := range batch {
+			hs[i] = 0
+			if c != nil && c.ID != "" {
+				hs[i] = g.hash(c.ID)
+				sink += t.slots[hs[i]&t.mask].h.Load()
+			}
+		}
+		g.seedSink += sink
+		for i, c := range batch {
+			if hs[i] != 0 {
+				g.observeLocked(hs[i], c)
+			}
 		}
 	}
 }
 
-// observeLocked is Observe with g.mu held.
-func (g *Gate) observeLocked(after *domain.Connection) {
-	g.updateLocked(after.ID, true, func(s *gateState) bool {
+// seedBatch is how many connections Seed reads ahead.
+const seedBatch = 32
+
+// touchConnection reads a word of each part of c that observing it reads,
+// and of its id (the sum is of no use but to keep the loads).
+func touchConnection(c *domain.Connection) uint64 {
+	n := uint64(len(c.ID)) + uint64(len(c.State)) + c.Version + uint64(len(c.Tokens.RefreshTokenFP)) +
+		uint64(c.Tokens.AccessTokenExpiresAt.Nanosecond()) + uint64(c.LastRefreshAt.Nanosecond())
+	if len(c.ID) > 0 {
+		n += uint64(c.ID[0])
+	}
+	return n
+}
+
+// observeLocked is Observe with g.mu held; h is g.hash(after.ID).
+func (g *Gate) observeLocked(h uint64, after *domain.Connection) {
+	g.updateLocked(h, after.ID, true, func(s *gateState) bool {
 		g.maxSeen = max(g.maxSeen, after.Version) // g.mu is held
 		fp, exp, iss, noRefresh := "", noExpiry, int64(0), false
 		if after.TokensHeld {
@@ -463,12 +502,11 @@ func (g *Gate) marginFor(s *gateState) time.Duration {
 func (g *Gate) update(id string, create bool, f func(s *gateState) bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.updateLocked(id, create, f)
+	g.updateLocked(g.hash(id), id, create, f)
 }
 
-// updateLocked is update with g.mu held.
-func (g *Gate) updateLocked(id string, create bool, f func(s *gateState) bool) {
-	h := g.hash(id)
+// updateLocked is update with g.mu held; h is g.hash(id).
+func (g *Gate) updateLocked(h uint64, id string, create bool, f func(s *gateState) bool) {
 	slot := g.tab.Load().lookup(h, id)
 	next := new(gateState)
 	if slot != nil {

@@ -132,6 +132,7 @@ type Service struct {
 	sched    map[string]*schedEntry
 	dueQ     dueQueue
 	inflight map[string]bool
+	seedSink uint64 // what Seed read ahead (readAhead; keeps the loads)
 	spread   *spreader
 	attempts *attemptLimiter
 	probes   probeSet

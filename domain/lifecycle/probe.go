@@ -74,6 +74,7 @@ type probeSet struct {
 	providers names
 	due       probeQueue
 	unplanned []string
+	seedSink  uint64 // what seeding read ahead (keeps the loads)
 }
 
 // probeItem is a planned probe in probeSet.due.
@@ -115,9 +116,28 @@ func (s *Service) seedProbes(conns []*domain.Connection) {
 	if len(ps.conns) == 0 {
 		ps.conns = make(map[string]probeEntry, len(conns))
 	}
-	for _, c := range conns {
-		if c != nil && c.ID != "" {
-			s.observeProbeLocked(c)
+	if len(ps.unplanned) == 0 {
+		ps.unplanned = make([]string, 0, len(conns)) // dropped by the next take
+	}
+	// The provider of the previous connection, looked up again only when
+	// it changes (a few providers, many connections each).
+	var provider string
+	var probed, looked, interned bool
+	var index uint16
+	for lo := 0; lo < len(conns); lo += seedBatch {
+		batch := conns[lo:min(lo+seedBatch, len(conns))]
+		ps.seedSink += readAhead(batch)
+		for _, c := range batch {
+			if c == nil || c.ID == "" {
+				continue
+			}
+			if !looked || c.Provider != provider {
+				provider, probed, looked, interned = c.Provider, s.cfg.Probers[c.Provider] != nil, true, false
+			}
+			if probed && !c.Deleted && !interned { // interned when first kept, as observeProbeLocked does
+				index, interned = ps.providers.index(provider), true
+			}
+			s.observeProbeAs(c, probed, index)
 		}
 	}
 }
@@ -155,17 +175,28 @@ func (n *names) name(i uint16) string {
 }
 
 func (s *Service) observeProbeLocked(after *domain.Connection) {
+	probed := s.cfg.Probers[after.Provider] != nil
+	var index uint16
+	if probed && !after.Deleted {
+		index = s.probes.providers.index(after.Provider)
+	}
+	s.observeProbeAs(after, probed, index)
+}
+
+// observeProbeAs is observeProbeLocked for a connection whose provider has
+// a prober or not (probed) and is interned as index (when it has one).
+func (s *Service) observeProbeAs(after *domain.Connection, probed bool, index uint16) {
 	ps := &s.probes
 	if ps.conns == nil {
 		ps.conns = map[string]probeEntry{}
 	}
-	if after.Deleted || s.cfg.Probers[after.Provider] == nil {
+	if after.Deleted || !probed {
 		delete(ps.conns, after.ID) // nothing to probe (the scheduler knows its provider: providerOf)
 		return
 	}
 	en, known := ps.conns[after.ID]
 	was := known && en.active && en.tokensHeld
-	en.provider = ps.providers.index(after.Provider)
+	en.provider = index
 	en.active, en.tokensHeld = after.State == domain.StateActive, after.TokensHeld
 	if !en.active {
 		en.next = 0 // planned afresh when active again

@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"context"
 	"errors"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -179,8 +178,15 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 		en = &schedEntry{idx: -1}
 		s.sched[after.ID] = en
 	}
+	s.fill(en, after, s.providers.index(after.Provider))
+	return en
+}
+
+// fill sets the entry's fields from the connection's aggregate, whose
+// provider is interned as provider (s.mu held).
+func (s *Service) fill(en *schedEntry, after *domain.Connection, provider uint16) {
 	en.seq, en.state, en.tokensHeld, en.deleted = after.Version, domain.CodeOf(after.State), after.TokensHeld, after.Deleted
-	en.provider = s.providers.index(after.Provider)
+	en.provider = provider
 	en.noRefresh = after.Tokens.RefreshTokenFP == ""
 	iss, exp := nanos(issuedAt(after)), nanos(after.Tokens.AccessTokenExpiresAt)
 	if iss != en.issuedAt || exp != en.expiresAt {
@@ -188,7 +194,6 @@ func (s *Service) track(after *domain.Connection) *schedEntry {
 	}
 	en.issuedAt, en.expiresAt = iss, exp
 	en.retryAt, en.leaseUntil, en.attemptExp = nanos(after.RetryAt), nanos(after.LeaseUntil), nanos(after.AttemptExpiresAt)
-	return en
 }
 
 // Seed is Observe(nil, c) for every connection of conns, in order, at
@@ -203,23 +208,48 @@ func (s *Service) Seed(conns []*domain.Connection) {
 	wg.Go(func() { s.seedProbes(conns) }) // the prober's own state, under its own lock
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The new entries are allocated together (one slab, not one object
+	// each): entries are never removed from s.sched, so the slab lives as
+	// long as they do, as theirs would.
+	var slab []schedEntry
 	if len(s.sched) == 0 {
 		s.sched = make(map[string]*schedEntry, len(conns))
+		slab = make([]schedEntry, len(conns))
 	}
 	bulk := len(s.dueQ) == 0
-	for _, c := range conns {
-		if c == nil || c.ID == "" {
-			continue
-		}
-		en := s.track(c)
-		if !bulk {
-			s.plan(c.ID, en)
-			continue
-		}
-		s.derive(c.ID, en)
-		if en.job != jobNone && en.idx < 0 {
-			en.idx = int32(len(s.dueQ))
-			s.dueQ = append(s.dueQ, en)
+	var provider string // the previous connection's, interned as index
+	var index uint16
+	looked := false
+	for lo := 0; lo < len(conns); lo += seedBatch {
+		batch := conns[lo:min(lo+seedBatch, len(conns))]
+		s.seedSink += readAhead(batch)
+		for _, c := range batch {
+			if c == nil || c.ID == "" {
+				continue
+			}
+			if !looked || c.Provider != provider {
+				provider, index, looked = c.Provider, s.providers.index(c.Provider), true
+			}
+			en, ok := s.sched[c.ID]
+			if !ok {
+				if len(slab) > 0 {
+					en, slab = &slab[0], slab[1:]
+					en.idx = -1
+				} else {
+					en = &schedEntry{idx: -1}
+				}
+				s.sched[c.ID] = en
+			}
+			s.fill(en, c, index)
+			if !bulk {
+				s.plan(c.ID, en)
+				continue
+			}
+			s.derive(c.ID, en)
+			if en.job != jobNone && en.idx < 0 {
+				en.idx = int32(len(s.dueQ))
+				s.dueQ = append(s.dueQ, en)
+			}
 		}
 	}
 	if bulk {
@@ -245,6 +275,31 @@ func (s *Service) Seed(conns []*domain.Connection) {
 	}
 }
 
+// seedBatch is how many connections seeding reads ahead (readAhead).
+const seedBatch = 32
+
+// readAhead reads a word of each part of the connections that planning
+// them reads, and of their ids, and returns a sum of no use but to keep the
+// loads. The connections come in no particular order of memory (the status
+// projection's map order), each one a few cache misses: read in a short
+// loop whose loads do not wait for each other, a batch's misses overlap,
+// and it is then planned from cache.
+func readAhead(batch []*domain.Connection) uint64 {
+	var n uint64
+	for _, c := range batch {
+		if c == nil {
+			continue
+		}
+		n += uint64(len(c.ID)) + uint64(len(c.State)) + c.Version + uint64(len(c.Tokens.RefreshTokenFP)) +
+			uint64(c.Tokens.AccessTokenExpiresAt.Nanosecond()) + uint64(c.AttemptExpiresAt.Nanosecond()) +
+			uint64(c.LeaseUntil.Nanosecond()) + uint64(c.LastRefreshAt.Nanosecond())
+		if len(c.ID) > 0 {
+			n += uint64(c.ID[0])
+		}
+	}
+	return n
+}
+
 // issuedAt is when the connection's current tokens were stored: the last
 // successful refresh, or else when it became active.
 func issuedAt(c *domain.Connection) time.Time {
@@ -257,9 +312,12 @@ func issuedAt(c *domain.Connection) time.Time {
 // jitter is a per-connection factor in [0.9, 1.1), stable for a connection
 // so that instances agree roughly on when it is due.
 func jitter(id string) float64 {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	return 0.9 + float64(h.Sum32()%1000)/5000
+	h := uint32(2166136261) // FNV-1a (hash/fnv's New32a), without its allocation and copy of id
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return 0.9 + float64(h%1000)/5000
 }
 
 func (s *Service) dueAt(id string, issued, expires time.Time) time.Time {
