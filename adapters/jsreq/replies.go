@@ -2,9 +2,9 @@ package jsreq
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -12,11 +12,13 @@ import (
 // Replies sends requests whose answer is waited for later: Send writes
 // the request to the connection and returns at once, so that the caller
 // can send another request before it waits (nats.go's Request sends and
-// waits in one call). Each request borrows a synchronous subscription of
-// its own, from a pool, whose channel the connection's reader fills: the
+// waits in one call). Each request borrows a channel subscription of its
+// own, from a pool, whose channel the connection's reader fills: the
 // answer goes to the goroutine waiting for it without passing through
 // another goroutine (nats.go's Request hands every answer to a shared
-// subscription's goroutine first).
+// subscription's goroutine first). The channel holds replyBuffer messages
+// (a synchronous subscription's would hold the connection's SubChanLen,
+// 65,536 by default: 512 KiB for each subscription kept).
 //
 // Each subscription covers an inbox of its own (<inbox>.*) and every
 // request gets the next reply subject under it, so a late answer to an
@@ -33,9 +35,20 @@ type Replies struct {
 // are unsubscribed).
 const maxIdleReplies = 64
 
+// replyBuffer is the messages a reply subscription's channel holds: the
+// answer and a few late answers to earlier requests that gave up. Beyond
+// it nats.go drops a message (a slow consumer); a request whose answer
+// was dropped ends with its context, as one whose answer never came.
+const replyBuffer = 8
+
+// waitBound bounds Wait when its context has no deadline: a channel
+// subscription is not closed when the connection closes.
+const waitBound = time.Minute
+
 // replyBox is one reply subscription.
 type replyBox struct {
 	sub    *nats.Subscription
+	ch     chan *nats.Msg
 	prefix string // <inbox>.
 	n      uint64
 }
@@ -61,11 +74,12 @@ func (r *Replies) box() (*replyBox, error) {
 	}
 	r.mu.Unlock()
 	inbox := r.nc.NewInbox()
-	sub, err := r.nc.SubscribeSync(inbox + ".*")
+	ch := make(chan *nats.Msg, replyBuffer)
+	sub, err := r.nc.ChanSubscribe(inbox+".*", ch)
 	if err != nil {
 		return nil, err
 	}
-	return &replyBox{sub: sub, prefix: inbox + "."}, nil
+	return &replyBox{sub: sub, ch: ch, prefix: inbox + "."}, nil
 }
 
 func (r *Replies) release(b *replyBox) {
@@ -113,23 +127,29 @@ func (r *Replies) Request(ctx context.Context, m *nats.Msg) (*nats.Msg, error) {
 // nats.ErrNoResponders when the server reports that nobody listens on the
 // request's subject (as nats.go's Request does).
 func (p *Pending) Wait(ctx context.Context) (*nats.Msg, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, waitBound)
+		defer cancel()
+	}
 	for {
-		m, err := p.b.sub.NextMsgWithContext(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				p.r.release(p.b) // a late answer is told apart by its subject
+		select {
+		case <-ctx.Done():
+			if p.r.nc.IsClosed() || !p.b.sub.IsValid() {
+				_ = p.b.sub.Unsubscribe() // closed: not reused
 			} else {
-				_ = p.b.sub.Unsubscribe() // closed, or a slow consumer: not reused
+				p.r.release(p.b) // a late answer is told apart by its subject
 			}
-			return nil, err
+			return nil, ctx.Err()
+		case m := <-p.b.ch:
+			if m.Subject != p.reply {
+				continue // the answer to an earlier request that gave up
+			}
+			p.r.release(p.b)
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				return nil, nats.ErrNoResponders
+			}
+			return m, nil
 		}
-		if m.Subject != p.reply {
-			continue // the answer to an earlier request that gave up
-		}
-		p.r.release(p.b)
-		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			return nil, nats.ErrNoResponders
-		}
-		return m, nil
 	}
 }

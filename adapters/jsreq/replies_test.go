@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -121,4 +122,48 @@ func TestRepliesDropLateAnswersAndBoundSubscriptions(t *testing.T) {
 	if got := nc.NumSubscriptions(); got != subs-1+64 {
 		t.Fatalf("%d subscriptions after 100 requests at once, want %d", got, subs-1+64)
 	}
+}
+
+// The subscriptions a Replies keeps cost little memory: each holds a
+// channel of a few messages, not the connection's SubChanLen (65,536
+// pointers, 512 KiB, for a synchronous subscription: 32 MiB for the 64
+// kept, found in the 10k scale run's heap).
+func TestRepliesKeptSubscriptionsAreSmall(t *testing.T) {
+	srv := natstest.Start(t, "")
+	nc, peer := srv.Connect(t), srv.Connect(t)
+	if _, err := peer.Subscribe("fast", func(m *nats.Msg) { _ = m.Respond([]byte("ok")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := jsreq.NewReplies(nc)
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	var held []*jsreq.Pending
+	for range 64 {
+		p, err := r.Send(&nats.Msg{Subject: "fast"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, p)
+	}
+	for _, p := range held {
+		if m, err := p.Wait(ctx); err != nil || string(m.Data) != "ok" {
+			t.Fatalf("%v", err)
+		}
+	}
+	grew := int64(heap()) - int64(before)
+	if grew > 4<<20 {
+		t.Fatalf("64 kept reply subscriptions hold %d bytes, want under 4 MiB", grew)
+	}
+	t.Logf("64 kept reply subscriptions: %d bytes", grew)
+	runtime.KeepAlive(r)
 }
