@@ -98,8 +98,13 @@ func (e fnError) Error() string { return e.err.Error() }
 // stopped early: the replica that answered had nothing more up to upTo (no
 // error), or an error.
 func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint64, fn func(*rangeMsg) error) (uint64, error) {
+	// One batch is answered at a time (directBatch messages and an end
+	// marker): a channel of two batches holds them, where a synchronous
+	// subscription's would be the connection's SubChanLen (65,536 slots,
+	// 512 KiB allocated for every query).
 	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	ch := make(chan *nats.Msg, 2*(directBatch+1))
+	sub, err := s.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return from, err
 	}
@@ -116,7 +121,7 @@ func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint
 		if err := s.nc.PublishRequest(api, inbox, req); err != nil {
 			return next, err
 		}
-		more, err := s.directBatch(ctx, sub, subject, &next, upTo, fn)
+		more, err := s.directBatch(ctx, ch, subject, &next, upTo, fn)
 		if err != nil || !more {
 			return next, err
 		}
@@ -127,7 +132,7 @@ func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint
 // directBatch reads the responses to one batched direct get, within its
 // own per-try timeout. more reports whether the replica has more messages
 // on the subject up to upTo than this batch carried.
-func (s *Store) directBatch(ctx context.Context, sub *nats.Subscription, subject string, next *uint64, upTo uint64, fn func(*rangeMsg) error) (more bool, err error) {
+func (s *Store) directBatch(ctx context.Context, ch <-chan *nats.Msg, subject string, next *uint64, upTo uint64, fn func(*rangeMsg) error) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, jsreq.TryTimeout)
 	defer cancel()
 	got := 0
@@ -138,9 +143,10 @@ func (s *Store) directBatch(ctx context.Context, sub *nats.Subscription, subject
 		return t
 	}
 	for {
-		m, err = sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return false, fmt.Errorf("jsstore: direct get %s: %w", subject, err)
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return false, fmt.Errorf("jsstore: direct get %s: %w", subject, ctx.Err())
 		}
 		if status := m.Header.Get("Status"); status != "" {
 			switch status {

@@ -3,10 +3,12 @@ package jsstore
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/domain"
@@ -21,20 +23,16 @@ func TestDirectBatchEndsWithTheContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := nc.SubscribeSync(nc.NewRespInbox()) // nobody answers
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	ch := make(chan *nats.Msg, 1) // nobody answers
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(20*time.Millisecond, cancel)
 	next := uint64(1)
-	if _, err := st.directBatch(ctx, sub, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.Canceled) {
+	if _, err := st.directBatch(ctx, ch, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("directBatch: %v", err)
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	if _, err := st.directBatch(ctx, sub, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := st.directBatch(ctx, ch, "tokenline.conn.x", &next, 10, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("directBatch with an hour left: %v", err)
 	}
 }
@@ -136,5 +134,69 @@ func TestObjectOf(t *testing.T) {
 		if got := objectOf(c.name, c.obj); got != c.want {
 			t.Errorf("objectOf(%q, %q) = %v", c.name, c.obj, got)
 		}
+	}
+}
+
+// A subject's range read by batched direct gets returns every message in
+// order across batches, and a short read allocates little: its reply
+// subscription reads a channel of two batches, not a synchronous
+// subscription's 65,536 slots (512 KiB for every query).
+func TestDirectRangeAcrossBatchesAllocatesLittle(t *testing.T) {
+	nc := natstest.Start(t, "").Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := Open(ctx, nc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, short := uuid.NewString(), uuid.NewString()
+	appendN := func(id string, n int) []uint64 {
+		var seqs []uint64
+		var last uint64
+		for i := range n {
+			var p domain.Payload = domain.ConnectionUpdated{Config: map[string]string{"n": string(rune('a' + i%26))}}
+			if i == 0 {
+				p = domain.ConnectionCreated{Provider: "sandbox", Scopes: []string{"users:read"}}
+			}
+			e, err := st.Append(ctx, id, last, domain.Event{Payload: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = e.Seq
+			seqs = append(seqs, e.Seq)
+		}
+		return seqs
+	}
+	want := appendN(long, 2*directBatch+50)
+	appendN(short, 5)
+	var got []uint64
+	if err := st.subjectRange(ctx, "tokenline.conn."+long, 1, want[len(want)-1], func(seq uint64, data []byte) error {
+		got = append(got, seq)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || got[0] != want[0] || got[len(got)-1] != want[len(want)-1] {
+		t.Fatalf("read %d messages, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("message %d: seq %d, want %d", i, got[i], want[i])
+		}
+	}
+	var before, after runtime.MemStats
+	n := 0
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if err := st.subjectRange(ctx, "tokenline.conn."+short, 1, 1<<62, func(uint64, []byte) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if n != 50 {
+		t.Fatalf("read %d messages in 10 short reads, want 50", n)
+	}
+	if per := (after.TotalAlloc - before.TotalAlloc) / 10; per > 128<<10 {
+		t.Fatalf("a read of 5 messages allocated %d bytes (process-wide), want under 128 KiB", per)
 	}
 }
