@@ -2,60 +2,16 @@ package lifecycle
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/domaintest"
 )
 
-// coldMix is n connections as BenchmarkColdStart's snapshot holds them
-// (tests/coldstart_bench_test.go, coldLife): UUID ids, three in four of
-// provider "sandbox" (which has a prober here) and the rest "pleo-eu",
-// one-hour tokens issued 1 to 10 minutes before t0 (most refreshed since
-// they became active), with a few refreshing, reauthorising,
-// unauthenticated and deleted ones, in an order other than their
-// allocation's (as the status projection hands them over).
-func coldMix(n int, t0 time.Time) []*domain.Connection {
-	rng := rand.New(rand.NewPCG(11, 100_000))
-	out := make([]*domain.Connection, n)
-	for i := range out {
-		id := strings.Clone(uuid.NewString())
-		provider := []string{"sandbox", "sandbox", "sandbox", "pleo-eu"}[rng.IntN(4)]
-		issued := t0.Add(-time.Duration(1+rng.IntN(9))*time.Minute - time.Duration(rng.IntN(60_000))*time.Millisecond)
-		c := activeConn(id, uint64(3+rng.IntN(12)), issued, time.Hour)
-		c.Provider = provider
-		c.Tokens.AccessTokenFP = "sha256:" + id[:12]
-		c.Tokens.RefreshTokenFP = "sha256:" + id[24:]
-		if rng.IntN(3) > 0 { // refreshed since it became active
-			c.Since = issued.Add(-45 * time.Minute)
-			c.LastRefreshAt, c.LastRefreshOK = issued, true
-		}
-		switch r := rng.IntN(100); {
-		case r < 2:
-			c.State, c.LeaseUntil = domain.StateRefreshing, t0.Add(time.Duration(rng.IntN(60))*time.Second)
-		case r < 4:
-			c.State, c.TokensHeld, c.Tokens = domain.StateReauthorising, false, domain.TokenInfo{}
-			c.AttemptExpiresAt = t0.Add(time.Duration(rng.IntN(600)) * time.Second)
-		case r < 6:
-			c.State, c.Reason = domain.StateUnauthenticated, domain.ReasonInvalidGrant
-			c.TokensHeld = r == 4
-		case r == 6:
-			c.State, c.Reason, c.Deleted = domain.StateUnauthenticated, domain.ReasonConnectionDeleted, true
-		case r == 7:
-			c.RetryAt = t0.Add(time.Duration(rng.IntN(60)) * time.Second)
-		}
-		out[i] = c
-	}
-	// In the order of the status projection's map, which is not the order
-	// the connections were allocated in.
-	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	return out
-}
+// coldMix is domaintest.ColdMix: BenchmarkColdStart's mix of connections.
+func coldMix(n int, t0 time.Time) []*domain.Connection { return domaintest.ColdMix(n, t0) }
 
 // BenchmarkSeedCold seeds the scheduler (and its prober, for "sandbox")
 // with 100k connections of BenchmarkColdStart's mix at once (Seed), as a
