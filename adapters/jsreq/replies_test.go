@@ -21,12 +21,7 @@ import (
 func TestRepliesMatchAnswersToRequests(t *testing.T) {
 	srv := natstest.Start(t, "")
 	nc, peer := srv.Connect(t), srv.Connect(t)
-	if _, err := peer.Subscribe("echo", func(m *nats.Msg) { _ = m.Respond(append([]byte("re:"), m.Data...)) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	answer(t, peer, "echo", func(m *nats.Msg) { _ = m.Respond(append([]byte("re:"), m.Data...)) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r := jsreq.NewReplies(nc)
@@ -131,12 +126,7 @@ func TestRepliesDropLateAnswersAndBoundSubscriptions(t *testing.T) {
 func TestRepliesKeptSubscriptionsAreSmall(t *testing.T) {
 	srv := natstest.Start(t, "")
 	nc, peer := srv.Connect(t), srv.Connect(t)
-	if _, err := peer.Subscribe("fast", func(m *nats.Msg) { _ = m.Respond([]byte("ok")) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	answer(t, peer, "fast", func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r := jsreq.NewReplies(nc)
@@ -166,4 +156,16 @@ func TestRepliesKeptSubscriptionsAreSmall(t *testing.T) {
 	}
 	t.Logf("64 kept reply subscriptions: %d bytes", grew)
 	runtime.KeepAlive(r)
+}
+
+// answer subscribes fn to subject on peer and flushes, so that requests
+// sent afterwards find it.
+func answer(t *testing.T, peer *nats.Conn, subject string, fn nats.MsgHandler) {
+	t.Helper()
+	if _, err := peer.Subscribe(subject, fn); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Flush(); err != nil {
+		t.Fatal(err)
+	}
 }
