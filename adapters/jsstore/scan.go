@@ -259,7 +259,7 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(*events.Record)
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	cons, err := s.stream.OrderedConsumer(ctx, cfg)
+	cons, err := s.follow.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: follow: %w", err)
 	}

@@ -86,6 +86,14 @@ type Config struct {
 	// (a projection that follows the stream) when the cache misses; Load
 	// then reads only the subject's messages after it.
 	Seed func(connectionID string) (domain.Connection, bool)
+	// FollowConn, if set, is the connection Follow's deliveries arrive on
+	// (nil: the store's own). On one connection the server queues a
+	// follower's deliveries and the appends' acknowledgements in one
+	// outbound buffer and the client reads them in one loop, so an append
+	// waits behind the deliveries of the events before it; the projection
+	// Runner, which takes every event a second time, follows on a
+	// connection of its own in production (BenchmarkTransition).
+	FollowConn *nats.Conn
 }
 
 // DefaultSeededCacheSize is Config.CacheSize's default when Config.Seed is
@@ -103,6 +111,9 @@ type Store struct {
 	replies *jsreq.Replies
 	js      jetstream.JetStream
 	stream  jetstream.Stream
+	// follow is the stream's handle on Config.FollowConn (stream without
+	// one): Follow's consumer is created, and delivers, there.
+	follow jetstream.Stream
 	// checkpoints is the signed-checkpoint stream (nil: a reader opened
 	// before it existed).
 	checkpoints jetstream.Stream
@@ -186,7 +197,28 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{nc: nc, replies: jsreq.NewReplies(nc), js: js, stream: st, checkpoints: cp, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection), doubt: map[string]struct{}{}}, nil
+	follow, err := followStream(ctx, cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{nc: nc, replies: jsreq.NewReplies(nc), js: js, stream: st, follow: follow, checkpoints: cp, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection), doubt: map[string]struct{}{}}, nil
+}
+
+// followStream returns the handle Follow uses: st, or the stream's handle
+// on cfg.FollowConn.
+func followStream(ctx context.Context, cfg Config, st jetstream.Stream) (jetstream.Stream, error) {
+	if cfg.FollowConn == nil {
+		return st, nil
+	}
+	js, err := jetstream.New(cfg.FollowConn, jetstream.WithDefaultTimeout(cfg.RequestTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: jetstream: %w", err)
+	}
+	f, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: stream %s on the follow connection: %w", cfg.Stream, err)
+	}
+	return f, nil
 }
 
 // ensureStream creates a stream, or updates it to want unless someone

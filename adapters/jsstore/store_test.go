@@ -473,3 +473,55 @@ func TestLongHistoryAcrossBatches(t *testing.T) {
 		t.Fatalf("cold load: %d events, config %v, %v", c.Events, c.Config, err)
 	}
 }
+
+// TestFollowTakesDeliveriesOnFollowConn: with Config.FollowConn, Follow's
+// deliveries arrive on that connection and not on the store's, whose
+// appends then get their acknowledgements without queueing behind them.
+func TestFollowTakesDeliveriesOnFollowConn(t *testing.T) {
+	srv := natstest.Start(t, "")
+	nc, fc := srv.Connect(t), srv.Connect(t)
+	st, err := jsstore.Open(ctxT(t), nc, jsstore.Config{Actor: "test", FollowConn: fc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	got := make(chan uint64, n)
+	stop, err := st.Follow(ctxT(t), 0, func(r *events.Record) {
+		if r.Err == nil {
+			got <- r.Seq
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	storeIn, followIn := nc.Stats().InMsgs, fc.Stats().InMsgs
+	for range n / 2 {
+		id := uuid.NewString()
+		first, err := st.Append(ctxT(t), id, 0, ev(domain.ConnectionCreated{Provider: "sandbox", Scopes: []string{"users:read"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Append(ctxT(t), id, first.Seq, ev(domain.AuthorisationStarted{AttemptID: "att_" + id[:8], Scopes: []string{"users:read"}, ExpiresAt: time.Now().Add(time.Minute)})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		select {
+		case seq := <-got:
+			if seq != uint64(i+1) {
+				t.Fatalf("record %d has sequence %d", i, seq)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d records delivered", i, n)
+		}
+	}
+	if d := fc.Stats().InMsgs - followIn; d < n {
+		t.Errorf("the follow connection received %d messages, want the %d deliveries at least", d, n)
+	}
+	// The store's connection takes the appends' acknowledgements, not the
+	// deliveries as well.
+	if d := nc.Stats().InMsgs - storeIn; d >= 2*n {
+		t.Errorf("the store's connection received %d messages for %d appends: the deliveries came there too", d, n)
+	}
+}

@@ -28,7 +28,11 @@ func OpenReader(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: stream %s: %w", cfg.Stream, err)
 	}
-	s := &Store{nc: nc, replies: jsreq.NewReplies(nc), js: js, stream: st, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}
+	follow, err := followStream(ctx, cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{nc: nc, replies: jsreq.NewReplies(nc), js: js, stream: st, follow: follow, cfg: cfg, log: cfg.Logger, cache: make(map[string]*domain.Connection)}
 	cp, err := js.Stream(ctx, CheckpointStreamConfig(cfg).Name)
 	switch {
 	case err == nil:

@@ -60,10 +60,14 @@ type Main struct {
 	NATS      *natsserver.Server // nil with an external NATS
 	Conn      *nats.Conn
 	VaultConn *nats.Conn // the vault's own connection (refresh: its requests beside the appends')
-	Store     *jsstore.Store
-	Vault     *vault.Vault
-	Sandbox   *sandbox.Server // nil unless the sandbox provider runs
-	Providers map[string]*provider.Provider
+	// FollowConn carries the projection Runner's deliveries (every event
+	// of the stream), so that an append's acknowledgement does not queue
+	// behind them on Conn (jsstore.Config.FollowConn).
+	FollowConn *nats.Conn
+	Store      *jsstore.Store
+	Vault      *vault.Vault
+	Sandbox    *sandbox.Server // nil unless the sandbox provider runs
+	Providers  map[string]*provider.Provider
 	// DiscoveryRetry is the first delay between discovery attempts of a
 	// provider that could not be discovered at start-up (default 1 s,
 	// doubling to a minute). Tests shorten it.
@@ -190,8 +194,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	phase("nats")
+	if m.FollowConn, err = m.connectNATS(ctx, "tokenline/"+m.Config.Instance+"/projections"); err != nil {
+		return err
+	}
 	if m.Store, err = jsstore.Open(ctx, m.Conn, jsstore.Config{
 		Replicas: m.Config.Replicas, Actor: "instance/" + m.Config.Instance, Logger: m.Logger,
+		FollowConn: m.FollowConn,
 		// The status projection already holds every aggregate, confirmed by
 		// the stream: Load starts from it instead of keeping a second copy.
 		Seed: func(id string) (domain.Connection, bool) {
@@ -530,9 +538,11 @@ func (m *Main) Close() error {
 			_ = m.Conn.Drain()
 			m.Conn.Close()
 		}
-		if m.VaultConn != nil {
-			_ = m.VaultConn.Drain()
-			m.VaultConn.Close()
+		for _, nc := range []*nats.Conn{m.FollowConn, m.VaultConn} {
+			if nc != nil {
+				_ = nc.Drain()
+				nc.Close()
+			}
 		}
 		if m.NATS != nil {
 			m.NATS.Shutdown()
