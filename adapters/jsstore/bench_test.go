@@ -13,7 +13,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenline/tokenline/adapters/httpapi"
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/memory"
 	"github.com/tokenline/tokenline/adapters/natstest"
@@ -40,7 +42,7 @@ import (
 // those events (same size); tokenline encodes them, applies them to its
 // aggregate cache and runs the production hooks (see wireProduction: the
 // status projection, the gate and the scheduler, with a Runner following
-// the stream). Each writer owns a fixed share of the
+// the stream on a connection of its own, as in production). Each writer owns a fixed share of the
 // subjects, so no append conflicts.
 //
 // The two sides run in alternating chunks of at most 1000 events (the first
@@ -157,6 +159,7 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 	status := projections.NewStatus()
 	store, err := jsstore.Open(ctx, connect("tokenline"), jsstore.Config{
 		Actor: "instance/api-1", Logger: slog.New(slog.DiscardHandler), Seed: status.Confirmed,
+		FollowConn: connect("tokenline/projections"), // as cmd/tokenline/app opens it
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -397,8 +400,9 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 // wireProduction gives the store what cmd/tokenline/app gives it in
 // production, so that every timed append pays for it: the append hook feeds
 // the status projection, whose observers are the gate, the store's own
-// staleness check (Saw) and the lifecycle's scheduler, and a projections Runner follows the stream (confirming each
-// event a second time) with snapshots and positions on JetStream.
+// staleness check (Saw) and the lifecycle's scheduler, and a projections
+// Runner follows the stream (confirming each event a second time and
+// feeding the metrics) with snapshots and positions on JetStream.
 func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Status) {
 	b.Helper()
 	gate := projections.NewGate(projections.GateOptions{})
@@ -419,7 +423,14 @@ func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Stat
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := projections.NewRunner(projections.RunnerConfig{Source: store, Checkpoints: cp, Status: status, Logger: slog.New(slog.DiscardHandler)})
+	// The Runner feeds the metrics with every live event, as
+	// cmd/tokenline/app does (Metrics.ObserveEvent).
+	metrics, err := httpapi.NewMetrics(prometheus.NewRegistry(), httpapi.MetricsConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := projections.NewRunner(projections.RunnerConfig{Source: store, Checkpoints: cp, Status: status,
+		Logger: slog.New(slog.DiscardHandler), OnEvent: metrics.ObserveEvent})
 	if err != nil {
 		b.Fatal(err)
 	}
