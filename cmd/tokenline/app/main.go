@@ -94,7 +94,9 @@ type Main struct {
 	// APITokenPath is where the API token is (empty when it came from the
 	// environment).
 	APITokenPath string
-	// Startup lists how long each start-up phase took.
+	// Startup lists how long each start-up phase took, in order; the
+	// webhooks open beside the projections' catch-up, so those two
+	// overlap.
 	Startup  []Phase
 	apiToken string
 	// checkpointKey authenticates the projections' snapshots and positions.
@@ -301,16 +303,28 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	// The scheduler follows the status projection as the gate does: it is
 	// seeded when the catch-up completes, then told of every change.
 	m.Proj.Status.OnChangeSeeded(m.Lifecycle.Observe, m.Lifecycle.Seed)
-	if err := m.Proj.Start(runCtx, m.Metrics.ObserveEvent); err != nil {
-		return err
-	}
+	// The webhooks open beside the projections' catch-up: they wait on a
+	// few JetStream requests while the catch-up is mostly CPU, and neither
+	// needs the other (a delivery before the status is ready finds its
+	// connection's provider with a Load). Each phase's time is its own.
+	var whErr error
+	whDone := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		whErr = m.openWebhooks(ctx, key) // webhooks.go
+		whDone <- time.Since(start)
+	}()
+	projErr := m.Proj.Start(runCtx, m.Metrics.ObserveEvent)
 	phase("projections")
-	// --- webhooks (issue 12, webhooks.go) ---
-	if err := m.openWebhooks(ctx, key); err != nil {
-		return err
+	whTook := <-whDone
+	if projErr != nil {
+		return projErr
 	}
-	phase("webhooks")
-	// --- end webhooks ---
+	if whErr != nil {
+		return whErr
+	}
+	m.Startup = append(m.Startup, Phase{"webhooks", whTook})
+	t0 = time.Now()
 	m.keepDiscovering(runCtx)
 	schedCtx, schedCancel := context.WithCancel(runCtx)
 	m.schedCancel = schedCancel
