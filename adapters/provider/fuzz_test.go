@@ -126,7 +126,10 @@ func FuzzTokenResponse(f *testing.F) {
 		if strings.Contains(msg, presented) || strings.Contains(msg, "client-secret-value") {
 			t.Fatalf("error quotes a secret: %s", msg)
 		}
-		if strings.Contains(string(body), "SECRET-BODY-MARKER") && strings.Contains(msg, "SECRET-BODY-MARKER") {
+		// The OAuth error code (the body's "error", sanitised) is the one
+		// part of the body a failure names, by design (events and logs
+		// carry it): the rest of the message must not quote the body.
+		if strings.Contains(string(body), "SECRET-BODY-MARKER") && strings.Contains(strings.Replace(msg, fl.Code, "", 1), "SECRET-BODY-MARKER") {
 			t.Fatalf("error quotes the response body: %s", msg)
 		}
 		for _, c := range msg {
