@@ -128,6 +128,10 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 // Status returns the status projection.
 func (r *Runner) Status() *Status { return r.cfg.Status }
 
+// Position returns the stream sequence of the last record the Runner
+// applied (0: none yet).
+func (r *Runner) Position() uint64 { return r.pos.Load() }
+
 // Ready reports whether the runner caught up with the stream's last sequence
 // as of Start.
 func (r *Runner) Ready() bool { return r.ready.Load() }
@@ -361,7 +365,14 @@ func (r *Runner) follow(ctx context.Context) error {
 	if r.stop != nil {
 		return nil
 	}
-	stop, err := r.src.Follow(ctx, r.pos.Load()+1, func(rec *events.Record) { r.handle(rec, true) })
+	fn := func(rec *events.Record) { r.handle(rec, true) }
+	var stop func()
+	var err error
+	if kf, ok := r.src.(KnownFollower); ok {
+		stop, err = kf.FollowKnown(ctx, r.pos.Load()+1, r.cfg.Status.takeAcked, fn)
+	} else {
+		stop, err = r.src.Follow(ctx, r.pos.Load()+1, fn)
+	}
 	if err != nil {
 		return err
 	}

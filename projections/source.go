@@ -33,6 +33,19 @@ type Source interface {
 	Follow(ctx context.Context, from uint64, fn func(*events.Record)) (stop func(), err error)
 }
 
+// KnownFollower is a Source whose Follow can take a record's event from
+// the caller instead of decoding the message: for each message, known(seq)
+// returns the event stored at seq if the caller holds it (this instance
+// appended it and the acknowledgement confirmed it: Status.takeAcked), and
+// the record then carries that event. The Runner follows through it when
+// its Source is one.
+type KnownFollower interface {
+	// FollowKnown is Follow with known (nil: decode every message). An
+	// event known returns for another connection than the message's
+	// subject is not used: the message is decoded.
+	FollowKnown(ctx context.Context, from uint64, known func(seq uint64) (domain.Event, bool), fn func(*events.Record)) (stop func(), err error)
+}
+
 // Checkpoints keeps a projection's durable state between runs: its latest
 // snapshot and the stream position it was taken at, both under the
 // projection's name.

@@ -40,7 +40,15 @@ import (
 // folded in stream order, whatever order they came in. An event that the
 // state readers see cannot take yet (it follows another instance's event
 // the stream has not delivered) changes nothing until the stream brings
-// that event. At most MaxAhead events are held ahead in all: beyond that
+// that event. In the usual case, an event appended on the very state the
+// stream confirmed (its chain link's previous hash is that state's head,
+// so the subject's expected last sequence was that state's version), the
+// acknowledgement confirms it: the stream holds it right after that
+// state, as optimistic concurrency guarantees, and Apply folds it into
+// the confirmed state at once; the stream's copy, when the Runner takes
+// it, changes nothing, and the Runner takes the event from this instance
+// instead of decoding its message (takeAcked). At most MaxAhead events are
+// held ahead in all: beyond that
 // (the stream has not confirmed this instance's writes for a long while)
 // Apply refuses with ErrAheadFull and the event reaches readers when the
 // stream delivers it. Without a Runner, Apply is the stream-order path
@@ -68,6 +76,10 @@ type Status struct {
 	// and brief), the confirmed state and those events: kept beside the
 	// entries so that an entry is exactly a 512-byte size class.
 	aheads map[string]*aheadState
+	// acked holds the events Apply confirmed from their acknowledgement
+	// (see applyAheadLocked) until the Runner takes each from the stream
+	// (takeAcked) instead of decoding its message.
+	acked ackedQueue
 
 	chainBreaks atomic.Int64
 }
@@ -338,6 +350,9 @@ func (s *Status) Apply(e domain.Event) (bool, error) {
 func (s *Status) applyStream(e domain.Event) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ent := s.conns[e.ConnectionID]; ent != nil && e.Seq != 0 && e.Seq <= s.base(e.ConnectionID, ent).Version {
+		return false, nil // folded already: the acknowledgement confirmed it
+	}
 	if s.quiet {
 		// Catching up: nobody is told, and the Runner does not ask what
 		// changed; one map lookup per record instead of three.
@@ -495,6 +510,17 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 			return nil
 		}
 	}
+	if ent != nil && !s.quiet && s.ah(e.ConnectionID) == nil && ackConfirms(&ent.c, e) {
+		// Appended on the confirmed state itself: the acknowledgement
+		// confirms it (see Status).
+		own := s.own(e.ConnectionID, ent)
+		if err := s.applyTo(&own.c, &own.cfg, e); err == nil {
+			s.acked.push(e)
+			return nil
+		}
+		// Refused by the aggregate (it should not be): kept ahead as any
+		// other, and judged when the stream delivers it.
+	}
 	if s.ahead >= s.maxAhead {
 		return ErrAheadFull
 	}
@@ -526,6 +552,82 @@ func (s *Status) applyAheadLocked(e domain.Event) error {
 	}
 	s.confirm(e.ConnectionID, ent, ah.confirmed.Version) // an earlier event arrived late: fold again
 	return nil
+}
+
+// ackConfirms reports whether an event this instance appended, now
+// acknowledged, was appended on c itself: it is chained, and its previous
+// hash is c's head (the hash of the message at c.Version, which the
+// append gave as the subject's expected last sequence), so the stream
+// holds it right after c.
+func ackConfirms(c *domain.Connection, e domain.Event) bool {
+	return e.Link.Chained && c.Exists() && e.Seq > c.Version && c.Head.Hash != [32]byte{} && e.Link.Prev == c.Head.Hash
+}
+
+// takeAcked returns the event this instance appended at stream sequence
+// seq if Apply confirmed it from its acknowledgement and the Runner has
+// not taken it yet, and forgets it and every earlier one (the Runner takes
+// the stream in order). The event is the one whose bytes the stream holds
+// at seq: the Runner uses it instead of decoding the message.
+func (s *Status) takeAcked(seq uint64) (domain.Event, bool) {
+	return s.acked.take(seq)
+}
+
+// ackedQueue is Status.acked: events by sequence, at most maxAcked.
+type ackedQueue struct {
+	mu     sync.Mutex
+	events []domain.Event // events[head:] in sequence order
+	head   int
+}
+
+// maxAcked bounds the events held for the Runner: beyond it (the Runner
+// is far behind, or stopped) an event is not kept and the Runner decodes
+// its message.
+const maxAcked = 4096
+
+func (q *ackedQueue) push(e domain.Event) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.events)-q.head >= maxAcked {
+		return
+	}
+	if q.head > 0 && q.head >= len(q.events)/2 {
+		n := copy(q.events, q.events[q.head:])
+		clear(q.events[n:])
+		q.events, q.head = q.events[:n], 0
+	}
+	// Appends are acknowledged in about their sequence order: the place
+	// is found from the end.
+	i := len(q.events)
+	for i > q.head && q.events[i-1].Seq > e.Seq {
+		i--
+	}
+	q.events = slices.Insert(q.events, i, e)
+}
+
+func (q *ackedQueue) take(seq uint64) (domain.Event, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.head < len(q.events) && q.events[q.head].Seq < seq {
+		q.events[q.head] = domain.Event{}
+		q.head++
+	}
+	if q.head == len(q.events) || q.events[q.head].Seq != seq {
+		return domain.Event{}, false
+	}
+	e := q.events[q.head]
+	q.events[q.head] = domain.Event{}
+	q.head++
+	return e, true
+}
+
+// drain removes and returns every event held.
+func (q *ackedQueue) drain() []domain.Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := slices.Clone(q.events[q.head:])
+	clear(q.events)
+	q.events, q.head = q.events[:0], 0
+	return out
 }
 
 // own returns an entry that no snapshot shares (s.mu held).
@@ -617,7 +719,8 @@ func (s *Status) Connection(connectionID string) (domain.Connection, bool) {
 
 // Confirmed returns the connection as the stream has confirmed it: every
 // event up to its Version applied in stream order, none of this instance's
-// appends that the stream has not delivered yet. The event store seeds its
+// appends held ahead of the stream (an append on the confirmed state is
+// confirmed by its acknowledgement: see Status). The event store seeds its
 // Load from it (jsstore.Config.Seed), so the aggregates are held once.
 func (s *Status) Confirmed(connectionID string) (domain.Connection, bool) {
 	s.mu.RLock()
@@ -689,6 +792,28 @@ func (s *Status) replace(o *Status) {
 		ent.gen = s.gen
 	}
 	old := s.aheads
+	// Events the acknowledgement confirmed and the stream has not
+	// delivered yet are re-applied on the new state as the events ahead
+	// are: the Runner takes the stream again from the new state's
+	// position.
+	if acked := s.acked.drain(); len(acked) > 0 {
+		merged := make(map[string]*aheadState, len(old)+len(acked))
+		for id, ah := range old {
+			merged[id] = &aheadState{events: slices.Clone(ah.events)}
+		}
+		for _, a := range acked {
+			ah := merged[a.ConnectionID]
+			if ah == nil {
+				ah = &aheadState{}
+				merged[a.ConnectionID] = ah
+			}
+			ah.events = append(ah.events, a)
+		}
+		for _, ah := range merged {
+			slices.SortFunc(ah.events, func(a, b domain.Event) int { return cmp.Compare(a.Seq, b.Seq) })
+		}
+		old = merged
+	}
 	s.aheads = restored
 	for id, oldAh := range old {
 		for _, a := range oldAh.events {

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -277,5 +278,153 @@ func TestStatusConfirmKeepsReadersStrings(t *testing.T) {
 	st.mu.RUnlock()
 	if ahead != nil || got != seen || unsafe.StringData(got) != unsafe.StringData(seen) {
 		t.Fatalf("confirmed fingerprint %q (ahead %v) is not the string readers saw, %q", got, ahead != nil, seen)
+	}
+}
+
+// chain links h's events as the event store does: each one's previous hash
+// is the head before it, its hash a fresh one (the store's is the SHA-256
+// of its bytes).
+func chain(h *history) {
+	var head [32]byte
+	for i := range h.evs {
+		h.evs[i].Link = domain.ChainLink{Chained: true, Prev: head, Hash: sha256.Sum256([]byte(h.evs[i].ID))}
+		head = h.evs[i].Link.Hash
+	}
+}
+
+// An own event appended on the confirmed state itself (its previous hash is
+// that state's head) is confirmed by its acknowledgement: Apply folds it
+// into the confirmed state (what snapshots hold and Load is seeded from),
+// the Runner takes it back once (takeAcked) instead of decoding it, and
+// the stream's copy changes nothing and tells no observer again.
+func TestStatusAckConfirmsOwnAppendOnTheConfirmedState(t *testing.T) {
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})
+	h.exec(t, domain.SucceedRefresh{Tokens: tokens(id, 2, t0).Info()})
+	chain(h)
+	// The history was folded unchained: fold it again for the end state.
+	h.conn = domain.Connection{}
+	for _, e := range h.evs {
+		if err := h.conn.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := NewStatus()
+	st.follow()
+	st.announce()
+	for _, e := range h.evs[:3] {
+		if _, err := st.applyStream(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	told := 0
+	st.OnChange(func(_, _ *domain.Connection) { told++ })
+	for i, own := range h.evs[3:] {
+		if changed, err := st.Apply(own); err != nil || !changed {
+			t.Fatalf("own event %d: %v %v", i, changed, err)
+		}
+		if c, ok := st.Confirmed(id); !ok || c.Version != own.Seq {
+			t.Fatalf("own event %d not confirmed by its acknowledgement: v%d", i, c.Version)
+		}
+		if snap := st.capture(); snap[0].c.Version != own.Seq || st.ah(id) != nil {
+			t.Fatalf("own event %d: snapshot at v%d, held ahead %v", i, snap[0].c.Version, st.ah(id) != nil)
+		}
+	}
+	if told != 2 {
+		t.Fatalf("observers told %d times for 2 own events", told)
+	}
+	// The Runner takes them back in stream order, once each.
+	for _, own := range h.evs[3:] {
+		e, ok := st.takeAcked(own.Seq)
+		if !ok || e.ID != own.ID {
+			t.Fatalf("takeAcked(%d) = %s, %v", own.Seq, e.ID, ok)
+		}
+		if _, ok := st.takeAcked(own.Seq); ok {
+			t.Fatalf("takeAcked(%d) gave the event twice", own.Seq)
+		}
+		if changed, err := st.applyStream(e); changed || err != nil {
+			t.Fatalf("the stream's copy of an own event: changed %v, %v", changed, err)
+		}
+	}
+	if told != 2 {
+		t.Fatalf("observers told again by the stream's copies: %d", told)
+	}
+	got, _ := st.Connection(id)
+	if !reflect.DeepEqual(got, h.conn) {
+		t.Fatalf("result differs from the in-order fold:\n%+v\n%+v", got, h.conn)
+	}
+}
+
+// An own event whose previous hash is not the confirmed head (it followed
+// another instance's event the stream has not delivered) is not confirmed
+// by its acknowledgement: it waits ahead, and the Runner decodes it.
+func TestStatusAckDoesNotConfirmAnEventOnAnotherState(t *testing.T) {
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	h.exec(t, domain.Update{Config: map[string]string{"by": "other"}}) // another instance
+	h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})    // ours, on it
+	chain(h)
+	st := NewStatus()
+	st.follow()
+	st.announce()
+	for _, e := range h.evs[:3] {
+		if _, err := st.applyStream(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := h.evs[4]
+	st.Apply(own)
+	if c, _ := st.Confirmed(id); c.Version != h.evs[2].Seq || st.ah(id) == nil {
+		t.Fatalf("an event on a state the stream has not confirmed was confirmed: v%d", c.Version)
+	}
+	if _, ok := st.takeAcked(own.Seq); ok {
+		t.Fatal("an event held ahead was offered to the Runner")
+	}
+	for _, e := range h.evs[3:] {
+		if _, err := st.applyStream(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, _ := st.Confirmed(id); c.Version != own.Seq || st.ah(id) != nil || c.Config["by"] != "other" {
+		t.Fatalf("after the stream: v%d %v", c.Version, c.Config)
+	}
+}
+
+// The events kept for the Runner are bounded (maxAcked); those it passed
+// without taking (it decoded them) are dropped when it takes a later one.
+func TestAckedQueueBoundedAndInOrder(t *testing.T) {
+	var q ackedQueue
+	for _, seq := range []uint64{5, 3, 9, 7} { // acknowledged out of order
+		q.push(domain.Event{ID: fmt.Sprint(seq), Seq: seq})
+	}
+	if _, ok := q.take(4); ok {
+		t.Fatal("took a sequence never pushed")
+	}
+	if e, ok := q.take(7); !ok || e.Seq != 7 {
+		t.Fatalf("take(7) = %v %v", e.Seq, ok)
+	}
+	if got := q.drain(); len(got) != 1 || got[0].Seq != 9 {
+		t.Fatalf("left after take(7): %v (5 was passed over)", got)
+	}
+	for i := range maxAcked + 10 {
+		q.push(domain.Event{Seq: uint64(i + 1)})
+	}
+	if n := len(q.events) - q.head; n != maxAcked {
+		t.Fatalf("%d events kept, want at most %d", n, maxAcked)
+	}
+	for i := range maxAcked {
+		if _, ok := q.take(uint64(i + 1)); !ok {
+			t.Fatalf("event %d of the bounded queue missing", i+1)
+		}
+	}
+	if len(q.events)-q.head != 0 {
+		t.Fatal("queue not empty after taking everything")
 	}
 }

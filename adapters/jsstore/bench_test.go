@@ -49,7 +49,7 @@ import (
 // side alternating too), so that both see the same stream sizes and the same
 // background load; one op is one raw append plus one tokenline append, and
 // the events/s metrics are per side. A tokenline chunk ends when the Runner
-// has confirmed its last event, so that the next chunk, the raw side's,
+// has taken its last event from the stream, so that the next chunk, the raw side's,
 // does not run while the Runner catches up. The cpu-µs/event metrics are the
 // process's CPU time (user and system: the embedded nats-server's too,
 // alike on both sides) per event during each side's chunks.
@@ -132,7 +132,7 @@ type benchSide struct {
 	append func(ctx context.Context, i int) error
 	// settle, if set, returns once the side's work for the events it
 	// appended up to subject i's last one is done (tokenline: the Runner
-	// has confirmed it); run times it with the chunk, so that the next
+	// has taken it from the stream); run times it with the chunk, so that the next
 	// chunk, the other side's, does not do it.
 	settle func(ctx context.Context, i int) error
 }
@@ -164,7 +164,7 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	wireProduction(b, store, status)
+	runner := wireProduction(b, store, status)
 	js, err := jetstream.New(connect("raw"))
 	if err != nil {
 		b.Fatal(err)
@@ -214,11 +214,11 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		return nil
 	}
 
-	// The Runner confirms tokenline's events from the stream, in stream
+	// The Runner takes tokenline's events from the stream, in stream
 	// order: once it has the last one appended, it has them all.
 	tl.settle = func(ctx context.Context, i int) error {
 		for {
-			if c, ok := status.Confirmed(tl.ids[i]); ok && c.Version >= tl.seq[i] {
+			if runner.Position() >= tl.seq[i] {
 				return nil
 			}
 			select {
@@ -403,7 +403,7 @@ func (env *benchEnv) run(b *testing.B, side *benchSide, writers, n int) time.Dur
 // staleness check (Saw) and the lifecycle's scheduler, and a projections
 // Runner follows the stream (confirming each event a second time and
 // feeding the metrics) with snapshots and positions on JetStream.
-func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Status) {
+func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Status) *projections.Runner {
 	b.Helper()
 	gate := projections.NewGate(projections.GateOptions{})
 	svc, err := lifecycle.New(lifecycle.Config{
@@ -441,4 +441,5 @@ func wireProduction(b *testing.B, store *jsstore.Store, status *projections.Stat
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = r.Close(ctx) })
+	return r
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tokenline/tokenline/adapters/jsreq"
+	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
 
@@ -255,6 +256,14 @@ func (s *Store) dropConsumer(cons jetstream.Consumer) {
 // still complete), releases the context registration and deletes the
 // consumer; it may be called more than once.
 func (s *Store) Follow(ctx context.Context, from uint64, fn func(*events.Record)) (stop func(), err error) {
+	return s.FollowKnown(ctx, from, nil, fn)
+}
+
+// FollowKnown is Follow taking the event of a message from known(seq)
+// when it returns one for the message's subject, instead of decoding the
+// message (projections.KnownFollower): the projection Runner gives it the
+// events this instance appended, whose bytes the stream holds.
+func (s *Store) FollowKnown(ctx context.Context, from uint64, known func(seq uint64) (domain.Event, bool), fn func(*events.Record)) (stop func(), err error) {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
@@ -276,7 +285,12 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(*events.Record)
 		rec = events.Record{Subject: m.Subject()}
 		if seq, ts, ok := ackInfo(m.Reply()); ok {
 			rec.Seq, rec.Stored = seq, time.Unix(0, ts)
-			decodeInto(&rec, m, &dec)
+			if e, ok := knownAt(known, seq); ok && subjectIs(rec.Subject, e.ConnectionID) {
+				e.Seq = seq
+				rec.Event = e
+			} else {
+				decodeInto(&rec, m, &dec)
+			}
 		} else if md, err := m.Metadata(); err != nil {
 			rec.Err = fmt.Errorf("jsstore: message metadata: %w", err)
 		} else {
@@ -301,6 +315,14 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(*events.Record)
 		unregister()
 		end()
 	}, nil
+}
+
+// knownAt is known(seq), or nothing without a known.
+func knownAt(known func(uint64) (domain.Event, bool), seq uint64) (domain.Event, bool) {
+	if known == nil {
+		return domain.Event{}, false
+	}
+	return known(seq)
 }
 
 // decodeInto completes a record (Seq, Stored and Subject set) with the

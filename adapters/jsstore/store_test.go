@@ -16,6 +16,7 @@ import (
 	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
+	"github.com/tokenline/tokenline/projections"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -523,5 +524,46 @@ func TestFollowTakesDeliveriesOnFollowConn(t *testing.T) {
 	// deliveries as well.
 	if d := nc.Stats().InMsgs - storeIn; d >= 2*n {
 		t.Errorf("the store's connection received %d messages for %d appends: the deliveries came there too", d, n)
+	}
+}
+
+var _ projections.KnownFollower = (*jsstore.Store)(nil)
+
+// TestFollowKnownTakesTheCallersEvent: FollowKnown gives a record the event
+// known returns for its sequence instead of decoding the message (the
+// projection Runner's own appends), and decodes the message when known has
+// none or returns one of another connection.
+func TestFollowKnownTakesTheCallersEvent(t *testing.T) {
+	st := openNew(t)
+	id := create(t, st)    // seq 1
+	other := create(t, st) // seq 2
+	third := create(t, st) // seq 3
+	known := func(seq uint64) (domain.Event, bool) {
+		switch seq {
+		case 1:
+			return domain.Event{ID: "from-known", ConnectionID: id, Actor: "known", Payload: domain.ConnectionCreated{Provider: "sandbox"}}, true
+		case 3:
+			return domain.Event{ID: "wrong-subject", ConnectionID: other, Actor: "known", Payload: domain.ConnectionCreated{Provider: "sandbox"}}, true
+		}
+		return domain.Event{}, false
+	}
+	got := make(chan events.Record, 3)
+	stop, err := st.FollowKnown(ctxT(t), 0, known, func(r *events.Record) { got <- *r })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	want := []struct {
+		conn, actor string
+	}{{id, "known"}, {other, "test"}, {third, "test"}}
+	for i, w := range want {
+		select {
+		case r := <-got:
+			if r.Err != nil || r.Seq != uint64(i+1) || r.Event.Seq != r.Seq || r.Event.ConnectionID != w.conn || r.Event.Actor != w.actor {
+				t.Fatalf("record %d: seq %d, event %s of %s by %q, %v; want %s by %q", i, r.Seq, r.Event.ID, r.Event.ConnectionID, r.Event.Actor, r.Err, w.conn, w.actor)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("record %d not delivered", i)
+		}
 	}
 }
