@@ -101,11 +101,7 @@ func TestStatusCaptureIsStable(t *testing.T) {
 // in-order fold whatever the order, and the confirmed state (what snapshots
 // and the gate seed read) never holds an event the stream has not delivered.
 func TestStatusOwnWritesAheadOfTheStream(t *testing.T) {
-	id := uuid.NewString()
-	h := newHistory(id, 0)
-	h.exec(t, domain.Create{Provider: "pleo"})
-	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
-	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	id, h := authorised(t)
 	other1 := h.exec(t, domain.Update{Config: map[string]string{"by": "other"}}) // another instance
 	own1 := h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})      // accepted without other1
 	other2 := h.exec(t, domain.SucceedRefresh{Tokens: tokens(id, 2, t0).Info()}) // another instance
@@ -251,11 +247,7 @@ func TestStatusConfirmKeepsReadersStrings(t *testing.T) {
 	st := NewStatus()
 	st.follow()
 	st.announce()
-	id := uuid.NewString()
-	h := newHistory(id, 0)
-	h.exec(t, domain.Create{Provider: "pleo"})
-	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
-	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	id, h := authorised(t)
 	var seen string
 	st.OnChange(func(_, after *domain.Connection) { seen = after.Tokens.AccessTokenFP })
 	for _, e := range h.evs {
@@ -281,14 +273,47 @@ func TestStatusConfirmKeepsReadersStrings(t *testing.T) {
 	}
 }
 
-// chain links h's events as the event store does: each one's previous hash
-// is the head before it, its hash a fresh one (the store's is the SHA-256
-// of its bytes).
-func chain(h *history) {
+// confirmedUpTo chains h (chain) and returns a Status followed by a caught-up
+// Runner whose stream has delivered h's first n events.
+func confirmedUpTo(t *testing.T, h *history, n int) *Status {
+	t.Helper()
+	chain(t, h)
+	st := NewStatus()
+	st.follow()
+	st.announce()
+	for _, e := range h.evs[:n] {
+		if _, err := st.applyStream(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+// authorised returns a new connection's history: created, then authorised
+// (three events).
+func authorised(t *testing.T) (string, *history) {
+	t.Helper()
+	id := uuid.NewString()
+	h := newHistory(id, 0)
+	h.exec(t, domain.Create{Provider: "pleo"})
+	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
+	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	return id, h
+}
+
+// chain links h's events as the event store does (each one's previous hash
+// is the head before it, its hash a fresh one: the store's is the SHA-256
+// of its bytes) and folds them again into h.conn.
+func chain(t *testing.T, h *history) {
+	t.Helper()
 	var head [32]byte
+	h.conn = domain.Connection{}
 	for i := range h.evs {
 		h.evs[i].Link = domain.ChainLink{Chained: true, Prev: head, Hash: sha256.Sum256([]byte(h.evs[i].ID))}
 		head = h.evs[i].Link.Hash
+		if err := h.conn.Apply(h.evs[i]); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -298,29 +323,10 @@ func chain(h *history) {
 // the Runner takes it back once (takeAcked) instead of decoding it, and
 // the stream's copy changes nothing and tells no observer again.
 func TestStatusAckConfirmsOwnAppendOnTheConfirmedState(t *testing.T) {
-	id := uuid.NewString()
-	h := newHistory(id, 0)
-	h.exec(t, domain.Create{Provider: "pleo"})
-	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
-	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	id, h := authorised(t)
 	h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})
 	h.exec(t, domain.SucceedRefresh{Tokens: tokens(id, 2, t0).Info()})
-	chain(h)
-	// The history was folded unchained: fold it again for the end state.
-	h.conn = domain.Connection{}
-	for _, e := range h.evs {
-		if err := h.conn.Apply(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st := NewStatus()
-	st.follow()
-	st.announce()
-	for _, e := range h.evs[:3] {
-		if _, err := st.applyStream(e); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := confirmedUpTo(t, h, 3)
 	told := 0
 	st.OnChange(func(_, _ *domain.Connection) { told++ })
 	for i, own := range h.evs[3:] {
@@ -363,22 +369,10 @@ func TestStatusAckConfirmsOwnAppendOnTheConfirmedState(t *testing.T) {
 // another instance's event the stream has not delivered) is not confirmed
 // by its acknowledgement: it waits ahead, and the Runner decodes it.
 func TestStatusAckDoesNotConfirmAnEventOnAnotherState(t *testing.T) {
-	id := uuid.NewString()
-	h := newHistory(id, 0)
-	h.exec(t, domain.Create{Provider: "pleo"})
-	h.exec(t, domain.StartAuthorisation{AttemptID: "a", ExpiresAt: t0.Add(time.Hour)})
-	h.exec(t, domain.CompleteAuthorisation{AttemptID: "a", Tokens: tokens(id, 1, t0).Info()})
+	id, h := authorised(t)
 	h.exec(t, domain.Update{Config: map[string]string{"by": "other"}}) // another instance
 	h.exec(t, domain.StartRefresh{LeaseUntil: t0.Add(time.Minute)})    // ours, on it
-	chain(h)
-	st := NewStatus()
-	st.follow()
-	st.announce()
-	for _, e := range h.evs[:3] {
-		if _, err := st.applyStream(e); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := confirmedUpTo(t, h, 3)
 	own := h.evs[4]
 	st.Apply(own)
 	if c, _ := st.Confirmed(id); c.Version != h.evs[2].Seq || st.ah(id) == nil {
