@@ -5,12 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/domain/domaintest"
 )
-
-// coldMix is domaintest.ColdMix: BenchmarkColdStart's mix of connections.
-func coldMix(n int, t0 time.Time) []*domain.Connection { return domaintest.ColdMix(n, t0) }
 
 // BenchmarkGateSeed seeds an empty gate with 100k connections of
 // BenchmarkColdStart's mix at once (Seed), as a start from the snapshot
@@ -20,7 +16,7 @@ func coldMix(n int, t0 time.Time) []*domain.Connection { return domaintest.ColdM
 //
 //	go test -run '^$' -bench GateSeed -benchmem ./projections/
 func BenchmarkGateSeed(b *testing.B) {
-	conns := coldMix(100_000, time.Now())
+	conns := domaintest.ColdMix(100_000, time.Now())
 	b.ReportAllocs()
 	cpu := processCPU()
 	for b.Loop() {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/domaintest"
 )
 
 // A gate seeded at once (Seed: the connections taken in the order of
@@ -18,7 +19,7 @@ import (
 func TestSeedColdMixAsObserveGate(t *testing.T) {
 	now := time.Now()
 	clk := newClock(now)
-	conns := coldMix(3000, now)
+	conns := domaintest.ColdMix(3000, now)
 	again := *conns[20]
 	again.Version++
 	again.State, again.Reason = domain.StateUnauthenticated, domain.ReasonInvalidGrant

@@ -10,9 +10,6 @@ import (
 	"github.com/tokenline/tokenline/domain/domaintest"
 )
 
-// coldMix is domaintest.ColdMix: BenchmarkColdStart's mix of connections.
-func coldMix(n int, t0 time.Time) []*domain.Connection { return domaintest.ColdMix(n, t0) }
-
 // BenchmarkSeedCold seeds the scheduler (and its prober, for "sandbox")
 // with 100k connections of BenchmarkColdStart's mix at once (Seed), as a
 // start from the snapshot does, and reports the CPU per connection and the
@@ -24,7 +21,7 @@ func coldMix(n int, t0 time.Time) []*domain.Connection { return domaintest.ColdM
 //	go test -run '^$' -bench SeedCold -benchmem ./domain/lifecycle/
 func BenchmarkSeedCold(b *testing.B) {
 	t0 := time.Now()
-	conns := coldMix(benchSize(100_000, 5_000), t0)
+	conns := domaintest.ColdMix(benchSize(100_000, 5_000), t0)
 	newService := func() *Service {
 		s := spreadService(t0, 16, spreadInitialJob)
 		s.cfg.Lease, s.cfg.LeaseGrace = 30*time.Second, 30*time.Second

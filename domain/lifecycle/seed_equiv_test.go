@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenline/tokenline/domain"
+	"github.com/tokenline/tokenline/domain/domaintest"
 )
 
 // Seeding BenchmarkColdStart's mix at once (Seed: entries from one slab,
@@ -22,7 +23,7 @@ import (
 // and id-less ones.
 func TestSeedColdMixAsObserve(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0).UTC()
-	conns := coldMix(3000, t0)
+	conns := domaintest.ColdMix(3000, t0)
 	conns[10].Provider = "other" // a third provider, with a prober
 	first := *conns[0]           // seen deleted before any other of its provider
 	first.ID, first.Provider, first.Deleted = "deleted-first", "other", true
