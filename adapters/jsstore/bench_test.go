@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,14 +46,22 @@ import (
 // the stream on a connection of its own, as in production). Each writer owns a fixed share of the
 // subjects, so no append conflicts.
 //
-// The two sides run in alternating chunks of at most 1000 events (the first
-// side alternating too), so that both see the same stream sizes and the same
-// background load; one op is one raw append plus one tokenline append, and
-// the events/s metrics are per side. A tokenline chunk ends when the Runner
+// A third side, raw+follower, is the raw side with a bare follower: the
+// same publishes on a stream of their own, which an ordered consumer on a
+// connection of its own follows (taking each message's sequence, nothing
+// more). It is the floor of any store whose projections follow the stream,
+// as tokenline's Runner does: the server's delivery of every event to the
+// follower and the client's read of it. tokenline/raw+follower is printed
+// beside tokenline/raw (the target's ratio).
+//
+// The sides run in rotating chunks of at most 1000 events (the first side
+// rotating too), so that all see the same stream sizes and the same
+// background load; one op is one append of each side, and the events/s
+// metrics are per side. A tokenline chunk ends when the Runner
 // has taken its last event from the stream, so that the next chunk, the raw side's,
 // does not run while the Runner catches up. The cpu-µs/event metrics are the
 // process's CPU time (user and system: the embedded nats-server's too,
-// alike on both sides) per event during each side's chunks.
+// alike on every side) per event during each side's chunks.
 //
 //	go test -run '^$' -bench Append -benchtime 3s ./adapters/jsstore/
 func BenchmarkAppend(b *testing.B) {
@@ -74,35 +83,42 @@ func BenchmarkTransition(b *testing.B) {
 }
 
 // compareWithRaw runs side against the raw publish with 1 and 8 writers
-// in alternating chunks and prints both rates and their ratio.
+// in alternating chunks and prints both rates and their ratio. A third side
+// runs in the same rotation: the raw publish with a bare follower on its
+// stream (rawFollow), the floor of any store whose projections follow the
+// stream; its ratio is printed beside the target's.
 func compareWithRaw(b *testing.B, what string, env *benchEnv, side *benchSide) {
-	type result struct{ raw, tl float64 }
+	type result struct{ raw, rawf, tl float64 }
 	results := map[int]result{}
 	writerCounts := []int{1, 8}
 	for _, writers := range writerCounts {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			const chunk = 1000
-			var took, cpu [2]time.Duration // raw, tokenline
-			sides := [2]*benchSide{env.raw, side}
+			sides := [...]*benchSide{env.raw, env.rawf, side}
+			var took, cpu [len(sides)]time.Duration // raw, raw with a follower, tokenline
 			for round, done := 0, 0; done < b.N; round++ {
 				n := min(chunk, b.N-done)
-				for k := range 2 {
-					k = (k + round) % 2
+				for k := range sides {
+					k = (k + round) % len(sides)
 					c0 := cpuTime()
 					took[k] += env.run(b, sides[k], writers, n)
 					cpu[k] += cpuTime() - c0
 				}
 				done += n
 			}
-			r := result{raw: float64(b.N) / took[0].Seconds(), tl: float64(b.N) / took[1].Seconds()}
+			rate := func(k int) float64 { return float64(b.N) / took[k].Seconds() }
+			r := result{raw: rate(0), rawf: rate(1), tl: rate(2)}
 			results[writers] = r
 			b.ReportMetric(r.raw, "raw-events/s")
+			b.ReportMetric(r.rawf, "raw+follower-events/s")
 			b.ReportMetric(r.tl, "tokenline-events/s")
 			b.ReportMetric(r.tl/r.raw, "tokenline/raw")
+			b.ReportMetric(r.tl/r.rawf, "tokenline/raw+follower")
 			// The process's CPU per event during each side's chunks (the
-			// embedded nats-server's included, on both sides alike).
-			b.ReportMetric(float64(cpu[0].Microseconds())/float64(b.N), "raw-cpu-µs/event")
-			b.ReportMetric(float64(cpu[1].Microseconds())/float64(b.N), "tokenline-cpu-µs/event")
+			// embedded nats-server's included, on every side alike).
+			for k, unit := range [...]string{"raw-cpu-µs/event", "raw+follower-cpu-µs/event", "tokenline-cpu-µs/event"} {
+				b.ReportMetric(float64(cpu[k].Microseconds())/float64(b.N), unit)
+			}
 		})
 	}
 	for _, writers := range writerCounts {
@@ -114,13 +130,17 @@ func compareWithRaw(b *testing.B, what string, env *benchEnv, side *benchSide) {
 		if writers > 1 {
 			w = "writers"
 		}
-		fmt.Printf("%s %d %s: raw %.0f/s tokenline %.0f/s ratio %.2f\n", what, writers, w, r.raw, r.tl, r.tl/r.raw)
+		fmt.Printf("%s %d %s: raw %.0f/s, raw with a follower %.0f/s, tokenline %.0f/s; ratio %.2f to raw, %.2f to raw with a follower\n",
+			what, writers, w, r.raw, r.rawf, r.tl, r.tl/r.raw, r.tl/r.rawf)
 	}
 }
 
-// rawSubjectPrefix is the raw side's subject prefix, as long as
-// events.SubjectPrefix.
-const rawSubjectPrefix = "rawevents.conn."
+// rawSubjectPrefix and rawFollowSubjectPrefix are the raw sides' subject
+// prefixes, as long as events.SubjectPrefix.
+const (
+	rawSubjectPrefix       = "rawevents.conn."
+	rawFollowSubjectPrefix = "rawfollow.conn."
+)
 
 // benchSide is one way of appending: raw JetStream or tokenline's Store.
 type benchSide struct {
@@ -139,6 +159,7 @@ type benchSide struct {
 
 type benchEnv struct {
 	raw, tl *benchSide
+	rawf    *benchSide     // raw publishes on a stream a bare follower reads
 	tx      *benchSide     // tl's subjects, written by whole transitions
 	cursor  map[[3]any]int // (side, writers, writer) -> next index into its subjects
 }
@@ -256,39 +277,82 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 
 	// raw: the same bytes tokenline writes, published as they are.
 	env.raw = newSide("raw")
-	raw := env.raw
 	rawBodies := make([][2][]byte, subjects)
-	for i, id := range raw.ids {
+	for i := range rawBodies {
 		for j := range 2 {
 			// With a prevhash, as tokenline writes them (same size; the
 			// raw side does not compute it).
-			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: id, Time: time.Now(), Actor: "instance/api-1", Payload: refresh(j), Link: domain.ChainLink{Chained: true}})
+			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: env.raw.ids[i], Time: time.Now(), Actor: "instance/api-1", Payload: refresh(j), Link: domain.ChainLink{Chained: true}})
 			if err != nil {
 				b.Fatal(err)
 			}
 			rawBodies[i][j] = body
 		}
 	}
-	rawPublish := func(ctx context.Context, i int, body []byte) error {
-		m := &nats.Msg{Subject: rawSubjectPrefix + raw.ids[i], Data: body, Header: nats.Header{}}
+	rawPublish := func(ctx context.Context, side *benchSide, prefix string, i int, body []byte) error {
+		m := &nats.Msg{Subject: prefix + side.ids[i], Data: body, Header: nats.Header{}}
 		m.Header[jetstream.MsgIDHeader] = []string{uuid.NewString()}
-		m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(raw.seq[i], 10)}
+		m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(side.seq[i], 10)}
 		ack, err := js.PublishMsg(ctx, m)
 		if err != nil {
 			return err
 		}
-		raw.seq[i] = ack.Sequence
+		side.seq[i] = ack.Sequence
 		return nil
 	}
-	raw.append = func(ctx context.Context, i int) error {
-		if err := rawPublish(ctx, i, rawBodies[i][raw.step[i]%2]); err != nil {
-			return err
+	rawAppend := func(side *benchSide, prefix string) func(ctx context.Context, i int) error {
+		return func(ctx context.Context, i int) error {
+			if err := rawPublish(ctx, side, prefix, i, rawBodies[i][side.step[i]%2]); err != nil {
+				return err
+			}
+			side.step[i]++
+			return nil
 		}
-		raw.step[i]++
+	}
+	env.raw.append = rawAppend(env.raw, rawSubjectPrefix)
+
+	// raw with a follower: the same publishes on a third stream, which an
+	// ordered consumer on a connection of its own follows, as tokenline's
+	// Runner does, taking each message's stream sequence and nothing more
+	// (no decoding, no projection). A chunk ends when it has the last one.
+	env.rawf = newSide("raw+follower")
+	env.rawf.append = rawAppend(env.rawf, rawFollowSubjectPrefix)
+	rawfCfg := jsstore.StreamConfig(jsstore.Config{Stream: "RAWFOLLOW"})
+	rawfCfg.Subjects = []string{rawFollowSubjectPrefix + "*"}
+	rawfStream, err := js.CreateStream(ctx, rawfCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	followJS, err := jetstream.New(connect("raw/follower"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	follower, err := followJS.OrderedConsumer(ctx, rawfStream.CachedInfo().Config.Name, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var followed atomic.Uint64
+	cc, err := follower.Consume(func(m jetstream.Msg) {
+		if md, err := m.Metadata(); err == nil {
+			followed.Store(md.Sequence.Stream)
+		}
+	}, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cc.Stop)
+	env.rawf.settle = func(ctx context.Context, i int) error {
+		for followed.Load() < env.rawf.seq[i] {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the raw follower did not reach sequence %d: %w", env.rawf.seq[i], ctx.Err())
+			case <-time.After(50 * time.Microsecond):
+			}
+		}
 		return nil
 	}
 
-	// Untimed setup: create and authorise every connection on both sides.
+	// Untimed setup: create and authorise every connection on every side.
 	start := time.Now()
 	parallel(b, subjects, 16, func(i int) error {
 		for _, p := range setup {
@@ -297,12 +361,17 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 				return err
 			}
 			tl.seq[i] = out.Seq
-			body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: raw.ids[i], Time: time.Now(), Actor: "instance/api-1", Payload: p})
-			if err != nil {
-				return err
-			}
-			if err := rawPublish(ctx, i, body); err != nil {
-				return err
+			for _, side := range [...]struct {
+				*benchSide
+				prefix string
+			}{{env.raw, rawSubjectPrefix}, {env.rawf, rawFollowSubjectPrefix}} {
+				body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: side.ids[i], Time: time.Now(), Actor: "instance/api-1", Payload: p})
+				if err != nil {
+					return err
+				}
+				if err := rawPublish(ctx, side.benchSide, side.prefix, i, body); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
