@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -98,7 +99,11 @@ func writeSnapshot(b *testing.B, m *app.Main) {
 // data dir (until the stream answers), and with a start whose snapshot
 // pointer was deleted (a full replay). It prints each figure (the median
 // of the rounds), the ratios to the baseline, the start-up phases and the
-// heap in use after GC once started.
+// heap in use after GC once started. Beside the full replay it times that
+// replay's floor, in the rounds before it: the bare restart followed by a
+// raw read of every message of the stream (an ordered consumer taking the
+// messages in its callback, as tokenline's reads do, and doing nothing with
+// them), the least any start that reads the whole history can take.
 //
 // It measures the store in two conditions, one after the other:
 //
@@ -197,9 +202,15 @@ func coldStartRounds(b *testing.B, ctx context.Context, mk func() *app.Main, dir
 	// nats-server's included): on a shared machine a start waits for a
 	// core, and this figure moves less than the time.
 	var cpuBare, cpuSnap, cpuFull []time.Duration
+	// The floor of any full replay, timed in the rounds before one: the
+	// bare restart, then a raw read of every message of the stream (an
+	// ordered consumer, nothing done with the messages), until it has the
+	// last one.
+	var tFloor []time.Duration
 	// bare restarts the embedded nats-server on the data dir and waits
-	// until the stream answers; with dropSnapshot it then deletes the
-	// status projection's snapshot pointer (not timed).
+	// until the stream answers; with dropSnapshot it then reads the whole
+	// stream raw (tFloor) and deletes the status projection's snapshot
+	// pointer (not timed).
 	bare := func(dropSnapshot bool) time.Duration {
 		s, c := time.Now(), processCPU()
 		srv, err := natsserver.Start(ctx, natsserver.Config{DataDir: dir, Listen: "127.0.0.1:0"})
@@ -217,6 +228,9 @@ func coldStartRounds(b *testing.B, ctx context.Context, mk func() *app.Main, dir
 		}
 		d := time.Since(s)
 		cpuBare = append(cpuBare, processCPU()-c)
+		if dropSnapshot {
+			tFloor = append(tFloor, d+rawReadAll(b, ctx, st, st.CachedInfo().State.Msgs))
+		}
 		kv, err := js.KeyValue(ctx, jsstore.PositionsBucket)
 		if err != nil {
 			b.Fatal(err)
@@ -289,12 +303,14 @@ func coldStartRounds(b *testing.B, ctx context.Context, mk func() *app.Main, dir
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	mb, ms, mf := med(tBare), med(tSnap), med(tFull)
+	mb, ms, mf, mfl := med(tBare), med(tSnap), med(tFull), med(tFloor)
 	b.ReportMetric(float64(ms.Milliseconds()), "snapshot-start-ms"+suffix)
 	b.ReportMetric(float64(mf.Milliseconds()), "replay-start-ms"+suffix)
 	b.ReportMetric(float64(mb.Milliseconds()), "bare-nats-ms"+suffix)
 	b.ReportMetric(float64(ms)/float64(mb), "snapshot/bare"+suffix)
 	b.ReportMetric(float64(mf)/float64(mb), "replay/bare"+suffix)
+	b.ReportMetric(float64(mfl.Milliseconds()), "bare+raw-read-ms"+suffix)
+	b.ReportMetric(float64(mf)/float64(mfl), "replay/bare+raw-read"+suffix)
 	b.ReportMetric(float64(inuse)/float64(conns), "heap-inuse-B/conn"+suffix)
 	cb, cs, cf := med(cpuBare), med(cpuSnap), med(cpuFull)
 	b.ReportMetric(float64(cs.Milliseconds()), "snapshot-start-cpu-ms"+suffix)
@@ -303,14 +319,46 @@ func coldStartRounds(b *testing.B, ctx context.Context, mk func() *app.Main, dir
 		"  bare nats-server restart on the same store: %v (all %v)\n"+
 		"  tokenline from snapshot+position:           %v (all %v), %.2fx the bare restart (target <= 1.3)\n"+
 		"  tokenline by full replay (no snapshot):     %v (all %v), %.2fx the bare restart (target <= 3)\n"+
+		"  its floor, the bare restart and a raw read of every message: %v (all %v), %.2fx the bare restart; the replay %.2fx it\n"+
 		"  start-up phases (last snapshot start): %v\n"+
 		"  start-up phases (last full replay):    %v\n"+
 		"  CPU of the process during each start (median; the embedded nats-server's included): bare %v, from snapshot %v, by full replay %v (%.2f µs/event)\n"+
 		"  heap in use after GC once started from the snapshot (the embedded nats-server's included): %.0f B/conn\n",
 		n, conns, cond, rounds, mb.Round(time.Millisecond), tBare, ms.Round(time.Millisecond), tSnap, float64(ms)/float64(mb),
-		mf.Round(time.Millisecond), tFull, float64(mf)/float64(mb), phases, fullPhases,
+		mf.Round(time.Millisecond), tFull, float64(mf)/float64(mb),
+		mfl.Round(time.Millisecond), tFloor, float64(mfl)/float64(mb), float64(mf)/float64(mfl), phases, fullPhases,
 		cb.Round(time.Millisecond), cs.Round(time.Millisecond), cf.Round(time.Millisecond), float64(cf.Nanoseconds())/1e3/float64(n),
 		float64(inuse)/float64(conns))
+}
+
+// rawReadAll reads the first n messages of the stream (all of them) with an
+// ordered consumer, taken in its callback as tokenline's reads take them
+// (Consume; no timer per message, as Messages' Next arms) and doing nothing
+// with them, not even parsing their metadata: the floor any reader of the
+// stream pays. It returns how long it took.
+func rawReadAll(b *testing.B, ctx context.Context, st jetstream.Stream, n uint64) time.Duration {
+	start := time.Now()
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	var got atomic.Uint64
+	cc, err := cons.Consume(func(jetstream.Msg) {
+		if got.Add(1) == n {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(8192)) // as jsstore's reads pull
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+		b.Fatalf("raw read: %d of %d messages in 10 minutes", got.Load(), n)
+	}
+	return time.Since(start)
 }
 
 // populate writes the cold-start store into the data dir of mk's Main: n
