@@ -440,29 +440,15 @@ func populateStream(b *testing.B, st *jsstore.Store, n, conns int) {
 	fmt.Printf("populated %d events across %d connections in %v\n", n, conns, time.Since(start).Round(time.Millisecond))
 }
 
-// rawRead reads the whole stream with an ordered consumer and does nothing
-// with the messages: the floor any reader of the stream pays.
+// rawRead reads the whole stream (n messages) with an ordered consumer and
+// does nothing with the messages: the floor any reader of the stream pays
+// (natstest.ReadAll).
 func rawRead(b *testing.B, st *jsstore.Store, n int) time.Duration {
-	ctx := context.Background()
-	start := time.Now()
-	cons, err := st.Stream().OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	d, err := natstest.ReadAll(context.Background(), st.Stream(), uint64(n), 10*time.Minute)
 	if err != nil {
 		b.Fatal(err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(5000))
-	if err != nil {
-		b.Fatal(err)
-	}
-	bytes := 0
-	for range n {
-		m, err := it.Next()
-		if err != nil {
-			b.Fatal(err)
-		}
-		bytes += len(m.Data())
-	}
-	it.Stop()
-	return time.Since(start)
+	return d
 }
 
 // BenchmarkRebuild times the rebuild of the projections as production

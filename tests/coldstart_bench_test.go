@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/tokenline/tokenline/adapters/jsstore"
 	"github.com/tokenline/tokenline/adapters/natsserver"
+	"github.com/tokenline/tokenline/adapters/natstest"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
@@ -229,7 +229,11 @@ func coldStartRounds(b *testing.B, ctx context.Context, mk func() *app.Main, dir
 		d := time.Since(s)
 		cpuBare = append(cpuBare, processCPU()-c)
 		if dropSnapshot {
-			tFloor = append(tFloor, d+rawReadAll(b, ctx, st, st.CachedInfo().State.Msgs))
+			read, err := natstest.ReadAll(ctx, st, st.CachedInfo().State.Msgs, 10*time.Minute)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tFloor = append(tFloor, d+read)
 		}
 		kv, err := js.KeyValue(ctx, jsstore.PositionsBucket)
 		if err != nil {
@@ -329,36 +333,6 @@ func coldStartRounds(b *testing.B, ctx context.Context, mk func() *app.Main, dir
 		mfl.Round(time.Millisecond), tFloor, float64(mfl)/float64(mb), float64(mf)/float64(mfl), phases, fullPhases,
 		cb.Round(time.Millisecond), cs.Round(time.Millisecond), cf.Round(time.Millisecond), float64(cf.Nanoseconds())/1e3/float64(n),
 		float64(inuse)/float64(conns))
-}
-
-// rawReadAll reads the first n messages of the stream (all of them) with an
-// ordered consumer, taken in its callback as tokenline's reads take them
-// (Consume; no timer per message, as Messages' Next arms) and doing nothing
-// with them, not even parsing their metadata: the floor any reader of the
-// stream pays. It returns how long it took.
-func rawReadAll(b *testing.B, ctx context.Context, st jetstream.Stream, n uint64) time.Duration {
-	start := time.Now()
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	var got atomic.Uint64
-	cc, err := cons.Consume(func(jetstream.Msg) {
-		if got.Add(1) == n {
-			close(done)
-		}
-	}, jetstream.PullMaxMessages(8192)) // as jsstore's reads pull
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Stop()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Minute):
-		b.Fatalf("raw read: %d of %d messages in 10 minutes", got.Load(), n)
-	}
-	return time.Since(start)
 }
 
 // populate writes the cold-start store into the data dir of mk's Main: n

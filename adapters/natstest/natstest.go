@@ -4,14 +4,17 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server is a running test server.
@@ -191,5 +194,40 @@ func WaitCurrent(t testing.TB, servers []*Server, stream string) {
 			t.Fatalf("natstest: stream %s not current after 30s", stream)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ReadAll reads the first n messages of st from its beginning (all of
+// them, for a stream of n) with an ordered consumer, taking them in its
+// callback as tokenline's reads do (Consume, which arms no timer per
+// message as Messages' Next does) and doing nothing with them, not even
+// parsing their metadata: the floor any reader of the stream pays, for
+// benchmarks to compare with. It returns how long the read took, consumer
+// creation included, or an error if the n messages did not come within
+// timeout.
+func ReadAll(ctx context.Context, st jetstream.Stream, n uint64, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return 0, err
+	}
+	done := make(chan struct{})
+	var got atomic.Uint64
+	cc, err := cons.Consume(func(jetstream.Msg) {
+		if got.Add(1) == n {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(8192)) // as jsstore's reads pull
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+		return time.Since(start), nil
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("natstest: read %d of %d messages in %v", got.Load(), n, timeout)
+	case <-ctx.Done():
+		return 0, ctx.Err()
 	}
 }
