@@ -205,7 +205,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		// The status projection already holds every aggregate, confirmed by
 		// the stream: Load starts from it instead of keeping a second copy.
 		Seed: func(id string) (domain.Connection, bool) {
-			if m.Proj == nil || m.Proj.Runner == nil {
+			// Before the projections start (m.Proj set, nothing
+			// restored) Status holds nothing: nothing is seeded.
+			if m.Proj == nil {
 				return domain.Connection{}, false
 			}
 			return m.Proj.Status.Confirmed(id)
@@ -312,6 +314,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	// collection its end brings (the collector back at its usual rate, the
 	// heap over its goal: 26-94 ms of mark assists on 100k connections).
 	// Each phase's time is its own.
+	// The Runner exists before either starts: the handler reads it.
+	if err := m.Proj.Open(runCtx, m.Metrics.ObserveEvent); err != nil {
+		return err
+	}
 	var (
 		whErr   error
 		handler http.Handler
@@ -326,7 +332,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		whDone <- [2]time.Duration{opened.Sub(start), time.Since(opened)}
 	}()
-	projErr := m.Proj.Start(runCtx, m.Metrics.ObserveEvent)
+	projErr := m.Proj.Start(runCtx)
 	phase("projections")
 	took := <-whDone
 	if projErr != nil {

@@ -39,11 +39,10 @@ func newProjections(m *Main) *Projections {
 	return p
 }
 
-// Start restores the projections, catches up with the stream (the
-// observers registered with Status.OnChange are seeded then) and follows the
-// stream, feeding onEvent with every event it delivers after the catch-up,
-// once each, in stream order (the metrics count them).
-func (p *Projections) Start(ctx context.Context, onEvent func(domain.Event)) error {
+// Open makes the projections' Runner (p.Runner), which will feed onEvent
+// with every event it delivers after the catch-up, once each, in stream
+// order (the metrics count them). Start then starts it.
+func (p *Projections) Open(ctx context.Context, onEvent func(domain.Event)) error {
 	cp, err := p.m.Store.CheckpointsWithKey(ctx, p.m.checkpointKey)
 	if err != nil {
 		return err
@@ -65,6 +64,14 @@ func (p *Projections) Start(ctx context.Context, onEvent func(domain.Event)) err
 		return err
 	}
 	p.Runner = r
+	return nil
+}
+
+// Start restores the projections, catches up with the stream (the
+// observers registered with Status.OnChange are seeded then) and follows
+// the stream. Open comes first.
+func (p *Projections) Start(ctx context.Context) error {
+	r := p.Runner
 	if err := r.Start(ctx); err != nil {
 		return err
 	}
