@@ -537,10 +537,19 @@ func TestDeletedSubscriptionsLeftoverConsumerIsSwept(t *testing.T) {
 	if _, err := m.Delete(ctx, gone.ID, "test"); err != nil {
 		t.Fatal(err)
 	}
-	// As the other instance's late create request would.
-	if _, err := e.js.CreateOrUpdateConsumer(ctx, "TOKENLINE", jetstream.ConsumerConfig{Durable: webhook.ConsumerPrefix + gone.ID,
-		FilterSubject: "tokenline.conn.*", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-		t.Fatal(err)
+	// As the other instance's late create request would: once the
+	// server has finished closing the consumer Delete removed (until then
+	// it refuses the name, "consumer closed", JSErrCodeConsumerCreate).
+	for i := 0; ; i++ {
+		_, err := e.js.CreateOrUpdateConsumer(ctx, "TOKENLINE", jetstream.ConsumerConfig{Durable: webhook.ConsumerPrefix + gone.ID,
+			FilterSubject: "tokenline.conn.*", AckPolicy: jetstream.AckExplicitPolicy})
+		var apiErr *jetstream.APIError
+		if err == nil {
+			break
+		} else if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeConsumerCreate || i == 200 {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	for i := 0; i < 500; i++ { // the live one's deliverer creates its consumer
 		if _, err := e.js.Consumer(ctx, "TOKENLINE", webhook.ConsumerPrefix+live.ID); err == nil {
