@@ -48,8 +48,7 @@ import (
 //
 // A third side, raw+follower, is the raw side with a bare follower: the
 // same publishes on a stream of their own, which an ordered consumer on a
-// connection of its own follows (taking each message's sequence, nothing
-// more). It is the floor of any store whose projections follow the stream,
+// connection of its own follows (counting the messages, nothing more). It is the floor of any store whose projections follow the stream,
 // as tokenline's Runner does: the server's delivery of every event to the
 // follower and the client's read of it. tokenline/raw+follower is printed
 // beside tokenline/raw (the target's ratio).
@@ -148,6 +147,9 @@ type benchSide struct {
 	ids  []string
 	seq  []uint64 // last stream sequence per subject, tracked client-side
 	step []int    // steady-state events appended per subject
+	// prefix is a raw side's subject prefix; sent counts its publishes.
+	prefix string
+	sent   atomic.Uint64
 	// append writes the next event of subject i.
 	append func(ctx context.Context, i int) error
 	// settle, if set, returns once the side's work for the events it
@@ -238,16 +240,10 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 	// The Runner takes tokenline's events from the stream, in stream
 	// order: once it has the last one appended, it has them all.
 	tl.settle = func(ctx context.Context, i int) error {
-		for {
-			if runner.Position() >= tl.seq[i] {
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("the Runner did not confirm event %d of %s: %w", tl.seq[i], tl.ids[i], ctx.Err())
-			case <-time.After(50 * time.Microsecond):
-			}
+		if err := waitFor(ctx, func() bool { return runner.Position() >= tl.seq[i] }); err != nil {
+			return fmt.Errorf("the Runner did not confirm event %d of %s: %w", tl.seq[i], tl.ids[i], err)
 		}
+		return nil
 	}
 
 	// tokenline, whole transitions: load, decide, append.
@@ -289,8 +285,8 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 			rawBodies[i][j] = body
 		}
 	}
-	rawPublish := func(ctx context.Context, side *benchSide, prefix string, i int, body []byte) error {
-		m := &nats.Msg{Subject: prefix + side.ids[i], Data: body, Header: nats.Header{}}
+	rawPublish := func(ctx context.Context, side *benchSide, i int, body []byte) error {
+		m := &nats.Msg{Subject: side.prefix + side.ids[i], Data: body, Header: nats.Header{}}
 		m.Header[jetstream.MsgIDHeader] = []string{uuid.NewString()}
 		m.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(side.seq[i], 10)}
 		ack, err := js.PublishMsg(ctx, m)
@@ -298,11 +294,13 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 			return err
 		}
 		side.seq[i] = ack.Sequence
+		side.sent.Add(1)
 		return nil
 	}
 	rawAppend := func(side *benchSide, prefix string) func(ctx context.Context, i int) error {
+		side.prefix = prefix
 		return func(ctx context.Context, i int) error {
-			if err := rawPublish(ctx, side, prefix, i, rawBodies[i][side.step[i]%2]); err != nil {
+			if err := rawPublish(ctx, side, i, rawBodies[i][side.step[i]%2]); err != nil {
 				return err
 			}
 			side.step[i]++
@@ -313,8 +311,9 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 
 	// raw with a follower: the same publishes on a third stream, which an
 	// ordered consumer on a connection of its own follows, as tokenline's
-	// Runner does, taking each message's stream sequence and nothing more
-	// (no decoding, no projection). A chunk ends when it has the last one.
+	// Runner does, counting the messages and nothing more (no metadata,
+	// no decoding, no projection). A chunk ends when it has as many as
+	// were published.
 	env.rawf = newSide("raw+follower")
 	env.rawf.append = rawAppend(env.rawf, rawFollowSubjectPrefix)
 	rawfCfg := jsstore.StreamConfig(jsstore.Config{Stream: "RAWFOLLOW"})
@@ -332,22 +331,15 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 		b.Fatal(err)
 	}
 	var followed atomic.Uint64
-	cc, err := follower.Consume(func(m jetstream.Msg) {
-		if md, err := m.Metadata(); err == nil {
-			followed.Store(md.Sequence.Stream)
-		}
-	}, jetstream.PullMaxMessages(1000))
+	cc, err := follower.Consume(func(jetstream.Msg) { followed.Add(1) }, jetstream.PullMaxMessages(1000))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(cc.Stop)
-	env.rawf.settle = func(ctx context.Context, i int) error {
-		for followed.Load() < env.rawf.seq[i] {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("the raw follower did not reach sequence %d: %w", env.rawf.seq[i], ctx.Err())
-			case <-time.After(50 * time.Microsecond):
-			}
+	env.rawf.settle = func(ctx context.Context, _ int) error {
+		sent := env.rawf.sent.Load()
+		if err := waitFor(ctx, func() bool { return followed.Load() >= sent }); err != nil {
+			return fmt.Errorf("the raw follower did not take %d messages: %w", sent, err)
 		}
 		return nil
 	}
@@ -361,15 +353,12 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 				return err
 			}
 			tl.seq[i] = out.Seq
-			for _, side := range [...]struct {
-				*benchSide
-				prefix string
-			}{{env.raw, rawSubjectPrefix}, {env.rawf, rawFollowSubjectPrefix}} {
+			for _, side := range [...]*benchSide{env.raw, env.rawf} {
 				body, err := events.Encode(domain.Event{ID: uuid.NewString(), ConnectionID: side.ids[i], Time: time.Now(), Actor: "instance/api-1", Payload: p})
 				if err != nil {
 					return err
 				}
-				if err := rawPublish(ctx, side.benchSide, side.prefix, i, body); err != nil {
+				if err := rawPublish(ctx, side, i, body); err != nil {
 					return err
 				}
 			}
@@ -381,6 +370,18 @@ func newBenchEnv(b *testing.B, subjects int) *benchEnv {
 	}
 	b.Logf("setup: %d connections per side in %v", subjects, time.Since(start).Round(time.Millisecond))
 	return env
+}
+
+// waitFor polls done every 50 µs until it holds or ctx ends.
+func waitFor(ctx context.Context, done func() bool) error {
+	for !done() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Microsecond):
+		}
+	}
+	return nil
 }
 
 // parallel runs fn(0..n-1) on g goroutines, each taking indices i%g == k.
