@@ -54,21 +54,8 @@ const readChunk = 256
 // readPull is how many messages a read asks the server for at a time.
 const readPull = 8192
 
-type chunk struct {
-	msgs []jetstream.Msg
-	recs []events.Record
-	done chan struct{}
-}
-
-var chunkPool = sync.Pool{New: func() any {
-	return &chunk{msgs: make([]jetstream.Msg, 0, readChunk), recs: make([]events.Record, 0, readChunk)}
-}}
-
-func getChunk() *chunk {
-	c := chunkPool.Get().(*chunk)
-	c.msgs, c.recs, c.done = c.msgs[:0], c.recs[:0], make(chan struct{})
-	return c
-}
+// readPipe decodes every message of a Read.
+var readPipe = newPipe(readChunk, func(r *events.Record) *events.Record { return r }, decodeInto)
 
 // Read reads the part of the stream r selects, in order, and calls fn for
 // every record from the calling goroutine. Decoding, the expensive part,
@@ -118,119 +105,7 @@ func (s *Store) Read(ctx context.Context, r events.Range, fn func(*events.Record
 	// ends, even if Consume itself fails after creating it.
 	defer s.dropConsumer(cons)
 
-	workers := max(ReadWorkers, 1)
-	work := make(chan *chunk, 4*workers)
-	order := make(chan *chunk, 8*workers)
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(workers)
-	for range workers {
-		go func() {
-			defer wg.Done()
-			var dec events.Decoder
-			for c := range work {
-				for i := range c.msgs {
-					decodeInto(&c.recs[i], c.msgs[i], &dec)
-					c.msgs[i] = nil
-				}
-				close(c.done)
-			}
-		}()
-	}
-	// The consumer's messages are taken in its callback (Consume), which
-	// gathers them into chunks for the workers: no goroutine in between
-	// and no timer per message (Messages' Next arms one).
-	var mu sync.Mutex // the callback's state, and stopped
-	stopped := false
-	c := getChunk()
-	send := func() bool {
-		select {
-		case order <- c:
-		case <-quit:
-			return false
-		}
-		select {
-		case work <- c:
-		case <-quit:
-			return false
-		}
-		c = getChunk()
-		return true
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		// The record is written in place: the chunk's records are zero
-		// (new, or cleared before the chunk went back to the pool).
-		c.recs = c.recs[:len(c.recs)+1]
-		rec := &c.recs[len(c.recs)-1]
-		rec.Subject = m.Subject()
-		if seq, ts, ok := ackInfo(m.Reply()); ok {
-			rec.Seq, rec.Stored = seq, time.Unix(0, ts)
-		} else if md, err := m.Metadata(); err == nil {
-			rec.Seq, rec.Stored = md.Sequence.Stream, md.Timestamp
-		} else {
-			rec.Err = fmt.Errorf("jsstore: message metadata: %w", err)
-			m = nil
-		}
-		seq := rec.Seq
-		c.msgs = append(c.msgs, m)
-		if seq >= to || len(c.msgs) == readChunk {
-			if !send() || seq >= to { // the chunk is the workers' now: rec too
-				stopped = true
-			}
-		}
-	}, jetstream.PullMaxMessages(readPull))
-	if err != nil {
-		close(work)
-		wg.Wait()
-		return 0, fmt.Errorf("jsstore: read: %w", err)
-	}
-	defer func() {
-		close(quit)
-		cc.Stop()
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
-		close(work)
-		wg.Wait()
-	}()
-
-	var last uint64
-	for last < to {
-		var c *chunk
-		select {
-		case c = <-order:
-		case <-ctx.Done():
-			return last, ctx.Err()
-		}
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			return last, ctx.Err()
-		}
-		var fnErr error
-		for i := range c.recs {
-			rec := &c.recs[i]
-			if rec.Seq > to {
-				break
-			}
-			if fnErr = fn(rec); fnErr != nil {
-				break
-			}
-			last = rec.Seq
-		}
-		clear(c.msgs)
-		clear(c.recs)
-		chunkPool.Put(c)
-		if fnErr != nil {
-			return last, fnErr
-		}
-	}
-	return last, nil
+	return readPipe.run(ctx, cons, to, fn)
 }
 
 // dropConsumer deletes the server-side consumer an ordered consumer is
