@@ -1,7 +1,9 @@
 package webhook_test
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenline/tokenline/adapters/webhook"
+	"github.com/tokenline/tokenline/domain"
 )
 
 // A receiver's answer headers are bounded like its body: one answering
@@ -51,5 +54,35 @@ func TestHugeAnswerHeadersFailTheAttempt(t *testing.T) {
 	}
 	if len(a.Error) > 200 {
 		t.Fatalf("the attempt's error is %d bytes", len(a.Error))
+	}
+}
+
+// The subscriptions are bounded (Config.MaxSubscriptions): one more is
+// refused as an invalid request and creates nothing; a deleted one frees
+// its place.
+func TestSubscriptionsBounded(t *testing.T) {
+	e := newEnv(t)
+	m := e.open(t, func(c *webhook.Config) { c.MaxSubscriptions = 3 })
+	ctx := context.Background()
+	var first string
+	for i := 0; i < 3; i++ {
+		w, _, err := m.Create(ctx, webhook.CreateRequest{URL: "http://127.0.0.1:9/hook"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = cmp.Or(first, w.ID)
+	}
+	_, _, err := m.Create(ctx, webhook.CreateRequest{URL: "http://127.0.0.1:9/hook"})
+	if !errors.Is(err, domain.ErrInvalidCommand) || !strings.Contains(err.Error(), "at most 3") {
+		t.Fatalf("a fourth subscription: %v", err)
+	}
+	if n := len(m.List()); n != 3 {
+		t.Fatalf("%d subscriptions after the refusal", n)
+	}
+	if _, err := m.Delete(ctx, first, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Create(ctx, webhook.CreateRequest{URL: "http://127.0.0.1:9/hook"}); err != nil {
+		t.Fatalf("after a delete: %v", err)
 	}
 }
