@@ -76,3 +76,57 @@ func TestReaderCannotWriteThroughAPushConsumer(t *testing.T) {
 		t.Errorf("the checkpoint stream went from %d to %d messages", cpsBefore, n)
 	}
 }
+
+// The checkpoint stream's subject is literal, and a stream listening on a
+// literal subject is itself the interest a push consumer waits for: a
+// reader's consumer on the event stream delivering to
+// tokenline.checkpoints sends it events with no subscriber at all. Each
+// carries the subject sequence its append expected, so the first events of
+// a connection land on an empty checkpoint subject unless the message also
+// names the stream it is for (Nats-Expected-Stream).
+func TestReaderPushConsumerCannotCopyEventsIntoTheCheckpoints(t *testing.T) {
+	in := start(t, func(c *app.Config) { c.CheckpointInterval = time.Hour })
+	id := create(t, in, map[string]string{"team": "finance"})
+	authorise(t, in, id)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := in.Store.JetStream()
+	cps, err := js.Stream(ctx, in.Store.StreamName()+"_CHECKPOINTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cps.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Fatalf("the checkpoint stream holds %d messages before the test: an append expecting 0 would not land", info.State.Msgs)
+	}
+
+	reader, err := natsserver.Connect(ctx, in.NATSURL(), natsserver.ConnectOptions{CredsFile: in.NATSReaderFile()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	rjs, err := jetstream.New(reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := rjs.CreateOrUpdatePushConsumer(ctx, in.Store.StreamName(), jetstream.ConsumerConfig{
+		Durable: "copy-into-checkpoints", DeliverSubject: events.CheckpointSubject, AckPolicy: jetstream.AckNonePolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The consumer delivers every event (the stream is the interest).
+	eventually(t, 10*time.Second, "the consumer's deliveries", func() bool {
+		ci, err := c.Info(ctx)
+		return err == nil && ci.Delivered.Stream >= 3
+	})
+	time.Sleep(200 * time.Millisecond)
+	if info, err = cps.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Fatalf("a reader's push consumer copied %d events into the checkpoint stream", info.State.Msgs)
+	}
+}
