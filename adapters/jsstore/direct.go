@@ -55,9 +55,15 @@ type rangeMsg struct {
 
 // subjectMsgs is subjectRange with the time each message was stored.
 func (s *Store) subjectMsgs(ctx context.Context, subject string, from, upTo uint64, fn func(*rangeMsg) error) error {
+	return s.streamSubjectMsgs(ctx, s.cfg.Stream, subject, from, upTo, fn)
+}
+
+// streamSubjectMsgs is subjectMsgs on another stream of the store (the
+// checkpoint stream).
+func (s *Store) streamSubjectMsgs(ctx context.Context, stream, subject string, from, upTo uint64, fn func(*rangeMsg) error) error {
 	next, err := from, error(nil)
 	if directRanges {
-		next, err = s.directRange(ctx, subject, from, upTo, fn)
+		next, err = s.streamDirectRange(ctx, stream, subject, from, upTo, fn)
 	}
 	var ferr fnError
 	if errors.As(err, &ferr) {
@@ -70,7 +76,7 @@ func (s *Store) subjectMsgs(ctx context.Context, subject string, from, upTo uint
 		s.log.Debug("direct get failed: reading from the stream leader", "subject", subject, "from", next, "error", err.Error())
 	}
 	for next <= upTo {
-		m, err := jsreq.NextMsg(ctx, s.js, s.cfg.Stream, subject, next)
+		m, err := jsreq.NextMsg(ctx, s.js, stream, subject, next)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil // the caller sees what is missing
 		}
@@ -98,6 +104,11 @@ func (e fnError) Error() string { return e.err.Error() }
 // stopped early: the replica that answered had nothing more up to upTo (no
 // error), or an error.
 func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint64, fn func(*rangeMsg) error) (uint64, error) {
+	return s.streamDirectRange(ctx, s.cfg.Stream, subject, from, upTo, fn)
+}
+
+// streamDirectRange is directRange on another stream of the store.
+func (s *Store) streamDirectRange(ctx context.Context, stream, subject string, from, upTo uint64, fn func(*rangeMsg) error) (uint64, error) {
 	// One batch is answered at a time (directBatch messages and an end
 	// marker): a channel of two batches holds them, where a synchronous
 	// subscription's would be the connection's SubChanLen (65,536 slots,
@@ -109,7 +120,7 @@ func (s *Store) directRange(ctx context.Context, subject string, from, upTo uint
 		return from, err
 	}
 	defer sub.Unsubscribe()
-	api := "$JS.API.DIRECT.GET." + s.cfg.Stream
+	api := "$JS.API.DIRECT.GET." + stream
 	next := from
 	for next <= upTo {
 		req, _ := json.Marshal(struct {

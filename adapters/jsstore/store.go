@@ -280,14 +280,20 @@ func (s *Store) prepare(dst []byte, connectionID string, head domain.ChainHead, 
 // appends: the message, its header map and values, and the body's buffer
 // are reused (nats.go has copied them out when the publish returns).
 type outMsg struct {
-	m       nats.Msg
-	id, seq [1]string
-	body    []byte
+	m               nats.Msg
+	id, seq, stream [1]string
+	body            []byte
 }
 
+// An event's message names the stream it is for (Nats-Expected-Stream):
+// any other stream refuses it. A push consumer delivers to whatever
+// subject its creator names, and a stream stores what is delivered on its
+// subjects; a reader's consumer on the event stream delivering to another
+// stream's subject would otherwise copy events into it.
 var outMsgs = sync.Pool{New: func() any {
 	o := &outMsg{body: make([]byte, 0, 1024)}
-	o.m.Header = nats.Header{jetstream.MsgIDHeader: o.id[:], jetstream.ExpectedLastSubjSeqHeader: o.seq[:]}
+	o.m.Header = nats.Header{jetstream.MsgIDHeader: o.id[:], jetstream.ExpectedLastSubjSeqHeader: o.seq[:],
+		jetstream.ExpectedStreamHeader: o.stream[:]}
 	return o
 }}
 
@@ -332,8 +338,9 @@ func (s *Store) head(ctx context.Context, connectionID string, expectedLastSeq u
 }
 
 // Append implements domain.EventStore: one message published with the
-// subject's expected last sequence (Nats-Expected-Last-Subject-Sequence) and
-// the event id as Nats-Msg-Id.
+// subject's expected last sequence (Nats-Expected-Last-Subject-Sequence),
+// the event id as Nats-Msg-Id and the stream's name as
+// Nats-Expected-Stream.
 func (s *Store) Append(ctx context.Context, connectionID string, expectedLastSeq uint64, e domain.Event) (domain.Event, error) {
 	return s.AppendThen(ctx, connectionID, expectedLastSeq, e, nil)
 }
@@ -370,10 +377,10 @@ func (s *Store) AppendThen(ctx context.Context, connectionID string, expectedLas
 	}
 	m := &o.m
 	m.Subject, m.Data = events.Subject(connectionID), body
-	o.id[0], o.seq[0] = e.ID, strconv.FormatUint(expectedLastSeq, 10)
+	o.id[0], o.seq[0], o.stream[0] = e.ID, strconv.FormatUint(expectedLastSeq, 10), s.cfg.Stream
 	ack, err := s.publish(ctx, m, sent)
 	m.Subject, m.Data, o.id[0], o.seq[0] = "", nil, "", ""
-	if len(m.Header) == 2 { // as built (nats.go adds none to a publish without options)
+	if len(m.Header) == 3 { // as built (nats.go adds none to a publish without options)
 		outMsgs.Put(o)
 	}
 	if err == nil {

@@ -81,49 +81,24 @@ func (s *Store) Verify(ctx context.Context, v *events.Verifier, connectionID str
 	return v.Finish(last), nil
 }
 
-// readCheckpoints calls fn with every checkpoint message, in order.
+// readCheckpoints calls fn with every checkpoint message, in order. It
+// reads by direct gets (batched), not through a consumer: the reader
+// identity, which `tokenline verify` runs with, may not create consumers on
+// the checkpoint stream (natsserver.ReaderPermissions says why).
 func (s *Store) readCheckpoints(ctx context.Context, fn func([]byte)) error {
 	info, err := s.checkpoints.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("jsstore: checkpoint stream: %w", err)
 	}
-	last := info.State.LastSeq
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	cons, err := s.checkpoints.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	err = s.streamSubjectMsgs(ctx, info.Config.Name, events.CheckpointSubject, info.State.FirstSeq, info.State.LastSeq, func(m *rangeMsg) error {
+		fn(m.data)
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("jsstore: read checkpoints: %w", err)
-	}
-	defer s.dropCheckpointConsumer(cons)
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("jsstore: read checkpoints: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for n := uint64(0); n <= last; n++ { // at most one message per sequence
-		m, err := it.Next()
-		if err != nil {
-			return fmt.Errorf("jsstore: read checkpoints: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("jsstore: read checkpoints: %w", err)
-		}
-		fn(m.Data())
-		if md.Sequence.Stream >= last {
-			return nil
-		}
 	}
 	return nil
-}
-
-func (s *Store) dropCheckpointConsumer(cons jetstream.Consumer) {
-	if info := cons.CachedInfo(); info != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-		defer cancel()
-		_ = s.checkpoints.DeleteConsumer(ctx, info.Name)
-	}
 }

@@ -39,14 +39,14 @@ const DefaultStream = "TOKENLINE"
 // ReaderPermissions returns the rights of the reader identity on stream,
 // whose subjects are events.SubjectAll. The reader may:
 //
-//   - subscribe to tokenline.conn.> and tokenline.checkpoints (core NATS)
-//     and to _INBOX.> (replies);
+//   - subscribe to tokenline.conn.> (core NATS) and to _INBOX.> (replies);
 //   - read the info and stored messages of the stream and of its
 //     checkpoint stream (<stream>_CHECKPOINTS) ($JS.API.INFO,
 //     $JS.API.STREAM.INFO, $JS.API.STREAM.MSG.GET, $JS.API.DIRECT.GET);
-//   - create (or update) consumers on either stream, read their info, pull
-//     from them and acknowledge ($JS.API.CONSUMER.CREATE / DURABLE.CREATE /
-//     INFO / MSG.NEXT, $JS.ACK, $JS.FC for push consumers' flow control).
+//   - create (or update) consumers on the event stream, read their info,
+//     pull from them and acknowledge ($JS.API.CONSUMER.CREATE /
+//     DURABLE.CREATE / INFO / MSG.NEXT, $JS.ACK, $JS.FC for push
+//     consumers' flow control).
 //
 // Everything else is refused by the server: publishing events, any stream,
 // key-value or object-store administration or access (the vault buckets
@@ -54,32 +54,49 @@ const DefaultStream = "TOKENLINE"
 // consumers stay unknown to readers) and deleting consumers. A reader that
 // no longer needs a durable consumer lets it expire (InactiveThreshold) or
 // asks the operator to delete it.
+//
+// No consumers on the checkpoint stream, and no subscription to its
+// subject: a push consumer delivers to whatever subject its creator names,
+// as the account, whenever someone subscribes to it, so a stream captures
+// what it delivers. A reader's consumer on the checkpoint stream
+// delivering to tokenline.conn.<id>, which readers may subscribe to, wrote
+// checkpoints into the event stream; one on the event stream delivering to
+// tokenline.checkpoints wrote events into the checkpoint stream; both
+// refuse deletes and purges. A consumer on the event stream cannot deliver
+// to its own subjects (the server refuses the cycle), and nobody
+// subscribes to the subjects of the other streams. Checkpoints are read by
+// direct get.
 func ReaderPermissions(stream string) *server.Permissions {
-	allow := []string{"$JS.API.INFO"}
-	// The event stream and its signed checkpoints (<stream>_CHECKPOINTS,
-	// jsstore.CheckpointStreamConfig), which `tokenline verify` reads.
-	for _, st := range []string{stream, stream + "_CHECKPOINTS"} {
-		allow = append(allow,
-			"$JS.API.STREAM.INFO."+st,
-			"$JS.API.STREAM.MSG.GET."+st,
-			"$JS.API.DIRECT.GET."+st,
-			"$JS.API.DIRECT.GET."+st+".>",
-			"$JS.API.CONSUMER.CREATE."+st,
-			"$JS.API.CONSUMER.CREATE."+st+".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE."+st+".*",
-			"$JS.API.CONSUMER.INFO."+st+".*",
-			"$JS.API.CONSUMER.MSG.NEXT."+st+".*",
-			"$JS.ACK."+st+".>",
-			"$JS.ACK.*.*."+st+".>", // the v2 reply format
-			"$JS.FC."+st+".>",
-			"$JS.FC.*.*."+st+".>",
-		)
+	reads := func(st string) []string {
+		return []string{
+			"$JS.API.STREAM.INFO." + st,
+			"$JS.API.STREAM.MSG.GET." + st,
+			"$JS.API.DIRECT.GET." + st,
+			"$JS.API.DIRECT.GET." + st + ".>",
+		}
 	}
+	allow := []string{"$JS.API.INFO"}
+	// The event stream: read, and consume with consumers of one's own.
+	allow = append(allow, reads(stream)...)
+	allow = append(allow,
+		"$JS.API.CONSUMER.CREATE."+stream,
+		"$JS.API.CONSUMER.CREATE."+stream+".>",
+		"$JS.API.CONSUMER.DURABLE.CREATE."+stream+".*",
+		"$JS.API.CONSUMER.INFO."+stream+".*",
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
+		"$JS.ACK."+stream+".>",
+		"$JS.ACK.*.*."+stream+".>", // the v2 reply format
+		"$JS.FC."+stream+".>",
+		"$JS.FC.*.*."+stream+".>",
+	)
+	// Its signed checkpoints (<stream>_CHECKPOINTS,
+	// jsstore.CheckpointStreamConfig), which `tokenline verify` reads: read
+	// only, by direct get.
+	allow = append(allow, reads(stream+"_CHECKPOINTS")...)
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: allow},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			events.SubjectAll,
-			events.CheckpointSubject,
 			"_INBOX.>",
 		}},
 	}

@@ -136,8 +136,16 @@ func TestConnectCredsFileKinds(t *testing.T) {
 
 func TestReaderPermissionsCoverTheEventSubjects(t *testing.T) {
 	p := ReaderPermissions(DefaultStream)
-	if len(p.Subscribe.Allow) != 3 || p.Subscribe.Allow[0] != events.SubjectAll || p.Subscribe.Allow[1] != events.CheckpointSubject || p.Subscribe.Allow[2] != "_INBOX.>" {
+	// Not tokenline.checkpoints, and no consumers on the checkpoint stream:
+	// a push consumer delivering to it, or from it to tokenline.conn.>,
+	// would have the reader write into those streams.
+	if len(p.Subscribe.Allow) != 2 || p.Subscribe.Allow[0] != events.SubjectAll || p.Subscribe.Allow[1] != "_INBOX.>" {
 		t.Errorf("reader subscribe allow = %v", p.Subscribe.Allow)
+	}
+	for _, subj := range p.Publish.Allow {
+		if strings.Contains(subj, DefaultStream+"_CHECKPOINTS") && !strings.Contains(subj, ".INFO.") && !strings.Contains(subj, ".GET.") {
+			t.Errorf("reader may publish to %s: more than reading the checkpoint stream", subj)
+		}
 	}
 	for _, subj := range p.Publish.Allow {
 		if !strings.Contains(subj, DefaultStream) && subj != "$JS.API.INFO" {

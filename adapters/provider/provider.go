@@ -470,11 +470,17 @@ func (p *Provider) toTokens(t *oauth2.Token, scopes []string, refreshToken strin
 	if p.cfg.Now != nil {
 		now = p.cfg.Now
 	}
+	// expires_in is a positive number of seconds (RFC 6749 §5.1). One of
+	// zero or less (or a form-encoded one that overflowed) is garbage, and
+	// is read as not given: a lifetime already over would have the token
+	// refreshed at once, and again, as fast as the provider answers. The
+	// answer's tokens are kept all the same (its refresh token may be a
+	// rotated one, the only one the grant still accepts).
 	var expiry time.Time
 	switch {
 	case t.ExpiresIn > 0:
 		expiry = now().Add(time.Duration(t.ExpiresIn) * time.Second)
-	case !t.Expiry.IsZero():
+	case t.ExpiresIn == 0 && t.Expiry.After(time.Now()): // x/oauth2's clock
 		expiry = t.Expiry
 	case refreshToken != "":
 		expiry = now().Add(AssumedLifetime)

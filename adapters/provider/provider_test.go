@@ -423,3 +423,47 @@ func TestRefreshWithoutRefreshTokenOrExpiry(t *testing.T) {
 		t.Fatalf("rotated=%v err=%v expiry=%v", rotated, err, toks.Expiry)
 	}
 }
+
+// An expires_in of zero or less is garbage (RFC 6749 §5.1: a positive
+// lifetime) and is read as not given: with a refresh token the assumed
+// lifetime, without one no expiry. Never an expiry in the past, which would
+// have the token refreshed again at once.
+func TestNonPositiveExpiresInIsNotGiven(t *testing.T) {
+	for _, c := range []struct {
+		name, body string
+		refresh    bool
+	}{
+		{"negative", `{"access_token":"a","token_type":"bearer","expires_in":-3600,"refresh_token":"r2"}`, true},
+		{"negative string", `{"access_token":"a","token_type":"bearer","expires_in":"-1","refresh_token":"r2"}`, true},
+		{"zero", `{"access_token":"a","token_type":"bearer","expires_in":0,"refresh_token":"r2"}`, true},
+		{"negative, no refresh token", `{"access_token":"a","token_type":"bearer","expires_in":-5}`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := tokenServer(t, 200, c.body, nil)
+			toks, err := p.Exchange(ctxT(t), "code", "verifier-verifier-verifier-verifier-verifier", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case c.refresh && time.Until(toks.Expiry) < provider.AssumedLifetime-time.Minute:
+				t.Fatalf("expiry %v, want the assumed lifetime", toks.Expiry)
+			case !c.refresh && !toks.Expiry.IsZero():
+				t.Fatalf("expiry %v, want none", toks.Expiry)
+			}
+		})
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
+		_, _ = w.Write([]byte("access_token=a&token_type=bearer&refresh_token=r2&expires_in=-60"))
+	}))
+	defer srv.Close()
+	p, err := provider.New(provider.Config{Name: "x", ClientID: "c", ClientSecret: "s",
+		Endpoints: provider.Endpoints{AuthURL: srv.URL + "/a", TokenURL: srv.URL + "/t"}, RedirectURL: "http://127.0.0.1/cb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, _, err := p.Refresh(ctxT(t), "old", nil)
+	if err != nil || !toks.Expiry.After(time.Now()) {
+		t.Fatalf("form-encoded expires_in=-60: expiry %v, err %v", toks.Expiry, err)
+	}
+}

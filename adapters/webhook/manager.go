@@ -50,6 +50,11 @@ const (
 	// LogMaxAge bounds how long an attempt stays in the log by default
 	// (Config.LogMaxAge).
 	LogMaxAge = 7 * 24 * time.Hour
+	// MaxSubscriptions bounds the subscriptions not deleted by default
+	// (Config.MaxSubscriptions): each is a durable consumer on the
+	// connections' stream, a sealed secret and a filter every event is
+	// matched against.
+	MaxSubscriptions = 1000
 )
 
 // Config configures a Manager.
@@ -101,6 +106,10 @@ type Config struct {
 	// instance updates as it opens and /readyz checks.
 	LogKeep   int
 	LogMaxAge time.Duration
+	// MaxSubscriptions bounds the subscriptions not deleted (default
+	// MaxSubscriptions); Create refuses one more (ErrInvalid). Instances
+	// creating at the same moment may each let one more in.
+	MaxSubscriptions int
 	// Provider returns a connection's provider, for provider filters.
 	Provider func(ctx context.Context, connectionID string) (string, error)
 	Instance string
@@ -129,6 +138,7 @@ func (c Config) withDefaults() Config {
 	c.SecretGrace = cmp.Or(c.SecretGrace, 24*time.Hour)
 	c.LogKeep = cmp.Or(c.LogKeep, LogKeep)
 	c.LogMaxAge = cmp.Or(c.LogMaxAge, LogMaxAge)
+	c.MaxSubscriptions = cmp.Or(c.MaxSubscriptions, MaxSubscriptions)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	c.UserAgent = cmp.Or(c.UserAgent, "tokenline-webhooks")
 	if c.Now == nil {
@@ -530,6 +540,9 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, startSeq uint64
 	if len(req.Provider) > 64 {
 		return domain.Webhook{}, "", fmt.Errorf("%w: provider name too long", ErrInvalid)
 	}
+	if n := m.live(); n >= m.cfg.MaxSubscriptions {
+		return domain.Webhook{}, "", fmt.Errorf("%w: there are %d subscriptions, at most %d; delete one first", ErrInvalid, n, m.cfg.MaxSubscriptions)
+	}
 	info, err := m.events.Info(ctx)
 	if err != nil {
 		return domain.Webhook{}, "", fmt.Errorf("webhook: create: %w", err)
@@ -597,6 +610,19 @@ func (m *Manager) Get(id string) (domain.Webhook, error) {
 	c := *w
 	c.EventTypes = slices.Clone(w.EventTypes)
 	return c, nil
+}
+
+// live counts the subscriptions not deleted.
+func (m *Manager) live() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, w := range m.subs {
+		if w.Version > 0 && w.State != domain.WebhookDeleted {
+			n++
+		}
+	}
+	return n
 }
 
 // List returns the subscriptions that are not deleted, oldest first.

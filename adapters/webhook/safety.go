@@ -75,10 +75,16 @@ func publicAddr(ip netip.Addr) bool {
 // errPrivateTarget is returned by the dialer for a refused address.
 var errPrivateTarget = errors.New("webhook: target address is private or loopback (refused; --webhooks-allow-private allows it)")
 
+// MaxAnswerHeaderBytes bounds the header of a receiver's answer (net/http
+// would read up to 10 MiB per request in flight); a longer one fails the
+// attempt. The answer's body is bounded by Config.MaxResponse.
+const MaxAnswerHeaderBytes = 64 << 10
+
 // Client returns the HTTP client of deliveries: timeout per attempt, no
 // redirects followed (a 3xx is a failed attempt), no proxy from the
-// environment, and unless AllowPrivate a dialer that refuses non-public
-// addresses at connect time (after resolution).
+// environment, answer headers of at most MaxAnswerHeaderBytes, and unless
+// AllowPrivate a dialer that refuses non-public addresses at connect time
+// (after resolution).
 func (s Safety) Client(timeout time.Duration) *http.Client {
 	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	if !s.AllowPrivate {
@@ -98,6 +104,9 @@ func (s Safety) Client(timeout time.Duration) *http.Client {
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: timeout,
+		// HTTP/2 answers are bounded by the same field (its
+		// MaxHeaderListSize defaults to it).
+		MaxResponseHeaderBytes: MaxAnswerHeaderBytes,
 		// No ResponseHeaderTimeout: the client's Timeout bounds the whole
 		// attempt (a second timer per request otherwise).
 	}

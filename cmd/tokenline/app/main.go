@@ -350,9 +350,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	go func() { defer m.schedWG.Done(); m.Lifecycle.Run(schedCtx) }()
 
 	// No WriteTimeout: the audit export streams JSON Lines for as long as it
-	// takes. Bodies are capped at 64 KiB and must arrive within ReadTimeout.
+	// takes. Bodies are capped at 64 KiB and must arrive within ReadTimeout;
+	// headers at 64 KiB (431), as `tokenline sandbox` does.
 	m.HTTPServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)} // its errors as JSON lines too
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn)} // its errors as JSON lines too
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
