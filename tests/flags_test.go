@@ -33,6 +33,9 @@ func TestBadFlagsStartNothing(t *testing.T) {
 		{"--authorisation-ttl", func(c *app.Config) { c.AuthorisationTTL = 0 }},
 		{"--sandbox-consent", func(c *app.Config) { c.SandboxConsent = "maybe" }},
 		{"--gate-expiry-margin", func(c *app.Config) { c.GateExpiryMargin = -time.Second }},
+		{"--probe-shard", func(c *app.Config) { c.ProbeShard = "3/3" }},
+		{"--checkpoint-interval", func(c *app.Config) { c.CheckpointInterval = 0 }},
+		{"--snapshot-every", func(c *app.Config) { c.SnapshotEvery = 0 }},
 		{"vault", func(c *app.Config) { // a key file others may read is refused
 			c.VaultKeyFile = filepath.Join(filepath.Dir(c.DataDir), "vault.key")
 			if err := os.WriteFile(c.VaultKeyFile, []byte(strings.Repeat("ab", 32)+"\n"), 0o644); err != nil {

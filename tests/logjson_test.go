@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,22 +108,60 @@ func TestServeStderrIsJSONLines(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("events: %d", resp.StatusCode)
 	}
+	// The embedded sandbox logs too: a refused token request.
+	resp, err = http.PostForm(p.baseURL+"/sandbox/oauth/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"unknown"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	p.stop(t)
 
 	lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
-	skipped := 0
+	skipped, sandboxLines := 0, 0
 	for i, l := range lines {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil || m["msg"] == nil || m["level"] == nil || m["time"] == nil {
 			t.Errorf("stderr line %d is not a JSON log line: %q", i+1, l)
 			continue
 		}
+		if k := duplicateKey(l); k != "" {
+			t.Errorf("stderr line %d has the key %q twice: %s", i+1, k, l)
+		}
 		if m["msg"] == "audit: skipped a record" {
 			skipped++
 		}
+		if m["component"] == "sandbox" {
+			sandboxLines++
+		}
 	}
-	if skipped == 0 {
-		t.Fatalf("the run did not reach the audit skip path; stderr:\n%s", stderr.String())
+	if skipped == 0 || sandboxLines == 0 {
+		t.Fatalf("the run did not reach the audit skip path (%d) or log a sandbox line (%d); stderr:\n%s", skipped, sandboxLines, stderr.String())
 	}
 	t.Logf("%d stderr lines, all JSON; %d audit skips", len(lines), skipped)
+}
+
+// duplicateKey returns a key that a JSON object line has twice at its top
+// level ("" if none).
+func duplicateKey(line string) string {
+	dec := json.NewDecoder(strings.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		k, _ := tok.(string)
+		if seen[k] {
+			return k
+		}
+		seen[k] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return ""
+		}
+	}
+	return ""
 }

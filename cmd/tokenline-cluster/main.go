@@ -75,7 +75,7 @@ func flagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.outageMode, "outage-mode", "kill", "fault d: kill (kill -9, restart) or stop (SIGSTOP, SIGCONT)")
 	fs.DurationVar(&o.recoverTimeout, "recover-timeout", 120*time.Second, "a phase not recovered after this long is a violation")
 	fs.DurationVar(&o.timeout, "timeout", 45*time.Minute, "bound on the whole run")
-	fs.BoolVar(&o.short, "short", false, "the CI run: 300 connections, settle 10s, down 3s, timeout 10m (explicit flags win)")
+	fs.BoolVar(&o.short, "short", false, "the CI run: 300 connections, settle 10s, down 3s, recover-timeout 60s, timeout 10m (explicit flags win)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (configs, stores, logs) for inspection")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on stdout")
 	fs.StringVar(&o.sandbox, "sandbox", "process", "the provider: process (tokenline sandbox, its own process) or embedded (served by this program)")

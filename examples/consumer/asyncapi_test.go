@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tokenline/tokenline/adapters/porttest"
+	"github.com/tokenline/tokenline/adapters/webhook"
 	"github.com/tokenline/tokenline/domain"
 	"github.com/tokenline/tokenline/events"
 )
@@ -27,7 +28,11 @@ type schema struct {
 }
 
 type asyncDoc struct {
-	AsyncAPI string `yaml:"asyncapi"`
+	AsyncAPI   string `yaml:"asyncapi"`
+	Operations map[string]struct {
+		Channel  map[string]string   `yaml:"channel"`
+		Messages []map[string]string `yaml:"messages"`
+	} `yaml:"operations"`
 	Channels map[string]struct {
 		Address  string         `yaml:"address"`
 		Messages map[string]any `yaml:"messages"`
@@ -36,8 +41,10 @@ type asyncDoc struct {
 		Messages map[string]struct {
 			Name    string `yaml:"name"`
 			Payload struct {
-				AllOf []map[string]any `yaml:"allOf"`
-				OneOf []struct {
+				Required   []string         `yaml:"required"`
+				Properties map[string]any   `yaml:"properties"`
+				AllOf      []map[string]any `yaml:"allOf"`
+				OneOf      []struct {
 					AllOf []map[string]any `yaml:"allOf"`
 				} `yaml:"oneOf"`
 			} `yaml:"payload"`
@@ -75,6 +82,20 @@ func TestAsyncAPIMatchesTheWireSchema(t *testing.T) {
 	}
 	if len(ch.Messages) != len(domain.EventTypes) {
 		t.Errorf("channel lists %d messages, there are %d event types", len(ch.Messages), len(domain.EventTypes))
+	}
+	// The operations on the connections' channel (receive, send) list every
+	// message of the channel.
+	for name, op := range doc.Operations {
+		if op.Channel["$ref"] != "#/channels/connectionEvents" {
+			continue
+		}
+		var got []string
+		for _, m := range op.Messages {
+			got = append(got, strings.TrimPrefix(m["$ref"], "#/channels/connectionEvents/messages/"))
+		}
+		if want := slices.Sorted(maps.Keys(ch.Messages)); !slices.Equal(slices.Sorted(slices.Values(got)), want) {
+			t.Errorf("operation %s lists %v, the channel has %v", name, got, want)
+		}
 	}
 	for _, p := range payloadSamples {
 		typ := reflect.TypeOf(p)
@@ -125,6 +146,28 @@ func TestAsyncAPIMatchesTheWireSchema(t *testing.T) {
 	}
 	if !slices.Equal(documented, reasons) {
 		t.Errorf("Reason enum %v, domain.Reasons %v", documented, reasons)
+	}
+	// The other records: webhook dead letters and delivery attempts,
+	// checkpoints.
+	for name, v := range map[string]any{"WebhookDeadLetter": webhook.DeadLetter{}, "WebhookAttempt": webhook.Attempt{}} {
+		p := doc.Components.Messages[name].Payload
+		all, required := porttest.JSONFields(reflect.TypeOf(v))
+		if got := slices.Sorted(maps.Keys(p.Properties)); !slices.Equal(got, all) {
+			t.Errorf("message %s properties %v, the code writes %v", name, got, all)
+		}
+		if got := slices.Sorted(slices.Values(p.Required)); !slices.Equal(got, required) {
+			t.Errorf("message %s required %v, the code always writes %v", name, got, required)
+		}
+	}
+	for name, v := range map[string]any{"SignedCheckpoint": events.SignedCheckpoint{}, "CheckpointStatement": events.Checkpoint{}} {
+		sc := doc.Components.Schemas[name]
+		all, required := porttest.JSONFields(reflect.TypeOf(v))
+		if got := slices.Sorted(maps.Keys(sc.Properties)); !slices.Equal(got, all) {
+			t.Errorf("schema %s properties %v, the code writes %v", name, got, all)
+		}
+		if got := slices.Sorted(slices.Values(sc.Required)); !slices.Equal(got, required) {
+			t.Errorf("schema %s required %v, the code always writes %v", name, got, required)
+		}
 	}
 	all, required := porttest.JSONFields(reflect.TypeOf(events.Envelope{}))
 	env := doc.Components.Schemas["CloudEvent"]

@@ -141,7 +141,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "API token file (default <data-dir>/api-token, mode 0600; TOKENLINE_API_TOKEN overrides)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", c.MetricsAuth, "GET /metrics requires the API token (--metrics-auth=false: open to anyone who reaches --http)")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", c.SigningKeyFile, "checkpoint signing key file (default <data-dir>/signing.key; TOKENLINE_SIGNING_KEY overrides; share it between instances)")
-	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "how often a signed checkpoint of the hash chains is written")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", c.CheckpointInterval, "how often a signed checkpoint of the hash chains is written (1s to 24h)")
 	fs.DurationVar(&c.SandboxAccessTTL, "sandbox-access-ttl", c.SandboxAccessTTL, "sandbox access token lifetime (1s to 8760h; 0s: access tokens without expiry, no expires_in)")
 	fs.DurationVar(&c.SandboxRefreshTTL, "sandbox-refresh-ttl", c.SandboxRefreshTTL, "sandbox refresh token lifetime")
 	fs.StringVar(&c.SandboxConsent, "sandbox-consent", c.SandboxConsent, "sandbox consent: prompt, approve or deny")
@@ -188,11 +188,8 @@ func (c *Config) Validate() error {
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		return fmt.Errorf("--replicas must be 1, 3 or 5")
 	}
-	if c.CheckpointInterval == 0 {
-		c.CheckpointInterval = DefaultConfig().CheckpointInterval
-	}
 	if c.CheckpointInterval < time.Second || c.CheckpointInterval > 24*time.Hour {
-		return fmt.Errorf("--checkpoint-interval must be between 1s and 24h")
+		return fmt.Errorf("--checkpoint-interval %s: want 1s to 24h", c.CheckpointInterval)
 	}
 	if c.GateExpiryMargin < 10*projections.ClockResolution || c.GateExpiryMargin > time.Hour {
 		return fmt.Errorf("--gate-expiry-margin must be between %s and 1h", 10*projections.ClockResolution)

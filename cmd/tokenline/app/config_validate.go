@@ -44,8 +44,13 @@ func (c *Config) validateValues() error {
 			return fmt.Errorf("%s %d: want 1 to 100000", n.flag, n.v)
 		}
 	}
-	if c.SnapshotEvery < 0 {
-		return fmt.Errorf("--snapshot-every %d: want 0 or more", c.SnapshotEvery)
+	// 0 would be replaced by the projections' default (10000) without a
+	// word: refused like the other zero counts.
+	if c.SnapshotEvery < 1 {
+		return fmt.Errorf("--snapshot-every %d: want 1 or more", c.SnapshotEvery)
+	}
+	if _, err := probeOwner(c.ProbeShard); err != nil { // providers_detect.go
+		return err
 	}
 	for _, d := range []struct {
 		flag string

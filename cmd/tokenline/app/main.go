@@ -497,7 +497,7 @@ func (m *Main) openProviders(ctx context.Context) error {
 				RedirectURIs: []string{redirect}, AccessTokenLifetime: c.SandboxAccessTTL,
 				RefreshTokenLifetime: c.SandboxRefreshTTL, Consent: c.SandboxConsent,
 				RefreshTokens: c.SandboxGrantMode, NonExpiringAccessTokens: c.SandboxAccessTTL == 0,
-				Logger: m.Logger.With("component", "sandbox"), Now: m.now(),
+				Logger: m.Logger, Now: m.now(), // the sandbox adds component=sandbox
 				// The admin endpoints take the /v1 API token.
 				AdminToken: m.apiToken,
 			})

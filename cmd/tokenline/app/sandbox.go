@@ -320,8 +320,9 @@ instances share one provider the way they share Pleo. It serves the same routes
 as the embedded sandbox: /sandbox/oauth/{authorize,token,revoke,token/introspect},
 /sandbox/api/me, RFC 8414 metadata at /.well-known/oauth-authorization-server/sandbox
 (and /sandbox/.well-known/oauth-authorization-server), and the admin API under
-/sandbox/admin/ (stats, faults, consent, revoke-grants, rotate-client-secret,
-expire-refresh-tokens, reset-stats), which needs "Authorization: Bearer <admin token>".
+/sandbox/admin/ (stats, reset-stats, faults, consent, grant-mode, api-mode,
+revoke-grants, rotate-client-secret, expire-refresh-tokens), which needs
+"Authorization: Bearer <admin token>".
 
 Secrets: the client secret comes from $TOKENLINE_SANDBOX_CLIENT_SECRET, else
 --client-secret-file, else <data-dir>/sandbox-client-secret (created 0600 with a
