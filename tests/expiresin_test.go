@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenline/tokenline/adapters/sandbox"
 	"github.com/tokenline/tokenline/cmd/tokenline/app"
 	"github.com/tokenline/tokenline/domain"
 )
@@ -30,26 +29,7 @@ import (
 // The provider is a real sandbox behind a real proxy that rewrites
 // expires_in in the refresh answers only.
 func TestNegativeExpiresInDoesNotLoopRefreshes(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	sb, err := sandbox.New(sandbox.Config{RedirectURIs: []string{"http://" + addr + "/oauth/callback"},
-		Consent: sandbox.ConsentApprove, AccessTokenLifetime: time.Hour, ClientID: "client-garbled", AdminToken: "garbled-admin"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + sl.Addr().String()
-	sb.SetIssuer(base)
-	srv := &http.Server{Handler: sb.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(sl) }()
-	t.Cleanup(func() { srv.Close() })
+	sb, addr, base := sandboxOnLoopback(t, "client-garbled", "garbled-admin")
 
 	var refreshes atomic.Int64
 	target, _ := url.Parse(base)

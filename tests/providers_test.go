@@ -28,26 +28,7 @@ import (
 // variable). Both approve consent at once.
 func twoProviders(t *testing.T) (*instance, *sandbox.Server, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	second, err := sandbox.New(sandbox.Config{RedirectURIs: []string{"http://" + addr + "/oauth/callback"},
-		Consent: sandbox.ConsentApprove, AccessTokenLifetime: time.Hour, ClientID: "client-second", AdminToken: "second-admin"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + sl.Addr().String()
-	second.SetIssuer(base)
-	srv := &http.Server{Handler: second.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(sl) }()
-	t.Cleanup(func() { srv.Close() })
+	second, addr, base := sandboxOnLoopback(t, "client-second", "second-admin")
 	t.Setenv("TL_TEST_SECOND_SECRET", second.ClientSecret())
 	file := filepath.Join(t.TempDir(), "providers.yaml")
 	yaml := "providers:\n  - preset: sandbox\n  - name: second\n" +
@@ -170,4 +151,32 @@ func TestBrowserCreateFormOffersProviders(t *testing.T) {
 	if n, m := second.Stats().TokenRequests.AuthorizationCode, in.Sandbox.Stats().TokenRequests.AuthorizationCode; n != 1 || m != 0 {
 		b.fail("code exchanges: second %d, in-process sandbox %d; want 1 and 0", n, m)
 	}
+}
+
+// sandboxOnLoopback serves a sandbox (consent approved, 1 h access tokens)
+// on a loopback port of its own, for a tokenline that will listen on addr
+// (a free loopback address, returned), and returns its base URL.
+func sandboxOnLoopback(t *testing.T, clientID, adminToken string) (sb *sandbox.Server, addr, base string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	sb, err = sandbox.New(sandbox.Config{RedirectURIs: []string{"http://" + addr + "/oauth/callback"},
+		Consent: sandbox.ConsentApprove, AccessTokenLifetime: time.Hour, ClientID: clientID, AdminToken: adminToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base = "http://" + sl.Addr().String()
+	sb.SetIssuer(base)
+	srv := &http.Server{Handler: sb.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(sl) }()
+	t.Cleanup(func() { srv.Close() })
+	return sb, addr, base
 }
